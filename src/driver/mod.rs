@@ -1,0 +1,153 @@
+//! Event-loop drivers: the only code that touches connections.
+//!
+//! Every driver provides the same contract:
+//!
+//! - it serves the (non-blocking) `listener` until the worker is drained
+//!   ([`Control::draining`]) and every connection is closed, or the drain
+//!   timeout passes, and then returns `Ok(())`;
+//! - each accepted connection gets one [`http::Conn`]; received bytes go to
+//!   [`http::Conn::on_read`], and [`http::Conn::output`] goes back out in as
+//!   few sends as possible (every pipelined response of one read in one
+//!   send);
+//! - a connection whose [`http::Conn::deadline`] has passed is closed; the
+//!   clock and the `Date` header are refreshed once per loop turn by
+//!   [`http::Shared::tick`];
+//! - a connection with more than [`http::OUTPUT_HIGH_WATER`] bytes of output
+//!   not yet sent is not read from until it drops below;
+//! - a connection that [`http::Conn::is_closing`] is closed once its output
+//!   is sent, with a lingering close (shutdown of the write side, input
+//!   discarded for a short while) so the client reads the final response;
+//! - draining stops accepting, closes idle connections at once and lets the
+//!   others finish their current request (the core then answers with
+//!   `Connection: close`).
+//!
+//! The backend is chosen in exactly one place: [`run`].
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use crate::http::Handler;
+use crate::server::{Backend, Config};
+
+pub(crate) mod epoll;
+pub(crate) mod uring;
+
+/// How long a closing connection keeps discarding input after its last
+/// response, so that the client reads that response instead of a reset.
+pub(crate) const LINGER_MS: u64 = 2_000;
+
+/// Runs the event loop chosen by `config.backend` and returns the backend
+/// that actually ran.
+pub(crate) fn run<H: Handler>(
+    config: &Config,
+    listener: BorrowedFd<'_>,
+    handler: &mut H,
+    ctl: &Control,
+) -> io::Result<Backend> {
+    match config.backend {
+        Backend::Epoll => {
+            log::info!("backend: epoll (configured)");
+            epoll::run(config, listener, handler, ctl).map(|()| Backend::Epoll)
+        }
+        Backend::Uring => {
+            let ring = uring::setup(config)?;
+            log::info!("backend: io_uring ({})", ring.describe());
+            ring.run(config, listener, handler, ctl).map(|()| Backend::Uring)
+        }
+        Backend::Auto => match uring::setup(config) {
+            Ok(ring) => {
+                log::info!("backend: io_uring ({})", ring.describe());
+                ring.run(config, listener, handler, ctl).map(|()| Backend::Uring)
+            }
+            Err(e) if uring::is_refusal(&e) => {
+                log::info!("backend: epoll (io_uring refused: {e})");
+                epoll::run(config, listener, handler, ctl).map(|()| Backend::Epoll)
+            }
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// Set by SIGTERM/SIGINT; read by the loop after its wake-up fd fires.
+static DRAIN: AtomicBool = AtomicBool::new(false);
+/// The eventfd that the signal handler writes to wake the loop; -1 if none.
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_drain_signal(_sig: libc::c_int) {
+    // Only async-signal-safe work here: an atomic store and one write(2).
+    DRAIN.store(true, Ordering::SeqCst);
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        crate::sys::eventfd_wake(fd);
+    }
+}
+
+/// The worker's control channel: a drain flag and the eventfd that wakes the
+/// event loop when it changes. Drivers keep a read on [`Control::wake_fd`]
+/// in flight (io_uring) or registered (epoll).
+#[derive(Debug)]
+pub(crate) struct Control {
+    wake: OwnedFd,
+}
+
+impl Control {
+    /// Creates the wake-up eventfd and routes SIGTERM and SIGINT to a drain.
+    /// SIGPIPE is ignored: sends use `MSG_NOSIGNAL`, and a closed peer must
+    /// never kill the worker.
+    pub(crate) fn install() -> io::Result<Control> {
+        let wake = crate::sys::eventfd()?;
+        WAKE_FD.store(wake.as_raw_fd(), Ordering::SeqCst);
+        DRAIN.store(false, Ordering::SeqCst);
+        // SAFETY: the handler only touches atomics and calls write(2), both
+        // async-signal-safe; SIG_IGN for SIGPIPE is always valid.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_drain_signal as extern "C" fn(libc::c_int) as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            for sig in [libc::SIGTERM, libc::SIGINT] {
+                if libc::sigaction(sig, &sa, std::ptr::null_mut()) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
+        Ok(Control { wake })
+    }
+
+    /// The eventfd that becomes readable when the control state changes.
+    pub(crate) fn wake_fd(&self) -> RawFd {
+        self.wake.as_raw_fd()
+    }
+
+    /// Resets the eventfd after a wake-up.
+    pub(crate) fn ack(&self) {
+        let _ = crate::sys::eventfd_drain(self.wake.as_raw_fd());
+    }
+
+    /// True once the worker has been asked to drain.
+    pub(crate) fn draining(&self) -> bool {
+        DRAIN.load(Ordering::SeqCst)
+    }
+
+    /// Asks the loop to drain (as SIGTERM does).
+    #[allow(dead_code)]
+    pub(crate) fn request_drain(&self) {
+        DRAIN.store(true, Ordering::SeqCst);
+        crate::sys::eventfd_wake(self.wake.as_raw_fd());
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = WAKE_FD.compare_exchange(self.wake.as_raw_fd(), -1, Ordering::SeqCst, Ordering::SeqCst);
+    }
+}
+
+/// How often a driver sweeps its connections for expired deadlines: a
+/// quarter of the shortest timeout, between 5 ms and 1 s.
+pub(crate) fn sweep_interval_ms(config: &Config) -> u64 {
+    let t = config.timeouts.header.min(config.timeouts.idle).as_millis() as u64;
+    (t / 4).clamp(5, 1000)
+}

@@ -1,0 +1,681 @@
+//! The per-connection protocol state machine and the per-worker state it
+//! shares with every connection.
+
+use std::mem::{self, MaybeUninit};
+use std::panic::{self, AssertUnwindSafe};
+use std::time::Instant;
+
+use super::chunked::Decoder;
+use super::date::DateCache;
+use super::request::{Headers, Request, Version};
+use super::response::{reason, Response};
+use super::{Handler, Limits};
+use crate::server::Timeouts;
+
+/// Output not yet sent beyond which a driver stops reading from the
+/// connection: a client that does not read its responses stops being read.
+pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+
+/// Buffers larger than this are freed instead of kept for reuse.
+const POOL_MAX_CAPACITY: usize = 64 * 1024;
+/// Most spare buffers a worker keeps.
+const POOL_MAX_LEN: usize = 1024;
+
+/// Per-worker state shared by all connections: limits, clock, `Date`
+/// header, the scratch response and a pool of spare buffers (so that idle
+/// connections hold none and busy ones allocate none).
+#[derive(Debug)]
+pub struct Shared {
+    limits: Limits,
+    header_ms: u64,
+    idle_ms: u64,
+    start: Instant,
+    now_ms: u64,
+    date: DateCache,
+    res: Response,
+    pool: Vec<Vec<u8>>,
+    draining: bool,
+}
+
+impl Shared {
+    /// State for one worker.
+    pub fn new(limits: Limits, timeouts: Timeouts) -> Shared {
+        let mut limits = limits;
+        limits.max_headers = limits.max_headers.min(Limits::HEADERS_CAP);
+        Shared {
+            limits,
+            header_ms: timeouts.header.as_millis() as u64,
+            idle_ms: timeouts.idle.as_millis() as u64,
+            start: Instant::now(),
+            now_ms: 0,
+            date: DateCache::new(),
+            res: Response::new(),
+            pool: Vec::new(),
+            draining: false,
+        }
+    }
+
+    /// Refreshes the clock and the `Date` header; drivers call it once per
+    /// loop turn.
+    pub fn tick(&mut self) {
+        self.now_ms = self.start.elapsed().as_millis() as u64;
+        self.date.refresh();
+    }
+
+    /// Milliseconds since the worker started, as of the last [`Shared::tick`].
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// From now on every response closes its connection.
+    pub fn set_draining(&mut self) {
+        self.draining = true;
+    }
+
+    /// Whether the worker is draining.
+    pub fn draining(&self) -> bool {
+        self.draining
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Gives back a buffer that [`Conn::take_output`] handed out.
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() == 0 || buf.capacity() > POOL_MAX_CAPACITY || self.pool.len() >= POOL_MAX_LEN {
+            return;
+        }
+        buf.clear();
+        self.pool.push(buf);
+    }
+
+    fn buffer(&mut self) -> Vec<u8> {
+        self.pool.pop().unwrap_or_default()
+    }
+}
+
+/// Where the connection is in the request cycle.
+#[derive(Debug)]
+enum State {
+    /// Between requests, or inside a head that is not complete yet.
+    Head,
+    /// The head (kept in `held[..head_len]`) is complete; its body is being
+    /// received into `held[head_len..]`.
+    Body(Body),
+    /// No further input is processed: the last response carries
+    /// `Connection: close` or the peer is gone.
+    Closed,
+}
+
+#[derive(Debug)]
+enum Body {
+    /// Bytes of a `Content-Length` body still to come.
+    Length(u64),
+    /// A chunked body.
+    Chunked(Decoder),
+}
+
+/// One connection's protocol state: bytes in through [`Conn::on_read`],
+/// response bytes out through [`Conn::output`] or [`Conn::take_output`].
+#[derive(Debug)]
+pub struct Conn {
+    /// Received bytes not yet consumed: the start of an incomplete head.
+    pending: Vec<u8>,
+    /// Bytes of `pending` already searched for the end of the head.
+    scanned: usize,
+    /// The head of the request whose body is arriving, then the body.
+    held: Vec<u8>,
+    /// Length of the head at the front of `held`.
+    head_len: usize,
+    /// Framed responses not yet sent, from `out_pos` on.
+    out: Vec<u8>,
+    /// Bytes at the front of `out` already sent.
+    out_pos: usize,
+    state: State,
+    /// When the connection's current wait ends, in [`Shared::now_ms`] time.
+    deadline: u64,
+    /// The deadline is the header timer, which more bytes do not extend.
+    header_timer: bool,
+}
+
+/// Outcome of trying to parse a head at the front of a buffer.
+enum Head {
+    /// More bytes are needed.
+    Partial,
+    /// A request was answered or its body is awaited; this many bytes were
+    /// consumed.
+    Done(usize),
+    /// Answer with this status and close.
+    Fail(u16),
+}
+
+/// How the body of a request is framed, from its headers.
+struct Framing {
+    length: Option<u64>,
+    chunked: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+impl Conn {
+    /// A freshly accepted connection; its first request must arrive within
+    /// the header timeout.
+    pub fn new(sh: &Shared) -> Conn {
+        Conn {
+            pending: Vec::new(),
+            scanned: 0,
+            held: Vec::new(),
+            head_len: 0,
+            out: Vec::new(),
+            out_pos: 0,
+            state: State::Head,
+            deadline: sh.now_ms + sh.header_ms,
+            header_timer: true,
+        }
+    }
+
+    /// Processes received bytes: every complete request is answered by
+    /// `handler`, in order, and its response appended to the output.
+    pub fn on_read<H: Handler>(&mut self, data: &[u8], sh: &mut Shared, handler: &mut H) {
+        if matches!(self.state, State::Closed) {
+            return;
+        }
+        if self.pending.is_empty() {
+            // Fast path: parse straight from the receive buffer.
+            let used = self.process(data, sh, handler);
+            if used < data.len() && !matches!(self.state, State::Closed) {
+                if self.pending.capacity() == 0 {
+                    self.pending = sh.buffer();
+                }
+                self.pending.extend_from_slice(&data[used..]);
+                self.scanned = 0;
+                self.check_partial(sh);
+            }
+        } else {
+            self.pending.extend_from_slice(data);
+            if !has_head_end(&self.pending, self.scanned) {
+                self.scanned = self.pending.len();
+                self.check_partial(sh);
+            } else {
+                let buf = mem::take(&mut self.pending);
+                let used = self.process(&buf, sh, handler);
+                self.pending = buf;
+                self.pending.drain(..used);
+                self.scanned = 0;
+                if self.pending.is_empty() {
+                    sh.recycle(mem::take(&mut self.pending));
+                } else if !matches!(self.state, State::Closed) {
+                    self.check_partial(sh);
+                }
+            }
+        }
+        if matches!(self.state, State::Closed) && !self.pending.is_empty() {
+            sh.recycle(mem::take(&mut self.pending));
+        }
+        self.rearm(sh);
+    }
+
+    /// The peer will send nothing more. A request cut short gets no answer;
+    /// output already framed is still sent, then the connection closes.
+    pub fn on_eof(&mut self, sh: &mut Shared) {
+        self.state = State::Closed;
+        sh.recycle(mem::take(&mut self.pending));
+        sh.recycle(mem::take(&mut self.held));
+    }
+
+    /// Output waiting to be sent.
+    pub fn output(&self) -> &[u8] {
+        &self.out[self.out_pos..]
+    }
+
+    /// Whether any output waits.
+    pub fn has_output(&self) -> bool {
+        self.out.len() > self.out_pos
+    }
+
+    /// Marks `n` bytes of [`Conn::output`] as sent.
+    pub fn consume_output(&mut self, n: usize, sh: &mut Shared) {
+        self.out_pos += n;
+        debug_assert!(self.out_pos <= self.out.len());
+        if self.out_pos >= self.out.len() {
+            self.out_pos = 0;
+            sh.recycle(mem::take(&mut self.out));
+        }
+        self.sent(sh);
+    }
+
+    /// Moves the pending output out, for a driver that must keep the bytes
+    /// still while the kernel sends them. Give the buffer back with
+    /// [`Shared::recycle`] and report completion with [`Conn::on_sent`].
+    pub fn take_output(&mut self) -> Vec<u8> {
+        let mut out = mem::take(&mut self.out);
+        if self.out_pos > 0 {
+            out.drain(..self.out_pos);
+            self.out_pos = 0;
+        }
+        out
+    }
+
+    /// A send taken with [`Conn::take_output`] progressed.
+    pub fn on_sent(&mut self, sh: &Shared) {
+        self.sent(sh);
+    }
+
+    fn sent(&mut self, sh: &Shared) {
+        // Progress on a send restarts the wait; a connection back to idle
+        // gets the idle timeout.
+        if !self.header_timer || self.pending.is_empty() {
+            self.header_timer = false;
+            self.deadline = sh.now_ms + sh.idle_ms;
+        }
+    }
+
+    /// Bytes of output not yet sent.
+    pub fn output_len(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    /// No further input will be processed: once the output is sent, the
+    /// connection closes.
+    pub fn is_closing(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// Between requests with nothing buffered and nothing to send: a
+    /// draining worker may close it at once.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Head) && self.pending.is_empty() && !self.has_output()
+    }
+
+    /// When the connection's current wait expires, in [`Shared::now_ms`]
+    /// time: header timeout while a head is incomplete (and before the
+    /// first request), idle timeout otherwise.
+    pub fn deadline(&self) -> u64 {
+        self.deadline
+    }
+
+    /// Returns every buffer to the pool; call when the connection closes.
+    pub fn release(self, sh: &mut Shared) {
+        sh.recycle(self.pending);
+        sh.recycle(self.held);
+        sh.recycle(self.out);
+    }
+
+    fn rearm(&mut self, sh: &Shared) {
+        match self.state {
+            State::Head if !self.pending.is_empty() => {
+                if !self.header_timer {
+                    self.header_timer = true;
+                    self.deadline = sh.now_ms + sh.header_ms;
+                }
+            }
+            _ => {
+                self.header_timer = false;
+                self.deadline = sh.now_ms + sh.idle_ms;
+            }
+        }
+    }
+
+    /// Applies the size limits to an incomplete head in `pending`.
+    fn check_partial(&mut self, sh: &mut Shared) {
+        if let Some(status) = partial_limit(&self.pending, &sh.limits) {
+            self.fail(status, sh);
+        }
+    }
+
+    /// Runs the state machine over `buf`; returns how many bytes it used.
+    /// Bytes not used are the start of an incomplete head.
+    fn process<H: Handler>(&mut self, buf: &[u8], sh: &mut Shared, handler: &mut H) -> usize {
+        let mut pos = 0;
+        loop {
+            match &mut self.state {
+                State::Closed => return buf.len(),
+                State::Head => {
+                    if pos == buf.len() {
+                        return pos;
+                    }
+                    match self.head(&buf[pos..], sh, handler) {
+                        Head::Partial => return pos,
+                        Head::Done(n) => pos += n,
+                        Head::Fail(status) => {
+                            self.fail(status, sh);
+                            return buf.len();
+                        }
+                    }
+                }
+                State::Body(body) => {
+                    let input = &buf[pos..];
+                    let max_body = sh.limits.max_body;
+                    let done = match body {
+                        Body::Length(left) => {
+                            let n = input.len().min(*left as usize);
+                            self.held.extend_from_slice(&input[..n]);
+                            *left -= n as u64;
+                            pos += n;
+                            *left == 0
+                        }
+                        Body::Chunked(dec) => match dec.decode(input, &mut self.held, max_body + self.head_len) {
+                            Ok(Some(n)) => {
+                                pos += n;
+                                true
+                            }
+                            Ok(None) => {
+                                pos = buf.len();
+                                false
+                            }
+                            Err(status) => {
+                                self.fail(status, sh);
+                                return buf.len();
+                            }
+                        },
+                    };
+                    if !done {
+                        return buf.len();
+                    }
+                    self.state = State::Head;
+                    self.dispatch_held(sh, handler);
+                }
+            }
+        }
+    }
+
+    /// Parses a head at the front of `buf` and answers it, or sets up the
+    /// wait for its body.
+    fn head<H: Handler>(&mut self, buf: &[u8], sh: &mut Shared, handler: &mut H) -> Head {
+        // RFC 9112 §2.2: ignore empty lines before a request line.
+        let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+        if skip > 0 {
+            return if skip == buf.len() { Head::Done(skip) } else { Head::Done(skip) };
+        }
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; Limits::HEADERS_CAP];
+        let mut req = httparse::Request::new(&mut []);
+        let head_len = match req.parse_with_uninit_headers(buf, &mut slots[..sh.limits.max_headers]) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Head::Partial,
+            Err(httparse::Error::TooManyHeaders) => return Head::Fail(431),
+            Err(httparse::Error::Version) => return Head::Fail(version_status(buf)),
+            Err(_) => return Head::Fail(400),
+        };
+        let target = req.path.unwrap_or("");
+        if target.len() > sh.limits.max_target {
+            return Head::Fail(414);
+        }
+        if head_len > sh.limits.max_head {
+            return Head::Fail(431);
+        }
+        let version = if req.version == Some(0) { Version::Http10 } else { Version::Http11 };
+        let framing = match framing(req.headers, version) {
+            Ok(f) => f,
+            Err(status) => return Head::Fail(status),
+        };
+        if let Some(len) = framing.length {
+            if len > sh.limits.max_body as u64 {
+                return Head::Fail(413);
+            }
+            let len = len as usize;
+            if buf.len() - head_len >= len {
+                let request = Request {
+                    method: req.method.unwrap_or(""),
+                    target,
+                    version,
+                    headers: Headers { fields: req.headers },
+                    body: &buf[head_len..head_len + len],
+                    keep_alive: framing.keep_alive,
+                };
+                self.respond(&request, sh, handler);
+                return Head::Done(head_len + len);
+            }
+        } else if !framing.chunked {
+            let request = Request {
+                method: req.method.unwrap_or(""),
+                target,
+                version,
+                headers: Headers { fields: req.headers },
+                body: &[],
+                keep_alive: framing.keep_alive,
+            };
+            self.respond(&request, sh, handler);
+            return Head::Done(head_len);
+        }
+        // The body is not all here: keep the head and collect the body
+        // behind it.
+        if self.held.capacity() == 0 {
+            self.held = sh.buffer();
+        }
+        self.held.clear();
+        self.held.extend_from_slice(&buf[..head_len]);
+        self.head_len = head_len;
+        self.state = State::Body(match framing.length {
+            Some(len) => Body::Length(len),
+            None => Body::Chunked(Decoder::new()),
+        });
+        if framing.expect_continue && version == Version::Http11 {
+            self.out_buf(sh).extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        Head::Done(head_len)
+    }
+
+    /// Answers the request whose head and body are in `held`.
+    fn dispatch_held<H: Handler>(&mut self, sh: &mut Shared, handler: &mut H) {
+        let held = mem::take(&mut self.held);
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; Limits::HEADERS_CAP];
+        let mut req = httparse::Request::new(&mut []);
+        // The head parsed and validated before; parsing it again is cheaper
+        // than keeping borrowed fields alive across reads.
+        if let Ok(httparse::Status::Complete(_)) =
+            req.parse_with_uninit_headers(&held[..self.head_len], &mut slots[..sh.limits.max_headers])
+        {
+            let version = if req.version == Some(0) { Version::Http10 } else { Version::Http11 };
+            let keep_alive = framing(req.headers, version).map_or(false, |f| f.keep_alive);
+            let request = Request {
+                method: req.method.unwrap_or(""),
+                target: req.path.unwrap_or(""),
+                version,
+                headers: Headers { fields: req.headers },
+                body: &held[self.head_len..],
+                keep_alive,
+            };
+            self.respond(&request, sh, handler);
+        } else {
+            debug_assert!(false, "held head no longer parses");
+            self.fail(500, sh);
+        }
+        self.head_len = 0;
+        sh.recycle(held);
+    }
+
+    /// Calls the handler and frames its response.
+    fn respond<H: Handler>(&mut self, req: &Request<'_>, sh: &mut Shared, handler: &mut H) {
+        let mut res = mem::take(&mut sh.res);
+        res.reset();
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler.handle(req, &mut res)));
+        if outcome.is_err() {
+            log::error!("handler panicked on {} {}; answering 500", req.method, req.target);
+            res.set_error(500);
+            res.close();
+        }
+        let close = !req.keep_alive || res.wants_close() || sh.draining;
+        let head_only = req.method == "HEAD";
+        let keep_alive_10 = !close && req.version == Version::Http10;
+        let mut out = self.take_out_buf(sh);
+        res.write_to(&mut out, sh.date.get(), head_only, close, keep_alive_10);
+        self.out = out;
+        sh.res = res;
+        if close {
+            self.close_input(sh);
+        }
+    }
+
+    /// Answers with an error status and closes.
+    fn fail(&mut self, status: u16, sh: &mut Shared) {
+        log::debug!("request rejected: {status} {}", reason(status));
+        let mut res = mem::take(&mut sh.res);
+        res.set_error(status);
+        let mut out = self.take_out_buf(sh);
+        res.write_to(&mut out, sh.date.get(), false, true, false);
+        self.out = out;
+        sh.res = res;
+        self.close_input(sh);
+    }
+
+    fn close_input(&mut self, sh: &mut Shared) {
+        self.state = State::Closed;
+        sh.recycle(mem::take(&mut self.held));
+        self.head_len = 0;
+    }
+
+    fn out_buf(&mut self, sh: &mut Shared) -> &mut Vec<u8> {
+        if self.out.capacity() == 0 {
+            self.out = sh.buffer();
+        }
+        &mut self.out
+    }
+
+    fn take_out_buf(&mut self, sh: &mut Shared) -> Vec<u8> {
+        if self.out.capacity() == 0 {
+            sh.buffer()
+        } else {
+            mem::take(&mut self.out)
+        }
+    }
+}
+
+/// Whether `buf` holds the blank line that ends a head, searching from a
+/// little before `from` (the terminator may straddle two reads).
+fn has_head_end(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(3);
+    buf[start..].windows(2).any(|w| w == b"\n\n") || buf[start..].windows(3).any(|w| w == b"\n\r\n")
+}
+
+/// The limit an incomplete head already breaks, if any.
+fn partial_limit(buf: &[u8], limits: &Limits) -> Option<u16> {
+    // Method, two spaces and `HTTP/1.1` around the target.
+    const LINE_EXTRA: usize = 32;
+    let line_len = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    if line_len > limits.max_target + LINE_EXTRA {
+        return Some(414);
+    }
+    if buf.len() > limits.max_head {
+        return Some(431);
+    }
+    None
+}
+
+/// 505 for a well-formed version other than 1.0 and 1.1, 400 otherwise.
+fn version_status(buf: &[u8]) -> u16 {
+    let line_end = buf.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(buf.len());
+    let line = &buf[..line_end];
+    match line.iter().rposition(|&b| b == b' ') {
+        Some(sp) => {
+            let v = &line[sp + 1..];
+            if v.len() == 8 && v.starts_with(b"HTTP/") && v[5].is_ascii_digit() && v[6] == b'.' && v[7].is_ascii_digit() {
+                505
+            } else {
+                400
+            }
+        }
+        None => 400,
+    }
+}
+
+/// Reads the framing-relevant headers, rejecting what RFC 9112 calls
+/// faulty framing (request smuggling vectors) with 400, unknown transfer
+/// codings with 501, and unknown expectations with 417.
+fn framing(headers: &[httparse::Header<'_>], version: Version) -> Result<Framing, u16> {
+    let mut length: Option<u64> = None;
+    let mut te_seen = false;
+    let mut te_last_chunked = false;
+    let mut te_unknown = false;
+    let mut hosts = 0;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut expect_continue = false;
+    for h in headers {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if length.is_some() {
+                return Err(400);
+            }
+            length = Some(parse_length(h.value)?);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            te_seen = true;
+            for coding in h.value.split(|&b| b == b',') {
+                let coding = trim(coding);
+                if te_last_chunked {
+                    // `chunked` must be the final coding, applied once.
+                    return Err(400);
+                }
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    te_last_chunked = true;
+                } else if coding.is_empty() {
+                    return Err(400);
+                } else if !(coding.eq_ignore_ascii_case(b"gzip")
+                    || coding.eq_ignore_ascii_case(b"x-gzip")
+                    || coding.eq_ignore_ascii_case(b"deflate")
+                    || coding.eq_ignore_ascii_case(b"compress")
+                    || coding.eq_ignore_ascii_case(b"x-compress"))
+                {
+                    te_unknown = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = trim(token);
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive_token = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            if trim(h.value).eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                return Err(417);
+            }
+        }
+    }
+    if te_seen {
+        if te_unknown {
+            return Err(501);
+        }
+        if !te_last_chunked || length.is_some() || version == Version::Http10 {
+            return Err(400);
+        }
+    }
+    if hosts > 1 || (hosts == 0 && version == Version::Http11) {
+        return Err(400);
+    }
+    let keep_alive = match version {
+        Version::Http11 => !close,
+        Version::Http10 => keep_alive_token && !close,
+    };
+    Ok(Framing { length, chunked: te_seen, keep_alive, expect_continue })
+}
+
+/// `Content-Length = 1*DIGIT`, nothing else: no sign, no list, no
+/// whitespace inside, no overflow.
+fn parse_length(value: &[u8]) -> Result<u64, u16> {
+    let v = trim(value);
+    if v.is_empty() || v.len() > 19 {
+        return Err(400);
+    }
+    let mut n: u64 = 0;
+    for &b in v {
+        if !b.is_ascii_digit() {
+            return Err(400);
+        }
+        n = n * 10 + (b - b'0') as u64;
+    }
+    Ok(n)
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(v.len());
+    let end = v.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |e| e + 1);
+    &v[start..end]
+}

@@ -1,0 +1,95 @@
+//! The `Date` header value, formatted once a second.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// IMF-fixdate of the current second, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+#[derive(Debug)]
+pub(crate) struct DateCache {
+    secs: u64,
+    buf: [u8; 29],
+}
+
+impl DateCache {
+    pub(crate) fn new() -> DateCache {
+        let mut d = DateCache { secs: u64::MAX, buf: [0; 29] };
+        d.refresh();
+        d
+    }
+
+    /// Re-formats when the second has changed; cheap otherwise.
+    pub(crate) fn refresh(&mut self) {
+        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if secs != self.secs {
+            self.secs = secs;
+            format_imf(secs, &mut self.buf);
+        }
+    }
+
+    pub(crate) fn get(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+fn format_imf(secs: u64, buf: &mut [u8; 29]) {
+    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] =
+        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+    let days = secs / 86_400;
+    let sod = secs % 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    let wd = DAYS[(days % 7) as usize];
+    let two = |v: u64| [b'0' + (v / 10) as u8, b'0' + (v % 10) as u8];
+    buf[0..3].copy_from_slice(wd);
+    buf[3..5].copy_from_slice(b", ");
+    buf[5..7].copy_from_slice(&two(d as u64));
+    buf[7] = b' ';
+    buf[8..11].copy_from_slice(MONTHS[(m - 1) as usize]);
+    buf[11] = b' ';
+    let y = y as u64;
+    buf[12..16].copy_from_slice(&[
+        b'0' + (y / 1000 % 10) as u8,
+        b'0' + (y / 100 % 10) as u8,
+        b'0' + (y / 10 % 10) as u8,
+        b'0' + (y % 10) as u8,
+    ]);
+    buf[16] = b' ';
+    buf[17..19].copy_from_slice(&two(sod / 3600));
+    buf[19] = b':';
+    buf[20..22].copy_from_slice(&two(sod / 60 % 60));
+    buf[22] = b':';
+    buf[23..25].copy_from_slice(&two(sod % 60));
+    buf[25..29].copy_from_slice(b" GMT");
+}
+
+/// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's
+/// `civil_from_days`.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_dates() {
+        let mut b = [0u8; 29];
+        format_imf(784_111_777, &mut b);
+        assert_eq!(&b, b"Sun, 06 Nov 1994 08:49:37 GMT");
+        format_imf(0, &mut b);
+        assert_eq!(&b, b"Thu, 01 Jan 1970 00:00:00 GMT");
+        format_imf(951_782_400, &mut b); // leap day
+        assert_eq!(&b, b"Tue, 29 Feb 2000 00:00:00 GMT");
+        format_imf(4_102_444_799, &mut b);
+        assert_eq!(&b, b"Thu, 31 Dec 2099 23:59:59 GMT");
+    }
+}

@@ -1,0 +1,67 @@
+//! Sans-io HTTP/1.1: bytes in, requests to a [`Handler`], framed response
+//! bytes out.
+//!
+//! Nothing here touches a socket. A driver owns one [`Conn`] per connection
+//! and one [`Shared`] per worker; it feeds received bytes to
+//! [`Conn::on_read`] and sends what [`Conn::output`] holds. Tests and the
+//! fuzzer drive the same code with byte slices.
+//!
+//! Where this module stops: it decides what to answer and when a connection
+//! must close; the driver decides how bytes move and when to give up on a
+//! peer (timeouts are carried here as deadlines, enforced there).
+
+mod chunked;
+mod conn;
+mod date;
+mod request;
+mod response;
+
+pub use conn::{Conn, Shared, OUTPUT_HIGH_WATER};
+pub use request::{Headers, Request, Version};
+pub use response::{InvalidHeader, Response};
+
+/// The user's request handler. One instance per worker, made in the worker
+/// by the factory given to [`crate::Server::serve`], so its state needs no
+/// lock.
+pub trait Handler {
+    /// Answers one request. The runtime adds `Content-Length`, `Date` and
+    /// `Connection`; a HEAD response's body is measured and not sent.
+    fn handle(&mut self, req: &Request<'_>, res: &mut Response);
+}
+
+impl<F> Handler for F
+where
+    F: FnMut(&Request<'_>, &mut Response),
+{
+    fn handle(&mut self, req: &Request<'_>, res: &mut Response) {
+        self(req, res)
+    }
+}
+
+/// Protocol limits. Exceeding one is answered with its status and the
+/// connection closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest header block (request line, headers and the blank line), in
+    /// bytes: 431 beyond it.
+    pub max_head: usize,
+    /// Most header fields: 431 beyond it. At most [`Limits::HEADERS_CAP`].
+    pub max_headers: usize,
+    /// Longest request-target: 414 beyond it.
+    pub max_target: usize,
+    /// Largest request body, declared or chunked: 413 beyond it, sent as
+    /// soon as a declared length exceeds it, before the body is read.
+    pub max_body: usize,
+}
+
+impl Limits {
+    /// The hard ceiling on [`Limits::max_headers`] (header slots live on the
+    /// stack while a request is parsed).
+    pub const HEADERS_CAP: usize = 256;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_head: 16 * 1024, max_headers: 100, max_target: 8 * 1024, max_body: 8 * 1024 * 1024 }
+    }
+}

@@ -1,0 +1,136 @@
+//! The parsed request a handler sees: borrowed from the receive buffer, no
+//! allocation.
+
+use std::fmt;
+
+/// HTTP version of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// HTTP/1.0
+    Http10,
+    /// HTTP/1.1
+    Http11,
+}
+
+/// A complete request: head and whole body.
+pub struct Request<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) target: &'a str,
+    pub(crate) version: Version,
+    pub(crate) headers: Headers<'a>,
+    pub(crate) body: &'a [u8],
+    pub(crate) keep_alive: bool,
+}
+
+impl<'a> Request<'a> {
+    /// The method token, e.g. `GET`.
+    pub fn method(&self) -> &'a str {
+        self.method
+    }
+
+    /// The request-target as sent, e.g. `/search?q=x`.
+    pub fn target(&self) -> &'a str {
+        self.target
+    }
+
+    /// The path of the target, without the query. For an absolute-form
+    /// target (`http://host/p`) the scheme and authority are left out.
+    pub fn path(&self) -> &'a str {
+        let t = self.target;
+        let t = match t.find("://") {
+            Some(i) if !t.starts_with('/') => {
+                let rest = &t[i + 3..];
+                rest.find('/').map_or("/", |j| &rest[j..])
+            }
+            _ => t,
+        };
+        t.split_once('?').map_or(t, |(p, _)| p)
+    }
+
+    /// The query after `?`, if any.
+    pub fn query(&self) -> Option<&'a str> {
+        self.target.split_once('?').map(|(_, q)| q)
+    }
+
+    /// HTTP version.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// All header fields, in the order received.
+    pub fn headers(&self) -> Headers<'a> {
+        self.headers
+    }
+
+    /// The first header field named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers.get(name)
+    }
+
+    /// The whole body (de-chunked), empty when there is none.
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+
+    /// Whether the connection stays open after this request.
+    pub fn keep_alive(&self) -> bool {
+        self.keep_alive
+    }
+}
+
+impl fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("target", &self.target)
+            .field("version", &self.version)
+            .field("headers", &self.headers)
+            .field("body_len", &self.body.len())
+            .field("keep_alive", &self.keep_alive)
+            .finish()
+    }
+}
+
+/// The header fields of a request.
+#[derive(Clone, Copy)]
+pub struct Headers<'a> {
+    pub(crate) fields: &'a [httparse::Header<'a>],
+}
+
+impl<'a> Headers<'a> {
+    /// The first field named `name` (case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&'a [u8]> {
+        self.fields.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+    }
+
+    /// Every field named `name` (case-insensitive), in order.
+    pub fn get_all<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + 'n
+    where
+        'a: 'n,
+    {
+        self.fields.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+    }
+
+    /// Every field as `(name, value)`, in the order received.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        self.fields.iter().map(|h| (h.name, h.value))
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// True when there is no field.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+}
+
+impl fmt::Debug for Headers<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.fields.iter().map(|h| (h.name, String::from_utf8_lossy(h.value))))
+            .finish()
+    }
+}

@@ -1,0 +1,248 @@
+//! The response a handler fills in, and its framing into bytes.
+
+use std::fmt;
+
+/// A response under construction. The runtime owns `Content-Length`,
+/// `Date` and `Connection`; the handler sets the rest.
+#[derive(Debug)]
+pub struct Response {
+    status: u16,
+    /// User header fields, already framed as `Name: value\r\n`.
+    headers: Vec<u8>,
+    body: Vec<u8>,
+    /// The handler asked for the connection to close after this response.
+    close: bool,
+    /// A header the handler set was rejected; the response becomes a 500.
+    invalid: bool,
+}
+
+/// Why [`Response::try_header`] refused a header field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidHeader {
+    /// The name is empty or not an HTTP token.
+    Name,
+    /// The value holds CR, LF, NUL or another control byte.
+    Value,
+    /// `Content-Length`, `Transfer-Encoding` and `Date` belong to the runtime.
+    Reserved,
+}
+
+impl fmt::Display for InvalidHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InvalidHeader::Name => "invalid header name",
+            InvalidHeader::Value => "invalid header value",
+            InvalidHeader::Reserved => "header is set by the runtime",
+        })
+    }
+}
+
+impl std::error::Error for InvalidHeader {}
+
+impl Default for Response {
+    fn default() -> Self {
+        Response::new()
+    }
+}
+
+impl Response {
+    /// An empty `200 OK`.
+    pub fn new() -> Response {
+        Response { status: 200, headers: Vec::new(), body: Vec::new(), close: false, invalid: false }
+    }
+
+    /// Sets the status code (100–999 is accepted; anything else becomes 500).
+    pub fn status(&mut self, code: u16) -> &mut Self {
+        self.status = code;
+        self
+    }
+
+    /// The status code set so far.
+    pub fn status_code(&self) -> u16 {
+        self.status
+    }
+
+    /// Adds a header field. An invalid one is logged and turns the response
+    /// into a `500`; use [`Response::try_header`] to handle the error.
+    pub fn header(&mut self, name: &str, value: impl AsRef<[u8]>) -> &mut Self {
+        if let Err(e) = self.try_header(name, value) {
+            log::error!("handler set header {name:?}: {e}; answering 500");
+            self.invalid = true;
+        }
+        self
+    }
+
+    /// Adds a header field, or says why it cannot. `Connection: close` asks
+    /// for the connection to close after this response.
+    pub fn try_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<&mut Self, InvalidHeader> {
+        let value = value.as_ref();
+        if name.is_empty() || !name.bytes().all(is_tchar) {
+            return Err(InvalidHeader::Name);
+        }
+        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(InvalidHeader::Value);
+        }
+        if name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("date")
+        {
+            return Err(InvalidHeader::Reserved);
+        }
+        if name.eq_ignore_ascii_case("connection") {
+            if value.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            }
+            return Ok(self);
+        }
+        self.headers.extend_from_slice(name.as_bytes());
+        self.headers.extend_from_slice(b": ");
+        self.headers.extend_from_slice(value);
+        self.headers.extend_from_slice(b"\r\n");
+        Ok(self)
+    }
+
+    /// Replaces the body.
+    pub fn body(&mut self, bytes: impl AsRef<[u8]>) -> &mut Self {
+        self.body.clear();
+        self.body.extend_from_slice(bytes.as_ref());
+        self
+    }
+
+    /// The body, to write into directly.
+    pub fn body_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.body
+    }
+
+    /// Closes the connection after this response.
+    pub fn close(&mut self) -> &mut Self {
+        self.close = true;
+        self
+    }
+
+    pub(crate) fn wants_close(&self) -> bool {
+        self.close
+    }
+
+    /// Clears everything, keeping the buffers' capacity.
+    pub(crate) fn reset(&mut self) {
+        self.status = 200;
+        self.headers.clear();
+        self.body.clear();
+        self.close = false;
+        self.invalid = false;
+        // A handler that once built a huge response should not pin it.
+        if self.body.capacity() > 1 << 20 {
+            self.body = Vec::new();
+        }
+        if self.headers.capacity() > 64 << 10 {
+            self.headers = Vec::new();
+        }
+    }
+
+    /// Turns this response into a plain-text error with `status`.
+    pub(crate) fn set_error(&mut self, status: u16) {
+        self.reset();
+        self.status = status;
+        self.headers.extend_from_slice(b"Content-Type: text/plain\r\n");
+        self.body.extend_from_slice(reason(status).as_bytes());
+        self.body.push(b'\n');
+    }
+
+    /// Appends the framed response to `out`. `head_only` leaves out the body
+    /// (HEAD); `close` adds `Connection: close`, `keep_alive_10` adds
+    /// `Connection: keep-alive` (an HTTP/1.0 client that asked for it).
+    pub(crate) fn write_to(&mut self, out: &mut Vec<u8>, date: &[u8], head_only: bool, close: bool, keep_alive_10: bool) {
+        if self.invalid || !(100..=999).contains(&self.status) {
+            self.set_error(500);
+        }
+        let status = self.status;
+        out.extend_from_slice(b"HTTP/1.1 ");
+        let mut code = [0u8; 3];
+        code[0] = b'0' + (status / 100) as u8;
+        code[1] = b'0' + (status / 10 % 10) as u8;
+        code[2] = b'0' + (status % 10) as u8;
+        out.extend_from_slice(&code);
+        out.push(b' ');
+        out.extend_from_slice(reason(status).as_bytes());
+        out.extend_from_slice(b"\r\nDate: ");
+        out.extend_from_slice(date);
+        out.extend_from_slice(b"\r\n");
+        // 1xx, 204 and 304 carry no body and no Content-Length.
+        let bodyless = status < 200 || status == 204 || status == 304;
+        if !bodyless {
+            out.extend_from_slice(b"Content-Length: ");
+            let mut buf = [0u8; 20];
+            out.extend_from_slice(fmt_usize(self.body.len(), &mut buf));
+            out.extend_from_slice(b"\r\n");
+        }
+        if close {
+            out.extend_from_slice(b"Connection: close\r\n");
+        } else if keep_alive_10 {
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        out.extend_from_slice(&self.headers);
+        out.extend_from_slice(b"\r\n");
+        if !head_only && !bodyless {
+            out.extend_from_slice(&self.body);
+        }
+    }
+}
+
+fn fmt_usize(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// `tchar` from RFC 9110 §5.6.2.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The reason phrase for a status code (empty for unknown codes, which
+/// RFC 9112 allows).
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
