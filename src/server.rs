@@ -199,6 +199,7 @@ impl Server {
             ));
         }
         let listener = crate::listen::bind(&config.listen, false, config.backlog)?;
+        log::info!("listening on {}", crate::listen::local_addr(&listener)?);
         let ctl = crate::driver::Control::install()?;
         let mut handler = factory();
         crate::driver::run(&config, std::os::fd::AsFd::as_fd(&listener), &mut handler, &ctl)
