@@ -32,10 +32,12 @@
 #[macro_use]
 mod sys;
 
+pub mod cluster;
 mod driver;
 pub mod http;
 pub mod listen;
 pub mod server;
 
 pub use http::{Handler, Limits, Request, Response, Version};
+pub use cluster::{Balance, Command, Event, ExitStatus, Handle, Respawn, WorkerId};
 pub use server::{Backend, Config, Server, Timeouts};

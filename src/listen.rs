@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::sys::context;
 
@@ -122,4 +122,30 @@ fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
         }
         _ => None,
     }
+}
+
+/// Sockets passed by systemd socket activation (`LISTEN_PID` equal to this
+/// process, `LISTEN_FDS` descriptors from 3 on), made non-blocking and
+/// close-on-exec. The variables are removed so children do not see them.
+pub fn inherited() -> io::Result<Option<Vec<OwnedFd>>> {
+    let pid = std::env::var("LISTEN_PID").ok().and_then(|v| v.parse::<u32>().ok());
+    let n = std::env::var("LISTEN_FDS").ok().and_then(|v| v.parse::<i32>().ok());
+    let (Some(pid), Some(n)) = (pid, n) else { return Ok(None) };
+    if pid != std::process::id() || n <= 0 {
+        return Ok(None);
+    }
+    std::env::remove_var("LISTEN_PID");
+    std::env::remove_var("LISTEN_FDS");
+    std::env::remove_var("LISTEN_FDNAMES");
+    const FIRST: RawFd = 3;
+    let mut fds = Vec::new();
+    for fd in FIRST..FIRST + n {
+        let flags = syscall!(fcntl(fd, libc::F_GETFL)).map_err(|e| context(e, format_args!("LISTEN_FDS: fd {fd}")))?;
+        syscall!(fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+        syscall!(fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC))?;
+        // SAFETY: systemd handed this descriptor to this process (LISTEN_PID
+        // matched) and nothing else in it owns the descriptor.
+        fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    Ok(Some(fds))
 }

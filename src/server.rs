@@ -4,6 +4,9 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
+use crossbeam_channel::Receiver;
+
+use crate::cluster::{self, Balance, Event, Handle, Hooks, Respawn};
 use crate::http::{Handler, Limits};
 
 /// Which event loop a worker runs.
@@ -107,26 +110,55 @@ pub struct Config {
     pub max_connections: usize,
     /// Listen backlog.
     pub backlog: i32,
+    /// How connections are spread over workers.
+    pub balance: Balance,
+    /// Respawn policy.
+    pub respawn: Respawn,
+    /// Start each worker as a fresh execution of the program's binary
+    /// instead of a plain fork (required when the master has threads).
+    pub reexec: bool,
+    /// Drop to this user in the workers (bind as root first).
+    pub user: Option<String>,
+    /// Pin worker `i` to CPU `i`.
+    pub pin: bool,
+}
+
+/// One worker per CPU.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:8080".to_owned(),
-            workers: 1,
+            workers: default_workers(),
             backend: Backend::Auto,
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             max_connections: 65_536,
             backlog: 4096,
+            balance: Balance::default(),
+            respawn: Respawn::default(),
+            reexec: false,
+            user: None,
+            pin: false,
         }
     }
 }
 
-/// Builds and runs a server.
-#[derive(Debug, Default)]
+/// Builds and runs a server: a master process that binds the listeners and
+/// forks the workers, each serving with the handler made by the factory.
+#[derive(Debug)]
 pub struct Server {
     config: Config,
+    hooks: Hooks,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server::with_config(Config::default())
+    }
 }
 
 impl Server {
@@ -137,7 +169,7 @@ impl Server {
 
     /// Starts from a complete configuration.
     pub fn with_config(config: Config) -> Server {
-        Server { config }
+        Server { config, hooks: Hooks::new() }
     }
 
     /// Address to bind.
@@ -146,7 +178,7 @@ impl Server {
         self
     }
 
-    /// Number of worker processes.
+    /// Number of worker processes (default: one per CPU).
     pub fn workers(mut self, n: usize) -> Self {
         self.config.workers = n;
         self
@@ -176,33 +208,97 @@ impl Server {
         self
     }
 
+    /// How connections are spread over workers.
+    pub fn balance(mut self, balance: Balance) -> Self {
+        self.config.balance = balance;
+        self
+    }
+
+    /// Respawn policy (backoff, crash budget).
+    pub fn respawn(mut self, respawn: Respawn) -> Self {
+        self.config.respawn = respawn;
+        self
+    }
+
+    /// Start workers by re-executing the program's binary (with the same
+    /// arguments) instead of a plain fork. Use it when the master process
+    /// has other threads: a plain fork copies only the forking thread, and
+    /// any lock another thread held stays locked in the child.
+    pub fn reexec(mut self, on: bool) -> Self {
+        self.config.reexec = on;
+        self
+    }
+
+    /// Drop privileges to `user` in the workers (the master binds first).
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.config.user = Some(user.into());
+        self
+    }
+
+    /// Pin worker `i` to CPU `i` (modulo the CPU count).
+    pub fn pin(mut self, on: bool) -> Self {
+        self.config.pin = on;
+        self
+    }
+
+    /// Extra environment variables for the worker of each slot.
+    pub fn worker_env(mut self, env: impl Fn(usize) -> Vec<(String, String)> + 'static) -> Self {
+        self.hooks.worker_env = Some(Box::new(env));
+        self
+    }
+
+    /// Calls `callback` on the master loop for every lifecycle event. The
+    /// [`Handle`] it receives sends commands (kill, disconnect, reload...).
+    pub fn on_event(mut self, callback: impl FnMut(&Event, &Handle) + 'static) -> Self {
+        self.hooks.callbacks.push(Box::new(callback));
+        self
+    }
+
+    /// A channel that receives every lifecycle event.
+    pub fn events(&mut self) -> Receiver<Event> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.hooks.senders.push(tx);
+        rx
+    }
+
+    /// A thread-safe handle that sends commands to the master.
+    pub fn handle(&self) -> Handle {
+        self.hooks.handle()
+    }
+
     /// The configuration as built so far.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    /// Binds the listener and serves until a termination signal drains the
-    /// worker. `factory` makes the handler inside the worker.
+    /// Runs the cluster until it is shut down: returns `Ok(())` after a
+    /// clean graceful shutdown, an error when binding fails, when the crash
+    /// budget is spent, or when the drain timeout forced workers to die.
+    /// `factory` makes the handler inside each worker (again at every
+    /// respawn).
+    ///
+    /// In a process started as a re-executed worker ([`Server::reexec`]),
+    /// this serves as that worker and returns when it has drained.
     pub fn serve<H, F>(self, factory: F) -> io::Result<()>
     where
         H: Handler,
-        F: FnOnce() -> H,
+        F: Fn() -> H,
     {
-        let mut config = self.config;
+        let Server { mut config, mut hooks } = self;
         if let Some(b) = Backend::from_env().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))? {
             config.backend = b;
         }
-        if config.workers != 1 {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "only one worker is supported in this version",
-            ));
+        if let Some((id, listener, chan)) = cluster::reexec_worker() {
+            return cluster::serve_worker(&config, &factory, id, listener, chan);
         }
-        let listener = crate::listen::bind(&config.listen, false, config.backlog)?;
-        log::info!("listening on {}", crate::listen::local_addr(&listener)?);
-        let ctl = crate::driver::Control::install()?;
-        let mut handler = factory();
-        crate::driver::run(&config, std::os::fd::AsFd::as_fd(&listener), &mut handler, &ctl)
-            .map(|_| ())
+        if config.workers == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "workers must be at least 1"));
+        }
+        match cluster::run(&config, &mut hooks, &factory)? {
+            cluster::Outcome::Clean => Ok(()),
+            cluster::Outcome::Forced => {
+                Err(io::Error::new(io::ErrorKind::TimedOut, "workers were killed before they finished draining"))
+            }
+        }
     }
 }

@@ -17,9 +17,11 @@
 //! - a connection that [`http::Conn::is_closing`] is closed once its output
 //!   is sent, with a lingering close (shutdown of the write side, input
 //!   discarded for a short while) so the client reads the final response;
-//! - draining stops accepting, closes idle connections at once and lets the
-//!   others finish their current request (the core then answers with
-//!   `Connection: close`).
+//! - draining stops accepting and calls [`http::Conn::start_drain`] on every
+//!   connection: idle ones then expire after a short grace (a request
+//!   already on the wire is answered rather than cut off), busy ones finish
+//!   their current request, answered with `Connection: close`; the driver
+//!   returns when no connection is left.
 //!
 //! The backend is chosen in exactly one place: [`run`].
 
@@ -83,6 +85,24 @@ extern "C" fn on_drain_signal(_sig: libc::c_int) {
     }
 }
 
+/// The master channel whose hang-up means the master is gone; -1 if none.
+static LIFELINE_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_sigio(_sig: libc::c_int) {
+    // poll(2) with a zero timeout is async-signal-safe; it tells a hang-up
+    // (master gone) from a mere message.
+    let fd = LIFELINE_FD.load(Ordering::SeqCst);
+    if fd < 0 {
+        return;
+    }
+    let mut p = libc::pollfd { fd, events: libc::POLLRDHUP, revents: 0 };
+    // SAFETY: one valid pollfd on the stack, zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    if n == 1 && p.revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR) != 0 {
+        on_drain_signal(libc::SIGIO);
+    }
+}
+
 /// The worker's control channel: a drain flag and the eventfd that wakes the
 /// event loop when it changes. Drivers keep a read on [`Control::wake_fd`]
 /// in flight (io_uring) or registered (epoll).
@@ -114,6 +134,31 @@ impl Control {
             libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         }
         Ok(Control { wake })
+    }
+
+    /// Drains the worker when `fd` (its end of the master channel) hangs
+    /// up: the kernel raises SIGIO on the hang-up (`O_ASYNC`), and the
+    /// handler checks it is one. Together with `PR_SET_PDEATHSIG` this makes
+    /// a worker whose master died finish its work and exit.
+    pub(crate) fn watch_lifeline(&self, fd: RawFd) -> io::Result<()> {
+        LIFELINE_FD.store(fd, Ordering::SeqCst);
+        // SAFETY: the handler only calls poll(2), touches atomics and
+        // write(2); the fcntl calls take a descriptor this process owns.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_sigio as extern "C" fn(libc::c_int) as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            if libc::sigaction(libc::SIGIO, &sa, std::ptr::null_mut()) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        syscall!(fcntl(fd, libc::F_SETOWN, std::process::id() as libc::c_int))?;
+        let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
+        syscall!(fcntl(fd, libc::F_SETFL, flags | libc::O_ASYNC | libc::O_NONBLOCK))?;
+        // The master may already be gone.
+        on_sigio(libc::SIGIO);
+        Ok(())
     }
 
     /// The eventfd that becomes readable when the control state changes.

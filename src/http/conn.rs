@@ -16,6 +16,11 @@ use crate::server::Timeouts;
 /// connection: a client that does not read its responses stops being read.
 pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
 
+/// How long a draining worker keeps an idle keep-alive connection open: a
+/// request already on the wire gets its answer (with `Connection: close`)
+/// instead of a closed connection.
+pub const DRAIN_IDLE_GRACE_MS: u64 = 200;
+
 /// Buffers larger than this are freed instead of kept for reuse.
 const POOL_MAX_CAPACITY: usize = 64 * 1024;
 /// Most spare buffers a worker keeps.
@@ -89,6 +94,15 @@ impl Shared {
         }
         buf.clear();
         self.pool.push(buf);
+    }
+
+    /// How long an idle connection may wait.
+    fn idle_wait(&self) -> u64 {
+        if self.draining {
+            self.idle_ms.min(DRAIN_IDLE_GRACE_MS)
+        } else {
+            self.idle_ms
+        }
     }
 
     fn buffer(&mut self) -> Vec<u8> {
@@ -268,7 +282,16 @@ impl Conn {
         // gets the idle timeout.
         if !self.header_timer || self.pending.is_empty() {
             self.header_timer = false;
-            self.deadline = sh.now_ms + sh.idle_ms;
+            self.deadline = sh.now_ms + sh.idle_wait();
+        }
+    }
+
+    /// The worker started draining: an idle connection closes after
+    /// [`DRAIN_IDLE_GRACE_MS`] (at its deadline), a busy one after its
+    /// current response, which carries `Connection: close`.
+    pub fn start_drain(&mut self, sh: &Shared) {
+        if self.is_idle() {
+            self.deadline = self.deadline.min(sh.now_ms + DRAIN_IDLE_GRACE_MS);
         }
     }
 
@@ -313,7 +336,7 @@ impl Conn {
             }
             _ => {
                 self.header_timer = false;
-                self.deadline = sh.now_ms + sh.idle_ms;
+                self.deadline = sh.now_ms + sh.idle_wait();
             }
         }
     }

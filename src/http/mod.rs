@@ -16,7 +16,7 @@ mod date;
 mod request;
 mod response;
 
-pub use conn::{Conn, Shared, OUTPUT_HIGH_WATER};
+pub use conn::{Conn, Shared, DRAIN_IDLE_GRACE_MS, OUTPUT_HIGH_WATER};
 pub use request::{Headers, Request, Version};
 pub use response::{InvalidHeader, Response};
 
