@@ -195,6 +195,27 @@ pub enum Event {
     },
 }
 
+impl fmt::Display for Event {
+    /// One line per event, e.g. `ready 0.3 pid=1234` or
+    /// `exit 0.3 pid=1234 signal=9 requested=false`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Fork { worker, pid } => write!(f, "fork {worker} pid={pid}"),
+            Event::Online { worker, pid } => write!(f, "online {worker} pid={pid}"),
+            Event::Listening { worker, pid, addr } => write!(f, "listening {worker} pid={pid} addr={addr}"),
+            Event::Ready { worker, pid } => write!(f, "ready {worker} pid={pid}"),
+            Event::Disconnect { worker, pid } => write!(f, "disconnect {worker} pid={pid}"),
+            Event::Exit { worker, pid, status, requested } => {
+                let how = match status {
+                    ExitStatus::Code(c) => format!("code={c}"),
+                    ExitStatus::Signal(s) => format!("signal={s}"),
+                };
+                write!(f, "exit {worker} pid={pid} {how} requested={requested}")
+            }
+        }
+    }
+}
+
 /// Commands to the master, from any thread through a [`Handle`], or from
 /// an event callback.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

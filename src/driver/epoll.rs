@@ -1,11 +1,700 @@
-//! epoll driver (placeholder while the loop is written).
+//! The epoll event loop: the driver for kernels and sandboxes that refuse
+//! io_uring. It keeps the contract in [`super`] with the same observable
+//! behaviour as the io_uring loop.
+//!
+//! How it works:
+//!
+//! - Connections are registered edge-triggered for input, output and peer
+//!   hang-up. Each keeps two readiness bits, `readable` and `writable`, that
+//!   an event sets and a `WouldBlock` (or a short transfer) clears, so the
+//!   loop knows without a system call whether trying again can make progress,
+//!   and an edge is never lost when the loop stops early on purpose (output
+//!   above [`OUTPUT_HIGH_WATER`]).
+//! - Every connection reads into one worker-wide buffer; the core copies only
+//!   the incomplete tail of a read, so an idle connection holds no buffer.
+//! - All reads of a turn are followed by one send of everything the core
+//!   framed, so pipelined responses leave together.
+//! - The listener is edge-triggered too, and accepting happens once per turn,
+//!   after the events: a slab slot freed and reused within one turn can never
+//!   receive an event that was meant for its previous owner.
+//!
+//! Where it stops: HTTP belongs to [`Conn`]; this module moves bytes, enforces
+//! deadlines and decides when a socket closes.
+
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::mem;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
 
-use super::Control;
-use crate::http::Handler;
+use super::{Control, LINGER_MS};
+use crate::http::{Conn, Handler, Shared, OUTPUT_HIGH_WATER};
 use crate::server::Config;
+use crate::sys::context;
 
-pub(crate) fn run<H: Handler>(_config: &Config, _listener: BorrowedFd<'_>, _handler: &mut H, _ctl: &Control) -> io::Result<()> {
-    Err(io::Error::new(io::ErrorKind::Unsupported, "epoll driver not built yet"))
+/// The worker-wide receive buffer.
+const READ_BUF: usize = 64 * 1024;
+/// Events taken from the kernel per wait.
+const EVENTS: usize = 1024;
+/// Most connections accepted per loop turn, so that a connection storm does
+/// not starve the connections already open; the rest wait for the next turn.
+const ACCEPT_BATCH: usize = 1024;
+/// How long accepting stops after the process or system runs out of
+/// descriptors or memory: the backlog keeps the clients meanwhile.
+const ACCEPT_BACKOFF_MS: u64 = 100;
+
+/// Interest for a connection: edge-triggered input, output and peer
+/// half-close.
+const CONN_INTEREST: u32 =
+    (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+/// Events after which a read can make progress (data, end of input, error).
+const READ_READY: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+/// Events after which the input ends in a FIN or an error: read until the
+/// kernel says so, a short read does not mean that nothing is left.
+const READ_ENDS: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+/// Events after which a send can make progress (or report the error).
+const WRITE_READY: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+
+/// What an epoll event refers to, carried in `epoll_event.u64`: a slab key,
+/// or one of the reserved values below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Token(usize);
+
+/// The listening socket.
+const LISTENER: Token = Token(usize::MAX);
+/// The control eventfd.
+const WAKE: Token = Token(usize::MAX - 1);
+
+/// Serves `listener` until the worker is drained; see the contract in
+/// [`super`].
+pub(crate) fn run<H: Handler>(
+    config: &Config,
+    listener: BorrowedFd<'_>,
+    handler: &mut H,
+    ctl: &Control,
+) -> io::Result<()> {
+    let mut driver = Driver::new(config, listener, ctl)?;
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+    driver.serve(&mut events, handler)
+}
+
+/// The loop's state: everything but the handler and the event buffer.
+struct Driver<'a> {
+    /// Limits, timeouts and the connection cap.
+    config: &'a Config,
+    /// Drain flag and wake-up eventfd.
+    ctl: &'a Control,
+    /// The epoll instance.
+    epoll: Epoll,
+    /// The listening socket, owned by the caller.
+    listener: BorrowedFd<'a>,
+    /// Per-worker protocol state shared by every connection.
+    sh: Shared,
+    /// Open connections, indexed by [`Token`].
+    conns: Slab,
+    /// The receive buffer every connection reads into.
+    buf: Box<[u8]>,
+    /// Whether and when to accept.
+    accept: Accept,
+    /// When the next deadline sweep is due, in [`Shared::now_ms`] time.
+    next_sweep: u64,
+    /// When draining gives up on the connections left, once draining.
+    drain_until: Option<u64>,
+}
+
+/// The listener's state as the loop sees it.
+struct Accept {
+    /// The listener is in the epoll set (draining removes it).
+    registered: bool,
+    /// Connections may be waiting in the backlog: set by an event, cleared
+    /// when `accept4` says `WouldBlock`.
+    ready: bool,
+    /// No accept before this time, after running out of descriptors.
+    paused_until: u64,
+}
+
+/// What a connection needs next.
+#[must_use]
+enum Step {
+    /// Keep it and wait for its next event.
+    Keep,
+    /// Close it now.
+    Close,
+}
+
+impl<'a> Driver<'a> {
+    fn new(
+        config: &'a Config,
+        listener: BorrowedFd<'a>,
+        ctl: &'a Control,
+    ) -> io::Result<Driver<'a>> {
+        // Accepting runs until `WouldBlock`: a blocking listener (say, one
+        // inherited from a service manager) would stall the loop.
+        let flags = syscall!(fcntl(listener.as_raw_fd(), libc::F_GETFL))
+            .map_err(|e| context(e, "fcntl(listener)"))?;
+        if flags & libc::O_NONBLOCK == 0 {
+            syscall!(fcntl(
+                listener.as_raw_fd(),
+                libc::F_SETFL,
+                flags | libc::O_NONBLOCK
+            ))
+            .map_err(|e| context(e, "fcntl(listener, O_NONBLOCK)"))?;
+        }
+        let epoll = Epoll::new().map_err(|e| context(e, "epoll_create1"))?;
+        epoll
+            .add(ctl.wake_fd(), libc::EPOLLIN as u32, WAKE)
+            .map_err(|e| context(e, "epoll_ctl(wake fd)"))?;
+        // EPOLLEXCLUSIVE wakes one waiter, not all, when several workers
+        // share one listening socket; kernels before 4.5 refuse it.
+        let interest = (libc::EPOLLIN | libc::EPOLLET) as u32;
+        epoll
+            .add(
+                listener.as_raw_fd(),
+                interest | libc::EPOLLEXCLUSIVE as u32,
+                LISTENER,
+            )
+            .or_else(|e| match e.raw_os_error() {
+                Some(libc::EINVAL) => epoll.add(listener.as_raw_fd(), interest, LISTENER),
+                _ => Err(e),
+            })
+            .map_err(|e| context(e, "epoll_ctl(listener)"))?;
+        Ok(Driver {
+            config,
+            ctl,
+            epoll,
+            listener,
+            sh: Shared::new(config.limits, config.timeouts),
+            conns: Slab::new(),
+            buf: vec![0u8; READ_BUF].into_boxed_slice(),
+            accept: Accept {
+                registered: true,
+                ready: true,
+                paused_until: 0,
+            },
+            next_sweep: 0,
+            drain_until: None,
+        })
+    }
+
+    fn serve<H: Handler>(
+        &mut self,
+        events: &mut [libc::epoll_event],
+        handler: &mut H,
+    ) -> io::Result<()> {
+        let interval = super::sweep_interval_ms(self.config);
+        self.sh.tick();
+        self.next_sweep = self.sh.now_ms() + interval;
+        if self.ctl.draining() {
+            self.begin_drain();
+        }
+        // The listener may have had a backlog before it was registered.
+        self.accept_pending()?;
+        loop {
+            if self.drained() {
+                return Ok(());
+            }
+            let n = match self.epoll.wait(events, self.timeout_ms()) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                Err(e) => return Err(context(e, "epoll_wait")),
+            };
+            self.sh.tick();
+            let mut woken = false;
+            for ev in &events[..n] {
+                // Copies out of the (packed, on x86-64) event.
+                let (bits, token) = (ev.events, Token(ev.u64 as usize));
+                match token {
+                    LISTENER => self.accept.ready = true,
+                    WAKE => woken = true,
+                    Token(key) => self.on_event(key, bits, handler),
+                }
+            }
+            if woken {
+                self.ctl.ack();
+                if self.ctl.draining() && self.drain_until.is_none() {
+                    self.begin_drain();
+                }
+            }
+            if self.sh.now_ms() >= self.next_sweep {
+                self.next_sweep = self.sh.now_ms() + interval;
+                self.sweep();
+            }
+            self.accept_pending()?;
+        }
+    }
+
+    /// How long the next wait may block: until the next sweep, the end of an
+    /// accept pause, or the drain deadline; not at all if connections are
+    /// known to wait in the backlog.
+    fn timeout_ms(&self) -> i32 {
+        let now = self.sh.now_ms();
+        let mut until = self.next_sweep;
+        if let Some(t) = self.drain_until {
+            until = until.min(t);
+        }
+        if self.may_accept() {
+            until = until.min(self.accept.paused_until.max(now));
+        }
+        until.saturating_sub(now).min(i32::MAX as u64) as i32
+    }
+
+    /// Whether accepting could make progress, leaving aside a pause.
+    fn may_accept(&self) -> bool {
+        self.accept.registered
+            && self.accept.ready
+            && self.conns.len() < self.config.max_connections
+    }
+
+    fn on_event<H: Handler>(&mut self, key: usize, bits: u32, handler: &mut H) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if bits & READ_READY != 0 {
+            c.readable = true;
+        }
+        if bits & READ_ENDS != 0 {
+            c.read_ends = true;
+        }
+        if bits & WRITE_READY != 0 {
+            c.writable = true;
+        }
+        let step = c.drive(&mut self.sh, &mut self.buf, handler);
+        if let Step::Close = step {
+            self.close(key);
+        }
+    }
+
+    /// Accepts what waits in the backlog, up to the connection cap and
+    /// [`ACCEPT_BATCH`].
+    fn accept_pending(&mut self) -> io::Result<()> {
+        if self.sh.now_ms() < self.accept.paused_until {
+            return Ok(());
+        }
+        for _ in 0..ACCEPT_BATCH {
+            if !self.may_accept() {
+                return Ok(());
+            }
+            // Null address pointers: the peer's address is not wanted.
+            let res = syscall!(accept4(
+                self.listener.as_raw_fd(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            ));
+            let raw = match res {
+                Ok(raw) => raw,
+                Err(e) => match e.raw_os_error().unwrap_or(0) {
+                    libc::EAGAIN => {
+                        self.accept.ready = false;
+                        return Ok(());
+                    }
+                    // The listener itself is unusable: nothing left to serve.
+                    libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EFAULT => {
+                        return Err(context(e, "accept4"));
+                    }
+                    // A connection that died in the backlog, or a network
+                    // error passed on by accept: try the next one.
+                    libc::EINTR
+                    | libc::ECONNABORTED
+                    | libc::EPROTO
+                    | libc::ENOPROTOOPT
+                    | libc::ENETDOWN
+                    | libc::ENETUNREACH
+                    | libc::EHOSTDOWN
+                    | libc::EHOSTUNREACH
+                    | libc::ENONET
+                    | libc::EOPNOTSUPP
+                    | libc::EPERM => continue,
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM and anything unknown:
+                    // retrying at once would spin.
+                    _ => {
+                        log::warn!("accept4: {e}; not accepting for {ACCEPT_BACKOFF_MS} ms");
+                        self.pause_accept();
+                        return Ok(());
+                    }
+                },
+            };
+            // SAFETY: accept4 just returned this descriptor and nothing else
+            // owns it.
+            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            let raw = fd.as_raw_fd();
+            let key = self.conns.insert(Connection::new(fd, Conn::new(&self.sh)));
+            if let Err(e) = self.epoll.add(raw, CONN_INTEREST, Token(key)) {
+                log::warn!(
+                    "epoll_ctl(add connection): {e}; not accepting for {ACCEPT_BACKOFF_MS} ms"
+                );
+                self.close(key);
+                self.pause_accept();
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn pause_accept(&mut self) {
+        self.accept.paused_until = self.sh.now_ms() + ACCEPT_BACKOFF_MS;
+    }
+
+    /// Closes every connection whose deadline (or lingering time) has passed.
+    fn sweep(&mut self) {
+        let now = self.sh.now_ms();
+        for key in 0..self.conns.capacity() {
+            if self.conns.get_mut(key).is_some_and(|c| c.expired(now)) {
+                log::debug!("connection {key}: timed out");
+                self.close(key);
+            }
+        }
+    }
+
+    /// Stops accepting, closes idle connections and lets the others finish.
+    fn begin_drain(&mut self) {
+        log::info!("draining: {} connections open", self.conns.len());
+        self.sh.set_draining();
+        self.drain_until = Some(self.sh.now_ms() + self.config.timeouts.drain.as_millis() as u64);
+        if self.accept.registered {
+            if let Err(e) = self.epoll.delete(self.listener.as_raw_fd()) {
+                log::warn!("epoll_ctl(delete listener): {e}");
+            }
+            self.accept.registered = false;
+            self.accept.ready = false;
+        }
+        for key in 0..self.conns.capacity() {
+            let Some(c) = self.conns.get_mut(key) else {
+                continue;
+            };
+            // Idle ones expire after a short grace, so that a request
+            // already on the wire is answered (with `Connection: close`)
+            // instead of cut off.
+            c.conn.start_drain(&self.sh);
+        }
+    }
+
+    /// Whether a drain is complete: no connection left, or out of time.
+    fn drained(&self) -> bool {
+        let Some(until) = self.drain_until else {
+            return false;
+        };
+        if self.conns.len() == 0 {
+            log::info!("drained");
+            return true;
+        }
+        if self.sh.now_ms() >= until {
+            log::warn!("drain timeout: closing {} connections", self.conns.len());
+            return true;
+        }
+        false
+    }
+
+    fn close(&mut self, key: usize) {
+        if let Some(c) = self.conns.remove(key) {
+            // Dropping the descriptor closes it, which also takes it out of
+            // the epoll set.
+            c.conn.release(&mut self.sh);
+        }
+    }
+}
+
+/// One accepted connection.
+struct Connection {
+    /// The socket; closing it also removes it from the epoll set.
+    fd: OwnedFd,
+    /// Protocol state.
+    conn: Conn,
+    /// Input may be waiting: set by an event, cleared when a read says
+    /// `WouldBlock` or comes back short.
+    readable: bool,
+    /// The peer half-closed or the socket failed: read until the kernel
+    /// reports the end, even after a short read.
+    read_ends: bool,
+    /// The send buffer has room: set by an event, cleared when a send says
+    /// `WouldBlock` or comes back short.
+    writable: bool,
+    /// A read returned end of input.
+    eof: bool,
+    /// Lingering: the write side is shut, input is discarded until this time.
+    linger_until: Option<u64>,
+}
+
+impl Connection {
+    fn new(fd: OwnedFd, conn: Conn) -> Connection {
+        Connection {
+            fd,
+            conn,
+            readable: false,
+            read_ends: false,
+            writable: true,
+            eof: false,
+            linger_until: None,
+        }
+    }
+
+    /// Moves bytes both ways until neither direction can progress:
+    /// reads while output stays under the high-water mark, then sends
+    /// everything framed in one call; repeats while a complete send leaves
+    /// input to read.
+    fn drive<H: Handler>(&mut self, sh: &mut Shared, buf: &mut [u8], handler: &mut H) -> Step {
+        if self.linger_until.is_some() {
+            return self.discard(buf);
+        }
+        loop {
+            while self.readable
+                && !self.conn.is_closing()
+                && self.conn.output_len() <= OUTPUT_HIGH_WATER
+            {
+                match recv(self.fd.as_raw_fd(), buf) {
+                    Ok(0) => {
+                        self.readable = false;
+                        self.eof = true;
+                        self.conn.on_eof(sh);
+                    }
+                    Ok(n) => {
+                        // Edge-triggered: a short read emptied the socket,
+                        // and new data will raise a new edge. After a FIN
+                        // or error no edge follows, so read on to the end.
+                        if n < buf.len() && !self.read_ends {
+                            self.readable = false;
+                        }
+                        self.conn.on_read(&buf[..n], sh, handler);
+                    }
+                    Err(e) => match e.kind() {
+                        io::ErrorKind::WouldBlock => self.readable = false,
+                        io::ErrorKind::Interrupted => {}
+                        _ => return quiet_close("recv", &e),
+                    },
+                }
+            }
+            if !self.conn.has_output() || !self.writable {
+                break;
+            }
+            let out = self.conn.output();
+            let total = out.len();
+            match send(self.fd.as_raw_fd(), out) {
+                Ok(written) => {
+                    self.conn.consume_output(written, sh);
+                    if written < total {
+                        self.writable = false;
+                    }
+                }
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => self.writable = false,
+                    io::ErrorKind::Interrupted => continue,
+                    _ => return quiet_close("send", &e),
+                },
+            }
+            // The read loop above stopped because the socket was empty,
+            // the connection is closing, or the output was above the
+            // high-water mark; only the last can change with a send.
+            let more_input = self.readable
+                && !self.conn.is_closing()
+                && self.conn.output_len() <= OUTPUT_HIGH_WATER;
+            if !more_input {
+                break;
+            }
+        }
+        if self.conn.is_closing() {
+            if self.conn.has_output() {
+                return Step::Keep;
+            }
+            if self.eof {
+                return Step::Close;
+            }
+            return self.linger(sh, buf);
+        }
+        Step::Keep
+    }
+
+    /// Starts a lingering close: the peer gets our FIN after the last
+    /// response, and what it still sends is read and dropped (closing with
+    /// unread input would send a reset, which can destroy that response in
+    /// the peer's receive buffer).
+    fn linger(&mut self, sh: &Shared, buf: &mut [u8]) -> Step {
+        if let Err(e) = syscall!(shutdown(self.fd.as_raw_fd(), libc::SHUT_WR)) {
+            return quiet_close("shutdown", &e);
+        }
+        self.linger_until = Some(sh.now_ms() + LINGER_MS);
+        // Input may have been left unread when the core stopped taking it.
+        self.readable = true;
+        self.discard(buf)
+    }
+
+    /// Reads and drops input until the socket is empty; closes on end of
+    /// input or error.
+    fn discard(&mut self, buf: &mut [u8]) -> Step {
+        while self.readable {
+            match recv(self.fd.as_raw_fd(), buf) {
+                Ok(0) => return Step::Close,
+                Ok(n) => {
+                    if n < buf.len() && !self.read_ends {
+                        self.readable = false;
+                    }
+                }
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => self.readable = false,
+                    io::ErrorKind::Interrupted => {}
+                    _ => return Step::Close,
+                },
+            }
+        }
+        Step::Keep
+    }
+
+    /// Whether the connection's current wait is over at `now`.
+    fn expired(&self, now: u64) -> bool {
+        match self.linger_until {
+            Some(until) => now >= until,
+            None => self.conn.deadline() <= now,
+        }
+    }
+}
+
+/// Closing after a socket error: resets and broken pipes are what peers do,
+/// anything else is worth a debug line.
+fn quiet_close(op: &str, e: &io::Error) -> Step {
+    match e.raw_os_error() {
+        Some(libc::ECONNRESET | libc::EPIPE | libc::ETIMEDOUT) => {}
+        _ => log::debug!("{op}: {e}; closing connection"),
+    }
+    Step::Close
+}
+
+fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // `buf` is a live, writable slice of `buf.len()` bytes.
+    syscall!(recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0)).map(|n| n as usize)
+}
+
+fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // `buf` is a live slice of `buf.len()` bytes; MSG_NOSIGNAL turns a
+    // closed peer into EPIPE instead of SIGPIPE.
+    syscall!(send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL)).map(|n| n as usize)
+}
+
+/// An epoll instance.
+struct Epoll {
+    /// The epoll descriptor.
+    fd: OwnedFd,
+}
+
+impl Epoll {
+    fn new() -> io::Result<Epoll> {
+        let raw = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
+        // SAFETY: epoll_create1 just returned this descriptor and nothing
+        // else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(Epoll { fd })
+    }
+
+    /// Registers `fd` for `events`, reported with `token`.
+    fn add(&self, fd: RawFd, events: u32, token: Token) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events,
+            u64: token.0 as u64,
+        };
+        // `ev` is a live local the kernel copies from.
+        syscall!(epoll_ctl(
+            self.fd.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            fd,
+            &mut ev
+        ))
+        .map(drop)
+    }
+
+    /// Removes `fd` from the set.
+    fn delete(&self, fd: RawFd) -> io::Result<()> {
+        // A null event is allowed for EPOLL_CTL_DEL (since Linux 2.6.9).
+        syscall!(epoll_ctl(
+            self.fd.as_raw_fd(),
+            libc::EPOLL_CTL_DEL,
+            fd,
+            ptr::null_mut()
+        ))
+        .map(drop)
+    }
+
+    /// Waits for events into the caller's buffer; returns how many arrived.
+    fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
+        let max = events.len().min(i32::MAX as usize) as i32;
+        // The kernel writes at most `max` events into `events`, a live,
+        // writable slice at least that long.
+        syscall!(epoll_wait(
+            self.fd.as_raw_fd(),
+            events.as_mut_ptr(),
+            max,
+            timeout_ms
+        ))
+        .map(|n| n as usize)
+    }
+}
+
+/// Connection states indexed by token. Freed slots are reused (most recently
+/// freed first), so the vector grows only to the peak number of connections
+/// and steady-state accept and close allocate nothing.
+struct Slab {
+    /// Slots, occupied or on the free list.
+    entries: Vec<Entry>,
+    /// First free slot; `entries.len()` when none is free.
+    next_free: usize,
+    /// Occupied slots.
+    len: usize,
+}
+
+enum Entry {
+    /// Free; holds the next free slot.
+    Vacant(usize),
+    /// In use.
+    Occupied(Connection),
+}
+
+impl Slab {
+    fn new() -> Slab {
+        Slab {
+            entries: Vec::new(),
+            next_free: 0,
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// One past the highest key ever used.
+    fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn insert(&mut self, c: Connection) -> usize {
+        let key = self.next_free;
+        self.len += 1;
+        if let Some(slot @ Entry::Vacant(_)) = self.entries.get_mut(key) {
+            if let Entry::Vacant(next) = mem::replace(slot, Entry::Occupied(c)) {
+                self.next_free = next;
+            }
+            return key;
+        }
+        // The free list is empty: it ends at `entries.len()`.
+        debug_assert_eq!(key, self.entries.len());
+        self.entries.push(Entry::Occupied(c));
+        self.next_free = self.entries.len();
+        self.entries.len() - 1
+    }
+
+    fn remove(&mut self, key: usize) -> Option<Connection> {
+        let slot = self.entries.get_mut(key)?;
+        if let Entry::Vacant(_) = slot {
+            return None;
+        }
+        let Entry::Occupied(c) = mem::replace(slot, Entry::Vacant(self.next_free)) else {
+            return None;
+        };
+        self.next_free = key;
+        self.len -= 1;
+        Some(c)
+    }
+
+    fn get_mut(&mut self, key: usize) -> Option<&mut Connection> {
+        match self.entries.get_mut(key) {
+            Some(Entry::Occupied(c)) => Some(c),
+            _ => None,
+        }
+    }
 }

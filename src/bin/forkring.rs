@@ -1,0 +1,411 @@
+//! The forkring demo server.
+//!
+//! `GET /` answers `Hello, World!`, `POST /echo` sends the request body back,
+//! anything else is a 404. It uses only the public API, and is what
+//! `make run` and `make bench` start.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use forkring::{Backend, Balance, Limits, Request, Respawn, Response, Server, Timeouts};
+
+const USAGE: &str = "\
+forkring: a prefork HTTP/1.1 server (demo)
+
+Serves GET / -> 200 \"Hello, World!\", POST /echo -> the request body back,
+anything else -> 404.
+
+Usage: forkring [OPTIONS]
+
+Options:
+  --listen ADDR           address to bind, host:port [default: 127.0.0.1:8080]
+  --workers N             worker processes [default: one per CPU]
+  --balance MODE          reuseport: one SO_REUSEPORT socket per worker;
+                          shared: one socket for all [default: reuseport].
+                          Sockets passed by systemd (LISTEN_FDS) are used
+                          instead of --listen when present
+  --backend BACKEND       event loop: auto, uring or epoll [default: auto];
+                          the FORKRING_BACKEND environment variable overrides it
+  --header-timeout MS     time a client has to send a whole request head,
+                          in milliseconds [default: 10000]
+  --idle-timeout MS       time an idle keep-alive connection is kept, and the
+                          longest pause within a body or response, in
+                          milliseconds [default: 60000]
+  --max-body BYTES        largest request body; larger ones get 413
+                          [default: 8388608]
+  --max-connections N     most connections one worker holds at once
+                          [default: 65536]
+  --drain-timeout MS      time workers get to finish on shutdown or reload
+                          before they are killed [default: 30000]
+  --user NAME             drop to this user in the workers (bind as root)
+  --pin                   pin worker i to CPU i
+  --reexec                start workers by re-executing this binary instead
+                          of a plain fork
+  --no-respawn            do not replace workers that die
+  --log LEVEL             error, warn, info or debug [default: info]
+  --check-uring           report whether the kernel allows io_uring here, then
+                          exit (status 0 if it does, 1 if not)
+  -h, --help              print this help
+  -V, --version           print the version
+
+Signals to the master:
+  TERM, INT   graceful shutdown: stop accepting, finish requests, exit
+  QUIT        immediate stop
+  HUP         rolling reload: replace workers one at a time, losing nothing
+  TTIN, TTOU  one worker more, one worker fewer
+
+Every lifecycle event (fork, online, listening, ready, disconnect, exit) is
+logged at info level.
+";
+
+/// What the command line asked for.
+struct Options {
+    listen: String,
+    workers: usize,
+    backend: Backend,
+    timeouts: Timeouts,
+    limits: Limits,
+    max_connections: usize,
+    log: log::LevelFilter,
+    balance: Balance,
+    user: Option<String>,
+    pin: bool,
+    reexec: bool,
+    respawn: bool,
+}
+
+/// What to do after parsing.
+enum Action {
+    Serve(Options),
+    Help,
+    Version,
+    CheckUring,
+}
+
+fn main() -> ExitCode {
+    let action = match parse_args(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("forkring: {msg} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = match action {
+        Action::Help => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Action::Version => {
+            println!("forkring {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Action::CheckUring => return check_uring(),
+        Action::Serve(opts) => opts,
+    };
+    // The library reads FORKRING_BACKEND itself; checking it here turns a
+    // typo into a usage error instead of a failed start.
+    if let Err(e) = Backend::from_env() {
+        eprintln!("forkring: {}: {e}", Backend::ENV);
+        return ExitCode::from(2);
+    }
+    init_logger(opts.log);
+
+    let mut server = Server::builder()
+        .listen(opts.listen)
+        .workers(opts.workers)
+        .backend(opts.backend)
+        .timeouts(opts.timeouts)
+        .limits(opts.limits)
+        .max_connections(opts.max_connections)
+        .balance(opts.balance)
+        .pin(opts.pin)
+        .reexec(opts.reexec)
+        .respawn(Respawn { enabled: opts.respawn, ..Respawn::default() })
+        .on_event(|event, _| log::info!("{event}"));
+    if let Some(user) = opts.user {
+        server = server.user(user);
+    }
+    match server.serve(|| demo) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("forkring: {}", strip_os_error(&e.to_string()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The demo's handler.
+fn demo(req: &Request<'_>, res: &mut Response) {
+    match req.path() {
+        "/" => match req.method() {
+            // HEAD gets the same head; the runtime leaves the body out.
+            "GET" | "HEAD" => {
+                res.header("Content-Type", "text/plain").body("Hello, World!");
+            }
+            _ => method_not_allowed(res, "GET, HEAD"),
+        },
+        "/echo" => match req.method() {
+            "POST" => {
+                let ct = req.header("Content-Type").unwrap_or(b"application/octet-stream");
+                res.header("Content-Type", ct).body(req.body());
+            }
+            _ => method_not_allowed(res, "POST"),
+        },
+        _ => {
+            res.status(404).header("Content-Type", "text/plain").body("Not Found");
+        }
+    }
+}
+
+fn method_not_allowed(res: &mut Response, allow: &str) {
+    res.status(405)
+        .header("Allow", allow)
+        .header("Content-Type", "text/plain")
+        .body("Method Not Allowed");
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Action, String> {
+    let mut opts = Options {
+        listen: "127.0.0.1:8080".to_owned(),
+        workers: forkring::server::default_workers(),
+        backend: Backend::Auto,
+        timeouts: Timeouts::default(),
+        limits: Limits::default(),
+        max_connections: forkring::Config::default().max_connections,
+        log: log::LevelFilter::Info,
+        balance: Balance::ReusePort,
+        user: None,
+        pin: false,
+        reexec: false,
+        respawn: true,
+    };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        // Both `--flag value` and `--flag=value`.
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let no_value = |flag: &str| match &inline {
+            Some(_) => Err(format!("{flag} takes no value")),
+            None => Ok(()),
+        };
+        match flag.as_str() {
+            "-h" | "--help" => {
+                no_value(&flag)?;
+                return Ok(Action::Help);
+            }
+            "-V" | "--version" => {
+                no_value(&flag)?;
+                return Ok(Action::Version);
+            }
+            "--check-uring" => {
+                no_value(&flag)?;
+                return Ok(Action::CheckUring);
+            }
+            "--pin" | "--reexec" | "--no-respawn" => {
+                no_value(&flag)?;
+                match flag.as_str() {
+                    "--pin" => opts.pin = true,
+                    "--reexec" => opts.reexec = true,
+                    _ => opts.respawn = false,
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let mut value = || inline.clone().or_else(|| args.next()).ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--listen" => {
+                let v = value()?;
+                if v.is_empty() {
+                    return Err("--listen needs an address such as 127.0.0.1:8080".to_owned());
+                }
+                opts.listen = v;
+            }
+            "--workers" => {
+                let n: usize = number(&flag, &value()?)?;
+                if n == 0 {
+                    return Err("--workers must be at least 1".to_owned());
+                }
+                opts.workers = n;
+            }
+            "--backend" => {
+                let v = value()?;
+                opts.backend = Backend::from_str(&v).map_err(|e| format!("--backend: {e}"))?;
+            }
+            "--balance" => opts.balance = value()?.parse().map_err(|e| format!("--balance: {e}"))?,
+            "--drain-timeout" => opts.timeouts.drain = millis(&flag, &value()?)?,
+            "--user" => opts.user = Some(value()?),
+            "--header-timeout" => opts.timeouts.header = millis(&flag, &value()?)?,
+            "--idle-timeout" => opts.timeouts.idle = millis(&flag, &value()?)?,
+            "--max-body" => opts.limits.max_body = number(&flag, &value()?)?,
+            "--max-connections" => {
+                let n: usize = number(&flag, &value()?)?;
+                if n == 0 {
+                    return Err("--max-connections must be at least 1".to_owned());
+                }
+                opts.max_connections = n;
+            }
+            "--log" => {
+                let v = value()?;
+                opts.log = match v.as_str() {
+                    "error" => log::LevelFilter::Error,
+                    "warn" => log::LevelFilter::Warn,
+                    "info" => log::LevelFilter::Info,
+                    "debug" => log::LevelFilter::Debug,
+                    _ => return Err(format!("--log: unknown level {v:?} (expected error, warn, info or debug)")),
+                };
+            }
+            f if f.starts_with('-') => return Err(format!("unknown option {f}")),
+            _ => return Err(format!("unexpected argument {arg:?}")),
+        }
+    }
+    Ok(Action::Serve(opts))
+}
+
+fn number<T: FromStr>(flag: &str, v: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("{flag}: expected a whole number, got {v:?}"))
+}
+
+fn millis(flag: &str, v: &str) -> Result<Duration, String> {
+    let ms: u64 = number(flag, v)?;
+    if ms == 0 {
+        return Err(format!("{flag} must be at least 1 ms"));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// `"bind 127.0.0.1:8080: Address already in use (os error 98)"` without the
+/// trailing `(os error 98)`: the text already says it.
+fn strip_os_error(msg: &str) -> &str {
+    match msg.rfind(" (os error ") {
+        Some(i) if msg.ends_with(')') => &msg[..i],
+        _ => msg,
+    }
+}
+
+/// Sets up a small ring to see whether io_uring is allowed (seccomp,
+/// `kernel.io_uring_disabled` and some sandboxes refuse it).
+fn check_uring() -> ExitCode {
+    match io_uring::IoUring::new(8) {
+        Ok(_) => {
+            println!("io_uring: available");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("io_uring: refused ({})", strip_os_error(&e.to_string()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr, one line per record, with the process id so that lines
+/// from several processes can be told apart.
+struct StderrLogger;
+
+static LOGGER: StderrLogger = StderrLogger;
+
+fn init_logger(level: log::LevelFilter) {
+    // Only fails if a logger is already set, which nothing else here does.
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(level);
+}
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let level = match record.level() {
+            log::Level::Error => "error",
+            log::Level::Warn => "warn",
+            log::Level::Info => "info",
+            log::Level::Debug => "debug",
+            log::Level::Trace => "trace",
+        };
+        let line = if log::max_level() >= log::LevelFilter::Debug {
+            format!("forkring[{}] {level} {}: {}\n", std::process::id(), record.target(), record.args())
+        } else {
+            format!("forkring[{}] {level}: {}\n", std::process::id(), record.args())
+        };
+        // One write per line, so lines from different processes do not mix;
+        // a failed write to stderr has nowhere to be reported.
+        let _ = io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {
+        let _ = io::stderr().flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Action, String> {
+        parse_args(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn defaults() {
+        let Ok(Action::Serve(o)) = parse(&[]) else { panic!("expected Serve") };
+        assert_eq!(o.listen, "127.0.0.1:8080");
+        assert_eq!(o.workers, forkring::server::default_workers());
+        assert_eq!(o.backend, Backend::Auto);
+        assert_eq!(o.timeouts, Timeouts::default());
+        assert_eq!(o.limits, Limits::default());
+        assert_eq!(o.log, log::LevelFilter::Info);
+    }
+
+    #[test]
+    fn every_flag() {
+        let args = [
+            "--listen", "[::1]:9000", "--workers=1", "--backend", "epoll", "--header-timeout", "250",
+            "--idle-timeout=1500", "--max-body", "1024", "--max-connections", "10", "--log", "debug",
+        ];
+        let Ok(Action::Serve(o)) = parse(&args) else { panic!("expected Serve") };
+        assert_eq!(o.listen, "[::1]:9000");
+        assert_eq!(o.backend, Backend::Epoll);
+        assert_eq!(o.timeouts.header, Duration::from_millis(250));
+        assert_eq!(o.timeouts.idle, Duration::from_millis(1500));
+        assert_eq!(o.limits.max_body, 1024);
+        assert_eq!(o.max_connections, 10);
+        assert_eq!(o.log, log::LevelFilter::Debug);
+    }
+
+    #[test]
+    fn bad_flags() {
+        for args in [
+            &["--workers", "0"][..],
+            &["--balance", "random"],
+            &["--workers", "x"],
+            &["--backend", "kqueue"],
+            &["--header-timeout", "0"],
+            &["--idle-timeout", "-1"],
+            &["--max-body"],
+            &["--max-connections", "0"],
+            &["--log", "loud"],
+            &["--nope"],
+            &["stray"],
+            &["--help=yes"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn os_error_suffix() {
+        assert_eq!(
+            strip_os_error("bind 127.0.0.1:8080: Address already in use (os error 98)"),
+            "bind 127.0.0.1:8080: Address already in use"
+        );
+        assert_eq!(strip_os_error("no suffix"), "no suffix");
+    }
+}

@@ -1,0 +1,402 @@
+//! The cluster on real processes: start and stop in both balance modes,
+//! lifecycle event order, respawn after a crash, the crash budget, graceful
+//! shutdown with requests in flight, rolling reload under load, scaling,
+//! master death, privilege drop and socket activation.
+//!
+//! The demo server logs every lifecycle event as a line (`ready 0.1
+//! pid=42`), which is what these tests read.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Client, Server, HELLO};
+
+/// Waits until the server's log has a line containing every one of
+/// `parts`, and returns it.
+fn wait_line(server: &Server, parts: &[&str], timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let log = server.log_text();
+        if let Some(l) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+            return l.to_owned();
+        }
+        if Instant::now() >= deadline {
+            panic!("no log line with {parts:?} within {timeout:?}\n{log}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The lifecycle events in the log, as `kind worker` (e.g. `ready 0.1`).
+fn events(server: &Server) -> Vec<String> {
+    const KINDS: [&str; 6] = ["fork ", "online ", "listening ", "ready ", "disconnect ", "exit "];
+    server
+        .log_text()
+        .lines()
+        .filter_map(|l| {
+            let msg = l.split_once(": ").map(|(_, m)| m)?;
+            if !KINDS.iter().any(|k| msg.starts_with(k)) || !msg.contains(" pid=") {
+                return None;
+            }
+            let mut it = msg.split(' ');
+            Some(format!("{} {}", it.next()?, it.next()?))
+        })
+        .collect()
+}
+
+/// The pid in an event line.
+fn pid_of(line: &str) -> i32 {
+    let p = line.split("pid=").nth(1).expect("pid= in line");
+    p.split(' ').next().unwrap().parse().expect("numeric pid")
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie is dead for our purpose: it serves nothing.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+fn kill(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on a pid this test read from the server's own log.
+    unsafe { libc::kill(pid, sig) };
+}
+
+fn get_ok(addr: SocketAddr) {
+    let mut c = Client::connect(addr);
+    let r = c.get("/");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, HELLO);
+}
+
+#[test]
+fn start_and_stop_in_both_balance_modes() {
+    for balance in ["reuseport", "shared"] {
+        let mut server = Server::start(&["--workers", "2", "--balance", balance]);
+        wait_line(&server, &["ready 0.0"], Duration::from_secs(10));
+        wait_line(&server, &["ready 1.0"], Duration::from_secs(10));
+        for _ in 0..20 {
+            get_ok(server.addr);
+        }
+        let workers = common::descendants(server.pid());
+        assert_eq!(workers.len(), 2, "{balance}: two worker processes\n{}", server.log_text());
+        server.signal(libc::SIGTERM);
+        let status = server.wait_exit(Duration::from_secs(10)).expect("master exits after SIGTERM");
+        assert!(status.success(), "{balance}: clean drain exits 0, got {status:?}\n{}", server.log_text());
+        for pid in workers {
+            assert!(!alive(pid as i32), "{balance}: worker {pid} outlived the master");
+        }
+    }
+}
+
+#[test]
+fn event_order_for_start_and_drain() {
+    let mut server = Server::start(&["--workers", "1"]);
+    wait_line(&server, &["ready 0.0"], Duration::from_secs(10));
+    server.signal(libc::SIGTERM);
+    server.wait_exit(Duration::from_secs(10)).expect("exit");
+    wait_line(&server, &["exit 0.0", "code=0", "requested=true"], Duration::from_secs(2));
+    assert_eq!(
+        events(&server),
+        ["fork 0.0", "online 0.0", "listening 0.0", "ready 0.0", "disconnect 0.0", "exit 0.0"],
+        "{}",
+        server.log_text()
+    );
+}
+
+#[test]
+fn crashed_worker_is_respawned_in_its_slot_while_others_serve() {
+    let server = Server::start(&["--workers", "2"]);
+    let ready = wait_line(&server, &["ready 0.0"], Duration::from_secs(10));
+    wait_line(&server, &["ready 1.0"], Duration::from_secs(10));
+    let victim = pid_of(&ready);
+    // A client keeps being served by the rest of the cluster meanwhile.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU64::new(0));
+    let served = Arc::new(AtomicU64::new(0));
+    let load = {
+        let (stop, failures, served, addr) = (stop.clone(), failures.clone(), served.clone(), server.addr);
+        thread::spawn(move || load_loop(addr, &stop, &failures, &served))
+    };
+    thread::sleep(Duration::from_millis(200));
+    let killed_at = Instant::now();
+    kill(victim, libc::SIGKILL);
+    wait_line(&server, &["exit 0.0", "signal=9", "requested=false"], Duration::from_secs(5));
+    wait_line(&server, &["ready 0.1"], Duration::from_secs(5));
+    let back_in = killed_at.elapsed();
+    thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    load.join().unwrap();
+    let order: Vec<String> = events(&server).into_iter().filter(|e| e.ends_with(" 0.1") || e == "exit 0.0").collect();
+    assert_eq!(order, ["exit 0.0", "fork 0.1", "online 0.1", "listening 0.1", "ready 0.1"], "{}", server.log_text());
+    assert!(back_in < Duration::from_secs(3), "slot 0 took {back_in:?} to be ready again");
+    assert!(served.load(Ordering::SeqCst) > 0);
+    // Only requests on connections the dead worker held may fail, and the
+    // load loop opens one connection per request.
+    assert!(failures.load(Ordering::SeqCst) <= 2, "failures: {}", failures.load(Ordering::SeqCst));
+    // The replacement serves on the same address.
+    for _ in 0..10 {
+        get_ok(server.addr);
+    }
+}
+
+/// Requests on fresh connections until `stop`; counts answers and failures.
+fn load_loop(addr: SocketAddr, stop: &AtomicBool, failures: &AtomicU64, served: &AtomicU64) {
+    while !stop.load(Ordering::SeqCst) {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(s) => {
+                let mut c = Client::from_stream(s);
+                let sent = c.try_send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                match sent.and_then(|()| c.try_response(false)) {
+                    Ok(r) if r.status == 200 => served.fetch_add(1, Ordering::SeqCst),
+                    _ => failures.fetch_add(1, Ordering::SeqCst),
+                };
+            }
+            Err(_) => {
+                failures.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+#[test]
+fn workers_dying_before_ready_stop_the_cluster() {
+    // A worker that cannot switch to a missing user dies before it is ready.
+    let out = Command::new(env!("CARGO_BIN_EXE_forkring"))
+        .args(["--listen", "127.0.0.1:0", "--workers", "1", "--user", "no-such-user-forkring"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    let output = wait_output(out, Duration::from_secs(20));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "crash loop must exit non-zero\n{err}");
+    assert!(err.contains("in a row before it was ready"), "clear error expected\n{err}");
+    assert!(err.matches("fork 0.").count() == 5, "five attempts with backoff\n{err}");
+    // Backoff: 0 + 100 + 150 + 225 ms at least between the five forks.
+    assert!(started.elapsed() >= Duration::from_millis(450), "{:?}", started.elapsed());
+}
+
+fn wait_output(mut child: std::process::Child, timeout: Duration) -> std::process::Output {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("process did not exit within {timeout:?}\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn graceful_shutdown_answers_requests_in_flight() {
+    let mut server = Server::start(&["--workers", "2"]);
+    wait_line(&server, &["ready 0.0"], Duration::from_secs(10));
+    wait_line(&server, &["ready 1.0"], Duration::from_secs(10));
+    // Requests whose bodies are still arriving when SIGTERM comes.
+    let mut clients: Vec<Client> = (0..8).map(|_| Client::connect(server.addr)).collect();
+    for c in &mut clients {
+        c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello");
+    }
+    // An idle keep-alive connection, too.
+    let mut idle = Client::connect(server.addr);
+    assert_eq!(idle.get("/").status, 200);
+    thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    server.signal(libc::SIGTERM);
+    thread::sleep(Duration::from_millis(50));
+    for c in &mut clients {
+        c.send(b"world");
+        let r = c.response();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, b"helloworld");
+        assert!(r.says_close(), "responses during a drain close the connection");
+    }
+    idle.expect_close();
+    let status = server.wait_exit(Duration::from_secs(10)).expect("master exits");
+    assert!(status.success(), "{status:?}\n{}", server.log_text());
+    assert!(t0.elapsed() < Duration::from_secs(5), "shutdown took {:?}", t0.elapsed());
+}
+
+#[test]
+fn rolling_reload_under_load_loses_nothing() {
+    let server = Server::start(&["--workers", "2"]);
+    wait_line(&server, &["ready 0.0"], Duration::from_secs(10));
+    wait_line(&server, &["ready 1.0"], Duration::from_secs(10));
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU64::new(0));
+    let served = Arc::new(AtomicU64::new(0));
+    let mut load = Vec::new();
+    for keep_alive in [true, true, false] {
+        let (stop, failures, served, addr) = (stop.clone(), failures.clone(), served.clone(), server.addr);
+        load.push(thread::spawn(move || {
+            if keep_alive {
+                keep_alive_loop(addr, &stop, &failures, &served)
+            } else {
+                load_loop(addr, &stop, &failures, &served)
+            }
+        }));
+    }
+    for round in 1..=3u64 {
+        thread::sleep(Duration::from_millis(300));
+        server.signal(libc::SIGHUP);
+        wait_line(&server, &[&format!("ready 0.{round}")], Duration::from_secs(10));
+        wait_line(&server, &[&format!("ready 1.{round}")], Duration::from_secs(10));
+        wait_line(&server, &[&format!("exit 1.{}", round - 1), "requested=true"], Duration::from_secs(10));
+    }
+    thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    for t in load {
+        t.join().unwrap();
+    }
+    let served = served.load(Ordering::SeqCst);
+    assert!(served > 100, "served {served}");
+    assert_eq!(failures.load(Ordering::SeqCst), 0, "failed requests during reloads\n{}", server.log_text());
+    // Every old worker drained on request.
+    let log = server.log_text();
+    assert!(!log.contains("requested=false"), "{log}");
+}
+
+/// Keep-alive requests, reconnecting whenever the server closes (after a
+/// `Connection: close` response); a request without an answer is a failure.
+fn keep_alive_loop(addr: SocketAddr, stop: &AtomicBool, failures: &AtomicU64, served: &AtomicU64) {
+    let mut conn: Option<Client> = None;
+    while !stop.load(Ordering::SeqCst) {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                Ok(s) => conn.insert(Client::from_stream(s)),
+                Err(_) => {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                    continue;
+                }
+            },
+        };
+        let sent = c.try_send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        match sent.and_then(|()| c.try_response(false)) {
+            Ok(r) if r.status == 200 => {
+                served.fetch_add(1, Ordering::SeqCst);
+                if r.says_close() {
+                    conn = None;
+                }
+            }
+            _ => {
+                failures.fetch_add(1, Ordering::SeqCst);
+                conn = None;
+            }
+        }
+    }
+}
+
+#[test]
+fn ttin_adds_a_worker_and_ttou_removes_one() {
+    let server = Server::start(&["--workers", "1"]);
+    wait_line(&server, &["ready 0.0"], Duration::from_secs(10));
+    server.signal(libc::SIGTTIN);
+    wait_line(&server, &["ready 1.0"], Duration::from_secs(10));
+    assert_eq!(common::descendants(server.pid()).len(), 2);
+    for _ in 0..20 {
+        get_ok(server.addr);
+    }
+    server.signal(libc::SIGTTOU);
+    wait_line(&server, &["disconnect 1.0"], Duration::from_secs(5));
+    wait_line(&server, &["exit 1.0", "requested=true"], Duration::from_secs(5));
+    for _ in 0..20 {
+        get_ok(server.addr);
+    }
+    // The last worker stays.
+    server.signal(libc::SIGTTOU);
+    thread::sleep(Duration::from_millis(300));
+    get_ok(server.addr);
+    assert!(!server.log_text().contains("exit 0.0"), "{}", server.log_text());
+}
+
+#[test]
+fn workers_exit_when_the_master_is_killed() {
+    let mut server = Server::start(&["--workers", "2"]);
+    wait_line(&server, &["ready 0.0"], Duration::from_secs(10));
+    wait_line(&server, &["ready 1.0"], Duration::from_secs(10));
+    let workers = common::descendants(server.pid());
+    assert_eq!(workers.len(), 2);
+    server.signal(libc::SIGKILL);
+    server.wait_exit(Duration::from_secs(5)).expect("master dies");
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while workers.iter().any(|&p| alive(p as i32)) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let left: Vec<_> = workers.iter().filter(|&&p| alive(p as i32)).collect();
+    assert!(left.is_empty(), "workers {left:?} still alive 1 s after the master died");
+}
+
+#[test]
+fn workers_drop_privileges() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: dropping privileges needs root");
+        return;
+    }
+    let server = Server::start(&["--workers", "1", "--user", "nobody"]);
+    let ready = wait_line(&server, &["ready 0.0"], Duration::from_secs(10));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid_of(&ready))).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let gid_line = status.lines().find(|l| l.starts_with("Gid:")).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("user nobody");
+    let uids: Vec<u32> = uid_line.split_whitespace().skip(1).map(|v| v.parse().unwrap()).collect();
+    let gids: Vec<u32> = gid_line.split_whitespace().skip(1).map(|v| v.parse().unwrap()).collect();
+    assert!(uids.iter().all(|&u| u == nobody.uid.as_raw()), "{uid_line}");
+    assert!(gids.iter().all(|&g| g == nobody.gid.as_raw()), "{gid_line}");
+    let groups = status.lines().find(|l| l.starts_with("Groups:")).unwrap();
+    assert_eq!(groups.split_whitespace().skip(1).collect::<Vec<_>>(), [nobody.gid.as_raw().to_string()], "{groups}");
+    // The master keeps root, the worker serves.
+    let master = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    assert!(master.lines().any(|l| l.starts_with("Uid:\t0\t")), "master stays root");
+    get_ok(server.addr);
+}
+
+#[test]
+fn serves_a_socket_passed_by_systemd() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new("/bin/sh");
+    // LISTEN_PID must be the pid of the process that reads it: the shell
+    // sets it to its own pid, then execs the server.
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_forkring"))
+        .args(["--listen", "127.0.0.1:1", "--workers", "2"]);
+    // SAFETY: dup2 is async-signal-safe; it runs in the child before exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, 3) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut server = Server::spawn(cmd).unwrap_or_else(|e| panic!("{e}"));
+    drop(listener);
+    assert_eq!(server.addr, addr, "serves the inherited socket, not --listen");
+    wait_line(&server, &["using inherited socket"], Duration::from_secs(5));
+    wait_line(&server, &["ready 1.0"], Duration::from_secs(10));
+    for _ in 0..10 {
+        get_ok(addr);
+    }
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(10)).expect("exit").success());
+}

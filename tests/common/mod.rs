@@ -1,0 +1,736 @@
+//! Shared harness for the integration tests: a real `forkring` demo server
+//! process on a loopback port, and a raw-socket HTTP/1.1 client.
+//!
+//! The server runs whichever backend `FORKRING_BACKEND` selects (the
+//! variable is inherited; `make test` runs the suite once per backend), and
+//! the harness checks from the server's log that the backend asked for is
+//! the one that runs. Every wait here is bounded: a test fails, it never
+//! hangs. The server process (and any worker it forked) is killed by pid and
+//! reaped when the [`Server`] is dropped.
+
+// Each test binary uses a different part of the harness.
+#![allow(dead_code)]
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a server may take to say it is listening.
+pub const STARTUP: Duration = Duration::from_secs(10);
+/// Default bound on any single client-side wait (one response, one close).
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The demo server's `GET /` body.
+pub const HELLO: &[u8] = b"Hello, World!";
+
+/// A running `forkring` process, killed and reaped on drop.
+pub struct Server {
+    child: Child,
+    /// The address the server reported in its `listening on` log line.
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    exited: Option<ExitStatus>,
+}
+
+/// The log line the driver prints for the backend `FORKRING_BACKEND` asks
+/// for; `None` when any backend will do (`auto` or unset).
+pub fn expected_backend_line() -> Option<&'static str> {
+    match std::env::var("FORKRING_BACKEND").as_deref() {
+        Ok("uring" | "io_uring" | "io-uring") => Some("backend: io_uring"),
+        Ok("epoll") => Some("backend: epoll"),
+        _ => None,
+    }
+}
+
+impl Server {
+    /// Starts the demo server on `127.0.0.1:0` with extra `args`.
+    pub fn start(args: &[&str]) -> Server {
+        Server::start_on("127.0.0.1:0", args)
+    }
+
+    /// Starts the demo server on `listen` with extra `args`; panics with the
+    /// server's log if it does not come up.
+    pub fn start_on(listen: &str, args: &[&str]) -> Server {
+        Server::try_start_on(listen, args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts the demo server and waits (at most [`STARTUP`]) until it logs
+    /// its address and its backend.
+    pub fn try_start_on(listen: &str, args: &[&str]) -> Result<Server, String> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_forkring"));
+        cmd.arg("--listen").arg(listen).args(args);
+        Server::spawn(cmd)
+    }
+
+    /// Runs `cmd` (which must end up running the demo server) and waits
+    /// like [`Server::try_start_on`].
+    pub fn spawn(mut cmd: Command) -> Result<Server, String> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| format!("spawn forkring: {e}"))?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel::<String>();
+        {
+            let log = Arc::clone(&log);
+            // Drains stderr for the life of the process, so the pipe never
+            // fills and blocks the server.
+            thread::spawn(move || {
+                let mut reader = BufReader::new(stderr);
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match reader.read_until(b'\n', &mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+                            log.lock().unwrap().push(text.clone());
+                            let _ = tx.send(text);
+                        }
+                    }
+                }
+            });
+        }
+        let mut server = Server {
+            child,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            log,
+            exited: None,
+        };
+        let deadline = Instant::now() + STARTUP;
+        let mut addr = None;
+        let mut backend = None;
+        while addr.is_none() || backend.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        let a: SocketAddr = rest.trim().parse().map_err(|e| {
+                            format!("unparsable address in {line:?}: {e}\n{}", server.log_text())
+                        })?;
+                        addr = Some(a);
+                    }
+                    if let Some(i) = line.find("backend: ") {
+                        backend = Some(line[i..].to_owned());
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(format!(
+                        "forkring did not report its address and backend within {STARTUP:?}\n{}",
+                        server.log_text()
+                    ));
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // stderr closed: the process is exiting.
+                    let status = server.wait_exit(Duration::from_secs(5));
+                    return Err(format!(
+                        "forkring exited during startup ({status:?})\n{}",
+                        server.log_text()
+                    ));
+                }
+            }
+        }
+        let backend = backend.unwrap();
+        if let Some(want) = expected_backend_line() {
+            if !backend.starts_with(want) {
+                return Err(format!(
+                    "FORKRING_BACKEND asks for {want:?} but the server runs {backend:?}\n{}",
+                    server.log_text()
+                ));
+            }
+        }
+        server.addr = addr.unwrap();
+        Ok(server)
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the server has logged so far.
+    pub fn log_text(&self) -> String {
+        let lines = self.log.lock().unwrap();
+        let mut s = String::from("--- forkring log ---\n");
+        for l in lines.iter() {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s.push_str("--- end of log ---");
+        s
+    }
+
+    /// A new client connection.
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        if self.exited.is_some() {
+            return false;
+        }
+        match self.child.try_wait() {
+            Ok(Some(status)) => {
+                self.exited = Some(status);
+                false
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Waits at most `timeout` for the process to exit; its status if it
+    /// did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if !self.is_running() {
+                return self.exited;
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends `sig` to the server process.
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on the pid of a child this harness spawned and has
+        // not reaped yet, so the pid cannot have been reused.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({}, {sig}): {}",
+            self.child.id(),
+            io::Error::last_os_error()
+        );
+    }
+
+    /// Resident memory of the server and every process it forked, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.id();
+        let mut total = vm_rss_kib(pid).unwrap_or(0);
+        for p in descendants(pid) {
+            total += vm_rss_kib(p).unwrap_or(0);
+        }
+        total
+    }
+
+    /// Asserts that the process still runs, has not logged a panic, and
+    /// answers `GET /` on a fresh connection.
+    pub fn assert_healthy(&mut self) {
+        assert!(
+            self.is_running(),
+            "server exited ({:?})\n{}",
+            self.exited,
+            self.log_text()
+        );
+        let log = self.log_text();
+        assert!(!log.contains("panicked"), "server logged a panic\n{log}");
+        let mut c = self.connect();
+        let r = c.get("/");
+        assert_eq!(r.status, 200, "GET / on a fresh connection");
+        assert_eq!(r.body, HELLO);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            // Workers first learned by pid, then the server itself: SIGKILL
+            // cannot be caught, so the reap below is bounded.
+            let kids = descendants(self.child.id());
+            let _ = self.child.kill();
+            for k in kids {
+                // SAFETY: kill(2) on a pid just read as a descendant of the
+                // server; SIGKILL has no memory-safety effect on this process.
+                unsafe { libc::kill(k as libc::pid_t, libc::SIGKILL) };
+            }
+            let _ = self.child.wait();
+        }
+        if thread::panicking() {
+            eprintln!(
+                "server {} ({}):\n{}",
+                self.child.id(),
+                self.addr,
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// `VmRSS` of `pid` in KiB.
+pub fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Every live process below `pid`, found through the parent field of
+/// `/proc/*/stat`.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(p) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+                continue;
+            };
+            // The command name may hold spaces and parentheses: fields
+            // resume after the last ')'.
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                continue;
+            };
+            if let Some(ppid) = rest
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse::<u32>().ok())
+            {
+                parent_of.push((p, ppid));
+            }
+        }
+    }
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for &(p, pp) in &parent_of {
+            if pp == parent && !found.contains(&p) {
+                found.push(p);
+                frontier.push(p);
+            }
+        }
+    }
+    found
+}
+
+/// Raises this process's soft `RLIMIT_NOFILE` to at least `want` (bounded by
+/// the hard limit); returns the soft limit now in force.
+pub fn raise_nofile(want: u64) -> u64 {
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < want {
+            let mut new = lim;
+            new.rlim_cur = want.min(lim.rlim_max);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &new) == 0 {
+                return new.rlim_cur;
+            }
+        }
+        lim.rlim_cur
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// `HTTP/1.1` or `HTTP/1.0`.
+    pub version: String,
+    pub status: u16,
+    pub reason: String,
+    /// Header fields in order, names as sent.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// How many fields named `name` the response has.
+    pub fn count(&self, name: &str) -> usize {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
+    }
+
+    /// Whether the response announces that the connection closes.
+    pub fn says_close(&self) -> bool {
+        self.header("Connection")
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+    }
+}
+
+/// How a wait for the server to close a connection ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CloseOutcome {
+    /// End of stream or reset; `extra` holds any bytes received first.
+    Closed { extra: Vec<u8> },
+    /// Still open when the wait ended; `extra` as above.
+    Open { extra: Vec<u8> },
+}
+
+/// A raw-socket HTTP/1.1 client on one connection.
+pub struct Client {
+    pub stream: TcpStream,
+    /// Bytes received and not yet consumed by a parsed response.
+    buf: Vec<u8>,
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::NotConnected
+    )
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+impl Client {
+    /// Connects (bounded by [`IO_TIMEOUT`]) with `TCP_NODELAY` and read and
+    /// write timeouts set.
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        Client::from_stream(stream)
+    }
+
+    /// Wraps a connected stream, setting `TCP_NODELAY` and timeouts.
+    pub fn from_stream(stream: TcpStream) -> Client {
+        stream.set_nodelay(true).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sends all of `bytes`; panics on error.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("send {} bytes: {e}", bytes.len()));
+    }
+
+    /// Sends all of `bytes`.
+    pub fn try_send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Sends `bytes` one at a time, pausing `pause` between them.
+    pub fn send_bytewise(&mut self, bytes: &[u8], pause: Duration) {
+        for b in bytes {
+            self.send(std::slice::from_ref(b));
+            thread::sleep(pause);
+        }
+    }
+
+    /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
+    fn fill(&mut self, deadline: Instant) -> io::Result<usize> {
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+            }
+            self.stream.set_read_timeout(Some(left.min(IO_TIMEOUT)))?;
+            match self.stream.read(&mut chunk) {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_timeout(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads one response; `head_request` when it answers a HEAD (no body).
+    /// Errors: `UnexpectedEof` if the connection ends first, `TimedOut`
+    /// after `timeout`, `InvalidData` if the bytes are not HTTP.
+    pub fn try_response_within(
+        &mut self,
+        head_request: bool,
+        timeout: Duration,
+    ) -> io::Result<Response> {
+        let deadline = Instant::now() + timeout;
+        let bad = |msg: String| io::Error::new(io::ErrorKind::InvalidData, msg);
+        let head_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            if self.fill(deadline)? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "connection ended inside a response head: {:?}",
+                        String::from_utf8_lossy(&self.buf)
+                    ),
+                ));
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end - 4]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or("");
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or("").to_owned();
+        let status: u16 = parts
+            .next()
+            .and_then(|s| if s.len() == 3 { s.parse().ok() } else { None })
+            .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
+        let reason = parts.next().unwrap_or("").to_owned();
+        if !(version == "HTTP/1.1" || version == "HTTP/1.0") {
+            return Err(bad(format!("bad status line {status_line:?}")));
+        }
+        let mut headers = Vec::new();
+        for line in lines {
+            let (n, v) = line
+                .split_once(':')
+                .ok_or_else(|| bad(format!("bad header line {line:?}")))?;
+            if n.is_empty() || n.contains([' ', '\t', '\n', '\r']) || v.contains(['\r', '\n']) {
+                return Err(bad(format!("bad header line {line:?}")));
+            }
+            headers.push((n.to_owned(), v.trim().to_owned()));
+        }
+        let mut res = Response {
+            version,
+            status,
+            reason,
+            headers,
+            body: Vec::new(),
+        };
+        self.buf.drain(..head_end);
+        let no_body =
+            head_request || (100..200).contains(&status) || status == 204 || status == 304;
+        if no_body {
+            return Ok(res);
+        }
+        if res.header("Transfer-Encoding").is_some() {
+            return Err(bad(
+                "the server sent a chunked response; this client expects Content-Length".into(),
+            ));
+        }
+        if res.count("Content-Length") != 1 {
+            return Err(bad(format!(
+                "response has {} Content-Length fields",
+                res.count("Content-Length")
+            )));
+        }
+        let len: usize = res.header("Content-Length").unwrap().parse().map_err(|_| {
+            bad(format!(
+                "bad Content-Length {:?}",
+                res.header("Content-Length")
+            ))
+        })?;
+        while self.buf.len() < len {
+            if self.fill(deadline)? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "connection ended after {} of {len} body bytes",
+                        self.buf.len()
+                    ),
+                ));
+            }
+        }
+        res.body = self.buf.drain(..len).collect();
+        Ok(res)
+    }
+
+    /// [`Client::try_response_within`] with [`IO_TIMEOUT`].
+    pub fn try_response(&mut self, head_request: bool) -> io::Result<Response> {
+        self.try_response_within(head_request, IO_TIMEOUT)
+    }
+
+    /// Reads one response to a non-HEAD request; panics on any error.
+    pub fn response(&mut self) -> Response {
+        self.try_response(false)
+            .unwrap_or_else(|e| panic!("reading a response: {e}"))
+    }
+
+    /// Reads one response to a HEAD request; panics on any error.
+    pub fn head_response(&mut self) -> Response {
+        self.try_response(true)
+            .unwrap_or_else(|e| panic!("reading a HEAD response: {e}"))
+    }
+
+    /// Sends `GET path` and reads the response.
+    pub fn get(&mut self, path: &str) -> Response {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+        self.response()
+    }
+
+    /// Sends `POST path` with a `Content-Length` body and reads the
+    /// response.
+    pub fn post(&mut self, path: &str, content_type: &str, body: &[u8]) -> Response {
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        self.send(&req);
+        self.response()
+    }
+
+    /// Waits at most `timeout` for the server to close the connection
+    /// (end of stream or reset), collecting any bytes that arrive first.
+    pub fn wait_close(&mut self, timeout: Duration) -> CloseOutcome {
+        let deadline = Instant::now() + timeout;
+        let mut extra = std::mem::take(&mut self.buf);
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return CloseOutcome::Open { extra };
+            }
+            self.stream
+                .set_read_timeout(Some(left.min(Duration::from_millis(100))))
+                .unwrap();
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return CloseOutcome::Closed { extra },
+                Ok(n) => extra.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted || is_timeout(&e) => {}
+                Err(e) if is_gone(&e) => return CloseOutcome::Closed { extra },
+                Err(e) => panic!("waiting for close: {e}"),
+            }
+        }
+    }
+
+    /// Asserts that the server closes the connection within [`IO_TIMEOUT`]
+    /// without sending anything more.
+    pub fn expect_close(&mut self) {
+        match self.wait_close(IO_TIMEOUT) {
+            CloseOutcome::Closed { extra } if extra.is_empty() => {}
+            CloseOutcome::Closed { extra } => {
+                panic!(
+                    "bytes after the last response: {:?}",
+                    String::from_utf8_lossy(&extra)
+                )
+            }
+            CloseOutcome::Open { extra } => panic!(
+                "connection still open after {IO_TIMEOUT:?} (received {:?})",
+                String::from_utf8_lossy(&extra)
+            ),
+        }
+    }
+
+    /// Closes abruptly: `SO_LINGER` 0, then close, so the kernel sends a
+    /// reset instead of a FIN.
+    pub fn reset(self) {
+        set_linger_zero(&self.stream);
+        drop(self.stream);
+    }
+
+    /// Shrinks this socket's receive buffer (the kernel may round it).
+    pub fn set_recv_buffer(&self, bytes: i32) {
+        set_int_opt(&self.stream, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes);
+    }
+}
+
+/// Sets `SO_LINGER` to {on, 0 s}: the next close sends a reset.
+pub fn set_linger_zero(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a socket this test owns, with a pointer to a
+    // local `linger` and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER: {}", io::Error::last_os_error());
+}
+
+fn set_int_opt(stream: &TcpStream, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    // SAFETY: setsockopt on a socket this test owns, with a pointer to a
+    // local int and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt({level}, {name}): {}",
+        io::Error::last_os_error()
+    );
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so a failing body can be
+/// reproduced.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Index of the first byte where `a` and `b` differ, for readable failures
+/// on large bodies.
+pub fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .or(if a.len() == b.len() {
+            None
+        } else {
+            Some(a.len().min(b.len()))
+        })
+}
+
+/// Bytes printed for a failure message, cut after 300.
+pub fn show(bytes: &[u8]) -> String {
+    if bytes.len() > 300 {
+        format!(
+            "{:?}... ({} bytes)",
+            String::from_utf8_lossy(&bytes[..300]),
+            bytes.len()
+        )
+    } else {
+        format!("{:?}", String::from_utf8_lossy(bytes))
+    }
+}
