@@ -1,1 +1,81 @@
-fn main() {}
+//! Cost of the sans-io HTTP/1.1 core per request: parse the head, call the
+//! handler, frame the response, hand the bytes off. No socket is involved,
+//! so this is the user-space share of serving a request.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use forkring::http::{Conn, Shared};
+use forkring::{Limits, Request, Response, Timeouts};
+
+/// What wrk sends, plus the headers a browser-ish client adds.
+const GET: &[u8] = b"GET /plaintext HTTP/1.1\r\n\
+Host: localhost:8080\r\n\
+User-Agent: wrk/4.2.0\r\n\
+Accept: text/plain,text/html;q=0.9,*/*;q=0.8\r\n\
+Connection: keep-alive\r\n\
+\r\n";
+
+fn hello(_: &Request<'_>, res: &mut Response) {
+    res.header("Content-Type", "text/plain");
+    res.body_mut().extend_from_slice(b"Hello, World!");
+}
+
+fn echo(req: &Request<'_>, res: &mut Response) {
+    res.header("Content-Type", "application/octet-stream");
+    res.body_mut().extend_from_slice(req.body());
+}
+
+fn chunked_post() -> Vec<u8> {
+    let mut req = b"POST /echo HTTP/1.1\r\n\
+Host: localhost:8080\r\n\
+User-Agent: bench\r\n\
+Content-Type: application/octet-stream\r\n\
+Transfer-Encoding: chunked\r\n\
+\r\n"
+        .to_vec();
+    let body: Vec<u8> = (0..1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    for chunk in body.chunks(256) {
+        req.extend_from_slice(format!("{:x};seq=1\r\n", chunk.len()).as_bytes());
+        req.extend_from_slice(chunk);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    req
+}
+
+/// Feeds `reads` to one long-lived connection per iteration and drains the
+/// output, as a driver does per receive.
+fn run<H: forkring::http::Handler>(c: &mut Criterion, name: &str, requests: u64, reads: &[&[u8]], mut handler: H) {
+    let mut sh = Shared::new(Limits::default(), Timeouts::default());
+    sh.tick();
+    let mut conn = Conn::new(&sh);
+    let mut group = c.benchmark_group("http");
+    group.throughput(Throughput::Elements(requests));
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            for read in reads {
+                conn.on_read(black_box(read), &mut sh, &mut handler);
+            }
+            let n = conn.output_len();
+            black_box(conn.output());
+            conn.consume_output(n, &mut sh);
+        })
+    });
+    group.finish();
+    assert!(!conn.is_closing(), "{name}: the connection closed; the benchmark measured an error path");
+}
+
+fn bench(c: &mut Criterion) {
+    run(c, "get_keepalive", 1, &[GET], hello);
+
+    let pipelined = GET.repeat(16);
+    run(c, "get_pipelined_16", 16, &[&pipelined], hello);
+
+    let (a, b) = GET.split_at(GET.len() / 2);
+    run(c, "get_split_in_two_reads", 1, &[a, b], hello);
+
+    let post = chunked_post();
+    run(c, "post_chunked_1k_echo", 1, &[&post], echo);
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -429,6 +429,9 @@ where
     H: Handler,
     F: Fn() -> H,
 {
+    // First, before this process opens any descriptor that could take
+    // the numbers systemd passed.
+    let inherited = crate::listen::inherited()?;
     // Signals are read from a signalfd, so they must be blocked.
     let mask = signal_mask();
     // SAFETY: `mask` is an initialised sigset_t; a null old-mask is allowed.
@@ -444,7 +447,6 @@ where
     // SAFETY: `epoll_create1` just returned this descriptor.
     let epoll = unsafe { OwnedFd::from_raw_fd(epfd) };
 
-    let inherited = crate::listen::inherited()?;
     let (shared_listener, per_slot, addr) = match inherited {
         Some(fds) if fds.len() == config.workers && fds.len() > 1 => {
             let addr = crate::listen::local_addr(&fds[0])?;

@@ -383,7 +383,9 @@ fn serves_a_socket_passed_by_systemd() {
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(move || {
-            if libc::dup2(fd, 3) == -1 {
+            // dup2 onto itself would keep close-on-exec set.
+            let r = if fd == 3 { libc::fcntl(3, libc::F_SETFD, 0) } else { libc::dup2(fd, 3) };
+            if r == -1 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

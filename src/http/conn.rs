@@ -418,7 +418,9 @@ impl Conn {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Head::Partial,
             Err(httparse::Error::TooManyHeaders) => return Head::Fail(431),
-            Err(httparse::Error::Version) => return Head::Fail(version_status(buf)),
+            Err(httparse::Error::Version) => {
+                return version_status(buf).map_or(Head::Partial, Head::Fail);
+            }
             Err(_) => return Head::Fail(400),
         };
         let target = req.path.unwrap_or("");
@@ -572,13 +574,19 @@ fn has_head_end(buf: &[u8], from: usize) -> bool {
     buf[start..].windows(2).any(|w| w == b"\n\n") || buf[start..].windows(3).any(|w| w == b"\n\r\n")
 }
 
-/// The limit an incomplete head already breaks, if any.
+/// The limit an incomplete head already breaks, if any. The target is
+/// measured as the complete parse would measure it (from the first space to
+/// the next), so that how reads split never decides whether a request is
+/// served.
 fn partial_limit(buf: &[u8], limits: &Limits) -> Option<u16> {
-    // Method, two spaces and `HTTP/1.1` around the target.
-    const LINE_EXTRA: usize = 32;
-    let line_len = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
-    if line_len > limits.max_target + LINE_EXTRA {
-        return Some(414);
+    let line_end = buf.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(buf.len());
+    let line = &buf[..line_end];
+    if let Some(sp) = line.iter().position(|&b| b == b' ') {
+        let rest = &line[sp + 1..];
+        let target_len = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+        if target_len > limits.max_target {
+            return Some(414);
+        }
     }
     if buf.len() > limits.max_head {
         return Some(431);
@@ -586,20 +594,24 @@ fn partial_limit(buf: &[u8], limits: &Limits) -> Option<u16> {
     None
 }
 
-/// 505 for a well-formed version other than 1.0 and 1.1, 400 otherwise.
-fn version_status(buf: &[u8]) -> u16 {
-    let line_end = buf.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(buf.len());
-    let line = &buf[..line_end];
-    match line.iter().rposition(|&b| b == b' ') {
-        Some(sp) => {
-            let v = &line[sp + 1..];
-            if v.len() == 8 && v.starts_with(b"HTTP/") && v[5].is_ascii_digit() && v[6] == b'.' && v[7].is_ascii_digit() {
-                505
-            } else {
-                400
-            }
-        }
-        None => 400,
+/// 505 for a well-formed version other than 1.0 and 1.1, 400 otherwise;
+/// `None` while the request line is cut short inside what may still become
+/// a well-formed version (the answer must not depend on how reads split).
+fn version_status(buf: &[u8]) -> Option<u16> {
+    const FORM: &[u8; 8] = b"HTTP/d.d";
+    let line_end = buf.iter().position(|&b| b == b'\r' || b == b'\n');
+    let line = &buf[..line_end.unwrap_or(buf.len())];
+    let Some(sp) = line.iter().rposition(|&b| b == b' ') else {
+        return Some(400);
+    };
+    let v = &line[sp + 1..];
+    let fits = v.len() <= FORM.len()
+        && v.iter().zip(FORM).all(|(&b, &f)| if f == b'd' { b.is_ascii_digit() } else { b == f });
+    match (fits, line_end) {
+        (false, _) => Some(400),
+        (true, None) => None,
+        (true, Some(_)) if v.len() == FORM.len() => Some(505),
+        (true, Some(_)) => Some(400),
     }
 }
 
@@ -611,6 +623,9 @@ fn framing(headers: &[httparse::Header<'_>], version: Version) -> Result<Framing
     let mut te_seen = false;
     let mut te_last_chunked = false;
     let mut te_unknown = false;
+    // A registered coding other than `chunked`: this server does not
+    // decode it, so the handler would get a body it cannot read.
+    let mut te_undecoded = false;
     let mut hosts = 0;
     let mut close = false;
     let mut keep_alive_token = false;
@@ -634,12 +649,14 @@ fn framing(headers: &[httparse::Header<'_>], version: Version) -> Result<Framing
                     te_last_chunked = true;
                 } else if coding.is_empty() {
                     return Err(400);
-                } else if !(coding.eq_ignore_ascii_case(b"gzip")
+                } else if coding.eq_ignore_ascii_case(b"gzip")
                     || coding.eq_ignore_ascii_case(b"x-gzip")
                     || coding.eq_ignore_ascii_case(b"deflate")
                     || coding.eq_ignore_ascii_case(b"compress")
-                    || coding.eq_ignore_ascii_case(b"x-compress"))
+                    || coding.eq_ignore_ascii_case(b"x-compress")
                 {
+                    te_undecoded = true;
+                } else {
                     te_unknown = true;
                 }
             }
@@ -668,6 +685,9 @@ fn framing(headers: &[httparse::Header<'_>], version: Version) -> Result<Framing
         }
         if !te_last_chunked || length.is_some() || version == Version::Http10 {
             return Err(400);
+        }
+        if te_undecoded {
+            return Err(501);
         }
     }
     if hosts > 1 || (hosts == 0 && version == Version::Http11) {

@@ -40,7 +40,11 @@ impl<'a> Request<'a> {
         let t = match t.find("://") {
             Some(i) if !t.starts_with('/') => {
                 let rest = &t[i + 3..];
-                rest.find('/').map_or("/", |j| &rest[j..])
+                // The authority ends at the first `/` or `?`.
+                match rest.find(['/', '?']) {
+                    Some(j) if rest.as_bytes()[j] == b'/' => &rest[j..],
+                    _ => "/",
+                }
             }
             _ => t,
         };
