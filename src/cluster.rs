@@ -471,11 +471,13 @@ where
                     (Some(fd), None, addr)
                 }
                 Balance::ReusePort => {
-                    let first = crate::listen::bind_addr(sa, true, config.backlog)?;
-                    // Port 0 picks a port once; the other slots join it.
-                    let addr = crate::listen::local_addr(&first)?;
-                    let mut fds = vec![first];
-                    for _ in 1..config.workers {
+                    // A plain bind first: SO_REUSEPORT alone would let this
+                    // cluster join another program's group on a port in
+                    // use (same user) instead of failing. It also picks the
+                    // port once for port 0.
+                    let addr = crate::listen::probe_addr(sa)?;
+                    let mut fds = Vec::with_capacity(config.workers);
+                    for _ in 0..config.workers {
                         fds.push(crate::listen::bind_addr(addr, true, config.backlog)?);
                     }
                     (None, Some(fds), addr)

@@ -49,6 +49,24 @@ pub fn bind_addr(sa: SocketAddr, reuseport: bool, backlog: i32) -> io::Result<Ow
     Ok(fd)
 }
 
+/// Checks that nothing listens on `sa` by binding it without
+/// `SO_REUSEPORT`, and returns the address bound (the port picked, for port
+/// 0). The probe socket is closed before returning.
+pub fn probe_addr(sa: SocketAddr) -> io::Result<SocketAddr> {
+    let domain = if sa.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let raw = syscall!(socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)).map_err(|e| context(e, "socket"))?;
+    // SAFETY: `socket` just returned this descriptor and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    setsockopt(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if sa.is_ipv6() {
+        setsockopt(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+    }
+    let (storage, len) = sockaddr(&sa);
+    syscall!(bind(fd.as_raw_fd(), (&storage as *const libc::sockaddr_storage).cast(), len))
+        .map_err(|e| context(e, format_args!("bind {sa}")))?;
+    local_addr(&fd)
+}
+
 /// The address a socket is bound to.
 pub fn local_addr(fd: &impl AsRawFd) -> io::Result<SocketAddr> {
     // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.

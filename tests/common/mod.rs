@@ -64,6 +64,11 @@ impl Server {
     pub fn try_start_on(listen: &str, args: &[&str]) -> Result<Server, String> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_forkring"));
         cmd.arg("--listen").arg(listen).args(args);
+        // One worker unless the test asks for more: per-worker limits and
+        // timings are then the server's.
+        if !args.contains(&"--workers") {
+            cmd.args(["--workers", "1"]);
+        }
         Server::spawn(cmd)
     }
 

@@ -1,0 +1,72 @@
+# forkring: common tasks. `make help` lists them.
+
+CARGO        ?= cargo
+LISTEN       ?= 127.0.0.1:8080
+# How long `make fuzz` runs, in seconds.
+FUZZ_SECONDS ?= 600
+
+.PHONY: help run build test lint bench bench-micro fuzz clean
+
+help:
+	@echo "make run          build and start the demo server on $(LISTEN) (one worker)"
+	@echo "make build        release build of the library, the demo server and the examples"
+	@echo "make test         the whole test suite, once per backend (io_uring, epoll)"
+	@echo "make lint         rustfmt check and clippy with warnings as errors"
+	@echo "make bench        forkring against nginx under wrk (installs wrk and nginx if missing)"
+	@echo "make bench-micro  criterion benchmarks of the HTTP core"
+	@echo "make fuzz         fuzz the HTTP core for FUZZ_SECONDS (installs cargo-fuzz if missing)"
+
+run:
+	$(CARGO) run --release -- --listen $(LISTEN) --workers 1
+
+build:
+	$(CARGO) build --release --lib --bins --examples
+
+# The suite runs twice: forcing io_uring, then forcing epoll, so that neither
+# backend rots. Where the kernel refuses io_uring (seccomp, sysctl
+# kernel.io_uring_disabled, gVisor) the first pass runs with `auto`, which
+# then falls back to epoll, and says so.
+test:
+	$(CARGO) build --all-targets
+	@if $(CARGO) run --quiet --bin forkring -- --check-uring; then \
+		echo "==> test suite, io_uring backend (FORKRING_BACKEND=uring)"; \
+		FORKRING_BACKEND=uring $(CARGO) test --no-fail-fast; \
+	else \
+		echo "==> NOTICE: this kernel refuses io_uring; the io_uring pass runs with"; \
+		echo "==>         FORKRING_BACKEND=auto instead (which falls back to epoll)"; \
+		FORKRING_BACKEND=auto $(CARGO) test --no-fail-fast; \
+	fi
+	@echo "==> test suite, epoll backend (FORKRING_BACKEND=epoll)"
+	FORKRING_BACKEND=epoll $(CARGO) test --no-fail-fast
+	$(CARGO) build --examples
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+bench:
+	bash bench/run.sh
+
+bench-micro:
+	$(CARGO) bench --bench http
+
+# cargo-fuzz needs a nightly toolchain; both are installed on first use.
+# New inputs go to fuzz/corpus/http_conn/ (fuzz/seeds/http_conn/ is read too);
+# crashes land in fuzz/artifacts/http_conn/. Replay one with
+#   cargo +nightly fuzz run http_conn fuzz/artifacts/http_conn/<file>
+fuzz:
+	@if ! command -v cargo-fuzz >/dev/null 2>&1; then \
+		echo "==> installing cargo-fuzz (cargo install cargo-fuzz)"; \
+		$(CARGO) install cargo-fuzz; \
+	fi
+	@if ! rustup toolchain list | grep -q '^nightly'; then \
+		echo "==> installing the nightly Rust toolchain (cargo fuzz needs it)"; \
+		rustup toolchain install nightly --profile minimal; \
+	fi
+	@mkdir -p fuzz/corpus/http_conn
+	@echo "==> fuzzing target http_conn for $(FUZZ_SECONDS)s (FUZZ_SECONDS=... to change)"
+	cargo +nightly fuzz run http_conn $(CURDIR)/fuzz/corpus/http_conn \
+		$(addprefix $(CURDIR)/,$(wildcard fuzz/seeds/http_conn)) -- -max_total_time=$(FUZZ_SECONDS)
+
+clean:
+	$(CARGO) clean
