@@ -8,7 +8,7 @@ FUZZ_SECONDS ?= 600
 .PHONY: help run build test lint bench bench-micro fuzz clean
 
 help:
-	@echo "make run          build and start the demo server on $(LISTEN) (one worker)"
+	@echo "make run          build and start the demo cluster on $(LISTEN) (one worker per CPU)"
 	@echo "make build        release build of the library, the demo server and the examples"
 	@echo "make test         the whole test suite, once per backend (io_uring, epoll)"
 	@echo "make lint         rustfmt check and clippy with warnings as errors"
@@ -17,7 +17,7 @@ help:
 	@echo "make fuzz         fuzz the HTTP core for FUZZ_SECONDS (installs cargo-fuzz if missing)"
 
 run:
-	$(CARGO) run --release -- --listen $(LISTEN) --workers 1
+	$(CARGO) run --release -- --listen $(LISTEN)
 
 build:
 	$(CARGO) build --release --lib --bins --examples

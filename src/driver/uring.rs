@@ -81,7 +81,9 @@ pub(crate) struct Ring {
 
 impl fmt::Debug for Ring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ring").field("flags", &self.flags).finish_non_exhaustive()
+        f.debug_struct("Ring")
+            .field("flags", &self.flags)
+            .finish_non_exhaustive()
     }
 }
 
@@ -120,11 +122,16 @@ fn errno(e: i32) -> io::Error {
 pub(crate) fn setup(_config: &Config) -> io::Result<Ring> {
     let (uring, flags) = build_ring()?;
     check_opcodes(&uring)?;
-    let bufs = BufRing::new(RECV_BUF_COUNT, RECV_BUF_SIZE).map_err(|e| setup_error("receive buffers", e))?;
+    let bufs = BufRing::new(RECV_BUF_COUNT, RECV_BUF_SIZE)
+        .map_err(|e| setup_error("receive buffers", e))?;
     // SAFETY: the buffer ring's memory stays mapped until `bufs` drops, and
     // `Ring` drops `uring` first.
-    unsafe { uring.submitter().register_buf_ring_with_flags(bufs.ring_addr(), bufs.count, BUF_GROUP, 0) }
-        .map_err(|e| setup_error("register provided-buffer ring", e))?;
+    unsafe {
+        uring
+            .submitter()
+            .register_buf_ring_with_flags(bufs.ring_addr(), bufs.count, BUF_GROUP, 0)
+    }
+    .map_err(|e| setup_error("register provided-buffer ring", e))?;
     let mut ring = Ring { uring, bufs, flags };
     probe_multishot_recv(&mut ring).map_err(|e| setup_error("multishot recv", e))?;
     Ok(ring)
@@ -133,14 +140,22 @@ pub(crate) fn setup(_config: &Config) -> io::Result<Ring> {
 /// Tries the setup flags from fastest to plainest; returns the ring and the
 /// flags that worked, or the last error.
 fn build_ring() -> io::Result<(IoUring, &'static str)> {
-    const TIERS: [&str; 3] = ["single_issuer+defer_taskrun+coop_taskrun+submit_all", "coop_taskrun+submit_all", "plain"];
+    const TIERS: [&str; 3] = [
+        "single_issuer+defer_taskrun+coop_taskrun+submit_all",
+        "coop_taskrun+submit_all",
+        "plain",
+    ];
     let mut last = None;
     for (tier, name) in TIERS.into_iter().enumerate() {
         let mut builder = IoUring::builder();
         builder.setup_cqsize(CQ_ENTRIES);
         match tier {
             0 => {
-                builder.setup_single_issuer().setup_defer_taskrun().setup_coop_taskrun().setup_submit_all();
+                builder
+                    .setup_single_issuer()
+                    .setup_defer_taskrun()
+                    .setup_coop_taskrun()
+                    .setup_submit_all();
             }
             1 => {
                 builder.setup_coop_taskrun().setup_submit_all();
@@ -155,13 +170,19 @@ fn build_ring() -> io::Result<(IoUring, &'static str)> {
             }
         }
     }
-    Err(setup_error("io_uring_setup", last.unwrap_or_else(|| errno(libc::ENOSYS))))
+    Err(setup_error(
+        "io_uring_setup",
+        last.unwrap_or_else(|| errno(libc::ENOSYS)),
+    ))
 }
 
 /// Checks that the kernel knows every opcode the loop submits.
 fn check_opcodes(uring: &IoUring) -> io::Result<()> {
     let mut probe = Probe::new();
-    uring.submitter().register_probe(&mut probe).map_err(|e| setup_error("probe opcodes", e))?;
+    uring
+        .submitter()
+        .register_probe(&mut probe)
+        .map_err(|e| setup_error("probe opcodes", e))?;
     let needed = [
         opcode::AcceptMulti::CODE,
         opcode::RecvMulti::CODE,
@@ -183,7 +204,12 @@ fn check_opcodes(uring: &IoUring) -> io::Result<()> {
 /// Multishot accept (5.19) is older, so it is implied.
 fn probe_multishot_recv(ring: &mut Ring) -> io::Result<()> {
     let mut fds = [0; 2];
-    syscall!(socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()))?;
+    syscall!(socketpair(
+        libc::AF_UNIX,
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+        0,
+        fds.as_mut_ptr()
+    ))?;
     // SAFETY: `socketpair` just returned these descriptors and nothing else
     // owns them.
     let (ours, peer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
@@ -191,7 +217,9 @@ fn probe_multishot_recv(ring: &mut Ring) -> io::Result<()> {
 
     let recv_token = Token::new(Op::Probe, 0, 0).0;
     let cancel_token = Token::new(Op::Probe, 1, 0).0;
-    let recv = opcode::RecvMulti::new(types::Fd(ours.as_raw_fd()), BUF_GROUP).build().user_data(recv_token);
+    let recv = opcode::RecvMulti::new(types::Fd(ours.as_raw_fd()), BUF_GROUP)
+        .build()
+        .user_data(recv_token);
     // SAFETY: the recv writes only into provided buffers, which stay mapped
     // as long as the ring; `ours` stays open until the recv has ended below.
     unsafe { ring.uring.submission().push(&recv) }.map_err(|_| errno(libc::EBUSY))?;
@@ -203,18 +231,25 @@ fn probe_multishot_recv(ring: &mut Ring) -> io::Result<()> {
     }
     let result = if first.result() < 0 {
         Err(errno(-first.result()))
-    } else if first.result() != 1 || cqueue::buffer_select(first.flags()).is_none() || !cqueue::more(first.flags()) {
+    } else if first.result() != 1
+        || cqueue::buffer_select(first.flags()).is_none()
+        || !cqueue::more(first.flags())
+    {
         Err(errno(libc::EOPNOTSUPP))
     } else {
         Ok(())
     };
     if cqueue::more(first.flags()) {
-        let cancel = opcode::AsyncCancel::new(recv_token).build().user_data(cancel_token);
+        let cancel = opcode::AsyncCancel::new(recv_token)
+            .build()
+            .user_data(cancel_token);
         // SAFETY: a cancel refers to no memory.
         unsafe { ring.uring.submission().push(&cancel) }.map_err(|_| errno(libc::EBUSY))?;
         let (mut recv_done, mut cancel_done) = (false, false);
         while !(recv_done && cancel_done) {
-            let c = wait_for(&mut ring.uring, |c| c.user_data() == recv_token || c.user_data() == cancel_token)?;
+            let c = wait_for(&mut ring.uring, |c| {
+                c.user_data() == recv_token || c.user_data() == cancel_token
+            })?;
             if let Some(bid) = cqueue::buffer_select(c.flags()) {
                 ring.bufs.put(bid);
                 ring.bufs.publish();
@@ -232,7 +267,10 @@ fn probe_multishot_recv(ring: &mut Ring) -> io::Result<()> {
 
 /// Submits what is queued and waits (at most a second per completion) for
 /// a completion that `want` accepts; other completions are dropped.
-fn wait_for(uring: &mut IoUring, want: impl Fn(&cqueue::Entry) -> bool) -> io::Result<cqueue::Entry> {
+fn wait_for(
+    uring: &mut IoUring,
+    want: impl Fn(&cqueue::Entry) -> bool,
+) -> io::Result<cqueue::Entry> {
     let timeout = Timespec::new().sec(1);
     loop {
         let args = SubmitArgs::new().timespec(&timeout);
@@ -260,7 +298,10 @@ pub(crate) fn is_refusal(e: &io::Error) -> bool {
         let inner = e.get_ref()?.downcast_ref::<SetupError>()?;
         inner.source.raw_os_error()
     });
-    matches!(code, Some(libc::EPERM | libc::ENOSYS | libc::EINVAL | libc::ENOMEM | libc::EOPNOTSUPP))
+    matches!(
+        code,
+        Some(libc::EPERM | libc::ENOSYS | libc::EINVAL | libc::ENOMEM | libc::EOPNOTSUPP)
+    )
 }
 
 impl Ring {
@@ -291,7 +332,12 @@ impl Ring {
         if let Err(e) = submitter.register_ring_fd() {
             log::debug!("io_uring: ring fd not registered: {e}");
         }
-        let io = Io { submitter, sq, bufs, inflight: 0 };
+        let io = Io {
+            submitter,
+            sq,
+            bufs,
+            inflight: 0,
+        };
         let mut driver = Driver::new(config, listener.as_raw_fd(), handler, ctl, io);
         let result = driver.serve(&mut cq);
         driver.finish(&mut cq);
@@ -354,8 +400,17 @@ impl BufRing {
         // SAFETY: `entries` points to a live, page-aligned mapping, so the
         // tail (a u16 inside entry 0) is in bounds and aligned; AtomicU16
         // has the layout of u16.
-        let tail_ptr = unsafe { types::BufRingEntry::tail(entries.cast::<types::BufRingEntry>()) }.cast::<AtomicU16>();
-        let mut ring = BufRing { entries, tail_ptr, data, count, size, tail: 0, leak: false };
+        let tail_ptr = unsafe { types::BufRingEntry::tail(entries.cast::<types::BufRingEntry>()) }
+            .cast::<AtomicU16>();
+        let mut ring = BufRing {
+            entries,
+            tail_ptr,
+            data,
+            count,
+            size,
+            tail: 0,
+            leak: false,
+        };
         for bid in 0..count {
             ring.put(bid);
         }
@@ -379,7 +434,13 @@ impl BufRing {
         // SAFETY: `bid < count` so the range lies inside `data`; the caller
         // guarantees the kernel is done writing it and will not write it
         // again before `put`.
-        unsafe { std::slice::from_raw_parts(self.data.add((bid as usize % self.count as usize) * self.size), len) }
+        unsafe {
+            std::slice::from_raw_parts(
+                self.data
+                    .add((bid as usize % self.count as usize) * self.size),
+                len,
+            )
+        }
     }
 
     /// Gives buffer `bid` back to the kernel (visible after `publish`).
@@ -417,7 +478,10 @@ impl Drop for BufRing {
         // ring that used them has been dropped (field order of `Ring`), and
         // nothing else points into them.
         unsafe {
-            libc::munmap(self.entries.cast(), self.count as usize * mem::size_of::<RawBuf>());
+            libc::munmap(
+                self.entries.cast(),
+                self.count as usize * mem::size_of::<RawBuf>(),
+            );
             libc::munmap(self.data.cast(), self.count as usize * self.size);
         }
     }
@@ -619,7 +683,10 @@ impl Slab {
             self.slots[idx as usize].conn = Some(conn);
             idx
         } else {
-            self.slots.push(Slot { gen: 0, conn: Some(conn) });
+            self.slots.push(Slot {
+                gen: 0,
+                conn: Some(conn),
+            });
             (self.slots.len() - 1) as u32
         }
     }
@@ -664,17 +731,41 @@ struct Io<'r> {
 }
 
 impl Io<'_> {
-    /// Queues `entry`, flushing the queue to the kernel if it is full.
+    /// Queues `entry`, flushing the queue to the kernel if it is full, and
+    /// counts it in `inflight`.
     ///
     /// # Safety
     ///
     /// Any memory `entry` points to must stay valid and unmoved until the
     /// operation's final completion has been reaped.
     unsafe fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.queue(&entry) }?;
+        self.inflight += 1;
+        Ok(())
+    }
+
+    /// Asks the kernel to cancel the operation submitted as `target`. A
+    /// cancel that succeeds posts no completion (`CQE_SKIP_SUCCESS`); one
+    /// that fails because the target already ended posts one that the loop
+    /// ignores. Cancels are not counted in `inflight`: they refer to no
+    /// memory.
+    fn cancel(&mut self, target: Token) -> io::Result<()> {
+        let entry = opcode::AsyncCancel::new(target.0)
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(Token::new(Op::Cancel, target.slot(), target.gen()).0);
+        // SAFETY: a cancel refers to no memory.
+        unsafe { self.queue(&entry) }
+    }
+
+    /// # Safety
+    ///
+    /// As for [`Io::push`].
+    unsafe fn queue(&mut self, entry: &squeue::Entry) -> io::Result<()> {
         for _ in 0..8 {
             // SAFETY: forwarded from this function's contract.
-            if unsafe { self.sq.push(&entry) }.is_ok() {
-                self.inflight += 1;
+            if unsafe { self.sq.push(entry) }.is_ok() {
                 return Ok(());
             }
             self.flush()?;
@@ -690,7 +781,14 @@ impl Io<'_> {
         self.sq.sync();
         match r {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                ) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -734,7 +832,13 @@ struct Driver<'r, 'a, H> {
 }
 
 impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
-    fn new(config: &Config, listener: RawFd, handler: &'a mut H, ctl: &'a Control, io: Io<'r>) -> Self {
+    fn new(
+        config: &Config,
+        listener: RawFd,
+        handler: &'a mut H,
+        ctl: &'a Control,
+        io: Io<'r>,
+    ) -> Self {
         let sweep = Duration::from_millis(super::sweep_interval_ms(config));
         let mut sh = Shared::new(config.limits, config.timeouts);
         sh.tick();
@@ -785,7 +889,11 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             self.io.sq.sync();
             match self.io.submitter.submit_and_wait(1) {
                 Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                    ) => {}
                 Err(e) => return Err(e),
             }
             self.io.sq.sync();
@@ -833,7 +941,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
 
     fn complete(&mut self, cqe: cqueue::Entry) {
         let (res, flags, token) = (cqe.result(), cqe.flags(), Token(cqe.user_data()));
-        if !cqueue::more(flags) {
+        if !cqueue::more(flags) && token.op() != Some(Op::Cancel) {
             self.io.inflight = self.io.inflight.saturating_sub(1);
         }
         match token.op() {
@@ -964,7 +1072,10 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             }
             e => {
                 if !self.accept_failing {
-                    log::warn!("accept: {}; retrying every {ACCEPT_BACKOFF_MS} ms", errno(e));
+                    log::warn!(
+                        "accept: {}; retrying every {ACCEPT_BACKOFF_MS} ms",
+                        errno(e)
+                    );
                     self.accept_failing = true;
                 } else {
                     log::debug!("accept: {}", errno(e));
@@ -979,7 +1090,10 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             self.wake_armed = false;
         }
         if res < 0 && res != -libc::ECANCELED {
-            self.fatal.get_or_insert(io::Error::other(format!("poll on the control eventfd: {}", errno(-res))));
+            self.fatal.get_or_insert(io::Error::other(format!(
+                "poll on the control eventfd: {}",
+                errno(-res)
+            )));
             return;
         }
         self.ctl.ack();
@@ -993,7 +1107,8 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         if res == -libc::ETIME || res >= 0 {
             self.sweep_due = true;
         } else if res != -libc::ECANCELED {
-            self.fatal.get_or_insert(io::Error::other(format!("sweep timer: {}", errno(-res))));
+            self.fatal
+                .get_or_insert(io::Error::other(format!("sweep timer: {}", errno(-res))));
         }
     }
 
@@ -1071,14 +1186,21 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         if c.phase == Phase::Open {
             if !c.sending {
                 if c.out.is_none() && c.http.has_output() {
-                    c.out = Some(Outgoing { buf: c.http.take_output(), written: 0 });
+                    c.out = Some(Outgoing {
+                        buf: c.http.take_output(),
+                        written: 0,
+                    });
                 }
                 if let Some(out) = &c.out {
                     let rest = &out.buf[out.written..];
-                    let send = opcode::Send::new(types::Fd(c.fd.as_raw_fd()), rest.as_ptr(), rest.len().min(u32::MAX as usize) as u32)
-                        .flags(libc::MSG_NOSIGNAL)
-                        .build()
-                        .user_data(Token::new(Op::Send, idx, gen).0);
+                    let send = opcode::Send::new(
+                        types::Fd(c.fd.as_raw_fd()),
+                        rest.as_ptr(),
+                        rest.len().min(u32::MAX as usize) as u32,
+                    )
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+                    .user_data(Token::new(Op::Send, idx, gen).0);
                     // SAFETY: `out.buf` is owned by this connection, is not
                     // touched until the send's completion, and the slot is
                     // not freed while `sending` is set.
@@ -1103,7 +1225,9 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                         self.begin_close(idx);
                         return;
                     }
-                    c.phase = Phase::Linger { until: now + LINGER_MS };
+                    c.phase = Phase::Linger {
+                        until: now + LINGER_MS,
+                    };
                 } else if draining && c.served && c.http.is_idle() {
                     self.begin_close(idx);
                     return;
@@ -1135,18 +1259,12 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                     }
                 }
             }
-            (false, Recv::Armed) => {
-                let cancel = opcode::AsyncCancel::new(Token::new(Op::Recv, idx, gen).0)
-                    .build()
-                    .user_data(Token::new(Op::Cancel, idx, gen).0);
-                // SAFETY: a cancel refers to no memory.
-                match unsafe { self.io.push(cancel) } {
-                    Ok(()) => c.recv = Recv::Cancelling,
-                    Err(e) => {
-                        self.fatal.get_or_insert(e);
-                    }
+            (false, Recv::Armed) => match self.io.cancel(Token::new(Op::Recv, idx, gen)) {
+                Ok(()) => c.recv = Recv::Cancelling,
+                Err(e) => {
+                    self.fatal.get_or_insert(e);
                 }
-            }
+            },
             _ => {}
         }
     }
@@ -1171,9 +1289,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         }
         let busy = c.busy();
         for target in cancels.into_iter().flatten() {
-            let cancel = opcode::AsyncCancel::new(target.0).build().user_data(Token::new(Op::Cancel, idx, gen).0);
-            // SAFETY: a cancel refers to no memory.
-            let r = unsafe { self.io.push(cancel) };
+            let r = self.io.cancel(target);
             self.check(r);
         }
         if busy {
@@ -1205,9 +1321,13 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             (true, Accept::Off) => {
                 let fd = types::Fd(self.listener);
                 let accept = if self.max_connections - self.slab.live > ACCEPT_MULTISHOT_HEADROOM {
-                    opcode::AcceptMulti::new(fd).flags(libc::SOCK_CLOEXEC).build()
+                    opcode::AcceptMulti::new(fd)
+                        .flags(libc::SOCK_CLOEXEC)
+                        .build()
                 } else {
-                    opcode::Accept::new(fd, ptr::null_mut(), ptr::null_mut()).flags(libc::SOCK_CLOEXEC).build()
+                    opcode::Accept::new(fd, ptr::null_mut(), ptr::null_mut())
+                        .flags(libc::SOCK_CLOEXEC)
+                        .build()
                 };
                 // SAFETY: an accept that asks for no peer address refers to
                 // no memory.
@@ -1218,9 +1338,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                 self.check(r);
             }
             (false, Accept::Armed) => {
-                let cancel = opcode::AsyncCancel::new(token.0).build().user_data(Token::new(Op::Cancel, 0, 0).0);
-                // SAFETY: a cancel refers to no memory.
-                let r = unsafe { self.io.push(cancel) };
+                let r = self.io.cancel(token);
                 if r.is_ok() {
                     self.accept = Accept::Cancelling;
                 }
@@ -1236,7 +1354,11 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
     fn finish(&mut self, cq: &mut CompletionQueue<'_>) {
         if self.io.inflight > 0 {
             let _ = self.io.flush();
-            if let Err(e) = self.io.submitter.register_sync_cancel(Some(Timespec::new().sec(1)), CancelBuilder::any()) {
+            if let Err(e) = self
+                .io
+                .submitter
+                .register_sync_cancel(Some(Timespec::new().sec(1)), CancelBuilder::any())
+            {
                 if e.raw_os_error() != Some(libc::ENOENT) {
                     log::debug!("io_uring: cancel on exit: {e}");
                 }
@@ -1247,18 +1369,22 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                 let args = SubmitArgs::new().timespec(&wait);
                 match self.io.submitter.submit_with_args(1, &args) {
                     Ok(_) => {}
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                        ) => {}
                     Err(_) => break,
                 }
                 cq.sync();
                 for cqe in cq.by_ref() {
-                    if !cqueue::more(cqe.flags()) {
+                    let token = Token(cqe.user_data());
+                    if !cqueue::more(cqe.flags()) && token.op() != Some(Op::Cancel) {
                         self.io.inflight = self.io.inflight.saturating_sub(1);
                     }
                     if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
                         self.io.bufs.put(bid);
                     }
-                    let token = Token(cqe.user_data());
                     if token.op() == Some(Op::Send) {
                         if let Some(c) = self.slab.by_token(token) {
                             c.sending = false;
@@ -1270,7 +1396,10 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         }
         let leak = self.io.inflight > 0;
         if leak {
-            log::warn!("io_uring: {} operations still in the kernel at exit", self.io.inflight);
+            log::warn!(
+                "io_uring: {} operations still in the kernel at exit",
+                self.io.inflight
+            );
             self.io.bufs.leak = true;
         }
         for idx in 0..self.slab.slots.len() as u32 {

@@ -3,7 +3,7 @@
 
 use std::mem::{self, MaybeUninit};
 use std::panic::{self, AssertUnwindSafe};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::chunked::Decoder;
 use super::date::DateCache;
@@ -49,8 +49,8 @@ impl Shared {
         limits.max_headers = limits.max_headers.min(Limits::HEADERS_CAP);
         Shared {
             limits,
-            header_ms: timeouts.header.as_millis() as u64,
-            idle_ms: timeouts.idle.as_millis() as u64,
+            header_ms: millis(timeouts.header),
+            idle_ms: millis(timeouts.idle),
             start: Instant::now(),
             now_ms: 0,
             date: DateCache::new(),
@@ -108,6 +108,12 @@ impl Shared {
     fn buffer(&mut self) -> Vec<u8> {
         self.pool.pop().unwrap_or_default()
     }
+}
+
+/// A timeout in milliseconds, capped so that `now + timeout` cannot
+/// overflow: `Duration::MAX` means "never".
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX / 4)) as u64
 }
 
 /// Where the connection is in the request cycle.
@@ -379,7 +385,7 @@ impl Conn {
                             pos += n;
                             *left == 0
                         }
-                        Body::Chunked(dec) => match dec.decode(input, &mut self.held, max_body + self.head_len) {
+                        Body::Chunked(dec) => match dec.decode(input, &mut self.held, max_body.saturating_add(self.head_len)) {
                             Ok(Some(n)) => {
                                 pos += n;
                                 true
@@ -410,7 +416,7 @@ impl Conn {
         // RFC 9112 §2.2: ignore empty lines before a request line.
         let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
         if skip > 0 {
-            return if skip == buf.len() { Head::Done(skip) } else { Head::Done(skip) };
+            return Head::Done(skip);
         }
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; Limits::HEADERS_CAP];
         let mut req = httparse::Request::new(&mut []);
@@ -493,7 +499,7 @@ impl Conn {
             req.parse_with_uninit_headers(&held[..self.head_len], &mut slots[..sh.limits.max_headers])
         {
             let version = if req.version == Some(0) { Version::Http10 } else { Version::Http11 };
-            let keep_alive = framing(req.headers, version).map_or(false, |f| f.keep_alive);
+            let keep_alive = framing(req.headers, version).is_ok_and(|f| f.keep_alive);
             let request = Request {
                 method: req.method.unwrap_or(""),
                 target: req.path.unwrap_or(""),

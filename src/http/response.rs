@@ -51,7 +51,9 @@ impl Response {
         Response { status: 200, headers: Vec::new(), body: Vec::new(), close: false, invalid: false }
     }
 
-    /// Sets the status code (100–999 is accepted; anything else becomes 500).
+    /// Sets the status code. A final status (200–599) is accepted; anything
+    /// else becomes 500, since a 1xx would leave the client waiting for the
+    /// real response and codes from 600 on are invalid (RFC 9110 §15).
     pub fn status(&mut self, code: u16) -> &mut Self {
         self.status = code;
         self
@@ -152,7 +154,7 @@ impl Response {
     /// (HEAD); `close` adds `Connection: close`, `keep_alive_10` adds
     /// `Connection: keep-alive` (an HTTP/1.0 client that asked for it).
     pub(crate) fn write_to(&mut self, out: &mut Vec<u8>, date: &[u8], head_only: bool, close: bool, keep_alive_10: bool) {
-        if self.invalid || !(100..=999).contains(&self.status) {
+        if self.invalid || !(200..=599).contains(&self.status) {
             self.set_error(500);
         }
         let status = self.status;
