@@ -409,6 +409,9 @@ struct Master<'a, F> {
     fatal: Option<io::Error>,
 }
 
+/// Time past the drain timeout after which the master kills a worker.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
 const TOKEN_SIGNAL: u64 = u64::MAX;
 const TOKEN_WAKE: u64 = u64::MAX - 1;
 /// Token kinds for pidfds and channels: `kind << 62 | slot << 40 | generation`.
@@ -777,7 +780,10 @@ where
                 if self.phase == Phase::Running {
                     log::info!("graceful shutdown");
                     notify("STOPPING=1");
-                    self.phase = Phase::Stopping(Instant::now() + self.config.timeouts.drain);
+                    // Workers give up on their connections at the drain
+                    // timeout themselves; the master kills only what is
+                    // stuck past that.
+                    self.phase = Phase::Stopping(Instant::now() + self.config.timeouts.drain + KILL_GRACE);
                     self.reload.clear();
                     for i in 0..self.slots.len() {
                         self.slots[i].respawn_at = None;

@@ -1375,3 +1375,37 @@ fn unbounded_timeouts_never_expire() {
     conn.consume_output(n, &mut sh);
     assert!(conn.deadline() > sh.now_ms() + YEAR_MS);
 }
+
+#[test]
+fn pipelined_requests_wait_while_the_output_is_above_the_high_water_mark() {
+    use forkring::http::OUTPUT_HIGH_WATER;
+    const BODY: usize = 64 * 1024;
+    const N: usize = 100;
+    let mut sh = shared(Limits::default());
+    let mut conn = Conn::new(&sh);
+    let mut calls = 0usize;
+    let mut handler = |_: &Request<'_>, res: &mut Response| {
+        calls += 1;
+        res.body_mut().resize(BODY, b'x');
+    };
+    let wire = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(N);
+    conn.on_read(&wire, &mut sh, &mut handler);
+    // One read of small requests must not turn into N large responses.
+    assert!(conn.output_len() < OUTPUT_HIGH_WATER + BODY + 1024, "output {}", conn.output_len());
+    assert!(conn.has_pending_input());
+    let mut received = 0usize;
+    let mut rounds = 0;
+    while conn.has_output() {
+        rounds += 1;
+        assert!(rounds < 10 * N, "no progress");
+        let n = conn.output_len();
+        received += n;
+        conn.consume_output(n, &mut sh);
+        conn.resume(&mut sh, &mut handler);
+        assert!(conn.output_len() < OUTPUT_HIGH_WATER + BODY + 1024);
+    }
+    assert!(!conn.has_pending_input());
+    drop(handler);
+    assert_eq!(calls, N);
+    assert!(received > N * BODY);
+}

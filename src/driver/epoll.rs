@@ -438,7 +438,7 @@ impl Connection {
         loop {
             while self.readable
                 && !self.conn.is_closing()
-                && self.conn.output_len() <= OUTPUT_HIGH_WATER
+                && self.conn.output_len() < OUTPUT_HIGH_WATER
             {
                 match recv(self.fd.as_raw_fd(), buf) {
                     Ok(0) => {
@@ -473,6 +473,8 @@ impl Connection {
                     if written < total {
                         self.writable = false;
                     }
+                    // Requests held back by the high-water mark may go on.
+                    self.conn.resume(sh, handler);
                 }
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => self.writable = false,
@@ -482,11 +484,12 @@ impl Connection {
             }
             // The read loop above stopped because the socket was empty,
             // the connection is closing, or the output was above the
-            // high-water mark; only the last can change with a send.
-            let more_input = self.readable
-                && !self.conn.is_closing()
-                && self.conn.output_len() <= OUTPUT_HIGH_WATER;
-            if !more_input {
+            // high-water mark; only the last can change with a send, which
+            // may also have let held-back requests add output.
+            let more_input =
+                self.readable && !self.conn.is_closing() && self.conn.output_len() < OUTPUT_HIGH_WATER;
+            let more_output = self.writable && self.conn.has_output();
+            if !more_input && !more_output {
                 break;
             }
         }

@@ -36,7 +36,7 @@ use io_uring::types::{self, CancelBuilder, SubmitArgs, Timespec};
 use io_uring::{CompletionQueue, IoUring, Probe, SubmissionQueue, Submitter};
 
 use super::{Control, LINGER_MS};
-use crate::http::{Conn, Handler, Shared, OUTPUT_HIGH_WATER};
+use crate::http::{Conn, Handler, Shared, DRAIN_IDLE_GRACE_MS, OUTPUT_HIGH_WATER};
 use crate::server::Config;
 
 /// Submission queue entries. Sends and recv re-arms of one turn rarely
@@ -81,9 +81,7 @@ pub(crate) struct Ring {
 
 impl fmt::Debug for Ring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ring")
-            .field("flags", &self.flags)
-            .finish_non_exhaustive()
+        f.debug_struct("Ring").field("flags", &self.flags).finish_non_exhaustive()
     }
 }
 
@@ -122,16 +120,11 @@ fn errno(e: i32) -> io::Error {
 pub(crate) fn setup(_config: &Config) -> io::Result<Ring> {
     let (uring, flags) = build_ring()?;
     check_opcodes(&uring)?;
-    let bufs = BufRing::new(RECV_BUF_COUNT, RECV_BUF_SIZE)
-        .map_err(|e| setup_error("receive buffers", e))?;
+    let bufs = BufRing::new(RECV_BUF_COUNT, RECV_BUF_SIZE).map_err(|e| setup_error("receive buffers", e))?;
     // SAFETY: the buffer ring's memory stays mapped until `bufs` drops, and
     // `Ring` drops `uring` first.
-    unsafe {
-        uring
-            .submitter()
-            .register_buf_ring_with_flags(bufs.ring_addr(), bufs.count, BUF_GROUP, 0)
-    }
-    .map_err(|e| setup_error("register provided-buffer ring", e))?;
+    unsafe { uring.submitter().register_buf_ring_with_flags(bufs.ring_addr(), bufs.count, BUF_GROUP, 0) }
+        .map_err(|e| setup_error("register provided-buffer ring", e))?;
     let mut ring = Ring { uring, bufs, flags };
     probe_multishot_recv(&mut ring).map_err(|e| setup_error("multishot recv", e))?;
     Ok(ring)
@@ -140,22 +133,15 @@ pub(crate) fn setup(_config: &Config) -> io::Result<Ring> {
 /// Tries the setup flags from fastest to plainest; returns the ring and the
 /// flags that worked, or the last error.
 fn build_ring() -> io::Result<(IoUring, &'static str)> {
-    const TIERS: [&str; 3] = [
-        "single_issuer+defer_taskrun+coop_taskrun+submit_all",
-        "coop_taskrun+submit_all",
-        "plain",
-    ];
+    const TIERS: [&str; 3] =
+        ["single_issuer+defer_taskrun+coop_taskrun+submit_all", "coop_taskrun+submit_all", "plain"];
     let mut last = None;
     for (tier, name) in TIERS.into_iter().enumerate() {
         let mut builder = IoUring::builder();
         builder.setup_cqsize(CQ_ENTRIES);
         match tier {
             0 => {
-                builder
-                    .setup_single_issuer()
-                    .setup_defer_taskrun()
-                    .setup_coop_taskrun()
-                    .setup_submit_all();
+                builder.setup_single_issuer().setup_defer_taskrun().setup_coop_taskrun().setup_submit_all();
             }
             1 => {
                 builder.setup_coop_taskrun().setup_submit_all();
@@ -170,19 +156,13 @@ fn build_ring() -> io::Result<(IoUring, &'static str)> {
             }
         }
     }
-    Err(setup_error(
-        "io_uring_setup",
-        last.unwrap_or_else(|| errno(libc::ENOSYS)),
-    ))
+    Err(setup_error("io_uring_setup", last.unwrap_or_else(|| errno(libc::ENOSYS))))
 }
 
 /// Checks that the kernel knows every opcode the loop submits.
 fn check_opcodes(uring: &IoUring) -> io::Result<()> {
     let mut probe = Probe::new();
-    uring
-        .submitter()
-        .register_probe(&mut probe)
-        .map_err(|e| setup_error("probe opcodes", e))?;
+    uring.submitter().register_probe(&mut probe).map_err(|e| setup_error("probe opcodes", e))?;
     let needed = [
         opcode::AcceptMulti::CODE,
         opcode::RecvMulti::CODE,
@@ -204,12 +184,7 @@ fn check_opcodes(uring: &IoUring) -> io::Result<()> {
 /// Multishot accept (5.19) is older, so it is implied.
 fn probe_multishot_recv(ring: &mut Ring) -> io::Result<()> {
     let mut fds = [0; 2];
-    syscall!(socketpair(
-        libc::AF_UNIX,
-        libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-        0,
-        fds.as_mut_ptr()
-    ))?;
+    syscall!(socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()))?;
     // SAFETY: `socketpair` just returned these descriptors and nothing else
     // owns them.
     let (ours, peer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
@@ -217,9 +192,7 @@ fn probe_multishot_recv(ring: &mut Ring) -> io::Result<()> {
 
     let recv_token = Token::new(Op::Probe, 0, 0).0;
     let cancel_token = Token::new(Op::Probe, 1, 0).0;
-    let recv = opcode::RecvMulti::new(types::Fd(ours.as_raw_fd()), BUF_GROUP)
-        .build()
-        .user_data(recv_token);
+    let recv = opcode::RecvMulti::new(types::Fd(ours.as_raw_fd()), BUF_GROUP).build().user_data(recv_token);
     // SAFETY: the recv writes only into provided buffers, which stay mapped
     // as long as the ring; `ours` stays open until the recv has ended below.
     unsafe { ring.uring.submission().push(&recv) }.map_err(|_| errno(libc::EBUSY))?;
@@ -231,25 +204,18 @@ fn probe_multishot_recv(ring: &mut Ring) -> io::Result<()> {
     }
     let result = if first.result() < 0 {
         Err(errno(-first.result()))
-    } else if first.result() != 1
-        || cqueue::buffer_select(first.flags()).is_none()
-        || !cqueue::more(first.flags())
-    {
+    } else if first.result() != 1 || cqueue::buffer_select(first.flags()).is_none() || !cqueue::more(first.flags()) {
         Err(errno(libc::EOPNOTSUPP))
     } else {
         Ok(())
     };
     if cqueue::more(first.flags()) {
-        let cancel = opcode::AsyncCancel::new(recv_token)
-            .build()
-            .user_data(cancel_token);
+        let cancel = opcode::AsyncCancel::new(recv_token).build().user_data(cancel_token);
         // SAFETY: a cancel refers to no memory.
         unsafe { ring.uring.submission().push(&cancel) }.map_err(|_| errno(libc::EBUSY))?;
         let (mut recv_done, mut cancel_done) = (false, false);
         while !(recv_done && cancel_done) {
-            let c = wait_for(&mut ring.uring, |c| {
-                c.user_data() == recv_token || c.user_data() == cancel_token
-            })?;
+            let c = wait_for(&mut ring.uring, |c| c.user_data() == recv_token || c.user_data() == cancel_token)?;
             if let Some(bid) = cqueue::buffer_select(c.flags()) {
                 ring.bufs.put(bid);
                 ring.bufs.publish();
@@ -267,10 +233,7 @@ fn probe_multishot_recv(ring: &mut Ring) -> io::Result<()> {
 
 /// Submits what is queued and waits (at most a second per completion) for
 /// a completion that `want` accepts; other completions are dropped.
-fn wait_for(
-    uring: &mut IoUring,
-    want: impl Fn(&cqueue::Entry) -> bool,
-) -> io::Result<cqueue::Entry> {
+fn wait_for(uring: &mut IoUring, want: impl Fn(&cqueue::Entry) -> bool) -> io::Result<cqueue::Entry> {
     let timeout = Timespec::new().sec(1);
     loop {
         let args = SubmitArgs::new().timespec(&timeout);
@@ -298,10 +261,7 @@ pub(crate) fn is_refusal(e: &io::Error) -> bool {
         let inner = e.get_ref()?.downcast_ref::<SetupError>()?;
         inner.source.raw_os_error()
     });
-    matches!(
-        code,
-        Some(libc::EPERM | libc::ENOSYS | libc::EINVAL | libc::ENOMEM | libc::EOPNOTSUPP)
-    )
+    matches!(code, Some(libc::EPERM | libc::ENOSYS | libc::EINVAL | libc::ENOMEM | libc::EOPNOTSUPP))
 }
 
 impl Ring {
@@ -332,12 +292,7 @@ impl Ring {
         if let Err(e) = submitter.register_ring_fd() {
             log::debug!("io_uring: ring fd not registered: {e}");
         }
-        let io = Io {
-            submitter,
-            sq,
-            bufs,
-            inflight: 0,
-        };
+        let io = Io { submitter, sq, bufs, inflight: 0 };
         let mut driver = Driver::new(config, listener.as_raw_fd(), handler, ctl, io);
         let result = driver.serve(&mut cq);
         driver.finish(&mut cq);
@@ -400,17 +355,8 @@ impl BufRing {
         // SAFETY: `entries` points to a live, page-aligned mapping, so the
         // tail (a u16 inside entry 0) is in bounds and aligned; AtomicU16
         // has the layout of u16.
-        let tail_ptr = unsafe { types::BufRingEntry::tail(entries.cast::<types::BufRingEntry>()) }
-            .cast::<AtomicU16>();
-        let mut ring = BufRing {
-            entries,
-            tail_ptr,
-            data,
-            count,
-            size,
-            tail: 0,
-            leak: false,
-        };
+        let tail_ptr = unsafe { types::BufRingEntry::tail(entries.cast::<types::BufRingEntry>()) }.cast::<AtomicU16>();
+        let mut ring = BufRing { entries, tail_ptr, data, count, size, tail: 0, leak: false };
         for bid in 0..count {
             ring.put(bid);
         }
@@ -434,13 +380,7 @@ impl BufRing {
         // SAFETY: `bid < count` so the range lies inside `data`; the caller
         // guarantees the kernel is done writing it and will not write it
         // again before `put`.
-        unsafe {
-            std::slice::from_raw_parts(
-                self.data
-                    .add((bid as usize % self.count as usize) * self.size),
-                len,
-            )
-        }
+        unsafe { std::slice::from_raw_parts(self.data.add((bid as usize % self.count as usize) * self.size), len) }
     }
 
     /// Gives buffer `bid` back to the kernel (visible after `publish`).
@@ -478,10 +418,7 @@ impl Drop for BufRing {
         // ring that used them has been dropped (field order of `Ring`), and
         // nothing else points into them.
         unsafe {
-            libc::munmap(
-                self.entries.cast(),
-                self.count as usize * mem::size_of::<RawBuf>(),
-            );
+            libc::munmap(self.entries.cast(), self.count as usize * mem::size_of::<RawBuf>());
             libc::munmap(self.data.cast(), self.count as usize * self.size);
         }
     }
@@ -638,9 +575,8 @@ struct Connection {
     phase: Phase,
     /// The peer has shut down its side (or the connection failed).
     peer_eof: bool,
-    /// At least one send completed: an idle connection may then be closed
-    /// by a drain (a fresh one may still carry a request in flight).
-    served: bool,
+    /// The core has been told of the EOF (`Conn::on_eof`).
+    eof_seen: bool,
     /// In the loop's dirty list.
     queued: bool,
 }
@@ -683,10 +619,7 @@ impl Slab {
             self.slots[idx as usize].conn = Some(conn);
             idx
         } else {
-            self.slots.push(Slot {
-                gen: 0,
-                conn: Some(conn),
-            });
+            self.slots.push(Slot { gen: 0, conn: Some(conn) });
             (self.slots.len() - 1) as u32
         }
     }
@@ -781,14 +714,7 @@ impl Io<'_> {
         self.sq.sync();
         match r {
             Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)
-                ) =>
-            {
-                Ok(())
-            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -822,7 +748,9 @@ struct Driver<'r, 'a, H> {
     accept_failing: bool,
     wake_armed: bool,
     timer_armed: bool,
-    /// The sweep period; boxed so its address is stable while submitted.
+    /// The sweep period, boxed so its address stays put. The kernel copies
+    /// it when it takes the submission (no SQPOLL here), so changing it
+    /// affects only timers submitted later.
     timer_ts: Box<Timespec>,
     sweep_due: bool,
     draining: bool,
@@ -832,13 +760,7 @@ struct Driver<'r, 'a, H> {
 }
 
 impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
-    fn new(
-        config: &Config,
-        listener: RawFd,
-        handler: &'a mut H,
-        ctl: &'a Control,
-        io: Io<'r>,
-    ) -> Self {
+    fn new(config: &Config, listener: RawFd, handler: &'a mut H, ctl: &'a Control, io: Io<'r>) -> Self {
         let sweep = Duration::from_millis(super::sweep_interval_ms(config));
         let mut sh = Shared::new(config.limits, config.timeouts);
         sh.tick();
@@ -881,7 +803,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                     return Ok(());
                 }
                 if self.sh.now_ms() >= self.drain_deadline {
-                    log::info!("drain timeout: closing {} connections", self.slab.live);
+                    log::warn!("drain timeout: closing {} connections", self.slab.live);
                     return Ok(());
                 }
             }
@@ -889,11 +811,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             self.io.sq.sync();
             match self.io.submitter.submit_and_wait(1) {
                 Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)
-                    ) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
                 Err(e) => return Err(e),
             }
             self.io.sq.sync();
@@ -981,12 +899,9 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                 self.io.bufs.put(bid);
             }
             match -res {
-                0 => {
-                    c.peer_eof = true;
-                    if c.phase == Phase::Open {
-                        c.http.on_eof(&mut self.sh);
-                    }
-                }
+                // The EOF is handed to the core by `reconcile`, after the
+                // requests it holds back.
+                0 => c.peer_eof = true,
                 // Every buffer was in use: they are back now, and the
                 // reconcile below re-arms the recv.
                 libc::ENOBUFS | libc::ECANCELED => {}
@@ -1015,7 +930,6 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         let mut failed = false;
         if res > 0 {
             out.written += res as usize;
-            c.served = true;
             c.http.on_sent(&self.sh);
             if out.remaining() == 0 {
                 let done = c.out.take().map(|o| o.buf).unwrap_or_default();
@@ -1048,7 +962,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             // SAFETY: the kernel just installed this descriptor for us and
             // nothing else owns it.
             let fd = unsafe { OwnedFd::from_raw_fd(res) };
-            let conn = Connection {
+            let mut conn = Connection {
                 fd,
                 http: Conn::new(&self.sh),
                 recv: Recv::Off,
@@ -1056,9 +970,12 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                 sending: false,
                 phase: Phase::Open,
                 peer_eof: false,
-                served: false,
+                eof_seen: false,
                 queued: false,
             };
+            if self.draining {
+                conn.http.start_drain(&self.sh);
+            }
             let idx = self.slab.insert(conn);
             self.mark(idx);
             return;
@@ -1072,10 +989,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             }
             e => {
                 if !self.accept_failing {
-                    log::warn!(
-                        "accept: {}; retrying every {ACCEPT_BACKOFF_MS} ms",
-                        errno(e)
-                    );
+                    log::warn!("accept: {}; retrying every {ACCEPT_BACKOFF_MS} ms", errno(e));
                     self.accept_failing = true;
                 } else {
                     log::debug!("accept: {}", errno(e));
@@ -1090,10 +1004,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             self.wake_armed = false;
         }
         if res < 0 && res != -libc::ECANCELED {
-            self.fatal.get_or_insert(io::Error::other(format!(
-                "poll on the control eventfd: {}",
-                errno(-res)
-            )));
+            self.fatal.get_or_insert(io::Error::other(format!("poll on the control eventfd: {}", errno(-res))));
             return;
         }
         self.ctl.ack();
@@ -1107,8 +1018,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         if res == -libc::ETIME || res >= 0 {
             self.sweep_due = true;
         } else if res != -libc::ECANCELED {
-            self.fatal
-                .get_or_insert(io::Error::other(format!("sweep timer: {}", errno(-res))));
+            self.fatal.get_or_insert(io::Error::other(format!("sweep timer: {}", errno(-res))));
         }
     }
 
@@ -1120,8 +1030,17 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         self.sh.set_draining();
         self.drain_deadline = self.sh.now_ms().saturating_add(self.drain_ms);
         log::info!("draining: {} connections open", self.slab.live);
-        for idx in 0..self.slab.slots.len() as u32 {
-            self.mark(idx);
+        for slot in &mut self.slab.slots {
+            if let Some(c) = slot.conn.as_mut() {
+                c.http.start_drain(&self.sh);
+            }
+        }
+        // Idle connections now expire within a short grace: sweep at a
+        // quarter of it until the drain ends.
+        *self.timer_ts = Timespec::from(Duration::from_millis((DRAIN_IDLE_GRACE_MS / 4).max(5)));
+        if self.timer_armed {
+            let r = self.io.cancel(Token::new(Op::Timer, 0, 0));
+            self.check(r);
         }
     }
 
@@ -1172,7 +1091,6 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
     /// high-water mark.
     fn reconcile(&mut self, idx: u32) {
         let now = self.sh.now_ms();
-        let draining = self.draining;
         let Some((gen, c)) = self.slab.at(idx) else {
             return;
         };
@@ -1184,13 +1102,26 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             return;
         }
         if c.phase == Phase::Open {
-            if !c.sending {
-                if c.out.is_none() && c.http.has_output() {
-                    c.out = Some(Outgoing {
-                        buf: c.http.take_output(),
-                        written: 0,
-                    });
+            if !c.sending && c.out.is_none() && c.http.has_output() {
+                c.out = Some(Outgoing { buf: c.http.take_output(), written: 0 });
+            }
+            if c.http.has_pending_input() {
+                // Requests the core held back for lack of output room are
+                // answered once the output has been taken (a no-op when
+                // all it holds is an incomplete head).
+                c.http.resume(&mut self.sh, &mut *self.handler);
+                if !c.sending && c.out.is_none() && c.http.has_output() {
+                    c.out = Some(Outgoing { buf: c.http.take_output(), written: 0 });
                 }
+            }
+            if c.peer_eof && !c.eof_seen && (!c.http.has_pending_input() || c.http.output_len() < OUTPUT_HIGH_WATER) {
+                // The peer's EOF reaches the core only once every complete
+                // request it sent has been answered: what is left in the
+                // core then is at most an incomplete head.
+                c.eof_seen = true;
+                c.http.on_eof(&mut self.sh);
+            }
+            if !c.sending {
                 if let Some(out) = &c.out {
                     let rest = &out.buf[out.written..];
                     let send = opcode::Send::new(
@@ -1212,26 +1143,19 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                     c.sending = true;
                 }
             }
-            if c.out.is_none() && !c.http.has_output() {
-                if c.http.is_closing() {
-                    if c.peer_eof {
-                        self.begin_close(idx);
-                        return;
-                    }
-                    // Lingering close: FIN after the last response, then
-                    // drop input until the client closes too.
-                    // SAFETY: shutdown on a socket this connection owns.
-                    if unsafe { libc::shutdown(c.fd.as_raw_fd(), libc::SHUT_WR) } == -1 {
-                        self.begin_close(idx);
-                        return;
-                    }
-                    c.phase = Phase::Linger {
-                        until: now + LINGER_MS,
-                    };
-                } else if draining && c.served && c.http.is_idle() {
+            if c.out.is_none() && !c.http.has_output() && c.http.is_closing() {
+                if c.peer_eof {
                     self.begin_close(idx);
                     return;
                 }
+                // Lingering close: FIN after the last response, then drop
+                // input until the client closes too.
+                // SAFETY: shutdown on a socket this connection owns.
+                if unsafe { libc::shutdown(c.fd.as_raw_fd(), libc::SHUT_WR) } == -1 {
+                    self.begin_close(idx);
+                    return;
+                }
+                c.phase = Phase::Linger { until: now + LINGER_MS };
             }
         }
         let want_recv = match c.phase {
@@ -1313,21 +1237,16 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
     }
 
     fn reconcile_accept(&mut self) {
-        let want = !self.draining
-            && self.slab.live < self.max_connections
-            && self.sh.now_ms() >= self.accept_paused_until;
+        let want =
+            !self.draining && self.slab.live < self.max_connections && self.sh.now_ms() >= self.accept_paused_until;
         let token = Token::new(Op::Accept, 0, 0);
         match (want, self.accept) {
             (true, Accept::Off) => {
                 let fd = types::Fd(self.listener);
-                let accept = if self.max_connections - self.slab.live > ACCEPT_MULTISHOT_HEADROOM {
-                    opcode::AcceptMulti::new(fd)
-                        .flags(libc::SOCK_CLOEXEC)
-                        .build()
+                let accept = if self.max_connections.saturating_sub(self.slab.live) > ACCEPT_MULTISHOT_HEADROOM {
+                    opcode::AcceptMulti::new(fd).flags(libc::SOCK_CLOEXEC).build()
                 } else {
-                    opcode::Accept::new(fd, ptr::null_mut(), ptr::null_mut())
-                        .flags(libc::SOCK_CLOEXEC)
-                        .build()
+                    opcode::Accept::new(fd, ptr::null_mut(), ptr::null_mut()).flags(libc::SOCK_CLOEXEC).build()
                 };
                 // SAFETY: an accept that asks for no peer address refers to
                 // no memory.
@@ -1354,11 +1273,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
     fn finish(&mut self, cq: &mut CompletionQueue<'_>) {
         if self.io.inflight > 0 {
             let _ = self.io.flush();
-            if let Err(e) = self
-                .io
-                .submitter
-                .register_sync_cancel(Some(Timespec::new().sec(1)), CancelBuilder::any())
-            {
+            if let Err(e) = self.io.submitter.register_sync_cancel(Some(Timespec::new().sec(1)), CancelBuilder::any()) {
                 if e.raw_os_error() != Some(libc::ENOENT) {
                     log::debug!("io_uring: cancel on exit: {e}");
                 }
@@ -1369,11 +1284,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                 let args = SubmitArgs::new().timespec(&wait);
                 match self.io.submitter.submit_with_args(1, &args) {
                     Ok(_) => {}
-                    Err(e)
-                        if matches!(
-                            e.raw_os_error(),
-                            Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                        ) => {}
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
                     Err(_) => break,
                 }
                 cq.sync();
@@ -1396,10 +1307,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         }
         let leak = self.io.inflight > 0;
         if leak {
-            log::warn!(
-                "io_uring: {} operations still in the kernel at exit",
-                self.io.inflight
-            );
+            log::warn!("io_uring: {} operations still in the kernel at exit", self.io.inflight);
             self.io.bufs.leak = true;
         }
         for idx in 0..self.slab.slots.len() as u32 {

@@ -158,6 +158,9 @@ pub struct Conn {
     deadline: u64,
     /// The deadline is the header timer, which more bytes do not extend.
     header_timer: bool,
+    /// The peer sent its last byte; requests held back by the high-water
+    /// mark are still answered, then the connection closes.
+    peer_done: bool,
 }
 
 /// Outcome of trying to parse a head at the front of a buffer.
@@ -193,6 +196,7 @@ impl Conn {
             state: State::Head,
             deadline: sh.now_ms + sh.header_ms,
             header_timer: true,
+            peer_done: false,
         }
     }
 
@@ -202,7 +206,7 @@ impl Conn {
         if matches!(self.state, State::Closed) {
             return;
         }
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && !self.paused() {
             // Fast path: parse straight from the receive buffer.
             let used = self.process(data, sh, handler);
             if used < data.len() && !matches!(self.state, State::Closed) {
@@ -211,25 +215,72 @@ impl Conn {
                 }
                 self.pending.extend_from_slice(&data[used..]);
                 self.scanned = 0;
-                self.check_partial(sh);
-            }
-        } else {
-            self.pending.extend_from_slice(data);
-            if !has_head_end(&self.pending, self.scanned) {
-                self.scanned = self.pending.len();
-                self.check_partial(sh);
-            } else {
-                let buf = mem::take(&mut self.pending);
-                let used = self.process(&buf, sh, handler);
-                self.pending = buf;
-                self.pending.drain(..used);
-                self.scanned = 0;
-                if self.pending.is_empty() {
-                    sh.recycle(mem::take(&mut self.pending));
-                } else if !matches!(self.state, State::Closed) {
+                if !self.paused() {
                     self.check_partial(sh);
                 }
             }
+        } else {
+            if self.pending.capacity() == 0 {
+                self.pending = sh.buffer();
+            }
+            self.pending.extend_from_slice(data);
+            self.run_pending(sh, handler);
+        }
+        self.settle(sh);
+    }
+
+    /// Answers requests held back while the output was above
+    /// [`OUTPUT_HIGH_WATER`]; drivers call it when the output has dropped
+    /// below and [`Conn::has_pending_input`] says there is something.
+    pub fn resume<H: Handler>(&mut self, sh: &mut Shared, handler: &mut H) {
+        if matches!(self.state, State::Closed) || self.pending.is_empty() || self.paused() {
+            return;
+        }
+        self.run_pending(sh, handler);
+        self.settle(sh);
+    }
+
+    /// Received bytes not processed yet: an incomplete head, or requests
+    /// held back because the output is above [`OUTPUT_HIGH_WATER`].
+    pub fn has_pending_input(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// The output is too large to answer more requests: one read of
+    /// pipelined requests must not turn into unbounded output.
+    fn paused(&self) -> bool {
+        self.output_len() >= OUTPUT_HIGH_WATER
+    }
+
+    /// Processes `pending`, unless paused or its head is still incomplete.
+    fn run_pending<H: Handler>(&mut self, sh: &mut Shared, handler: &mut H) {
+        if self.paused() {
+            return;
+        }
+        if !has_head_end(&self.pending, self.scanned) {
+            self.scanned = self.pending.len();
+            self.check_partial(sh);
+            return;
+        }
+        let buf = mem::take(&mut self.pending);
+        let used = self.process(&buf, sh, handler);
+        self.pending = buf;
+        self.pending.drain(..used);
+        self.scanned = 0;
+        if self.pending.is_empty() {
+            sh.recycle(mem::take(&mut self.pending));
+        } else if !matches!(self.state, State::Closed) && !self.paused() {
+            self.check_partial(sh);
+        }
+    }
+
+    /// Frees what a closed connection no longer needs and re-arms the timer.
+    fn settle(&mut self, sh: &mut Shared) {
+        // After the peer's end, only complete requests held back by the
+        // high-water mark are worth keeping; once they are answered (or if
+        // there are none) the connection is done.
+        if self.peer_done && !self.paused() {
+            self.close_input(sh);
         }
         if matches!(self.state, State::Closed) && !self.pending.is_empty() {
             sh.recycle(mem::take(&mut self.pending));
@@ -240,9 +291,8 @@ impl Conn {
     /// The peer will send nothing more. A request cut short gets no answer;
     /// output already framed is still sent, then the connection closes.
     pub fn on_eof(&mut self, sh: &mut Shared) {
-        self.state = State::Closed;
-        sh.recycle(mem::take(&mut self.pending));
-        sh.recycle(mem::take(&mut self.held));
+        self.peer_done = true;
+        self.settle(sh);
     }
 
     /// Output waiting to be sent.
@@ -286,7 +336,7 @@ impl Conn {
     fn sent(&mut self, sh: &Shared) {
         // Progress on a send restarts the wait; a connection back to idle
         // gets the idle timeout.
-        if !self.header_timer || self.pending.is_empty() {
+        if !self.header_timer || self.pending.is_empty() || self.paused() {
             self.header_timer = false;
             self.deadline = sh.now_ms + sh.idle_wait();
         }
@@ -334,7 +384,9 @@ impl Conn {
 
     fn rearm(&mut self, sh: &Shared) {
         match self.state {
-            State::Head if !self.pending.is_empty() => {
+            // Requests held back by a large output wait on the send, not
+            // on the client.
+            State::Head if !self.pending.is_empty() && !self.paused() => {
                 if !self.header_timer {
                     self.header_timer = true;
                     self.deadline = sh.now_ms + sh.header_ms;
@@ -362,7 +414,7 @@ impl Conn {
             match &mut self.state {
                 State::Closed => return buf.len(),
                 State::Head => {
-                    if pos == buf.len() {
+                    if pos == buf.len() || self.paused() {
                         return pos;
                     }
                     match self.head(&buf[pos..], sh, handler) {
@@ -519,6 +571,10 @@ impl Conn {
 
     /// Calls the handler and frames its response.
     fn respond<H: Handler>(&mut self, req: &Request<'_>, sh: &mut Shared, handler: &mut H) {
+        // Each request gets its own header timeout: a client streaming
+        // pipelined requests makes progress even if every read ends inside
+        // a head.
+        self.header_timer = false;
         let mut res = mem::take(&mut sh.res);
         res.reset();
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler.handle(req, &mut res)));
@@ -607,6 +663,11 @@ fn version_status(buf: &[u8]) -> Option<u16> {
     const FORM: &[u8; 8] = b"HTTP/d.d";
     let line_end = buf.iter().position(|&b| b == b'\r' || b == b'\n');
     let line = &buf[..line_end.unwrap_or(buf.len())];
+    // `method SP target SP version`: a third space means a broken line
+    // (a space in the target), whatever follows the last one.
+    if line.iter().filter(|&&b| b == b' ').count() != 2 {
+        return Some(400);
+    }
     let Some(sp) = line.iter().rposition(|&b| b == b' ') else {
         return Some(400);
     };
