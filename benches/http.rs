@@ -44,13 +44,7 @@ Transfer-Encoding: chunked\r\n\
 
 /// Feeds `reads` to one long-lived connection per iteration and drains the
 /// output, as a driver does per receive.
-fn run<H: forkring::http::Handler>(
-    c: &mut Criterion,
-    name: &str,
-    requests: u64,
-    reads: &[&[u8]],
-    mut handler: H,
-) {
+fn run<H: forkring::http::Handler>(c: &mut Criterion, name: &str, requests: u64, reads: &[&[u8]], mut handler: H) {
     let mut sh = Shared::new(Limits::default(), Timeouts::default());
     sh.tick();
     let mut conn = Conn::new(&sh);
@@ -67,10 +61,7 @@ fn run<H: forkring::http::Handler>(
         })
     });
     group.finish();
-    assert!(
-        !conn.is_closing(),
-        "{name}: the connection closed; the benchmark measured an error path"
-    );
+    assert!(!conn.is_closing(), "{name}: the connection closed; the benchmark measured an error path");
 }
 
 fn bench(c: &mut Criterion) {

@@ -13,14 +13,8 @@ use forkring::{Limits, Request, Response, Server, Timeouts};
 fn main() -> std::io::Result<()> {
     Server::builder()
         .listen("127.0.0.1:3000")
-        .limits(Limits {
-            max_body: 1 << 20,
-            ..Limits::default()
-        })
-        .timeouts(Timeouts {
-            idle: Duration::from_secs(30),
-            ..Timeouts::default()
-        })
+        .limits(Limits { max_body: 1 << 20, ..Limits::default() })
+        .timeouts(Timeouts { idle: Duration::from_secs(30), ..Timeouts::default() })
         // The factory runs in the worker: each worker owns its handler, so
         // the counter needs no lock.
         .serve(|| {
@@ -29,12 +23,10 @@ fn main() -> std::io::Result<()> {
                 served += 1;
                 match (req.method(), req.path()) {
                     ("GET", "/") => {
-                        res.header("Content-Type", "text/plain")
-                            .body("Hello, World!\n");
+                        res.header("Content-Type", "text/plain").body("Hello, World!\n");
                     }
                     ("GET", "/count") => {
-                        res.header("Content-Type", "text/plain")
-                            .body(format!("{served}\n"));
+                        res.header("Content-Type", "text/plain").body(format!("{served}\n"));
                     }
                     _ => {
                         res.status(404).body("Not Found\n");

@@ -442,8 +442,8 @@ where
     if rc == -1 {
         return Err(context(io::Error::last_os_error(), "sigprocmask"));
     }
-    let sigfd = syscall!(signalfd(-1, &mask, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC))
-        .map_err(|e| context(e, "signalfd"))?;
+    let sigfd =
+        syscall!(signalfd(-1, &mask, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC)).map_err(|e| context(e, "signalfd"))?;
     // SAFETY: `signalfd` just returned this descriptor.
     let sigfd = unsafe { OwnedFd::from_raw_fd(sigfd) };
     let epfd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC)).map_err(|e| context(e, "epoll_create1"))?;
@@ -532,15 +532,8 @@ fn signal_mask() -> libc::sigset_t {
     unsafe {
         let mut mask: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut mask);
-        for s in [
-            libc::SIGCHLD,
-            libc::SIGTERM,
-            libc::SIGINT,
-            libc::SIGQUIT,
-            libc::SIGHUP,
-            libc::SIGTTIN,
-            libc::SIGTTOU,
-        ] {
+        for s in [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGTTIN, libc::SIGTTOU]
+        {
             libc::sigaddset(&mut mask, s);
         }
         mask
@@ -608,7 +601,8 @@ where
         let (master_end, worker_end) = socketpair()?;
         let listener = self.listener_of(slot);
         // Every descriptor the child must not keep.
-        let mut close_in_child: Vec<RawFd> = vec![self.epoll.as_raw_fd(), self.sigfd.as_raw_fd(), self.wake.as_raw_fd(), master_end.as_raw_fd()];
+        let mut close_in_child: Vec<RawFd> =
+            vec![self.epoll.as_raw_fd(), self.sigfd.as_raw_fd(), self.wake.as_raw_fd(), master_end.as_raw_fd()];
         for (i, s) in self.slots.iter().enumerate() {
             if let Some(fd) = &s.listener {
                 if i != slot {
@@ -666,11 +660,12 @@ where
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
         loop {
             let timeout = self.next_timeout();
-            let n = match syscall!(epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout)) {
-                Ok(n) => n as usize,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-                Err(e) => return Err(context(e, "epoll_wait")),
-            };
+            let n =
+                match syscall!(epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout)) {
+                    Ok(n) => n as usize,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                    Err(e) => return Err(context(e, "epoll_wait")),
+                };
             for ev in &events[..n] {
                 let tok = ev.u64;
                 match tok {
@@ -757,7 +752,8 @@ where
             let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
             let size = std::mem::size_of::<libc::signalfd_siginfo>();
             // SAFETY: reads at most `size` bytes into `info`.
-            let n = unsafe { libc::read(self.sigfd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
+            let n =
+                unsafe { libc::read(self.sigfd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
             if n != size as isize {
                 return Ok(());
             }
@@ -926,7 +922,9 @@ where
     }
 
     fn on_ready(&mut self, slot: usize, generation: u64) {
-        if self.reloading == Some(slot) && self.slots[slot].current.as_ref().map(|p| p.id.generation) == Some(generation) {
+        if self.reloading == Some(slot)
+            && self.slots[slot].current.as_ref().map(|p| p.id.generation) == Some(generation)
+        {
             // The replacement serves: drain its predecessors.
             self.reloading = None;
             let old: Vec<(WorkerId, i32)> = self.slots[slot]
@@ -945,7 +943,9 @@ where
             }
             self.next_reload();
         }
-        if !self.ready_notified && self.slots.iter().all(|s| s.parked || s.current.as_ref().is_some_and(|p| p.state == ProcState::Ready)) {
+        if !self.ready_notified
+            && self.slots.iter().all(|s| s.parked || s.current.as_ref().is_some_and(|p| p.state == ProcState::Ready))
+        {
             self.ready_notified = true;
             notify("READY=1");
         } else if self.ready_notified && self.reload.is_empty() && self.reloading.is_none() {
@@ -1066,12 +1066,16 @@ where
             let policy = self.config.respawn;
             let s = &mut self.slots[slot];
             if let Some(p) = &s.current {
-                if p.state == ProcState::Ready && s.streak > 0 && p.ready_at.is_some_and(|r| now.duration_since(r) >= policy.stable_after) {
+                if p.state == ProcState::Ready
+                    && s.streak > 0
+                    && p.ready_at.is_some_and(|r| now.duration_since(r) >= policy.stable_after)
+                {
                     s.streak = 0;
                 }
             }
             for p in s.current.iter_mut().chain(s.retiring.iter_mut()) {
-                if p.state != ProcState::Ready && !p.stopping && now.duration_since(p.forked_at) >= policy.ready_timeout {
+                if p.state != ProcState::Ready && !p.stopping && now.duration_since(p.forked_at) >= policy.ready_timeout
+                {
                     log::error!("worker {} not ready after {:?}; killing it", p.id, policy.ready_timeout);
                     // SAFETY: kill(2) to an unreaped child (see Command::Kill).
                     unsafe { libc::kill(p.pid, libc::SIGKILL) };
@@ -1212,7 +1216,13 @@ where
 }
 
 /// Runs the worker: privileges, pinning, messages, handler, event loop.
-pub(crate) fn serve_worker<H, F>(config: &Config, factory: &F, id: WorkerId, listener: RawFd, chan: OwnedFd) -> io::Result<()>
+pub(crate) fn serve_worker<H, F>(
+    config: &Config,
+    factory: &F,
+    id: WorkerId,
+    listener: RawFd,
+    chan: OwnedFd,
+) -> io::Result<()>
 where
     H: Handler,
     F: Fn() -> H,

@@ -26,12 +26,8 @@ pub fn bind(addr: &str, reuseport: bool, backlog: i32) -> io::Result<OwnedFd> {
 /// [`bind`] for an already resolved address.
 pub fn bind_addr(sa: SocketAddr, reuseport: bool, backlog: i32) -> io::Result<OwnedFd> {
     let domain = if sa.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
-    let raw = syscall!(socket(
-        domain,
-        libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-        0
-    ))
-    .map_err(|e| context(e, "socket"))?;
+    let raw = syscall!(socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0))
+        .map_err(|e| context(e, "socket"))?;
     // SAFETY: `socket` just returned this descriptor and nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     setsockopt(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
@@ -72,13 +68,8 @@ pub fn local_addr(fd: &impl AsRawFd) -> io::Result<SocketAddr> {
     // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    syscall!(getsockname(
-        fd.as_raw_fd(),
-        (&mut storage as *mut libc::sockaddr_storage).cast(),
-        &mut len
-    ))?;
-    from_sockaddr(&storage)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unknown address family"))
+    syscall!(getsockname(fd.as_raw_fd(), (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len))?;
+    from_sockaddr(&storage).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unknown address family"))
 }
 
 fn setsockopt(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, val: libc::c_int) -> io::Result<()> {

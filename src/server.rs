@@ -84,11 +84,7 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts {
-            header: Duration::from_secs(10),
-            idle: Duration::from_secs(60),
-            drain: Duration::from_secs(30),
-        }
+        Timeouts { header: Duration::from_secs(10), idle: Duration::from_secs(60), drain: Duration::from_secs(30) }
     }
 }
 

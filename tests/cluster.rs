@@ -375,10 +375,12 @@ fn serves_a_socket_passed_by_systemd() {
     let mut cmd = Command::new("/bin/sh");
     // LISTEN_PID must be the pid of the process that reads it: the shell
     // sets it to its own pid, then execs the server.
-    cmd.arg("-c")
-        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
-        .arg(env!("CARGO_BIN_EXE_forkring"))
-        .args(["--listen", "127.0.0.1:1", "--workers", "2"]);
+    cmd.arg("-c").arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"").arg(env!("CARGO_BIN_EXE_forkring")).args([
+        "--listen",
+        "127.0.0.1:1",
+        "--workers",
+        "2",
+    ]);
     // SAFETY: dup2 is async-signal-safe; it runs in the child before exec.
     unsafe {
         use std::os::unix::process::CommandExt;

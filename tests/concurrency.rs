@@ -16,10 +16,7 @@ use common::{first_difference, pattern, raise_nofile, show, Client, Server, HELL
 fn a_thousand_concurrent_connections_are_all_answered() {
     const N: usize = 1000;
     let have = raise_nofile(4 * N as u64);
-    assert!(
-        have >= (N + 64) as u64,
-        "RLIMIT_NOFILE is {have}; this test needs more than {N} descriptors"
-    );
+    assert!(have >= (N + 64) as u64, "RLIMIT_NOFILE is {have}; this test needs more than {N} descriptors");
     let mut srv = Server::start(&[]);
     let t0 = Instant::now();
     // All connections open at once before any request is answered.
@@ -28,30 +25,16 @@ fn a_thousand_concurrent_connections_are_all_answered() {
         for (i, c) in clients.iter_mut().enumerate() {
             let body = format!("connection {i} round {round}");
             c.send(
-                format!(
-                    "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                )
-                .as_bytes(),
+                format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
             );
         }
         for (i, c) in clients.iter_mut().enumerate() {
-            let r = c
-                .try_response(false)
-                .unwrap_or_else(|e| panic!("connection {i}, round {round}: {e}"));
+            let r = c.try_response(false).unwrap_or_else(|e| panic!("connection {i}, round {round}: {e}"));
             assert_eq!(r.status, 200, "connection {i}, round {round}");
-            assert_eq!(
-                r.body,
-                format!("connection {i} round {round}").as_bytes(),
-                "connection {i}, round {round}"
-            );
+            assert_eq!(r.body, format!("connection {i} round {round}").as_bytes(), "connection {i}, round {round}");
         }
     }
-    assert!(
-        t0.elapsed() < Duration::from_secs(60),
-        "{N} connections took {:?}",
-        t0.elapsed()
-    );
+    assert!(t0.elapsed() < Duration::from_secs(60), "{N} connections took {:?}", t0.elapsed());
     drop(clients);
     srv.assert_healthy();
 }
@@ -66,11 +49,7 @@ fn many_connections_sending_large_bodies_at_once() {
     let mut clients: Vec<Client> = (0..N).map(|_| srv.connect()).collect();
     let body = pattern(64 * 1024, 99);
     for (i, c) in clients.iter_mut().enumerate() {
-        let mut wire = format!(
-            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
+        let mut wire = format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
         wire.extend_from_slice(&body);
         // Each body ends with the connection's number, so a mix-up of
         // connections shows.
@@ -80,21 +59,11 @@ fn many_connections_sending_large_bodies_at_once() {
         c.send(&wire);
     }
     for (i, c) in clients.iter_mut().enumerate() {
-        let r = c
-            .try_response(false)
-            .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        let r = c.try_response(false).unwrap_or_else(|e| panic!("connection {i}: {e}"));
         assert_eq!(r.status, 200, "connection {i}");
         assert_eq!(r.body.len(), body.len(), "connection {i}");
-        assert_eq!(
-            first_difference(&r.body[..body.len() - 8], &body[..body.len() - 8]),
-            None,
-            "connection {i}"
-        );
-        assert_eq!(
-            &r.body[body.len() - 8..],
-            format!("{i:08}").as_bytes(),
-            "connection {i} got another's body"
-        );
+        assert_eq!(first_difference(&r.body[..body.len() - 8], &body[..body.len() - 8]), None, "connection {i}");
+        assert_eq!(&r.body[body.len() - 8..], format!("{i:08}").as_bytes(), "connection {i} got another's body");
     }
     drop(clients);
     srv.assert_healthy();
@@ -110,21 +79,13 @@ fn connections_beyond_the_cap_wait_in_the_backlog() {
     }
     // Poll every client for a second: only CAP of them can be served.
     let answered = poll_answers(&mut clients, Duration::from_secs(1));
-    assert_eq!(
-        answered.len(),
-        CAP,
-        "with --max-connections {CAP}, clients {answered:?} were answered"
-    );
+    assert_eq!(answered.len(), CAP, "with --max-connections {CAP}, clients {answered:?} were answered");
     // Closing the served ones lets the others in.
     for &i in &answered {
         clients[i] = None;
     }
     let rest = poll_answers(&mut clients, Duration::from_secs(10));
-    assert_eq!(
-        rest.len(),
-        CAP,
-        "after closing {CAP} connections, only {rest:?} of the waiting ones were answered"
-    );
+    assert_eq!(rest.len(), CAP, "after closing {CAP} connections, only {rest:?} of the waiting ones were answered");
     // Free the slots again so that the health check gets in.
     drop(clients);
     srv.assert_healthy();
@@ -204,14 +165,11 @@ fn resets_mid_request_do_not_disturb_other_clients() {
         match i % 5 {
             0 => c.send(b"GET / HTTP/1.1\r\nHo"),
             1 => {
-                let mut wire =
-                    b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 400000\r\n\r\n".to_vec();
+                let mut wire = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 400000\r\n\r\n".to_vec();
                 wire.extend_from_slice(&body);
                 c.send(&wire);
             }
-            2 => c.send(
-                b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123",
-            ),
+            2 => c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123"),
             3 => {
                 // Requests complete, responses never read.
                 c.send(&b"GET / HTTP/1.1\r\nHost: t\r\n\r\n".repeat(200));
@@ -221,11 +179,7 @@ fn resets_mid_request_do_not_disturb_other_clients() {
         c.reset();
         if i % 4 == 0 {
             let r = good.get("/");
-            assert_eq!(
-                (r.status, r.body.as_slice()),
-                (200, HELLO),
-                "after reset {i}"
-            );
+            assert_eq!((r.status, r.body.as_slice()), (200, HELLO), "after reset {i}");
         }
     }
     srv.assert_healthy();
@@ -236,11 +190,7 @@ fn resets_mid_response_do_not_disturb_other_clients() {
     let mut srv = Server::start(&[]);
     let mut good = srv.connect();
     let body = pattern(1 << 20, 11);
-    let mut wire = format!(
-        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
+    let mut wire = format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
     wire.extend_from_slice(&body);
     for i in 0..12 {
         let mut c = srv.connect();
@@ -249,21 +199,10 @@ fn resets_mid_response_do_not_disturb_other_clients() {
         // Wait until the response has started, then reset with most of it
         // still to send.
         let mut first = [0u8; 64];
-        let n = c
-            .stream
-            .read(&mut first)
-            .expect("start of the echo response");
-        assert!(
-            first[..n].starts_with(b"HTTP/1.1 200"),
-            "echo response starts with {}",
-            show(&first[..n])
-        );
+        let n = c.stream.read(&mut first).expect("start of the echo response");
+        assert!(first[..n].starts_with(b"HTTP/1.1 200"), "echo response starts with {}", show(&first[..n]));
         c.reset();
-        let r = good.post(
-            "/echo",
-            "text/plain",
-            format!("between resets {i}").as_bytes(),
-        );
+        let r = good.post("/echo", "text/plain", format!("between resets {i}").as_bytes());
         assert_eq!(r.status, 200);
         assert_eq!(r.body, format!("between resets {i}").as_bytes());
     }
@@ -286,26 +225,17 @@ fn backpressured_connection_resumes_when_the_client_reads() {
     thread::sleep(Duration::from_millis(500));
     let mut c = c;
     for i in 0..N {
-        let r = c
-            .try_response(false)
-            .unwrap_or_else(|e| panic!("response {i} of {N}: {e}"));
+        let r = c.try_response(false).unwrap_or_else(|e| panic!("response {i} of {N}: {e}"));
         assert_eq!((r.status, r.body.as_slice()), (200, HELLO), "response {i}");
     }
-    sender
-        .join()
-        .unwrap()
-        .expect("all requests sent once the client reads");
+    sender.join().unwrap().expect("all requests sent once the client reads");
 
     // The same with large responses: 8 echoes of 256 KiB.
     let body = pattern(256 * 1024, 5);
     let mut wire = Vec::new();
     for _ in 0..8 {
         wire.extend_from_slice(
-            format!(
-                "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            )
-            .as_bytes(),
+            format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
         );
         wire.extend_from_slice(&body);
     }
@@ -317,10 +247,7 @@ fn backpressured_connection_resumes_when_the_client_reads() {
         assert_eq!(r.status, 200, "echo {i}");
         assert_eq!(first_difference(&r.body, &body), None, "echo {i}");
     }
-    sender
-        .join()
-        .unwrap()
-        .expect("all echoes sent once the client reads");
+    sender.join().unwrap().expect("all echoes sent once the client reads");
 }
 
 #[test]
@@ -351,10 +278,7 @@ fn client_that_never_reads_is_not_buffered_without_bound() {
         let mut pos = 0usize;
         let mut last_progress = Instant::now();
         loop {
-            if sent >= CAP
-                || t0.elapsed() > Duration::from_secs(20)
-                || stop_writer.load(Ordering::Relaxed)
-            {
+            if sent >= CAP || t0.elapsed() > Duration::from_secs(20) || stop_writer.load(Ordering::Relaxed) {
                 return (sent, "cap or time limit");
             }
             match stream.write(&batch[pos..]) {
@@ -390,19 +314,15 @@ fn client_that_never_reads_is_not_buffered_without_bound() {
     let (sent, why) = writer.join().unwrap();
     peak = peak.max(srv.rss_kib());
     let growth_kib = peak.saturating_sub(base);
-    eprintln!("never-reading client: sent {sent} bytes, stopped because {why}; server RSS {base} KiB -> peak {peak} KiB");
+    eprintln!(
+        "never-reading client: sent {sent} bytes, stopped because {why}; server RSS {base} KiB -> peak {peak} KiB"
+    );
     assert_ne!(
         why, "cap or time limit",
         "the server kept reading from a client that reads nothing ({sent} bytes sent)"
     );
-    assert!(
-        growth_kib < 64 * 1024,
-        "server RSS grew by {growth_kib} KiB for one client that never reads"
-    );
-    assert!(
-        worst < Duration::from_millis(1000),
-        "a normal request took {worst:?} while a client did not read"
-    );
+    assert!(growth_kib < 64 * 1024, "server RSS grew by {growth_kib} KiB for one client that never reads");
+    assert!(worst < Duration::from_millis(1000), "a normal request took {worst:?} while a client did not read");
     drop(hog);
     srv.assert_healthy();
 }

@@ -24,23 +24,11 @@ fn sigterm_answers_the_request_in_flight_then_exits_0() {
     thread::sleep(Duration::from_millis(100));
     srv.signal(libc::SIGTERM);
     thread::sleep(Duration::from_millis(300));
-    assert!(
-        srv.is_running(),
-        "the server exited with a request in flight\n{}",
-        srv.log_text()
-    );
+    assert!(srv.is_running(), "the server exited with a request in flight\n{}", srv.log_text());
     busy.send(b"world");
     let r = busy.response();
-    assert_eq!(
-        (r.status, r.body.as_slice()),
-        (200, &b"helloworld"[..]),
-        "the request in flight"
-    );
-    assert!(
-        r.says_close(),
-        "a response during a drain must say Connection: close: {:?}",
-        r.headers
-    );
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"helloworld"[..]), "the request in flight");
+    assert!(r.says_close(), "a response during a drain must say Connection: close: {:?}", r.headers);
     busy.expect_close();
 
     match idle.wait_close(Duration::from_secs(5)) {
@@ -53,14 +41,8 @@ fn sigterm_answers_the_request_in_flight_then_exits_0() {
     }
 
     let t0 = Instant::now();
-    let status = srv
-        .wait_exit(EXIT_BOUND)
-        .unwrap_or_else(|| panic!("still running {EXIT_BOUND:?} after SIGTERM"));
-    assert!(
-        status.success(),
-        "exit status after SIGTERM: {status:?}\n{}",
-        srv.log_text()
-    );
+    let status = srv.wait_exit(EXIT_BOUND).unwrap_or_else(|| panic!("still running {EXIT_BOUND:?} after SIGTERM"));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}\n{}", srv.log_text());
     eprintln!("exited {:?} after the last connection closed", t0.elapsed());
 }
 
@@ -70,19 +52,9 @@ fn sigterm_with_no_connections_exits_0_promptly() {
     assert_eq!(srv.connect().get("/").body, HELLO);
     let t0 = Instant::now();
     srv.signal(libc::SIGTERM);
-    let status = srv
-        .wait_exit(EXIT_BOUND)
-        .unwrap_or_else(|| panic!("still running {EXIT_BOUND:?} after SIGTERM"));
-    assert!(
-        status.success(),
-        "exit status after SIGTERM: {status:?}\n{}",
-        srv.log_text()
-    );
-    assert!(
-        t0.elapsed() < Duration::from_secs(3),
-        "an idle server took {:?} to drain",
-        t0.elapsed()
-    );
+    let status = srv.wait_exit(EXIT_BOUND).unwrap_or_else(|| panic!("still running {EXIT_BOUND:?} after SIGTERM"));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}\n{}", srv.log_text());
+    assert!(t0.elapsed() < Duration::from_secs(3), "an idle server took {:?} to drain", t0.elapsed());
 }
 
 #[test]
@@ -99,14 +71,8 @@ fn sigint_drains_like_sigterm() {
             panic!("an idle keep-alive connection stayed open 5 s into a drain")
         }
     }
-    let status = srv
-        .wait_exit(EXIT_BOUND)
-        .unwrap_or_else(|| panic!("still running {EXIT_BOUND:?} after SIGINT"));
-    assert!(
-        status.success(),
-        "exit status after SIGINT: {status:?}\n{}",
-        srv.log_text()
-    );
+    let status = srv.wait_exit(EXIT_BOUND).unwrap_or_else(|| panic!("still running {EXIT_BOUND:?} after SIGINT"));
+    assert!(status.success(), "exit status after SIGINT: {status:?}\n{}", srv.log_text());
 }
 
 #[test]
@@ -124,8 +90,6 @@ fn pipelined_requests_during_a_drain_get_one_answer_and_a_close() {
     assert_eq!((r.status, r.body.as_slice()), (200, &b"abcd"[..]));
     assert!(r.says_close());
     c.expect_close();
-    let status = srv
-        .wait_exit(EXIT_BOUND)
-        .unwrap_or_else(|| panic!("still running {EXIT_BOUND:?} after SIGTERM"));
+    let status = srv.wait_exit(EXIT_BOUND).unwrap_or_else(|| panic!("still running {EXIT_BOUND:?} after SIGTERM"));
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
 }

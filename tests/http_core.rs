@@ -14,12 +14,7 @@ use forkring::{Limits, Request, Response, Timeouts, Version};
 // ---------------------------------------------------------------------------
 
 /// Small limits so that every limit is reachable with short inputs.
-const LIMITS: Limits = Limits {
-    max_head: 1024,
-    max_headers: 16,
-    max_target: 128,
-    max_body: 64,
-};
+const LIMITS: Limits = Limits { max_head: 1024, max_headers: 16, max_target: 128, max_body: 64 };
 
 /// One handler call, as the handler saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,11 +113,7 @@ fn feed_parts(parts: &[&[u8]], limits: Limits) -> Run {
     for part in parts {
         conn.on_read(part, &mut sh, &mut app);
     }
-    let run = Run {
-        out: conn.output().to_vec(),
-        closing: conn.is_closing(),
-        calls: app.calls,
-    };
+    let run = Run { out: conn.output().to_vec(), closing: conn.is_closing(), calls: app.calls };
     conn.release(&mut sh);
     run
 }
@@ -167,10 +158,7 @@ impl Resp {
     }
 
     fn header(&self, name: &str) -> Option<&str> {
-        let mut found = self
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name));
+        let mut found = self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
         let first = found.next().map(|(_, v)| v.as_str());
         assert!(found.next().is_none(), "header {name} repeated in {self:?}");
         first
@@ -180,9 +168,7 @@ impl Resp {
 /// Whether `v` is an IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
 fn is_imf_fixdate(v: &str) -> bool {
     const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let b = v.as_bytes();
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
     b.len() == 29
@@ -216,12 +202,7 @@ fn parse_responses(mut out: &[u8]) -> Vec<Resp> {
         let head_end = out
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| {
-                panic!(
-                    "unterminated response head: {:?}",
-                    String::from_utf8_lossy(out)
-                )
-            });
+            .unwrap_or_else(|| panic!("unterminated response head: {:?}", String::from_utf8_lossy(out)));
         let head = std::str::from_utf8(&out[..head_end]).expect("response head is UTF-8");
         let mut lines = head.split("\r\n");
         let status_line = lines.next().unwrap().to_owned();
@@ -235,31 +216,21 @@ fn parse_responses(mut out: &[u8]) -> Vec<Resp> {
         );
         let headers: Vec<(String, String)> = lines
             .map(|l| {
-                let (n, v) = l
-                    .split_once(": ")
-                    .unwrap_or_else(|| panic!("bad header line {l:?}"));
+                let (n, v) = l.split_once(": ").unwrap_or_else(|| panic!("bad header line {l:?}"));
                 assert!(!n.is_empty() && !n.contains(' '), "bad header name {n:?}");
                 (n.to_owned(), v.to_owned())
             })
             .collect();
-        let mut resp = Resp {
-            status_line,
-            headers,
-            body: Vec::new(),
-        };
+        let mut resp = Resp { status_line, headers, body: Vec::new() };
         let status = resp.status();
         // RFC 9110 §6.6.1: a final response carries the date; 1xx need not.
         if status >= 200 {
-            let date = resp
-                .header("Date")
-                .unwrap_or_else(|| panic!("no Date in {resp:?}"));
+            let date = resp.header("Date").unwrap_or_else(|| panic!("no Date in {resp:?}"));
             assert!(is_imf_fixdate(date), "Date {date:?} is not an IMF-fixdate");
         }
         assert!(resp.header("Transfer-Encoding").is_none());
         let bodyless = status < 200 || status == 204 || status == 304;
-        let len = resp
-            .header("Content-Length")
-            .map(|v| v.parse::<usize>().expect("Content-Length is a number"));
+        let len = resp.header("Content-Length").map(|v| v.parse::<usize>().expect("Content-Length is a number"));
         if bodyless {
             assert_eq!(len, None, "{status} must not carry Content-Length");
         } else {
@@ -268,10 +239,7 @@ fn parse_responses(mut out: &[u8]) -> Vec<Resp> {
         out = &out[head_end + 4..];
         if !bodyless && resp.header("X-Head").is_none() {
             let len = len.unwrap();
-            assert!(
-                out.len() >= len,
-                "body shorter than its Content-Length in {resp:?}"
-            );
+            assert!(out.len() >= len, "body shorter than its Content-Length in {resp:?}");
             resp.body = out[..len].to_vec();
             out = &out[len..];
         }
@@ -281,10 +249,7 @@ fn parse_responses(mut out: &[u8]) -> Vec<Resp> {
 }
 
 fn status_lines(out: &[u8]) -> Vec<String> {
-    parse_responses(out)
-        .into_iter()
-        .map(|r| r.status_line)
-        .collect()
+    parse_responses(out).into_iter().map(|r| r.status_line).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -325,13 +290,7 @@ fn case(
     closes: bool,
     calls: &[(&'static str, &'static [u8])],
 ) -> Case {
-    Case {
-        name,
-        input: input.as_ref().to_vec(),
-        statuses,
-        closes,
-        calls: calls.to_vec(),
-    }
+    Case { name, input: input.as_ref().to_vec(), statuses, closes, calls: calls.to_vec() }
 }
 
 /// A rejected request: one error response, no handler call, closed.
@@ -593,39 +552,21 @@ fn check(c: &Case, run: &Run, how: &str) -> Option<String> {
     let name = c.name;
     let resps = std::panic::catch_unwind(|| parse_responses(&run.out));
     let Ok(resps) = resps else {
-        return Some(format!(
-            "{name} ({how}): malformed output {:?}",
-            String::from_utf8_lossy(&run.out)
-        ));
+        return Some(format!("{name} ({how}): malformed output {:?}", String::from_utf8_lossy(&run.out)));
     };
     let statuses: Vec<&str> = resps.iter().map(|r| r.status_line.as_str()).collect();
     if statuses != c.statuses {
-        return Some(format!(
-            "{name} ({how}): status lines {statuses:?}, want {:?}",
-            c.statuses
-        ));
+        return Some(format!("{name} ({how}): status lines {statuses:?}, want {:?}", c.statuses));
     }
     if run.closing != c.closes {
-        return Some(format!(
-            "{name} ({how}): closing is {}, want {}",
-            run.closing, c.closes
-        ));
+        return Some(format!("{name} ({how}): closing is {}, want {}", run.closing, c.closes));
     }
-    let calls: Vec<(&str, &[u8])> = run
-        .calls
-        .iter()
-        .map(|k| (k.target.as_str(), k.body.as_slice()))
-        .collect();
+    let calls: Vec<(&str, &[u8])> = run.calls.iter().map(|k| (k.target.as_str(), k.body.as_slice())).collect();
     if calls != c.calls {
-        return Some(format!(
-            "{name} ({how}): handler calls {calls:?}, want {:?}",
-            c.calls
-        ));
+        return Some(format!("{name} ({how}): handler calls {calls:?}, want {:?}", c.calls));
     }
     if c.closes && resps.last().and_then(|r| r.header("Connection")) != Some("close") {
-        return Some(format!(
-            "{name} ({how}): last response lacks Connection: close"
-        ));
+        return Some(format!("{name} ({how}): last response lacks Connection: close"));
     }
     None
 }
@@ -633,12 +574,7 @@ fn check(c: &Case, run: &Run, how: &str) -> Option<String> {
 /// Runs `f` over every row and reports every row that fails.
 fn for_each_case(f: impl Fn(&Case) -> Option<String>) {
     let failures: Vec<String> = cases().iter().filter_map(f).collect();
-    assert!(
-        failures.is_empty(),
-        "{} rows failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} rows failed:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]
@@ -657,10 +593,7 @@ fn table_split_in_two_everywhere() {
                 return Some(e);
             }
             if normalized(&run.out) != normalized(&whole.out) {
-                return Some(format!(
-                    "{} split at {at}: output differs from the whole feed",
-                    c.name
-                ));
+                return Some(format!("{} split at {at}: output differs from the whole feed", c.name));
             }
         }
         None
@@ -673,12 +606,8 @@ fn table_byte_by_byte() {
         let whole = feed(&c.input, LIMITS);
         let run = feed_bytewise(&c.input, LIMITS);
         check(c, &run, "byte by byte").or_else(|| {
-            (normalized(&run.out) != normalized(&whole.out)).then(|| {
-                format!(
-                    "{} byte by byte: output differs from the whole feed",
-                    c.name
-                )
-            })
+            (normalized(&run.out) != normalized(&whole.out))
+                .then(|| format!("{} byte by byte: output differs from the whole feed", c.name))
         })
     });
 }
@@ -690,9 +619,7 @@ fn table_byte_by_byte() {
 fn pipelined_32() -> Vec<u8> {
     let mut input = Vec::new();
     for i in 0..32 {
-        input.extend_from_slice(
-            format!("GET /req/{i}?n={i} HTTP/1.1\r\nHost: x\r\nX-N: {i}\r\n\r\n").as_bytes(),
-        );
+        input.extend_from_slice(format!("GET /req/{i}?n={i} HTTP/1.1\r\nHost: x\r\nX-N: {i}\r\n\r\n").as_bytes());
     }
     input
 }
@@ -716,11 +643,7 @@ fn pipelining_32_requests_answered_in_order() {
     for at in (0..=input.len()).step_by(7) {
         let (a, b) = input.split_at(at);
         let split = feed_parts(&[a, b], Limits::default());
-        assert_eq!(
-            normalized(&split.out),
-            normalized(&run.out),
-            "split at {at}"
-        );
+        assert_eq!(normalized(&split.out), normalized(&run.out), "split at {at}");
     }
 }
 
@@ -738,56 +661,29 @@ fn pipelined_mixed_bodies_split_everywhere() {
     .concat();
     let input = input.as_bytes();
     let whole = feed(input, LIMITS);
-    let bodies: Vec<(&str, &[u8])> = whole
-        .calls
-        .iter()
-        .map(|c| (c.target.as_str(), c.body.as_slice()))
-        .collect();
-    assert_eq!(
-        bodies,
-        [
-            ("/a", &b"abc"[..]),
-            ("/b", b""),
-            ("/c", b"de"),
-            ("/d", b""),
-            ("/e", b"")
-        ]
-    );
+    let bodies: Vec<(&str, &[u8])> = whole.calls.iter().map(|c| (c.target.as_str(), c.body.as_slice())).collect();
+    assert_eq!(bodies, [("/a", &b"abc"[..]), ("/b", b""), ("/c", b"de"), ("/d", b""), ("/e", b"")]);
     assert_eq!(status_lines(&whole.out), [OK; 5]);
     assert!(whole.closing);
     for at in 0..=input.len() {
         let (a, b) = input.split_at(at);
         let run = feed_parts(&[a, b], LIMITS);
-        assert_eq!(
-            normalized(&run.out),
-            normalized(&whole.out),
-            "split at {at}"
-        );
+        assert_eq!(normalized(&run.out), normalized(&whole.out), "split at {at}");
         assert_eq!(run.calls, whole.calls);
     }
     for at in 0..input.len() {
         for len in [1, 2, 5, 13] {
             let end = (at + len).min(input.len());
             let run = feed_parts(&[&input[..at], &input[at..end], &input[end..]], LIMITS);
-            assert_eq!(
-                normalized(&run.out),
-                normalized(&whole.out),
-                "split at {at} and {end}"
-            );
+            assert_eq!(normalized(&run.out), normalized(&whole.out), "split at {at} and {end}");
         }
     }
-    assert_eq!(
-        normalized(&feed_bytewise(input, LIMITS).out),
-        normalized(&whole.out)
-    );
+    assert_eq!(normalized(&feed_bytewise(input, LIMITS).out), normalized(&whole.out));
 }
 
 #[test]
 fn head_response_has_length_and_no_body() {
-    let run = feed(
-        format!("HEAD /four HTTP/1.1\r\nHost: x\r\n\r\n{GET}").as_bytes(),
-        LIMITS,
-    );
+    let run = feed(format!("HEAD /four HTTP/1.1\r\nHost: x\r\n\r\n{GET}").as_bytes(), LIMITS);
     let text = String::from_utf8(run.out.clone()).unwrap();
     let (first, rest) = text.split_once("\r\n\r\n").unwrap();
     assert!(first.starts_with("HTTP/1.1 200 OK\r\n"));
@@ -806,13 +702,7 @@ fn connection_header_in_responses() {
     assert_eq!(r[0].header("Connection"), Some("close"));
     let r = parse_responses(&feed(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", LIMITS).out);
     assert_eq!(r[0].header("Connection"), Some("keep-alive"));
-    let r = parse_responses(
-        &feed(
-            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            LIMITS,
-        )
-        .out,
-    );
+    let r = parse_responses(&feed(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", LIMITS).out);
     assert_eq!(r[0].header("Connection"), Some("close"));
     // Error responses close too.
     let r = parse_responses(&feed(b"GET / HTTP/1.1\r\n\r\n", LIMITS).out);
@@ -850,8 +740,7 @@ fn expect_100_continue_then_response_in_one_output() {
 
 #[test]
 fn expect_100_continue_not_sent_when_the_body_is_refused() {
-    let head =
-        b"POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 65\r\n\r\n";
+    let head = b"POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 65\r\n\r\n";
     let run = feed(head, LIMITS);
     assert_eq!(status_lines(&run.out), [TOO_LARGE]);
     assert!(run.closing);
@@ -869,11 +758,7 @@ fn body_limit_answered_before_any_body_byte() {
     let mut sh = shared(LIMITS);
     let mut conn = Conn::new(&sh);
     let mut app = App::default();
-    conn.on_read(
-        b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n",
-        &mut sh,
-        &mut app,
-    );
+    conn.on_read(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n", &mut sh, &mut app);
     assert_eq!(status_lines(conn.output()), [TOO_LARGE]);
     assert!(conn.is_closing());
     // Whatever arrives afterwards is ignored.
@@ -899,26 +784,16 @@ fn chunked_limit_answered_when_the_size_line_ends() {
 fn default_limits_hold_at_their_edges() {
     let l = Limits::default();
     let target = format!("/{}", "a".repeat(l.max_target - 1));
-    let run = feed(
-        format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
-        l,
-    );
+    let run = feed(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(), l);
     assert_eq!(status_lines(&run.out), [OK]);
     let target = format!("/{}", "a".repeat(l.max_target));
-    let run = feed(
-        format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
-        l,
-    );
+    let run = feed(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(), l);
     assert_eq!(status_lines(&run.out), [URI_TOO_LONG]);
 
-    let headers: String = (0..l.max_headers - 1)
-        .map(|i| format!("X-{i}: v\r\n"))
-        .collect();
+    let headers: String = (0..l.max_headers - 1).map(|i| format!("X-{i}: v\r\n")).collect();
     let run = feed(get_with(&format!("Host: x\r\n{headers}")).as_bytes(), l);
     assert_eq!(status_lines(&run.out), [OK]);
-    let headers: String = (0..l.max_headers)
-        .map(|i| format!("X-{i}: v\r\n"))
-        .collect();
+    let headers: String = (0..l.max_headers).map(|i| format!("X-{i}: v\r\n")).collect();
     let run = feed(get_with(&format!("Host: x\r\n{headers}")).as_bytes(), l);
     assert_eq!(status_lines(&run.out), [FIELDS_TOO_LARGE]);
 
@@ -929,14 +804,7 @@ fn default_limits_hold_at_their_edges() {
     let run = feed(head(l.max_head - base + 1).as_bytes(), l);
     assert_eq!(status_lines(&run.out), [FIELDS_TOO_LARGE]);
 
-    let run = feed(
-        format!(
-            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-            l.max_body + 1
-        )
-        .as_bytes(),
-        l,
-    );
+    let run = feed(format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", l.max_body + 1).as_bytes(), l);
     assert_eq!(status_lines(&run.out), [TOO_LARGE]);
 }
 
@@ -962,10 +830,7 @@ fn handler_header_injection_never_reaches_the_wire() {
 #[test]
 fn bodyless_statuses_carry_no_length_and_no_body() {
     for path in ["/204", "/304"] {
-        let run = feed(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
-            LIMITS,
-        );
+        let run = feed(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(), LIMITS);
         let text = String::from_utf8(run.out).unwrap();
         assert!(text.ends_with("\r\n\r\n"), "{text:?}");
         assert!(!text.contains("Content-Length"), "{text:?}");
@@ -981,9 +846,7 @@ fn date_header_is_an_imf_fixdate() {
     assert!(is_imf_fixdate(date), "{date}");
     // The error path carries it too.
     let run = feed(b"garbage\r\n\r\n", LIMITS);
-    assert!(is_imf_fixdate(
-        parse_responses(&run.out)[0].header("Date").unwrap()
-    ));
+    assert!(is_imf_fixdate(parse_responses(&run.out)[0].header("Date").unwrap()));
     assert!(!is_imf_fixdate("Sun, 06 Nov 1994 08:49:37 UTC"));
     assert!(!is_imf_fixdate("Sunday, 06-Nov-94 08:49:37 GMT"));
 }
@@ -993,27 +856,12 @@ fn custom_response_headers_and_status() {
     let mut sh = shared(LIMITS);
     let mut conn = Conn::new(&sh);
     let mut h = |_: &Request<'_>, res: &mut Response| {
-        res.status(201)
-            .header("X-One", "1")
-            .header("Content-Type", "application/json")
-            .body("{}");
+        res.status(201).header("X-One", "1").header("Content-Type", "application/json").body("{}");
         assert_eq!(res.status_code(), 201);
-        assert_eq!(
-            res.try_header("X Bad", "v").err(),
-            Some(forkring::http::InvalidHeader::Name)
-        );
-        assert_eq!(
-            res.try_header("X-Bad", "\0").err(),
-            Some(forkring::http::InvalidHeader::Value)
-        );
-        assert_eq!(
-            res.try_header("date", "today").err(),
-            Some(forkring::http::InvalidHeader::Reserved)
-        );
-        assert_eq!(
-            res.try_header("Transfer-Encoding", "chunked").err(),
-            Some(forkring::http::InvalidHeader::Reserved)
-        );
+        assert_eq!(res.try_header("X Bad", "v").err(), Some(forkring::http::InvalidHeader::Name));
+        assert_eq!(res.try_header("X-Bad", "\0").err(), Some(forkring::http::InvalidHeader::Value));
+        assert_eq!(res.try_header("date", "today").err(), Some(forkring::http::InvalidHeader::Reserved));
+        assert_eq!(res.try_header("Transfer-Encoding", "chunked").err(), Some(forkring::http::InvalidHeader::Reserved));
     };
     conn.on_read(GET.as_bytes(), &mut sh, &mut h);
     let r = parse_responses(conn.output());
@@ -1036,18 +884,9 @@ fn non_final_or_invalid_status_becomes_500() {
             res.status(code).body("x");
         };
         conn.on_read(format!("{GET}{GET}").as_bytes(), &mut sh, &mut h);
-        assert_eq!(
-            status_lines(conn.output()),
-            [SERVER_ERROR, SERVER_ERROR],
-            "status {code}"
-        );
+        assert_eq!(status_lines(conn.output()), [SERVER_ERROR, SERVER_ERROR], "status {code}");
     }
-    for (code, line) in [
-        (200, OK),
-        (299, "HTTP/1.1 299 "),
-        (418, "HTTP/1.1 418 "),
-        (599, "HTTP/1.1 599 "),
-    ] {
+    for (code, line) in [(200, OK), (299, "HTTP/1.1 299 "), (418, "HTTP/1.1 418 "), (599, "HTTP/1.1 599 ")] {
         let mut sh = shared(LIMITS);
         let mut conn = Conn::new(&sh);
         let mut h = |_: &Request<'_>, res: &mut Response| {
@@ -1089,16 +928,8 @@ fn seen(input: &[u8]) -> Vec<Seen> {
             version: Some(req.version()),
             keep_alive: req.keep_alive(),
             content_type: req.header("CONTENT-type").map(<[u8]>::to_vec),
-            all_x: req
-                .headers()
-                .get_all("x-multi")
-                .map(<[u8]>::to_vec)
-                .collect(),
-            headers: req
-                .headers()
-                .iter()
-                .map(|(n, v)| (n.to_owned(), v.to_vec()))
-                .collect(),
+            all_x: req.headers().get_all("x-multi").map(<[u8]>::to_vec).collect(),
+            headers: req.headers().iter().map(|(n, v)| (n.to_owned(), v.to_vec())).collect(),
             body: req.body().to_vec(),
         });
     };
@@ -1121,16 +952,7 @@ fn request_accessors() {
     assert_eq!(s.content_type.as_deref(), Some(&b"text/plain"[..]));
     assert_eq!(s.all_x, [b"1".to_vec(), b"2".to_vec()]);
     let names: Vec<&str> = s.headers.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "Host",
-            "Content-Type",
-            "X-Multi",
-            "x-multi",
-            "Content-Length"
-        ]
-    );
+    assert_eq!(names, ["Host", "Content-Type", "X-Multi", "x-multi", "Content-Length"]);
     assert_eq!(s.headers[0].1, b"example.com");
     assert_eq!(s.body, b"hi");
 }
@@ -1174,24 +996,16 @@ fn request_version_and_keep_alive_flags() {
     let mut conn = Conn::new(&sh);
     let mut got = None;
     let mut h = |req: &Request<'_>, _: &mut Response| {
-        got = Some((
-            req.path().to_owned(),
-            req.header("x-a").map(<[u8]>::to_vec),
-            req.body().to_vec(),
-            req.keep_alive(),
-        ));
+        got =
+            Some((req.path().to_owned(), req.header("x-a").map(<[u8]>::to_vec), req.body().to_vec(), req.keep_alive()));
     };
-    conn.on_read(b"POST /late?q HTTP/1.1\r\nHost: x\r\nX-A: b\r\nConnection: close\r\nContent-Length: 4\r\n\r\nab", &mut sh, &mut h);
-    conn.on_read(b"cd", &mut sh, &mut h);
-    assert_eq!(
-        got,
-        Some((
-            "/late".to_owned(),
-            Some(b"b".to_vec()),
-            b"abcd".to_vec(),
-            false
-        ))
+    conn.on_read(
+        b"POST /late?q HTTP/1.1\r\nHost: x\r\nX-A: b\r\nConnection: close\r\nContent-Length: 4\r\n\r\nab",
+        &mut sh,
+        &mut h,
     );
+    conn.on_read(b"cd", &mut sh, &mut h);
+    assert_eq!(got, Some(("/late".to_owned(), Some(b"b".to_vec()), b"abcd".to_vec(), false)));
 }
 
 // ---------------------------------------------------------------------------
@@ -1227,10 +1041,7 @@ fn output_is_consumed_in_pieces() {
 
 #[test]
 fn eof_mid_request_gets_no_answer() {
-    for cut in [
-        &b"GET / HTTP/1.1\r\nHo"[..],
-        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nabc",
-    ] {
+    for cut in [&b"GET / HTTP/1.1\r\nHo"[..], b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nabc"] {
         let mut sh = shared(LIMITS);
         let mut conn = Conn::new(&sh);
         let mut app = App::default();
@@ -1274,11 +1085,8 @@ fn draining_closes_after_the_current_response() {
 
 #[test]
 fn deadlines_follow_the_request_cycle() {
-    let timeouts = Timeouts {
-        header: Duration::from_millis(100),
-        idle: Duration::from_millis(5000),
-        ..Timeouts::default()
-    };
+    let timeouts =
+        Timeouts { header: Duration::from_millis(100), idle: Duration::from_millis(5000), ..Timeouts::default() };
     let mut sh = Shared::new(LIMITS, timeouts);
     sh.tick();
     let now = sh.now_ms();
@@ -1303,11 +1111,8 @@ fn deadlines_follow_the_request_cycle() {
 #[test]
 fn draining_shortens_the_idle_wait_only() {
     use forkring::http::DRAIN_IDLE_GRACE_MS;
-    let timeouts = Timeouts {
-        header: Duration::from_millis(1000),
-        idle: Duration::from_millis(60_000),
-        ..Timeouts::default()
-    };
+    let timeouts =
+        Timeouts { header: Duration::from_millis(1000), idle: Duration::from_millis(60_000), ..Timeouts::default() };
     let mut sh = Shared::new(LIMITS, timeouts);
     sh.tick();
     let mut app = App::default();
@@ -1324,11 +1129,7 @@ fn draining_shortens_the_idle_wait_only() {
     idle.start_drain(&sh);
     busy.start_drain(&sh);
     assert!(idle.deadline() <= sh.now_ms() + DRAIN_IDLE_GRACE_MS);
-    assert_eq!(
-        busy.deadline(),
-        busy_deadline,
-        "a request in flight keeps its header deadline"
-    );
+    assert_eq!(busy.deadline(), busy_deadline, "a request in flight keeps its header deadline");
     busy.on_read(b"st: x\r\n\r\n", &mut sh, &mut app);
     let r = parse_responses(busy.output());
     assert_eq!(r.len(), 1);
@@ -1338,10 +1139,7 @@ fn draining_shortens_the_idle_wait_only() {
 
 #[test]
 fn unbounded_body_limit_is_usable() {
-    let limits = Limits {
-        max_body: usize::MAX,
-        ..Limits::default()
-    };
+    let limits = Limits { max_body: usize::MAX, ..Limits::default() };
     for input in [
         post_chunked("5\r\nhello\r\n0\r\n\r\n"),
         "POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello".to_owned(),
@@ -1356,11 +1154,7 @@ fn unbounded_body_limit_is_usable() {
 #[test]
 fn unbounded_timeouts_never_expire() {
     const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
-    let timeouts = Timeouts {
-        header: Duration::MAX,
-        idle: Duration::MAX,
-        drain: Duration::MAX,
-    };
+    let timeouts = Timeouts { header: Duration::MAX, idle: Duration::MAX, drain: Duration::MAX };
     let mut sh = Shared::new(LIMITS, timeouts);
     std::thread::sleep(Duration::from_millis(2));
     sh.tick();
@@ -1405,7 +1199,6 @@ fn pipelined_requests_wait_while_the_output_is_above_the_high_water_mark() {
         assert!(conn.output_len() < OUTPUT_HIGH_WATER + BODY + 1024);
     }
     assert!(!conn.has_pending_input());
-    drop(handler);
     assert_eq!(calls, N);
     assert!(received > N * BODY);
 }

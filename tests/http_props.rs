@@ -127,11 +127,7 @@ impl Handler for Recorder {
         self.calls.push(Call {
             method: req.method().to_owned(),
             target: req.target().to_owned(),
-            headers: req
-                .headers()
-                .iter()
-                .map(|(n, v)| (n.to_owned(), v.to_vec()))
-                .collect(),
+            headers: req.headers().iter().map(|(n, v)| (n.to_owned(), v.to_vec())).collect(),
             body: req.body().to_vec(),
         });
         res.header("X-Call", self.calls.len().to_string());
@@ -190,11 +186,7 @@ fn drive(input: &[u8], cuts: &[usize], limits: Limits, rng: &mut Rng) -> Run {
         }
     }
     out.extend_from_slice(conn.output());
-    let run = Run {
-        out,
-        closing: conn.is_closing(),
-        calls: rec.calls,
-    };
+    let run = Run { out, closing: conn.is_closing(), calls: rec.calls };
     conn.on_eof(&mut sh);
     assert!(conn.is_closing());
     conn.release(&mut sh);
@@ -238,12 +230,7 @@ fn parse_output(mut out: &[u8]) -> Vec<Resp> {
         let end = out
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| {
-                panic!(
-                    "unterminated response head in {:?}",
-                    String::from_utf8_lossy(out)
-                )
-            });
+            .unwrap_or_else(|| panic!("unterminated response head in {:?}", String::from_utf8_lossy(out)));
         let head = std::str::from_utf8(&out[..end]).expect("response head is UTF-8");
         let mut lines = head.split("\r\n");
         let line = lines.next().unwrap();
@@ -253,25 +240,13 @@ fn parse_output(mut out: &[u8]) -> Vec<Resp> {
         );
         let status: u16 = line[9..12].parse().expect("numeric status");
         let mut length = None;
-        let mut resp = Resp {
-            status,
-            call: None,
-            close: false,
-        };
+        let mut resp = Resp { status, call: None, close: false };
         let mut head_only = false;
         let mut dates = 0;
         for l in lines {
-            let (name, value) = l
-                .split_once(": ")
-                .unwrap_or_else(|| panic!("header line {l:?}"));
-            assert!(
-                !name.is_empty() && !name.contains([' ', '\t']),
-                "header name {name:?}"
-            );
-            assert!(
-                !value.contains(['\r', '\n', '\0']),
-                "header value {value:?}"
-            );
+            let (name, value) = l.split_once(": ").unwrap_or_else(|| panic!("header line {l:?}"));
+            assert!(!name.is_empty() && !name.contains([' ', '\t']), "header name {name:?}");
+            assert!(!value.contains(['\r', '\n', '\0']), "header value {value:?}");
             match name {
                 "Content-Length" => {
                     assert!(length.is_none(), "two Content-Length");
@@ -281,10 +256,7 @@ fn parse_output(mut out: &[u8]) -> Vec<Resp> {
                 "X-Call" => resp.call = Some(value.parse().unwrap()),
                 "X-Head" => head_only = true,
                 "Connection" => {
-                    assert!(
-                        value == "close" || value == "keep-alive",
-                        "Connection: {value}"
-                    );
+                    assert!(value == "close" || value == "keep-alive", "Connection: {value}");
                     resp.close = value == "close";
                 }
                 "Transfer-Encoding" => panic!("responses are never chunked"),
@@ -314,10 +286,7 @@ fn parse_output(mut out: &[u8]) -> Vec<Resp> {
 /// the handler without one, and no two requests share one.
 fn head_ends(input: &[u8]) -> usize {
     (0..input.len())
-        .filter(|&i| {
-            input[i] == b'\n'
-                && (input[i + 1..].starts_with(b"\n") || input[i + 1..].starts_with(b"\r\n"))
-        })
+        .filter(|&i| input[i] == b'\n' && (input[i + 1..].starts_with(b"\n") || input[i + 1..].starts_with(b"\r\n")))
         .count()
 }
 
@@ -329,10 +298,7 @@ fn check_run(run: &Run, input: &[u8]) {
         match r.call {
             Some(n) => {
                 // Handler responses come in call order, one per call.
-                assert_eq!(
-                    n, next_call,
-                    "response {i} answers call {n}, expected {next_call}"
-                );
+                assert_eq!(n, next_call, "response {i} answers call {n}, expected {next_call}");
                 next_call += 1;
             }
             None if r.status == 100 => {}
@@ -349,15 +315,8 @@ fn check_run(run: &Run, input: &[u8]) {
             assert!(run.closing);
         }
     }
-    assert_eq!(
-        next_call - 1,
-        run.calls.len(),
-        "every call has one response"
-    );
-    assert!(
-        run.calls.len() <= head_ends(input),
-        "more handler calls than head terminators"
-    );
+    assert_eq!(next_call - 1, run.calls.len(), "every call has one response");
+    assert!(run.calls.len() <= head_ends(input), "more handler calls than head terminators");
 }
 
 /// The output without interim `100 Continue` responses, whose presence
@@ -385,10 +344,8 @@ fn comparable(out: &[u8]) -> Vec<u8> {
 // Generating valid requests
 // ---------------------------------------------------------------------------
 
-const TCHAR: &[u8] =
-    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~";
-const PCHAR: &[u8] =
-    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@%";
+const TCHAR: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~";
+const PCHAR: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@%";
 const VCHAR: &[u8] =
     b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 \t!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
 
@@ -455,11 +412,7 @@ fn gen_body(rng: &mut Rng, limits: &Limits) -> Vec<u8> {
 }
 
 fn chunk_size_line(rng: &mut Rng, size: usize) -> String {
-    let mut s = if rng.one_in(2) {
-        format!("{size:x}")
-    } else {
-        format!("{size:X}")
-    };
+    let mut s = if rng.one_in(2) { format!("{size:x}") } else { format!("{size:X}") };
     if rng.one_in(6) {
         s = format!("00{s}");
     }
@@ -500,9 +453,7 @@ fn chunked(rng: &mut Rng, body: &[u8]) -> Vec<u8> {
 /// random body.
 fn gen_request(rng: &mut Rng, limits: &Limits, body_override: Option<Vec<u8>>) -> Generated {
     let method = match rng.below(10) {
-        0..=5 => {
-            (*rng.pick(&["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])).to_owned()
-        }
+        0..=5 => (*rng.pick(&["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])).to_owned(),
         _ => rng.string_from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", 1, 12),
     };
     let target = gen_target(rng);
@@ -529,16 +480,11 @@ fn gen_request(rng: &mut Rng, limits: &Limits, body_override: Option<Vec<u8>>) -
 
     let mut headers: Vec<(String, String)> = Vec::new();
     if !http10 || rng.one_in(2) {
-        headers.push((
-            (*rng.pick(&["Host", "host", "HOST"])).to_owned(),
-            rng.string_from(b"abcxyz.0123:", 0, 16),
-        ));
+        headers.push(((*rng.pick(&["Host", "host", "HOST"])).to_owned(), rng.string_from(b"abcxyz.0123:", 0, 16)));
     }
     if http10 {
-        headers.push((
-            "Connection".to_owned(),
-            (*rng.pick(&["keep-alive", "Keep-Alive", "foo, keep-alive"])).to_owned(),
-        ));
+        headers
+            .push(("Connection".to_owned(), (*rng.pick(&["keep-alive", "Keep-Alive", "foo, keep-alive"])).to_owned()));
     } else if rng.one_in(5) {
         headers.push(("Connection".to_owned(), "keep-alive".to_owned()));
     }
@@ -548,20 +494,16 @@ fn gen_request(rng: &mut Rng, limits: &Limits, body_override: Option<Vec<u8>>) -
             (*rng.pick(&["Content-Length", "content-length"])).to_owned(),
             format!("{}{}", if rng.one_in(8) { "0" } else { "" }, body.len()),
         )),
-        Framing::Chunked => headers.push((
-            (*rng.pick(&["Transfer-Encoding", "transfer-encoding"])).to_owned(),
-            "chunked".to_owned(),
-        )),
+        Framing::Chunked => {
+            headers.push(((*rng.pick(&["Transfer-Encoding", "transfer-encoding"])).to_owned(), "chunked".to_owned()))
+        }
     }
     if framing != Framing::None && !http10 && rng.one_in(5) {
         headers.push(("Expect".to_owned(), "100-continue".to_owned()));
     }
     for _ in 0..rng.range(0, 6) {
         let name = format!("X-{}", rng.string_from(TCHAR, 1, 16));
-        let value = rng
-            .string_from(VCHAR, 0, 40)
-            .trim_matches([' ', '\t'])
-            .to_owned();
+        let value = rng.string_from(VCHAR, 0, 40).trim_matches([' ', '\t']).to_owned();
         headers.push((name, value));
     }
     // Shuffle so that framing headers come anywhere.
@@ -589,15 +531,7 @@ fn gen_request(rng: &mut Rng, limits: &Limits, body_override: Option<Vec<u8>>) -
         Framing::Length => bytes.extend_from_slice(&body),
         Framing::Chunked => bytes.extend_from_slice(&chunked(rng, &body)),
     }
-    let call = Call {
-        method,
-        target,
-        headers: headers
-            .into_iter()
-            .map(|(n, v)| (n, v.into_bytes()))
-            .collect(),
-        body,
-    };
+    let call = Call { method, target, headers: headers.into_iter().map(|(n, v)| (n, v.into_bytes())).collect(), body };
     Generated { bytes, call }
 }
 
@@ -710,23 +644,14 @@ fn gen_hostile(rng: &mut Rng, limits: &Limits) -> Vec<u8> {
 // ---------------------------------------------------------------------------
 
 /// Small limits, so that hostile input reaches them.
-const SMALL: Limits = Limits {
-    max_head: 512,
-    max_headers: 12,
-    max_target: 96,
-    max_body: 2048,
-};
+const SMALL: Limits = Limits { max_head: 512, max_headers: 12, max_target: 96, max_body: 2048 };
 
 #[test]
 fn hostile_input_never_panics_and_always_frames() {
     for_each_seed("hostile input", |seed| {
         let mut rng = Rng::new(seed);
         for iter in 0..1500 {
-            let limits = if rng.one_in(2) {
-                SMALL
-            } else {
-                Limits::default()
-            };
+            let limits = if rng.one_in(2) { SMALL } else { Limits::default() };
             let input = gen_hostile(&mut rng, &limits);
             let whole = drive_whole(&input, limits, &mut rng);
             check_run(&whole, &input);
@@ -746,10 +671,7 @@ fn hostile_input_never_panics_and_always_frames() {
                 let cuts: Vec<usize> = (1..input.len()).collect();
                 let bytewise = drive(&input, &cuts, limits, &mut rng);
                 check_run(&bytewise, &input);
-                assert_eq!(
-                    bytewise.calls, whole.calls,
-                    "iteration {iter}: byte by byte"
-                );
+                assert_eq!(bytewise.calls, whole.calls, "iteration {iter}: byte by byte");
             }
         }
     });
@@ -775,14 +697,8 @@ fn valid_streams_reach_the_handler_exactly_once_each() {
                 let cuts = random_cuts(&mut rng, input.len(), 40);
                 let split = drive(&input, &cuts, limits, &mut rng);
                 check_run(&split, &input);
-                assert!(
-                    split.calls == expected,
-                    "iteration {iter}: cuts {cuts:?} change the calls"
-                );
-                assert!(
-                    comparable(&split.out) == whole_out,
-                    "iteration {iter}: cuts {cuts:?} change the output"
-                );
+                assert!(split.calls == expected, "iteration {iter}: cuts {cuts:?} change the calls");
+                assert!(comparable(&split.out) == whole_out, "iteration {iter}: cuts {cuts:?} change the output");
                 assert!(!split.closing);
             }
         }
@@ -800,15 +716,9 @@ fn valid_streams_byte_by_byte() {
             let cuts: Vec<usize> = (1..input.len()).collect();
             let run = drive(&input, &cuts, limits, &mut rng);
             check_run(&run, &input);
-            assert!(
-                run.calls == expected,
-                "iteration {iter}: byte-by-byte calls differ"
-            );
+            assert!(run.calls == expected, "iteration {iter}: byte-by-byte calls differ");
             let whole = drive_whole(&input, limits, &mut rng);
-            assert!(
-                comparable(&run.out) == comparable(&whole.out),
-                "iteration {iter}: output differs"
-            );
+            assert!(comparable(&run.out) == comparable(&whole.out), "iteration {iter}: output differs");
         }
     });
 }
@@ -836,22 +746,11 @@ fn request_looking_bodies_never_yield_extra_calls() {
                 expected.push(g.call);
             }
             for attempt in 0..4 {
-                let cuts = if attempt == 0 {
-                    Vec::new()
-                } else {
-                    random_cuts(&mut rng, input.len(), 30)
-                };
+                let cuts = if attempt == 0 { Vec::new() } else { random_cuts(&mut rng, input.len(), 30) };
                 let run = drive(&input, &cuts, limits, &mut rng);
                 check_run(&run, &input);
-                assert_eq!(
-                    run.calls.len(),
-                    expected.len(),
-                    "iteration {iter}: cuts {cuts:?}: extra or missing calls"
-                );
-                assert!(
-                    run.calls == expected,
-                    "iteration {iter}: cuts {cuts:?}: calls differ"
-                );
+                assert_eq!(run.calls.len(), expected.len(), "iteration {iter}: cuts {cuts:?}: extra or missing calls");
+                assert!(run.calls == expected, "iteration {iter}: cuts {cuts:?}: calls differ");
             }
         }
     });

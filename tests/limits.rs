@@ -22,15 +22,9 @@ fn expect_rejected(srv: &Server, wire: &[u8], status: u16) {
     // The server may answer and close before it has read everything: a
     // failed send is fine, the answer is what counts.
     let _ = c.try_send(wire);
-    let r = c
-        .try_response(false)
-        .unwrap_or_else(|e| panic!("no response to {}: {e}", show(wire)));
+    let r = c.try_response(false).unwrap_or_else(|e| panic!("no response to {}: {e}", show(wire)));
     assert_eq!(r.status, status, "request {}", show(wire));
-    assert!(
-        r.says_close(),
-        "a {status} must say Connection: close: {:?}",
-        r.headers
-    );
+    assert!(r.says_close(), "a {status} must say Connection: close: {:?}", r.headers);
     c.expect_close();
 }
 
@@ -38,11 +32,7 @@ fn expect_rejected(srv: &Server, wire: &[u8], status: u16) {
 fn header_block_too_large_is_431() {
     let srv = server();
     let big = "a".repeat(20 * 1024);
-    expect_rejected(
-        &srv,
-        format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {big}\r\n\r\n").as_bytes(),
-        431,
-    );
+    expect_rejected(&srv, format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {big}\r\n\r\n").as_bytes(), 431);
     // Many medium fields adding up past the block limit.
     let mut wire = String::from("GET / HTTP/1.1\r\nHost: t\r\n");
     for i in 0..40 {
@@ -57,16 +47,8 @@ fn header_block_too_large_is_431_before_it_ends() {
     // The head never ends; the server must not wait for it.
     let srv = server();
     let mut c = srv.connect();
-    let _ = c.try_send(
-        format!(
-            "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}",
-            "a".repeat(20 * 1024)
-        )
-        .as_bytes(),
-    );
-    let r = c
-        .try_response(false)
-        .expect("a 431 for an unfinished oversized head");
+    let _ = c.try_send(format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}", "a".repeat(20 * 1024)).as_bytes());
+    let r = c.try_response(false).expect("a 431 for an unfinished oversized head");
     assert_eq!(r.status, 431);
     c.expect_close();
 }
@@ -102,17 +84,11 @@ fn heads_within_the_limits_are_served() {
 fn request_target_too_long_is_414() {
     let srv = server();
     let target = format!("/{}", "x".repeat(9 * 1024));
-    expect_rejected(
-        &srv,
-        format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
-        414,
-    );
+    expect_rejected(&srv, format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(), 414);
     // And without waiting for the end of the line.
     let mut c = srv.connect();
     let _ = c.try_send(format!("GET /{}", "y".repeat(12 * 1024)).as_bytes());
-    let r = c
-        .try_response(false)
-        .expect("a 414 for an unfinished oversized target");
+    let r = c.try_response(false).expect("a 414 for an unfinished oversized target");
     assert_eq!(r.status, 414);
     c.expect_close();
 }
@@ -122,16 +98,8 @@ fn declared_body_over_limit_is_413_before_the_body_is_sent() {
     let srv = server();
     let mut c = srv.connect();
     // Only the head: the 413 must come without the body.
-    c.send(
-        format!(
-            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-            MAX_BODY + 1
-        )
-        .as_bytes(),
-    );
-    let r = c
-        .try_response(false)
-        .expect("a 413 before the body is sent");
+    c.send(format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1).as_bytes());
+    let r = c.try_response(false).expect("a 413 before the body is sent");
     assert_eq!(r.status, 413);
     assert!(r.says_close());
     c.expect_close();
@@ -150,11 +118,7 @@ fn declared_body_over_limit_is_answered_even_while_the_body_streams_in() {
     let srv = server();
     let mut c = srv.connect();
     let body = vec![b'q'; 2 << 20];
-    let mut wire = format!(
-        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
+    let mut wire = format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
     wire.extend_from_slice(&body);
     let mut writer = c.stream.try_clone().unwrap();
     let sender = std::thread::spawn(move || {
@@ -162,9 +126,7 @@ fn declared_body_over_limit_is_answered_even_while_the_body_streams_in() {
         // Fails once the server stops taking the body; that is expected.
         let _ = writer.write_all(&wire);
     });
-    let r = c
-        .try_response(false)
-        .expect("the 413 while the body is still being sent");
+    let r = c.try_response(false).expect("the 413 while the body is still being sent");
     assert_eq!(r.status, 413);
     assert!(r.says_close());
     match c.wait_close(Duration::from_secs(10)) {
@@ -181,17 +143,11 @@ fn expect_continue_over_limit_gets_413_and_no_100() {
     let srv = server();
     let mut c = srv.connect();
     c.send(
-        format!(
-            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
-            MAX_BODY * 5
-        )
-        .as_bytes(),
+        format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n", MAX_BODY * 5)
+            .as_bytes(),
     );
     let r = c.response();
-    assert_eq!(
-        r.status, 413,
-        "no 100 Continue for a body that will be refused"
-    );
+    assert_eq!(r.status, 413, "no 100 Continue for a body that will be refused");
     c.expect_close();
 }
 
@@ -218,18 +174,14 @@ fn chunked_body_over_limit_is_413() {
     }
     wire.extend_from_slice(b"0\r\n\r\n");
     let _ = c.try_send(&wire);
-    let r = c
-        .try_response(false)
-        .expect("a 413 for an oversized chunked body");
+    let r = c.try_response(false).expect("a 413 for an oversized chunked body");
     assert_eq!(r.status, 413);
     c.expect_close();
 
     // One chunk declared larger than the limit, data not sent.
     let mut c = srv.connect();
     c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\n");
-    let r = c
-        .try_response(false)
-        .expect("a 413 for a chunk larger than the limit");
+    let r = c.try_response(false).expect("a 413 for a chunk larger than the limit");
     assert_eq!(r.status, 413);
     c.expect_close();
 }

@@ -20,20 +20,10 @@ fn get_root_says_hello() {
     assert_eq!(r.header("Content-Length"), Some("13"));
     assert_eq!(r.count("Content-Length"), 1);
     let date = r.header("Date").expect("a Date header");
-    assert!(
-        date.ends_with(" GMT") && date.len() == 29,
-        "Date {date:?} is not an IMF-fixdate"
-    );
-    assert!(
-        !r.says_close(),
-        "a 1.1 response without Connection: close must keep the connection"
-    );
+    assert!(date.ends_with(" GMT") && date.len() == 29, "Date {date:?} is not an IMF-fixdate");
+    assert!(!r.says_close(), "a 1.1 response without Connection: close must keep the connection");
     let r = c.get("/?name=value&x=1");
-    assert_eq!(
-        (r.status, r.body.as_slice()),
-        (200, HELLO),
-        "the query is not part of the path"
-    );
+    assert_eq!((r.status, r.body.as_slice()), (200, HELLO), "the query is not part of the path");
     srv.assert_healthy();
 }
 
@@ -74,11 +64,7 @@ fn connection_close_is_honoured() {
     c.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     let r = c.response();
     assert_eq!(r.status, 200);
-    assert!(
-        r.says_close(),
-        "response to Connection: close must say close: {:?}",
-        r.headers
-    );
+    assert!(r.says_close(), "response to Connection: close must say close: {:?}", r.headers);
     c.expect_close();
 
     // Requests pipelined behind a `Connection: close` are not answered.
@@ -122,8 +108,7 @@ fn http10_closes_unless_keep_alive_is_asked() {
         let r = c.response();
         assert_eq!(r.status, 200, "request {i}");
         assert!(
-            r.header("Connection")
-                .is_some_and(|v| v.eq_ignore_ascii_case("keep-alive")),
+            r.header("Connection").is_some_and(|v| v.eq_ignore_ascii_case("keep-alive")),
             "1.0 keep-alive response must say keep-alive: {:?}",
             r.headers
         );
@@ -143,18 +128,13 @@ fn pipeline_batch(n: usize) -> (Vec<u8>, Vec<(u16, Vec<u8>)>) {
             1 => {
                 let body = format!("pipelined body {i}");
                 wire.extend_from_slice(
-                    format!(
-                        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    )
-                    .as_bytes(),
+                    format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+                        .as_bytes(),
                 );
                 expect.push((200, body.into_bytes()));
             }
             _ => {
-                wire.extend_from_slice(
-                    format!("GET /missing/{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
-                );
+                wire.extend_from_slice(format!("GET /missing/{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
                 expect.push((404, b"Not Found".to_vec()));
             }
         }
@@ -214,10 +194,7 @@ fn pipelined_requests_split_at_odd_boundaries() {
 fn request_sent_byte_by_byte() {
     let srv = Server::start(&[]);
     let mut c = srv.connect();
-    c.send_bytewise(
-        b"GET / HTTP/1.1\r\nHost: bytewise\r\nUser-Agent: test\r\n\r\n",
-        Duration::from_millis(2),
-    );
+    c.send_bytewise(b"GET / HTTP/1.1\r\nHost: bytewise\r\nUser-Agent: test\r\n\r\n", Duration::from_millis(2));
     let r = c.response();
     assert_eq!((r.status, r.body.as_slice()), (200, HELLO));
 
@@ -247,11 +224,7 @@ fn echo_one_mebibyte_round_trip() {
         let r = c.post("/echo", "application/octet-stream", &body);
         assert_eq!(r.status, 200, "round {round}");
         assert_eq!(r.body.len(), body.len(), "round {round}: echoed length");
-        assert_eq!(
-            first_difference(&r.body, &body),
-            None,
-            "round {round}: echoed content differs"
-        );
+        assert_eq!(first_difference(&r.body, &body), None, "round {round}: echoed content differs");
         assert_eq!(r.header("Content-Type"), Some("application/octet-stream"));
     }
     srv.assert_healthy();
@@ -276,18 +249,10 @@ fn head_gets_headers_without_body() {
     c.send(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n");
     let r = c.head_response();
     assert_eq!(r.status, 200);
-    assert_eq!(
-        r.header("Content-Length"),
-        Some("13"),
-        "HEAD carries the GET's length"
-    );
+    assert_eq!(r.header("Content-Length"), Some("13"), "HEAD carries the GET's length");
     assert_eq!(r.header("Content-Type"), Some("text/plain"));
     let r = c.response();
-    assert_eq!(
-        (r.status, r.body.as_slice()),
-        (200, HELLO),
-        "the GET after a HEAD"
-    );
+    assert_eq!((r.status, r.body.as_slice()), (200, HELLO), "the GET after a HEAD");
 }
 
 #[test]
@@ -296,24 +261,15 @@ fn expect_100_continue_waits_for_the_client() {
     let mut c = srv.connect();
     c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n");
     let interim = c.response();
-    assert_eq!(
-        interim.status, 100,
-        "interim response before the body is sent"
-    );
+    assert_eq!(interim.status, 100, "interim response before the body is sent");
     c.send(b"hello world");
     let r = c.response();
     assert_eq!((r.status, r.body.as_slice()), (200, &b"hello world"[..]));
 
     // A client that does not wait for the 100 gets both answers, in order.
-    c.send(
-        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi",
-    );
+    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi");
     let first = c.response();
-    let (interim, r) = if first.status == 100 {
-        (Some(first), c.response())
-    } else {
-        (None, first)
-    };
+    let (interim, r) = if first.status == 100 { (Some(first), c.response()) } else { (None, first) };
     if let Some(i) = interim {
         assert_eq!(i.status, 100);
     }
@@ -350,11 +306,7 @@ fn chunked_request_body_with_extensions_and_trailers() {
     c.send(&wire);
     let r = c.response();
     assert_eq!(r.status, 200);
-    assert_eq!(
-        first_difference(&r.body, &data),
-        None,
-        "chunked echo differs"
-    );
+    assert_eq!(first_difference(&r.body, &data), None, "chunked echo differs");
     let r = c.response();
     assert_eq!((r.status, r.body.as_slice()), (200, HELLO));
 }
@@ -366,11 +318,7 @@ fn a_body_is_never_parsed_as_a_request() {
 
     // Content-Length body that looks like a request.
     let mut c = srv.connect();
-    let mut wire = format!(
-        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-        inner.len()
-    )
-    .into_bytes();
+    let mut wire = format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", inner.len()).into_bytes();
     wire.extend_from_slice(inner);
     wire.extend_from_slice(b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n");
     c.send(&wire);

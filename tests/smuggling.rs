@@ -22,13 +22,7 @@ fn check(cases: &[(&str, &[u8], u16)]) {
         }
     }
     srv.assert_healthy();
-    assert!(
-        failures.is_empty(),
-        "{} of {} vectors failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {} vectors failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
 
 fn one(srv: &Server, wire: &[u8], want: u16) -> Result<(), String> {
@@ -37,30 +31,19 @@ fn one(srv: &Server, wire: &[u8], want: u16) -> Result<(), String> {
     bytes.extend_from_slice(FOLLOWER);
     // The server may answer and close before it has read everything.
     let _ = c.try_send(&bytes);
-    let r = c
-        .try_response(false)
-        .map_err(|e| format!("expected {want}, got no response: {e}"))?;
+    let r = c.try_response(false).map_err(|e| format!("expected {want}, got no response: {e}"))?;
     if r.status != want {
-        return Err(format!(
-            "expected {want}, got {} {} (body {})",
-            r.status,
-            r.reason,
-            show(&r.body)
-        ));
+        return Err(format!("expected {want}, got {} {} (body {})", r.status, r.reason, show(&r.body)));
     }
     if !r.says_close() {
-        return Err(format!(
-            "{want} without Connection: close ({:?})",
-            r.headers
-        ));
+        return Err(format!("{want} without Connection: close ({:?})", r.headers));
     }
     match c.wait_close(IO_TIMEOUT) {
         CloseOutcome::Closed { extra } if extra.is_empty() => Ok(()),
         CloseOutcome::Closed { extra } => Err(format!("bytes after the {want}: {}", show(&extra))),
-        CloseOutcome::Open { extra } => Err(format!(
-            "connection still open {IO_TIMEOUT:?} after the {want} (then got {})",
-            show(&extra)
-        )),
+        CloseOutcome::Open { extra } => {
+            Err(format!("connection still open {IO_TIMEOUT:?} after the {want} (then got {})", show(&extra)))
+        }
     }
 }
 
@@ -84,7 +67,11 @@ fn content_length_and_transfer_encoding_together() {
 #[test]
 fn several_or_invalid_content_lengths() {
     check(&[
-        ("two different", b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde", 400),
+        (
+            "two different",
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde",
+            400,
+        ),
         ("two equal", b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nabcde", 400),
         ("list", b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 5\r\n\r\nabcde", 400),
         ("plus sign", b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: +5\r\n\r\nabcde", 400),
@@ -127,57 +114,20 @@ fn transfer_encoding_not_ending_in_chunked() {
 fn invalid_chunk_sizes() {
     const H: &str = "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n";
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        (
-            "not hex",
-            format!("{H}zz\r\nhello\r\n0\r\n\r\n").into_bytes(),
-        ),
-        (
-            "negative",
-            format!("{H}-5\r\nhello\r\n0\r\n\r\n").into_bytes(),
-        ),
-        (
-            "plus sign",
-            format!("{H}+5\r\nhello\r\n0\r\n\r\n").into_bytes(),
-        ),
-        (
-            "0x prefix",
-            format!("{H}0x5\r\nhello\r\n0\r\n\r\n").into_bytes(),
-        ),
-        (
-            "empty size",
-            format!("{H}\r\nhello\r\n0\r\n\r\n").into_bytes(),
-        ),
-        (
-            "overflow",
-            format!("{H}ffffffffffffffffff\r\nhello\r\n0\r\n\r\n").into_bytes(),
-        ),
-        (
-            "overflow to small",
-            format!("{H}10000000000000005\r\nhello\r\n0\r\n\r\n").into_bytes(),
-        ),
-        (
-            "bare LF after size",
-            format!("{H}5\nhello\r\n0\r\n\r\n").into_bytes(),
-        ),
-        (
-            "data longer than size",
-            format!("{H}5\r\nhelloXX\r\n0\r\n\r\n").into_bytes(),
-        ),
-        (
-            "missing CRLF after data",
-            format!("{H}5\r\nhello0\r\n\r\n").into_bytes(),
-        ),
-        (
-            "control byte in extension",
-            format!("{H}5;a\x01b\r\nhello\r\n0\r\n\r\n").into_bytes(),
-        ),
-        (
-            "obs-fold in trailer",
-            format!("{H}0\r\nX: 1\r\n folded\r\n\r\n").into_bytes(),
-        ),
+        ("not hex", format!("{H}zz\r\nhello\r\n0\r\n\r\n").into_bytes()),
+        ("negative", format!("{H}-5\r\nhello\r\n0\r\n\r\n").into_bytes()),
+        ("plus sign", format!("{H}+5\r\nhello\r\n0\r\n\r\n").into_bytes()),
+        ("0x prefix", format!("{H}0x5\r\nhello\r\n0\r\n\r\n").into_bytes()),
+        ("empty size", format!("{H}\r\nhello\r\n0\r\n\r\n").into_bytes()),
+        ("overflow", format!("{H}ffffffffffffffffff\r\nhello\r\n0\r\n\r\n").into_bytes()),
+        ("overflow to small", format!("{H}10000000000000005\r\nhello\r\n0\r\n\r\n").into_bytes()),
+        ("bare LF after size", format!("{H}5\nhello\r\n0\r\n\r\n").into_bytes()),
+        ("data longer than size", format!("{H}5\r\nhelloXX\r\n0\r\n\r\n").into_bytes()),
+        ("missing CRLF after data", format!("{H}5\r\nhello0\r\n\r\n").into_bytes()),
+        ("control byte in extension", format!("{H}5;a\x01b\r\nhello\r\n0\r\n\r\n").into_bytes()),
+        ("obs-fold in trailer", format!("{H}0\r\nX: 1\r\n folded\r\n\r\n").into_bytes()),
     ];
-    let cases: Vec<(&str, &[u8], u16)> =
-        cases.iter().map(|(n, w)| (*n, w.as_slice(), 400)).collect();
+    let cases: Vec<(&str, &[u8], u16)> = cases.iter().map(|(n, w)| (*n, w.as_slice(), 400)).collect();
     check(&cases);
 }
 
@@ -193,11 +143,7 @@ fn header_syntax_vectors() {
         ("tab before colon", b"GET / HTTP/1.1\r\nHost: t\r\nX-A\t: b\r\n\r\n", 400),
         ("obs-fold", b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\n\r\n", 400),
         ("obs-fold with tab", b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n\tb\r\n\r\n", 400),
-        (
-            "obs-fold of Content-Length",
-            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length:\r\n 3\r\n\r\nabc",
-            400,
-        ),
+        ("obs-fold of Content-Length", b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length:\r\n 3\r\n\r\nabc", 400),
         ("NUL in value", b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\x00b\r\n\r\n", 400),
         ("SOH in value", b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\x01b\r\n\r\n", 400),
         ("US in value", b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\x1fb\r\n\r\n", 400),
@@ -212,16 +158,8 @@ fn header_syntax_vectors() {
 fn host_is_required_in_http11() {
     check(&[
         ("no Host", b"GET / HTTP/1.1\r\n\r\n", 400),
-        (
-            "no Host, other fields",
-            b"GET / HTTP/1.1\r\nUser-Agent: x\r\n\r\n",
-            400,
-        ),
-        (
-            "two Host fields",
-            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-            400,
-        ),
+        ("no Host, other fields", b"GET / HTTP/1.1\r\nUser-Agent: x\r\n\r\n", 400),
+        ("two Host fields", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
     ]);
 }
 
@@ -237,27 +175,11 @@ fn versions_other_than_1x_get_505() {
 #[test]
 fn garbage_gets_400() {
     check(&[
-        (
-            "binary",
-            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
-            400,
-        ),
+        ("binary", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),
         ("words", b"hello there\r\n\r\n", 400),
         ("no version", b"GET /\r\nHost: t\r\n\r\n", 400),
-        (
-            "lowercase version",
-            b"GET / http/1.1\r\nHost: t\r\n\r\n",
-            400,
-        ),
-        (
-            "space in target",
-            b"GET /a b HTTP/1.1\r\nHost: t\r\n\r\n",
-            400,
-        ),
-        (
-            "method with slash",
-            b"GE/T / HTTP/1.1\r\nHost: t\r\n\r\n",
-            400,
-        ),
+        ("lowercase version", b"GET / http/1.1\r\nHost: t\r\n\r\n", 400),
+        ("space in target", b"GET /a b HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("method with slash", b"GE/T / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
     ]);
 }

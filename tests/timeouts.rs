@@ -27,14 +27,8 @@ fn assert_silent_or_408(extra: &[u8]) {
 
 /// Asserts that `elapsed` lies within `[timeout * 0.8, timeout + LATE]`.
 fn assert_near(what: &str, elapsed: Duration, timeout: Duration) {
-    assert!(
-        elapsed >= timeout.mul_f64(0.8),
-        "{what}: closed after {elapsed:?}, before the {timeout:?} timeout"
-    );
-    assert!(
-        elapsed <= timeout + LATE,
-        "{what}: closed after {elapsed:?}, long after the {timeout:?} timeout"
-    );
+    assert!(elapsed >= timeout.mul_f64(0.8), "{what}: closed after {elapsed:?}, before the {timeout:?} timeout");
+    assert!(elapsed <= timeout + LATE, "{what}: closed after {elapsed:?}, long after the {timeout:?} timeout");
 }
 
 #[test]
@@ -48,11 +42,7 @@ fn silent_connection_is_closed_after_the_header_timeout() {
             panic!("a connection that never sent a byte is still open after 5 s")
         }
     }
-    assert_near(
-        "silent connection",
-        t0.elapsed(),
-        Duration::from_millis(300),
-    );
+    assert_near("silent connection", t0.elapsed(), Duration::from_millis(300));
 }
 
 #[test]
@@ -76,10 +66,7 @@ fn trickling_header_is_closed_after_the_header_timeout() {
                 assert!(extra.is_empty(), "got {} mid-head", show(&extra))
             }
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "trickling client still open after 5 s"
-        );
+        assert!(t0.elapsed() < Duration::from_secs(5), "trickling client still open after 5 s");
     };
     assert_near("trickling client", closed, Duration::from_millis(300));
 }
@@ -101,11 +88,7 @@ fn header_timer_restarts_for_each_request_on_keep_alive() {
         CloseOutcome::Closed { extra } => assert_silent_or_408(&extra),
         CloseOutcome::Open { .. } => panic!("stalled second head still open after 5 s"),
     }
-    assert_near(
-        "stalled second head",
-        t0.elapsed(),
-        Duration::from_millis(300),
-    );
+    assert_near("stalled second head", t0.elapsed(), Duration::from_millis(300));
 }
 
 #[test]
@@ -131,12 +114,7 @@ fn busy_connection_outlives_the_idle_timeout() {
     let mut n = 0;
     while t0.elapsed() < Duration::from_millis(1600) {
         let r = c.get("/");
-        assert_eq!(
-            (r.status, r.body.as_slice()),
-            (200, HELLO),
-            "request {n} at {:?}",
-            t0.elapsed()
-        );
+        assert_eq!((r.status, r.body.as_slice()), (200, HELLO), "request {n} at {:?}", t0.elapsed());
         n += 1;
         thread::sleep(Duration::from_millis(150));
     }
@@ -168,28 +146,15 @@ struct Slow {
 /// Opens `n` slowloris connections, reports once they are all open, and
 /// trickles a byte to each every 50 ms until each is closed or `limit`
 /// passes. Returns when each closed (if it did) and what each received.
-fn slowloris(
-    addr: SocketAddr,
-    n: usize,
-    limit: Duration,
-    ready: mpsc::Sender<()>,
-) -> Vec<(Option<Duration>, Vec<u8>)> {
+fn slowloris(addr: SocketAddr, n: usize, limit: Duration, ready: mpsc::Sender<()>) -> Vec<(Option<Duration>, Vec<u8>)> {
     let mut slow: Vec<Slow> = (0..n)
         .map(|_| {
-            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-                .expect("slowloris connect");
+            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("slowloris connect");
             let opened = Instant::now();
             stream.set_nodelay(true).unwrap();
-            stream
-                .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slowloris: ")
-                .unwrap();
+            stream.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slowloris: ").unwrap();
             stream.set_nonblocking(true).unwrap();
-            Slow {
-                stream,
-                opened,
-                closed: None,
-                received: Vec::new(),
-            }
+            Slow { stream, opened, closed: None, received: Vec::new() }
         })
         .collect();
     let _ = ready.send(());
@@ -233,8 +198,7 @@ fn slowloris_clients_are_dropped_while_a_normal_client_is_served_fast() {
     let addr = srv.addr;
     let (tx, rx) = mpsc::channel();
     let slow = thread::spawn(move || slowloris(addr, SLOW, Duration::from_secs(6), tx));
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("slowloris clients connected");
+    rx.recv_timeout(Duration::from_secs(10)).expect("slowloris clients connected");
 
     // While the slow clients hold their heads open, a normal client is
     // served at once: on a kept-alive connection and on fresh ones.
@@ -244,17 +208,9 @@ fn slowloris_clients_are_dropped_while_a_normal_client_is_served_fast() {
     let mut n = 0;
     while t0.elapsed() < timeout.mul_f64(1.3) {
         let started = Instant::now();
-        let r = if n % 2 == 0 {
-            keep.get("/")
-        } else {
-            srv.connect().get("/")
-        };
+        let r = if n % 2 == 0 { keep.get("/") } else { srv.connect().get("/") };
         let took = started.elapsed();
-        assert_eq!(
-            (r.status, r.body.as_slice()),
-            (200, HELLO),
-            "normal request {n}"
-        );
+        assert_eq!((r.status, r.body.as_slice()), (200, HELLO), "normal request {n}");
         worst = worst.max(took);
         n += 1;
         thread::sleep(Duration::from_millis(20));
@@ -273,9 +229,6 @@ fn slowloris_clients_are_dropped_while_a_normal_client_is_served_fast() {
             None => still_open += 1,
         }
     }
-    assert_eq!(
-        still_open, 0,
-        "{still_open} of {SLOW} slowloris clients were never closed"
-    );
+    assert_eq!(still_open, 0, "{still_open} of {SLOW} slowloris clients were never closed");
     srv.assert_healthy();
 }

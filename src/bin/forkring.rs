@@ -122,10 +122,7 @@ fn main() -> ExitCode {
         .balance(opts.balance)
         .pin(opts.pin)
         .reexec(opts.reexec)
-        .respawn(Respawn {
-            enabled: opts.respawn,
-            ..Respawn::default()
-        })
+        .respawn(Respawn { enabled: opts.respawn, ..Respawn::default() })
         .on_event(|event, _| log::info!("{event}"));
     if let Some(user) = opts.user {
         server = server.user(user);
@@ -145,33 +142,25 @@ fn demo(req: &Request<'_>, res: &mut Response) {
         "/" => match req.method() {
             // HEAD gets the same head; the runtime leaves the body out.
             "GET" | "HEAD" => {
-                res.header("Content-Type", "text/plain")
-                    .body("Hello, World!");
+                res.header("Content-Type", "text/plain").body("Hello, World!");
             }
             _ => method_not_allowed(res, "GET, HEAD"),
         },
         "/echo" => match req.method() {
             "POST" => {
-                let ct = req
-                    .header("Content-Type")
-                    .unwrap_or(b"application/octet-stream");
+                let ct = req.header("Content-Type").unwrap_or(b"application/octet-stream");
                 res.header("Content-Type", ct).body(req.body());
             }
             _ => method_not_allowed(res, "POST"),
         },
         _ => {
-            res.status(404)
-                .header("Content-Type", "text/plain")
-                .body("Not Found");
+            res.status(404).header("Content-Type", "text/plain").body("Not Found");
         }
     }
 }
 
 fn method_not_allowed(res: &mut Response, allow: &str) {
-    res.status(405)
-        .header("Allow", allow)
-        .header("Content-Type", "text/plain")
-        .body("Method Not Allowed");
+    res.status(405).header("Allow", allow).header("Content-Type", "text/plain").body("Method Not Allowed");
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Action, String> {
@@ -224,12 +213,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Action, String> 
             }
             _ => {}
         }
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or(format!("{flag} needs a value"))
-        };
+        let mut value = || inline.clone().or_else(|| args.next()).ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--listen" => {
                 let v = value()?;
@@ -249,9 +233,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Action, String> 
                 let v = value()?;
                 opts.backend = Backend::from_str(&v).map_err(|e| format!("--backend: {e}"))?;
             }
-            "--balance" => {
-                opts.balance = value()?.parse().map_err(|e| format!("--balance: {e}"))?
-            }
+            "--balance" => opts.balance = value()?.parse().map_err(|e| format!("--balance: {e}"))?,
             "--drain-timeout" => opts.timeouts.drain = millis(&flag, &value()?)?,
             "--user" => opts.user = Some(value()?),
             "--header-timeout" => opts.timeouts.header = millis(&flag, &value()?)?,
@@ -271,11 +253,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Action, String> 
                     "warn" => log::LevelFilter::Warn,
                     "info" => log::LevelFilter::Info,
                     "debug" => log::LevelFilter::Debug,
-                    _ => {
-                        return Err(format!(
-                            "--log: unknown level {v:?} (expected error, warn, info or debug)"
-                        ))
-                    }
+                    _ => return Err(format!("--log: unknown level {v:?} (expected error, warn, info or debug)")),
                 };
             }
             f if f.starts_with('-') => return Err(format!("unknown option {f}")),
@@ -286,8 +264,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Action, String> 
 }
 
 fn number<T: FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    v.parse()
-        .map_err(|_| format!("{flag}: expected a whole number, got {v:?}"))
+    v.parse().map_err(|_| format!("{flag}: expected a whole number, got {v:?}"))
 }
 
 fn millis(flag: &str, v: &str) -> Result<Duration, String> {
@@ -351,18 +328,9 @@ impl log::Log for StderrLogger {
             log::Level::Trace => "trace",
         };
         let line = if log::max_level() >= log::LevelFilter::Debug {
-            format!(
-                "forkring[{}] {level} {}: {}\n",
-                std::process::id(),
-                record.target(),
-                record.args()
-            )
+            format!("forkring[{}] {level} {}: {}\n", std::process::id(), record.target(), record.args())
         } else {
-            format!(
-                "forkring[{}] {level}: {}\n",
-                std::process::id(),
-                record.args()
-            )
+            format!("forkring[{}] {level}: {}\n", std::process::id(), record.args())
         };
         // One write per line, so lines from different processes do not mix;
         // a failed write to stderr has nowhere to be reported.
@@ -384,9 +352,7 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let Ok(Action::Serve(o)) = parse(&[]) else {
-            panic!("expected Serve")
-        };
+        let Ok(Action::Serve(o)) = parse(&[]) else { panic!("expected Serve") };
         assert_eq!(o.listen, "127.0.0.1:8080");
         assert_eq!(o.workers, forkring::server::default_workers());
         assert_eq!(o.backend, Backend::Auto);
@@ -401,9 +367,7 @@ mod tests {
                                --idle-timeout=1500 --max-body 1024 --max-connections 10 --log debug"
             .split_whitespace()
             .collect();
-        let Ok(Action::Serve(o)) = parse(&args) else {
-            panic!("expected Serve")
-        };
+        let Ok(Action::Serve(o)) = parse(&args) else { panic!("expected Serve") };
         assert_eq!(o.listen, "[::1]:9000");
         assert_eq!(o.backend, Backend::Epoll);
         assert_eq!(o.timeouts.header, Duration::from_millis(250));

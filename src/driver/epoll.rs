@@ -44,8 +44,7 @@ const ACCEPT_BACKOFF_MS: u64 = 100;
 
 /// Interest for a connection: edge-triggered input, output and peer
 /// half-close.
-const CONN_INTEREST: u32 =
-    (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+const CONN_INTEREST: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
 /// Events after which a read can make progress (data, end of input, error).
 const READ_READY: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
 /// Events after which the input ends in a FIN or an error: read until the
@@ -122,36 +121,21 @@ enum Step {
 }
 
 impl<'a> Driver<'a> {
-    fn new(
-        config: &'a Config,
-        listener: BorrowedFd<'a>,
-        ctl: &'a Control,
-    ) -> io::Result<Driver<'a>> {
+    fn new(config: &'a Config, listener: BorrowedFd<'a>, ctl: &'a Control) -> io::Result<Driver<'a>> {
         // Accepting runs until `WouldBlock`: a blocking listener (say, one
         // inherited from a service manager) would stall the loop.
-        let flags = syscall!(fcntl(listener.as_raw_fd(), libc::F_GETFL))
-            .map_err(|e| context(e, "fcntl(listener)"))?;
+        let flags = syscall!(fcntl(listener.as_raw_fd(), libc::F_GETFL)).map_err(|e| context(e, "fcntl(listener)"))?;
         if flags & libc::O_NONBLOCK == 0 {
-            syscall!(fcntl(
-                listener.as_raw_fd(),
-                libc::F_SETFL,
-                flags | libc::O_NONBLOCK
-            ))
-            .map_err(|e| context(e, "fcntl(listener, O_NONBLOCK)"))?;
+            syscall!(fcntl(listener.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK))
+                .map_err(|e| context(e, "fcntl(listener, O_NONBLOCK)"))?;
         }
         let epoll = Epoll::new().map_err(|e| context(e, "epoll_create1"))?;
-        epoll
-            .add(ctl.wake_fd(), libc::EPOLLIN as u32, WAKE)
-            .map_err(|e| context(e, "epoll_ctl(wake fd)"))?;
+        epoll.add(ctl.wake_fd(), libc::EPOLLIN as u32, WAKE).map_err(|e| context(e, "epoll_ctl(wake fd)"))?;
         // EPOLLEXCLUSIVE wakes one waiter, not all, when several workers
         // share one listening socket; kernels before 4.5 refuse it.
         let interest = (libc::EPOLLIN | libc::EPOLLET) as u32;
         epoll
-            .add(
-                listener.as_raw_fd(),
-                interest | libc::EPOLLEXCLUSIVE as u32,
-                LISTENER,
-            )
+            .add(listener.as_raw_fd(), interest | libc::EPOLLEXCLUSIVE as u32, LISTENER)
             .or_else(|e| match e.raw_os_error() {
                 Some(libc::EINVAL) => epoll.add(listener.as_raw_fd(), interest, LISTENER),
                 _ => Err(e),
@@ -165,21 +149,13 @@ impl<'a> Driver<'a> {
             sh: Shared::new(config.limits, config.timeouts),
             conns: Slab::new(),
             buf: vec![0u8; READ_BUF].into_boxed_slice(),
-            accept: Accept {
-                registered: true,
-                ready: true,
-                paused_until: 0,
-            },
+            accept: Accept { registered: true, ready: true, paused_until: 0 },
             next_sweep: 0,
             drain_until: None,
         })
     }
 
-    fn serve<H: Handler>(
-        &mut self,
-        events: &mut [libc::epoll_event],
-        handler: &mut H,
-    ) -> io::Result<()> {
+    fn serve<H: Handler>(&mut self, events: &mut [libc::epoll_event], handler: &mut H) -> io::Result<()> {
         let interval = super::sweep_interval_ms(self.config);
         self.sh.tick();
         self.next_sweep = self.sh.now_ms() + interval;
@@ -239,9 +215,7 @@ impl<'a> Driver<'a> {
 
     /// Whether accepting could make progress, leaving aside a pause.
     fn may_accept(&self) -> bool {
-        self.accept.registered
-            && self.accept.ready
-            && self.conns.len() < self.config.max_connections
+        self.accept.registered && self.accept.ready && self.conns.len() < self.config.max_connections
     }
 
     fn on_event<H: Handler>(&mut self, key: usize, bits: u32, handler: &mut H) {
@@ -319,9 +293,7 @@ impl<'a> Driver<'a> {
             let raw = fd.as_raw_fd();
             let key = self.conns.insert(Connection::new(fd, Conn::new(&self.sh)));
             if let Err(e) = self.epoll.add(raw, CONN_INTEREST, Token(key)) {
-                log::warn!(
-                    "epoll_ctl(add connection): {e}; not accepting for {ACCEPT_BACKOFF_MS} ms"
-                );
+                log::warn!("epoll_ctl(add connection): {e}; not accepting for {ACCEPT_BACKOFF_MS} ms");
                 self.close(key);
                 self.pause_accept();
                 return Ok(());
@@ -416,15 +388,7 @@ struct Connection {
 
 impl Connection {
     fn new(fd: OwnedFd, conn: Conn) -> Connection {
-        Connection {
-            fd,
-            conn,
-            readable: false,
-            read_ends: false,
-            writable: true,
-            eof: false,
-            linger_until: None,
-        }
+        Connection { fd, conn, readable: false, read_ends: false, writable: true, eof: false, linger_until: None }
     }
 
     /// Moves bytes both ways until neither direction can progress:
@@ -436,10 +400,7 @@ impl Connection {
             return self.discard(buf);
         }
         loop {
-            while self.readable
-                && !self.conn.is_closing()
-                && self.conn.output_len() < OUTPUT_HIGH_WATER
-            {
+            while self.readable && !self.conn.is_closing() && self.conn.output_len() < OUTPUT_HIGH_WATER {
                 match recv(self.fd.as_raw_fd(), buf) {
                     Ok(0) => {
                         self.readable = false;
@@ -486,8 +447,7 @@ impl Connection {
             // the connection is closing, or the output was above the
             // high-water mark; only the last can change with a send, which
             // may also have let held-back requests add output.
-            let more_input =
-                self.readable && !self.conn.is_closing() && self.conn.output_len() < OUTPUT_HIGH_WATER;
+            let more_input = self.readable && !self.conn.is_closing() && self.conn.output_len() < OUTPUT_HIGH_WATER;
             let more_output = self.writable && self.conn.has_output();
             if !more_input && !more_output {
                 break;
@@ -587,30 +547,15 @@ impl Epoll {
 
     /// Registers `fd` for `events`, reported with `token`.
     fn add(&self, fd: RawFd, events: u32, token: Token) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events,
-            u64: token.0 as u64,
-        };
+        let mut ev = libc::epoll_event { events, u64: token.0 as u64 };
         // `ev` is a live local the kernel copies from.
-        syscall!(epoll_ctl(
-            self.fd.as_raw_fd(),
-            libc::EPOLL_CTL_ADD,
-            fd,
-            &mut ev
-        ))
-        .map(drop)
+        syscall!(epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev)).map(drop)
     }
 
     /// Removes `fd` from the set.
     fn delete(&self, fd: RawFd) -> io::Result<()> {
         // A null event is allowed for EPOLL_CTL_DEL (since Linux 2.6.9).
-        syscall!(epoll_ctl(
-            self.fd.as_raw_fd(),
-            libc::EPOLL_CTL_DEL,
-            fd,
-            ptr::null_mut()
-        ))
-        .map(drop)
+        syscall!(epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, ptr::null_mut())).map(drop)
     }
 
     /// Waits for events into the caller's buffer; returns how many arrived.
@@ -618,13 +563,7 @@ impl Epoll {
         let max = events.len().min(i32::MAX as usize) as i32;
         // The kernel writes at most `max` events into `events`, a live,
         // writable slice at least that long.
-        syscall!(epoll_wait(
-            self.fd.as_raw_fd(),
-            events.as_mut_ptr(),
-            max,
-            timeout_ms
-        ))
-        .map(|n| n as usize)
+        syscall!(epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms)).map(|n| n as usize)
     }
 }
 
@@ -649,11 +588,7 @@ enum Entry {
 
 impl Slab {
     fn new() -> Slab {
-        Slab {
-            entries: Vec::new(),
-            next_free: 0,
-            len: 0,
-        }
+        Slab { entries: Vec::new(), next_free: 0, len: 0 }
     }
 
     fn len(&self) -> usize {

@@ -437,20 +437,22 @@ impl Conn {
                             pos += n;
                             *left == 0
                         }
-                        Body::Chunked(dec) => match dec.decode(input, &mut self.held, max_body.saturating_add(self.head_len)) {
-                            Ok(Some(n)) => {
-                                pos += n;
-                                true
+                        Body::Chunked(dec) => {
+                            match dec.decode(input, &mut self.held, max_body.saturating_add(self.head_len)) {
+                                Ok(Some(n)) => {
+                                    pos += n;
+                                    true
+                                }
+                                Ok(None) => {
+                                    pos = buf.len();
+                                    false
+                                }
+                                Err(status) => {
+                                    self.fail(status, sh);
+                                    return buf.len();
+                                }
                             }
-                            Ok(None) => {
-                                pos = buf.len();
-                                false
-                            }
-                            Err(status) => {
-                                self.fail(status, sh);
-                                return buf.len();
-                            }
-                        },
+                        }
                     };
                     if !done {
                         return buf.len();
@@ -672,8 +674,8 @@ fn version_status(buf: &[u8]) -> Option<u16> {
         return Some(400);
     };
     let v = &line[sp + 1..];
-    let fits = v.len() <= FORM.len()
-        && v.iter().zip(FORM).all(|(&b, &f)| if f == b'd' { b.is_ascii_digit() } else { b == f });
+    let fits =
+        v.len() <= FORM.len() && v.iter().zip(FORM).all(|(&b, &f)| if f == b'd' { b.is_ascii_digit() } else { b == f });
     match (fits, line_end) {
         (false, _) => Some(400),
         (true, None) => None,

@@ -133,8 +133,6 @@ impl<'a> Headers<'a> {
 
 impl fmt::Debug for Headers<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.fields.iter().map(|h| (h.name, String::from_utf8_lossy(h.value))))
-            .finish()
+        f.debug_list().entries(self.fields.iter().map(|h| (h.name, String::from_utf8_lossy(h.value)))).finish()
     }
 }

@@ -153,7 +153,14 @@ impl Response {
     /// Appends the framed response to `out`. `head_only` leaves out the body
     /// (HEAD); `close` adds `Connection: close`, `keep_alive_10` adds
     /// `Connection: keep-alive` (an HTTP/1.0 client that asked for it).
-    pub(crate) fn write_to(&mut self, out: &mut Vec<u8>, date: &[u8], head_only: bool, close: bool, keep_alive_10: bool) {
+    pub(crate) fn write_to(
+        &mut self,
+        out: &mut Vec<u8>,
+        date: &[u8],
+        head_only: bool,
+        close: bool,
+        keep_alive_10: bool,
+    ) {
         if self.invalid || !(200..=599).contains(&self.status) {
             self.set_error(500);
         }

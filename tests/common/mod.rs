@@ -75,9 +75,7 @@ impl Server {
     /// Runs `cmd` (which must end up running the demo server) and waits
     /// like [`Server::try_start_on`].
     pub fn spawn(mut cmd: Command) -> Result<Server, String> {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("spawn forkring: {e}"))?;
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -102,12 +100,7 @@ impl Server {
                 }
             });
         }
-        let mut server = Server {
-            child,
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            log,
-            exited: None,
-        };
+        let mut server = Server { child, addr: SocketAddr::from(([0, 0, 0, 0], 0)), log, exited: None };
         let deadline = Instant::now() + STARTUP;
         let mut addr = None;
         let mut backend = None;
@@ -116,9 +109,10 @@ impl Server {
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(rest) = line.split("listening on ").nth(1) {
-                        let a: SocketAddr = rest.trim().parse().map_err(|e| {
-                            format!("unparsable address in {line:?}: {e}\n{}", server.log_text())
-                        })?;
+                        let a: SocketAddr = rest
+                            .trim()
+                            .parse()
+                            .map_err(|e| format!("unparsable address in {line:?}: {e}\n{}", server.log_text()))?;
                         addr = Some(a);
                     }
                     if let Some(i) = line.find("backend: ") {
@@ -134,10 +128,7 @@ impl Server {
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     // stderr closed: the process is exiting.
                     let status = server.wait_exit(Duration::from_secs(5));
-                    return Err(format!(
-                        "forkring exited during startup ({status:?})\n{}",
-                        server.log_text()
-                    ));
+                    return Err(format!("forkring exited during startup ({status:?})\n{}", server.log_text()));
                 }
             }
         }
@@ -211,13 +202,7 @@ impl Server {
         // SAFETY: kill(2) on the pid of a child this harness spawned and has
         // not reaped yet, so the pid cannot have been reused.
         let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
-        assert_eq!(
-            rc,
-            0,
-            "kill({}, {sig}): {}",
-            self.child.id(),
-            io::Error::last_os_error()
-        );
+        assert_eq!(rc, 0, "kill({}, {sig}): {}", self.child.id(), io::Error::last_os_error());
     }
 
     /// Resident memory of the server and every process it forked, in KiB.
@@ -233,12 +218,7 @@ impl Server {
     /// Asserts that the process still runs, has not logged a panic, and
     /// answers `GET /` on a fresh connection.
     pub fn assert_healthy(&mut self) {
-        assert!(
-            self.is_running(),
-            "server exited ({:?})\n{}",
-            self.exited,
-            self.log_text()
-        );
+        assert!(self.is_running(), "server exited ({:?})\n{}", self.exited, self.log_text());
         let log = self.log_text();
         assert!(!log.contains("panicked"), "server logged a panic\n{log}");
         let mut c = self.connect();
@@ -263,12 +243,7 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
         if thread::panicking() {
-            eprintln!(
-                "server {} ({}):\n{}",
-                self.child.id(),
-                self.addr,
-                self.log_text()
-            );
+            eprintln!("server {} ({}):\n{}", self.child.id(), self.addr, self.log_text());
         }
     }
 }
@@ -286,11 +261,7 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     let mut parent_of = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
-            let Some(p) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
+            let Some(p) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;
             };
             let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
@@ -301,11 +272,7 @@ pub fn descendants(pid: u32) -> Vec<u32> {
             let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
                 continue;
             };
-            if let Some(ppid) = rest
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse::<u32>().ok())
-            {
+            if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|s| s.parse::<u32>().ok()) {
                 parent_of.push((p, ppid));
             }
         }
@@ -358,24 +325,17 @@ pub struct Response {
 impl Response {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// How many fields named `name` the response has.
     pub fn count(&self, name: &str) -> usize {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .count()
+        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count()
     }
 
     /// Whether the response announces that the connection closes.
     pub fn says_close(&self) -> bool {
-        self.header("Connection")
-            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+        self.header("Connection").is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
     }
 }
 
@@ -396,10 +356,7 @@ pub struct Client {
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
 fn is_gone(e: &io::Error) -> bool {
@@ -420,8 +377,7 @@ impl Client {
     /// Connects (bounded by [`IO_TIMEOUT`]) with `TCP_NODELAY` and read and
     /// write timeouts set.
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         Client::from_stream(stream)
     }
 
@@ -430,17 +386,12 @@ impl Client {
         stream.set_nodelay(true).unwrap();
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        Client {
-            stream,
-            buf: Vec::new(),
-        }
+        Client { stream, buf: Vec::new() }
     }
 
     /// Sends all of `bytes`; panics on error.
     pub fn send(&mut self, bytes: &[u8]) {
-        self.stream
-            .write_all(bytes)
-            .unwrap_or_else(|e| panic!("send {} bytes: {e}", bytes.len()));
+        self.stream.write_all(bytes).unwrap_or_else(|e| panic!("send {} bytes: {e}", bytes.len()));
     }
 
     /// Sends all of `bytes`.
@@ -480,11 +431,7 @@ impl Client {
     /// Reads one response; `head_request` when it answers a HEAD (no body).
     /// Errors: `UnexpectedEof` if the connection ends first, `TimedOut`
     /// after `timeout`, `InvalidData` if the bytes are not HTTP.
-    pub fn try_response_within(
-        &mut self,
-        head_request: bool,
-        timeout: Duration,
-    ) -> io::Result<Response> {
+    pub fn try_response_within(&mut self, head_request: bool, timeout: Duration) -> io::Result<Response> {
         let deadline = Instant::now() + timeout;
         let bad = |msg: String| io::Error::new(io::ErrorKind::InvalidData, msg);
         let head_end = loop {
@@ -494,10 +441,7 @@ impl Client {
             if self.fill(deadline)? == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "connection ended inside a response head: {:?}",
-                        String::from_utf8_lossy(&self.buf)
-                    ),
+                    format!("connection ended inside a response head: {:?}", String::from_utf8_lossy(&self.buf)),
                 ));
             }
         };
@@ -516,52 +460,34 @@ impl Client {
         }
         let mut headers = Vec::new();
         for line in lines {
-            let (n, v) = line
-                .split_once(':')
-                .ok_or_else(|| bad(format!("bad header line {line:?}")))?;
+            let (n, v) = line.split_once(':').ok_or_else(|| bad(format!("bad header line {line:?}")))?;
             if n.is_empty() || n.contains([' ', '\t', '\n', '\r']) || v.contains(['\r', '\n']) {
                 return Err(bad(format!("bad header line {line:?}")));
             }
             headers.push((n.to_owned(), v.trim().to_owned()));
         }
-        let mut res = Response {
-            version,
-            status,
-            reason,
-            headers,
-            body: Vec::new(),
-        };
+        let mut res = Response { version, status, reason, headers, body: Vec::new() };
         self.buf.drain(..head_end);
-        let no_body =
-            head_request || (100..200).contains(&status) || status == 204 || status == 304;
+        let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
         if no_body {
             return Ok(res);
         }
         if res.header("Transfer-Encoding").is_some() {
-            return Err(bad(
-                "the server sent a chunked response; this client expects Content-Length".into(),
-            ));
+            return Err(bad("the server sent a chunked response; this client expects Content-Length".into()));
         }
         if res.count("Content-Length") != 1 {
-            return Err(bad(format!(
-                "response has {} Content-Length fields",
-                res.count("Content-Length")
-            )));
+            return Err(bad(format!("response has {} Content-Length fields", res.count("Content-Length"))));
         }
-        let len: usize = res.header("Content-Length").unwrap().parse().map_err(|_| {
-            bad(format!(
-                "bad Content-Length {:?}",
-                res.header("Content-Length")
-            ))
-        })?;
+        let len: usize = res
+            .header("Content-Length")
+            .unwrap()
+            .parse()
+            .map_err(|_| bad(format!("bad Content-Length {:?}", res.header("Content-Length"))))?;
         while self.buf.len() < len {
             if self.fill(deadline)? == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "connection ended after {} of {len} body bytes",
-                        self.buf.len()
-                    ),
+                    format!("connection ended after {} of {len} body bytes", self.buf.len()),
                 ));
             }
         }
@@ -576,14 +502,12 @@ impl Client {
 
     /// Reads one response to a non-HEAD request; panics on any error.
     pub fn response(&mut self) -> Response {
-        self.try_response(false)
-            .unwrap_or_else(|e| panic!("reading a response: {e}"))
+        self.try_response(false).unwrap_or_else(|e| panic!("reading a response: {e}"))
     }
 
     /// Reads one response to a HEAD request; panics on any error.
     pub fn head_response(&mut self) -> Response {
-        self.try_response(true)
-            .unwrap_or_else(|e| panic!("reading a HEAD response: {e}"))
+        self.try_response(true).unwrap_or_else(|e| panic!("reading a HEAD response: {e}"))
     }
 
     /// Sends `GET path` and reads the response.
@@ -616,9 +540,7 @@ impl Client {
             if left.is_zero() {
                 return CloseOutcome::Open { extra };
             }
-            self.stream
-                .set_read_timeout(Some(left.min(Duration::from_millis(100))))
-                .unwrap();
+            self.stream.set_read_timeout(Some(left.min(Duration::from_millis(100)))).unwrap();
             match self.stream.read(&mut chunk) {
                 Ok(0) => return CloseOutcome::Closed { extra },
                 Ok(n) => extra.extend_from_slice(&chunk[..n]),
@@ -635,15 +557,11 @@ impl Client {
         match self.wait_close(IO_TIMEOUT) {
             CloseOutcome::Closed { extra } if extra.is_empty() => {}
             CloseOutcome::Closed { extra } => {
-                panic!(
-                    "bytes after the last response: {:?}",
-                    String::from_utf8_lossy(&extra)
-                )
+                panic!("bytes after the last response: {:?}", String::from_utf8_lossy(&extra))
             }
-            CloseOutcome::Open { extra } => panic!(
-                "connection still open after {IO_TIMEOUT:?} (received {:?})",
-                String::from_utf8_lossy(&extra)
-            ),
+            CloseOutcome::Open { extra } => {
+                panic!("connection still open after {IO_TIMEOUT:?} (received {:?})", String::from_utf8_lossy(&extra))
+            }
         }
     }
 
@@ -662,10 +580,7 @@ impl Client {
 
 /// Sets `SO_LINGER` to {on, 0 s}: the next close sends a reset.
 pub fn set_linger_zero(stream: &TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
     // SAFETY: setsockopt on a socket this test owns, with a pointer to a
     // local `linger` and its exact size.
     let rc = unsafe {
@@ -692,12 +607,7 @@ fn set_int_opt(stream: &TcpStream, level: libc::c_int, name: libc::c_int, value:
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    assert_eq!(
-        rc,
-        0,
-        "setsockopt({level}, {name}): {}",
-        io::Error::last_os_error()
-    );
+    assert_eq!(rc, 0, "setsockopt({level}, {name}): {}", io::Error::last_os_error());
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so a failing body can be
@@ -717,24 +627,13 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 /// Index of the first byte where `a` and `b` differ, for readable failures
 /// on large bodies.
 pub fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
-    a.iter()
-        .zip(b)
-        .position(|(x, y)| x != y)
-        .or(if a.len() == b.len() {
-            None
-        } else {
-            Some(a.len().min(b.len()))
-        })
+    a.iter().zip(b).position(|(x, y)| x != y).or(if a.len() == b.len() { None } else { Some(a.len().min(b.len())) })
 }
 
 /// Bytes printed for a failure message, cut after 300.
 pub fn show(bytes: &[u8]) -> String {
     if bytes.len() > 300 {
-        format!(
-            "{:?}... ({} bytes)",
-            String::from_utf8_lossy(&bytes[..300]),
-            bytes.len()
-        )
+        format!("{:?}... ({} bytes)", String::from_utf8_lossy(&bytes[..300]), bytes.len())
     } else {
         format!("{:?}", String::from_utf8_lossy(bytes))
     }
