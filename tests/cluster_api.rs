@@ -1,0 +1,154 @@
+//! The cluster's embedding API on real processes: events through a channel
+//! consumed by another thread of the master, commands through a `Handle`,
+//! per-worker environment, and workers started by re-executing the binary
+//! (which a master with threads needs).
+//!
+//! The test runs itself again as the master (`FORKRING_API_ROLE=master`);
+//! with `reexec`, the workers are further executions of this test binary.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use forkring::cluster::worker_id;
+use forkring::{Command as Ctl, Event, Request, Response, Server};
+
+const ROLE: &str = "FORKRING_API_ROLE";
+
+/// The master's side: a cluster of two re-executed workers whose events a
+/// separate thread prints and reacts to.
+fn run_master() {
+    let mut server = Server::builder()
+        .listen("127.0.0.1:0")
+        .workers(2)
+        .reexec(true)
+        .worker_env(|slot| vec![("APP_SLOT_NAME".to_owned(), format!("slot-{slot}"))]);
+    let events = server.events();
+    let handle = server.handle();
+    thread::spawn(move || {
+        let mut ready = 0;
+        let mut disconnected = false;
+        for ev in events {
+            println!("EVENT {ev}");
+            if let Event::Listening { addr, .. } = &ev {
+                println!("ADDR {addr}");
+            }
+            if let Event::Ready { .. } = ev {
+                ready += 1;
+            }
+            // The parent asks for the disconnect by closing our stdin.
+            if ready == 2 && !disconnected {
+                disconnected = true;
+                let handle = handle.clone();
+                thread::spawn(move || {
+                    let mut line = String::new();
+                    let _ = std::io::stdin().read_line(&mut line);
+                    handle.send(Ctl::Disconnect { slot: 1 });
+                    thread::sleep(Duration::from_millis(500));
+                    handle.send(Ctl::Shutdown);
+                });
+            }
+        }
+    });
+    let result = server.serve(|| {
+        let name = std::env::var("APP_SLOT_NAME").unwrap_or_default();
+        let id = worker_id().map(|w| w.to_string()).unwrap_or_default();
+        move |_: &Request<'_>, res: &mut Response| {
+            res.body(format!("{name} {id}"));
+        }
+    });
+    // A re-executed worker runs this same function and returns here too.
+    if worker_id().is_none() {
+        println!("SERVE {}", if result.is_ok() { "ok" } else { "err" });
+    }
+}
+
+#[test]
+fn events_commands_env_and_reexec() {
+    if std::env::var(ROLE).is_ok() {
+        run_master();
+        return;
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "events_commands_env_and_reexec", "--nocapture", "--test-threads", "1"])
+        .env(ROLE, "master")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the master");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let wait_for = |lines: &mut Vec<String>, what: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(l) = lines.iter().find(|l| l.contains(what)) {
+                return l.clone();
+            }
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(l) => lines.push(l),
+                Err(_) => panic!("no line with {what:?}; got {lines:#?}"),
+            }
+        }
+    };
+    let addr: SocketAddr = wait_for(&mut lines, "ADDR ").trim_start_matches("ADDR ").parse().unwrap();
+    wait_for(&mut lines, "EVENT ready 0.0");
+    wait_for(&mut lines, "EVENT ready 1.0");
+
+    // Both workers answer, each with its own environment and identity.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        let mut c = common::Client::connect(addr);
+        let r = c.get("/");
+        assert_eq!(r.status, 200);
+        seen.insert(String::from_utf8(r.body).unwrap());
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["slot-0 0.0", "slot-1 1.0"]);
+
+    // Re-executed workers are separate programs: not plain forks.
+    let worker_pid = |lines: &mut Vec<String>, w: &str| -> i32 {
+        let l = wait_for(lines, &format!("EVENT ready {w}"));
+        l.split("pid=").nth(1).unwrap().parse().unwrap()
+    };
+    let pid = worker_pid(&mut lines, "0.0");
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert_eq!(exe, std::env::current_exe().unwrap());
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(String::from_utf8_lossy(&cmdline).contains("events_commands_env_and_reexec"));
+
+    // Disconnect slot 1 through the handle, then shut down.
+    drop(child.stdin.take());
+    wait_for(&mut lines, "EVENT disconnect 1.0");
+    wait_for(&mut lines, "EVENT exit 1.0");
+    let exit = wait_for(&mut lines, "EVENT exit 0.0");
+    assert!(exit.contains("code=0") && exit.contains("requested=true"), "{exit}");
+    wait_for(&mut lines, "SERVE ok");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("master did not exit");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+    // Slot 1 stayed down after its disconnect: no second generation.
+    assert!(!lines.iter().any(|l| l.contains("EVENT fork 1.1")), "{lines:#?}");
+}
