@@ -38,6 +38,6 @@ pub mod http;
 pub mod listen;
 pub mod server;
 
-pub use http::{Handler, Limits, Request, Response, Version};
 pub use cluster::{Balance, Command, Event, ExitStatus, Handle, Respawn, WorkerId};
+pub use http::{Handler, Limits, Request, Response, Version};
 pub use server::{Backend, Config, Server, Timeouts};
