@@ -204,20 +204,24 @@ fn slowloris_clients_are_dropped_while_a_normal_client_is_served_fast() {
     // served at once: on a kept-alive connection and on fresh ones.
     let t0 = Instant::now();
     let mut keep = srv.connect();
-    let mut worst = Duration::ZERO;
+    let mut times = Vec::new();
     let mut n = 0;
     while t0.elapsed() < timeout.mul_f64(1.3) {
         let started = Instant::now();
         let r = if n % 2 == 0 { keep.get("/") } else { srv.connect().get("/") };
-        let took = started.elapsed();
+        times.push(started.elapsed());
         assert_eq!((r.status, r.body.as_slice()), (200, HELLO), "normal request {n}");
-        worst = worst.max(took);
         n += 1;
         thread::sleep(Duration::from_millis(20));
     }
+    // No normal request waited for the slow ones to time out, and the
+    // typical one was not slowed at all. (Bounds generous enough for a
+    // loaded 2-CPU machine: speed itself is measured by `make stress`.)
+    times.sort();
+    let (median, worst) = (times[times.len() / 2], times[times.len() - 1]);
     assert!(
-        worst < Duration::from_millis(250),
-        "a normal request took {worst:?} while {SLOW} slowloris clients were connected"
+        worst < timeout.mul_f64(0.8) && median < Duration::from_millis(100),
+        "normal requests took median {median:?}, worst {worst:?} while {SLOW} slowloris clients were connected"
     );
 
     let results = slow.join().expect("slowloris thread");
