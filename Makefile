@@ -5,7 +5,7 @@ LISTEN       ?= 127.0.0.1:8080
 # How long `make fuzz` runs, in seconds.
 FUZZ_SECONDS ?= 600
 
-.PHONY: help run build test lint bench bench-micro fuzz clean
+.PHONY: help run build test lint bench bench-micro stress fuzz clean
 
 help:
 	@echo "make run          build and start the demo cluster on $(LISTEN) (one worker per CPU)"
@@ -14,6 +14,9 @@ help:
 	@echo "make lint         rustfmt check and clippy with warnings as errors"
 	@echo "make bench        forkring against nginx under wrk (installs wrk and nginx if missing)"
 	@echo "make bench-micro  criterion benchmarks of the HTTP core"
+	@echo "make bench-ipc    shared-memory rings against a socketpair and the wake-up floors"
+	@echo "make loom         model-check the rings' atomics with loom"
+	@echo "make stress       faults under load, forkring beside nginx (tools/; installs wrk and nginx if missing)"
 	@echo "make fuzz         fuzz the HTTP core for FUZZ_SECONDS (installs cargo-fuzz if missing)"
 
 run:
@@ -49,6 +52,23 @@ bench:
 
 bench-micro:
 	$(CARGO) bench --bench http
+
+# Shared-memory rings against a Unix socketpair and the wake-up floors.
+bench-ipc:
+	$(CARGO) bench --bench ipc -- summary
+
+# Model-checks the ring's atomics with loom (its own target directory, so
+# the normal build is not recompiled).
+loom:
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release --lib ipc::
+
+# The stress harness (tools/, crate forkring-stress) against the release demo
+# server, nginx beside it; exits non-zero when a forkring bound fails.
+# STRESS_ARGS passes options on, e.g. STRESS_ARGS="--only 1,5".
+stress:
+	bash tools/install-deps.sh
+	$(CARGO) build --release --bin forkring
+	$(CARGO) run --release -p forkring-stress -- $(STRESS_ARGS)
 
 # `-s none` (no sanitizer) runs on the stable toolchain; the HTTP core has no
 # unsafe code of its own. New inputs go to fuzz/corpus/http_conn/ (seeds in

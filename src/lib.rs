@@ -35,6 +35,7 @@ mod sys;
 pub mod cluster;
 mod driver;
 pub mod http;
+pub mod ipc;
 pub mod listen;
 pub mod server;
 

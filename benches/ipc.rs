@@ -1,0 +1,614 @@
+//! Messaging between two forked processes: forkring's shared-memory ring
+//! beside a Unix socketpair (one `write` per message) and beside the floors
+//! no design beats, all measured in one run:
+//!
+//! - one-way throughput of 64-byte messages (messages per second);
+//! - round trip with the receiver busy-polling, beside a bare shared-memory
+//!   spin ping-pong (the cache-line floor);
+//! - round trip with the receiver asleep on its eventfd, beside a bare
+//!   eventfd ping-pong (the wake-up floor), both with blocking reads and
+//!   with the ring's own way to sleep (`poll`, then `read`).
+//!
+//! Criterion measures each with `iter_custom` (the peer process is forked
+//! once per benchmark and kept), then a summary table prints the same
+//! measurements, medians of a few fixed-size runs, with the ratios.
+//! The two processes are pinned to CPUs 0 and 1 when there are two.
+
+use std::hint::black_box;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, Criterion, Throughput};
+use forkring::ipc::{Channel, ChannelOptions, Notifier, Ring, RingOptions, SendError, Shm};
+
+/// Message size throughout.
+const SIZE: usize = 64;
+
+/// Pins the calling thread to `cpu`, if the machine has it.
+fn pin(cpu: usize) {
+    // SAFETY: `cpu_set_t` is plain old data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is below the set's capacity (the caller checks it
+    // against `cpus()`), and `set` is a live local.
+    unsafe {
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// CPUs online (not the affinity mask, which pinning narrows).
+fn cpus() -> usize {
+    // SAFETY: `sysconf` has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize
+}
+
+/// The forked peer of a benchmark, killed and reaped on drop.
+struct Peer(libc::pid_t);
+
+impl Peer {
+    /// Forks a child that pins itself to CPU 1 and runs `f` forever.
+    fn spawn(f: impl FnOnce()) -> Peer {
+        // SAFETY: criterion runs benchmarks on this one thread; the child
+        // runs only `f` (no locks taken) and `_exit`s.
+        match unsafe { libc::fork() } {
+            -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+            0 => {
+                if cpus() > 1 {
+                    pin(1);
+                }
+                f();
+                // SAFETY: ends the child without running the parent's state.
+                unsafe { libc::_exit(0) }
+            }
+            pid => Peer(pid),
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // SAFETY: our own, not yet reaped child.
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+            libc::waitpid(self.0, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// Shared words in their own cache lines, for progress counters and spins.
+struct Words(Shm);
+
+impl Words {
+    fn new() -> Words {
+        Words(Shm::anonymous(4096).unwrap())
+    }
+    /// Word `i`, alone on its 128-byte line.
+    fn get(&self, i: usize) -> &AtomicU64 {
+        assert!(i < 32);
+        // SAFETY: in bounds, aligned, zeroed, accessed only atomically; the
+        // mapping lives as long as `self`.
+        unsafe { &*self.0.as_ptr().cast::<AtomicU64>().add(i * 16) }
+    }
+}
+
+fn socketpair() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a live two-element array.
+    let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
+    assert_eq!(r, 0, "socketpair: {}", std::io::Error::last_os_error());
+    // SAFETY: just created, owned by nobody else.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+fn set_nonblocking(fd: RawFd) {
+    // SAFETY: plain fcntl on an open descriptor.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK) };
+}
+
+fn write_all(fd: RawFd, buf: &[u8]) {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: reads from a live slice.
+        let n = unsafe { libc::write(fd, buf[done..].as_ptr().cast(), buf.len() - done) };
+        if n > 0 {
+            done += n as usize;
+        } else if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock {
+            panic!("write: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
+/// Reads exactly `buf.len()` bytes, spinning on `EAGAIN` if non-blocking.
+fn read_exact(fd: RawFd, buf: &mut [u8]) -> bool {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: writes into a live slice.
+        let n = unsafe { libc::read(fd, buf[done..].as_mut_ptr().cast(), buf.len() - done) };
+        if n > 0 {
+            done += n as usize;
+        } else if n == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock {
+            return false;
+        }
+    }
+    true
+}
+
+fn eventfd_blocking() -> OwnedFd {
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    assert!(fd >= 0);
+    // SAFETY: just created, owned by nobody else.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+fn efd_write(fd: RawFd) {
+    let one = 1u64;
+    // SAFETY: 8 bytes from a live local.
+    unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+}
+
+fn efd_read(fd: RawFd) -> bool {
+    let mut v = 0u64;
+    // SAFETY: 8 bytes into a live local.
+    unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) == 8 }
+}
+
+/// One measurement: a peer process and what the benchmark process does.
+trait Scenario {
+    /// Runs `iters` messages (one-way) or round trips; returns the time.
+    fn run(&mut self, iters: u64) -> Duration;
+}
+
+/// Ring, one way: this process produces, the peer busy-polls and counts.
+struct RingOneWay {
+    tx: forkring::ipc::Producer,
+    words: Words,
+    sent: u64,
+    /// Check for a sleeping consumer after every message (`send`) instead
+    /// of once per burst (`try_send`, then `notify_if_waiting`).
+    per_message_check: bool,
+    _peer: Peer,
+}
+
+impl RingOneWay {
+    fn new(per_message_check: bool) -> RingOneWay {
+        let ring = Ring::new(RingOptions::default()).unwrap();
+        let (tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+        let words = Words::new();
+        let counter = words.get(0) as *const AtomicU64 as usize;
+        let peer = Peer::spawn(move || {
+            // SAFETY: the word lives in a shared mapping this child inherited
+            // and never unmaps.
+            let consumed = unsafe { &*(counter as *const AtomicU64) };
+            let (mut n, mut acc) = (0u64, 0u64);
+            loop {
+                let got = rx.recv_batch(|m| acc ^= u64::from_le_bytes(m[..8].try_into().unwrap())).unwrap_or(0);
+                if got > 0 {
+                    n += got as u64;
+                    consumed.store(n, Ordering::Release);
+                } else {
+                    std::hint::spin_loop();
+                }
+                black_box(acc);
+            }
+        });
+        RingOneWay { tx, words, sent: 0, per_message_check, _peer: peer }
+    }
+}
+
+impl Scenario for RingOneWay {
+    fn run(&mut self, iters: u64) -> Duration {
+        let mut msg = [7u8; SIZE];
+        let start = Instant::now();
+        for i in 0..iters {
+            msg[..8].copy_from_slice(&i.to_le_bytes());
+            loop {
+                let r = if self.per_message_check { self.tx.send(&msg) } else { self.tx.try_send(&msg) };
+                match r {
+                    Ok(()) => break,
+                    Err(SendError::Full) => {
+                        self.tx.notify_if_waiting();
+                        std::hint::spin_loop();
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        self.tx.notify_if_waiting();
+        self.sent += iters;
+        while self.words.get(0).load(Ordering::Acquire) < self.sent {
+            std::hint::spin_loop();
+        }
+        start.elapsed()
+    }
+}
+
+/// Socketpair, one way: one `write` per message; the peer reads in bulk.
+struct SockOneWay {
+    fd: OwnedFd,
+    words: Words,
+    sent: u64,
+    _peer: Peer,
+}
+
+impl SockOneWay {
+    fn new() -> SockOneWay {
+        let (a, b) = socketpair();
+        let words = Words::new();
+        let counter = words.get(0) as *const AtomicU64 as usize;
+        let peer = Peer::spawn(move || {
+            // SAFETY: as in `RingOneWay::new`.
+            let consumed = unsafe { &*(counter as *const AtomicU64) };
+            let mut buf = vec![0u8; 1 << 16];
+            let mut total = 0u64;
+            loop {
+                // SAFETY: writes into a live buffer.
+                let n = unsafe { libc::read(b.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if n <= 0 {
+                    return;
+                }
+                total += n as u64;
+                consumed.store(total, Ordering::Release);
+            }
+        });
+        SockOneWay { fd: a, words, sent: 0, _peer: peer }
+    }
+}
+
+impl Scenario for SockOneWay {
+    fn run(&mut self, iters: u64) -> Duration {
+        let msg = [7u8; SIZE];
+        let start = Instant::now();
+        for _ in 0..iters {
+            write_all(self.fd.as_raw_fd(), &msg);
+        }
+        self.sent += iters * SIZE as u64;
+        while self.words.get(0).load(Ordering::Acquire) < self.sent {
+            std::hint::spin_loop();
+        }
+        start.elapsed()
+    }
+}
+
+/// Ring round trip through a channel; the peer echoes. `sleep`: both sides
+/// sleep on their eventfds while waiting (else they busy-poll).
+struct RingRtt {
+    ch: Channel,
+    sleep: bool,
+    _peer: Peer,
+}
+
+impl RingRtt {
+    fn new(sleep: bool) -> RingRtt {
+        let ch = Channel::new(ChannelOptions::default()).unwrap();
+        let mut w = ch.worker().unwrap();
+        let peer = Peer::spawn(move || loop {
+            let (tx, rx) = w.split();
+            let n = rx.recv_batch(|m| while tx.try_send(m) == Err(SendError::Full) {}).unwrap_or(0);
+            if n > 0 {
+                tx.notify_if_waiting();
+            } else if sleep {
+                let _ = rx.wait(None);
+            } else {
+                std::hint::spin_loop();
+            }
+        });
+        RingRtt { ch, sleep, _peer: peer }
+    }
+}
+
+impl Scenario for RingRtt {
+    fn run(&mut self, iters: u64) -> Duration {
+        let m = self.ch.master();
+        let mut msg = [7u8; SIZE];
+        let start = Instant::now();
+        for i in 0..iters {
+            msg[..8].copy_from_slice(&i.to_le_bytes());
+            m.send(&msg).unwrap();
+            let mut got = false;
+            while !got {
+                m.recv_batch(|r| got = r[..8] == i.to_le_bytes()).unwrap();
+                if !got {
+                    if self.sleep {
+                        m.wait(None).unwrap();
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+        }
+        start.elapsed()
+    }
+}
+
+/// Socketpair round trip; the peer echoes. `spin`: non-blocking reads
+/// retried on `EAGAIN` (a busy receiver), else blocking reads.
+struct SockRtt {
+    fd: OwnedFd,
+    _peer: Peer,
+}
+
+impl SockRtt {
+    fn new(spin: bool) -> SockRtt {
+        let (a, b) = socketpair();
+        if spin {
+            set_nonblocking(a.as_raw_fd());
+            set_nonblocking(b.as_raw_fd());
+        }
+        let peer = Peer::spawn(move || {
+            let mut buf = [0u8; SIZE];
+            while read_exact(b.as_raw_fd(), &mut buf) {
+                write_all(b.as_raw_fd(), &buf);
+            }
+        });
+        SockRtt { fd: a, _peer: peer }
+    }
+}
+
+impl Scenario for SockRtt {
+    fn run(&mut self, iters: u64) -> Duration {
+        let mut buf = [7u8; SIZE];
+        let start = Instant::now();
+        for _ in 0..iters {
+            write_all(self.fd.as_raw_fd(), &buf);
+            assert!(read_exact(self.fd.as_raw_fd(), &mut buf));
+        }
+        start.elapsed()
+    }
+}
+
+/// The cache-line floor: two words in shared memory, each side spins on one
+/// and writes the other.
+struct SpinFloor {
+    words: Words,
+    _peer: Peer,
+}
+
+impl SpinFloor {
+    fn new() -> SpinFloor {
+        let words = Words::new();
+        let base = words.get(0) as *const AtomicU64 as usize;
+        let peer = Peer::spawn(move || {
+            // SAFETY: as in `RingOneWay::new`; words 0 and 16 are lines 0 and 1.
+            let (ping, pong) = unsafe { (&*(base as *const AtomicU64), &*((base + 128) as *const AtomicU64)) };
+            let mut last = 0;
+            loop {
+                let v = ping.load(Ordering::Acquire);
+                if v != last {
+                    last = v;
+                    pong.store(v, Ordering::Release);
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        SpinFloor { words, _peer: peer }
+    }
+}
+
+impl Scenario for SpinFloor {
+    fn run(&mut self, iters: u64) -> Duration {
+        let (ping, pong) = (self.words.get(0), self.words.get(1));
+        let base = ping.load(Ordering::Relaxed);
+        let start = Instant::now();
+        for i in base + 1..=base + iters {
+            ping.store(i, Ordering::Release);
+            while pong.load(Ordering::Acquire) != i {
+                std::hint::spin_loop();
+            }
+        }
+        start.elapsed()
+    }
+}
+
+/// The wake-up floor: two blocking eventfds, each side sleeps in `read`.
+struct EventfdFloor {
+    ping: OwnedFd,
+    pong: OwnedFd,
+    _peer: Peer,
+}
+
+impl EventfdFloor {
+    fn new() -> EventfdFloor {
+        let (ping, pong) = (eventfd_blocking(), eventfd_blocking());
+        let (pi, po) = (ping.as_raw_fd(), pong.as_raw_fd());
+        let peer = Peer::spawn(move || {
+            while efd_read(pi) {
+                efd_write(po);
+            }
+        });
+        EventfdFloor { ping, pong, _peer: peer }
+    }
+}
+
+impl Scenario for EventfdFloor {
+    fn run(&mut self, iters: u64) -> Duration {
+        let start = Instant::now();
+        for _ in 0..iters {
+            efd_write(self.ping.as_raw_fd());
+            efd_read(self.pong.as_raw_fd());
+        }
+        start.elapsed()
+    }
+}
+
+/// The wake-up floor as the ring sleeps: non-blocking eventfds, each side
+/// waits in `poll` and then reads ([`Notifier::wait`]).
+struct EventfdPollFloor {
+    ping: Arc<Notifier>,
+    pong: Arc<Notifier>,
+    _peer: Peer,
+}
+
+impl EventfdPollFloor {
+    fn new() -> EventfdPollFloor {
+        let (ping, pong) = (Arc::new(Notifier::new().unwrap()), Arc::new(Notifier::new().unwrap()));
+        let (pi, po) = (ping.clone(), pong.clone());
+        let peer = Peer::spawn(move || {
+            while pi.wait(None).unwrap_or(false) {
+                po.wake();
+            }
+        });
+        EventfdPollFloor { ping, pong, _peer: peer }
+    }
+}
+
+impl Scenario for EventfdPollFloor {
+    fn run(&mut self, iters: u64) -> Duration {
+        let start = Instant::now();
+        for _ in 0..iters {
+            self.ping.wake();
+            self.pong.wait(None).unwrap();
+        }
+        start.elapsed()
+    }
+}
+
+fn bench_one<S: Scenario>(c: &mut Criterion, group: &str, name: &str, elements: bool, mut s: S) {
+    let mut g = c.benchmark_group(group);
+    if elements {
+        g.throughput(Throughput::Elements(1));
+    }
+    g.bench_function(name, |b| b.iter_custom(|iters| s.run(iters)));
+    g.finish();
+}
+
+fn criterion_benches(c: &mut Criterion) {
+    let one_way = "ipc one-way 64 B";
+    bench_one(c, one_way, "ring try_send", true, RingOneWay::new(false));
+    bench_one(c, one_way, "ring send", true, RingOneWay::new(true));
+    bench_one(c, one_way, "socketpair", true, SockOneWay::new());
+    let busy = "ipc round trip, receiver busy";
+    bench_one(c, busy, "ring", false, RingRtt::new(false));
+    bench_one(c, busy, "socketpair EAGAIN spin", false, SockRtt::new(true));
+    bench_one(c, busy, "shm spin floor", false, SpinFloor::new());
+    let asleep = "ipc round trip, receiver asleep";
+    bench_one(c, asleep, "ring eventfd wake", false, RingRtt::new(true));
+    bench_one(c, asleep, "socketpair blocking", false, SockRtt::new(false));
+    bench_one(c, asleep, "eventfd floor", false, EventfdFloor::new());
+    bench_one(c, asleep, "eventfd floor, poll then read", false, EventfdPollFloor::new());
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(1500));
+    targets = criterion_benches
+}
+
+/// Time per item over `runs` runs of `iters` items, after a warm-up:
+/// (median, best). On a shared machine the best run is the one least
+/// disturbed by other processes.
+fn per_item<S: Scenario>(mut s: S, iters: u64, runs: usize) -> (f64, f64) {
+    s.run(iters / 4);
+    let mut t: Vec<f64> = (0..runs).map(|_| s.run(iters).as_secs_f64() / iters as f64).collect();
+    t.sort_by(f64::total_cmp);
+    (t[runs / 2], t[0])
+}
+
+/// Like [`per_item`] for several scenarios at once, run in turns (A, B, C,
+/// A, B, C, ...) so that background load falls on all of them alike. Only
+/// for scenarios whose peers sleep while idle.
+fn interleaved(scenarios: &mut [&mut dyn Scenario], iters: u64, runs: usize) -> Vec<(f64, f64)> {
+    for s in scenarios.iter_mut() {
+        s.run(iters / 4);
+    }
+    let mut t = vec![Vec::new(); scenarios.len()];
+    for _ in 0..runs {
+        for (s, t) in scenarios.iter_mut().zip(&mut t) {
+            t.push(s.run(iters).as_secs_f64() / iters as f64);
+        }
+    }
+    t.into_iter()
+        .map(|mut t| {
+            t.sort_by(f64::total_cmp);
+            (t[runs / 2], t[0])
+        })
+        .collect()
+}
+
+/// One row: median and best, scaled.
+fn row(what: &str, (median, best): (f64, f64), scale: f64, unit: &str) {
+    println!("  {what:<42} {:>9.3} {unit}   (best {:.3})", median * scale, best * scale);
+}
+
+/// Messages per second from (median, best) seconds per message.
+fn rate((median, best): (f64, f64)) -> (f64, f64) {
+    (1.0 / median, 1.0 / best)
+}
+
+fn summary() {
+    let runs = 7;
+    let ring_try = rate(per_item(RingOneWay::new(false), 10_000_000, runs));
+    let ring_send = rate(per_item(RingOneWay::new(true), 5_000_000, runs));
+    let sock = rate(per_item(SockOneWay::new(), 500_000, runs));
+    let ring_busy = per_item(RingRtt::new(false), 300_000, runs);
+    let sock_busy = per_item(SockRtt::new(true), 30_000, runs);
+    let spin = per_item(SpinFloor::new(), 300_000, runs);
+    let sleeping = interleaved(
+        &mut [
+            &mut RingRtt::new(true),
+            &mut SockRtt::new(false),
+            &mut EventfdFloor::new(),
+            &mut EventfdPollFloor::new(),
+        ],
+        3_000,
+        2 * runs + 1,
+    );
+    let (ring_sleep, sock_sleep, efd, efd_poll) = (sleeping[0], sleeping[1], sleeping[2], sleeping[3]);
+    let ratio = |a: (f64, f64), b: (f64, f64)| (a.0 / b.0, a.1 / b.1);
+
+    println!();
+    println!("forkring ipc: 64-byte messages between two processes (median of {runs} runs, and best)");
+    println!();
+    println!("one-way throughput");
+    row("ring, try_send + one notify per burst", ring_try, 1e-6, "M msg/s");
+    row("ring, send (wake-up check per message)", ring_send, 1e-6, "M msg/s");
+    row("socketpair, one write per message", sock, 1e-6, "M msg/s");
+    let (m, b) = ratio(ring_try, sock);
+    let (ms, bs) = ratio(ring_send, sock);
+    println!("  ring / socketpair: {m:.1}x (best {b:.1}x); with send: {ms:.1}x (best {bs:.1}x)   goal: >= 20 M msg/s");
+    println!();
+    println!("round trip, receiver busy-polling");
+    row("ring", ring_busy, 1e6, "us");
+    row("socketpair, read spinning on EAGAIN", sock_busy, 1e6, "us");
+    row("floor: shared-memory spin ping-pong", spin, 1e6, "us");
+    let (m, b) = ratio(ring_busy, spin);
+    let (sm, sb) = ratio(sock_busy, ring_busy);
+    println!(
+        "  ring / floor: {m:.2}x (best {b:.2}x); socketpair / ring: {sm:.1}x (best {sb:.1}x)   goal: ring < 0.5 us"
+    );
+    println!();
+    println!("round trip, receiver asleep (eventfd wake-up; the four measured in turns, {} runs)", 2 * runs + 1);
+    row("ring", ring_sleep, 1e6, "us");
+    row("socketpair, blocking read", sock_sleep, 1e6, "us");
+    row("floor: eventfd ping-pong, blocking read", efd, 1e6, "us");
+    row("floor: eventfd ping-pong, poll then read", efd_poll, 1e6, "us");
+    let (m, b) = ratio(ring_sleep, efd);
+    let (pm, pb) = ratio(ring_sleep, efd_poll);
+    let (sm, sb) = ratio(sock_sleep, efd);
+    println!(
+        "  ring / floor: {m:.3} ({:+.1}%, best {b:.3}); ring / poll floor: {pm:.3} ({:+.1}%, best {pb:.3})",
+        (m - 1.0) * 100.0,
+        (pm - 1.0) * 100.0
+    );
+    println!("  socketpair / floor: {sm:.3} (best {sb:.3})   goal: ring within 10% of the floor");
+}
+
+fn main() {
+    if cpus() > 1 {
+        pin(0);
+    }
+    // `cargo bench --bench ipc -- summary` skips criterion and prints only
+    // the table.
+    let summary_only = std::env::args().any(|a| a == "summary");
+    if !summary_only {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    }
+    summary();
+}

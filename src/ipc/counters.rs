@@ -1,0 +1,283 @@
+//! Per-worker counters in shared memory.
+//!
+//! One worker writes its slot's counters (plain load and store of each
+//! atomic: no locked instruction, no system call); the master reads them at
+//! any time. They live in the slot's shared mapping, which outlives the
+//! worker, so they are cumulative per slot across respawns. A snapshot reads
+//! each counter atomically but not all of them at one instant.
+
+use std::fmt;
+use std::io;
+use std::ops::{Add, AddAssign};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::shm::Shm;
+
+/// One counter of [`Counters`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(usize)]
+pub enum Counter {
+    /// Requests parsed and handed to the handler.
+    Requests,
+    /// Responses with a 1xx status.
+    Responses1xx,
+    /// Responses with a 2xx status.
+    Responses2xx,
+    /// Responses with a 3xx status.
+    Responses3xx,
+    /// Responses with a 4xx status.
+    Responses4xx,
+    /// Responses with a 5xx status.
+    Responses5xx,
+    /// Bytes received from clients.
+    BytesIn,
+    /// Bytes sent to clients.
+    BytesOut,
+    /// Connections open now (a gauge).
+    OpenConnections,
+    /// Connections accepted.
+    Accepts,
+    /// Requests rejected as malformed.
+    ParseErrors,
+    /// Messages the worker sent to the master.
+    RingSent,
+    /// Messages the worker received from the master.
+    RingReceived,
+    /// Worker sends refused with `Full`.
+    RingFull,
+}
+
+/// How many counters there are.
+const N: usize = Counter::RingFull as usize + 1;
+
+/// A slot's counters, placed in shared memory: one cache-line-aligned block
+/// of `AtomicU64`s with a single writer (the worker).
+#[repr(C, align(128))]
+pub struct Counters {
+    /// Indexed by [`Counter`].
+    v: [AtomicU64; N],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters { v: std::array::from_fn(|_| AtomicU64::new(0)) }
+    }
+}
+
+impl Counters {
+    /// Adds `n` to `c`. Only one thread of the slot's worker calls this
+    /// (its event loop): the read-add-store is not atomic as a whole, and
+    /// needs not be with one writer. See [`Counters::add_shared`] otherwise.
+    #[inline]
+    pub fn add(&self, c: Counter, n: u64) {
+        let v = &self.v[c as usize];
+        // `Relaxed`: a counter orders nothing; the master reads each value
+        // whole (atomic load), never torn.
+        v.store(v.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// Adds `n` to `c` with a locked add, for a worker that updates its
+    /// counters from more than one thread (an offload pool). Do not mix it
+    /// with [`Counters::add`] on the same counter from another thread.
+    #[inline]
+    pub fn add_shared(&self, c: Counter, n: u64) {
+        // `Relaxed`: as in `add`; the read-modify-write is what makes
+        // concurrent adds safe.
+        self.v[c as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds one to `c`.
+    #[inline]
+    pub fn inc(&self, c: Counter) {
+        self.add(c, 1);
+    }
+
+    /// Counts a response by its status class (statuses outside 100..=599
+    /// count as 5xx).
+    #[inline]
+    pub fn response(&self, status: u16) {
+        let c = match status {
+            100..=199 => Counter::Responses1xx,
+            200..=299 => Counter::Responses2xx,
+            300..=399 => Counter::Responses3xx,
+            400..=499 => Counter::Responses4xx,
+            _ => Counter::Responses5xx,
+        };
+        self.inc(c);
+    }
+
+    /// Counts an accepted connection: one more accept, one more open.
+    #[inline]
+    pub fn connection_opened(&self) {
+        self.inc(Counter::Accepts);
+        self.inc(Counter::OpenConnections);
+    }
+
+    /// Counts a closed connection.
+    #[inline]
+    pub fn connection_closed(&self) {
+        self.add(Counter::OpenConnections, u64::MAX); // wrapping: minus one
+    }
+
+    /// The value of one counter.
+    pub fn get(&self, c: Counter) -> u64 {
+        self.v[c as usize].load(Ordering::Relaxed)
+    }
+
+    /// Zeroes the gauges (open connections): the master calls this when a
+    /// slot's worker has died, before forking its replacement, since the
+    /// dead worker's connections died with it. Totals are kept.
+    pub fn reset_gauges(&self) {
+        self.v[Counter::OpenConnections as usize].store(0, Ordering::Relaxed);
+    }
+
+    /// Reads every counter.
+    pub fn snapshot(&self) -> Snapshot {
+        let g = |c| self.get(c);
+        Snapshot {
+            requests: g(Counter::Requests),
+            responses: [
+                g(Counter::Responses1xx),
+                g(Counter::Responses2xx),
+                g(Counter::Responses3xx),
+                g(Counter::Responses4xx),
+                g(Counter::Responses5xx),
+            ],
+            bytes_in: g(Counter::BytesIn),
+            bytes_out: g(Counter::BytesOut),
+            open_connections: g(Counter::OpenConnections),
+            accepts: g(Counter::Accepts),
+            parse_errors: g(Counter::ParseErrors),
+            ring_sent: g(Counter::RingSent),
+            ring_received: g(Counter::RingReceived),
+            ring_full: g(Counter::RingFull),
+        }
+    }
+}
+
+impl fmt::Debug for Counters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.snapshot().fmt(f)
+    }
+}
+
+/// Counter values read at one time; add them up over workers with `+` or
+/// `.sum()`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Requests parsed and handed to the handler.
+    pub requests: u64,
+    /// Responses by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
+    pub responses: [u64; 5],
+    /// Bytes received from clients.
+    pub bytes_in: u64,
+    /// Bytes sent to clients.
+    pub bytes_out: u64,
+    /// Connections open (a gauge).
+    pub open_connections: u64,
+    /// Connections accepted.
+    pub accepts: u64,
+    /// Requests rejected as malformed.
+    pub parse_errors: u64,
+    /// Messages sent by the worker to the master.
+    pub ring_sent: u64,
+    /// Messages received by the worker from the master.
+    pub ring_received: u64,
+    /// Worker sends refused with `Full`.
+    pub ring_full: u64,
+}
+
+impl Add for Snapshot {
+    type Output = Snapshot;
+    fn add(mut self, o: Snapshot) -> Snapshot {
+        self += o;
+        self
+    }
+}
+
+impl AddAssign for Snapshot {
+    fn add_assign(&mut self, o: Snapshot) {
+        self.requests += o.requests;
+        for (a, b) in self.responses.iter_mut().zip(o.responses) {
+            *a += b;
+        }
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.open_connections += o.open_connections;
+        self.accepts += o.accepts;
+        self.parse_errors += o.parse_errors;
+        self.ring_sent += o.ring_sent;
+        self.ring_received += o.ring_received;
+        self.ring_full += o.ring_full;
+    }
+}
+
+impl std::iter::Sum for Snapshot {
+    fn sum<I: Iterator<Item = Snapshot>>(iter: I) -> Snapshot {
+        iter.fold(Snapshot::default(), Add::add)
+    }
+}
+
+/// [`Counters`] in a shared page of their own (a [`super::Channel`] carries
+/// one already).
+#[derive(Clone)]
+pub struct SharedCounters {
+    /// The mapping.
+    shm: Arc<Shm>,
+}
+
+impl SharedCounters {
+    /// Maps a zeroed page of counters; make it before forking the worker.
+    pub fn new() -> io::Result<SharedCounters> {
+        let shm = Arc::new(Shm::new(std::mem::size_of::<Counters>())?);
+        // SAFETY: the mapping is page-aligned and at least a page long, and
+        // nothing else uses it yet.
+        unsafe { shm.as_ptr().cast::<Counters>().write(Counters::default()) };
+        Ok(SharedCounters { shm })
+    }
+}
+
+impl std::ops::Deref for SharedCounters {
+    type Target = Counters;
+    fn deref(&self) -> &Counters {
+        // SAFETY: `new` placed a `Counters` at the start of the mapping,
+        // which `self.shm` keeps mapped; it is only accessed through atomics.
+        unsafe { &*self.shm.as_ptr().cast::<Counters>() }
+    }
+}
+
+impl fmt::Debug for SharedCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SharedCounters").field(&self.snapshot()).finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_sums() {
+        let c = SharedCounters::new().unwrap();
+        c.inc(Counter::Requests);
+        c.response(204);
+        c.response(404);
+        c.response(999);
+        c.add(Counter::BytesIn, 100);
+        c.add_shared(Counter::BytesOut, 7);
+        c.connection_opened();
+        c.connection_opened();
+        c.connection_closed();
+        let s = c.snapshot();
+        assert_eq!(s.requests, 1);
+        assert_eq!(s.responses, [0, 1, 0, 1, 1]);
+        assert_eq!((s.bytes_in, s.bytes_out, s.accepts, s.open_connections), (100, 7, 2, 1));
+        let total: Snapshot = [s, s].into_iter().sum();
+        assert_eq!(total.accepts, 4);
+        assert_eq!(total, s + s);
+        c.reset_gauges();
+        assert_eq!(c.snapshot().open_connections, 0);
+        assert_eq!(c.snapshot().accepts, 2);
+    }
+}

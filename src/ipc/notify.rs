@@ -1,0 +1,77 @@
+//! The eventfd a ring's consumer sleeps on.
+//!
+//! The protocol that decides *when* it is written lives with the ring's
+//! `waiting` word ([`super::Producer::should_wake`],
+//! [`super::Consumer::prepare_sleep`]); this type only owns the descriptor.
+//! The master makes it before fork; the worker keeps a read on it in its
+//! io_uring loop (or registers it with epoll), the master in its own loop.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+/// An eventfd (non-blocking, close-on-exec) used as a wake-up signal.
+pub struct Notifier {
+    /// The eventfd.
+    fd: OwnedFd,
+}
+
+impl Notifier {
+    /// Creates an eventfd.
+    pub fn new() -> io::Result<Notifier> {
+        Ok(Notifier { fd: crate::sys::eventfd()? })
+    }
+
+    /// Wraps an eventfd received from elsewhere (a re-executed worker's
+    /// inherited descriptor). It should be non-blocking: [`Notifier::drain`]
+    /// reads it when it may not be signalled.
+    pub fn from_fd(fd: OwnedFd) -> Notifier {
+        Notifier { fd }
+    }
+
+    /// The descriptor, to register with epoll or read from io_uring. It
+    /// becomes readable when the producer wakes its consumer.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Signals the eventfd (one `write`; async-signal-safe).
+    pub fn wake(&self) {
+        crate::sys::eventfd_wake(self.fd.as_raw_fd());
+    }
+
+    /// Reads and resets the counter; 0 if it was not signalled. An event loop
+    /// whose io_uring read already consumed the counter does not call this.
+    pub fn drain(&self) -> io::Result<u64> {
+        crate::sys::eventfd_drain(self.fd.as_raw_fd())
+    }
+
+    /// Blocks until the eventfd is signalled or `timeout` passes (`None`:
+    /// no limit), then drains it. Returns false on timeout.
+    pub fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        let ms = match timeout {
+            None => -1,
+            Some(t) => t.as_millis().min(i32::MAX as u128) as i32,
+        };
+        let mut p = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        loop {
+            // SAFETY: one live `pollfd`, count 1.
+            match syscall!(poll(&mut p, 1, ms)) {
+                Ok(0) => return Ok(false),
+                Ok(_) => {
+                    self.drain()?;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Notifier").field("fd", &self.fd.as_raw_fd()).finish()
+    }
+}
