@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::http::Handler;
+use crate::ipc::{Channel, ChannelOptions, SendError, Snapshot, WorkerEnd};
 use crate::server::Config;
 use crate::sys::context;
 
@@ -181,6 +182,14 @@ pub enum Event {
         /// Its pid.
         pid: i32,
     },
+    /// The worker sent the master a message (through its shared-memory
+    /// ring).
+    Message {
+        /// Which worker.
+        worker: WorkerId,
+        /// The message.
+        data: Vec<u8>,
+    },
     /// The worker exited.
     Exit {
         /// Which worker.
@@ -205,6 +214,7 @@ impl fmt::Display for Event {
             Event::Listening { worker, pid, addr } => write!(f, "listening {worker} pid={pid} addr={addr}"),
             Event::Ready { worker, pid } => write!(f, "ready {worker} pid={pid}"),
             Event::Disconnect { worker, pid } => write!(f, "disconnect {worker} pid={pid}"),
+            Event::Message { worker, data } => write!(f, "message {worker} len={}", data.len()),
             Event::Exit { worker, pid, status, requested } => {
                 let how = match status {
                     ExitStatus::Code(c) => format!("code={c}"),
@@ -267,7 +277,68 @@ impl Handle {
 }
 
 /// Callback invoked on the master loop for every event.
-pub type EventCallback = Box<dyn FnMut(&Event, &Handle)>;
+pub type EventCallback = Box<dyn FnMut(&Event, &mut Ctl<'_>)>;
+
+/// Callback invoked on the master loop at a fixed period.
+pub type TimerCallback = Box<dyn FnMut(&mut Ctl<'_>)>;
+
+/// The master loop's controls, handed to event and timer callbacks: send
+/// messages to workers, read their counters, queue commands.
+pub struct Ctl<'a> {
+    slots: &'a mut Vec<Slot>,
+    handle: Handle,
+}
+
+impl fmt::Debug for Ctl<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ctl").field("workers", &self.workers()).finish()
+    }
+}
+
+impl Ctl<'_> {
+    /// Sends `msg` to the current worker of `slot`. `Full` when its ring is
+    /// full (backpressure: nothing is queued or dropped silently), `Closed`
+    /// when the slot has no live worker or it is draining, `TooLarge` past
+    /// the ring's largest message.
+    pub fn send(&mut self, slot: usize, msg: &[u8]) -> Result<(), SendError> {
+        let Some(s) = self.slots.get_mut(slot) else { return Err(SendError::Closed) };
+        let Some(p) = s.current.as_ref().filter(|p| !p.stopping) else { return Err(SendError::Closed) };
+        let idx = p.chan_idx;
+        s.channels[idx].ch.master().send(msg)
+    }
+
+    /// Sends `msg` to every live worker; returns how many it reached (the
+    /// others were full, draining or gone).
+    pub fn broadcast(&mut self, msg: &[u8]) -> usize {
+        (0..self.slots.len()).filter(|&i| self.send(i, msg).is_ok()).count()
+    }
+
+    /// The current workers, by slot.
+    pub fn workers(&self) -> Vec<WorkerId> {
+        self.slots.iter().filter_map(|s| s.current.as_ref().map(|p| p.id)).collect()
+    }
+
+    /// The counters of `slot`, totals since the cluster started (all its
+    /// workers, past and present).
+    pub fn counters(&self, slot: usize) -> Option<Snapshot> {
+        self.slots.get(slot).map(Slot::counters)
+    }
+
+    /// The counters of every slot, summed.
+    pub fn total(&self) -> Snapshot {
+        self.slots.iter().map(Slot::counters).sum()
+    }
+
+    /// Queues a command (kill, disconnect, reload...).
+    pub fn command(&self, cmd: Command) {
+        self.handle.send(cmd);
+    }
+
+    /// A thread-safe handle for commands.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+}
 
 /// Per-worker environment: `(name, value)` pairs for a slot.
 pub type WorkerEnv = Box<dyn Fn(usize) -> Vec<(String, String)>>;
@@ -275,6 +346,7 @@ pub type WorkerEnv = Box<dyn Fn(usize) -> Vec<(String, String)>>;
 /// What the master needs besides [`Config`].
 pub(crate) struct Hooks {
     pub(crate) callbacks: Vec<EventCallback>,
+    pub(crate) timers: Vec<(Duration, TimerCallback)>,
     pub(crate) senders: Vec<Sender<Event>>,
     pub(crate) worker_env: Option<WorkerEnv>,
     pub(crate) cmd_tx: Sender<Command>,
@@ -287,6 +359,7 @@ impl Hooks {
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
         Hooks {
             callbacks: Vec::new(),
+            timers: Vec::new(),
             senders: Vec::new(),
             worker_env: None,
             cmd_tx,
@@ -350,6 +423,8 @@ struct Proc {
     ready_at: Option<Instant>,
     /// The master asked it to stop; its exit is no crash.
     stopping: bool,
+    /// Which of its slot's channels it uses.
+    chan_idx: usize,
 }
 
 /// One slot of the process table.
@@ -371,6 +446,16 @@ struct Slot {
     parked: bool,
     /// Being removed (scale down): its socket closes once its worker exits.
     removing: bool,
+    /// Shared-memory channels of the slot's workers: one per live worker
+    /// (old and new overlap during a reload), reused after a reap.
+    channels: Vec<SlotChannel>,
+}
+
+/// A channel and the generation of the worker using it.
+#[derive(Debug)]
+struct SlotChannel {
+    ch: Channel,
+    user: Option<u64>,
 }
 
 /// Phase of the whole cluster.
@@ -407,6 +492,8 @@ struct Master<'a, F> {
     crashes: VecDeque<Instant>,
     ready_notified: bool,
     fatal: Option<io::Error>,
+    /// When each of `hooks.timers` runs next.
+    timer_due: Vec<Instant>,
 }
 
 /// Time past the drain timeout after which the master kills a worker.
@@ -417,6 +504,7 @@ const TOKEN_WAKE: u64 = u64::MAX - 1;
 /// Token kinds for pidfds and channels: `kind << 62 | slot << 40 | generation`.
 const KIND_PIDFD: u64 = 1;
 const KIND_CHAN: u64 = 2;
+const KIND_RING: u64 = 3;
 
 fn token(kind: u64, id: WorkerId) -> u64 {
     kind << 62 | (id.slot as u64) << 40 | (id.generation & ((1 << 40) - 1))
@@ -506,7 +594,10 @@ where
         crashes: VecDeque::new(),
         ready_notified: false,
         fatal: None,
+        timer_due: Vec::new(),
     };
+    let now = Instant::now();
+    master.timer_due = master.hooks.timers.iter().map(|(period, _)| now + *period).collect();
     master.watch(master.sigfd.as_raw_fd(), TOKEN_SIGNAL)?;
     master.watch(master.wake.as_raw_fd(), TOKEN_WAKE)?;
     master.hooks.wake.store(master.wake.as_raw_fd(), Ordering::Release);
@@ -552,7 +643,25 @@ impl Slot {
             respawn_at: None,
             parked: false,
             removing: false,
+            channels: Vec::new(),
         }
+    }
+
+    /// Totals over every channel the slot has used.
+    fn counters(&self) -> Snapshot {
+        self.channels.iter().map(|c| c.ch.counters().snapshot()).sum()
+    }
+
+    /// A free channel for a new worker of generation `generation`, reset
+    /// (its previous worker was reaped), or a new one.
+    fn take_channel(&mut self, generation: u64, opts: ChannelOptions) -> io::Result<usize> {
+        if let Some(i) = self.channels.iter().position(|c| c.user.is_none()) {
+            self.channels[i].ch.reset()?;
+            self.channels[i].user = Some(generation);
+            return Ok(i);
+        }
+        self.channels.push(SlotChannel { ch: Channel::new(opts)?, user: Some(generation) });
+        Ok(self.channels.len() - 1)
     }
 
     fn procs(&self) -> impl Iterator<Item = &Proc> {
@@ -577,12 +686,59 @@ where
     }
 
     fn emit(&mut self, ev: Event) {
-        log::debug!("event {ev:?}");
-        let handle = self.hooks.handle();
-        for cb in self.hooks.callbacks.iter_mut() {
-            cb(&ev, &handle);
+        log::debug!("event {ev}");
+        let mut callbacks = std::mem::take(&mut self.hooks.callbacks);
+        let mut ctl = Ctl { slots: &mut self.slots, handle: self.hooks.handle() };
+        for cb in callbacks.iter_mut() {
+            cb(&ev, &mut ctl);
         }
+        self.hooks.callbacks = callbacks;
         self.hooks.senders.retain(|tx| tx.send(ev.clone()).is_ok());
+    }
+
+    /// Runs the periodic callbacks that are due.
+    fn run_timers(&mut self, now: Instant) {
+        let mut timers = std::mem::take(&mut self.hooks.timers);
+        for (i, (period, cb)) in timers.iter_mut().enumerate() {
+            if self.timer_due[i] <= now {
+                self.timer_due[i] = now + *period;
+                let mut ctl = Ctl { slots: &mut self.slots, handle: self.hooks.handle() };
+                cb(&mut ctl);
+            }
+        }
+        self.hooks.timers = timers;
+    }
+
+    /// Hands the messages a worker sent to the event callbacks and channel.
+    fn read_ring(&mut self, slot: usize, generation: u64) {
+        let Some(p) = self.find_mut(slot, generation) else { return };
+        let (id, idx) = (p.id, p.chan_idx);
+        let end = self.slots[slot].channels[idx].ch.master();
+        end.after_wake();
+        let mut msgs = Vec::new();
+        // One ring's worth at most per turn, so a flooding worker cannot
+        // hold up the supervisor.
+        if let Err(e) = end.recv_batch(|m| msgs.push(m.to_vec())) {
+            log::error!("worker {id}: ring from the worker is unreadable ({e:?}); ignoring it until respawn");
+        }
+        for data in msgs {
+            self.emit(Event::Message { worker: id, data });
+        }
+    }
+
+    /// Tells every worker's ring that the master is about to sleep; false
+    /// when a message is already waiting (then the master must not block).
+    fn rings_may_sleep(&mut self) -> bool {
+        let mut may = true;
+        for s in &mut self.slots {
+            let procs: Vec<usize> = s.procs().map(|p| p.chan_idx).collect();
+            for idx in procs {
+                if !s.channels[idx].ch.master().prepare_sleep() {
+                    may = false;
+                }
+            }
+        }
+        may
     }
 
     fn listener_of(&self, slot: usize) -> RawFd {
@@ -600,6 +756,7 @@ where
         let id = WorkerId { slot, generation };
         let (master_end, worker_end) = socketpair()?;
         let listener = self.listener_of(slot);
+        let chan_idx = self.slots[slot].take_channel(generation, self.config.ipc)?;
         // Every descriptor the child must not keep.
         let mut close_in_child: Vec<RawFd> =
             vec![self.epoll.as_raw_fd(), self.sigfd.as_raw_fd(), self.wake.as_raw_fd(), master_end.as_raw_fd()];
@@ -615,6 +772,13 @@ where
                     close_in_child.push(c.as_raw_fd());
                 }
             }
+            for (j, c) in s.channels.iter().enumerate() {
+                if (i, j) != (slot, chan_idx) {
+                    if let Some(fds) = c.ch.fds() {
+                        close_in_child.extend([fds.shm, fds.worker_wake, fds.master_wake].map(|fd| fd.as_raw_fd()));
+                    }
+                }
+            }
         }
         let env: Vec<(String, String)> = self.hooks.worker_env.as_ref().map(|f| f(slot)).unwrap_or_default();
         let parent = std::process::id() as i32;
@@ -628,7 +792,19 @@ where
             for fd in close_in_child {
                 crate::sys::close(fd);
             }
-            let code = worker_main(self.config, self.factory, id, parent, listener, worker_end, env);
+            let ch = &self.slots[slot].channels[chan_idx].ch;
+            let ring = match (self.config.reexec, ch.fds()) {
+                // A re-executed worker attaches from the descriptors.
+                (true, Some(fds)) => {
+                    WorkerRing::Fds([fds.shm, fds.worker_wake, fds.master_wake].map(|fd| fd.as_raw_fd()))
+                }
+                _ => match ch.worker() {
+                    Ok(end) => WorkerRing::End(Box::new(end)),
+                    // SAFETY: _exit ends the child at once (see below).
+                    Err(_) => unsafe { libc::_exit(1) },
+                },
+            };
+            let code = worker_main(self.config, self.factory, id, parent, listener, worker_end, ring, env);
             // SAFETY: _exit ends the child without running the parent's
             // atexit handlers or flushing its copied stdio buffers.
             unsafe { libc::_exit(code) };
@@ -637,6 +813,9 @@ where
         let pidfd = pidfd_open(pid)?;
         self.watch(pidfd.as_raw_fd(), token(KIND_PIDFD, id))?;
         self.watch(master_end.as_raw_fd(), token(KIND_CHAN, id))?;
+        if let Some(fds) = self.slots[slot].channels[chan_idx].ch.fds() {
+            self.watch(fds.master_wake.as_raw_fd(), token(KIND_RING, id))?;
+        }
         let proc = Proc {
             id,
             pid,
@@ -646,6 +825,7 @@ where
             forked_at: Instant::now(),
             ready_at: None,
             stopping: false,
+            chan_idx,
         };
         let s = &mut self.slots[slot];
         if let Some(old) = s.current.take() {
@@ -659,7 +839,7 @@ where
     fn run_loop(&mut self) -> io::Result<Outcome> {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
         loop {
-            let timeout = self.next_timeout();
+            let timeout = if self.rings_may_sleep() { self.next_timeout() } else { 0 };
             let n =
                 match syscall!(epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout)) {
                     Ok(n) => n as usize,
@@ -678,11 +858,26 @@ where
                         match kind {
                             KIND_PIDFD => self.reap(slot, generation),
                             KIND_CHAN => self.read_channel(slot, generation),
+                            KIND_RING => {
+                                if let Some(idx) = self.find_mut(slot, generation).map(|p| p.chan_idx) {
+                                    let fd = self.slots[slot].channels[idx].ch.master().fd().as_raw_fd();
+                                    let _ = crate::sys::eventfd_drain(fd);
+                                }
+                            }
                             _ => {}
                         }
                     }
                 }
             }
+            // Messages are read from every ring each turn, not only from the
+            // one whose eventfd fired: a worker writes the eventfd only when
+            // the master said it would sleep.
+            let ids: Vec<(usize, u64)> =
+                self.slots.iter().enumerate().flat_map(|(i, s)| s.procs().map(move |p| (i, p.id.generation))).collect();
+            for (slot, generation) in ids {
+                self.read_ring(slot, generation);
+            }
+            self.run_timers(Instant::now());
             while let Ok(cmd) = self.hooks.cmd_rx.try_recv() {
                 self.command(cmd);
             }
@@ -725,6 +920,9 @@ where
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
         if let Phase::Stopping(d) = self.phase {
             consider(d);
+        }
+        for &t in &self.timer_due {
+            consider(t);
         }
         for s in &self.slots {
             if let Some(t) = s.respawn_at {
@@ -841,6 +1039,8 @@ where
         for p in s.current.iter_mut().chain(s.retiring.iter_mut()) {
             if !p.stopping {
                 p.stopping = true;
+                // Messages to a draining worker are refused (`Closed`).
+                s.channels[p.chan_idx].ch.close();
                 // SAFETY: kill(2) to an unreaped child (see Command::Kill).
                 unsafe { libc::kill(p.pid, libc::SIGTERM) };
                 disconnected.push((p.id, p.pid));
@@ -987,6 +1187,16 @@ where
             i.map(|i| s.retiring.remove(i))
         };
         let Some(proc) = proc else { return };
+        // Its connections died with it; the channel is free for a later
+        // worker, which resets it first.
+        let c = &mut self.slots[slot].channels[proc.chan_idx];
+        c.ch.close();
+        c.ch.counters().reset_gauges();
+        c.user = None;
+        if let Some(fds) = c.ch.fds() {
+            let fd = fds.master_wake.as_raw_fd();
+            self.unwatch(fd);
+        }
         self.unwatch(proc.pidfd.as_raw_fd());
         if let Some(c) = &proc.chan {
             self.unwatch(c.as_raw_fd());
@@ -1107,8 +1317,8 @@ where
         self.slots[slot].removing = true;
         self.slots[slot].respawn_at = None;
         // The master's copy of the socket goes now, so the socket leaves the
-        // reuseport group when the worker (which keeps accepting what is
-        // queued until it has drained) closes its copy.
+        // reuseport group when the draining worker, having accepted what is
+        // queued, closes its copy.
         self.slots[slot].listener = None;
         if let Some(p) = self.slots[slot].current.take() {
             self.slots[slot].retiring.push(p);
@@ -1171,6 +1381,14 @@ fn send_msg(chan: RawFd, msg: u8) {
 
 /// The worker side, right after fork (or after re-exec). Returns the exit
 /// code.
+/// How a forked worker gets its ring: claimed in the child, or (re-exec)
+/// as descriptors handed across exec.
+enum WorkerRing {
+    End(Box<WorkerEnd>),
+    Fds([RawFd; 3]),
+}
+
+#[allow(clippy::too_many_arguments)]
 fn worker_main<H, F>(
     config: &Config,
     factory: &F,
@@ -1178,6 +1396,7 @@ fn worker_main<H, F>(
     parent: i32,
     listener: RawFd,
     chan: OwnedFd,
+    ring: WorkerRing,
     env: Vec<(String, String)>,
 ) -> i32
 where
@@ -1193,19 +1412,18 @@ where
     }
     // SAFETY: SELF_ID is written here, before the worker has any thread.
     unsafe { *std::ptr::addr_of_mut!(SELF_ID) = Some(id) };
-    // The master blocked these for its signalfd; the worker handles them.
-    let mask = signal_mask();
-    // SAFETY: `mask` is initialised; a null old-mask is allowed.
-    unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &mask, std::ptr::null_mut()) };
     std::env::set_var("FORKRING_WORKER_ID", id.slot.to_string());
     std::env::set_var("FORKRING_WORKER_GENERATION", id.generation.to_string());
     for (k, v) in &env {
         std::env::set_var(k, v);
     }
-    if config.reexec {
-        return reexec(id, listener, chan);
-    }
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve_worker(config, factory, id, listener, chan))) {
+    let end = match ring {
+        WorkerRing::Fds(fds) => return reexec(id, listener, chan, fds),
+        WorkerRing::End(end) => end,
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        serve_worker(config, factory, id, listener, chan, Some(*end))
+    })) {
         Ok(Ok(())) => 0,
         Ok(Err(e)) => {
             log::error!("worker {id}: {e}");
@@ -1222,13 +1440,24 @@ pub(crate) fn serve_worker<H, F>(
     id: WorkerId,
     listener: RawFd,
     chan: OwnedFd,
+    ring: Option<WorkerEnd>,
 ) -> io::Result<()>
 where
     H: Handler,
     F: Fn() -> H,
 {
     send_msg(chan.as_raw_fd(), MSG_ONLINE);
-    let ctl = crate::driver::Control::install()?;
+    let mut ctl = crate::driver::Control::install()?;
+    // The master blocked these for its signalfd, and they stay blocked
+    // until the drain handler is in place: a SIGTERM that comes earlier
+    // (the slot removed while its worker starts) is then a drain, which
+    // serves what is queued on the listener, and not a death that resets it.
+    let mask = signal_mask();
+    // SAFETY: `mask` is initialised; a null old-mask is allowed.
+    unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &mask, std::ptr::null_mut()) };
+    if let Some(end) = ring {
+        ctl.set_inbox(crate::worker::install(end));
+    }
     ctl.watch_lifeline(chan.as_raw_fd())?;
     if config.pin {
         pin_to_cpu(id.slot)?;
@@ -1236,9 +1465,11 @@ where
     if let Some(user) = &config.user {
         drop_privileges(user)?;
     }
-    // SAFETY: the master keeps this descriptor open for the worker's life
-    // (it was inherited across fork or exec).
-    let listener = unsafe { std::os::fd::BorrowedFd::borrow_raw(listener) };
+    // SAFETY: this descriptor is the worker's own copy of the slot's
+    // socket: inherited across fork (the copy of the master's owner in this
+    // process is never dropped, the child leaves through `_exit`) or passed
+    // across exec for this worker alone. The driver closes it when draining.
+    let listener = unsafe { OwnedFd::from_raw_fd(listener) };
     send_msg(chan.as_raw_fd(), MSG_LISTENING);
     let mut handler = factory();
     send_msg(chan.as_raw_fd(), MSG_READY);
@@ -1247,10 +1478,10 @@ where
     Ok(())
 }
 
-fn reexec(id: WorkerId, listener: RawFd, chan: OwnedFd) -> i32 {
+fn reexec(id: WorkerId, listener: RawFd, chan: OwnedFd, ring: [RawFd; 3]) -> i32 {
     use std::os::unix::process::CommandExt;
-    // The two descriptors must survive exec.
-    for fd in [listener, chan.as_raw_fd()] {
+    // These descriptors must survive exec.
+    for fd in [listener, chan.as_raw_fd(), ring[0], ring[1], ring[2]] {
         if let Ok(flags) = syscall!(fcntl(fd, libc::F_GETFD)) {
             let _ = syscall!(fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC));
         }
@@ -1258,29 +1489,48 @@ fn reexec(id: WorkerId, listener: RawFd, chan: OwnedFd) -> i32 {
     let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
     let err = std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
-        .env(WORKER_ENV, format!("{}:{}:{}:{}", id.slot, id.generation, listener, chan.as_raw_fd()))
+        .env(
+            WORKER_ENV,
+            format!(
+                "{}:{}:{}:{}:{}:{}:{}",
+                id.slot,
+                id.generation,
+                listener,
+                chan.as_raw_fd(),
+                ring[0],
+                ring[1],
+                ring[2]
+            ),
+        )
         .exec();
     log::error!("worker {id}: exec: {err}");
     127
 }
 
 /// In a re-executed worker: the identity and descriptors the master passed.
-pub(crate) fn reexec_worker() -> Option<(WorkerId, RawFd, OwnedFd)> {
-    let v = std::env::var(WORKER_ENV).ok()?;
+pub(crate) fn reexec_worker() -> io::Result<Option<(WorkerId, RawFd, OwnedFd, WorkerEnd)>> {
+    let Ok(v) = std::env::var(WORKER_ENV) else { return Ok(None) };
     std::env::remove_var(WORKER_ENV);
-    let mut it = v.split(':').map(|p| p.parse::<i64>().ok());
-    let (slot, generation, listener, chan) = (it.next()??, it.next()??, it.next()??, it.next()??);
-    // SAFETY: the master passed this descriptor across exec for us alone.
-    let chan = unsafe { OwnedFd::from_raw_fd(chan as RawFd) };
-    for fd in [listener as RawFd, chan.as_raw_fd()] {
-        if let Ok(flags) = syscall!(fcntl(fd, libc::F_GETFD)) {
-            let _ = syscall!(fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC));
-        }
+    let bad = || io::Error::new(io::ErrorKind::InvalidInput, format!("{WORKER_ENV}={v:?}: malformed"));
+    let nums: Vec<i64> = v.split(':').map(|p| p.parse::<i64>()).collect::<Result<_, _>>().map_err(|_| bad())?;
+    let &[slot, generation, listener, chan, shm, worker_wake, master_wake] = nums.as_slice() else {
+        return Err(bad());
+    };
+    let fds = [listener, chan, shm, worker_wake, master_wake].map(|fd| fd as RawFd);
+    for fd in fds {
+        let flags =
+            syscall!(fcntl(fd, libc::F_GETFD)).map_err(|e| context(e, format_args!("{WORKER_ENV}: fd {fd}")))?;
+        syscall!(fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC))?;
     }
+    // SAFETY: the master passed these descriptors across exec for this
+    // worker alone (checked open just above); each is owned once.
+    let [chan, shm, worker_wake, master_wake] =
+        unsafe { [fds[1], fds[2], fds[3], fds[4]].map(|fd| OwnedFd::from_raw_fd(fd)) };
+    let end = WorkerEnd::from_fds(shm, worker_wake, master_wake)?;
     let id = WorkerId { slot: slot as usize, generation: generation as u64 };
     // SAFETY: written before the worker starts any thread.
     unsafe { *std::ptr::addr_of_mut!(SELF_ID) = Some(id) };
-    Some((id, listener as RawFd, chan))
+    Ok(Some((id, fds[0], chan, end)))
 }
 
 fn pin_to_cpu(slot: usize) -> io::Result<()> {

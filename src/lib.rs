@@ -38,6 +38,7 @@ pub mod http;
 pub mod ipc;
 pub mod listen;
 pub mod server;
+pub mod worker;
 
 pub use cluster::{Balance, Command, Event, ExitStatus, Handle, Respawn, WorkerId};
 pub use http::{Handler, Limits, Request, Response, Version};

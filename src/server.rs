@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
-use crate::cluster::{self, Balance, Event, Handle, Hooks, Respawn};
+use crate::cluster::{self, Balance, Ctl, Event, Handle, Hooks, Respawn};
 use crate::http::{Handler, Limits};
+use crate::ipc::ChannelOptions;
 
 /// Which event loop a worker runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -117,6 +118,8 @@ pub struct Config {
     pub user: Option<String>,
     /// Pin worker `i` to CPU `i`.
     pub pin: bool,
+    /// Sizes of the shared-memory rings between the master and each worker.
+    pub ipc: ChannelOptions,
 }
 
 /// One worker per CPU.
@@ -139,6 +142,7 @@ impl Default for Config {
             reexec: false,
             user: None,
             pin: false,
+            ipc: ChannelOptions::default(),
         }
     }
 }
@@ -243,10 +247,25 @@ impl Server {
         self
     }
 
-    /// Calls `callback` on the master loop for every lifecycle event. The
-    /// [`Handle`] it receives sends commands (kill, disconnect, reload...).
-    pub fn on_event(mut self, callback: impl FnMut(&Event, &Handle) + 'static) -> Self {
+    /// Calls `callback` on the master loop for every event (lifecycle and
+    /// worker messages). Its [`Ctl`] sends messages to workers, reads their
+    /// counters and queues commands (kill, disconnect, reload...).
+    pub fn on_event(mut self, callback: impl FnMut(&Event, &mut Ctl<'_>) + 'static) -> Self {
         self.hooks.callbacks.push(Box::new(callback));
+        self
+    }
+
+    /// Calls `callback` on the master loop every `period`, e.g. to
+    /// broadcast a value to the workers or collect their counters.
+    pub fn every(mut self, period: std::time::Duration, callback: impl FnMut(&mut Ctl<'_>) + 'static) -> Self {
+        self.hooks.timers.push((period.max(std::time::Duration::from_millis(1)), Box::new(callback)));
+        self
+    }
+
+    /// Sizes of the shared-memory rings between the master and each worker
+    /// (default 1 MiB each way, messages up to 64 KiB).
+    pub fn ipc(mut self, options: ChannelOptions) -> Self {
+        self.config.ipc = options;
         self
     }
 
@@ -284,8 +303,8 @@ impl Server {
         if let Some(b) = Backend::from_env().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))? {
             config.backend = b;
         }
-        if let Some((id, listener, chan)) = cluster::reexec_worker() {
-            return cluster::serve_worker(&config, &factory, id, listener, chan);
+        if let Some((id, listener, chan, ring)) = cluster::reexec_worker()? {
+            return cluster::serve_worker(&config, &factory, id, listener, chan, Some(ring));
         }
         if config.workers == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "workers must be at least 1"));

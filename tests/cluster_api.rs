@@ -30,7 +30,7 @@ fn run_master() {
         .worker_env(|slot| vec![("APP_SLOT_NAME".to_owned(), format!("slot-{slot}"))]);
     let events = server.events();
     let handle = server.handle();
-    thread::spawn(move || {
+    let printer = thread::spawn(move || {
         let mut ready = 0;
         let mut disconnected = false;
         for ev in events {
@@ -62,6 +62,9 @@ fn run_master() {
             res.body(format!("{name} {id}"));
         }
     });
+    // The channel closes when `serve` returns; the last events are printed
+    // once the thread has read them.
+    printer.join().unwrap();
     // A re-executed worker runs this same function and returns here too.
     if worker_id().is_none() {
         println!("SERVE {}", if result.is_ok() { "ok" } else { "err" });

@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-use forkring::{Backend, Balance, Limits, Request, Respawn, Response, Server, Timeouts};
+use forkring::cluster::Ctl;
+use forkring::ipc::Snapshot;
+use forkring::{Backend, Balance, Event, Handler, Limits, Request, Respawn, Response, Server, Timeouts};
 
 const USAGE: &str = "\
 forkring: a prefork HTTP/1.1 server (demo)
@@ -123,11 +125,32 @@ fn main() -> ExitCode {
         .pin(opts.pin)
         .reexec(opts.reexec)
         .respawn(Respawn { enabled: opts.respawn, ..Respawn::default() })
-        .on_event(|event, _| log::info!("{event}"));
+        .on_event(|event, ctl| {
+            log::info!("{event}");
+            match event {
+                // A worker's note goes to every worker (worker -> master -> all).
+                Event::Message { worker, data } => {
+                    let mut msg = format!("N{worker}: ").into_bytes();
+                    msg.extend_from_slice(data);
+                    ctl.broadcast(&msg);
+                }
+                // A new worker gets the table at once instead of within a second.
+                Event::Ready { worker, .. } => {
+                    let table = cluster_table(ctl);
+                    let _ = ctl.send(worker.slot, &table);
+                }
+                _ => {}
+            }
+        })
+        // Every second the master tells every worker what the cluster did.
+        .every(Duration::from_secs(1), |ctl| {
+            let table = cluster_table(ctl);
+            ctl.broadcast(&table);
+        });
     if let Some(user) = opts.user {
         server = server.user(user);
     }
-    match server.serve(|| demo) {
+    match server.serve(Demo::default) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("forkring: {}", strip_os_error(&e.to_string()));
@@ -136,7 +159,93 @@ fn main() -> ExitCode {
     }
 }
 
-/// The demo's handler.
+/// The cluster's counters as a text table, prefixed `T` (the message kind).
+fn cluster_table(ctl: &Ctl<'_>) -> Vec<u8> {
+    let mut t = String::from("T");
+    t.push_str(
+        "worker   requests      2xx      4xx      5xx  open  accepts   bytes_in  bytes_out  msgs_in msgs_out  full\n",
+    );
+    let row = |t: &mut String, name: &str, c: &Snapshot| {
+        t.push_str(&format!(
+            "{name:<6} {:>10} {:>8} {:>8} {:>8} {:>5} {:>8} {:>10} {:>10} {:>8} {:>8} {:>5}\n",
+            c.requests,
+            c.responses[1],
+            c.responses[3],
+            c.responses[4],
+            c.open_connections,
+            c.accepts,
+            c.bytes_in,
+            c.bytes_out,
+            c.ring_received,
+            c.ring_sent,
+            c.ring_full
+        ))
+    };
+    for w in ctl.workers() {
+        if let Some(c) = ctl.counters(w.slot) {
+            row(&mut t, &w.to_string(), &c);
+        }
+    }
+    row(&mut t, "total", &ctl.total());
+    t.into_bytes()
+}
+
+/// The demo's handler: one per worker, holding what the master last told
+/// it.
+#[derive(Default)]
+struct Demo {
+    /// The cluster table the master broadcasts every second.
+    table: Vec<u8>,
+    /// The last note a worker sent through `POST /broadcast`.
+    note: Vec<u8>,
+}
+
+impl Handler for Demo {
+    fn handle(&mut self, req: &Request<'_>, res: &mut Response) {
+        match req.path() {
+            "/workers" => match req.method() {
+                "GET" | "HEAD" => {
+                    let me = forkring::worker::id().map(|w| w.to_string()).unwrap_or_default();
+                    let body = res.header("Content-Type", "text/plain").body_mut();
+                    body.extend_from_slice(format!("answered by worker {me}\n\n").as_bytes());
+                    if self.table.is_empty() {
+                        body.extend_from_slice(b"(no report from the master yet)\n");
+                    }
+                    body.extend_from_slice(&self.table);
+                    if !self.note.is_empty() {
+                        body.extend_from_slice(b"\nlast broadcast: ");
+                        body.extend_from_slice(&self.note);
+                        body.push(b'\n');
+                    }
+                }
+                _ => method_not_allowed(res, "GET, HEAD"),
+            },
+            "/broadcast" => match req.method() {
+                // The body goes to the master, which sends it to every worker.
+                "POST" => match forkring::worker::send(req.body()) {
+                    Ok(()) => {
+                        res.status(202).header("Content-Type", "text/plain").body("sent\n");
+                    }
+                    Err(e) => {
+                        res.status(503).header("Content-Type", "text/plain").body(format!("not sent: {e}\n"));
+                    }
+                },
+                _ => method_not_allowed(res, "POST"),
+            },
+            _ => demo(req, res),
+        }
+    }
+
+    fn on_message(&mut self, msg: &[u8]) {
+        match msg.split_first() {
+            Some((b'T', table)) => self.table = table.to_vec(),
+            Some((b'N', note)) => self.note = note.to_vec(),
+            _ => log::warn!("unknown message from the master ({} bytes)", msg.len()),
+        }
+    }
+}
+
+/// `GET /`, `POST /echo`, 404.
 fn demo(req: &Request<'_>, res: &mut Response) {
     match req.path() {
         "/" => match req.method() {

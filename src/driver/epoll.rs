@@ -17,13 +17,15 @@
 //! - The listener is edge-triggered too, and accepting happens once per turn,
 //!   after the events: a slab slot freed and reused within one turn can never
 //!   receive an event that was meant for its previous owner.
+//! - Draining takes the listener out of the set, accepts what is queued on
+//!   it and closes it, all before the next wait.
 //!
 //! Where it stops: HTTP belongs to [`Conn`]; this module moves bytes, enforces
 //! deadlines and decides when a socket closes.
 
 use std::io;
 use std::mem;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 
 use super::{Control, LINGER_MS};
@@ -62,15 +64,12 @@ struct Token(usize);
 const LISTENER: Token = Token(usize::MAX);
 /// The control eventfd.
 const WAKE: Token = Token(usize::MAX - 1);
+/// The eventfd of the ring from the master.
+const INBOX: Token = Token(usize::MAX - 2);
 
 /// Serves `listener` until the worker is drained; see the contract in
 /// [`super`].
-pub(crate) fn run<H: Handler>(
-    config: &Config,
-    listener: BorrowedFd<'_>,
-    handler: &mut H,
-    ctl: &Control,
-) -> io::Result<()> {
+pub(crate) fn run<H: Handler>(config: &Config, listener: OwnedFd, handler: &mut H, ctl: &Control) -> io::Result<()> {
     let mut driver = Driver::new(config, listener, ctl)?;
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
     driver.serve(&mut events, handler)
@@ -84,8 +83,8 @@ struct Driver<'a> {
     ctl: &'a Control,
     /// The epoll instance.
     epoll: Epoll,
-    /// The listening socket, owned by the caller.
-    listener: BorrowedFd<'a>,
+    /// The worker's copy of the listening socket, until draining closes it.
+    listener: Option<OwnedFd>,
     /// Per-worker protocol state shared by every connection.
     sh: Shared,
     /// Open connections, indexed by [`Token`].
@@ -102,8 +101,6 @@ struct Driver<'a> {
 
 /// The listener's state as the loop sees it.
 struct Accept {
-    /// The listener is in the epoll set (draining removes it).
-    registered: bool,
     /// Connections may be waiting in the backlog: set by an event, cleared
     /// when `accept4` says `WouldBlock`.
     ready: bool,
@@ -121,7 +118,7 @@ enum Step {
 }
 
 impl<'a> Driver<'a> {
-    fn new(config: &'a Config, listener: BorrowedFd<'a>, ctl: &'a Control) -> io::Result<Driver<'a>> {
+    fn new(config: &'a Config, listener: OwnedFd, ctl: &'a Control) -> io::Result<Driver<'a>> {
         // Accepting runs until `WouldBlock`: a blocking listener (say, one
         // inherited from a service manager) would stall the loop.
         let flags = syscall!(fcntl(listener.as_raw_fd(), libc::F_GETFL)).map_err(|e| context(e, "fcntl(listener)"))?;
@@ -131,6 +128,13 @@ impl<'a> Driver<'a> {
         }
         let epoll = Epoll::new().map_err(|e| context(e, "epoll_create1"))?;
         epoll.add(ctl.wake_fd(), libc::EPOLLIN as u32, WAKE).map_err(|e| context(e, "epoll_ctl(wake fd)"))?;
+        if let Some(fd) = ctl.inbox_fd() {
+            epoll.add(fd, libc::EPOLLIN as u32, INBOX).map_err(|e| context(e, "epoll_ctl(ring eventfd)"))?;
+        }
+        let mut sh = Shared::new(config.limits, config.timeouts);
+        if let Some(c) = ctl.counters() {
+            sh.set_counters(c);
+        }
         // EPOLLEXCLUSIVE wakes one waiter, not all, when several workers
         // share one listening socket; kernels before 4.5 refuse it.
         let interest = (libc::EPOLLIN | libc::EPOLLET) as u32;
@@ -145,11 +149,11 @@ impl<'a> Driver<'a> {
             config,
             ctl,
             epoll,
-            listener,
-            sh: Shared::new(config.limits, config.timeouts),
+            listener: Some(listener),
+            sh,
             conns: Slab::new(),
             buf: vec![0u8; READ_BUF].into_boxed_slice(),
-            accept: Accept { registered: true, ready: true, paused_until: 0 },
+            accept: Accept { ready: true, paused_until: 0 },
             next_sweep: 0,
             drain_until: None,
         })
@@ -168,7 +172,10 @@ impl<'a> Driver<'a> {
             if self.drained() {
                 return Ok(());
             }
-            let n = match self.epoll.wait(events, self.timeout_ms()) {
+            // The ring from the master wakes a sleeping loop only if it
+            // said it sleeps; a message already there means no sleep.
+            let timeout = if self.ctl.may_sleep() { self.timeout_ms() } else { 0 };
+            let n = match self.epoll.wait(events, timeout) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
                 Err(e) => return Err(context(e, "epoll_wait")),
@@ -181,9 +188,15 @@ impl<'a> Driver<'a> {
                 match token {
                     LISTENER => self.accept.ready = true,
                     WAKE => woken = true,
+                    INBOX => {
+                        if let Some(fd) = self.ctl.inbox_fd() {
+                            let _ = crate::sys::eventfd_drain(fd);
+                        }
+                    }
                     Token(key) => self.on_event(key, bits, handler),
                 }
             }
+            self.ctl.deliver(handler);
             if woken {
                 self.ctl.ack();
                 if self.ctl.draining() && self.drain_until.is_none() {
@@ -215,7 +228,7 @@ impl<'a> Driver<'a> {
 
     /// Whether accepting could make progress, leaving aside a pause.
     fn may_accept(&self) -> bool {
-        self.accept.registered && self.accept.ready && self.conns.len() < self.config.max_connections
+        self.listener.is_some() && self.accept.ready && self.conns.len() < self.config.max_connections
     }
 
     fn on_event<H: Handler>(&mut self, key: usize, bits: u32, handler: &mut H) {
@@ -244,12 +257,12 @@ impl<'a> Driver<'a> {
             return Ok(());
         }
         for _ in 0..ACCEPT_BATCH {
-            if !self.may_accept() {
+            let Some(listener) = self.listener.as_ref().filter(|_| self.may_accept()) else {
                 return Ok(());
-            }
+            };
             // Null address pointers: the peer's address is not wanted.
             let res = syscall!(accept4(
-                self.listener.as_raw_fd(),
+                listener.as_raw_fd(),
                 ptr::null_mut(),
                 ptr::null_mut(),
                 libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
@@ -290,16 +303,25 @@ impl<'a> Driver<'a> {
             // SAFETY: accept4 just returned this descriptor and nothing else
             // owns it.
             let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-            let raw = fd.as_raw_fd();
-            let key = self.conns.insert(Connection::new(fd, Conn::new(&self.sh)));
-            if let Err(e) = self.epoll.add(raw, CONN_INTEREST, Token(key)) {
+            if let Err(e) = self.add(fd) {
                 log::warn!("epoll_ctl(add connection): {e}; not accepting for {ACCEPT_BACKOFF_MS} ms");
-                self.close(key);
                 self.pause_accept();
                 return Ok(());
             }
         }
         Ok(())
+    }
+
+    /// Registers a connection just accepted; on failure it is closed.
+    fn add(&mut self, fd: OwnedFd) -> io::Result<usize> {
+        let raw = fd.as_raw_fd();
+        let key = self.conns.insert(Connection::new(fd, Conn::new(&self.sh)));
+        self.sh.count_accept();
+        if let Err(e) = self.epoll.add(raw, CONN_INTEREST, Token(key)) {
+            self.close(key);
+            return Err(e);
+        }
+        Ok(key)
     }
 
     fn pause_accept(&mut self) {
@@ -317,17 +339,23 @@ impl<'a> Driver<'a> {
         }
     }
 
-    /// Stops accepting, closes idle connections and lets the others finish.
+    /// Stops accepting, takes in what is queued on the listener and closes
+    /// it, closes idle connections and lets the others finish.
     fn begin_drain(&mut self) {
         log::info!("draining: {} connections open", self.conns.len());
         self.sh.set_draining();
         self.drain_until = Some(self.sh.now_ms() + self.config.timeouts.drain.as_millis() as u64);
-        if self.accept.registered {
-            if let Err(e) = self.epoll.delete(self.listener.as_raw_fd()) {
+        if let Some(listener) = self.listener.take() {
+            if let Err(e) = self.epoll.delete(listener.as_raw_fd()) {
                 log::warn!("epoll_ctl(delete listener): {e}");
             }
-            self.accept.registered = false;
             self.accept.ready = false;
+            let config = self.config;
+            super::drain_listener(config, listener, |fd| {
+                if let Err(e) = self.add(fd) {
+                    log::warn!("epoll_ctl(add connection): {e}; closing it");
+                }
+            });
         }
         for key in 0..self.conns.capacity() {
             let Some(c) = self.conns.get_mut(key) else {
@@ -361,6 +389,7 @@ impl<'a> Driver<'a> {
             // Dropping the descriptor closes it, which also takes it out of
             // the epoll set.
             c.conn.release(&mut self.sh);
+            self.sh.count_close();
         }
     }
 }
@@ -414,6 +443,7 @@ impl Connection {
                         if n < buf.len() && !self.read_ends {
                             self.readable = false;
                         }
+                        sh.count_bytes(n, 0);
                         self.conn.on_read(&buf[..n], sh, handler);
                     }
                     Err(e) => match e.kind() {
@@ -430,6 +460,7 @@ impl Connection {
             let total = out.len();
             match send(self.fd.as_raw_fd(), out) {
                 Ok(written) => {
+                    sh.count_bytes(0, written);
                     self.conn.consume_output(written, sh);
                     if written < total {
                         self.writable = false;

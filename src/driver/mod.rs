@@ -21,16 +21,29 @@
 //!   connection: idle ones then expire after a short grace (a request
 //!   already on the wire is answered rather than cut off), busy ones finish
 //!   their current request, answered with `Connection: close`; the driver
-//!   returns when no connection is left.
+//!   returns when no connection is left;
+//! - the driver owns the worker's copy of the listener, and when draining
+//!   starts it takes every connection queued on it ([`drain_listener`], past
+//!   `max_connections` if need be) and closes it at once. A socket of a
+//!   SO_REUSEPORT group that closes resets what is queued on it, and while it
+//!   stays open the kernel keeps sending it new connections; closed early, it
+//!   leaves the group, and the other members take the new ones. (The master
+//!   holds its own copy while the slot exists, so a worker closing its copy
+//!   during a reload or shutdown changes nothing.)
 //!
 //! The backend is chosen in exactly one place: [`run`].
 
+use std::cell::RefCell;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use crate::http::Handler;
+use crate::ipc::{Counter, Counters};
 use crate::server::{Backend, Config};
+use crate::sys::context;
+use crate::worker::Inbox;
 
 pub(crate) mod epoll;
 pub(crate) mod uring;
@@ -39,11 +52,12 @@ pub(crate) mod uring;
 /// response, so that the client reads that response instead of a reset.
 pub(crate) const LINGER_MS: u64 = 2_000;
 
-/// Runs the event loop chosen by `config.backend` and returns the backend
+/// Runs the event loop chosen by `config.backend` on `listener` (the
+/// worker's own copy, closed when draining starts) and returns the backend
 /// that actually ran.
 pub(crate) fn run<H: Handler>(
     config: &Config,
-    listener: BorrowedFd<'_>,
+    listener: OwnedFd,
     handler: &mut H,
     ctl: &Control,
 ) -> io::Result<Backend> {
@@ -109,6 +123,8 @@ extern "C" fn on_sigio(_sig: libc::c_int) {
 #[derive(Debug)]
 pub(crate) struct Control {
     wake: OwnedFd,
+    /// The ring from the master, when the worker is part of a cluster.
+    inbox: Option<RefCell<Inbox>>,
 }
 
 impl Control {
@@ -133,7 +149,7 @@ impl Control {
             }
             libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         }
-        Ok(Control { wake })
+        Ok(Control { wake, inbox: None })
     }
 
     /// Drains the worker when `fd` (its end of the master channel) hangs
@@ -184,6 +200,57 @@ impl Control {
     }
 }
 
+impl Control {
+    /// Attaches the worker's ring from the master.
+    pub(crate) fn set_inbox(&mut self, inbox: Inbox) {
+        self.inbox = Some(RefCell::new(inbox));
+    }
+
+    /// The worker's counters in shared memory, if it has any.
+    pub(crate) fn counters(&self) -> Option<&'static Counters> {
+        self.inbox.as_ref().map(|i| i.borrow().counters)
+    }
+
+    /// The eventfd that becomes readable when the master wrote to a
+    /// sleeping worker's ring. Drivers keep a read on it in flight (or have
+    /// it registered) and call [`Control::deliver`] when it fires.
+    pub(crate) fn inbox_fd(&self) -> Option<RawFd> {
+        let inbox = self.inbox.as_ref()?.borrow();
+        inbox.consumer.notifier().map(|n| n.fd().as_raw_fd())
+    }
+
+    /// Hands the messages waiting in the ring from the master to the
+    /// handler; drivers call it once per loop turn. Returns how many.
+    pub(crate) fn deliver<H: Handler>(&self, handler: &mut H) -> usize {
+        let Some(inbox) = &self.inbox else { return 0 };
+        let mut inbox = inbox.borrow_mut();
+        let inbox = &mut *inbox;
+        inbox.consumer.after_wake();
+        match inbox.consumer.recv_batch(|msg| handler.on_message(msg)) {
+            Ok(n) => {
+                if n > 0 {
+                    inbox.counters.add(Counter::RingReceived, n as u64);
+                }
+                n
+            }
+            Err(e) => {
+                log::error!("ring from the master is unreadable ({e:?}); its messages are lost");
+                0
+            }
+        }
+    }
+
+    /// Says the loop is about to block: false when a message is already
+    /// waiting (then it must not block). While the loop is busy, the
+    /// master's sends cost it no wake-up.
+    pub(crate) fn may_sleep(&self) -> bool {
+        match &self.inbox {
+            Some(inbox) => inbox.borrow_mut().consumer.prepare_sleep(),
+            None => true,
+        }
+    }
+}
+
 impl Drop for Control {
     fn drop(&mut self) {
         let _ = WAKE_FD.compare_exchange(self.wake.as_raw_fd(), -1, Ordering::SeqCst, Ordering::SeqCst);
@@ -195,4 +262,85 @@ impl Drop for Control {
 pub(crate) fn sweep_interval_ms(config: &Config) -> u64 {
     let t = config.timeouts.header.min(config.timeouts.idle).as_millis() as u64;
     (t / 4).clamp(5, 1000)
+}
+
+/// Accepts every connection queued on `listener`, hands each to `add`, and
+/// closes the listener; returns how many were accepted.
+///
+/// Connections that arrive while this runs are accepted too, up to twice
+/// `config.backlog` in all (what can be queued at the start, and as much
+/// again), so that a flood cannot keep the listener open for ever; what is
+/// still queued after that, or after the process runs out of descriptors,
+/// is reset by the close. The connection cap is not applied: the
+/// connections are drained like the others, so they do not stay long.
+pub(crate) fn drain_listener(config: &Config, listener: OwnedFd, mut add: impl FnMut(OwnedFd)) -> usize {
+    // A blocking listener (one inherited from a service manager) would
+    // stall the loop once the queue is empty.
+    match syscall!(fcntl(listener.as_raw_fd(), libc::F_GETFL)) {
+        Ok(flags) if flags & libc::O_NONBLOCK != 0 => {}
+        Ok(flags) => {
+            if let Err(e) = syscall!(fcntl(listener.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK)) {
+                drop(listener);
+                log::warn!("{}; closed the listener", context(e, "fcntl(listener, O_NONBLOCK)"));
+                return 0;
+            }
+        }
+        Err(e) => {
+            drop(listener);
+            log::warn!("{}; closed the listener", context(e, "fcntl(listener)"));
+            return 0;
+        }
+    }
+    let limit = (config.backlog.max(1) as usize).saturating_mul(2);
+    let mut accepted = 0;
+    // Between the last accept and the close, connections that complete
+    // their handshake on this socket are lost: the socket is closed before
+    // anything is logged.
+    for _ in 0..limit {
+        // Null address pointers: the peer's address is not wanted.
+        let res = syscall!(accept4(
+            listener.as_raw_fd(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        ));
+        match res {
+            Ok(raw) => {
+                // SAFETY: accept4 just returned this descriptor and nothing
+                // else owns it.
+                add(unsafe { OwnedFd::from_raw_fd(raw) });
+                accepted += 1;
+            }
+            Err(e) => match e.raw_os_error().unwrap_or(0) {
+                libc::EAGAIN => {
+                    drop(listener);
+                    log::debug!("listener closed after {accepted} queued connections");
+                    return accepted;
+                }
+                // A connection that died in the queue, or a network error
+                // passed on by accept: the next one is unaffected.
+                libc::EINTR
+                | libc::ECONNABORTED
+                | libc::EPROTO
+                | libc::ENOPROTOOPT
+                | libc::ENETDOWN
+                | libc::ENETUNREACH
+                | libc::EHOSTDOWN
+                | libc::EHOSTUNREACH
+                | libc::ENONET
+                | libc::EOPNOTSUPP
+                | libc::EPERM => {}
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM, or the listener itself
+                // is unusable: waiting would hold up the drain.
+                _ => {
+                    drop(listener);
+                    log::warn!("{}; closed the listener after {accepted} queued connections", context(e, "accept4"));
+                    return accepted;
+                }
+            },
+        }
+    }
+    drop(listener);
+    log::warn!("closed the listener after {accepted} queued connections: more kept arriving");
+    accepted
 }

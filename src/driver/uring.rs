@@ -5,7 +5,9 @@
 //!
 //! - one multishot accept on the listener, cancelled while the worker is at
 //!   `max_connections`, backing off after errors such as `EMFILE`, and
-//!   cancelled for good when draining;
+//!   cancelled for good when draining: once its last completion is in (the
+//!   connections it still brings are served), what is queued on the
+//!   listener is accepted directly and the listener closed;
 //! - per connection, one multishot recv drawing from a provided-buffer ring
 //!   (so an idle connection holds no receive buffer), and at most one send
 //!   covering every response framed so far;
@@ -24,7 +26,7 @@
 use std::fmt;
 use std::io;
 use std::mem;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
@@ -282,7 +284,7 @@ impl Ring {
     pub(crate) fn run<H: Handler>(
         mut self,
         config: &Config,
-        listener: BorrowedFd<'_>,
+        listener: OwnedFd,
         handler: &mut H,
         ctl: &Control,
     ) -> io::Result<()> {
@@ -293,7 +295,7 @@ impl Ring {
             log::debug!("io_uring: ring fd not registered: {e}");
         }
         let io = Io { submitter, sq, bufs, inflight: 0 };
-        let mut driver = Driver::new(config, listener.as_raw_fd(), handler, ctl, io);
+        let mut driver = Driver::new(config, listener, handler, ctl, io);
         let result = driver.serve(&mut cq);
         driver.finish(&mut cq);
         result
@@ -465,6 +467,8 @@ enum Op {
     Timer,
     /// Operations of the setup probe.
     Probe,
+    /// The multishot poll on the eventfd of the ring from the master.
+    Inbox,
 }
 
 impl Op {
@@ -477,6 +481,7 @@ impl Op {
             5 => Op::Wake,
             6 => Op::Timer,
             7 => Op::Probe,
+            8 => Op::Inbox,
             _ => return None,
         })
     }
@@ -733,7 +738,12 @@ struct Driver<'r, 'a, H> {
     sh: Shared,
     handler: &'a mut H,
     ctl: &'a Control,
-    listener: RawFd,
+    /// Limits and the listen backlog, which bounds the accepts of a drain.
+    config: &'a Config,
+    /// The worker's copy of the listening socket, until draining closes it
+    /// (after the accept's last completion: while an accept is in the
+    /// kernel, it holds the socket open).
+    listener: Option<OwnedFd>,
     max_connections: usize,
     drain_ms: u64,
     slab: Slab,
@@ -753,6 +763,8 @@ struct Driver<'r, 'a, H> {
     /// affects only timers submitted later.
     timer_ts: Box<Timespec>,
     sweep_due: bool,
+    /// The poll on the ring-from-master eventfd is in the kernel.
+    inbox_armed: bool,
     draining: bool,
     drain_deadline: u64,
     /// An error that ends the loop.
@@ -760,16 +772,20 @@ struct Driver<'r, 'a, H> {
 }
 
 impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
-    fn new(config: &Config, listener: RawFd, handler: &'a mut H, ctl: &'a Control, io: Io<'r>) -> Self {
+    fn new(config: &'a Config, listener: OwnedFd, handler: &'a mut H, ctl: &'a Control, io: Io<'r>) -> Self {
         let sweep = Duration::from_millis(super::sweep_interval_ms(config));
         let mut sh = Shared::new(config.limits, config.timeouts);
+        if let Some(c) = ctl.counters() {
+            sh.set_counters(c);
+        }
         sh.tick();
         Driver {
             io,
             sh,
             handler,
             ctl,
-            listener,
+            config,
+            listener: Some(listener),
             max_connections: config.max_connections.max(1),
             drain_ms: config.timeouts.drain.as_millis() as u64,
             slab: Slab::default(),
@@ -778,6 +794,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             accept_paused_until: 0,
             accept_failing: false,
             wake_armed: false,
+            inbox_armed: false,
             timer_armed: false,
             timer_ts: Box::new(Timespec::from(sweep)),
             sweep_due: false,
@@ -793,13 +810,16 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         }
         loop {
             self.arm_background();
+            if self.draining && self.accept == Accept::Off {
+                self.close_listener();
+            }
             self.reconcile_all();
             self.reconcile_accept();
             if let Some(e) = self.fatal.take() {
                 return Err(e);
             }
             if self.draining {
-                if self.slab.live == 0 {
+                if self.slab.live == 0 && self.listener.is_none() {
                     return Ok(());
                 }
                 if self.sh.now_ms() >= self.drain_deadline {
@@ -809,7 +829,10 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             }
             self.io.bufs.publish();
             self.io.sq.sync();
-            match self.io.submitter.submit_and_wait(1) {
+            // A message from the master already waiting means no sleep; one
+            // that comes while the loop sleeps fires the inbox poll.
+            let want = usize::from(self.ctl.may_sleep());
+            match self.io.submitter.submit_and_wait(want) {
                 Ok(_) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
                 Err(e) => return Err(e),
@@ -820,6 +843,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             for cqe in cq.by_ref() {
                 self.complete(cqe);
             }
+            self.ctl.deliver(&mut *self.handler);
             if self.sweep_due {
                 self.sweep();
             }
@@ -837,6 +861,16 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             let r = unsafe { self.io.push(poll) };
             self.check(r);
             self.wake_armed = true;
+        }
+        if let (false, Some(fd)) = (self.inbox_armed, self.ctl.inbox_fd()) {
+            let poll = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+                .multi(true)
+                .build()
+                .user_data(Token::new(Op::Inbox, 0, 0).0);
+            // SAFETY: a poll refers to no memory.
+            let r = unsafe { self.io.push(poll) };
+            self.check(r);
+            self.inbox_armed = true;
         }
         if !self.timer_armed {
             let timer = opcode::Timeout::new(&*self.timer_ts as *const Timespec)
@@ -868,6 +902,16 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             Some(Op::Accept) => self.on_accept(res, flags),
             Some(Op::Wake) => self.on_wake(res, flags),
             Some(Op::Timer) => self.on_timer(res),
+            Some(Op::Inbox) => {
+                if !cqueue::more(flags) {
+                    self.inbox_armed = false;
+                }
+                // The eventfd is level-triggered for poll: reset it; the
+                // messages are delivered once per loop turn.
+                if let Some(fd) = self.ctl.inbox_fd() {
+                    let _ = crate::sys::eventfd_drain(fd);
+                }
+            }
             Some(Op::Cancel | Op::Probe) | None => {}
         }
     }
@@ -884,6 +928,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             c.recv = Recv::Off;
         }
         if res > 0 {
+            self.sh.count_bytes(res as usize, 0);
             if let Some(bid) = bid {
                 if c.phase == Phase::Open {
                     // SAFETY: the kernel filled `res` bytes of buffer `bid`
@@ -929,6 +974,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         };
         let mut failed = false;
         if res > 0 {
+            self.sh.count_bytes(0, res as usize);
             out.written += res as usize;
             c.http.on_sent(&self.sh);
             if out.remaining() == 0 {
@@ -961,23 +1007,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             self.accept_failing = false;
             // SAFETY: the kernel just installed this descriptor for us and
             // nothing else owns it.
-            let fd = unsafe { OwnedFd::from_raw_fd(res) };
-            let mut conn = Connection {
-                fd,
-                http: Conn::new(&self.sh),
-                recv: Recv::Off,
-                out: None,
-                sending: false,
-                phase: Phase::Open,
-                peer_eof: false,
-                eof_seen: false,
-                queued: false,
-            };
-            if self.draining {
-                conn.http.start_drain(&self.sh);
-            }
-            let idx = self.slab.insert(conn);
-            self.mark(idx);
+            self.add(unsafe { OwnedFd::from_raw_fd(res) });
             return;
         }
         match -res {
@@ -996,6 +1026,38 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                 }
                 self.accept_paused_until = self.sh.now_ms() + ACCEPT_BACKOFF_MS;
             }
+        }
+    }
+
+    /// Takes in a connection just accepted (a draining worker drains it at
+    /// once).
+    fn add(&mut self, fd: OwnedFd) {
+        self.sh.count_accept();
+        let mut conn = Connection {
+            fd,
+            http: Conn::new(&self.sh),
+            recv: Recv::Off,
+            out: None,
+            sending: false,
+            phase: Phase::Open,
+            peer_eof: false,
+            eof_seen: false,
+            queued: false,
+        };
+        if self.draining {
+            conn.http.start_drain(&self.sh);
+        }
+        let idx = self.slab.insert(conn);
+        self.mark(idx);
+    }
+
+    /// Once draining and with no accept left in the kernel: accepts what
+    /// is queued on the listener and closes it.
+    fn close_listener(&mut self) {
+        debug_assert!(self.draining && self.accept == Accept::Off);
+        if let Some(listener) = self.listener.take() {
+            let config = self.config;
+            super::drain_listener(config, listener, |fd| self.add(fd));
         }
     }
 
@@ -1233,6 +1295,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             self.sh.recycle(out.buf);
         }
         c.http.release(&mut self.sh);
+        self.sh.count_close();
         drop(c.fd);
     }
 
@@ -1242,7 +1305,8 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         let token = Token::new(Op::Accept, 0, 0);
         match (want, self.accept) {
             (true, Accept::Off) => {
-                let fd = types::Fd(self.listener);
+                let Some(listener) = &self.listener else { return };
+                let fd = types::Fd(listener.as_raw_fd());
                 let accept = if self.max_connections.saturating_sub(self.slab.live) > ACCEPT_MULTISHOT_HEADROOM {
                     opcode::AcceptMulti::new(fd).flags(libc::SOCK_CLOEXEC).build()
                 } else {

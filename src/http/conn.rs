@@ -10,6 +10,7 @@ use super::date::DateCache;
 use super::request::{Headers, Request, Version};
 use super::response::{reason, Response};
 use super::{Handler, Limits};
+use crate::ipc::{Counter, Counters};
 use crate::server::Timeouts;
 
 /// Output not yet sent beyond which a driver stops reading from the
@@ -40,6 +41,8 @@ pub struct Shared {
     res: Response,
     pool: Vec<Vec<u8>>,
     draining: bool,
+    /// The worker's counters in shared memory, when it has any.
+    counters: Option<&'static Counters>,
 }
 
 impl Shared {
@@ -57,6 +60,7 @@ impl Shared {
             res: Response::new(),
             pool: Vec::new(),
             draining: false,
+            counters: None,
         }
     }
 
@@ -85,6 +89,38 @@ impl Shared {
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Counts requests, responses and protocol errors into `counters` from
+    /// now on (the worker's page in shared memory, read by the master).
+    pub fn set_counters(&mut self, counters: &'static Counters) {
+        self.counters = Some(counters);
+    }
+
+    /// Counts an accepted connection.
+    pub fn count_accept(&self) {
+        if let Some(c) = self.counters {
+            c.connection_opened();
+        }
+    }
+
+    /// Counts a closed connection.
+    pub fn count_close(&self) {
+        if let Some(c) = self.counters {
+            c.connection_closed();
+        }
+    }
+
+    /// Counts bytes received and sent.
+    pub fn count_bytes(&self, received: usize, sent: usize) {
+        if let Some(c) = self.counters {
+            if received > 0 {
+                c.add(Counter::BytesIn, received as u64);
+            }
+            if sent > 0 {
+                c.add(Counter::BytesOut, sent as u64);
+            }
+        }
     }
 
     /// Gives back a buffer that [`Conn::take_output`] handed out.
@@ -588,6 +624,10 @@ impl Conn {
         let close = !req.keep_alive || res.wants_close() || sh.draining;
         let head_only = req.method == "HEAD";
         let keep_alive_10 = !close && req.version == Version::Http10;
+        if let Some(c) = sh.counters {
+            c.inc(Counter::Requests);
+            c.response(res.status_code());
+        }
         let mut out = self.take_out_buf(sh);
         res.write_to(&mut out, sh.date.get(), head_only, close, keep_alive_10);
         self.out = out;
@@ -600,6 +640,10 @@ impl Conn {
     /// Answers with an error status and closes.
     fn fail(&mut self, status: u16, sh: &mut Shared) {
         log::debug!("request rejected: {status} {}", reason(status));
+        if let Some(c) = sh.counters {
+            c.inc(Counter::ParseErrors);
+            c.response(status);
+        }
         let mut res = mem::take(&mut sh.res);
         res.set_error(status);
         let mut out = self.take_out_buf(sh);

@@ -27,6 +27,13 @@ pub trait Handler {
     /// Answers one request. The runtime adds `Content-Length`, `Date` and
     /// `Connection`; a HEAD response's body is measured and not sent.
     fn handle(&mut self, req: &Request<'_>, res: &mut Response);
+
+    /// A message from the master arrived (see `Ctl::send` and
+    /// `Ctl::broadcast` in [`crate::cluster`]); runs on the worker's event
+    /// loop, between requests. Reply with [`crate::worker::send`].
+    fn on_message(&mut self, msg: &[u8]) {
+        let _ = msg;
+    }
 }
 
 impl<F> Handler for F

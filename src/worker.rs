@@ -1,0 +1,77 @@
+//! The worker's side of the cluster: messages to the master from anywhere
+//! in a worker (a handler, a timer of the user's), and the worker's
+//! identity.
+//!
+//! Messages travel through the worker's shared-memory ring; the master
+//! receives them as [`crate::Event::Message`]. Messages from the master
+//! reach the worker's [`crate::Handler::on_message`] on its event loop.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+use crate::ipc::{Consumer, Counter, Counters, Producer, SendError, WorkerEnd};
+
+pub use crate::cluster::{worker_id as id, WorkerId};
+
+/// The producer half of this worker's ring to the master, behind a spin
+/// lock: a worker is single-threaded as far as forkring goes, but a user
+/// thread in the worker must not make the ring's producer two.
+struct Outbox {
+    locked: AtomicBool,
+    producer: UnsafeCell<&'static mut Producer>,
+    counters: &'static Counters,
+}
+
+// SAFETY: the producer is only reached with `locked` held (Acquire on
+// taking it, Release on giving it back), so one thread at a time uses it.
+unsafe impl Sync for Outbox {}
+// SAFETY: as above; the referenced ring lives in a mapping that outlives
+// the process's use of it (leaked on install).
+unsafe impl Send for Outbox {}
+
+static OUTBOX: OnceLock<Outbox> = OnceLock::new();
+
+/// Sends `msg` to the master. `Full` when the ring to the master is full
+/// (nothing is queued: retry later or drop it knowingly), `TooLarge` past
+/// its largest message, `Closed` outside a worker or once the master closed
+/// the channel.
+pub fn send(msg: &[u8]) -> Result<(), SendError> {
+    let Some(out) = OUTBOX.get() else { return Err(SendError::Closed) };
+    while out.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        std::hint::spin_loop();
+    }
+    // SAFETY: `locked` is held: no other reference to the producer exists.
+    let producer = unsafe { &mut *out.producer.get() };
+    let r = producer.send(msg);
+    out.locked.store(false, Ordering::Release);
+    match r {
+        Ok(()) => out.counters.add_shared(Counter::RingSent, 1),
+        Err(SendError::Full) => out.counters.add_shared(Counter::RingFull, 1),
+        Err(_) => {}
+    }
+    r
+}
+
+/// What the event loop needs of the worker's channel.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    pub(crate) consumer: &'static mut Consumer,
+    pub(crate) counters: &'static Counters,
+}
+
+/// Installs this worker's channel: the producer half for [`send`], the
+/// consumer half for the event loop. The channel lives for the rest of the
+/// process.
+pub(crate) fn install(end: WorkerEnd) -> Inbox {
+    let end: &'static mut WorkerEnd = Box::leak(Box::new(end));
+    let counters: *const Counters = end.counters();
+    // SAFETY: the counters live in the shared mapping, which the leaked
+    // end keeps mapped for the life of the process; `split` borrows the
+    // rings' halves, not the counters.
+    let counters: &'static Counters = unsafe { &*counters };
+    let (producer, consumer) = end.split();
+    // A second install (never done) would keep the first outbox.
+    let _ = OUTBOX.set(Outbox { locked: AtomicBool::new(false), producer: UnsafeCell::new(producer), counters });
+    Inbox { consumer, counters }
+}
