@@ -1,0 +1,285 @@
+//! The scenarios: each starts its own servers, injects one fault under
+//! load, and returns one line of figures with a verdict against its bound.
+//!
+//! | # | fault | bound (forkring) |
+//! |---|---|---|
+//! | 1 | SIGHUP (rolling reload) every second for 10 s under load | 0 failed requests |
+//! | 2 | kill -9 a worker every second for 10 s under load | failures only on connections the killed workers held |
+//! | 3 | SIGTERM under load | 0 requests accepted but unanswered |
+//! | 4 | SIGKILL to the master | 0 workers alive 1 s later |
+//! | 5 | 1,000 slowloris connections | normal client's p99 within 2x; every slow one closed by the header timeout |
+//! | 6 | hostile bytes over hundreds of connections | right status or close for each; no crash, no hang |
+//! | 7 | 10,000 idle keep-alive connections | <= 512 bytes of server memory per connection |
+//! | 8 | ring message flood | see [`flood`]: added with the IPC API |
+//!
+//! nginx runs the scenarios that apply to it (1, 2, 4, 5, 7) with the same
+//! load and the same measurement; its line is the anchor, printed under
+//! forkring's, and never decides the exit status.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::servers::{Forkring, Nginx, NginxConfig};
+
+pub mod corpus;
+pub mod flood;
+pub mod hostile;
+pub mod idle;
+pub mod kill;
+pub mod orphans;
+pub mod reload;
+pub mod shutdown;
+pub mod slowloris;
+
+/// What the scenarios need to know about the run.
+pub struct Ctx {
+    /// The release `forkring` demo binary.
+    pub bin: PathBuf,
+    /// nginx, when the anchor runs.
+    pub nginx: Option<PathBuf>,
+    /// wrk, when installed.
+    pub wrk: Option<PathBuf>,
+    /// Workers for the multi-worker scenarios.
+    pub workers: usize,
+    /// CPUs available.
+    pub cpus: usize,
+}
+
+impl Ctx {
+    /// (server CPU, client CPU) when there are two CPUs to separate them.
+    pub fn pinning(&self) -> (Option<usize>, Option<usize>) {
+        if self.cpus >= 2 {
+            (Some(0), Some(1))
+        } else {
+            (None, None)
+        }
+    }
+}
+
+/// Which server a scenario runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The forkring demo server.
+    Forkring,
+    /// The nginx anchor.
+    Nginx,
+}
+
+impl Target {
+    /// Name for the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Forkring => "forkring",
+            Target::Nginx => "nginx",
+        }
+    }
+}
+
+/// A scenario's figures and whether its bound held.
+pub struct Outcome {
+    /// One line of figures.
+    pub figures: String,
+    /// The bound held.
+    pub pass: bool,
+}
+
+/// A scenario run: figures or an error that kept it from measuring.
+pub type Run = fn(&Ctx, Target) -> Result<Outcome, String>;
+
+/// One scenario of the table.
+pub struct Scenario {
+    /// Its number (issue order).
+    pub id: u8,
+    /// Short name.
+    pub name: &'static str,
+    /// The bound forkring is held to, as printed.
+    pub bound: &'static str,
+    /// The run; `None` while the scenario cannot be built yet.
+    pub run: Option<Run>,
+    /// Whether nginx runs it too.
+    pub nginx: bool,
+    /// Why it does not run, when `run` is `None`.
+    pub missing: &'static str,
+}
+
+/// Every scenario, in order.
+pub fn all() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            id: 1,
+            name: "rolling reload",
+            bound: "0 failed requests",
+            run: Some(reload::run),
+            nginx: true,
+            missing: "",
+        },
+        Scenario {
+            id: 2,
+            name: "kill -9 worker",
+            bound: "failed <= connections held by the killed workers, each failure on one of them",
+            run: Some(kill::run),
+            nginx: true,
+            missing: "",
+        },
+        Scenario {
+            id: 3,
+            name: "graceful stop",
+            bound: "0 requests on connections established before SIGTERM left unanswered",
+            run: Some(shutdown::run),
+            nginx: false,
+            missing: "",
+        },
+        Scenario {
+            id: 4,
+            name: "master SIGKILL",
+            bound: "0 workers alive 1 s after",
+            run: Some(orphans::run),
+            nginx: true,
+            missing: "",
+        },
+        Scenario {
+            id: 5,
+            name: "slowloris",
+            bound: "p99 under attack <= 2x p99 without; every slow connection closed by the header timeout",
+            run: Some(slowloris::run),
+            nginx: true,
+            missing: "",
+        },
+        Scenario {
+            id: 6,
+            name: "hostile bytes",
+            bound: "every case answered with its status or closed; no crash, no hang, no wrong status",
+            run: Some(hostile::run),
+            nginx: false,
+            missing: "",
+        },
+        Scenario {
+            id: 7,
+            name: "idle connections",
+            bound: "<= 512 bytes of server RSS per idle connection",
+            run: Some(idle::run),
+            nginx: true,
+            missing: "",
+        },
+        Scenario {
+            id: 8,
+            name: "message flood",
+            bound: "no lost message; HTTP p99 within 2x of the quiet run",
+            run: flood::RUN,
+            nginx: false,
+            missing: flood::MISSING,
+        },
+    ]
+}
+
+/// A server of either kind, for the scenarios that run against both.
+pub enum Server {
+    /// forkring.
+    Forkring(Forkring),
+    /// nginx.
+    Nginx(Nginx),
+}
+
+impl Server {
+    /// Starts `target` with `workers` workers; `args` are forkring flags,
+    /// `nginx` the matching nginx settings.
+    pub fn start(
+        ctx: &Ctx,
+        target: Target,
+        workers: usize,
+        args: &[&str],
+        nginx: NginxConfig,
+        cpu: Option<usize>,
+    ) -> Result<Server, String> {
+        match target {
+            Target::Forkring => Forkring::start(&ctx.bin, workers, args, cpu).map(Server::Forkring),
+            Target::Nginx => {
+                let bin = ctx.nginx.as_ref().ok_or("nginx not found")?;
+                Nginx::start(bin, &NginxConfig { workers, ..nginx }, cpu).map(Server::Nginx)
+            }
+        }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        match self {
+            Server::Forkring(f) => f.addr,
+            Server::Nginx(n) => n.addr,
+        }
+    }
+
+    /// Signals the master.
+    pub fn signal(&self, sig: i32) -> bool {
+        match self {
+            Server::Forkring(f) => f.signal(sig),
+            Server::Nginx(n) => n.signal(sig),
+        }
+    }
+
+    /// The live worker pids.
+    pub fn worker_pids(&self) -> Vec<i32> {
+        match self {
+            Server::Forkring(f) => f.workers().values().map(|&(_, p)| p).filter(|&p| crate::procs::alive(p)).collect(),
+            Server::Nginx(n) => n.workers(),
+        }
+    }
+
+    /// Resident memory of master and workers.
+    pub fn rss(&self) -> u64 {
+        match self {
+            Server::Forkring(f) => f.rss(),
+            Server::Nginx(n) => n.rss(),
+        }
+    }
+
+    /// Worker exits nobody asked for (forkring only; nginx: none known).
+    pub fn crashes(&self) -> usize {
+        match self {
+            Server::Forkring(f) => f.crashes().len(),
+            Server::Nginx(_) => 0,
+        }
+    }
+}
+
+/// nginx settings for the scenarios that do not care.
+pub fn nginx_default() -> NginxConfig {
+    NginxConfig { workers: 1, connections: 4096, header_timeout_ms: 10_000 }
+}
+
+/// Sleeps until `t` (no-op if past).
+pub fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
+/// `1.23 ms`-style duration text.
+pub fn ms(d: Duration) -> String {
+    let v = d.as_secs_f64() * 1e3;
+    if v >= 100.0 {
+        format!("{v:.0} ms")
+    } else if v >= 10.0 {
+        format!("{v:.1} ms")
+    } else {
+        format!("{v:.2} ms")
+    }
+}
+
+/// Microseconds as `µs`/`ms` text.
+pub fn us(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{:.2} ms", v / 1000.0)
+    } else {
+        format!("{v:.0} µs")
+    }
+}
+
+/// Median and maximum of `v` (sorted in place); `None` when empty.
+pub fn median_max(v: &mut [Duration]) -> Option<(Duration, Duration)> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    Some((v[v.len() / 2], v[v.len() - 1]))
+}

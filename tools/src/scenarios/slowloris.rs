@@ -1,0 +1,416 @@
+//! Scenario 5: slowloris. 1,000 connections send a request head one byte at
+//! a time (one byte per connection every 200 ms, never finishing it) while a
+//! normal client, wrk (8 connections), measures its p99 latency; the same
+//! wrk run without them is the baseline. On a shared machine the background
+//! load drifts over seconds, so the two are measured in turns, five rounds
+//! of 2 s without and 3 s with the attack, and their medians compared. The
+//! slow clients' bytes are spread evenly in time (a loop turn every
+//! millisecond), as many independent clients would send them.
+//!
+//! The server runs one worker with a 2 s header timeout, pinned to CPU 0;
+//! wrk and the slow clients run on CPU 1, the slow clients' thread at
+//! `SCHED_IDLE` so that it never delays wrk's own measurement: what is
+//! measured is the server's slowdown. While an attack lasts, every slow
+//! connection the server closes is replaced by a new one. Every slow
+//! connection the server closes must be closed between its header timeout
+//! and one second after it (counted from its connect), without an answer
+//! other than a `408`; between rounds the harness drops the younger ones
+//! itself (one older than the timeout plus a second, still open, counts as
+//! never closed), and after the last round it waits for the server to close
+//! every one.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{median_max, ms, us, Ctx, Outcome, Server, Target};
+use crate::servers::NginxConfig;
+use crate::wrk;
+
+/// Slow connections held open during the attack.
+const SLOW: usize = 1000;
+/// Time between two bytes on one slow connection.
+const TRICKLE: Duration = Duration::from_millis(200);
+/// The server's header timeout.
+const HEADER_TIMEOUT: Duration = Duration::from_millis(2000);
+/// A slow connection must be closed within this long after the timeout.
+const CLOSE_SLACK: Duration = Duration::from_millis(1000);
+/// ... and not more than this long before it.
+const EARLY_SLACK: Duration = Duration::from_millis(50);
+/// wrk's connections.
+const WRK_CONNS: usize = 8;
+/// Rounds of (p99 without the slow connections, p99 with them): on a
+/// shared machine the background load drifts, so the two are measured in
+/// turns and their medians compared.
+const ROUNDS: usize = 5;
+/// wrk's run without, and with, the slow connections. The attack lasts
+/// longer than the header timeout, so the server closes (and the attack
+/// replaces) slow connections during the measurement.
+const BASE_RUN: Duration = Duration::from_secs(2);
+const ATTACK_RUN: Duration = Duration::from_secs(3);
+
+/// The head the slow clients send, a byte at a time; it never ends.
+const HEAD: &[u8] = b"GET / HTTP/1.1\r\nHost: slowloris\r\nUser-Agent: stress\r\nX-Slow: ";
+
+pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
+    let (server_cpu, client_cpu) = ctx.pinning();
+    let ht = HEADER_TIMEOUT.as_millis().to_string();
+    let nginx =
+        NginxConfig { workers: 1, connections: 4 * SLOW + 1024, header_timeout_ms: HEADER_TIMEOUT.as_millis() as u64 };
+    let srv = Server::start(ctx, target, 1, &["--header-timeout", &ht], nginx, server_cpu)?;
+    let addr = srv.addr();
+    let measure = |d: Duration| -> Result<(f64, u64, u64), String> {
+        match &ctx.wrk {
+            Some(w) => wrk::run(w, addr, WRK_CONNS, d, client_cpu).map(|r| (r.p99_us, r.requests, r.errors)),
+            None => own_p99(addr, d),
+        }
+    };
+    measure(Duration::from_secs(1))?; // warm-up
+
+    let mut base = Vec::new();
+    let mut attacked = Vec::new();
+    let mut wrk_errors = 0;
+    let mut report = Report::default();
+    let mut open_min = usize::MAX;
+    for round in 0..ROUNDS {
+        let (p99, _, err) = measure(BASE_RUN)?;
+        base.push(p99);
+        wrk_errors += err;
+        let last = round + 1 == ROUNDS;
+        let ctl = Arc::new(Control::default());
+        let attacker = {
+            let ctl = Arc::clone(&ctl);
+            std::thread::Builder::new()
+                .name("slowloris".into())
+                .spawn(move || attack(addr, client_cpu, &ctl, !last))
+                .map_err(|e| e.to_string())?
+        };
+        // wrk starts once the slow connections are all open.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ctl.open.load(Ordering::Relaxed) < SLOW && Instant::now() < deadline && !attacker.is_finished() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        open_min = open_min.min(ctl.open.load(Ordering::Relaxed));
+        let m = measure(ATTACK_RUN);
+        ctl.stop_opening.store(true, Ordering::SeqCst);
+        let r = attacker.join().map_err(|_| "the slowloris thread panicked".to_owned())?;
+        report.merge(r);
+        let (p99, _, err) = m?;
+        attacked.push(p99);
+        wrk_errors += err;
+    }
+    let still_serving = crate::servers::get_once(addr, Duration::from_secs(2)) == Ok(200);
+
+    let base_med = median_f(&base);
+    let att_med = median_f(&attacked);
+    let ratio = if base_med > 0.0 { att_med / base_med } else { f64::INFINITY };
+    // Each close is known to lie in (lo, hi] (see `Report::close_after`):
+    // early only if even hi is early, late only if even lo is late.
+    let early = report.close_after.iter().filter(|(_, hi)| *hi + EARLY_SLACK < HEADER_TIMEOUT).count();
+    let late = report.close_after.iter().filter(|(lo, _)| *lo > HEADER_TIMEOUT + CLOSE_SLACK).count();
+    let in_window = report.close_after.len() - early - late;
+    let mut closes: Vec<Duration> = report.close_after.iter().map(|&(_, hi)| hi).collect();
+    let slack = report.close_after.iter().map(|&(lo, hi)| hi - lo).max().unwrap_or_default();
+    let closes_txt = match median_max(&mut closes) {
+        Some((med, max)) if slack > Duration::from_millis(20) => {
+            format!("after median {} max {} (seen up to {} after the fact)", ms(med), ms(max), ms(slack))
+        }
+        Some((med, max)) => format!("after median {} max {}", ms(med), ms(max)),
+        None => "none".into(),
+    };
+    let answers: Vec<String> = report.answers.iter().map(|(s, n)| format!("{n}x {s}")).collect();
+    let bad_answers: usize = report.answers.iter().filter(|(s, _)| s.as_str() != "408").map(|(_, n)| n).sum();
+    let list = |v: &[f64]| v.iter().map(|&x| us(x)).collect::<Vec<_>>().join(" ");
+    let mut figures = format!(
+        "p99 median {} -> {} with {SLOW} slow conns ({ratio:.2}x; rounds without: {}, with: {}); \
+         slow conns: {} opened, {} closed by the server {closes_txt}, {in_window} of them in [{}, {}]",
+        us(base_med),
+        us(att_med),
+        list(&base),
+        list(&attacked),
+        report.opened,
+        report.close_after.len(),
+        ms(HEADER_TIMEOUT - EARLY_SLACK),
+        ms(HEADER_TIMEOUT + CLOSE_SLACK),
+    );
+    if report.closed_by_harness > 0 {
+        figures.push_str(&format!(", {} younger ones closed by the harness between rounds", report.closed_by_harness));
+    }
+    if early > 0 || late > 0 {
+        figures.push_str(&format!(", {early} early, {late} late"));
+    }
+    if report.never_closed > 0 {
+        figures.push_str(&format!(", {} NEVER closed", report.never_closed));
+    }
+    if open_min < SLOW {
+        figures.push_str(&format!("; only {open_min} slow conns open in one round"));
+    }
+    if !answers.is_empty() {
+        figures.push_str(&format!("; answers: {}", answers.join(", ")));
+    }
+    if wrk_errors > 0 {
+        figures.push_str(&format!("; {wrk_errors} wrk errors"));
+    }
+    if report.connect_errors > 0 {
+        figures.push_str(&format!("; {} slow connects failed", report.connect_errors));
+    }
+    if !still_serving {
+        figures.push_str("; NOT SERVING afterwards");
+    }
+    let crashes = srv.crashes();
+    if crashes > 0 {
+        figures.push_str(&format!("; {crashes} worker crash(es)"));
+    }
+    let pass = ratio <= 2.0
+        && open_min >= SLOW
+        && !closes.is_empty()
+        && in_window == closes.len()
+        && report.never_closed == 0
+        && bad_answers == 0
+        && wrk_errors == 0
+        && still_serving
+        && crashes == 0;
+    Ok(Outcome { figures, pass })
+}
+
+fn median_f(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Shared between the scenario and the attacking thread.
+#[derive(Default)]
+struct Control {
+    /// Slow connections open now.
+    open: AtomicUsize,
+    /// Set when the attack ends: no more new slow connections.
+    stop_opening: AtomicBool,
+}
+
+/// What the attack saw.
+#[derive(Default)]
+struct Report {
+    opened: usize,
+    connect_errors: usize,
+    /// Time from connect to the server's close, per closed connection, as
+    /// an interval (lo, hi]: hi when the harness saw it, lo the start of the
+    /// last `epoll_wait` before that which returned every ready event (the
+    /// close came after it). The attacking thread runs at `SCHED_IDLE` and
+    /// can be kept off the CPU by other work; the interval keeps that
+    /// delay out of the figure's verdict.
+    close_after: Vec<(Duration, Duration)>,
+    /// Connections still open when the attack had to give up on them, or
+    /// older than the header timeout plus the slack when the harness closed
+    /// them between rounds.
+    never_closed: usize,
+    /// Connections the harness closed between rounds while they were still
+    /// within their header timeout (plus slack).
+    closed_by_harness: usize,
+    /// Status codes (or "bytes") answered on slow connections.
+    answers: BTreeMap<String, usize>,
+}
+
+impl Report {
+    fn merge(&mut self, o: Report) {
+        self.opened += o.opened;
+        self.connect_errors += o.connect_errors;
+        self.close_after.extend(o.close_after);
+        self.never_closed += o.never_closed;
+        self.closed_by_harness += o.closed_by_harness;
+        for (k, v) in o.answers {
+            *self.answers.entry(k).or_default() += v;
+        }
+    }
+}
+
+/// One slow connection.
+struct Slow {
+    stream: TcpStream,
+    opened: Instant,
+    next_send: Instant,
+    sent: usize,
+    answer: Vec<u8>,
+}
+
+/// Keeps `SLOW` slow connections open until told to stop; then either
+/// closes the rest itself (`close_at_stop`, between rounds) or waits for the
+/// server to close them. Bounded: it gives up on connections still open a
+/// header timeout plus 3 s after the stop.
+fn attack(addr: SocketAddr, cpu: Option<usize>, ctl: &Control, close_at_stop: bool) -> Report {
+    if let Some(cpu) = cpu {
+        let _ = crate::procs::pin_to(cpu);
+    }
+    // SAFETY: sched_setscheduler on the calling thread with a valid param.
+    unsafe {
+        let p = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &p);
+    }
+    let mut rep = Report::default();
+    // SAFETY: epoll_create1 returns a new descriptor or -1.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        rep.connect_errors = SLOW;
+        return rep;
+    }
+    let mut slots: Vec<Option<Slow>> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    let mut open = 0usize;
+    let mut stop_at: Option<Instant> = None;
+    let hard_end = Instant::now() + Duration::from_secs(60);
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut drained_at = Instant::now();
+    loop {
+        let now = Instant::now();
+        if now >= hard_end {
+            break;
+        }
+        let stopping = ctl.stop_opening.load(Ordering::SeqCst);
+        if stopping && stop_at.is_none() {
+            stop_at = Some(now);
+        }
+        if let Some(t) = stop_at {
+            if close_at_stop {
+                // Between rounds: what the server had to have closed by now
+                // counts against it; the younger ones are simply dropped.
+                for slow in slots.iter_mut().filter_map(Option::take) {
+                    if now.duration_since(slow.opened) > HEADER_TIMEOUT + CLOSE_SLACK {
+                        rep.never_closed += 1;
+                    } else {
+                        rep.closed_by_harness += 1;
+                    }
+                }
+                break;
+            }
+            if open == 0 || now >= t + HEADER_TIMEOUT + Duration::from_secs(3) {
+                break;
+            }
+        }
+        // Top up, at most 200 new connections per turn.
+        let mut budget = 200;
+        while !stopping && open < SLOW && budget > 0 {
+            budget -= 1;
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                Ok(s) => {
+                    let _ = s.set_nonblocking(true);
+                    let _ = s.set_nodelay(true);
+                    let i = free.pop().unwrap_or_else(|| {
+                        slots.push(None);
+                        slots.len() - 1
+                    });
+                    let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32, u64: i as u64 };
+                    // SAFETY: registers a live descriptor with our epoll.
+                    unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, s.as_raw_fd(), &mut ev) };
+                    let t = Instant::now();
+                    // Spread the bytes evenly over the trickle period, as
+                    // independent clients would send them.
+                    let offset = TRICKLE * (i % 200) as u32 / 200;
+                    slots[i] = Some(Slow { stream: s, opened: t, next_send: t + offset, sent: 0, answer: Vec::new() });
+                    open += 1;
+                    rep.opened += 1;
+                }
+                Err(_) => {
+                    rep.connect_errors += 1;
+                    break;
+                }
+            }
+        }
+        ctl.open.store(open, Ordering::Relaxed);
+        // Closes and answers.
+        let call_start = Instant::now();
+        // SAFETY: `events` has room for its length.
+        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, 1) };
+        // What this call returns became ready after the last call that
+        // returned everything ready had started.
+        let lo = drained_at;
+        if (n.max(0) as usize) < events.len() {
+            drained_at = call_start;
+        }
+        for ev in events.iter().take(n.max(0) as usize) {
+            let i = ev.u64 as usize;
+            let Some(slow) = slots[i].as_mut() else { continue };
+            let mut buf = [0u8; 4096];
+            let closed = loop {
+                match slow.stream.read(&mut buf) {
+                    Ok(0) => break true,
+                    Ok(k) => {
+                        if slow.answer.len() < 256 {
+                            slow.answer.extend_from_slice(&buf[..k.min(256)]);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break true,
+                }
+            };
+            if closed {
+                let slow = slots[i].take().expect("checked above");
+                finish(&mut rep, slow, lo, Instant::now());
+                free.push(i);
+                open -= 1;
+            }
+        }
+        // Trickle.
+        let now = Instant::now();
+        for (i, s) in slots.iter_mut().enumerate() {
+            let Some(slow) = s.as_mut() else { continue };
+            if slow.next_send > now {
+                continue;
+            }
+            let byte = if slow.sent < HEAD.len() { HEAD[slow.sent] } else { b'a' };
+            // SAFETY: sends one byte from a local to a live descriptor.
+            let r = unsafe {
+                libc::send(
+                    slow.stream.as_raw_fd(),
+                    (&byte as *const u8).cast(),
+                    1,
+                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                )
+            };
+            if r == 1 {
+                slow.sent += 1;
+            } else if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
+                // Closed by the server; the read side reports it.
+                let slow = s.take().expect("checked above");
+                finish(&mut rep, slow, drained_at, now);
+                free.push(i);
+                open -= 1;
+                continue;
+            }
+            slow.next_send += TRICKLE;
+        }
+    }
+    for s in slots.into_iter().flatten() {
+        rep.never_closed += 1;
+        drop(s);
+    }
+    ctl.open.store(0, Ordering::Relaxed);
+    // SAFETY: closes the epoll descriptor made above.
+    unsafe { libc::close(ep) };
+    rep
+}
+
+fn finish(rep: &mut Report, slow: Slow, lo: Instant, hi: Instant) {
+    rep.close_after.push((lo.saturating_duration_since(slow.opened), hi.duration_since(slow.opened)));
+    if !slow.answer.is_empty() {
+        let status = if slow.answer.starts_with(b"HTTP/1.") && slow.answer.len() >= 12 {
+            String::from_utf8_lossy(&slow.answer[9..12]).into_owned()
+        } else {
+            "bytes".to_owned()
+        };
+        *rep.answers.entry(status).or_default() += 1;
+    }
+}
+
+/// Without wrk: the harness's own keep-alive clients for `d` (unpinned);
+/// the p99 of their answers.
+fn own_p99(addr: SocketAddr, d: Duration) -> Result<(f64, u64, u64), String> {
+    let load = crate::load::Load::start(addr, crate::load::LoadConfig::new(WRK_CONNS, 0, d + Duration::from_secs(5)));
+    std::thread::sleep(d);
+    let st = load.finish();
+    Ok((st.latency.quantile(0.99) as f64, st.ok, st.failed_total()))
+}

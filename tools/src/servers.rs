@@ -1,0 +1,644 @@
+//! The servers under test: a forkring cluster (the release demo binary) and
+//! the nginx anchor, each started on 127.0.0.1 and killed by pid when
+//! dropped.
+//!
+//! forkring's master logs every worker lifecycle event on stderr
+//! (`forkring[PID] info: ready 0.1 pid=1234`); a reader thread keeps that
+//! pipe drained, stamps every line with the time it arrived, registers every
+//! forked pid for the final cleanup, and turns the events into a worker
+//! table the scenarios query. nginx has no such log, so its workers are
+//! read from `/proc` (the master's children).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::http;
+use crate::procs;
+
+/// Most log lines kept per server (a count of the rest is kept).
+const LOG_KEPT: usize = 200_000;
+
+/// A worker lifecycle event from forkring's log.
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// When the harness read the line.
+    pub at: Instant,
+    /// `fork`, `online`, `listening`, `ready`, `disconnect` or `exit`.
+    pub kind: String,
+    /// Worker slot.
+    pub slot: usize,
+    /// Generation within the slot.
+    pub generation: u64,
+    /// Worker pid.
+    pub pid: i32,
+    /// For `exit`: `requested=true|false`.
+    pub requested: Option<bool>,
+    /// For `exit`: `code=N` or `signal=N`.
+    pub how: String,
+}
+
+/// Parses the event in a log line such as
+/// `forkring[12] info: exit 0.3 pid=1234 signal=9 requested=false`.
+pub fn parse_event(line: &str, at: Instant) -> Option<Event> {
+    let rest = &line[line.find("info: ")? + 6..];
+    let mut words = rest.split_whitespace();
+    let kind = words.next()?;
+    if !matches!(kind, "fork" | "online" | "listening" | "ready" | "disconnect" | "exit") {
+        return None;
+    }
+    let (slot, generation) = words.next()?.split_once('.')?;
+    let (slot, generation) = (slot.parse().ok()?, generation.parse().ok()?);
+    let pid = words.next()?.strip_prefix("pid=")?.parse().ok()?;
+    let mut requested = None;
+    let mut how = String::new();
+    for w in words {
+        if let Some(v) = w.strip_prefix("requested=") {
+            requested = Some(v == "true");
+        } else if w.starts_with("code=") || w.starts_with("signal=") {
+            how = w.to_owned();
+        }
+    }
+    Some(Event { at, kind: kind.to_owned(), slot, generation, pid, requested, how })
+}
+
+/// What the reader thread collected.
+#[derive(Default)]
+struct LogState {
+    lines: Vec<(Instant, String)>,
+    dropped: usize,
+    events: Vec<Event>,
+    addr: Option<SocketAddr>,
+    backend: Option<String>,
+    eof: bool,
+}
+
+/// A forkring demo server process.
+pub struct Forkring {
+    child: Child,
+    /// The master's pid.
+    pub pid: i32,
+    /// The address from its `listening on` line.
+    pub addr: SocketAddr,
+    /// The backend its first worker reported (`io_uring (...)`, `epoll`).
+    pub backend: String,
+    log: Arc<(Mutex<LogState>, Condvar)>,
+    reaped: bool,
+}
+
+impl Forkring {
+    /// Starts `bin` on 127.0.0.1:0 with `args` (which should name
+    /// `--workers`), pinned to `cpu` if given, and waits (at most 15 s) for
+    /// its address and for every worker to be ready.
+    pub fn start(bin: &Path, workers: usize, args: &[&str], cpu: Option<usize>) -> Result<Forkring, String> {
+        let mut cmd = Command::new(bin);
+        cmd.args(["--listen", "127.0.0.1:0", "--workers", &workers.to_string(), "--log", "info"]).args(args);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        if let Some(cpu) = cpu {
+            // SAFETY: the closure runs between fork and exec and only makes
+            // the sched_setaffinity system call.
+            unsafe { cmd.pre_exec(move || procs::pin_to(cpu)) };
+        }
+        let mut child = cmd.spawn().map_err(|e| format!("start {}: {e}", bin.display()))?;
+        let pid = child.id() as i32;
+        procs::register(pid);
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new((Mutex::new(LogState::default()), Condvar::new()));
+        {
+            let log = Arc::clone(&log);
+            std::thread::Builder::new()
+                .name(format!("log-{pid}"))
+                .spawn(move || {
+                    let mut reader = BufReader::new(stderr);
+                    let mut raw = Vec::new();
+                    loop {
+                        raw.clear();
+                        match reader.read_until(b'\n', &mut raw) {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                        let at = Instant::now();
+                        let line = String::from_utf8_lossy(&raw).trim_end().to_owned();
+                        let (lock, cv) = &*log;
+                        let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some(ev) = parse_event(&line, at) {
+                            if ev.kind == "fork" {
+                                procs::register(ev.pid);
+                            }
+                            st.events.push(ev);
+                        }
+                        if let Some(a) = line.split("listening on ").nth(1) {
+                            st.addr = a.trim().parse().ok();
+                        }
+                        if st.backend.is_none() {
+                            if let Some(i) = line.find("backend: ") {
+                                st.backend = Some(line[i + 9..].to_owned());
+                            }
+                        }
+                        if st.lines.len() < LOG_KEPT {
+                            st.lines.push((at, line));
+                        } else {
+                            st.dropped += 1;
+                        }
+                        cv.notify_all();
+                    }
+                    let (lock, cv) = &*log;
+                    lock.lock().unwrap_or_else(|e| e.into_inner()).eof = true;
+                    cv.notify_all();
+                })
+                .map_err(|e| format!("spawn log reader: {e}"))?;
+        }
+        let mut srv = Forkring {
+            child,
+            pid,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            backend: String::new(),
+            log,
+            reaped: false,
+        };
+        let ok = srv.wait_until(Duration::from_secs(15), |st| {
+            st.addr.is_some() && st.backend.is_some() && ready_table(&st.events).len() >= workers
+        });
+        if !ok {
+            return Err(format!("forkring did not become ready within 15 s\n{}", srv.log_tail(40)));
+        }
+        let (addr, backend) = {
+            let st = srv.state();
+            (st.addr.expect("checked above"), st.backend.clone().unwrap_or_default())
+        };
+        srv.addr = addr;
+        srv.backend = backend;
+        wait_serving(srv.addr, Duration::from_secs(5))
+            .map_err(|e| format!("forkring at {} does not answer GET /: {e}\n{}", srv.addr, srv.log_tail(40)))?;
+        Ok(srv)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LogState> {
+        self.log.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits at most `timeout` for `pred` to hold on the log state.
+    fn wait_until(&self, timeout: Duration, pred: impl Fn(&LogState) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &*self.log;
+        let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if pred(&st) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || st.eof {
+                return pred(&st);
+            }
+            st = cv.wait_timeout(st, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    /// Every lifecycle event so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.state().events.clone()
+    }
+
+    /// The current worker of each slot: the newest one that said `ready`
+    /// and has not exited, as `slot -> (generation, pid)`.
+    pub fn workers(&self) -> BTreeMap<usize, (u64, i32)> {
+        ready_table(&self.state().events)
+    }
+
+    /// Waits at most `timeout` for a worker of `slot` newer than
+    /// `generation` to be ready; its event.
+    pub fn wait_ready_after(&self, slot: usize, generation: u64, timeout: Duration) -> Option<Event> {
+        let find = |st: &LogState| {
+            st.events.iter().find(|e| e.kind == "ready" && e.slot == slot && e.generation > generation).cloned()
+        };
+        self.wait_until(timeout, |st| find(st).is_some());
+        find(&self.state())
+    }
+
+    /// When each log line containing `needle` arrived.
+    pub fn line_times(&self, needle: &str) -> Vec<Instant> {
+        self.state().lines.iter().filter(|(_, l)| l.contains(needle)).map(|(at, _)| *at).collect()
+    }
+
+    /// Every log line with the time it arrived, relative to `since`.
+    pub fn log_since(&self, since: Instant) -> Vec<String> {
+        self.state()
+            .lines
+            .iter()
+            .map(|(at, l)| format!("{:>9.3} ms  {l}", at.saturating_duration_since(since).as_secs_f64() * 1e3))
+            .collect()
+    }
+
+    /// `exit` events the master had not asked for: crashes.
+    pub fn crashes(&self) -> Vec<Event> {
+        self.state().events.iter().filter(|e| e.kind == "exit" && e.requested == Some(false)).cloned().collect()
+    }
+
+    /// The last `n` log lines, for error messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let st = self.state();
+        let start = st.lines.len().saturating_sub(n);
+        let mut s = String::from("--- forkring log (tail) ---\n");
+        for (_, l) in &st.lines[start..] {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s.push_str("--- end ---");
+        s
+    }
+
+    /// Sends `sig` to the master.
+    pub fn signal(&self, sig: i32) -> bool {
+        !self.reaped && procs::signal(self.pid, sig)
+    }
+
+    /// Waits at most `timeout` for the master to exit; its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                self.reaped = true;
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Pids forked by this master that still run (workers, also orphaned
+    /// ones).
+    pub fn live_forked(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self
+            .state()
+            .events
+            .iter()
+            .filter(|e| e.kind == "fork")
+            .map(|e| e.pid)
+            .filter(|&p| procs::alive(p))
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// Resident memory of the master and its workers, in bytes.
+    pub fn rss(&self) -> u64 {
+        let mut total = procs::rss_bytes(self.pid).unwrap_or(0);
+        for p in procs::children(self.pid) {
+            total += procs::rss_bytes(p).unwrap_or(0);
+        }
+        total
+    }
+}
+
+impl Drop for Forkring {
+    fn drop(&mut self) {
+        // Workers first (children of the master, or orphans now), then the
+        // master; by pid, and only processes this server started.
+        let mut pids = self.live_forked();
+        if !self.reaped {
+            pids.extend(procs::descendants(self.pid));
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.reaped = true;
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        for p in &pids {
+            procs::signal(*p, libc::SIGKILL);
+        }
+        for p in pids {
+            procs::wait_gone(p, Duration::from_secs(2));
+        }
+    }
+}
+
+/// `slot -> (generation, pid)` of the newest ready worker of each slot that
+/// has not exited.
+fn ready_table(events: &[Event]) -> BTreeMap<usize, (u64, i32)> {
+    let mut table: BTreeMap<usize, (u64, i32)> = BTreeMap::new();
+    for e in events {
+        match e.kind.as_str() {
+            "ready" if table.get(&e.slot).map_or(true, |&(g, _)| e.generation >= g) => {
+                table.insert(e.slot, (e.generation, e.pid));
+            }
+            "exit" if table.get(&e.slot).is_some_and(|&(_, p)| p == e.pid) => {
+                table.remove(&e.slot);
+            }
+            _ => {}
+        }
+    }
+    table
+}
+
+/// Waits at most `timeout` until `GET /` on `addr` answers 200.
+pub fn wait_serving(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("no attempt");
+    while Instant::now() < deadline {
+        match get_once(addr, Duration::from_secs(1)) {
+            Ok(200) => return Ok(()),
+            Ok(s) => last = format!("status {s}"),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(last)
+}
+
+/// One `GET /` on a new connection; its status.
+pub fn get_once(addr: SocketAddr, timeout: Duration) -> Result<u16, String> {
+    use std::io::Write;
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: stress\r\nConnection: close\r\n\r\n").map_err(|e| format!("send: {e}"))?;
+    let mut buf = Vec::new();
+    http::read_response(&mut s, &mut buf, false).map(|r| r.status).map_err(|e| format!("{:?} {}", e.fail, e.detail))
+}
+
+/// Settings of one nginx run.
+#[derive(Clone, Debug)]
+pub struct NginxConfig {
+    /// `worker_processes`.
+    pub workers: usize,
+    /// `worker_connections` (the open-file limit is raised to match).
+    pub connections: usize,
+    /// `client_header_timeout`, in milliseconds.
+    pub header_timeout_ms: u64,
+}
+
+/// An nginx master process with its temporary prefix directory.
+pub struct Nginx {
+    child: Child,
+    /// The master's pid.
+    pub pid: i32,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    dir: PathBuf,
+    reaped: bool,
+    /// Every worker pid seen (for the cleanup).
+    seen: Mutex<Vec<i32>>,
+}
+
+/// Finds nginx on PATH or in /usr/sbin.
+pub fn find_nginx() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("NGINX") {
+        return Some(PathBuf::from(p));
+    }
+    find_on_path("nginx").or_else(|| {
+        let p = PathBuf::from("/usr/sbin/nginx");
+        p.exists().then_some(p)
+    })
+}
+
+/// Finds an executable `name` on PATH.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// nginx's version string, e.g. `nginx/1.22.1`.
+pub fn nginx_version(bin: &Path) -> String {
+    Command::new(bin)
+        .arg("-v")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).trim().trim_start_matches("nginx version: ").to_owned())
+        .unwrap_or_else(|_| "nginx".into())
+}
+
+impl Nginx {
+    /// Starts nginx from a temporary prefix on a free loopback port, pinned
+    /// to `cpu` if given, and waits until its workers run and it answers.
+    pub fn start(bin: &Path, cfg: &NginxConfig, cpu: Option<usize>) -> Result<Nginx, String> {
+        let mut last = String::new();
+        // The port is found free, then given to nginx: another program can
+        // take it in between, so try a few.
+        for _ in 0..3 {
+            match Nginx::try_start(bin, cfg, cpu) {
+                Ok(n) => return Ok(n),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn try_start(bin: &Path, cfg: &NginxConfig, cpu: Option<usize>) -> Result<Nginx, String> {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+        let dir = std::env::temp_dir().join(format!("forkring-stress-nginx-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let conf = dir.join("nginx.conf");
+        std::fs::write(&conf, nginx_conf(bin, &dir, port, cfg))
+            .map_err(|e| format!("write {}: {e}", conf.display()))?;
+        let err_log = dir.join("nginx-error.log");
+        let mut cmd = Command::new(bin);
+        cmd.arg("-p").arg(format!("{}/", dir.display())).arg("-c").arg(&conf).arg("-e").arg(&err_log);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.join("nginx-stderr.log")).map_err(|e| e.to_string())?));
+        if let Some(cpu) = cpu {
+            // SAFETY: the closure runs between fork and exec and only makes
+            // the sched_setaffinity system call.
+            unsafe { cmd.pre_exec(move || procs::pin_to(cpu)) };
+        }
+        let child = cmd.spawn().map_err(|e| format!("start {}: {e}", bin.display()))?;
+        let pid = child.id() as i32;
+        procs::register(pid);
+        let mut n = Nginx {
+            child,
+            pid,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+            reaped: false,
+            seen: Mutex::new(Vec::new()),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = n.child.try_wait() {
+                n.reaped = true;
+                return Err(format!("nginx exited at start ({status}): {}", n.error_log_tail(10)));
+            }
+            if n.workers().len() >= cfg.workers && get_once(n.addr, Duration::from_secs(1)) == Ok(200) {
+                return Ok(n);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("nginx did not answer within 10 s: {}", n.error_log_tail(10)));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The master's live worker processes (registered for the cleanup).
+    pub fn workers(&self) -> Vec<i32> {
+        let kids = procs::children(self.pid);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        for &k in &kids {
+            if !seen.contains(&k) {
+                seen.push(k);
+                procs::register(k);
+            }
+        }
+        kids
+    }
+
+    /// Sends `sig` to the master.
+    pub fn signal(&self, sig: i32) -> bool {
+        !self.reaped && procs::signal(self.pid, sig)
+    }
+
+    /// Waits at most `timeout` for the master to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                self.reaped = true;
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Every worker pid seen so far that still runs.
+    pub fn live_seen(&self) -> Vec<i32> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().filter(|&p| procs::alive(p)).collect()
+    }
+
+    /// Resident memory of the master and its workers, in bytes.
+    pub fn rss(&self) -> u64 {
+        let mut total = procs::rss_bytes(self.pid).unwrap_or(0);
+        for p in self.workers() {
+            total += procs::rss_bytes(p).unwrap_or(0);
+        }
+        total
+    }
+
+    /// The last lines of nginx's error log.
+    pub fn error_log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(self.dir.join("nginx-error.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let mut pids = self.live_seen();
+        if !self.reaped {
+            pids.extend(procs::descendants(self.pid));
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.reaped = true;
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        for p in &pids {
+            procs::signal(*p, libc::SIGKILL);
+        }
+        for p in pids {
+            procs::wait_gone(p, Duration::from_secs(2));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The configuration: like `bench/nginx.conf.in` (return 200 "Hello,
+/// World!", access log off), with the worker count, connection limit and
+/// header timeout of the scenario, and every temp path inside `dir`.
+fn nginx_conf(bin: &Path, dir: &Path, port: u16, cfg: &NginxConfig) -> String {
+    let d = dir.display();
+    // As root, nginx would switch its workers to `nobody`, which cannot
+    // enter the private temp dir.
+    // SAFETY: geteuid cannot fail.
+    let user = if unsafe { libc::geteuid() } == 0 { "user root;" } else { "" };
+    let built = Command::new(bin).arg("-V").output().map(|o| String::from_utf8_lossy(&o.stderr).into_owned());
+    let built = built.unwrap_or_default();
+    let mut temp = String::new();
+    for m in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+        if m == "client_body" || !built.contains(&format!("--without-http_{m}_module")) {
+            temp.push_str(&format!("    {m}_temp_path {d}/{m};\n"));
+        }
+    }
+    let nofile = cfg.connections * 2 + 64;
+    format!(
+        "{user}
+worker_processes {workers};
+worker_rlimit_nofile {nofile};
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log notice;
+
+events {{
+    worker_connections {conns};
+}}
+
+http {{
+    access_log off;
+    server_tokens off;
+    default_type text/plain;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    client_header_timeout {ht}ms;
+{temp}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+
+        location = / {{
+            return 200 \"Hello, World!\";
+        }}
+
+        location / {{
+            return 404;
+        }}
+    }}
+}}
+",
+        workers = cfg.workers,
+        conns = cfg.connections,
+        ht = cfg.header_timeout_ms,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_events() {
+        let now = Instant::now();
+        let e = parse_event("forkring[77] info: ready 1.3 pid=1234", now).unwrap();
+        assert_eq!((e.kind.as_str(), e.slot, e.generation, e.pid), ("ready", 1, 3, 1234));
+        let e = parse_event("forkring[77] info: exit 0.2 pid=99 signal=9 requested=false", now).unwrap();
+        assert_eq!((e.kind.as_str(), e.requested, e.how.as_str()), ("exit", Some(false), "signal=9"));
+        assert!(parse_event("forkring[77] info: listening on 127.0.0.1:4000", now).is_none());
+        assert!(parse_event("forkring[78] info: backend: epoll (configured)", now).is_none());
+    }
+
+    #[test]
+    fn ready_table_follows_respawns() {
+        let now = Instant::now();
+        let ev: Vec<Event> = [
+            "x info: ready 0.0 pid=10",
+            "x info: ready 1.0 pid=11",
+            "x info: exit 0.0 pid=10 signal=9 requested=false",
+            "x info: ready 0.1 pid=12",
+            "x info: exit 1.0 pid=11 code=0 requested=true",
+        ]
+        .iter()
+        .map(|l| parse_event(l, now).unwrap())
+        .collect();
+        let t = ready_table(&ev);
+        assert_eq!(t.get(&0), Some(&(1, 12)));
+        assert_eq!(t.get(&1), None);
+    }
+}
