@@ -1202,3 +1202,13 @@ fn pipelined_requests_wait_while_the_output_is_above_the_high_water_mark() {
     assert_eq!(calls, N);
     assert!(received > N * BODY);
 }
+
+#[test]
+fn a_bare_cr_before_the_request_line_is_refused() {
+    let run = feed(b"\rHEAD / HTTP/1.0\r\n\r\n", Limits::default());
+    assert_eq!(status_lines(&run.out), ["HTTP/1.1 400 Bad Request"]);
+    assert!(run.closing);
+    // Empty lines (CRLF or LF) before it are fine.
+    let run = feed(b"\r\n\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", Limits::default());
+    assert_eq!(status_lines(&run.out), ["HTTP/1.1 200 OK"]);
+}

@@ -503,8 +503,18 @@ impl Conn {
     /// Parses a head at the front of `buf` and answers it, or sets up the
     /// wait for its body.
     fn head<H: Handler>(&mut self, buf: &[u8], sh: &mut Shared, handler: &mut H) -> Head {
-        // RFC 9112 §2.2: ignore empty lines before a request line.
-        let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+        // RFC 9112 §2.2: ignore empty lines (CRLF, or a bare LF) before a
+        // request line; a bare CR is not one and goes to the parser, which
+        // refuses it.
+        let mut skip = 0;
+        loop {
+            match &buf[skip..] {
+                [b'\r', b'\n', ..] => skip += 2,
+                [b'\n', ..] => skip += 1,
+                [b'\r'] => return if skip > 0 { Head::Done(skip) } else { Head::Partial },
+                _ => break,
+            }
+        }
         if skip > 0 {
             return Head::Done(skip);
         }
