@@ -5,7 +5,7 @@ LISTEN       ?= 127.0.0.1:8080
 # How long `make fuzz` runs, in seconds.
 FUZZ_SECONDS ?= 600
 
-.PHONY: help run build test lint bench bench-micro stress fuzz clean
+.PHONY: help run build test lint bench bench-micro bench-ipc loom stress fuzz clean
 
 help:
 	@echo "make run          build and start the demo cluster on $(LISTEN) (one worker per CPU)"
