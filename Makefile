@@ -12,7 +12,7 @@ help:
 	@echo "make build        release build of the library, the demo server and the examples"
 	@echo "make test         the whole test suite, once per backend (io_uring, epoll)"
 	@echo "make lint         rustfmt check and clippy with warnings as errors"
-	@echo "make bench        forkring against nginx under wrk (installs wrk and nginx if missing)"
+	@echo "make bench        forkring (io_uring, epoll) beside nginx: report in target/bench (installs wrk and nginx if missing)"
 	@echo "make bench-micro  criterion benchmarks of the HTTP core"
 	@echo "make bench-ipc    shared-memory rings against a socketpair and the wake-up floors"
 	@echo "make loom         model-check the rings' atomics with loom"
@@ -47,6 +47,9 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
+# forkring on both backends beside nginx, under wrk and at a fixed rate; the
+# report goes to target/bench/ (report.md, report.svg). Settings are
+# environment variables, listed in bench/run.sh and the README.
 bench:
 	bash bench/run.sh
 

@@ -1,39 +1,78 @@
 #!/usr/bin/env bash
-# make bench: forkring against nginx under wrk, one server worker each.
+# make bench: forkring (io_uring and epoll) beside nginx, one report.
 #
-# Each server runs one worker pinned to CPU $SERVER_CPU; wrk runs pinned to
-# CPU $CLIENT_CPU with one thread and $CONNS connections. Workloads:
-#   keepalive  GET / on keep-alive connections
-#   pipelined  GET / pipelined $DEPTH deep (bench/pipeline.lua)
+# For each worker count in $WORKERS (1, and "all" = one per CPU) the script
+# starts forkring on each backend in $BACKENDS and nginx with that many
+# workers, then measures each workload under wrk with the same parameters
+# for every server:
+#   keepalive  GET / on $CONNS keep-alive connections
+#   pipelined  GET / pipelined $DEPTH deep
+#   post       POST /echo with a $BODY-byte body (the server sends it back)
 #   close      one connection per request (Connection: close)
-# The servers take turns within each repetition (the order rotates) and the
-# table shows the median of $REPS runs: requests/s, p99 latency, and the
-# server's CPU time (user + system, from /proc/<pid>/stat, summed over the
-# server's processes) per request completed.
+# With one worker, the servers are pinned to CPU $SERVER_CPU and wrk (one
+# thread) to CPU $CLIENT_CPU. With more, nothing is pinned: the servers and
+# wrk (one thread per CPU) share the CPUs. The servers take turns, the order
+# rotating every repetition; the report gives the median of $REPS runs and
+# their range. Per run: requests/s, latency p50/p99/p99.9 (bench/wrk.lua),
+# the server's CPU time per request (user + system from /proc/<pid>/stat over
+# the server's processes), its memory (VmRSS summed over master and workers
+# at the end of the run) and errors (wrk's socket errors and non-2xx
+# answers).
+#
+# Then a fixed-rate run (examples/ratebench.rs) at $RATE requests/s for
+# every server, so that tail latency is compared at equal load rather than
+# at saturation, and (IPC=1) the IPC ring summary (cargo bench --bench ipc
+# -- summary). bench/report.py prints the tables and writes
+# $OUT/report.md and $OUT/report.svg.
 #
 # Environment (defaults in brackets):
-#   DURATION   wrk run length [5s]         REPS        repetitions [3]
-#   CONNS      wrk connections [64]        DEPTH       pipeline depth [16]
-#   BACKENDS   forkring backends [auto]; "auto epoll" adds an epoll column
-#   WORKLOADS  [keepalive pipelined close] WARMUP      per-server warm-up [1s, 0 skips]
-#   SERVER_CPU [0]                         CLIENT_CPU  [1]
+#   DURATION   wrk run length [4s]          REPS       repetitions [3]
+#   WORKERS    worker counts [1 all]        WORKLOADS  [keepalive pipelined post close]
+#   BACKENDS   forkring backends [uring epoll] (uring is dropped, with a note,
+#              where the kernel refuses io_uring)
+#   CONNS      wrk connections [64]         DEPTH      pipeline depth [16]
+#   BODY       POST body bytes [4096]       WARMUP     per-server warm-up [1s, 0 skips]
+#   RATE       fixed-rate requests/s [20000]; "auto": half the slowest
+#              server's 1-worker keep-alive median; 0 skips the fixed-rate run
+#   RATE_WORKERS   worker counts for the fixed-rate run [1]
+#   RATE_DURATION  seconds per fixed-rate run, 1 s warm-up included [10]
+#   RATE_THREADS, RATE_CONNS  ratebench sender threads [2] and connections
+#              per thread [4]
+#   IPC        1 runs the IPC ring summary (about 90 s), 0 skips it [1]
+#   QUIET      seconds a run waits for other processes to use less than
+#              QUIET_PCT [15] percent of a CPU before it starts [30]; 0 never
+#              waits. QUIET_BUDGET [300] caps the waiting over the whole run
+#   SERVER_CPU [0]                          CLIENT_CPU [1]
+#   OUT        report directory [target/bench]
 #   NGINX      nginx binary [found on PATH or in /usr/sbin]
 set -euo pipefail
 export LC_ALL=C
 
-DURATION=${DURATION:-5s}
+DURATION=${DURATION:-4s}
 REPS=${REPS:-3}
+WORKERS=${WORKERS:-1 all}
+WORKLOADS=${WORKLOADS:-keepalive pipelined post close}
+BACKENDS=${BACKENDS:-uring epoll}
 CONNS=${CONNS:-64}
 DEPTH=${DEPTH:-16}
-BACKENDS=${BACKENDS:-auto}
-WORKLOADS=${WORKLOADS:-keepalive pipelined close}
+BODY=${BODY:-4096}
 WARMUP=${WARMUP:-1s}
+RATE=${RATE:-20000}
+RATE_WORKERS=${RATE_WORKERS:-1}
+RATE_DURATION=${RATE_DURATION:-10}
+RATE_THREADS=${RATE_THREADS:-2}
+RATE_CONNS=${RATE_CONNS:-4}
+IPC=${IPC:-1}
+QUIET=${QUIET:-30}
+QUIET_PCT=${QUIET_PCT:-15}
+QUIET_BUDGET=${QUIET_BUDGET:-300}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-# The backend is chosen per run below; an inherited override would blur that.
+OUT=${OUT:-${CARGO_TARGET_DIR:-target}/bench}
+# The backend is chosen per server below; an inherited override would blur that.
 unset FORKRING_BACKEND
 
 die() {
@@ -43,7 +82,7 @@ die() {
 
 # ---------------------------------------------------------------- cleanup --
 
-PIDS=()          # every server this script started
+PIDS=() # every server this script started
 TMP=""
 POLICY_RC_CREATED=""
 
@@ -81,7 +120,10 @@ alive() {
 
 stop() {
 	local pid=$1 kids i
-	alive "$pid" || { wait "$pid" 2>/dev/null || true; return 0; }
+	alive "$pid" || {
+		wait "$pid" 2>/dev/null || true
+		return 0
+	}
 	kids=$(descendants "$pid")
 	kill -TERM "$pid" 2>/dev/null || true
 	for ((i = 0; i < 50; i++)); do
@@ -121,20 +163,38 @@ find_nginx() {
 	[[ -n $NGINX ]]
 }
 
+# The echo module (Debian: libnginx-mod-http-echo, which nginx-light
+# depends on) is how nginx answers POST /echo with the request body.
+echo_module() {
+	local dir
+	dir=$("$NGINX" -V 2>&1 | grep -o -- '--modules-path=[^ ]*' | cut -d= -f2 || true)
+	dir=${dir:-/usr/lib/nginx/modules}
+	[[ -f $dir/ngx_http_echo_module.so ]] && echo "$dir/ngx_http_echo_module.so"
+}
+
 install_tools() {
 	local want=()
 	command -v wrk >/dev/null || want+=(wrk)
-	find_nginx || want+=(nginx)
+	if ! find_nginx; then
+		want+=(nginx)
+	elif [[ -z $(echo_module) ]]; then
+		want+=(echo)
+	fi
 	((${#want[@]})) || return 0
-	command -v apt-get >/dev/null ||
+	if ! command -v apt-get >/dev/null; then
+		[[ ${want[*]} == echo ]] && return 0
 		die "needs ${want[*]}, and there is no apt-get here to install them; install them and rerun"
+	fi
 	local sudo=()
 	if ((EUID != 0)); then
-		command -v sudo >/dev/null || die "needs ${want[*]}; run as root or install them"
+		if ! command -v sudo >/dev/null; then
+			[[ ${want[*]} == echo ]] && return 0
+			die "needs ${want[*]}; run as root or install them"
+		fi
 		sudo=(sudo)
 	fi
 	echo "bench: ${want[*]} missing; installing the Debian packages with apt-get" \
-		"(wrk; nginx-light, or nginx where there is no nginx-light)"
+		"(wrk; nginx-light, or nginx where there is no nginx-light; libnginx-mod-http-echo)"
 	# The nginx package starts a system-wide nginx on port 80 where it can;
 	# the benchmark starts its own, so keep the package from doing so.
 	if ((EUID == 0)) && [[ ! -e /usr/sbin/policy-rc.d ]]; then
@@ -155,7 +215,15 @@ install_tools() {
 		nginx)
 			echo "bench: apt-get install nginx-light"
 			"${sudo[@]}" apt-get install -y -q nginx-light ||
-				{ echo "bench: no nginx-light; apt-get install nginx"; "${sudo[@]}" apt-get install -y -q nginx; }
+				{
+					echo "bench: no nginx-light; apt-get install nginx"
+					"${sudo[@]}" apt-get install -y -q nginx
+				}
+			;;
+		echo)
+			echo "bench: apt-get install libnginx-mod-http-echo"
+			"${sudo[@]}" apt-get install -y -q libnginx-mod-http-echo ||
+				echo "bench: could not install nginx's echo module; nginx sits out the post workload"
 			;;
 		esac
 	done
@@ -191,42 +259,49 @@ http_ok() (
 	[[ $line == "HTTP/1."?" 200"* ]]
 ) 2>/dev/null
 
-# Waits for a just-started server to answer; dies with its log if it does not.
+# Waits until a just-started server answers and `ready_cmd` (run with eval)
+# says all its workers are up; dies with the server's log if not.
 wait_ready() {
-	local pid=$1 port=$2 name=$3 log=$4 i
+	local pid=$1 port=$2 name=$3 log=$4 ready_cmd=$5 i
 	for ((i = 0; i < 100; i++)); do
-		alive "$pid" || { cat "$log" >&2; die "$name exited at start (log above)"; }
-		http_ok "$port" && return 0
+		alive "$pid" || {
+			cat "$log" >&2
+			die "$name exited at start (log above)"
+		}
+		http_ok "$port" && eval "$ready_cmd" && return 0
 		sleep 0.1
 	done
 	cat "$log" >&2
-	die "$name does not answer GET / on 127.0.0.1:$port (log above)"
+	die "$name does not answer GET / on 127.0.0.1:$port with all its workers up (log above)"
 }
 
-declare -A PID_OF=() PORT_OF=() NOTE_OF=()
+declare -A PID_OF=() PORT_OF=() NOTE_OF=() LOG_OF=()
 SERVERS=()
+SRV_PIN=() # the taskset prefix for servers, empty when unpinned
+CLI_PIN=() # the same for the client
 
 start_forkring() {
-	local backend=$1 name="forkring-$1" port pid log
+	local backend=$1 workers=$2 name="forkring-$1" port pid log
 	port=$(free_port)
-	log="$TMP/$name.log"
-	taskset -c "$SERVER_CPU" "$BIN" --listen "127.0.0.1:$port" --workers 1 \
+	log="$TMP/$name-$workers.log"
+	"${SRV_PIN[@]}" "$BIN" --listen "127.0.0.1:$port" --workers "$workers" \
 		--backend "$backend" --log info >"$log" 2>&1 &
 	pid=$!
 	PIDS+=("$pid")
-	wait_ready "$pid" "$port" "$name" "$log"
+	wait_ready "$pid" "$port" "$name" "$log" "(( \$(grep -c ' info: ready ' '$log') >= $workers ))"
 	PID_OF[$name]=$pid
 	PORT_OF[$name]=$port
+	LOG_OF[$name]=$log
 	NOTE_OF[$name]=$(grep -o 'backend: .*' "$log" | head -n1 || true)
 	SERVERS+=("$name")
 }
 
 start_nginx() {
-	local name=nginx port pid dir="$TMP/nginx" conf m temp="" user="" eopt=()
+	local workers=$1 name=nginx port pid dir="$TMP/nginx-$1" conf m temp="" user="" eopt=() mod echo_loc
 	port=$(free_port)
 	mkdir -p "$dir"
-	# As root, nginx would switch its worker to `nobody`, which cannot enter
-	# the private temp dir; run the worker as root too.
+	# As root, nginx would switch its workers to `nobody`, which cannot enter
+	# the private temp dir; run the workers as root too.
 	((EUID == 0)) && user="user root;"
 	# Every temp path a compiled-in module would otherwise create under /var.
 	for m in client_body proxy fastcgi uwsgi scgi; do
@@ -234,35 +309,80 @@ start_nginx() {
 			temp+="    ${m}_temp_path $dir/$m;"$'\n'
 		fi
 	done
+	mod=""
+	echo_loc="        location = /echo { return 501; }"
+	if [[ -n $ECHO_MODULE ]]; then
+		mod="load_module $ECHO_MODULE;"
+		echo_loc="        location = /echo {
+            # Read the whole body into one memory buffer, then send it back.
+            client_body_buffer_size 64k;
+            client_body_in_single_buffer on;
+            echo_read_request_body;
+            echo_request_body;
+        }"
+	fi
 	conf=$(<bench/nginx.conf.in)
+	conf=${conf//@MODULES@/"$mod"}
 	conf=${conf//@USER@/"$user"}
+	conf=${conf//@WORKERS@/"$workers"}
 	conf=${conf//@DIR@/"$dir"}
 	conf=${conf//@PORT@/"$port"}
 	conf=${conf//@TEMP_PATHS@/"$temp"}
-	printf '%s\n' "$conf" >"$TMP/nginx.conf"
+	conf=${conf//@ECHO@/"$echo_loc"}
+	printf '%s\n' "$conf" >"$dir/nginx.conf"
 	# -e keeps nginx from opening its compiled-in error log before it has
 	# read the configuration (nginx >= 1.19.5).
 	"$NGINX" -h 2>&1 | grep -q -- '^ *-e ' && eopt=(-e "$dir/nginx-error.log")
-	"$NGINX" -t -q -p "$dir/" -c "$TMP/nginx.conf" "${eopt[@]}" >"$TMP/nginx.log" 2>&1 ||
-		{ cat "$TMP/nginx.log" >&2; die "nginx rejects the generated configuration $TMP/nginx.conf"; }
-	taskset -c "$SERVER_CPU" "$NGINX" -p "$dir/" -c "$TMP/nginx.conf" "${eopt[@]}" >>"$TMP/nginx.log" 2>&1 &
+	"$NGINX" -t -q -p "$dir/" -c "$dir/nginx.conf" "${eopt[@]}" >"$dir/nginx.log" 2>&1 ||
+		{
+			cat "$dir/nginx.log" >&2
+			die "nginx rejects the generated configuration $dir/nginx.conf"
+		}
+	"${SRV_PIN[@]}" "$NGINX" -p "$dir/" -c "$dir/nginx.conf" "${eopt[@]}" >>"$dir/nginx.log" 2>&1 &
 	pid=$!
 	PIDS+=("$pid")
-	wait_ready "$pid" "$port" nginx "$TMP/nginx.log"
+	wait_ready "$pid" "$port" nginx "$dir/nginx.log" "(( \$(descendants $pid | wc -l) >= $workers ))"
 	PID_OF[$name]=$pid
 	PORT_OF[$name]=$port
-	NOTE_OF[$name]="$("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), worker_processes 1"
+	LOG_OF[$name]=$dir/nginx-error.log
+	NOTE_OF[$name]="$("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), worker_processes $workers"
 	SERVERS+=("$name")
+}
+
+start_servers() {
+	local workers=$1 b
+	SERVERS=()
+	for b in $BACKENDS; do
+		start_forkring "$b" "$workers"
+	done
+	start_nginx "$workers"
+}
+
+stop_servers() {
+	local name
+	for name in "${SERVERS[@]}"; do
+		stop "${PID_OF[$name]}"
+	done
+	SERVERS=()
+}
+
+# Dies unless server `name` is still running, with the end of its log.
+check_alive() {
+	local name=$1 what=$2
+	alive "${PID_OF[$name]}" && return 0
+	tail -n 20 "${LOG_OF[$name]}" >&2 2>/dev/null || true
+	die "$name (pid ${PID_OF[$name]}) is gone $what (interrupted? the end of its log is above)"
 }
 
 # ---------------------------------------------------------------- measuring
 
 TICKS=$(getconf CLK_TCK)
 
-# CPU clock ticks (user + system) of `pid` and every live descendant,
-# including what each has collected from children it already reaped.
-tree_ticks() {
-	local root=$1 f s pid rest total=0
+# "ticks rss_kb" of `pid` and every live descendant: CPU clock ticks (user +
+# system, including what each collected from children it already reaped)
+# and resident memory (VmRSS).
+tree_stats() {
+	local root=$1 f s pid rest ticks=0 rss=0 line
 	local -A kids=() own=()
 	for f in /proc/[0-9]*/stat; do
 		{ read -r s <"$f"; } 2>/dev/null || continue
@@ -280,158 +400,404 @@ tree_ticks() {
 	while ((${#queue[@]})); do
 		p=${queue[0]}
 		queue=("${queue[@]:1}")
-		total=$((total + ${own[$p]:-0}))
+		ticks=$((ticks + ${own[$p]:-0}))
+		while read -r line; do
+			# shellcheck disable=SC2086 # "VmRSS: <n> kB"
+			set -- $line
+			[[ ${1:-} == VmRSS: ]] && rss=$((rss + $2))
+		done 2>/dev/null <"/proc/$p/status" || true
 		for c in ${kids[$p]:-}; do
 			queue+=("$c")
 		done
 	done
-	echo "$total"
+	echo "$ticks $rss"
 }
 
-# wrk's duration strings (1.23ms, 930.00us, 1.02s, 2.00m) in microseconds.
-to_us() {
-	awk -v v="$1" 'BEGIN {
-		n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-		f = (u == "us") ? 1 : (u == "ms") ? 1e3 : (u == "s") ? 1e6 : (u == "m") ? 6e7 : (u == "h") ? 3.6e9 : -1
-		if (f < 0) { print "nan"; exit }
-		printf "%.1f\n", n * f
-	}'
+# Sets BUSY to the machine's busy CPU ticks so far (all CPUs, from
+# /proc/stat), CHILD_MS to the CPU milliseconds of this shell's reaped
+# children (the load generators), and NOW_US to the time; no process is
+# started, so that nothing of the script's own lands between two readings.
+snapshot() {
+	local _cpu u n s i w q sq st _rest t m sec
+	read -r _cpu u n s i w q sq st _rest </proc/stat
+	BUSY=$((u + n + s + q + sq + st))
+	times >"$TMP/times"
+	{
+		read -r _rest
+		read -r u s
+	} <"$TMP/times"
+	CHILD_MS=0
+	for t in "$u" "$s"; do
+		m=${t%%m*}
+		sec=${t#*m}
+		sec=${sec%s}
+		CHILD_MS=$((CHILD_MS + m * 60000 + ${sec%.*} * 1000 + 10#${sec#*.}))
+	done
+	NOW_US=${EPOCHREALTIME/./}
+}
+
+# The CPU that neither the server nor the load generator used between two
+# snapshots (B0 C0 T0 and the current BUSY CHILD_MS NOW_US), in percent of
+# one CPU: other processes on the machine, and kernel threads.
+other_cpu() {
+	local server_ticks=$1
+	awk -v b=$((BUSY - B0)) -v s="$server_ticks" -v c=$((CHILD_MS - C0)) -v hz="$TICKS" -v t=$((NOW_US - T0)) \
+		'BEGIN { o = (b - s) / hz - c / 1000; if (o < 0) o = 0; printf "%.0f\n", (t > 0) ? o * 1e8 / t : 0 }'
+}
+
+# Before a run: waits (up to $QUIET s, within $QUIET_BUDGET s for the whole
+# benchmark) until other processes use less than $QUIET_PCT% of one CPU,
+# measured over 0.3 s while the servers idle.
+WAITED_MS=0
+GAVE_UP=0
+wait_quiet() {
+	local b0 pct t0 told=""
+	((QUIET > 0 && WAITED_MS < QUIET_BUDGET * 1000)) || return 0
+	t0=${EPOCHREALTIME/./}
+	while :; do
+		snapshot
+		b0=$BUSY
+		sleep 0.3
+		snapshot
+		pct=$(((BUSY - b0) * 100 * 100 / TICKS / 30))
+		((pct < QUIET_PCT)) && break
+		if [[ -z $told ]]; then
+			echo "  (other processes are using ${pct}% of a CPU; waiting up to ${QUIET}s for them to calm down)"
+			told=1
+		fi
+		if ((NOW_US - t0 > QUIET * 1000000 || WAITED_MS + (NOW_US - t0) / 1000 > QUIET_BUDGET * 1000)); then
+			echo "  (still ${pct}%; measuring anyway)"
+			GAVE_UP=$((GAVE_UP + 1))
+			break
+		fi
+		sleep 0.7
+	done
+	WAITED_MS=$((WAITED_MS + (${EPOCHREALTIME/./} - t0) / 1000))
 }
 
 wrk_args() {
 	local workload=$1
-	WRK_ARGS=(-t1 "-c$CONNS" --latency)
+	WRK_PATH=/
+	WRK_ARGS=("-t$WRK_THREADS" "-c$CONNS" -s "$ROOT/bench/wrk.lua")
 	WRK_TAIL=()
 	case $workload in
 	keepalive) ;;
-	pipelined)
-		WRK_ARGS+=(-s "$ROOT/bench/pipeline.lua")
-		WRK_TAIL=(-- "$DEPTH")
+	pipelined) WRK_TAIL=(-- pipeline "$DEPTH") ;;
+	post)
+		WRK_PATH=/echo
+		WRK_TAIL=(-- post "$BODY")
 		;;
 	close) WRK_ARGS+=(-H "Connection: close") ;;
-	*) die "unknown workload $workload (keepalive, pipelined, close)" ;;
+	*) die "unknown workload $workload (keepalive, pipelined, post, close)" ;;
 	esac
-}
-
-# One measured run; appends "workload server rps p99_us cpu_us errors" to
-# $RESULTS and prints a progress line.
-measure() {
-	local rep=$1 workload=$2 name=$3 pid port out t0 t1 reqs rps p99 cpu errs
-	pid=${PID_OF[$name]}
-	port=${PORT_OF[$name]}
-	alive "$pid" || die "$name (pid $pid) is gone; its log is in $TMP"
-	wrk_args "$workload"
-	t0=$(tree_ticks "$pid")
-	out=$(taskset -c "$CLIENT_CPU" wrk "${WRK_ARGS[@]}" "-d$DURATION" "http://127.0.0.1:$port/" "${WRK_TAIL[@]}" 2>&1) ||
-		{ echo "$out" >&2; die "wrk failed against $name"; }
-	t1=$(tree_ticks "$pid")
-	reqs=$(awk '/ requests in / { print $1 }' <<<"$out")
-	rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
-	p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
-	[[ -n $reqs && -n $rps && -n $p99 ]] || { echo "$out" >&2; die "could not read wrk's output (above)"; }
-	((reqs > 0)) || { echo "$out" >&2; die "$name completed no request under $workload"; }
-	p99=$(to_us "$p99")
-	# wrk times a pipelined batch as one sample but corrects for coordinated
-	# omission as if every response were one round trip; its percentiles are
-	# then meaningless (often 0), so none is reported for this workload.
-	[[ $workload == pipelined ]] && p99=nan
-	cpu=$(awk -v d=$((t1 - t0)) -v hz="$TICKS" -v n="$reqs" 'BEGIN { printf "%.3f\n", d * 1e6 / hz / n }')
-	errs=$(awk '/Socket errors:/ { gsub(/,/, ""); s += $4 + $6 + $8 + $10 }
-		/Non-2xx or 3xx responses:/ { s += $NF } END { print s + 0 }' <<<"$out")
-	echo "$workload $name $rps $p99 $cpu $errs" >>"$RESULTS"
-	printf '  rep %d/%d  %-10s %-15s %12.0f req/s  p99 %9s  %7.3f µs/req%s\n' \
-		"$rep" "$REPS" "$workload" "$name" "$rps" "$(fmt_us "$p99")" "$cpu" \
-		"$( ((errs == 0)) || echo "  ($errs errors or non-2xx)")"
 }
 
 fmt_us() {
 	awk -v u="$1" 'BEGIN { if (u == "nan") printf "n/a"; else if (u >= 1000) printf "%.2fms", u / 1000; else printf "%.0fus", u }'
 }
 
-# Median of column `col` over the runs of `workload` on `name`.
-median() {
-	awk -v w="$1" -v s="$2" -v c="$3" '$1 == w && $2 == s && $c != "nan" { print $c }' "$RESULTS" | sort -g |
-		awk '{ a[NR] = $1 } END {
-			if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2
-		}'
+# One wrk run; appends a line to $RESULTS:
+#   workers workload server rep rps p50 p99 p999 cpu_us_per_req rss_kb errors requests other_cpu_pct
+measure() {
+	local workers=$1 rep=$2 workload=$3 name=$4 pid port out s0 s1 reqs rps lat p50 p99 p999 cpu rss errs other
+	pid=${PID_OF[$name]}
+	port=${PORT_OF[$name]}
+	check_alive "$name" "before a $workload run"
+	wait_quiet
+	wrk_args "$workload"
+	s0=$(tree_stats "$pid")
+	snapshot
+	B0=$BUSY C0=$CHILD_MS T0=$NOW_US
+	out=$("${CLI_PIN[@]}" wrk "${WRK_ARGS[@]}" "-d$DURATION" "http://127.0.0.1:$port$WRK_PATH" "${WRK_TAIL[@]}" 2>&1) ||
+		{
+			echo "$out" >&2
+			die "wrk failed against $name"
+		}
+	snapshot
+	check_alive "$name" "after a $workload run"
+	s1=$(tree_stats "$pid")
+	other=$(other_cpu $((${s1% *} - ${s0% *})))
+	reqs=$(awk '/ requests in / { print $1 }' <<<"$out")
+	rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+	lat=$(awk '$1 == "LATENCY_US" { print $2, $5, $6 }' <<<"$out")
+	[[ -n $reqs && -n $rps && -n $lat ]] || {
+		echo "$out" >&2
+		die "could not read wrk's output (above)"
+	}
+	read -r p50 p99 p999 <<<"$lat"
+	if ((reqs == 0)); then
+		# Kept as a run of 0 requests/s, and said in the report.
+		echo "bench: $name completed no request in a $workload run of $DURATION" >&2
+		NOTES+=("$name completed no request in one $workload run ($workers worker(s), repetition $rep)")
+		p50=nan p99=nan p999=nan
+	fi
+	# wrk times a pipelined batch as one sample but corrects for coordinated
+	# omission as if every response were one round trip; its percentiles are
+	# then meaningless (often 0), so none is reported for this workload.
+	[[ $workload == pipelined ]] && p50=nan p99=nan p999=nan
+	cpu=$(awk -v a="${s0% *}" -v b="${s1% *}" -v hz="$TICKS" -v n="$reqs" \
+		'BEGIN { if (n > 0) printf "%.3f\n", (b - a) * 1e6 / hz / n; else print "nan" }')
+	rss=${s1#* }
+	errs=$(awk '/Socket errors:/ { gsub(/,/, ""); s += $4 + $6 + $8 + $10 }
+		/Non-2xx or 3xx responses:/ { s += $NF } END { print s + 0 }' <<<"$out")
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workers" "$workload" "$name" "$rep" \
+		"$rps" "$p50" "$p99" "$p999" "$cpu" "$rss" "$errs" "$reqs" "$other" >>"$RESULTS"
+	printf '  %sw rep %d/%d  %-9s %-15s %10.0f req/s  p99 %8s  p99.9 %8s  %6s µs/req  %5.1f MiB  other CPU %3s%%%s\n' \
+		"$workers" "$rep" "$REPS" "$workload" "$name" "$rps" "$(fmt_us "$p99")" "$(fmt_us "$p999")" "$cpu" \
+		"$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$other" \
+		"$( ((errs == 0)) || echo "  ($errs errors or non-2xx)")"
 }
 
-ratio() {
-	awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || b + 0 == 0) print "-"; else printf "%.2f\n", a / b }'
+# One fixed-rate run; appends a line to $RATES:
+#   workers server rep rate achieved p50 p90 p99 p999 max svc_p50 svc_p99 lag_p50 lag_p99 errors cpu_us rss_kb
+#   other_cpu_pct
+measure_rate() {
+	local workers=$1 rep=$2 name=$3 rate=$4 pid port out s0 s1 res cpu k v other
+	pid=${PID_OF[$name]}
+	port=${PORT_OF[$name]}
+	check_alive "$name" "before a fixed-rate run"
+	wait_quiet
+	s0=$(tree_stats "$pid")
+	snapshot
+	B0=$BUSY C0=$CHILD_MS T0=$NOW_US
+	out=$("${CLI_PIN[@]}" "$RATEBENCH" --addr "127.0.0.1:$port" --rate "$rate" --duration "$RATE_DURATION" \
+		--warmup 1 --threads "$RATE_THREADS" --conns "$RATE_CONNS" 2>&1) ||
+		{
+			echo "$out" >&2
+			die "ratebench failed against $name"
+		}
+	snapshot
+	check_alive "$name" "after a fixed-rate run"
+	s1=$(tree_stats "$pid")
+	other=$(other_cpu $((${s1% *} - ${s0% *})))
+	res=$(grep '^RESULT ' <<<"$out") || {
+		echo "$out" >&2
+		die "could not read ratebench's output (above)"
+	}
+	local -A r=()
+	for kv in ${res#RESULT }; do
+		k=${kv%%=*}
+		v=${kv#*=}
+		r[$k]=$v
+	done
+	cpu=$(awk -v a="${s0% *}" -v b="${s1% *}" -v hz="$TICKS" -v n="${r[sent]}" \
+		'BEGIN { if (n > 0) printf "%.3f\n", (b - a) * 1e6 / hz / n; else print "nan" }')
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workers" "$name" "$rep" \
+		"$rate" "${r[achieved]}" "${r[p50]}" "${r[p90]}" "${r[p99]}" "${r[p999]}" "${r[max]}" \
+		"${r[svc_p50]}" "${r[svc_p99]}" "${r[lag_p50]}" "${r[lag_p99]}" "${r[errors]}" "$cpu" "${s1#* }" "$other" >>"$RATES"
+	printf '  %sw rep %d/%d  fixed %-6s %-15s %8.0f req/s  p50 %8s  p99 %8s  p99.9 %8s  max %8s  other CPU %3s%%%s\n' \
+		"$workers" "$rep" "$REPS" "$rate" "$name" "${r[achieved]}" "$(fmt_us "${r[p50]}")" "$(fmt_us "${r[p99]}")" \
+		"$(fmt_us "${r[p999]}")" "$(fmt_us "${r[max]}")" "$other" \
+		"$( ((r[errors] == 0)) || echo "  (${r[errors]} errors)")"
+}
+
+# Median of a column of $RESULTS for one worker count, workload and server.
+median_rps() {
+	awk -F'\t' -v w="$1" -v l="$2" -v s="$3" '$1 == w && $2 == l && $3 == s { print $5 }' "$RESULTS" | sort -g |
+		awk '{ a[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+# The rotation of SERVERS for repetition `rep`, in ORDER.
+rotate() {
+	local rep=$1 n=${#SERVERS[@]} i
+	ORDER=()
+	for ((i = 0; i < n; i++)); do
+		ORDER+=("${SERVERS[$(((i + rep - 1) % n))]}")
+	done
+}
+
+meta() {
+	printf '%s\t%s\n' "$1" "$2" >>"$META"
 }
 
 # ---------------------------------------------------------------- main -----
 
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || die "REPS must be a positive whole number"
-command -v taskset >/dev/null || die "needs taskset (Debian package util-linux)"
-if (($(nproc) < 2)); then
-	echo "bench: only one CPU available: server and wrk share it, so figures mean little" >&2
-	CLIENT_CPU=$SERVER_CPU
+[[ $RATE == auto || $RATE =~ ^[0-9]+$ ]] || die "RATE must be a whole number of requests/s, auto, or 0"
+RATE_DURATION=${RATE_DURATION%s}
+if ! [[ $RATE_DURATION =~ ^[0-9]+$ ]] || ((RATE_DURATION < 2)); then
+	die "RATE_DURATION must be whole seconds, at least 2"
 fi
-install_tools
+for wl in $WORKLOADS; do
+	case $wl in keepalive | pipelined | post | close) ;; *) die "unknown workload $wl (keepalive, pipelined, post, close)" ;; esac
+done
+for b in $BACKENDS; do
+	case $b in uring | epoll | auto) ;; *) die "unknown backend $b (uring, epoll, auto)" ;; esac
+done
+command -v taskset >/dev/null || die "needs taskset (Debian package util-linux)"
+command -v python3 >/dev/null || die "needs python3 for the report (bench/report.py)"
+NPROC=$(nproc)
+PINNING=1
+if ((NPROC < 2)); then
+	echo "bench: only one CPU available: servers and clients share it, so figures mean little" >&2
+	PINNING=0
+fi
+WORKER_COUNTS=()
+for w in $WORKERS; do
+	[[ $w == all ]] && w=$NPROC
+	[[ $w =~ ^[1-9][0-9]*$ ]] || die "WORKERS: $w is neither a positive whole number nor all"
+	[[ " ${WORKER_COUNTS[*]} " == *" $w "* ]] || WORKER_COUNTS+=("$w")
+done
+RATE_COUNTS=()
+for w in $RATE_WORKERS; do
+	[[ $w == all ]] && w=$NPROC
+	[[ $w =~ ^[1-9][0-9]*$ ]] || die "RATE_WORKERS: $w is neither a positive whole number nor all"
+	RATE_COUNTS+=("$w")
+done
+[[ $RATE == 0 ]] && RATE_COUNTS=()
 
-echo "bench: building forkring (release)"
-cargo build --release --quiet --bin forkring
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/forkring
-[[ $BIN == /* ]] || BIN=$ROOT/$BIN
+install_tools
+ECHO_MODULE=$(echo_module || true)
+
+echo "bench: building forkring and ratebench (release)"
+cargo build --release --quiet --bin forkring --example ratebench
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+[[ $TARGET == /* ]] || TARGET=$ROOT/$TARGET
+BIN=$TARGET/release/forkring
+RATEBENCH=$TARGET/release/examples/ratebench
+if [[ $IPC != 0 ]]; then
+	echo "bench: building the IPC benchmark"
+	cargo bench --bench ipc --no-run --quiet 2>/dev/null || cargo bench --bench ipc --no-run
+fi
+
+NOTES=()
+if [[ " $BACKENDS " == *" uring "* ]] && ! "$BIN" --check-uring >/dev/null 2>&1; then
+	NOTES+=("this kernel refuses io_uring: forkring-uring is left out (forkring-epoll stays)")
+	BACKENDS=$(tr ' ' '\n' <<<"$BACKENDS" | grep -vx uring | tr '\n' ' ')
+	echo "bench: ${NOTES[-1]}" >&2
+fi
+[[ -n ${BACKENDS// /} ]] || die "no forkring backend left to measure"
+if [[ -z $ECHO_MODULE && " $WORKLOADS " == *" post "* ]]; then
+	NOTES+=("nginx has no echo module here (libnginx-mod-http-echo): it sits out the post workload")
+	echo "bench: ${NOTES[-1]}" >&2
+fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/forkring-bench.XXXXXX")
-RESULTS=$TMP/results
-
-for b in $BACKENDS; do
-	start_forkring "$b"
-done
-start_nginx
-
-echo
-echo "servers (each pinned to CPU $SERVER_CPU):"
-for name in "${SERVERS[@]}"; do
-	printf '  %-15s pid %-7s 127.0.0.1:%-5s %s\n' "$name" "${PID_OF[$name]}" "${PORT_OF[$name]}" "${NOTE_OF[$name]}"
-done
-echo "client: taskset -c $CLIENT_CPU wrk -t1 -c$CONNS -d$DURATION --latency; $REPS repetition(s); pipeline depth $DEPTH"
-
-if [[ $WARMUP != 0 ]]; then
-	echo "warm-up: $WARMUP per server"
-	for name in "${SERVERS[@]}"; do
-		taskset -c "$CLIENT_CPU" wrk -t1 "-c$CONNS" "-d$WARMUP" "http://127.0.0.1:${PORT_OF[$name]}/" >/dev/null 2>&1 ||
-			die "warm-up wrk run against $name failed"
-	done
-fi
-
+RESULTS=$TMP/results.tsv
+RATES=$TMP/rates.tsv
+META=$TMP/meta.tsv
 : >"$RESULTS"
-for ((rep = 1; rep <= REPS; rep++)); do
-	# Rotate the order each repetition, so that no server always runs first.
-	order=()
-	n=${#SERVERS[@]}
-	for ((i = 0; i < n; i++)); do
-		order+=("${SERVERS[$(((i + rep - 1) % n))]}")
+: >"$RATES"
+: >"$META"
+mkdir -p "$OUT"
+
+meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
+meta nproc "$NPROC"
+meta model "$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+meta memory "$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+meta kernel "$(uname -srm)"
+meta load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
+meta forkring "$("$BIN" --version) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo 'no git')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ', with local changes'))"
+meta rustc "$(rustc -V)"
+meta wrk "$(wrk -v 2>&1 | head -n1 | sed 's/ Copyright.*//')"
+meta nginx "$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')${ECHO_MODULE:+, echo module}"
+meta python "$(python3 -V 2>&1)"
+meta duration "$DURATION"
+meta reps "$REPS"
+meta conns "$CONNS"
+meta depth "$DEPTH"
+meta body "$BODY"
+meta warmup "$WARMUP"
+meta workloads "$WORKLOADS"
+meta backends "$BACKENDS"
+meta worker_counts "${WORKER_COUNTS[*]}"
+meta server_cpu "$SERVER_CPU"
+meta client_cpu "$CLIENT_CPU"
+meta pinning "$PINNING"
+meta rate_setting "$RATE"
+meta rate_duration "$RATE_DURATION"
+meta rate_threads "$RATE_THREADS"
+meta rate_conns "$RATE_CONNS"
+
+echo "bench: load average $(cut -d' ' -f1-3 /proc/loadavg) on $NPROC CPUs"
+for workers in "${WORKER_COUNTS[@]}"; do
+	if ((workers == 1 && PINNING)); then
+		SRV_PIN=(taskset -c "$SERVER_CPU")
+		CLI_PIN=(taskset -c "$CLIENT_CPU")
+		WRK_THREADS=1
+		where="servers pinned to CPU $SERVER_CPU, client pinned to CPU $CLIENT_CPU"
+	else
+		SRV_PIN=()
+		CLI_PIN=()
+		WRK_THREADS=$NPROC
+		where="nothing pinned: servers and client share the $NPROC CPUs"
+	fi
+	meta "wrk_threads_$workers" "$WRK_THREADS"
+	meta "where_$workers" "$where"
+	start_servers "$workers"
+	echo
+	echo "== $workers worker(s) each: $where"
+	for name in "${SERVERS[@]}"; do
+		printf '  %-15s pid %-7s 127.0.0.1:%-5s %s\n' "$name" "${PID_OF[$name]}" "${PORT_OF[$name]}" "${NOTE_OF[$name]}"
+		meta "note_${name}_$workers" "${NOTE_OF[$name]}"
 	done
-	for workload in $WORKLOADS; do
-		for name in "${order[@]}"; do
-			measure "$rep" "$workload" "$name"
+	echo "  client: wrk -t$WRK_THREADS -c$CONNS -d$DURATION; $REPS repetition(s)"
+	if [[ $WARMUP != 0 ]]; then
+		for name in "${SERVERS[@]}"; do
+			"${CLI_PIN[@]}" wrk "-t$WRK_THREADS" "-c$CONNS" "-d$WARMUP" "http://127.0.0.1:${PORT_OF[$name]}/" >/dev/null 2>&1 ||
+				die "warm-up wrk run against $name failed"
+		done
+	fi
+	for ((rep = 1; rep <= REPS; rep++)); do
+		# Rotate the order each repetition, so that no server always runs first.
+		rotate "$rep"
+		for workload in $WORKLOADS; do
+			for name in "${ORDER[@]}"; do
+				[[ $workload == post && $name == nginx && -z $ECHO_MODULE ]] && continue
+				measure "$workers" "$rep" "$workload" "$name"
+			done
 		done
 	done
+
+	if [[ " ${RATE_COUNTS[*]} " == *" $workers "* ]]; then
+		rate=$RATE
+		if [[ $RATE == auto ]]; then
+			rate=0
+			if [[ " $WORKLOADS " == *" keepalive "* ]] && [[ " ${WORKER_COUNTS[*]} " == *" 1 "* ]]; then
+				rate=$(for name in "${SERVERS[@]}"; do median_rps 1 keepalive "$name"; done |
+					sort -g | head -n1 | awk '{ printf "%d\n", $1 / 2 }')
+			fi
+			if ((rate == 0)); then
+				rate=20000
+				NOTES+=("RATE=auto without a 1-worker keep-alive measurement before it: the fixed-rate run used 20000 req/s")
+			fi
+		fi
+		meta "rate_$workers" "$rate"
+		echo "  fixed rate: ratebench at $rate req/s, $RATE_THREADS threads x $RATE_CONNS connections, ${RATE_DURATION}s (1 s warm-up)"
+		for ((rep = 1; rep <= REPS; rep++)); do
+			rotate "$rep"
+			for name in "${ORDER[@]}"; do
+				measure_rate "$workers" "$rep" "$name" "$rate"
+			done
+		done
+	fi
+	stop_servers
 done
 
-echo
-echo "Median of $REPS run(s); ratio = forkring / nginx (req/s: higher is better; p99 and CPU: lower is better)"
-echo
-printf '%-10s %-8s | %10s %10s %6s | %9s %9s %6s | %9s %9s %6s\n' \
-	workload backend "req/s" "nginx" ratio "p99" "nginx" ratio "   µs/req" "nginx" ratio
-printf '%s\n' "-----------------------------------------------------------------------------------------------------"
-for workload in $WORKLOADS; do
-	n_rps=$(median "$workload" nginx 3)
-	n_p99=$(median "$workload" nginx 4)
-	n_cpu=$(median "$workload" nginx 5)
-	for b in $BACKENDS; do
-		f_rps=$(median "$workload" "forkring-$b" 3)
-		f_p99=$(median "$workload" "forkring-$b" 4)
-		f_cpu=$(median "$workload" "forkring-$b" 5)
-		printf '%-10s %-8s | %10.0f %10.0f %6s | %9s %9s %6s | %9.3f %9.3f %6s\n' \
-			"$workload" "$b" "$f_rps" "$n_rps" "$(ratio "$f_rps" "$n_rps")" \
-			"$(fmt_us "$f_p99")" "$(fmt_us "$n_p99")" "$(ratio "$f_p99" "$n_p99")" \
-			"$f_cpu" "$n_cpu" "$(ratio "$f_cpu" "$n_cpu")"
-	done
+if [[ $IPC != 0 ]]; then
+	echo
+	echo "== IPC rings: cargo bench --bench ipc -- summary (about 90 s)"
+	if cargo bench --quiet --bench ipc -- summary >"$TMP/ipc.txt" 2>"$TMP/ipc.err"; then
+		cat "$TMP/ipc.txt"
+	else
+		cat "$TMP/ipc.err" >&2
+		NOTES+=("the IPC benchmark failed; its summary is missing")
+		: >"$TMP/ipc.txt"
+	fi
+fi
+meta load_end "$(cut -d' ' -f1-3 /proc/loadavg)"
+meta quiet "$QUIET"
+meta quiet_pct "$QUIET_PCT"
+meta quiet_waited "$((WAITED_MS / 1000))"
+meta quiet_gave_up "$GAVE_UP"
+for n in "${NOTES[@]}"; do
+	meta note "$n"
 done
-errors=$(awk '{ s += $6 } END { print s + 0 }' "$RESULTS")
-((errors == 0)) || echo "note: $errors socket errors or non-2xx responses in total (see the per-run lines)"
+
+# The measurements stay beside the report, so that it can be made again:
+#   python3 bench/report.py --dir target/bench --out target/bench
+cp "$RESULTS" "$RATES" "$META" "$OUT/"
+rm -f "$OUT/ipc.txt"
+[[ -s $TMP/ipc.txt ]] && cp "$TMP/ipc.txt" "$OUT/"
+echo
+python3 "$ROOT/bench/report.py" --dir "$OUT" --out "$OUT"

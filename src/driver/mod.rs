@@ -48,6 +48,9 @@ use crate::worker::Inbox;
 pub(crate) mod epoll;
 pub(crate) mod uring;
 
+/// Most messages from the master a worker handles per loop turn.
+pub(crate) const MESSAGES_PER_TURN: usize = 256;
+
 /// How long a closing connection keeps discarding input after its last
 /// response, so that the client reads that response instead of a reset.
 pub(crate) const LINGER_MS: u64 = 2_000;
@@ -226,7 +229,9 @@ impl Control {
         let mut inbox = inbox.borrow_mut();
         let inbox = &mut *inbox;
         inbox.consumer.after_wake();
-        match inbox.consumer.recv_batch(|msg| handler.on_message(msg)) {
+        // A bounded batch per turn: a flooding master cannot hold up the
+        // connections; what is left keeps the loop from sleeping.
+        match inbox.consumer.recv_up_to(MESSAGES_PER_TURN, |msg| handler.on_message(msg)) {
             Ok(n) => {
                 if n > 0 {
                     inbox.counters.add(Counter::RingReceived, n as u64);

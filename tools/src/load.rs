@@ -142,7 +142,8 @@ impl Stats {
         self.failed.iter().sum()
     }
 
-    fn merge(&mut self, o: Stats) {
+    /// Adds `o`'s counts (another thread's, or another phase's).
+    pub fn merge(&mut self, o: Stats) {
         self.ok += o.ok;
         self.ok_after_mark += o.ok_after_mark;
         for (a, b) in self.failed.iter_mut().zip(o.failed) {

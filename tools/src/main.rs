@@ -12,6 +12,7 @@
 //! time; every process started is killed by pid at the end, on a panic, and
 //! on Ctrl-C.
 
+mod flood_server;
 mod http;
 mod load;
 mod procs;
@@ -86,6 +87,12 @@ fn parse_args() -> Result<Option<Args>, String> {
 }
 
 fn main() -> ExitCode {
+    // Scenario 8's server is this binary too (and so are its re-executed
+    // workers): dispatched before anything else starts.
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if raw.first().map(String::as_str) == Some(flood_server::FLAG) {
+        return flood_server::main(&raw[1..]);
+    }
     let args = match parse_args() {
         Ok(Some(a)) => a,
         Ok(None) => {

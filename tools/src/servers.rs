@@ -96,7 +96,21 @@ impl Forkring {
     /// `--workers`), pinned to `cpu` if given, and waits (at most 15 s) for
     /// its address and for every worker to be ready.
     pub fn start(bin: &Path, workers: usize, args: &[&str], cpu: Option<usize>) -> Result<Forkring, String> {
+        Forkring::start_with(bin, &[], workers, args, cpu)
+    }
+
+    /// [`Forkring::start`] with `lead` before the usual arguments: a
+    /// program that logs like the demo server, e.g. the harness's own
+    /// `--flood-server`.
+    pub fn start_with(
+        bin: &Path,
+        lead: &[&str],
+        workers: usize,
+        args: &[&str],
+        cpu: Option<usize>,
+    ) -> Result<Forkring, String> {
         let mut cmd = Command::new(bin);
+        cmd.args(lead);
         cmd.args(["--listen", "127.0.0.1:0", "--workers", &workers.to_string(), "--log", "info"]).args(args);
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         if let Some(cpu) = cpu {
@@ -223,6 +237,19 @@ impl Forkring {
     /// When each log line containing `needle` arrived.
     pub fn line_times(&self, needle: &str) -> Vec<Instant> {
         self.state().lines.iter().filter(|(_, l)| l.contains(needle)).map(|(at, _)| *at).collect()
+    }
+
+    /// The log lines containing `needle`, in order.
+    pub fn lines_with(&self, needle: &str) -> Vec<String> {
+        self.state().lines.iter().filter(|(_, l)| l.contains(needle)).map(|(_, l)| l.clone()).collect()
+    }
+
+    /// Waits at most `timeout` for more than `seen` log lines containing
+    /// `needle`; the first one after those `seen`.
+    pub fn wait_line(&self, needle: &str, seen: usize, timeout: Duration) -> Option<String> {
+        let count = |st: &LogState| st.lines.iter().filter(|(_, l)| l.contains(needle)).count();
+        self.wait_until(timeout, |st| count(st) > seen);
+        self.lines_with(needle).into_iter().nth(seen)
     }
 
     /// Every log line with the time it arrived, relative to `since`.
