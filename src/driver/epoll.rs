@@ -280,17 +280,7 @@ impl<'a> Driver<'a> {
                     }
                     // A connection that died in the backlog, or a network
                     // error passed on by accept: try the next one.
-                    libc::EINTR
-                    | libc::ECONNABORTED
-                    | libc::EPROTO
-                    | libc::ENOPROTOOPT
-                    | libc::ENETDOWN
-                    | libc::ENETUNREACH
-                    | libc::EHOSTDOWN
-                    | libc::EHOSTUNREACH
-                    | libc::ENONET
-                    | libc::EOPNOTSUPP
-                    | libc::EPERM => continue,
+                    errno if super::accept_error_is_transient(errno) => continue,
                     // EMFILE, ENFILE, ENOBUFS, ENOMEM and anything unknown:
                     // retrying at once would spin.
                     _ => {

@@ -48,6 +48,28 @@ use crate::worker::Inbox;
 pub(crate) mod epoll;
 pub(crate) mod uring;
 
+/// Whether an accept error concerns only the connection being accepted (it
+/// died in the backlog, or accept passed on a network error), so the next
+/// accept may go on at once. Anything else (EMFILE, ENFILE, ENOBUFS, ENOMEM,
+/// a broken listener) would make an immediate retry spin.
+pub(crate) fn accept_error_is_transient(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::EINTR
+            | libc::EAGAIN
+            | libc::ECONNABORTED
+            | libc::EPROTO
+            | libc::ENOPROTOOPT
+            | libc::ENETDOWN
+            | libc::ENETUNREACH
+            | libc::EHOSTDOWN
+            | libc::EHOSTUNREACH
+            | libc::ENONET
+            | libc::EOPNOTSUPP
+            | libc::EPERM
+    )
+}
+
 /// Most messages from the master a worker handles per loop turn.
 pub(crate) const MESSAGES_PER_TURN: usize = 256;
 
@@ -326,17 +348,7 @@ pub(crate) fn drain_listener(config: &Config, listener: OwnedFd, mut add: impl F
                 }
                 // A connection that died in the queue, or a network error
                 // passed on by accept: the next one is unaffected.
-                libc::EINTR
-                | libc::ECONNABORTED
-                | libc::EPROTO
-                | libc::ENOPROTOOPT
-                | libc::ENETDOWN
-                | libc::ENETUNREACH
-                | libc::EHOSTDOWN
-                | libc::EHOSTUNREACH
-                | libc::ENONET
-                | libc::EOPNOTSUPP
-                | libc::EPERM => {}
+                errno if accept_error_is_transient(errno) => {}
                 // EMFILE, ENFILE, ENOBUFS, ENOMEM, or the listener itself
                 // is unusable: waiting would hold up the drain.
                 _ => {

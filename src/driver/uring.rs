@@ -1014,7 +1014,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             libc::ECANCELED => {}
             // The peer gave up before the accept, or a signal: the next
             // connection is unaffected.
-            libc::ECONNABORTED | libc::EINTR | libc::EAGAIN | libc::EPROTO | libc::EPERM => {
+            e if super::accept_error_is_transient(e) => {
                 log::debug!("accept: {}", errno(-res));
             }
             e => {
