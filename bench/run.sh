@@ -41,7 +41,7 @@
 #   IPC        1 runs the IPC ring summary (about 90 s), 0 skips it [1]
 #   QUIET      seconds a run waits for other processes to use less than
 #              QUIET_PCT [15] percent of a CPU before it starts [30]; 0 never
-#              waits. QUIET_BUDGET [300] caps the waiting over the whole run
+#              waits. QUIET_BUDGET [180] caps the waiting over the whole run
 #   SERVER_CPU [0]                          CLIENT_CPU [1]
 #   OUT        report directory [target/bench]
 #   NGINX      nginx binary [found on PATH or in /usr/sbin]
@@ -65,7 +65,7 @@ RATE_CONNS=${RATE_CONNS:-4}
 IPC=${IPC:-1}
 QUIET=${QUIET:-30}
 QUIET_PCT=${QUIET_PCT:-15}
-QUIET_BUDGET=${QUIET_BUDGET:-300}
+QUIET_BUDGET=${QUIET_BUDGET:-180}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 
