@@ -541,7 +541,7 @@ class Report:
         o.append("## How to reproduce")
         o.append("")
         o.append("```sh")
-        o.append("make bench                          # everything, about 10 minutes")
+        o.append("make bench                          # everything, about 7 minutes on a quiet machine")
         o.append(
             f"DURATION={m.get('duration')} REPS={reps} WORKERS=\"{' '.join(map(str, self.worker_counts))}\""
             f" WORKLOADS=\"{m.get('workloads')}\" RATE={m.get('rate_setting')} make bench   # this run's settings"
@@ -664,7 +664,8 @@ class Report:
                 vals = [st[k] for _, st in sts for k in keys if not math.isnan(st[k]) and st[k] > 0]
                 if not vals:
                     continue
-                lo = 10 ** math.floor(math.log10(min(vals)))
+                # A decade below the shortest bar, so that it shows.
+                lo = 10 ** math.floor(math.log10(min(vals) / 2))
                 # Room above the tallest bar for its label.
                 hi = 10 ** math.ceil(math.log10(max(vals) * 5))
                 if hi <= lo:

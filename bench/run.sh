@@ -472,7 +472,7 @@ wait_quiet() {
 		fi
 		sleep 0.7
 	done
-	WAITED_MS=$((WAITED_MS + (${EPOCHREALTIME/./} - t0) / 1000))
+	[[ -z $told ]] || WAITED_MS=$((WAITED_MS + (${EPOCHREALTIME/./} - t0) / 1000))
 }
 
 wrk_args() {
