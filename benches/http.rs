@@ -3,7 +3,7 @@
 //! so this is the user-space share of serving a request.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use forkring::http::{Conn, Shared};
+use forkring::internals::{Conn, Shared};
 use forkring::{Limits, Request, Response, Timeouts};
 
 /// What wrk sends, plus the headers a browser-ish client adds.
@@ -44,7 +44,7 @@ Transfer-Encoding: chunked\r\n\
 
 /// Feeds `reads` to one long-lived connection per iteration and drains the
 /// output, as a driver does per receive.
-fn run<H: forkring::http::Handler>(c: &mut Criterion, name: &str, requests: u64, reads: &[&[u8]], mut handler: H) {
+fn run<H: forkring::Handler>(c: &mut Criterion, name: &str, requests: u64, reads: &[&[u8]], mut handler: H) {
     let mut sh = Shared::new(Limits::default(), Timeouts::default());
     sh.tick();
     let mut conn = Conn::new(&sh);

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
-use forkring::ipc::{Channel, ChannelOptions, Notifier, Ring, RingOptions, SendError, Shm};
+use forkring::internals::ipc::{Channel, ChannelOptions, Notifier, Ring, RingOptions, SendError, Shm};
 
 /// Message size throughout.
 const SIZE: usize = 64;
@@ -163,7 +163,7 @@ trait Scenario {
 
 /// Ring, one way: this process produces, the peer busy-polls and counts.
 struct RingOneWay {
-    tx: forkring::ipc::Producer,
+    tx: forkring::internals::ipc::Producer,
     words: Words,
     sent: u64,
     /// Check for a sleeping consumer after every message (`send`) instead

@@ -13,8 +13,8 @@ use forkring::{Limits, Request, Response, Server, Timeouts};
 fn main() -> std::io::Result<()> {
     Server::builder()
         .listen("127.0.0.1:3000")
-        .limits(Limits { max_body: 1 << 20, ..Limits::default() })
-        .timeouts(Timeouts { idle: Duration::from_secs(30), ..Timeouts::default() })
+        .limits(Limits::DEFAULT.with_max_body(1 << 20))
+        .timeouts(Timeouts::DEFAULT.with_idle(Duration::from_secs(30)))
         // The factory runs in the worker: each worker owns its handler, so
         // the counter needs no lock.
         .serve(|| {

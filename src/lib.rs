@@ -1,8 +1,10 @@
 //! forkring: a prefork HTTP/1.1 server runtime.
 //!
-//! A process binds the listening socket and runs a worker: a hand-written
-//! io_uring event loop (epoll where io_uring is refused) that parses HTTP/1.1
-//! with `httparse` and calls the user's [`Handler`]. No async runtime.
+//! A master process binds the listening sockets and forks workers; each
+//! worker runs a hand-written io_uring event loop (epoll where io_uring is
+//! refused) that parses HTTP/1.1 with `httparse` and calls the user's
+//! [`Handler`]. Master and workers exchange messages through shared-memory
+//! rings. No async runtime.
 //!
 //! ```no_run
 //! use forkring::{Request, Response, Server};
@@ -22,24 +24,52 @@
 //! }
 //! ```
 //!
-//! Layers, top to bottom: [`server`] (configuration, binding, choosing the
-//! backend), the drivers (`driver::uring`, `driver::epoll`: the only code that
-//! touches connections), and [`http`] (the sans-io protocol core: bytes in,
-//! requests to the handler, framed response bytes out).
+//! What a user names is at the root: the builder ([`Server`]) and its
+//! [`Config`] parts, the [`Handler`] with its [`Request`] and [`Response`],
+//! the master's [`Event`]s, [`Command`]s, [`Handle`] and [`Ctl`], and the
+//! worker's side in [`worker`].
+//!
+//! Layers, top to bottom (nothing imports a layer above it; `make lint`
+//! checks): `server` (the builder) → `master` (slots, fork, signals,
+//! respawn, reload, events) → `worker` (a worker's process entry and
+//! identity) → `driver` (one core, two backends: io_uring and epoll) →
+//! `http` (the sans-io protocol core) → `ipc` (shared-memory rings and
+//! counters), `lifeline` and `listen` (sockets); `config` and `sys` are
+//! leaves anyone may use.
 #![deny(clippy::undocumented_unsafe_blocks)]
-#![warn(missing_debug_implementations)]
+#![warn(missing_debug_implementations, missing_docs)]
 
 #[macro_use]
 mod sys;
 
-pub mod cluster;
+mod config;
 mod driver;
-pub mod http;
-pub mod ipc;
-pub mod listen;
-pub mod server;
+mod http;
+mod ipc;
+mod lifeline;
+mod listen;
+mod master;
+mod server;
 pub mod worker;
 
-pub use cluster::{Balance, Command, Event, ExitStatus, Handle, Respawn, WorkerId};
-pub use http::{Handler, Limits, Request, Response, Version};
-pub use server::{Backend, Config, Server, Timeouts};
+pub use config::{
+    default_workers, Backend, Balance, ChannelOptions, Config, Limits, ParseBackendError, Respawn, RingOptions,
+    Timeouts,
+};
+pub use http::{Handler, Headers, InvalidHeader, Request, Response, Version};
+pub use ipc::{SendError, Snapshot};
+pub use master::{Command, Ctl, Event, EventCallback, ExitStatus, Handle, TimerCallback};
+pub use server::Server;
+pub use worker::WorkerId;
+
+/// Internals for the project's own fuzz targets, benchmarks and tests; not
+/// part of the API, and may change at any time.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::http::{Conn, Shared, DRAIN_IDLE_GRACE_MS, OUTPUT_HIGH_WATER};
+
+    /// The shared-memory rings and counters.
+    pub mod ipc {
+        pub use crate::ipc::*;
+    }
+}

@@ -14,16 +14,10 @@ pub fn resolve(addr: &str) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{addr}: no address")))
 }
 
-/// Binds a non-blocking, close-on-exec TCP listener on `addr`.
+/// Binds a non-blocking, close-on-exec TCP listener on `sa`.
 ///
 /// `SO_REUSEADDR` is always set, `SO_REUSEPORT` when `reuseport`, and
 /// `TCP_NODELAY`, which accepted sockets inherit, so responses leave at once.
-pub fn bind(addr: &str, reuseport: bool, backlog: i32) -> io::Result<OwnedFd> {
-    let sa = resolve(addr)?;
-    bind_addr(sa, reuseport, backlog)
-}
-
-/// [`bind`] for an already resolved address.
 pub fn bind_addr(sa: SocketAddr, reuseport: bool, backlog: i32) -> io::Result<OwnedFd> {
     let domain = if sa.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     let raw = syscall!(socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0))

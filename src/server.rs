@@ -1,157 +1,22 @@
-//! Configuration, the builder, and the one place that picks the backend.
+//! The builder: the public entry that assembles a [`Config`] and the
+//! master's hooks, and runs the master (or, in a re-executed worker
+//! process, that worker).
 
-use std::fmt;
 use std::io;
-use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
-use crate::cluster::{self, Balance, Ctl, Event, Handle, Hooks, Respawn};
-use crate::http::{Handler, Limits};
-use crate::ipc::ChannelOptions;
-
-/// Which event loop a worker runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Backend {
-    /// io_uring if the kernel allows it (fast setup flags first, then simpler
-    /// ones), epoll otherwise.
-    #[default]
-    Auto,
-    /// io_uring only; refusing to start if the kernel refuses it.
-    Uring,
-    /// epoll only.
-    Epoll,
-}
-
-impl Backend {
-    /// The environment variable that overrides the configured backend.
-    pub const ENV: &'static str = "FORKRING_BACKEND";
-
-    /// Reads `FORKRING_BACKEND`, if set.
-    pub fn from_env() -> Result<Option<Backend>, ParseBackendError> {
-        match std::env::var(Self::ENV) {
-            Ok(v) if !v.is_empty() => v.parse().map(Some),
-            _ => Ok(None),
-        }
-    }
-}
-
-impl std::str::FromStr for Backend {
-    type Err = ParseBackendError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(Backend::Auto),
-            "uring" | "io_uring" | "io-uring" => Ok(Backend::Uring),
-            "epoll" => Ok(Backend::Epoll),
-            _ => Err(ParseBackendError(s.to_owned())),
-        }
-    }
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Backend::Auto => "auto",
-            Backend::Uring => "uring",
-            Backend::Epoll => "epoll",
-        })
-    }
-}
-
-/// A backend name that is not `auto`, `uring` or `epoll`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseBackendError(pub String);
-
-impl fmt::Display for ParseBackendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unknown backend {:?} (expected auto, uring or epoll)", self.0)
-    }
-}
-
-impl std::error::Error for ParseBackendError {}
-
-/// Connection timeouts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timeouts {
-    /// Time a client has to send a whole header block, counted from the
-    /// connection's accept or from the first byte of the request (slowloris).
-    pub header: Duration,
-    /// Time an idle keep-alive connection is kept, and the longest pause
-    /// between two reads of a body or two sends of a response.
-    pub idle: Duration,
-    /// Time a worker spends draining before it closes what is left.
-    pub drain: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts { header: Duration::from_secs(10), idle: Duration::from_secs(60), drain: Duration::from_secs(30) }
-    }
-}
-
-/// Everything a worker needs besides its listener and handler.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Address to bind, e.g. `127.0.0.1:8080` or `[::1]:8080`.
-    pub listen: String,
-    /// Number of worker processes.
-    pub workers: usize,
-    /// Event-loop backend.
-    pub backend: Backend,
-    /// HTTP limits.
-    pub limits: Limits,
-    /// Connection timeouts.
-    pub timeouts: Timeouts,
-    /// Most connections one worker holds at once; further accepts wait in the
-    /// kernel's backlog.
-    pub max_connections: usize,
-    /// Listen backlog.
-    pub backlog: i32,
-    /// How connections are spread over workers.
-    pub balance: Balance,
-    /// Respawn policy.
-    pub respawn: Respawn,
-    /// Start each worker as a fresh execution of the program's binary
-    /// instead of a plain fork (required when the master has threads).
-    pub reexec: bool,
-    /// Drop to this user in the workers (bind as root first).
-    pub user: Option<String>,
-    /// Pin worker `i` to CPU `i`.
-    pub pin: bool,
-    /// Sizes of the shared-memory rings between the master and each worker.
-    pub ipc: ChannelOptions,
-}
-
-/// One worker per CPU.
-pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            listen: "127.0.0.1:8080".to_owned(),
-            workers: default_workers(),
-            backend: Backend::Auto,
-            limits: Limits::default(),
-            timeouts: Timeouts::default(),
-            max_connections: 65_536,
-            backlog: 4096,
-            balance: Balance::default(),
-            respawn: Respawn::default(),
-            reexec: false,
-            user: None,
-            pin: false,
-            ipc: ChannelOptions::default(),
-        }
-    }
-}
+use crate::config::{Backend, Balance, ChannelOptions, Config, Limits, Respawn, Timeouts};
+use crate::http::Handler;
+use crate::master::{self, Ctl, Event, Handle, Hooks};
 
 /// Builds and runs a server: a master process that binds the listeners and
 /// forks the workers, each serving with the handler made by the factory.
 #[derive(Debug)]
 pub struct Server {
+    /// The configuration as built so far.
     config: Config,
+    /// Callbacks, event channels and the command queue for the master.
     hooks: Hooks,
 }
 
@@ -303,15 +168,16 @@ impl Server {
         if let Some(b) = Backend::from_env().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))? {
             config.backend = b;
         }
-        if let Some((id, listener, chan, ring)) = cluster::reexec_worker()? {
-            return cluster::serve_worker(&config, &factory, id, listener, chan, Some(ring));
+        if let Some((id, listener, lifeline, ring)) = crate::worker::reexec_worker()? {
+            return crate::worker::serve(&config, &factory, id, listener, lifeline, Some(ring));
         }
         if config.workers == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "workers must be at least 1"));
         }
-        match cluster::run(&config, &mut hooks, &factory)? {
-            cluster::Outcome::Clean => Ok(()),
-            cluster::Outcome::Forced => {
+        let entry = |start| crate::worker::run_forked(&config, &factory, start);
+        match master::run(&config, &mut hooks, &entry)? {
+            master::Outcome::Clean => Ok(()),
+            master::Outcome::Forced => {
                 Err(io::Error::new(io::ErrorKind::TimedOut, "workers were killed before they finished draining"))
             }
         }

@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use forkring::cluster::worker_id;
+use forkring::worker::id as worker_id;
 use forkring::{Command as Ctl, Event, Request, Response, Server};
 
 const ROLE: &str = "FORKRING_API_ROLE";

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use forkring::http::{Conn, Shared};
+use forkring::internals::{Conn, Shared};
 use forkring::{Limits, Request, Response, Timeouts, Version};
 
 // ---------------------------------------------------------------------------
@@ -14,7 +14,7 @@ use forkring::{Limits, Request, Response, Timeouts, Version};
 // ---------------------------------------------------------------------------
 
 /// Small limits so that every limit is reachable with short inputs.
-const LIMITS: Limits = Limits { max_head: 1024, max_headers: 16, max_target: 128, max_body: 64 };
+const LIMITS: Limits = Limits::DEFAULT.with_max_head(1024).with_max_headers(16).with_max_target(128).with_max_body(64);
 
 /// One handler call, as the handler saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,7 +30,7 @@ struct App {
     calls: Vec<Call>,
 }
 
-impl forkring::http::Handler for App {
+impl forkring::Handler for App {
     fn handle(&mut self, req: &Request<'_>, res: &mut Response) {
         self.calls.push(Call {
             method: req.method().to_owned(),
@@ -858,10 +858,10 @@ fn custom_response_headers_and_status() {
     let mut h = |_: &Request<'_>, res: &mut Response| {
         res.status(201).header("X-One", "1").header("Content-Type", "application/json").body("{}");
         assert_eq!(res.status_code(), 201);
-        assert_eq!(res.try_header("X Bad", "v").err(), Some(forkring::http::InvalidHeader::Name));
-        assert_eq!(res.try_header("X-Bad", "\0").err(), Some(forkring::http::InvalidHeader::Value));
-        assert_eq!(res.try_header("date", "today").err(), Some(forkring::http::InvalidHeader::Reserved));
-        assert_eq!(res.try_header("Transfer-Encoding", "chunked").err(), Some(forkring::http::InvalidHeader::Reserved));
+        assert_eq!(res.try_header("X Bad", "v").err(), Some(forkring::InvalidHeader::Name));
+        assert_eq!(res.try_header("X-Bad", "\0").err(), Some(forkring::InvalidHeader::Value));
+        assert_eq!(res.try_header("date", "today").err(), Some(forkring::InvalidHeader::Reserved));
+        assert_eq!(res.try_header("Transfer-Encoding", "chunked").err(), Some(forkring::InvalidHeader::Reserved));
     };
     conn.on_read(GET.as_bytes(), &mut sh, &mut h);
     let r = parse_responses(conn.output());
@@ -1085,8 +1085,7 @@ fn draining_closes_after_the_current_response() {
 
 #[test]
 fn deadlines_follow_the_request_cycle() {
-    let timeouts =
-        Timeouts { header: Duration::from_millis(100), idle: Duration::from_millis(5000), ..Timeouts::default() };
+    let timeouts = Timeouts::DEFAULT.with_header(Duration::from_millis(100)).with_idle(Duration::from_millis(5000));
     let mut sh = Shared::new(LIMITS, timeouts);
     sh.tick();
     let now = sh.now_ms();
@@ -1110,9 +1109,8 @@ fn deadlines_follow_the_request_cycle() {
 
 #[test]
 fn draining_shortens_the_idle_wait_only() {
-    use forkring::http::DRAIN_IDLE_GRACE_MS;
-    let timeouts =
-        Timeouts { header: Duration::from_millis(1000), idle: Duration::from_millis(60_000), ..Timeouts::default() };
+    use forkring::internals::DRAIN_IDLE_GRACE_MS;
+    let timeouts = Timeouts::DEFAULT.with_header(Duration::from_millis(1000)).with_idle(Duration::from_millis(60_000));
     let mut sh = Shared::new(LIMITS, timeouts);
     sh.tick();
     let mut app = App::default();
@@ -1139,7 +1137,7 @@ fn draining_shortens_the_idle_wait_only() {
 
 #[test]
 fn unbounded_body_limit_is_usable() {
-    let limits = Limits { max_body: usize::MAX, ..Limits::default() };
+    let limits = Limits::DEFAULT.with_max_body(usize::MAX);
     for input in [
         post_chunked("5\r\nhello\r\n0\r\n\r\n"),
         "POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello".to_owned(),
@@ -1154,7 +1152,7 @@ fn unbounded_body_limit_is_usable() {
 #[test]
 fn unbounded_timeouts_never_expire() {
     const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
-    let timeouts = Timeouts { header: Duration::MAX, idle: Duration::MAX, drain: Duration::MAX };
+    let timeouts = Timeouts::DEFAULT.with_header(Duration::MAX).with_idle(Duration::MAX).with_drain(Duration::MAX);
     let mut sh = Shared::new(LIMITS, timeouts);
     std::thread::sleep(Duration::from_millis(2));
     sh.tick();
@@ -1172,7 +1170,7 @@ fn unbounded_timeouts_never_expire() {
 
 #[test]
 fn pipelined_requests_wait_while_the_output_is_above_the_high_water_mark() {
-    use forkring::http::OUTPUT_HIGH_WATER;
+    use forkring::internals::OUTPUT_HIGH_WATER;
     const BODY: usize = 64 * 1024;
     const N: usize = 100;
     let mut sh = shared(Limits::default());

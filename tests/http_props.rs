@@ -14,7 +14,8 @@
 
 use std::panic::{self, AssertUnwindSafe};
 
-use forkring::http::{Conn, Handler, Shared};
+use forkring::internals::{Conn, Shared};
+use forkring::Handler;
 use forkring::{Limits, Request, Response, Timeouts};
 
 // ---------------------------------------------------------------------------
@@ -644,7 +645,7 @@ fn gen_hostile(rng: &mut Rng, limits: &Limits) -> Vec<u8> {
 // ---------------------------------------------------------------------------
 
 /// Small limits, so that hostile input reaches them.
-const SMALL: Limits = Limits { max_head: 512, max_headers: 12, max_target: 96, max_body: 2048 };
+const SMALL: Limits = Limits::DEFAULT.with_max_head(512).with_max_headers(12).with_max_target(96).with_max_body(2048);
 
 #[test]
 fn hostile_input_never_panics_and_always_frames() {

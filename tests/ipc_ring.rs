@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use forkring::ipc::{Channel, ChannelOptions, Counter, Ring, RingOptions, SendError, Shm};
+use forkring::internals::ipc::{Channel, ChannelOptions, Counter, Ring, RingOptions, SendError, Shm};
 
 /// The tests spin on two cores: run one at a time so that each has them.
 fn serial() -> MutexGuard<'static, ()> {
@@ -187,7 +187,7 @@ fn check(m: &[u8]) -> Option<(u64, u32)> {
 /// Sends messages `from..to` of writer `tag` with `len_of(seq, max)` bytes,
 /// written in place; retries on `Full`. Returns 0, or an exit code saying
 /// what went wrong.
-fn produce(p: &mut forkring::ipc::Producer, from: u64, to: u64, tag: u32, max: usize) -> i32 {
+fn produce(p: &mut forkring::internals::ipc::Producer, from: u64, to: u64, tag: u32, max: usize) -> i32 {
     let mut backoff = Backoff::new();
     let mut seq = from;
     while seq < to {
@@ -210,7 +210,7 @@ fn produce(p: &mut forkring::ipc::Producer, from: u64, to: u64, tag: u32, max: u
 
 /// Receives messages `from..to` of writer `tag` and checks each one,
 /// failing the test on the first wrong one or after `timeout`.
-fn consume(c: &mut forkring::ipc::Consumer, from: u64, to: u64, tag: u32, max: usize, timeout: Duration) {
+fn consume(c: &mut forkring::internals::ipc::Consumer, from: u64, to: u64, tag: u32, max: usize, timeout: Duration) {
     let start = Instant::now();
     let mut backoff = Backoff::new();
     let mut seq = from;
@@ -335,7 +335,7 @@ fn full_ring_returns_full_then_succeeds_after_drain() {
 #[test]
 fn maximum_size_messages() {
     let _g = serial();
-    let opts = RingOptions { capacity: 256 << 10, max_message: RingOptions::largest_message(256 << 10) };
+    let opts = RingOptions::new(256 << 10, RingOptions::largest_message(256 << 10));
     let ring = Ring::new(opts).unwrap();
     let (mut p, mut c) = (ring.producer().unwrap(), ring.consumer().unwrap());
     const N: u64 = 3000;
@@ -383,13 +383,19 @@ fn maximum_size_messages() {
 fn both_directions_at_once() {
     let _g = serial();
     let opts = RingOptions::with_capacity(16 << 10);
-    let mut ch = Channel::new(ChannelOptions { to_worker: opts, to_master: opts }).unwrap();
+    let mut ch = Channel::new(ChannelOptions::new(opts, opts)).unwrap();
     let mut w = ch.worker().unwrap();
     const N: u64 = 300_000;
     let max = 300;
     // Each side streams its own sequence while reading the other's, never
     // blocking: a `Full` ring just means "read for a while".
-    fn run(end: &mut forkring::ipc::Duplex, tag: u32, peer: u32, max: usize, deadline: Instant) -> Result<(), String> {
+    fn run(
+        end: &mut forkring::internals::ipc::Duplex,
+        tag: u32,
+        peer: u32,
+        max: usize,
+        deadline: Instant,
+    ) -> Result<(), String> {
         let (mut sent, mut got) = (0u64, 0u64);
         let mut bad = None;
         while sent < N || got < N {
@@ -445,7 +451,7 @@ fn two_million_checksummed_messages() {
 #[test]
 fn writer_killed_mid_stream_never_shows_a_torn_message() {
     let _g = serial();
-    let opts = RingOptions { capacity: 256 << 10, max_message: 60_000 };
+    let opts = RingOptions::new(256 << 10, 60_000);
     let ring = Ring::new(opts).unwrap();
     let ctl = Arc::new(Ctl::new());
     let mut c = ring.consumer().unwrap();
@@ -474,7 +480,7 @@ fn writer_killed_mid_stream_never_shows_a_torn_message() {
         // Read for a while (a different while each round), then kill it.
         let until = Instant::now() + Duration::from_micros(500 + (mix(round as u64) % 10_000));
         let mut seq = 0u64;
-        let mut read = |c: &mut forkring::ipc::Consumer| {
+        let mut read = |c: &mut forkring::internals::ipc::Consumer| {
             c.recv_batch(|m| {
                 assert_eq!(m.len(), len_of(seq, 60_000), "round {round}: message {seq} has a wrong length");
                 if !m.is_empty() {
@@ -622,7 +628,7 @@ fn no_syscall_per_message_while_the_consumer_is_busy() {
 fn counters_survive_respawn_and_close_refuses_sends() {
     let _g = serial();
     let opts = RingOptions::with_capacity(4096);
-    let mut ch = Channel::new(ChannelOptions { to_worker: opts, to_master: opts }).unwrap();
+    let mut ch = Channel::new(ChannelOptions::new(opts, opts)).unwrap();
     for generation in 0..3u64 {
         let mut w = ch.worker().unwrap();
         let child = fork(move || {

@@ -16,7 +16,7 @@
 //!   the handler, nor what they carry.
 #![no_main]
 
-use forkring::http::{Conn, Handler, Shared};
+use forkring::internals::{Conn, Shared}; use forkring::Handler;
 use forkring::{Limits, Request, Response, Timeouts};
 use libfuzzer_sys::fuzz_target;
 

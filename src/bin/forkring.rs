@@ -9,9 +9,7 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-use forkring::cluster::Ctl;
-use forkring::ipc::Snapshot;
-use forkring::{Backend, Balance, Event, Handler, Limits, Request, Respawn, Response, Server, Timeouts};
+use forkring::{Backend, Balance, Ctl, Event, Handler, Limits, Request, Respawn, Response, Server, Snapshot, Timeouts};
 
 const USAGE: &str = "\
 forkring: a prefork HTTP/1.1 server (demo)
@@ -114,6 +112,8 @@ fn main() -> ExitCode {
     }
     init_logger(opts.log);
 
+    let mut respawn = Respawn::default();
+    respawn.enabled = opts.respawn;
     let mut server = Server::builder()
         .listen(opts.listen)
         .workers(opts.workers)
@@ -124,7 +124,7 @@ fn main() -> ExitCode {
         .balance(opts.balance)
         .pin(opts.pin)
         .reexec(opts.reexec)
-        .respawn(Respawn { enabled: opts.respawn, ..Respawn::default() })
+        .respawn(respawn)
         .on_event(|event, ctl| {
             log::info!("{event}");
             match event {
@@ -275,7 +275,7 @@ fn method_not_allowed(res: &mut Response, allow: &str) {
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Action, String> {
     let mut opts = Options {
         listen: "127.0.0.1:8080".to_owned(),
-        workers: forkring::server::default_workers(),
+        workers: forkring::default_workers(),
         backend: Backend::Auto,
         timeouts: Timeouts::default(),
         limits: Limits::default(),
@@ -463,7 +463,7 @@ mod tests {
     fn defaults() {
         let Ok(Action::Serve(o)) = parse(&[]) else { panic!("expected Serve") };
         assert_eq!(o.listen, "127.0.0.1:8080");
-        assert_eq!(o.workers, forkring::server::default_workers());
+        assert_eq!(o.workers, forkring::default_workers());
         assert_eq!(o.backend, Backend::Auto);
         assert_eq!(o.timeouts, Timeouts::default());
         assert_eq!(o.limits, Limits::default());

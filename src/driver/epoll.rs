@@ -20,17 +20,19 @@
 //! - Draining takes the listener out of the set, accepts what is queued on
 //!   it and closes it, all before the next wait.
 //!
-//! Where it stops: HTTP belongs to [`Conn`]; this module moves bytes, enforces
-//! deadlines and decides when a socket closes.
+//! Where it stops: HTTP belongs to [`Conn`]; what to do about the listener,
+//! accept errors, the drain, deadlines and closing belongs to
+//! [`super::core`]; this module moves bytes and learns readiness.
 
 use std::io;
-use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 
-use super::{Control, LINGER_MS};
+use super::core::{self, AcceptError, After, Core};
+use super::slab::{Key, Slab};
+use super::Link;
+use crate::config::Config;
 use crate::http::{Conn, Handler, Shared, OUTPUT_HIGH_WATER};
-use crate::server::Config;
 use crate::sys::context;
 
 /// The worker-wide receive buffer.
@@ -40,9 +42,6 @@ const EVENTS: usize = 1024;
 /// Most connections accepted per loop turn, so that a connection storm does
 /// not starve the connections already open; the rest wait for the next turn.
 const ACCEPT_BATCH: usize = 1024;
-/// How long accepting stops after the process or system runs out of
-/// descriptors or memory: the backlog keeps the clients meanwhile.
-const ACCEPT_BACKOFF_MS: u64 = 100;
 
 /// Interest for a connection: edge-triggered input, output and peer
 /// half-close.
@@ -55,57 +54,39 @@ const READ_ENDS: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u
 /// Events after which a send can make progress (or report the error).
 const WRITE_READY: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
 
-/// What an epoll event refers to, carried in `epoll_event.u64`: a slab key,
-/// or one of the reserved values below.
+/// What an epoll event refers to, carried in `epoll_event.u64`: a packed
+/// slab [`Key`] (56 bits), or one of the reserved values below.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Token(usize);
+struct Token(u64);
 
 /// The listening socket.
-const LISTENER: Token = Token(usize::MAX);
-/// The control eventfd.
-const WAKE: Token = Token(usize::MAX - 1);
+const LISTENER: Token = Token(u64::MAX);
+/// The wake-up eventfd of the [`Link`].
+const WAKE: Token = Token(u64::MAX - 1);
 /// The eventfd of the ring from the master.
-const INBOX: Token = Token(usize::MAX - 2);
+const INBOX: Token = Token(u64::MAX - 2);
 
 /// Serves `listener` until the worker is drained; see the contract in
 /// [`super`].
-pub(crate) fn run<H: Handler>(config: &Config, listener: OwnedFd, handler: &mut H, ctl: &Control) -> io::Result<()> {
-    let mut driver = Driver::new(config, listener, ctl)?;
+pub(crate) fn run<H: Handler>(config: &Config, listener: OwnedFd, handler: &mut H, link: &Link) -> io::Result<()> {
+    let mut driver = Driver::new(config, listener, link)?;
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
     driver.serve(&mut events, handler)
 }
 
 /// The loop's state: everything but the handler and the event buffer.
 struct Driver<'a> {
-    /// Limits, timeouts and the connection cap.
-    config: &'a Config,
-    /// Drain flag and wake-up eventfd.
-    ctl: &'a Control,
+    /// What both backends share: protocol state, listener, drain, policy.
+    core: Core<'a>,
     /// The epoll instance.
     epoll: Epoll,
-    /// The worker's copy of the listening socket, until draining closes it.
-    listener: Option<OwnedFd>,
-    /// Per-worker protocol state shared by every connection.
-    sh: Shared,
-    /// Open connections, indexed by [`Token`].
-    conns: Slab,
+    /// Open connections.
+    conns: Slab<Connection>,
     /// The receive buffer every connection reads into.
     buf: Box<[u8]>,
-    /// Whether and when to accept.
-    accept: Accept,
-    /// When the next deadline sweep is due, in [`Shared::now_ms`] time.
-    next_sweep: u64,
-    /// When draining gives up on the connections left, once draining.
-    drain_until: Option<u64>,
-}
-
-/// The listener's state as the loop sees it.
-struct Accept {
     /// Connections may be waiting in the backlog: set by an event, cleared
     /// when `accept4` says `WouldBlock`.
-    ready: bool,
-    /// No accept before this time, after running out of descriptors.
-    paused_until: u64,
+    accept_ready: bool,
 }
 
 /// What a connection needs next.
@@ -118,22 +99,12 @@ enum Step {
 }
 
 impl<'a> Driver<'a> {
-    fn new(config: &'a Config, listener: OwnedFd, ctl: &'a Control) -> io::Result<Driver<'a>> {
-        // Accepting runs until `WouldBlock`: a blocking listener (say, one
-        // inherited from a service manager) would stall the loop.
-        let flags = syscall!(fcntl(listener.as_raw_fd(), libc::F_GETFL)).map_err(|e| context(e, "fcntl(listener)"))?;
-        if flags & libc::O_NONBLOCK == 0 {
-            syscall!(fcntl(listener.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK))
-                .map_err(|e| context(e, "fcntl(listener, O_NONBLOCK)"))?;
-        }
+    fn new(config: &'a Config, listener: OwnedFd, link: &'a Link) -> io::Result<Driver<'a>> {
+        core::set_nonblocking(listener.as_raw_fd())?;
         let epoll = Epoll::new().map_err(|e| context(e, "epoll_create1"))?;
-        epoll.add(ctl.wake_fd(), libc::EPOLLIN as u32, WAKE).map_err(|e| context(e, "epoll_ctl(wake fd)"))?;
-        if let Some(fd) = ctl.inbox_fd() {
+        epoll.add(link.wake_fd(), libc::EPOLLIN as u32, WAKE).map_err(|e| context(e, "epoll_ctl(wake fd)"))?;
+        if let Some(fd) = link.inbox_fd() {
             epoll.add(fd, libc::EPOLLIN as u32, INBOX).map_err(|e| context(e, "epoll_ctl(ring eventfd)"))?;
-        }
-        let mut sh = Shared::new(config.limits, config.timeouts);
-        if let Some(c) = ctl.counters() {
-            sh.set_counters(c);
         }
         // EPOLLEXCLUSIVE wakes one waiter, not all, when several workers
         // share one listening socket; kernels before 4.5 refuse it.
@@ -146,92 +117,69 @@ impl<'a> Driver<'a> {
             })
             .map_err(|e| context(e, "epoll_ctl(listener)"))?;
         Ok(Driver {
-            config,
-            ctl,
+            core: Core::new(config, link, listener),
             epoll,
-            listener: Some(listener),
-            sh,
-            conns: Slab::new(),
+            conns: Slab::default(),
             buf: vec![0u8; READ_BUF].into_boxed_slice(),
-            accept: Accept { ready: true, paused_until: 0 },
-            next_sweep: 0,
-            drain_until: None,
+            accept_ready: true,
         })
     }
 
     fn serve<H: Handler>(&mut self, events: &mut [libc::epoll_event], handler: &mut H) -> io::Result<()> {
-        let interval = super::sweep_interval_ms(self.config);
-        self.sh.tick();
-        self.next_sweep = self.sh.now_ms() + interval;
-        if self.ctl.draining() {
+        if self.core.link.draining() {
             self.begin_drain();
         }
         // The listener may have had a backlog before it was registered.
-        self.accept_pending()?;
+        self.accept_pending();
         loop {
-            if self.drained() {
-                return Ok(());
+            if let Some(result) = self.core.drain_result(self.conns.len()) {
+                return result;
             }
             // The ring from the master wakes a sleeping loop only if it
             // said it sleeps; a message already there means no sleep.
-            let timeout = if self.ctl.may_sleep() { self.timeout_ms() } else { 0 };
+            let timeout = if self.core.link.may_sleep() { self.timeout_ms() } else { 0 };
             let n = match self.epoll.wait(events, timeout) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
                 Err(e) => return Err(context(e, "epoll_wait")),
             };
-            self.sh.tick();
+            self.core.sh.tick();
             let mut woken = false;
             for ev in &events[..n] {
                 // Copies out of the (packed, on x86-64) event.
-                let (bits, token) = (ev.events, Token(ev.u64 as usize));
+                let (bits, token) = (ev.events, Token(ev.u64));
                 match token {
-                    LISTENER => self.accept.ready = true,
+                    LISTENER => self.accept_ready = true,
                     WAKE => woken = true,
-                    INBOX => {
-                        if let Some(fd) = self.ctl.inbox_fd() {
-                            let _ = crate::sys::eventfd_drain(fd);
-                        }
-                    }
-                    Token(key) => self.on_event(key, bits, handler),
+                    INBOX => self.core.link.ack_inbox(),
+                    Token(key) => self.on_event(Key::unpack(key), bits, handler),
                 }
             }
-            self.ctl.deliver(handler);
+            self.core.link.deliver(handler);
             if woken {
-                self.ctl.ack();
-                if self.ctl.draining() && self.drain_until.is_none() {
+                self.core.link.ack();
+                if self.core.link.draining() {
                     self.begin_drain();
                 }
             }
-            if self.sh.now_ms() >= self.next_sweep {
-                self.next_sweep = self.sh.now_ms() + interval;
+            if self.core.sweep_due() {
                 self.sweep();
             }
-            self.accept_pending()?;
+            self.accept_pending();
         }
     }
 
-    /// How long the next wait may block: until the next sweep, the end of an
-    /// accept pause, or the drain deadline; not at all if connections are
-    /// known to wait in the backlog.
+    /// How long the next wait may block: until the core's next wake-up
+    /// (sweep, end of an accept pause, end of the drain); not at all if
+    /// connections are known to wait in the backlog.
     fn timeout_ms(&self) -> i32 {
-        let now = self.sh.now_ms();
-        let mut until = self.next_sweep;
-        if let Some(t) = self.drain_until {
-            until = until.min(t);
+        if self.accept_ready && self.core.may_accept(self.conns.len()) {
+            return 0;
         }
-        if self.may_accept() {
-            until = until.min(self.accept.paused_until.max(now));
-        }
-        until.saturating_sub(now).min(i32::MAX as u64) as i32
+        self.core.next_wake().saturating_sub(self.core.sh.now_ms()).min(i32::MAX as u64) as i32
     }
 
-    /// Whether accepting could make progress, leaving aside a pause.
-    fn may_accept(&self) -> bool {
-        self.listener.is_some() && self.accept.ready && self.conns.len() < self.config.max_connections
-    }
-
-    fn on_event<H: Handler>(&mut self, key: usize, bits: u32, handler: &mut H) {
+    fn on_event<H: Handler>(&mut self, key: Key, bits: u32, handler: &mut H) {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
@@ -244,7 +192,7 @@ impl<'a> Driver<'a> {
         if bits & WRITE_READY != 0 {
             c.writable = true;
         }
-        let step = c.drive(&mut self.sh, &mut self.buf, handler);
+        let step = c.drive(&mut self.core.sh, &mut self.buf, handler);
         if let Step::Close = step {
             self.close(key);
         }
@@ -252,134 +200,95 @@ impl<'a> Driver<'a> {
 
     /// Accepts what waits in the backlog, up to the connection cap and
     /// [`ACCEPT_BATCH`].
-    fn accept_pending(&mut self) -> io::Result<()> {
-        if self.sh.now_ms() < self.accept.paused_until {
-            return Ok(());
-        }
+    fn accept_pending(&mut self) {
         for _ in 0..ACCEPT_BATCH {
-            let Some(listener) = self.listener.as_ref().filter(|_| self.may_accept()) else {
-                return Ok(());
-            };
-            // Null address pointers: the peer's address is not wanted.
-            let res = syscall!(accept4(
-                listener.as_raw_fd(),
-                ptr::null_mut(),
-                ptr::null_mut(),
-                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            ));
-            let raw = match res {
-                Ok(raw) => raw,
-                Err(e) => match e.raw_os_error().unwrap_or(0) {
-                    libc::EAGAIN => {
-                        self.accept.ready = false;
-                        return Ok(());
-                    }
-                    // The listener itself is unusable: nothing left to serve.
-                    libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EFAULT => {
-                        return Err(context(e, "accept4"));
-                    }
-                    // A connection that died in the backlog, or a network
-                    // error passed on by accept: try the next one.
-                    errno if super::accept_error_is_transient(errno) => continue,
-                    // EMFILE, ENFILE, ENOBUFS, ENOMEM and anything unknown:
-                    // retrying at once would spin.
-                    _ => {
-                        log::warn!("accept4: {e}; not accepting for {ACCEPT_BACKOFF_MS} ms");
-                        self.pause_accept();
-                        return Ok(());
+            if !self.accept_ready || !self.core.may_accept(self.conns.len()) {
+                return;
+            }
+            let Some(listener) = &self.core.listener else { return };
+            let fd = match core::accept(listener.as_raw_fd()) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_ready = false;
+                    return;
+                }
+                Err(e) => match self.core.on_accept_error(e.raw_os_error().unwrap_or(0)) {
+                    AcceptError::Transient => continue,
+                    AcceptError::Pause => return,
+                    AcceptError::Unusable => {
+                        self.begin_drain();
+                        return;
                     }
                 },
             };
-            // SAFETY: accept4 just returned this descriptor and nothing else
-            // owns it.
-            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            self.core.on_accepted();
             if let Err(e) = self.add(fd) {
-                log::warn!("epoll_ctl(add connection): {e}; not accepting for {ACCEPT_BACKOFF_MS} ms");
-                self.pause_accept();
-                return Ok(());
+                log::warn!("epoll_ctl(add connection): {e}; not accepting for {} ms", core::ACCEPT_BACKOFF_MS);
+                self.core.pause_accept();
+                return;
             }
         }
-        Ok(())
     }
 
     /// Registers a connection just accepted; on failure it is closed.
-    fn add(&mut self, fd: OwnedFd) -> io::Result<usize> {
+    fn add(&mut self, fd: OwnedFd) -> io::Result<Key> {
         let raw = fd.as_raw_fd();
-        let key = self.conns.insert(Connection::new(fd, Conn::new(&self.sh)));
-        self.sh.count_accept();
-        if let Err(e) = self.epoll.add(raw, CONN_INTEREST, Token(key)) {
+        let mut conn = Conn::new(&self.core.sh);
+        if self.core.draining() {
+            conn.start_drain(&self.core.sh);
+        }
+        let key = self.conns.insert(Connection::new(fd, conn));
+        self.core.sh.count_accept();
+        if let Err(e) = self.epoll.add(raw, CONN_INTEREST, Token(key.pack())) {
             self.close(key);
             return Err(e);
         }
         Ok(key)
     }
 
-    fn pause_accept(&mut self) {
-        self.accept.paused_until = self.sh.now_ms() + ACCEPT_BACKOFF_MS;
-    }
-
     /// Closes every connection whose deadline (or lingering time) has passed.
     fn sweep(&mut self) {
-        let now = self.sh.now_ms();
-        for key in 0..self.conns.capacity() {
-            if self.conns.get_mut(key).is_some_and(|c| c.expired(now)) {
-                log::debug!("connection {key}: timed out");
-                self.close(key);
+        let now = self.core.sh.now_ms();
+        for idx in 0..self.conns.capacity() {
+            if let Some((key, c)) = self.conns.at(idx) {
+                if c.expired(now) {
+                    log::debug!("connection {idx}: timed out");
+                    self.close(key);
+                }
             }
         }
     }
 
     /// Stops accepting, takes in what is queued on the listener and closes
-    /// it, closes idle connections and lets the others finish.
+    /// it, and lets every connection finish (idle ones after a short grace,
+    /// so that a request already on the wire is answered, with
+    /// `Connection: close`, instead of cut off).
     fn begin_drain(&mut self) {
-        log::info!("draining: {} connections open", self.conns.len());
-        self.sh.set_draining();
-        self.drain_until = Some(self.sh.now_ms() + self.config.timeouts.drain.as_millis() as u64);
-        if let Some(listener) = self.listener.take() {
+        if !self.core.begin_drain(self.conns.len()) {
+            return;
+        }
+        if let Some(listener) = &self.core.listener {
             if let Err(e) = self.epoll.delete(listener.as_raw_fd()) {
                 log::warn!("epoll_ctl(delete listener): {e}");
             }
-            self.accept.ready = false;
-            let config = self.config;
-            super::drain_listener(config, listener, |fd| {
-                if let Err(e) = self.add(fd) {
-                    log::warn!("epoll_ctl(add connection): {e}; closing it");
-                }
-            });
         }
-        for key in 0..self.conns.capacity() {
-            let Some(c) = self.conns.get_mut(key) else {
-                continue;
-            };
-            // Idle ones expire after a short grace, so that a request
-            // already on the wire is answered (with `Connection: close`)
-            // instead of cut off.
-            c.conn.start_drain(&self.sh);
+        self.accept_ready = false;
+        for fd in self.core.close_listener() {
+            if let Err(e) = self.add(fd) {
+                log::warn!("epoll_ctl(add connection): {e}; closing it");
+            }
+        }
+        for (_, c) in self.conns.iter_mut() {
+            c.conn.start_drain(&self.core.sh);
         }
     }
 
-    /// Whether a drain is complete: no connection left, or out of time.
-    fn drained(&self) -> bool {
-        let Some(until) = self.drain_until else {
-            return false;
-        };
-        if self.conns.len() == 0 {
-            log::info!("drained");
-            return true;
-        }
-        if self.sh.now_ms() >= until {
-            log::warn!("drain timeout: closing {} connections", self.conns.len());
-            return true;
-        }
-        false
-    }
-
-    fn close(&mut self, key: usize) {
+    fn close(&mut self, key: Key) {
         if let Some(c) = self.conns.remove(key) {
             // Dropping the descriptor closes it, which also takes it out of
             // the epoll set.
-            c.conn.release(&mut self.sh);
-            self.sh.count_close();
+            c.conn.release(&mut self.core.sh);
+            self.core.sh.count_close();
         }
     }
 }
@@ -474,16 +383,11 @@ impl Connection {
                 break;
             }
         }
-        if self.conn.is_closing() {
-            if self.conn.has_output() {
-                return Step::Keep;
-            }
-            if self.eof {
-                return Step::Close;
-            }
-            return self.linger(sh, buf);
+        match core::after_output(&self.conn, self.conn.has_output(), self.eof) {
+            After::Keep => Step::Keep,
+            After::Close => Step::Close,
+            After::Linger => self.linger(sh, buf),
         }
-        Step::Keep
     }
 
     /// Starts a lingering close: the peer gets our FIN after the last
@@ -491,10 +395,10 @@ impl Connection {
     /// unread input would send a reset, which can destroy that response in
     /// the peer's receive buffer).
     fn linger(&mut self, sh: &Shared, buf: &mut [u8]) -> Step {
-        if let Err(e) = syscall!(shutdown(self.fd.as_raw_fd(), libc::SHUT_WR)) {
-            return quiet_close("shutdown", &e);
+        match core::linger(self.fd.as_raw_fd(), sh) {
+            Ok(until) => self.linger_until = Some(until),
+            Err(e) => return quiet_close("shutdown", &e),
         }
-        self.linger_until = Some(sh.now_ms() + LINGER_MS);
         // Input may have been left unread when the core stopped taking it.
         self.readable = true;
         self.discard(buf)
@@ -541,7 +445,8 @@ fn quiet_close(op: &str, e: &io::Error) -> Step {
 }
 
 fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // `buf` is a live, writable slice of `buf.len()` bytes.
+    // `buf` is a live, writable slice of `buf.len()` bytes the kernel may
+    // fill.
     syscall!(recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0)).map(|n| n as usize)
 }
 
@@ -568,7 +473,7 @@ impl Epoll {
 
     /// Registers `fd` for `events`, reported with `token`.
     fn add(&self, fd: RawFd, events: u32, token: Token) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events, u64: token.0 as u64 };
+        let mut ev = libc::epoll_event { events, u64: token.0 };
         // `ev` is a live local the kernel copies from.
         syscall!(epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev)).map(drop)
     }
@@ -585,75 +490,5 @@ impl Epoll {
         // The kernel writes at most `max` events into `events`, a live,
         // writable slice at least that long.
         syscall!(epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms)).map(|n| n as usize)
-    }
-}
-
-/// Connection states indexed by token. Freed slots are reused (most recently
-/// freed first), so the vector grows only to the peak number of connections
-/// and steady-state accept and close allocate nothing.
-struct Slab {
-    /// Slots, occupied or on the free list.
-    entries: Vec<Entry>,
-    /// First free slot; `entries.len()` when none is free.
-    next_free: usize,
-    /// Occupied slots.
-    len: usize,
-}
-
-enum Entry {
-    /// Free; holds the next free slot.
-    Vacant(usize),
-    /// In use.
-    Occupied(Connection),
-}
-
-impl Slab {
-    fn new() -> Slab {
-        Slab { entries: Vec::new(), next_free: 0, len: 0 }
-    }
-
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    /// One past the highest key ever used.
-    fn capacity(&self) -> usize {
-        self.entries.len()
-    }
-
-    fn insert(&mut self, c: Connection) -> usize {
-        let key = self.next_free;
-        self.len += 1;
-        if let Some(slot @ Entry::Vacant(_)) = self.entries.get_mut(key) {
-            if let Entry::Vacant(next) = mem::replace(slot, Entry::Occupied(c)) {
-                self.next_free = next;
-            }
-            return key;
-        }
-        // The free list is empty: it ends at `entries.len()`.
-        debug_assert_eq!(key, self.entries.len());
-        self.entries.push(Entry::Occupied(c));
-        self.next_free = self.entries.len();
-        self.entries.len() - 1
-    }
-
-    fn remove(&mut self, key: usize) -> Option<Connection> {
-        let slot = self.entries.get_mut(key)?;
-        if let Entry::Vacant(_) = slot {
-            return None;
-        }
-        let Entry::Occupied(c) = mem::replace(slot, Entry::Vacant(self.next_free)) else {
-            return None;
-        };
-        self.next_free = key;
-        self.len -= 1;
-        Some(c)
-    }
-
-    fn get_mut(&mut self, key: usize) -> Option<&mut Connection> {
-        match self.entries.get_mut(key) {
-            Some(Entry::Occupied(c)) => Some(c),
-            _ => None,
-        }
     }
 }

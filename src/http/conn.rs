@@ -9,9 +9,9 @@ use super::chunked::Decoder;
 use super::date::DateCache;
 use super::request::{Headers, Request, Version};
 use super::response::{reason, Response};
-use super::{Handler, Limits};
+use super::Handler;
+use crate::config::{Limits, Timeouts};
 use crate::ipc::{Counter, Counters};
-use crate::server::Timeouts;
 
 /// Output not yet sent beyond which a driver stops reading from the
 /// connection: a client that does not read its responses stops being read.
@@ -93,26 +93,26 @@ impl Shared {
 
     /// Counts requests, responses and protocol errors into `counters` from
     /// now on (the worker's page in shared memory, read by the master).
-    pub fn set_counters(&mut self, counters: &'static Counters) {
+    pub(crate) fn set_counters(&mut self, counters: &'static Counters) {
         self.counters = Some(counters);
     }
 
     /// Counts an accepted connection.
-    pub fn count_accept(&self) {
+    pub(crate) fn count_accept(&self) {
         if let Some(c) = self.counters {
             c.connection_opened();
         }
     }
 
     /// Counts a closed connection.
-    pub fn count_close(&self) {
+    pub(crate) fn count_close(&self) {
         if let Some(c) = self.counters {
             c.connection_closed();
         }
     }
 
     /// Counts bytes received and sent.
-    pub fn count_bytes(&self, received: usize, sent: usize) {
+    pub(crate) fn count_bytes(&self, received: usize, sent: usize) {
         if let Some(c) = self.counters {
             if received > 0 {
                 c.add(Counter::BytesIn, received as u64);

@@ -28,8 +28,8 @@ pub trait Handler {
     /// `Connection`; a HEAD response's body is measured and not sent.
     fn handle(&mut self, req: &Request<'_>, res: &mut Response);
 
-    /// A message from the master arrived (see `Ctl::send` and
-    /// `Ctl::broadcast` in [`crate::cluster`]); runs on the worker's event
+    /// A message from the master arrived (see [`crate::Ctl::send`] and
+    /// [`crate::Ctl::broadcast`]); runs on the worker's event
     /// loop, between requests. Reply with [`crate::worker::send`].
     fn on_message(&mut self, msg: &[u8]) {
         let _ = msg;
@@ -42,33 +42,5 @@ where
 {
     fn handle(&mut self, req: &Request<'_>, res: &mut Response) {
         self(req, res)
-    }
-}
-
-/// Protocol limits. Exceeding one is answered with its status and the
-/// connection closes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest header block (request line, headers and the blank line), in
-    /// bytes: 431 beyond it.
-    pub max_head: usize,
-    /// Most header fields: 431 beyond it. At most [`Limits::HEADERS_CAP`].
-    pub max_headers: usize,
-    /// Longest request-target: 414 beyond it.
-    pub max_target: usize,
-    /// Largest request body, declared or chunked: 413 beyond it, sent as
-    /// soon as a declared length exceeds it, before the body is read.
-    pub max_body: usize,
-}
-
-impl Limits {
-    /// The hard ceiling on [`Limits::max_headers`] (header slots live on the
-    /// stack while a request is parsed).
-    pub const HEADERS_CAP: usize = 256;
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { max_head: 16 * 1024, max_headers: 100, max_target: 8 * 1024, max_body: 8 * 1024 * 1024 }
     }
 }

@@ -26,20 +26,12 @@ use std::time::Duration;
 
 use super::counters::{Counter, Counters};
 use super::notify::Notifier;
-use super::ring::{Consumer, Producer, RecvError, Ring, RingOptions, SendError};
+use super::ring::{Consumer, Producer, RecvError, Ring, SendError};
 use super::shm::{Layout, Region, Shm};
+use crate::config::ChannelOptions;
 
 /// "FRKCHAN1": marks an initialised channel mapping.
 const MAGIC: u64 = u64::from_le_bytes(*b"FRKCHAN1");
-
-/// The rings' options, per direction.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ChannelOptions {
-    /// Master to worker.
-    pub to_worker: RingOptions,
-    /// Worker to master.
-    pub to_master: RingOptions,
-}
 
 /// Where the parts of a channel sit in its mapping, at its start (so a
 /// re-executed worker finds them).
@@ -479,6 +471,7 @@ impl Deref for CountersRef {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::config::RingOptions;
 
     fn small() -> ChannelOptions {
         ChannelOptions { to_worker: RingOptions::with_capacity(4096), to_master: RingOptions::with_capacity(4096) }

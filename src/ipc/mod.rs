@@ -54,10 +54,11 @@ mod notify;
 mod ring;
 mod shm;
 
-pub use channel::{Channel, ChannelFds, ChannelOptions, Duplex, MasterEnd, WorkerEnd};
+pub use crate::config::{ChannelOptions, RingOptions};
+pub use channel::{Channel, ChannelFds, Duplex, MasterEnd, WorkerEnd};
 pub use counters::{Counter, Counters, SharedCounters, Snapshot};
 pub use notify::Notifier;
-pub use ring::{ClaimError, Consumer, Producer, RecvError, Ring, RingOptions, SendError};
+pub use ring::{ClaimError, Consumer, Producer, RecvError, Ring, SendError};
 pub use shm::{page_size, Layout, Region, Shm};
 
 /// The atomics the ring protocol uses: `std`'s, or `loom`'s when the ring is

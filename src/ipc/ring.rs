@@ -57,19 +57,17 @@ use std::time::Duration;
 use super::notify::Notifier;
 use super::shm::{round_up, Region, Shm};
 use super::sync::{fence, AtomicU32, AtomicU64, Ordering};
+use crate::config::RingOptions;
 
 /// Bytes before a frame's payload.
-const HEADER: usize = 8;
+const HEADER: usize = crate::config::FRAME_HEADER;
+const _: () = assert!(crate::config::MAX_RING_CAPACITY <= LEN_MASK as usize + 1);
 /// Header bit: a committed message; the low bits are its length.
 const MSG: u32 = 1 << 31;
 /// Header bit: padding to the end of the data; the low bits are its length.
 const PAD: u32 = 1 << 30;
 /// The length bits of a header word.
 const LEN_MASK: u32 = PAD - 1;
-/// Smallest capacity accepted.
-const MIN_CAPACITY: usize = 64;
-/// Largest capacity accepted (a padding length must fit in `LEN_MASK`).
-const MAX_CAPACITY: usize = 1 << 30;
 /// "FRKRING1": marks an initialised ring header.
 const MAGIC: u64 = u64::from_le_bytes(*b"FRKRING1");
 /// `claims` bit: a [`Producer`] exists for this generation.
@@ -84,51 +82,7 @@ const fn frame_len(len: usize) -> usize {
     HEADER + round_up(len, 8)
 }
 
-/// Capacity and message limit of a ring.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RingOptions {
-    /// Bytes of message data; a power of two from 64 to 2³⁰. Default 1 MiB.
-    pub capacity: usize,
-    /// Largest message in bytes; at most `capacity / 2 - 16` (so an empty
-    /// ring always accepts it, wherever its tail stands). Default 64 KiB.
-    pub max_message: usize,
-}
-
-impl Default for RingOptions {
-    fn default() -> Self {
-        RingOptions { capacity: 1 << 20, max_message: 64 << 10 }
-    }
-}
-
 impl RingOptions {
-    /// Options with the given capacity (rounded up to a power of two) and
-    /// the largest message it allows.
-    pub fn with_capacity(capacity: usize) -> RingOptions {
-        let capacity = capacity.max(MIN_CAPACITY).next_power_of_two();
-        RingOptions { capacity, max_message: Self::largest_message(capacity) }
-    }
-
-    /// The largest `max_message` a ring of `capacity` bytes allows.
-    pub const fn largest_message(capacity: usize) -> usize {
-        capacity / 2 - 2 * HEADER
-    }
-
-    /// Checks the options.
-    pub fn validate(&self) -> io::Result<()> {
-        let bad = |what: String| Err(io::Error::new(io::ErrorKind::InvalidInput, what));
-        if !self.capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&self.capacity) {
-            return bad(format!("ring capacity {} is not a power of two in 64..=2^30", self.capacity));
-        }
-        if self.max_message > Self::largest_message(self.capacity) {
-            return bad(format!(
-                "ring max_message {} exceeds capacity/2 - 16 = {}",
-                self.max_message,
-                Self::largest_message(self.capacity)
-            ));
-        }
-        Ok(())
-    }
-
     /// Bytes of shared memory a ring with these options occupies (header and
     /// data), to reserve with [`super::Layout::push`] at 128-byte alignment.
     pub fn region_len(&self) -> usize {

@@ -185,12 +185,12 @@ pub struct Region {
 /// Places regions one after another, each at its own alignment.
 ///
 /// ```
-/// use forkring::ipc::Layout;
+/// use forkring::internals::ipc::Layout;
 /// let mut layout = Layout::new();
 /// let a = layout.push(100, 128);
 /// let b = layout.push(8, 128);
 /// assert_eq!((a.offset, b.offset), (0, 128));
-/// assert_eq!(layout.size() % forkring::ipc::page_size(), 0);
+/// assert_eq!(layout.size() % forkring::internals::ipc::page_size(), 0);
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Layout {

@@ -63,7 +63,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use forkring::ipc::{SendError, Snapshot};
+use forkring::internals::ipc::{SendError, Snapshot};
 use forkring::{Event, Handler, Request, Response, Server, WorkerId};
 
 /// The subcommand that starts this server (hidden from `--help`).
@@ -357,7 +357,7 @@ impl Flood {
     }
 
     /// Sends to `slot` until its window is full or the ring says no.
-    fn refill(&mut self, ctl: &mut forkring::cluster::Ctl<'_>, slot: usize) {
+    fn refill(&mut self, ctl: &mut forkring::Ctl<'_>, slot: usize) {
         let window = self.window;
         loop {
             let l = &mut self.lanes[slot];
@@ -389,7 +389,7 @@ impl Flood {
         }
     }
 
-    fn on_echo(&mut self, ctl: &mut forkring::cluster::Ctl<'_>, worker: WorkerId, data: &[u8]) {
+    fn on_echo(&mut self, ctl: &mut forkring::Ctl<'_>, worker: WorkerId, data: &[u8]) {
         let slot = worker.slot;
         if self.lane(slot).id != Some(worker) {
             self.t.stray += 1;
@@ -428,7 +428,7 @@ impl Flood {
     }
 
     /// The 1 ms timer: switch on or off, refill, read the counters.
-    fn tick(&mut self, ctl: &mut forkring::cluster::Ctl<'_>) {
+    fn tick(&mut self, ctl: &mut forkring::Ctl<'_>) {
         let want = WANT_FLOOD.load(Ordering::SeqCst);
         self.workers = ctl.total();
         if want && !self.on {

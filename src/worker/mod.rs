@@ -1,25 +1,63 @@
-//! The worker's side of the cluster: messages to the master from anywhere
-//! in a worker (a handler, a timer of the user's), and the worker's
-//! identity.
+//! The worker's side of the cluster: its process entry, its identity, and
+//! messages to the master from anywhere in a worker (a handler, a thread of
+//! the user's).
 //!
 //! Messages travel through the worker's shared-memory ring; the master
 //! receives them as [`crate::Event::Message`]. Messages from the master
 //! reach the worker's [`crate::Handler::on_message`] on its event loop.
 
+mod entry;
+mod signals;
+
 use std::cell::UnsafeCell;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
-use crate::ipc::{Consumer, Counter, Counters, Producer, SendError, WorkerEnd};
+pub(crate) use entry::{reexec_worker, run_forked, serve, Start, StartRing};
 
-pub use crate::cluster::{worker_id as id, WorkerId};
+use crate::driver::Inbox;
+use crate::ipc::{Counter, Counters, Producer, SendError, WorkerEnd};
+
+/// A worker: its slot (stable across respawns) and generation (one more at
+/// every fork into the slot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WorkerId {
+    /// Slot index, `0..workers`.
+    pub slot: usize,
+    /// Forks into this slot before this one.
+    pub generation: u64,
+}
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.slot, self.generation)
+    }
+}
+
+/// The worker this process is; set once, right after fork or re-exec.
+static SELF_ID: OnceLock<WorkerId> = OnceLock::new();
+
+/// The worker this process is, or `None` in the master (or outside a
+/// cluster).
+pub fn id() -> Option<WorkerId> {
+    SELF_ID.get().copied()
+}
+
+/// Records the worker this process is (once; a second call is ignored).
+fn set_id(id: WorkerId) {
+    let _ = SELF_ID.set(id);
+}
 
 /// The producer half of this worker's ring to the master, behind a spin
 /// lock: a worker is single-threaded as far as forkring goes, but a user
 /// thread in the worker must not make the ring's producer two.
 struct Outbox {
+    /// Held while a thread uses `producer`.
     locked: AtomicBool,
+    /// The ring's producer, reached only with `locked` held.
     producer: UnsafeCell<&'static mut Producer>,
+    /// The worker's counters, for `RingSent` and `RingFull`.
     counters: &'static Counters,
 }
 
@@ -53,17 +91,10 @@ pub fn send(msg: &[u8]) -> Result<(), SendError> {
     r
 }
 
-/// What the event loop needs of the worker's channel.
-#[derive(Debug)]
-pub(crate) struct Inbox {
-    pub(crate) consumer: &'static mut Consumer,
-    pub(crate) counters: &'static Counters,
-}
-
 /// Installs this worker's channel: the producer half for [`send`], the
 /// consumer half for the event loop. The channel lives for the rest of the
 /// process.
-pub(crate) fn install(end: WorkerEnd) -> Inbox {
+fn install(end: WorkerEnd) -> Inbox {
     let end: &'static mut WorkerEnd = Box::leak(Box::new(end));
     let counters: *const Counters = end.counters();
     // SAFETY: the counters live in the shared mapping, which the leaked

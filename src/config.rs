@@ -1,0 +1,388 @@
+//! Plain configuration data that every layer reads: the server's
+//! [`Config`] and its parts. Nothing here does I/O beyond reading one
+//! environment variable; nothing here knows about processes, sockets or
+//! HTTP parsing.
+//!
+//! The structs are `#[non_exhaustive]`, so new settings can be added
+//! without breaking users: start from `Default::default()` and set the
+//! fields you need, e.g.
+//!
+//! ```
+//! let mut t = forkring::Timeouts::default();
+//! t.idle = std::time::Duration::from_secs(5);
+//! ```
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+/// Bytes before a ring frame's payload (the ring's length word); the ring
+/// checks that it agrees.
+pub(crate) const FRAME_HEADER: usize = 8;
+/// Smallest ring capacity accepted.
+pub(crate) const MIN_RING_CAPACITY: usize = 64;
+/// Largest ring capacity accepted (a padding length must fit in the frame
+/// word's length bits).
+pub(crate) const MAX_RING_CAPACITY: usize = 1 << 30;
+
+/// Which event loop a worker runs.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// io_uring if the kernel allows it (fast setup flags first, then simpler
+    /// ones), epoll otherwise.
+    #[default]
+    Auto,
+    /// io_uring only; refusing to start if the kernel refuses it.
+    Uring,
+    /// epoll only.
+    Epoll,
+}
+
+impl Backend {
+    /// The environment variable that overrides the configured backend.
+    pub const ENV: &'static str = "FORKRING_BACKEND";
+
+    /// Reads `FORKRING_BACKEND`, if set.
+    pub fn from_env() -> Result<Option<Backend>, ParseBackendError> {
+        match std::env::var(Self::ENV) {
+            Ok(v) if !v.is_empty() => v.parse().map(Some),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = ParseBackendError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Backend::Auto),
+            "uring" | "io_uring" | "io-uring" => Ok(Backend::Uring),
+            "epoll" => Ok(Backend::Epoll),
+            _ => Err(ParseBackendError(s.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Auto => "auto",
+            Backend::Uring => "uring",
+            Backend::Epoll => "epoll",
+        })
+    }
+}
+
+/// A backend name that is not `auto`, `uring` or `epoll`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseBackendError(pub String);
+
+impl fmt::Display for ParseBackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown backend {:?} (expected auto, uring or epoll)", self.0)
+    }
+}
+
+impl std::error::Error for ParseBackendError {}
+
+/// Connection timeouts.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Time a client has to send a whole header block, counted from the
+    /// connection's accept or from the first byte of the request (slowloris).
+    pub header: Duration,
+    /// Time an idle keep-alive connection is kept, and the longest pause
+    /// between two reads of a body or two sends of a response.
+    pub idle: Duration,
+    /// Time a worker spends draining before it closes what is left.
+    pub drain: Duration,
+}
+
+impl Timeouts {
+    /// The defaults: 10 s for a head, 60 s idle, 30 s to drain.
+    pub const DEFAULT: Timeouts =
+        Timeouts { header: Duration::from_secs(10), idle: Duration::from_secs(60), drain: Duration::from_secs(30) };
+
+    /// With `header` as the time a client has to send a request head.
+    pub const fn with_header(self, header: Duration) -> Timeouts {
+        Timeouts { header, ..self }
+    }
+
+    /// With `idle` as the keep-alive and between-reads timeout.
+    pub const fn with_idle(self, idle: Duration) -> Timeouts {
+        Timeouts { idle, ..self }
+    }
+
+    /// With `drain` as the time a worker spends draining.
+    pub const fn with_drain(self, drain: Duration) -> Timeouts {
+        Timeouts { drain, ..self }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts::DEFAULT
+    }
+}
+
+/// Everything a worker needs besides its listener and handler.
+#[non_exhaustive]
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to bind, e.g. `127.0.0.1:8080` or `[::1]:8080`.
+    pub listen: String,
+    /// Number of worker processes.
+    pub workers: usize,
+    /// Event-loop backend.
+    pub backend: Backend,
+    /// HTTP limits.
+    pub limits: Limits,
+    /// Connection timeouts.
+    pub timeouts: Timeouts,
+    /// Most connections one worker holds at once; further accepts wait in the
+    /// kernel's backlog.
+    pub max_connections: usize,
+    /// Listen backlog.
+    pub backlog: i32,
+    /// How connections are spread over workers.
+    pub balance: Balance,
+    /// Respawn policy.
+    pub respawn: Respawn,
+    /// Start each worker as a fresh execution of the program's binary
+    /// instead of a plain fork (required when the master has threads).
+    pub reexec: bool,
+    /// Drop to this user in the workers (bind as root first).
+    pub user: Option<String>,
+    /// Pin worker `i` to CPU `i`.
+    pub pin: bool,
+    /// Sizes of the shared-memory rings between the master and each worker.
+    pub ipc: ChannelOptions,
+}
+
+/// One worker per CPU.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".to_owned(),
+            workers: default_workers(),
+            backend: Backend::Auto,
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            max_connections: 65_536,
+            backlog: 4096,
+            balance: Balance::default(),
+            respawn: Respawn::default(),
+            reexec: false,
+            user: None,
+            pin: false,
+            ipc: ChannelOptions::default(),
+        }
+    }
+}
+
+/// How connections are spread over workers.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// One `SO_REUSEPORT` socket per slot, opened by the master and kept
+    /// while the slot exists: the kernel hashes connections over them, and a
+    /// respawned worker finds its predecessor's backlog waiting.
+    #[default]
+    ReusePort,
+    /// One socket accepted by every worker.
+    Shared,
+}
+
+impl std::str::FromStr for Balance {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "reuseport" => Ok(Balance::ReusePort),
+            "shared" => Ok(Balance::Shared),
+            _ => Err(format!("unknown balance mode {s:?} (expected reuseport or shared)")),
+        }
+    }
+}
+
+/// Respawn policy: exponential backoff and a crash budget.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Respawn {
+    /// Whether dead workers are replaced at all.
+    pub enabled: bool,
+    /// Delay before the second respawn in a row (the first is immediate).
+    pub initial: Duration,
+    /// Growth of the delay per further crash in a row.
+    pub factor: f64,
+    /// Ceiling of the delay.
+    pub max: Duration,
+    /// A worker ready for this long resets its slot's crash streak.
+    pub stable_after: Duration,
+    /// Workers of one slot dying in a row before they become ready stop the
+    /// cluster.
+    pub max_startup_failures: u32,
+    /// Crashes within `crash_window`, over all slots, that stop the cluster.
+    pub max_crashes: u32,
+    /// Window for `max_crashes`.
+    pub crash_window: Duration,
+    /// A new worker not ready after this long is killed (and counts as a
+    /// startup failure).
+    pub ready_timeout: Duration,
+}
+
+impl Default for Respawn {
+    fn default() -> Self {
+        Respawn {
+            enabled: true,
+            initial: Duration::from_millis(100),
+            factor: 1.5,
+            max: Duration::from_secs(15),
+            stable_after: Duration::from_secs(10),
+            max_startup_failures: 5,
+            max_crashes: 30,
+            crash_window: Duration::from_secs(60),
+            ready_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Respawn {
+    /// Delay before respawning after `streak` crashes in a row (1 = first).
+    pub fn delay(&self, streak: u32) -> Duration {
+        if streak <= 1 {
+            return Duration::ZERO;
+        }
+        let d = self.initial.as_secs_f64() * self.factor.powi(streak as i32 - 2);
+        Duration::from_secs_f64(d.min(self.max.as_secs_f64()))
+    }
+}
+
+/// Protocol limits. Exceeding one is answered with its status and the
+/// connection closes.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest header block (request line, headers and the blank line), in
+    /// bytes: 431 beyond it.
+    pub max_head: usize,
+    /// Most header fields: 431 beyond it. At most [`Limits::HEADERS_CAP`].
+    pub max_headers: usize,
+    /// Longest request-target: 414 beyond it.
+    pub max_target: usize,
+    /// Largest request body, declared or chunked: 413 beyond it, sent as
+    /// soon as a declared length exceeds it, before the body is read.
+    pub max_body: usize,
+}
+
+impl Limits {
+    /// The hard ceiling on [`Limits::max_headers`] (header slots live on the
+    /// stack while a request is parsed).
+    pub const HEADERS_CAP: usize = 256;
+
+    /// The defaults: 16 KiB of head, 100 fields, 8 KiB of target, 8 MiB of
+    /// body.
+    pub const DEFAULT: Limits =
+        Limits { max_head: 16 * 1024, max_headers: 100, max_target: 8 * 1024, max_body: 8 * 1024 * 1024 };
+
+    /// With `max_head` as the largest header block.
+    pub const fn with_max_head(self, max_head: usize) -> Limits {
+        Limits { max_head, ..self }
+    }
+
+    /// With `max_headers` as the most header fields.
+    pub const fn with_max_headers(self, max_headers: usize) -> Limits {
+        Limits { max_headers, ..self }
+    }
+
+    /// With `max_target` as the longest request-target.
+    pub const fn with_max_target(self, max_target: usize) -> Limits {
+        Limits { max_target, ..self }
+    }
+
+    /// With `max_body` as the largest request body.
+    pub const fn with_max_body(self, max_body: usize) -> Limits {
+        Limits { max_body, ..self }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
+
+/// The rings' options, per direction.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChannelOptions {
+    /// Master to worker.
+    pub to_worker: RingOptions,
+    /// Worker to master.
+    pub to_master: RingOptions,
+}
+
+impl ChannelOptions {
+    /// Options with these rings.
+    pub fn new(to_worker: RingOptions, to_master: RingOptions) -> ChannelOptions {
+        ChannelOptions { to_worker, to_master }
+    }
+}
+
+/// Capacity and message limit of a ring.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingOptions {
+    /// Bytes of message data; a power of two from 64 to 2³⁰. Default 1 MiB.
+    pub capacity: usize,
+    /// Largest message in bytes; at most `capacity / 2 - 16` (so an empty
+    /// ring always accepts it, wherever its tail stands). Default 64 KiB.
+    pub max_message: usize,
+}
+
+impl Default for RingOptions {
+    fn default() -> Self {
+        RingOptions { capacity: 1 << 20, max_message: 64 << 10 }
+    }
+}
+
+impl RingOptions {
+    /// Options with `capacity` bytes of message data and messages up to
+    /// `max_message` bytes (checked when the ring is made).
+    pub fn new(capacity: usize, max_message: usize) -> RingOptions {
+        RingOptions { capacity, max_message }
+    }
+
+    /// Options with the given capacity (rounded up to a power of two) and
+    /// the largest message it allows.
+    pub fn with_capacity(capacity: usize) -> RingOptions {
+        let capacity = capacity.max(MIN_RING_CAPACITY).next_power_of_two();
+        RingOptions { capacity, max_message: Self::largest_message(capacity) }
+    }
+
+    /// The largest `max_message` a ring of `capacity` bytes allows.
+    pub const fn largest_message(capacity: usize) -> usize {
+        capacity / 2 - 2 * FRAME_HEADER
+    }
+
+    /// Checks the options.
+    pub fn validate(&self) -> io::Result<()> {
+        let bad = |what: String| Err(io::Error::new(io::ErrorKind::InvalidInput, what));
+        if !self.capacity.is_power_of_two() || !(MIN_RING_CAPACITY..=MAX_RING_CAPACITY).contains(&self.capacity) {
+            return bad(format!("ring capacity {} is not a power of two in 64..=2^30", self.capacity));
+        }
+        if self.max_message > Self::largest_message(self.capacity) {
+            return bad(format!(
+                "ring max_message {} exceeds capacity/2 - 16 = {}",
+                self.max_message,
+                Self::largest_message(self.capacity)
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,141 @@
+//! The event loop's link to the rest of its worker: the drain flag and the
+//! eventfd that wakes the loop when it is set (from a signal handler, or
+//! when the master's end of the lifeline hangs up), and the ring of
+//! messages from the master.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use crate::http::Handler;
+use crate::ipc::{Consumer, Counter, Counters};
+
+/// Most messages from the master a worker handles per loop turn.
+pub(crate) const MESSAGES_PER_TURN: usize = 256;
+
+/// Set when the worker is asked to drain; read by the loop after its
+/// wake-up fd fires.
+static DRAIN: AtomicBool = AtomicBool::new(false);
+/// The eventfd that [`drain_from_signal`] writes to wake the loop; -1 if
+/// none.
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Asks the loop to drain. Async-signal-safe (an atomic store and one
+/// `write`): the worker's signal handlers call it.
+pub(crate) fn drain_from_signal() {
+    DRAIN.store(true, Ordering::SeqCst);
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        crate::sys::eventfd_wake(fd);
+    }
+}
+
+/// What the event loop needs of the worker's channel from the master.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    /// The consumer half of the ring from the master.
+    pub(crate) consumer: &'static mut Consumer,
+    /// The worker's counters in shared memory.
+    pub(crate) counters: &'static Counters,
+}
+
+/// The loop's link to its worker. Drivers keep a read on
+/// [`Link::wake_fd`] in flight (io_uring) or registered (epoll), and on
+/// [`Link::inbox_fd`] when there is one.
+#[derive(Debug)]
+pub(crate) struct Link {
+    /// Becomes readable when a drain is asked for.
+    wake: OwnedFd,
+    /// The ring from the master, when the worker is part of a cluster.
+    inbox: Option<RefCell<Inbox>>,
+}
+
+impl Link {
+    /// Creates the wake-up eventfd and clears the drain flag.
+    pub(crate) fn new() -> io::Result<Link> {
+        let wake = crate::sys::eventfd()?;
+        WAKE_FD.store(wake.as_raw_fd(), Ordering::SeqCst);
+        DRAIN.store(false, Ordering::SeqCst);
+        Ok(Link { wake, inbox: None })
+    }
+
+    /// The eventfd that becomes readable when a drain is asked for.
+    pub(crate) fn wake_fd(&self) -> RawFd {
+        self.wake.as_raw_fd()
+    }
+
+    /// Resets the eventfd after a wake-up.
+    pub(crate) fn ack(&self) {
+        let _ = crate::sys::eventfd_drain(self.wake.as_raw_fd());
+    }
+
+    /// True once the worker has been asked to drain.
+    pub(crate) fn draining(&self) -> bool {
+        DRAIN.load(Ordering::SeqCst)
+    }
+
+    /// Attaches the worker's ring from the master.
+    pub(crate) fn set_inbox(&mut self, inbox: Inbox) {
+        self.inbox = Some(RefCell::new(inbox));
+    }
+
+    /// The worker's counters in shared memory, if it has any.
+    pub(crate) fn counters(&self) -> Option<&'static Counters> {
+        self.inbox.as_ref().map(|i| i.borrow().counters)
+    }
+
+    /// The eventfd that becomes readable when the master wrote to a
+    /// sleeping worker's ring. Drivers keep a read on it in flight (or have
+    /// it registered) and call [`Link::deliver`] every turn.
+    pub(crate) fn inbox_fd(&self) -> Option<RawFd> {
+        let inbox = self.inbox.as_ref()?.borrow();
+        inbox.consumer.notifier().map(|n| n.fd().as_raw_fd())
+    }
+
+    /// Resets the inbox eventfd after it fired.
+    pub(crate) fn ack_inbox(&self) {
+        if let Some(fd) = self.inbox_fd() {
+            let _ = crate::sys::eventfd_drain(fd);
+        }
+    }
+
+    /// Hands the messages waiting in the ring from the master to the
+    /// handler; drivers call it once per loop turn. Returns how many.
+    pub(crate) fn deliver<H: Handler>(&self, handler: &mut H) -> usize {
+        let Some(inbox) = &self.inbox else { return 0 };
+        let mut inbox = inbox.borrow_mut();
+        let inbox = &mut *inbox;
+        inbox.consumer.after_wake();
+        // A bounded batch per turn: a flooding master cannot hold up the
+        // connections; what is left keeps the loop from sleeping.
+        match inbox.consumer.recv_up_to(MESSAGES_PER_TURN, |msg| handler.on_message(msg)) {
+            Ok(n) => {
+                if n > 0 {
+                    inbox.counters.add(Counter::RingReceived, n as u64);
+                }
+                n
+            }
+            Err(e) => {
+                log::error!("ring from the master is unreadable ({e:?}); its messages are lost");
+                0
+            }
+        }
+    }
+
+    /// Says the loop is about to block: false when a message is already
+    /// waiting (then it must not block). While the loop is busy, the
+    /// master's sends cost it no wake-up.
+    pub(crate) fn may_sleep(&self) -> bool {
+        match &self.inbox {
+            Some(inbox) => inbox.borrow_mut().consumer.prepare_sleep(),
+            None => true,
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        let _ = WAKE_FD.compare_exchange(self.wake.as_raw_fd(), -1, Ordering::SeqCst, Ordering::SeqCst);
+    }
+}

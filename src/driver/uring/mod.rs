@@ -1,0 +1,859 @@
+//! The io_uring driver: one ring per worker, every socket operation a
+//! submission, one `io_uring_enter` per loop turn.
+//!
+//! What runs on the ring:
+//!
+//! - one multishot accept on the listener, cancelled while the worker is at
+//!   `max_connections`, backing off after errors such as `EMFILE`, and
+//!   cancelled for good when draining: once its last completion is in (the
+//!   connections it still brings are served), what is queued on the
+//!   listener is accepted directly and the listener closed;
+//! - per connection, one multishot recv drawing from a provided-buffer ring
+//!   (so an idle connection holds no receive buffer), and at most one send
+//!   covering every response framed so far;
+//! - a multishot poll on the control eventfd, and a timer that wakes the
+//!   sweep for expired deadlines.
+//!
+//! Every submission carries a [`Token`] in its user data: the operation, and
+//! for connection operations the slab slot and that slot's generation, so a
+//! completion that arrives for an earlier occupant of a slot is recognised.
+//! A slot is freed only when its connection has no recv and no send left in
+//! the kernel; a connection being closed first has its operations cancelled.
+//!
+//! Where this module stops: HTTP is `http::Conn`'s business; what to do
+//! about the listener, accept errors, the drain, deadlines and closing is
+//! [`super::core`]'s. This module submits operations and reads their
+//! completions. Its parts: [`setup`] (flags and probes), [`bufring`] (the
+//! provided buffers, all of its raw memory), [`token`] (user data), and the
+//! loop here.
+
+mod bufring;
+mod setup;
+mod token;
+
+use std::io;
+use std::mem;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr;
+use std::time::{Duration, Instant};
+
+use io_uring::cqueue;
+use io_uring::opcode;
+use io_uring::squeue;
+use io_uring::types::{self, CancelBuilder, SubmitArgs, Timespec};
+use io_uring::{CompletionQueue, SubmissionQueue, Submitter};
+
+pub(crate) use setup::{is_refusal, setup, Ring};
+
+use super::core::{self, AcceptError, After, Core};
+use super::slab::{Key, Slab};
+use super::Link;
+use crate::config::Config;
+use crate::http::{Conn, Handler, OUTPUT_HIGH_WATER};
+use bufring::BufRing;
+use setup::{errno, BUF_GROUP};
+use token::{Op, Token};
+
+/// Below this many free connection slots, connections are accepted one
+/// submission at a time: a multishot accept takes every connection queued
+/// in the backlog at once, which could overshoot `max_connections`.
+const ACCEPT_MULTISHOT_HEADROOM: usize = 256;
+/// How long the worker waits for cancelled operations when it exits.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
+
+impl Ring {
+    /// Serves `listener` until the worker has drained.
+    pub(crate) fn run<H: Handler>(
+        mut self,
+        config: &Config,
+        listener: OwnedFd,
+        handler: &mut H,
+        link: &Link,
+    ) -> io::Result<()> {
+        let Ring { uring, bufs, .. } = &mut self;
+        let (mut submitter, sq, mut cq) = uring.split();
+        // Saves a descriptor lookup per enter (Linux 5.18); optional.
+        if let Err(e) = submitter.register_ring_fd() {
+            log::debug!("io_uring: ring fd not registered: {e}");
+        }
+        let io = Io { submitter, sq, bufs, inflight: 0 };
+        let mut driver = Driver::new(config, listener, handler, link, io);
+        let result = driver.serve(&mut cq);
+        driver.finish(&mut cq);
+        result
+        // `self` drops here: the ring first, then the buffer memory.
+    }
+}
+
+/// The state of a connection's multishot recv.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Recv {
+    /// Not in the kernel.
+    Off,
+    /// In the kernel, delivering data.
+    Armed,
+    /// A cancel was submitted; the final completion has not arrived.
+    Cancelling,
+}
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Serving requests.
+    Open,
+    /// The last response is out and the write side shut down; input is read
+    /// and dropped until EOF or `until` (in `Shared::now_ms` time), so that
+    /// the client reads that response instead of a reset.
+    Linger { until: u64 },
+    /// Its operations are being cancelled; the slot is freed when none is
+    /// left in the kernel.
+    Closing,
+}
+
+/// Output handed to the kernel: the bytes stay in `buf`, which does not move
+/// or change while a send is in flight.
+#[derive(Debug)]
+struct Outgoing {
+    /// Every response taken from the `Conn` for this send.
+    buf: Vec<u8>,
+    /// Bytes of `buf` the kernel has sent.
+    written: usize,
+}
+
+impl Outgoing {
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.written
+    }
+}
+
+/// One connection: its socket, protocol state and operations in flight.
+#[derive(Debug)]
+struct Connection {
+    /// The accepted socket; closed when the slot is freed.
+    fd: OwnedFd,
+    /// The protocol state machine.
+    http: Conn,
+    /// The multishot recv.
+    recv: Recv,
+    /// Output taken for sending, until all of it is sent.
+    out: Option<Outgoing>,
+    /// A send of `out` is in the kernel.
+    sending: bool,
+    /// Phase of life.
+    phase: Phase,
+    /// The peer has shut down its side (or the connection failed).
+    peer_eof: bool,
+    /// The core has been told of the EOF (`Conn::on_eof`).
+    eof_seen: bool,
+    /// In the loop's dirty list.
+    queued: bool,
+}
+
+impl Connection {
+    /// Whether an operation of this connection is in the kernel.
+    fn busy(&self) -> bool {
+        self.recv != Recv::Off || self.sending
+    }
+
+    /// Output bytes not yet sent, taken or not.
+    fn unsent(&self) -> usize {
+        self.http.output_len() + self.out.as_ref().map_or(0, Outgoing::remaining)
+    }
+}
+
+/// The submission side of the ring, and the count of operations whose final
+/// completion has not arrived.
+struct Io<'r> {
+    /// Enters the kernel.
+    submitter: Submitter<'r>,
+    /// The submission queue.
+    sq: SubmissionQueue<'r>,
+    /// The receive buffers.
+    bufs: &'r mut BufRing,
+    /// Submissions whose last completion (one without `F_MORE`) is pending.
+    inflight: usize,
+}
+
+impl Io<'_> {
+    /// Queues `entry`, flushing the queue to the kernel if it is full, and
+    /// counts it in `inflight`.
+    ///
+    /// # Safety
+    ///
+    /// Any memory `entry` points to must stay valid and unmoved until the
+    /// operation's final completion has been reaped.
+    unsafe fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.queue(&entry) }?;
+        self.inflight += 1;
+        Ok(())
+    }
+
+    /// Asks the kernel to cancel the operation submitted as `target`. A
+    /// cancel that succeeds posts no completion (`CQE_SKIP_SUCCESS`); one
+    /// that fails because the target already ended posts one that the loop
+    /// ignores. Cancels are not counted in `inflight`: they refer to no
+    /// memory.
+    fn cancel(&mut self, target: Token) -> io::Result<()> {
+        let entry = opcode::AsyncCancel::new(target.0)
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(Token::new(Op::Cancel, target.key()).0);
+        // SAFETY: a cancel refers to no memory.
+        unsafe { self.queue(&entry) }
+    }
+
+    /// # Safety
+    ///
+    /// As for [`Io::push`].
+    unsafe fn queue(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        for _ in 0..8 {
+            // SAFETY: forwarded from this function's contract.
+            if unsafe { self.sq.push(entry) }.is_ok() {
+                return Ok(());
+            }
+            self.flush()?;
+        }
+        Err(io::Error::other("io_uring submission queue stays full"))
+    }
+
+    /// Hands queued submissions (and returned buffers) to the kernel now.
+    fn flush(&mut self) -> io::Result<()> {
+        self.bufs.publish();
+        self.sq.sync();
+        let r = self.submitter.submit();
+        self.sq.sync();
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// State of the multishot accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Accept {
+    /// Not in the kernel.
+    Off,
+    /// In the kernel.
+    Armed,
+    /// A cancel was submitted; the final completion has not arrived.
+    Cancelling,
+}
+
+/// The loop's state.
+struct Driver<'r, 'a, H> {
+    /// Submissions and the buffers.
+    io: Io<'r>,
+    /// What both backends share: protocol state, listener, drain, policy.
+    /// While an accept is in the kernel it holds the listener open, so the
+    /// drain closes the listener only after the accept's last completion.
+    core: Core<'a>,
+    /// The user's handler.
+    handler: &'a mut H,
+    /// Open connections.
+    slab: Slab<Connection>,
+    /// Connections touched by this turn's completions, to reconcile before
+    /// the next submit.
+    dirty: Vec<Key>,
+    /// The multishot accept.
+    accept: Accept,
+    /// The multishot poll on the link's wake-up eventfd is in the kernel.
+    wake_armed: bool,
+    /// The poll on the ring-from-master eventfd is in the kernel.
+    inbox_armed: bool,
+    /// A timeout is in the kernel, due at `timer_due`.
+    timer_armed: bool,
+    /// When the armed timeout fires (in `Shared::now_ms` time).
+    timer_due: u64,
+    /// A cancel of the armed timeout was submitted.
+    timer_cancelling: bool,
+    /// The timeout's duration, boxed so its address stays put. The kernel
+    /// copies it when it takes the submission (no SQPOLL here), so changing
+    /// it affects only timeouts submitted later.
+    timer_ts: Box<Timespec>,
+    /// An error that ends the loop.
+    fatal: Option<io::Error>,
+}
+
+impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
+    fn new(config: &'a Config, listener: OwnedFd, handler: &'a mut H, link: &'a Link, io: Io<'r>) -> Self {
+        Driver {
+            io,
+            core: Core::new(config, link, listener),
+            handler,
+            slab: Slab::default(),
+            dirty: Vec::new(),
+            accept: Accept::Off,
+            wake_armed: false,
+            inbox_armed: false,
+            timer_armed: false,
+            timer_due: 0,
+            timer_cancelling: false,
+            timer_ts: Box::new(Timespec::new()),
+            fatal: None,
+        }
+    }
+
+    fn serve(&mut self, cq: &mut CompletionQueue<'_>) -> io::Result<()> {
+        if self.core.link.draining() {
+            self.start_drain();
+        }
+        loop {
+            if self.core.draining() && self.accept == Accept::Off {
+                for fd in self.core.close_listener() {
+                    self.add(fd);
+                }
+            }
+            self.reconcile_all();
+            self.reconcile_accept();
+            if let Some(e) = self.fatal.take() {
+                return Err(e);
+            }
+            if let Some(result) = self.core.drain_result(self.slab.len()) {
+                return result;
+            }
+            self.arm_background();
+            self.io.bufs.publish();
+            self.io.sq.sync();
+            // A message from the master already waiting means no sleep; one
+            // that comes while the loop sleeps fires the inbox poll.
+            let want = usize::from(self.core.link.may_sleep());
+            match self.io.submitter.submit_and_wait(want) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
+                Err(e) => return Err(e),
+            }
+            self.io.sq.sync();
+            self.core.sh.tick();
+            cq.sync();
+            for cqe in cq.by_ref() {
+                self.complete(cqe);
+            }
+            self.core.link.deliver(&mut *self.handler);
+            if self.core.sweep_due() {
+                self.sweep();
+            }
+        }
+    }
+
+    /// Keeps the link's polls and a timeout for the core's next wake-up in
+    /// the kernel.
+    fn arm_background(&mut self) {
+        let link = self.core.link;
+        if !self.wake_armed {
+            let poll = opcode::PollAdd::new(types::Fd(link.wake_fd()), libc::POLLIN as u32)
+                .multi(true)
+                .build()
+                .user_data(Token::of(Op::Wake).0);
+            // SAFETY: a poll refers to no memory.
+            let r = unsafe { self.io.push(poll) };
+            self.check(r);
+            self.wake_armed = true;
+        }
+        if let (false, Some(fd)) = (self.inbox_armed, link.inbox_fd()) {
+            let poll = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+                .multi(true)
+                .build()
+                .user_data(Token::of(Op::Inbox).0);
+            // SAFETY: a poll refers to no memory.
+            let r = unsafe { self.io.push(poll) };
+            self.check(r);
+            self.inbox_armed = true;
+        }
+        let due = self.core.next_wake();
+        if self.timer_armed {
+            // The core wants to wake earlier (the drain began, accepting
+            // paused): the timeout ends, and is armed again when its
+            // completion is in.
+            if due < self.timer_due && !self.timer_cancelling {
+                let r = self.io.cancel(Token::of(Op::Timer));
+                self.check(r);
+                self.timer_cancelling = true;
+            }
+            return;
+        }
+        let after = due.saturating_sub(self.core.sh.now_ms()).max(1);
+        *self.timer_ts = Timespec::from(Duration::from_millis(after));
+        let timer = opcode::Timeout::new(&*self.timer_ts as *const Timespec).build().user_data(Token::of(Op::Timer).0);
+        // SAFETY: the timespec is boxed and lives as long as the driver,
+        // which outlives every submission (see `finish`); the kernel copies
+        // it at submission.
+        let r = unsafe { self.io.push(timer) };
+        self.check(r);
+        self.timer_armed = true;
+        self.timer_due = due;
+    }
+
+    /// Records the error of a submission that could not be queued.
+    fn check(&mut self, r: io::Result<()>) {
+        if let Err(e) = r {
+            self.fatal.get_or_insert(e);
+        }
+    }
+
+    fn complete(&mut self, cqe: cqueue::Entry) {
+        let (res, flags, token) = (cqe.result(), cqe.flags(), Token(cqe.user_data()));
+        if !cqueue::more(flags) && token.op() != Some(Op::Cancel) {
+            self.io.inflight = self.io.inflight.saturating_sub(1);
+        }
+        match token.op() {
+            Some(Op::Recv) => self.on_recv(token.key(), res, flags),
+            Some(Op::Send) => self.on_send(token.key(), res),
+            Some(Op::Accept) => self.on_accept(res, flags),
+            Some(Op::Wake) => self.on_wake(res, flags),
+            Some(Op::Timer) => self.on_timer(res),
+            Some(Op::Inbox) => {
+                if !cqueue::more(flags) {
+                    self.inbox_armed = false;
+                }
+                // The eventfd is level-triggered for poll: reset it; the
+                // messages are delivered once per loop turn.
+                self.core.link.ack_inbox();
+            }
+            Some(Op::Cancel | Op::Probe) | None => {}
+        }
+    }
+
+    fn on_recv(&mut self, key: Key, res: i32, flags: u32) {
+        let bid = cqueue::buffer_select(flags);
+        let Some(c) = self.slab.get_mut(key) else {
+            if let Some(bid) = bid {
+                self.io.bufs.put(bid);
+            }
+            return;
+        };
+        if !cqueue::more(flags) {
+            c.recv = Recv::Off;
+        }
+        if res > 0 {
+            self.core.sh.count_bytes(res as usize, 0);
+            if let Some(bid) = bid {
+                if c.phase == Phase::Open {
+                    // SAFETY: the kernel filled `res` bytes of buffer `bid`
+                    // and handed it over with this completion; it goes back
+                    // to the ring only below, after the bytes are parsed.
+                    let data = unsafe { self.io.bufs.get(bid, res as usize) };
+                    c.http.on_read(data, &mut self.core.sh, &mut *self.handler);
+                }
+                self.io.bufs.put(bid);
+            }
+        } else {
+            if let Some(bid) = bid {
+                self.io.bufs.put(bid);
+            }
+            match -res {
+                // The EOF is handed to the core by `reconcile`, after the
+                // requests it holds back.
+                0 => c.peer_eof = true,
+                // Every buffer was in use: they are back now, and the
+                // reconcile below re-arms the recv.
+                libc::ENOBUFS | libc::ECANCELED => {}
+                e => {
+                    log::debug!("recv: {}", errno(e));
+                    c.peer_eof = true;
+                    self.mark(key);
+                    self.begin_close(key);
+                    return;
+                }
+            }
+        }
+        self.mark(key);
+    }
+
+    fn on_send(&mut self, key: Key, res: i32) {
+        let Some(c) = self.slab.get_mut(key) else {
+            debug_assert!(false, "send completion for a freed slot");
+            return;
+        };
+        c.sending = false;
+        let Some(out) = c.out.as_mut() else {
+            return;
+        };
+        let sh = &mut self.core.sh;
+        let mut failed = false;
+        if res > 0 {
+            sh.count_bytes(0, res as usize);
+            out.written += res as usize;
+            c.http.on_sent(sh);
+            if out.remaining() == 0 {
+                let done = c.out.take().map(|o| o.buf).unwrap_or_default();
+                sh.recycle(done);
+            }
+        } else {
+            if let Some(o) = c.out.take() {
+                sh.recycle(o.buf);
+            }
+            // A send of a non-empty buffer that moves nothing is a failure
+            // too: retrying it would spin.
+            if res != -libc::ECANCELED {
+                log::debug!("send: {}", errno(-res));
+                failed = true;
+            }
+        }
+        self.mark(key);
+        if failed {
+            self.begin_close(key);
+        }
+    }
+
+    fn on_accept(&mut self, res: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.accept = Accept::Off;
+        }
+        if res >= 0 {
+            self.core.on_accepted();
+            // SAFETY: the kernel just installed this descriptor for us and
+            // nothing else owns it.
+            self.add(unsafe { OwnedFd::from_raw_fd(res) });
+            return;
+        }
+        if -res == libc::ECANCELED {
+            return;
+        }
+        if self.core.on_accept_error(-res) == AcceptError::Unusable {
+            self.start_drain();
+        }
+    }
+
+    /// Takes in a connection just accepted (a draining worker drains it at
+    /// once).
+    fn add(&mut self, fd: OwnedFd) {
+        self.core.sh.count_accept();
+        let mut http = Conn::new(&self.core.sh);
+        if self.core.draining() {
+            http.start_drain(&self.core.sh);
+        }
+        let key = self.slab.insert(Connection {
+            fd,
+            http,
+            recv: Recv::Off,
+            out: None,
+            sending: false,
+            phase: Phase::Open,
+            peer_eof: false,
+            eof_seen: false,
+            queued: false,
+        });
+        self.mark(key);
+    }
+
+    fn on_wake(&mut self, res: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.wake_armed = false;
+        }
+        if res < 0 && res != -libc::ECANCELED {
+            self.fatal.get_or_insert(io::Error::other(format!("poll on the control eventfd: {}", errno(-res))));
+            return;
+        }
+        self.core.link.ack();
+        if self.core.link.draining() {
+            self.start_drain();
+        }
+    }
+
+    fn on_timer(&mut self, res: i32) {
+        self.timer_armed = false;
+        self.timer_cancelling = false;
+        if res < 0 && res != -libc::ETIME && res != -libc::ECANCELED {
+            self.fatal.get_or_insert(io::Error::other(format!("sweep timer: {}", errno(-res))));
+        }
+    }
+
+    /// Enters the drain: the accept is cancelled by `reconcile_accept`, the
+    /// listener closed once it is out of the kernel, and every connection
+    /// finishes (idle ones after a short grace).
+    fn start_drain(&mut self) {
+        if !self.core.begin_drain(self.slab.len()) {
+            return;
+        }
+        for (_, c) in self.slab.iter_mut() {
+            c.http.start_drain(&self.core.sh);
+        }
+    }
+
+    /// Closes connections whose deadline (or lingering time) has passed.
+    fn sweep(&mut self) {
+        let now = self.core.sh.now_ms();
+        for idx in 0..self.slab.capacity() {
+            let expired = match self.slab.at(idx) {
+                Some((key, c)) => match c.phase {
+                    Phase::Open => c.http.deadline() <= now,
+                    Phase::Linger { until } => until <= now,
+                    Phase::Closing => false,
+                }
+                .then_some(key),
+                None => None,
+            };
+            if let Some(key) = expired {
+                log::debug!("connection timed out");
+                self.begin_close(key);
+            }
+        }
+    }
+
+    /// Queues connection `key` for reconciling before the next submit.
+    fn mark(&mut self, key: Key) {
+        if let Some(c) = self.slab.get_mut(key) {
+            if !c.queued {
+                c.queued = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    fn reconcile_all(&mut self) {
+        let mut dirty = mem::take(&mut self.dirty);
+        for &key in &dirty {
+            self.reconcile(key);
+        }
+        dirty.clear();
+        // Reconciling queues nothing, so this keeps the list's allocation.
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    /// Brings one connection's operations in line with its state: send what
+    /// is framed, close what is finished, read while output is below the
+    /// high-water mark.
+    fn reconcile(&mut self, key: Key) {
+        let Some(c) = self.slab.get_mut(key) else {
+            return;
+        };
+        c.queued = false;
+        if c.phase == Phase::Closing {
+            if !c.busy() {
+                self.free(key);
+            }
+            return;
+        }
+        let sh = &mut self.core.sh;
+        if c.phase == Phase::Open {
+            if !c.sending && c.out.is_none() && c.http.has_output() {
+                c.out = Some(Outgoing { buf: c.http.take_output(), written: 0 });
+            }
+            if c.http.has_pending_input() {
+                // Requests the core held back for lack of output room are
+                // answered once the output has been taken (a no-op when
+                // all it holds is an incomplete head).
+                c.http.resume(sh, &mut *self.handler);
+                if !c.sending && c.out.is_none() && c.http.has_output() {
+                    c.out = Some(Outgoing { buf: c.http.take_output(), written: 0 });
+                }
+            }
+            if c.peer_eof && !c.eof_seen && (!c.http.has_pending_input() || c.http.output_len() < OUTPUT_HIGH_WATER) {
+                // The peer's EOF reaches the core only once every complete
+                // request it sent has been answered: what is left in the
+                // core then is at most an incomplete head.
+                c.eof_seen = true;
+                c.http.on_eof(sh);
+            }
+            if !c.sending {
+                if let Some(out) = &c.out {
+                    let rest = &out.buf[out.written..];
+                    let send = opcode::Send::new(
+                        types::Fd(c.fd.as_raw_fd()),
+                        rest.as_ptr(),
+                        rest.len().min(u32::MAX as usize) as u32,
+                    )
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+                    .user_data(Token::new(Op::Send, key).0);
+                    // SAFETY: `out.buf` is owned by this connection, is not
+                    // touched until the send's completion, and the slot is
+                    // not freed while `sending` is set.
+                    let r = unsafe { self.io.push(send) };
+                    if let Err(e) = r {
+                        self.fatal.get_or_insert(e);
+                        return;
+                    }
+                    c.sending = true;
+                }
+            }
+            let pending = c.out.is_some() || c.http.has_output();
+            match core::after_output(&c.http, pending, c.peer_eof) {
+                After::Keep => {}
+                After::Close => {
+                    self.begin_close(key);
+                    return;
+                }
+                After::Linger => match core::linger(c.fd.as_raw_fd(), sh) {
+                    Ok(until) => c.phase = Phase::Linger { until },
+                    Err(_) => {
+                        self.begin_close(key);
+                        return;
+                    }
+                },
+            }
+        }
+        let want_recv = match c.phase {
+            Phase::Open => !c.peer_eof && c.unsent() <= OUTPUT_HIGH_WATER,
+            Phase::Linger { .. } => !c.peer_eof,
+            Phase::Closing => false,
+        };
+        if let Phase::Linger { .. } = c.phase {
+            if c.peer_eof {
+                self.begin_close(key);
+                return;
+            }
+        }
+        match (want_recv, c.recv) {
+            (true, Recv::Off) => {
+                let recv = opcode::RecvMulti::new(types::Fd(c.fd.as_raw_fd()), BUF_GROUP)
+                    .build()
+                    .user_data(Token::new(Op::Recv, key).0);
+                // SAFETY: the recv writes only into provided buffers, which
+                // stay mapped as long as the ring.
+                match unsafe { self.io.push(recv) } {
+                    Ok(()) => c.recv = Recv::Armed,
+                    Err(e) => {
+                        self.fatal.get_or_insert(e);
+                    }
+                }
+            }
+            (false, Recv::Armed) => match self.io.cancel(Token::new(Op::Recv, key)) {
+                Ok(()) => c.recv = Recv::Cancelling,
+                Err(e) => {
+                    self.fatal.get_or_insert(e);
+                }
+            },
+            _ => {}
+        }
+    }
+
+    /// Starts closing connection `key`: its operations are cancelled, and
+    /// the slot is freed once none is left in the kernel.
+    fn begin_close(&mut self, key: Key) {
+        let Some(c) = self.slab.get_mut(key) else {
+            return;
+        };
+        if c.phase == Phase::Closing {
+            return;
+        }
+        c.phase = Phase::Closing;
+        let mut cancels = [None, None];
+        if c.recv == Recv::Armed {
+            c.recv = Recv::Cancelling;
+            cancels[0] = Some(Token::new(Op::Recv, key));
+        }
+        if c.sending {
+            cancels[1] = Some(Token::new(Op::Send, key));
+        }
+        let busy = c.busy();
+        for target in cancels.into_iter().flatten() {
+            let r = self.io.cancel(target);
+            self.check(r);
+        }
+        if busy {
+            self.mark(key);
+        } else {
+            self.free(key);
+        }
+    }
+
+    /// Frees connection `key`: nothing of it may be in the kernel any more.
+    fn free(&mut self, key: Key) {
+        let Some(c) = self.slab.remove(key) else {
+            return;
+        };
+        debug_assert!(!c.busy());
+        if let Some(out) = c.out {
+            self.core.sh.recycle(out.buf);
+        }
+        c.http.release(&mut self.core.sh);
+        self.core.sh.count_close();
+        drop(c.fd);
+    }
+
+    fn reconcile_accept(&mut self) {
+        let live = self.slab.len();
+        let want = self.core.may_accept(live);
+        let token = Token::of(Op::Accept);
+        match (want, self.accept) {
+            (true, Accept::Off) => {
+                let Some(listener) = &self.core.listener else { return };
+                let fd = types::Fd(listener.as_raw_fd());
+                let headroom = self.core.config.max_connections.saturating_sub(live);
+                let accept = if headroom > ACCEPT_MULTISHOT_HEADROOM {
+                    opcode::AcceptMulti::new(fd).flags(libc::SOCK_CLOEXEC).build()
+                } else {
+                    opcode::Accept::new(fd, ptr::null_mut(), ptr::null_mut()).flags(libc::SOCK_CLOEXEC).build()
+                };
+                // SAFETY: an accept that asks for no peer address refers to
+                // no memory.
+                let r = unsafe { self.io.push(accept.user_data(token.0)) };
+                if r.is_ok() {
+                    self.accept = Accept::Armed;
+                }
+                self.check(r);
+            }
+            (false, Accept::Armed) => {
+                let r = self.io.cancel(token);
+                if r.is_ok() {
+                    self.accept = Accept::Cancelling;
+                }
+                self.check(r);
+            }
+            _ => {}
+        }
+    }
+
+    /// Cancels whatever is still in the kernel, waits (boundedly) for it to
+    /// finish, and closes every connection left. If the kernel does not
+    /// confirm, the memory it could still touch is leaked rather than freed.
+    fn finish(&mut self, cq: &mut CompletionQueue<'_>) {
+        if self.io.inflight > 0 {
+            let _ = self.io.flush();
+            if let Err(e) = self.io.submitter.register_sync_cancel(Some(Timespec::new().sec(1)), CancelBuilder::any()) {
+                if e.raw_os_error() != Some(libc::ENOENT) {
+                    log::debug!("io_uring: cancel on exit: {e}");
+                }
+            }
+            let start = Instant::now();
+            let wait = Timespec::new().nsec(10_000_000);
+            while self.io.inflight > 0 && start.elapsed() < EXIT_WAIT {
+                let args = SubmitArgs::new().timespec(&wait);
+                match self.io.submitter.submit_with_args(1, &args) {
+                    Ok(_) => {}
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
+                    Err(_) => break,
+                }
+                cq.sync();
+                for cqe in cq.by_ref() {
+                    let token = Token(cqe.user_data());
+                    if !cqueue::more(cqe.flags()) && token.op() != Some(Op::Cancel) {
+                        self.io.inflight = self.io.inflight.saturating_sub(1);
+                    }
+                    if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
+                        self.io.bufs.put(bid);
+                    }
+                    if token.op() == Some(Op::Send) {
+                        if let Some(c) = self.slab.get_mut(token.key()) {
+                            c.sending = false;
+                        }
+                    }
+                }
+                cq.sync();
+            }
+        }
+        let leak = self.io.inflight > 0;
+        if leak {
+            log::warn!("io_uring: {} operations still in the kernel at exit", self.io.inflight);
+            self.io.bufs.leak = true;
+        }
+        let keys: Vec<Key> = self.slab.iter_mut().map(|(k, _)| k).collect();
+        for key in keys {
+            let Some(c) = self.slab.remove(key) else {
+                continue;
+            };
+            match c.out {
+                Some(out) if c.sending => mem::forget(out.buf),
+                Some(out) => self.core.sh.recycle(out.buf),
+                None => {}
+            }
+            c.http.release(&mut self.core.sh);
+        }
+    }
+}

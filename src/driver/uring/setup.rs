@@ -1,0 +1,247 @@
+//! Building a worker's ring: the fastest setup flags the kernel accepts,
+//! a probe of every opcode the loop submits, the provided-buffer ring, and
+//! a live check that multishot receive with provided buffers works, so
+//! that `auto` falls back to epoll at start and never mid-flight.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use io_uring::cqueue;
+use io_uring::opcode;
+use io_uring::types::{self, SubmitArgs, Timespec};
+use io_uring::{IoUring, Probe};
+
+use super::bufring::BufRing;
+use super::token::{Op, Token};
+use crate::config::Config;
+use crate::driver::slab::Key;
+
+/// Submission queue entries. Sends and recv re-arms of one turn rarely
+/// exceed it; when they do, the queue is flushed mid-turn.
+const SQ_ENTRIES: u32 = 4096;
+/// Completion queue entries: large, so that a burst of multishot
+/// completions does not overflow into the kernel's slower backlog list.
+const CQ_ENTRIES: u32 = 4 * SQ_ENTRIES;
+/// Receive buffers in the provided-buffer ring (a power of two, at most
+/// 32768). Buffers go back to the ring as soon as a completion is parsed,
+/// so the count bounds how many receives can complete between two turns,
+/// not how many connections can be open.
+const RECV_BUF_COUNT: u16 = 4096;
+/// Size of one receive buffer. Small requests touch only its first page;
+/// large bodies arrive in fewer completions than with 4 KiB.
+const RECV_BUF_SIZE: usize = 8 * 1024;
+/// The buffer group of the receive buffers.
+pub(super) const BUF_GROUP: u16 = 0;
+
+/// An io_uring instance with its provided-buffer ring, built and checked in
+/// the worker process.
+pub(crate) struct Ring {
+    /// The ring. Declared before `bufs`: it must be torn down before the
+    /// buffer memory it writes into is unmapped.
+    pub(super) uring: IoUring,
+    /// The receive buffers registered as group [`BUF_GROUP`].
+    pub(super) bufs: BufRing,
+    /// The setup flags that the kernel accepted.
+    flags: &'static str,
+}
+
+impl fmt::Debug for Ring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring").field("flags", &self.flags).finish_non_exhaustive()
+    }
+}
+
+/// A setup step that failed, with the kernel's error kept as the source so
+/// that [`is_refusal`] can look at its errno.
+#[derive(Debug)]
+struct SetupError {
+    /// What was being set up.
+    what: &'static str,
+    /// The error the kernel returned.
+    source: io::Error,
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.source)
+    }
+}
+
+impl std::error::Error for SetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+fn setup_error(what: &'static str, source: io::Error) -> io::Error {
+    io::Error::new(source.kind(), SetupError { what, source })
+}
+
+pub(super) fn errno(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+/// Builds the worker's ring: the fastest setup flags the kernel accepts,
+/// then the provided-buffer ring, then a check that multishot receive works.
+pub(crate) fn setup(_config: &Config) -> io::Result<Ring> {
+    let (uring, flags) = build_ring()?;
+    check_opcodes(&uring)?;
+    let bufs = BufRing::new(RECV_BUF_COUNT, RECV_BUF_SIZE).map_err(|e| setup_error("receive buffers", e))?;
+    // SAFETY: the buffer ring's memory stays mapped until `bufs` drops, and
+    // `Ring` drops `uring` first.
+    unsafe { uring.submitter().register_buf_ring_with_flags(bufs.ring_addr(), bufs.count, BUF_GROUP, 0) }
+        .map_err(|e| setup_error("register provided-buffer ring", e))?;
+    let mut ring = Ring { uring, bufs, flags };
+    probe_multishot_recv(&mut ring).map_err(|e| setup_error("multishot recv", e))?;
+    Ok(ring)
+}
+
+/// Tries the setup flags from fastest to plainest; returns the ring and the
+/// flags that worked, or the last error.
+fn build_ring() -> io::Result<(IoUring, &'static str)> {
+    const TIERS: [&str; 3] =
+        ["single_issuer+defer_taskrun+coop_taskrun+submit_all", "coop_taskrun+submit_all", "plain"];
+    let mut last = None;
+    for (tier, name) in TIERS.into_iter().enumerate() {
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(CQ_ENTRIES);
+        match tier {
+            0 => {
+                builder.setup_single_issuer().setup_defer_taskrun().setup_coop_taskrun().setup_submit_all();
+            }
+            1 => {
+                builder.setup_coop_taskrun().setup_submit_all();
+            }
+            _ => {}
+        }
+        match builder.build(SQ_ENTRIES) {
+            Ok(ring) => return Ok((ring, name)),
+            Err(e) => {
+                log::debug!("io_uring setup with {name} failed: {e}");
+                last = Some(e);
+            }
+        }
+    }
+    Err(setup_error("io_uring_setup", last.unwrap_or_else(|| errno(libc::ENOSYS))))
+}
+
+/// Checks that the kernel knows every opcode the loop submits.
+fn check_opcodes(uring: &IoUring) -> io::Result<()> {
+    let mut probe = Probe::new();
+    uring.submitter().register_probe(&mut probe).map_err(|e| setup_error("probe opcodes", e))?;
+    let needed = [
+        opcode::AcceptMulti::CODE,
+        opcode::RecvMulti::CODE,
+        opcode::Send::CODE,
+        opcode::AsyncCancel::CODE,
+        opcode::PollAdd::CODE,
+        opcode::Timeout::CODE,
+    ];
+    if needed.iter().all(|&op| probe.is_supported(op)) {
+        Ok(())
+    } else {
+        Err(setup_error("probe opcodes", errno(libc::EOPNOTSUPP)))
+    }
+}
+
+/// Runs one multishot recv with a provided buffer on a socket pair: the
+/// probe opcode list cannot tell whether multishot and buffer selection are
+/// supported (Linux 6.0), and the loop must not discover it mid-flight.
+/// Multishot accept (5.19) is older, so it is implied.
+fn probe_multishot_recv(ring: &mut Ring) -> io::Result<()> {
+    let mut fds = [0; 2];
+    syscall!(socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()))?;
+    // SAFETY: `socketpair` just returned these descriptors and nothing else
+    // owns them.
+    let (ours, peer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    syscall!(write(peer.as_raw_fd(), b"x".as_ptr().cast(), 1))?;
+
+    let recv_token = Token::new(Op::Probe, Key { idx: 0, gen: 0 }).0;
+    let cancel_token = Token::new(Op::Probe, Key { idx: 1, gen: 0 }).0;
+    let recv = opcode::RecvMulti::new(types::Fd(ours.as_raw_fd()), BUF_GROUP).build().user_data(recv_token);
+    // SAFETY: the recv writes only into provided buffers, which stay mapped
+    // as long as the ring; `ours` stays open until the recv has ended below.
+    unsafe { ring.uring.submission().push(&recv) }.map_err(|_| errno(libc::EBUSY))?;
+
+    let first = wait_for(&mut ring.uring, |c| c.user_data() == recv_token)?;
+    if let Some(bid) = cqueue::buffer_select(first.flags()) {
+        ring.bufs.put(bid);
+        ring.bufs.publish();
+    }
+    let result = if first.result() < 0 {
+        Err(errno(-first.result()))
+    } else if first.result() != 1 || cqueue::buffer_select(first.flags()).is_none() || !cqueue::more(first.flags()) {
+        Err(errno(libc::EOPNOTSUPP))
+    } else {
+        Ok(())
+    };
+    if cqueue::more(first.flags()) {
+        let cancel = opcode::AsyncCancel::new(recv_token).build().user_data(cancel_token);
+        // SAFETY: a cancel refers to no memory.
+        unsafe { ring.uring.submission().push(&cancel) }.map_err(|_| errno(libc::EBUSY))?;
+        let (mut recv_done, mut cancel_done) = (false, false);
+        while !(recv_done && cancel_done) {
+            let c = wait_for(&mut ring.uring, |c| c.user_data() == recv_token || c.user_data() == cancel_token)?;
+            if let Some(bid) = cqueue::buffer_select(c.flags()) {
+                ring.bufs.put(bid);
+                ring.bufs.publish();
+            }
+            if c.user_data() == cancel_token {
+                cancel_done = true;
+            } else if !cqueue::more(c.flags()) {
+                recv_done = true;
+            }
+        }
+    }
+    drop((ours, peer));
+    result
+}
+
+/// Submits what is queued and waits (at most a second per completion) for
+/// a completion that `want` accepts; other completions are dropped.
+fn wait_for(uring: &mut IoUring, want: impl Fn(&cqueue::Entry) -> bool) -> io::Result<cqueue::Entry> {
+    let timeout = Timespec::new().sec(1);
+    loop {
+        let args = SubmitArgs::new().timespec(&timeout);
+        match uring.submitter().submit_with_args(1, &args) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => {
+                if uring.completion().is_empty() {
+                    return Err(errno(libc::EOPNOTSUPP));
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(c) = uring.completion().find(&want) {
+            return Ok(c);
+        }
+    }
+}
+
+/// Whether a setup error means "io_uring is not available here" (seccomp,
+/// `kernel.io_uring_disabled`, an old kernel, gVisor), so that `auto` runs
+/// epoll instead.
+pub(crate) fn is_refusal(e: &io::Error) -> bool {
+    let code = e.raw_os_error().or_else(|| {
+        let inner = e.get_ref()?.downcast_ref::<SetupError>()?;
+        inner.source.raw_os_error()
+    });
+    matches!(code, Some(libc::EPERM | libc::ENOSYS | libc::EINVAL | libc::ENOMEM | libc::EOPNOTSUPP))
+}
+
+impl Ring {
+    /// The setup that succeeded, for the log.
+    pub(crate) fn describe(&self) -> String {
+        let p = self.uring.params();
+        format!(
+            "{}, sq {} cq {}, {} x {} KiB receive buffers",
+            self.flags,
+            p.sq_entries(),
+            p.cq_entries(),
+            self.bufs.count,
+            self.bufs.size / 1024
+        )
+    }
+}

@@ -1,0 +1,403 @@
+//! The master process: a fixed table of worker slots, fork and respawn with
+//! backoff, rolling reload, scaling, graceful shutdown, and the lifecycle
+//! events of Node's `cluster` module.
+//!
+//! The master is single-threaded, so `fork()` is always safe: signals arrive
+//! through a signalfd, child exits through pidfds, worker progress through
+//! one lifeline per worker (`crate::lifeline`), worker messages through
+//! shared-memory rings, and commands from other threads ([`Handle`])
+//! through a channel plus an eventfd; one epoll loop reads them all.
+//! Nothing happens in a signal handler.
+//!
+//! If the embedding program starts threads in the master (say, to consume
+//! [`Event`]s), a plain `fork()` copies only the forking thread, and a lock
+//! another thread held at that moment (stdout, an allocator arena, a user
+//! mutex) stays locked forever in the child. Use
+//! [`crate::Server::reexec`] in that case: the worker then starts as a fresh
+//! execution of the program's binary.
+//!
+//! The units, as nginx splits its process cycle: this file holds the state
+//! and the loop; [`api`] the public types; [`slot`] the process table;
+//! [`spawn`] the fork; [`signals`] the signalfd; [`respawn`] reaping and
+//! crash accounting; [`reload`] commands, reload and scaling; [`events`]
+//! lifecycle events, worker messages and user timers; [`notify`] systemd.
+//! The master knows nothing of HTTP or of the event-loop backends: a worker
+//! is started through the entry function it is given.
+
+mod api;
+mod events;
+mod notify;
+mod reload;
+mod respawn;
+mod signals;
+mod slot;
+mod spawn;
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::signalfd::SignalFd;
+
+pub use api::{Command, Ctl, Event, EventCallback, ExitStatus, Handle, TimerCallback};
+pub(crate) use events::Hooks;
+pub(crate) use spawn::Entry;
+
+use crate::config::{Balance, Config};
+use crate::sys::context;
+use crate::worker::WorkerId;
+use notify::notify;
+use slot::{Proc, ProcState, Slot};
+
+/// Phase of the whole cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Serving; crashed workers are replaced.
+    Running,
+    /// Graceful shutdown until the deadline, then SIGKILL.
+    Stopping(Instant),
+    /// Immediate stop: every worker was sent SIGKILL.
+    Quitting,
+}
+
+/// What the master loop ended with.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Every worker finished draining.
+    Clean,
+    /// Workers were killed before they finished.
+    Forced,
+}
+
+/// The master's state.
+struct Master<'a> {
+    /// The configuration every worker is started with.
+    config: &'a Config,
+    /// Callbacks, event channels, the command queue and per-slot env.
+    hooks: &'a mut Hooks,
+    /// Runs a worker in a freshly forked child; returns its exit code.
+    entry: &'a Entry<'a>,
+    /// The process table, by slot index.
+    slots: Vec<Slot>,
+    /// The one socket every worker accepts on (shared mode, or one
+    /// inherited socket); `None` when each slot has its own.
+    shared_listener: Option<OwnedFd>,
+    /// The address the cluster serves.
+    addr: SocketAddr,
+    /// The epoll instance of the master loop.
+    epoll: Epoll,
+    /// Signals, read as data (they are blocked).
+    sigfd: SignalFd,
+    /// Wakes the loop when a [`Handle`] queued a command.
+    wake: OwnedFd,
+    /// Running, stopping or quitting.
+    phase: Phase,
+    /// Slots still to be replaced by the rolling reload under way.
+    reload_queue: VecDeque<usize>,
+    /// The slot whose replacement worker is starting during a reload.
+    reloading: Option<usize>,
+    /// When recent crashes happened (within the crash window).
+    crashes: VecDeque<Instant>,
+    /// Whether systemd has been told `READY=1`.
+    ready_notified: bool,
+    /// An error that stops the cluster, set where it is found and acted on
+    /// by the loop.
+    fatal: Option<io::Error>,
+    /// When each of `hooks.timers` (the user's periodic callbacks) runs next.
+    user_timer_due: Vec<Instant>,
+}
+
+/// Time past the drain timeout after which the master kills a worker.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// What an epoll event of the master loop refers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Token {
+    /// The signalfd.
+    Signal,
+    /// The command eventfd.
+    Wake,
+    /// A worker's pidfd: it exited.
+    Pidfd(WorkerId),
+    /// A worker's lifeline.
+    Lifeline(WorkerId),
+    /// The eventfd of a worker's ring to the master.
+    Ring(WorkerId),
+}
+
+impl Token {
+    const SIGNAL: u64 = u64::MAX;
+    const WAKE: u64 = u64::MAX - 1;
+    const PIDFD: u64 = 1;
+    const LIFELINE: u64 = 2;
+    const RING: u64 = 3;
+
+    /// Packs the token into epoll's user data: `kind << 62 | slot << 40 |
+    /// generation` (40 bits of generation, 22 of slot).
+    fn encode(self) -> u64 {
+        let pack = |kind: u64, id: WorkerId| kind << 62 | (id.slot as u64) << 40 | (id.generation & ((1 << 40) - 1));
+        match self {
+            Token::Signal => Self::SIGNAL,
+            Token::Wake => Self::WAKE,
+            Token::Pidfd(id) => pack(Self::PIDFD, id),
+            Token::Lifeline(id) => pack(Self::LIFELINE, id),
+            Token::Ring(id) => pack(Self::RING, id),
+        }
+    }
+
+    fn decode(v: u64) -> Option<Token> {
+        match v {
+            Self::SIGNAL => return Some(Token::Signal),
+            Self::WAKE => return Some(Token::Wake),
+            _ => {}
+        }
+        let id = WorkerId { slot: ((v >> 40) & ((1 << 22) - 1)) as usize, generation: v & ((1 << 40) - 1) };
+        match v >> 62 {
+            Self::PIDFD => Some(Token::Pidfd(id)),
+            Self::LIFELINE => Some(Token::Lifeline(id)),
+            Self::RING => Some(Token::Ring(id)),
+            _ => None,
+        }
+    }
+}
+
+/// Runs the master until shutdown. `entry` runs each worker in its child.
+pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::Result<Outcome> {
+    // First, before this process opens any descriptor that could take
+    // the numbers systemd passed.
+    let inherited = crate::listen::inherited()?;
+    let (mask, sigfd) = signals::block()?;
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| context(e.into(), "epoll_create1"))?;
+    let (shared_listener, per_slot, addr) = bind(config, inherited)?;
+    log::info!("listening on {addr}");
+
+    let mut master = Master {
+        config,
+        hooks,
+        entry,
+        slots: Vec::new(),
+        shared_listener,
+        addr,
+        epoll,
+        sigfd,
+        wake: crate::sys::eventfd()?,
+        phase: Phase::Running,
+        reload_queue: VecDeque::new(),
+        reloading: None,
+        crashes: VecDeque::new(),
+        ready_notified: false,
+        fatal: None,
+        user_timer_due: Vec::new(),
+    };
+    let now = Instant::now();
+    master.user_timer_due = master.hooks.timers.iter().map(|(period, _)| now + *period).collect();
+    master.watch(master.sigfd.as_fd().as_raw_fd(), Token::Signal)?;
+    master.watch(master.wake.as_raw_fd(), Token::Wake)?;
+    master.hooks.wake.store(master.wake.as_raw_fd(), Ordering::Release);
+    let slot_fds: Vec<Option<OwnedFd>> = match per_slot {
+        Some(fds) => fds.into_iter().map(Some).collect(),
+        None => (0..config.workers).map(|_| None).collect(),
+    };
+    for listener in slot_fds {
+        master.slots.push(Slot::new(listener));
+    }
+    for i in 0..master.slots.len() {
+        master.spawn(i)?;
+    }
+    let outcome = master.run_loop();
+    master.hooks.wake.store(-1, Ordering::Release);
+    signals::unblock(&mask);
+    outcome
+}
+
+/// The listening sockets: one shared socket, or one per slot, and the
+/// address they serve.
+type Listeners = (Option<OwnedFd>, Option<Vec<OwnedFd>>, SocketAddr);
+
+/// Opens the listening sockets (or takes the inherited ones).
+fn bind(config: &Config, inherited: Option<Vec<OwnedFd>>) -> io::Result<Listeners> {
+    Ok(match inherited {
+        Some(fds) if fds.len() == config.workers && fds.len() > 1 => {
+            let addr = crate::listen::local_addr(&fds[0])?;
+            log::info!("using {} inherited sockets, one per worker", fds.len());
+            (None, Some(fds), addr)
+        }
+        Some(mut fds) => {
+            if fds.len() > 1 {
+                log::warn!("{} inherited sockets for {} workers: serving the first", fds.len(), config.workers);
+            }
+            let fd = fds.swap_remove(0);
+            let addr = crate::listen::local_addr(&fd)?;
+            log::info!("using inherited socket {addr}");
+            (Some(fd), None, addr)
+        }
+        None => {
+            let sa = crate::listen::resolve(&config.listen)?;
+            match config.balance {
+                Balance::Shared => {
+                    let fd = crate::listen::bind_addr(sa, false, config.backlog)?;
+                    let addr = crate::listen::local_addr(&fd)?;
+                    (Some(fd), None, addr)
+                }
+                Balance::ReusePort => {
+                    // A plain bind first: SO_REUSEPORT alone would let this
+                    // cluster join another program's group on a port in
+                    // use (same user) instead of failing. It also picks the
+                    // port once for port 0.
+                    let addr = crate::listen::probe_addr(sa)?;
+                    let mut fds = Vec::with_capacity(config.workers);
+                    for _ in 0..config.workers {
+                        fds.push(crate::listen::bind_addr(addr, true, config.backlog)?);
+                    }
+                    (None, Some(fds), addr)
+                }
+            }
+        }
+    })
+}
+
+impl Master<'_> {
+    fn watch(&self, fd: RawFd, token: Token) -> io::Result<()> {
+        // SAFETY: `fd` is open (the caller owns it) and is removed from the
+        // set before it is closed (`unwatch`), or closing removes it.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        self.epoll
+            .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token.encode()))
+            .map_err(|e| context(e.into(), "epoll_ctl"))
+    }
+
+    fn unwatch(&self, fd: RawFd) {
+        // SAFETY: `fd` is still open: callers unwatch before they drop it.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let _ = self.epoll.delete(fd);
+    }
+
+    fn run_loop(&mut self) -> io::Result<Outcome> {
+        let mut events = [EpollEvent::empty(); 64];
+        loop {
+            let timeout = if self.rings_may_sleep() { self.next_timeout() } else { 0 };
+            let timeout = EpollTimeout::try_from(timeout).unwrap_or(EpollTimeout::NONE);
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => 0,
+                Err(e) => return Err(context(e.into(), "epoll_wait")),
+            };
+            for ev in &events[..n] {
+                match Token::decode(ev.data()) {
+                    Some(Token::Signal) => self.read_signals(),
+                    Some(Token::Wake) => {
+                        let _ = crate::sys::eventfd_drain(self.wake.as_raw_fd());
+                    }
+                    Some(Token::Pidfd(id)) => self.reap(id),
+                    Some(Token::Lifeline(id)) => self.read_lifeline(id),
+                    Some(Token::Ring(id)) => self.ack_ring(id),
+                    None => {}
+                }
+            }
+            // Messages are read from every ring each turn, not only from the
+            // one whose eventfd fired: a worker writes the eventfd only when
+            // the master said it would sleep.
+            for id in self.live_ids() {
+                self.read_ring(id);
+            }
+            self.run_user_timers(Instant::now());
+            while let Ok(cmd) = self.hooks.cmd_rx.try_recv() {
+                self.command(cmd);
+            }
+            self.respawn_timers();
+            if let Some(e) = self.fatal.take() {
+                self.kill_all(libc::SIGKILL);
+                self.wait_all();
+                return Err(e);
+            }
+            match self.phase {
+                Phase::Running => {}
+                Phase::Stopping(deadline) => {
+                    if self.live_procs() == 0 {
+                        notify("STATUS=stopped");
+                        return Ok(Outcome::Clean);
+                    }
+                    if Instant::now() >= deadline {
+                        log::warn!("drain timeout: killing {} worker(s)", self.live_procs());
+                        self.kill_all(libc::SIGKILL);
+                        self.wait_all();
+                        return Ok(Outcome::Forced);
+                    }
+                }
+                Phase::Quitting => {
+                    self.wait_all();
+                    return Ok(Outcome::Forced);
+                }
+            }
+        }
+    }
+
+    /// Every live worker, current and retiring.
+    fn live_ids(&self) -> Vec<WorkerId> {
+        self.slots.iter().flat_map(|s| s.procs().map(|p| p.id)).collect()
+    }
+
+    fn live_procs(&self) -> usize {
+        self.slots.iter().map(|s| s.procs().count()).sum()
+    }
+
+    fn find_mut(&mut self, id: WorkerId) -> Option<&mut Proc> {
+        self.slots.get_mut(id.slot)?.find_mut(id.generation)
+    }
+
+    /// Milliseconds until the next timer, or -1.
+    fn next_timeout(&self) -> i32 {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        if let Phase::Stopping(d) = self.phase {
+            consider(d);
+        }
+        for &t in &self.user_timer_due {
+            consider(t);
+        }
+        for s in &self.slots {
+            if let Some(t) = s.respawn_at {
+                consider(t);
+            }
+            for p in s.procs() {
+                if p.state != ProcState::Ready {
+                    consider(p.forked_at + self.config.respawn.ready_timeout);
+                } else if let Some(r) = p.ready_at {
+                    if s.streak > 0 {
+                        consider(r + self.config.respawn.stable_after);
+                    }
+                }
+            }
+        }
+        match next {
+            None => -1,
+            Some(t) => t.saturating_duration_since(now).as_millis().min(60_000) as i32 + 1,
+        }
+    }
+
+    /// Sends `sig` to a live worker.
+    fn signal(p: &Proc, sig: i32) {
+        // SAFETY: plain kill(2) to a child this master forked and has not
+        // reaped (its pidfd is still open), so the pid cannot have been
+        // reused.
+        unsafe { libc::kill(p.pid, sig) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip() {
+        let id = WorkerId { slot: 77, generation: 123_456 };
+        for t in [Token::Signal, Token::Wake, Token::Pidfd(id), Token::Lifeline(id), Token::Ring(id)] {
+            assert_eq!(Token::decode(t.encode()), Some(t));
+        }
+    }
+}

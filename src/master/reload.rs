@@ -1,0 +1,191 @@
+//! Commands (from signals, a [`super::Handle`] or a callback): graceful
+//! shutdown, immediate stop, rolling reload, scaling, kill and disconnect.
+//!
+//! A rolling reload replaces one slot at a time: the replacement is forked
+//! while the old worker still serves, and the old one is asked to drain
+//! only once the replacement says it is ready; a replacement that dies
+//! before that leaves the old worker in place.
+
+use std::io;
+use std::time::Instant;
+
+use super::notify::notify;
+use super::slot::{ProcState, Slot};
+use super::{Command, Event, Master, Phase, KILL_GRACE};
+use crate::worker::WorkerId;
+
+impl Master<'_> {
+    pub(super) fn command(&mut self, cmd: Command) {
+        log::debug!("command {cmd:?}");
+        match cmd {
+            Command::Shutdown => {
+                if self.phase == Phase::Running {
+                    log::info!("graceful shutdown");
+                    notify("STOPPING=1");
+                    // Workers give up on their connections at the drain
+                    // timeout themselves; the master kills only what is
+                    // stuck past that.
+                    self.phase = Phase::Stopping(Instant::now() + self.config.timeouts.drain + KILL_GRACE);
+                    self.reload_queue.clear();
+                    for i in 0..self.slots.len() {
+                        self.slots[i].respawn_at = None;
+                        self.drain_all_of(i);
+                    }
+                }
+            }
+            Command::Quit => {
+                log::info!("immediate stop");
+                notify("STOPPING=1");
+                self.phase = Phase::Quitting;
+                self.kill_all(libc::SIGKILL);
+            }
+            Command::Reload => {
+                if self.phase == Phase::Running && self.reload_queue.is_empty() && self.reloading.is_none() {
+                    log::info!("rolling reload of {} slot(s)", self.slots.len());
+                    notify("RELOADING=1");
+                    self.reload_queue.extend(0..self.slots.len());
+                    self.next_reload();
+                }
+            }
+            Command::ScaleUp => {
+                if self.phase == Phase::Running {
+                    if let Err(e) = self.add_slot() {
+                        log::error!("scale up: {e}");
+                    }
+                }
+            }
+            Command::ScaleDown => {
+                if self.phase == Phase::Running {
+                    self.remove_slot();
+                }
+            }
+            Command::Kill { slot, signal } => {
+                if let Some(p) = self.slots.get(slot).and_then(|s| s.current.as_ref()) {
+                    Self::signal(p, signal);
+                }
+            }
+            Command::Disconnect { slot } => {
+                if slot < self.slots.len() {
+                    self.slots[slot].parked = true;
+                    self.slots[slot].respawn_at = None;
+                    if let Some(p) = self.slots[slot].current.take() {
+                        self.slots[slot].retiring.push(p);
+                    }
+                    self.drain_all_of(slot);
+                }
+            }
+        }
+    }
+
+    /// Asks every worker of `slot` to drain.
+    fn drain_all_of(&mut self, slot: usize) {
+        let mut disconnected = Vec::new();
+        let s = &mut self.slots[slot];
+        let channels = &s.channels;
+        for p in s.current.iter_mut().chain(s.retiring.iter_mut()) {
+            if !p.stopping {
+                p.stopping = true;
+                // Messages to a draining worker are refused (`Closed`).
+                channels[p.channel].ch.close();
+                Self::signal(p, libc::SIGTERM);
+                disconnected.push((p.id, p.pid));
+            }
+        }
+        for (worker, pid) in disconnected {
+            self.emit(Event::Disconnect { worker, pid });
+        }
+    }
+
+    /// Worker `id` said it serves: a reload goes on to the next slot, and
+    /// systemd hears `READY=1` once every slot serves.
+    pub(super) fn on_ready(&mut self, id: WorkerId) {
+        let slot = id.slot;
+        if self.reloading == Some(slot) && self.slots[slot].current.as_ref().map(|p| p.id) == Some(id) {
+            // The replacement serves: drain its predecessors.
+            self.reloading = None;
+            let old: Vec<(WorkerId, i32)> = self.slots[slot]
+                .retiring
+                .iter_mut()
+                .filter(|p| !p.stopping)
+                .map(|p| {
+                    p.stopping = true;
+                    Self::signal(p, libc::SIGTERM);
+                    (p.id, p.pid)
+                })
+                .collect();
+            for (worker, pid) in old {
+                self.emit(Event::Disconnect { worker, pid });
+            }
+            self.next_reload();
+        }
+        if !self.ready_notified
+            && self.slots.iter().all(|s| s.parked || s.current.as_ref().is_some_and(|p| p.state == ProcState::Ready))
+        {
+            self.ready_notified = true;
+            notify("READY=1");
+        } else if self.ready_notified && self.reload_queue.is_empty() && self.reloading.is_none() {
+            notify("READY=1");
+        }
+    }
+
+    /// Starts the replacement of the next slot in the reload queue.
+    pub(super) fn next_reload(&mut self) {
+        while let Some(slot) = self.reload_queue.pop_front() {
+            if slot >= self.slots.len() || self.slots[slot].removing || self.slots[slot].parked {
+                continue;
+            }
+            self.slots[slot].parked = false;
+            match self.spawn(slot) {
+                Ok(()) => {
+                    self.reloading = Some(slot);
+                    return;
+                }
+                Err(e) => log::error!("reload of slot {slot}: {e}"),
+            }
+        }
+    }
+
+    /// Adds a slot (with its own socket in reuseport mode) and forks its
+    /// worker.
+    fn add_slot(&mut self) -> io::Result<()> {
+        let listener = if self.shared_listener.is_some() {
+            None
+        } else {
+            Some(crate::listen::bind_addr(self.addr, true, self.config.backlog)?)
+        };
+        self.slots.push(Slot::new(listener));
+        let slot = self.slots.len() - 1;
+        log::info!("scale up: slot {slot}");
+        self.spawn(slot)
+    }
+
+    /// Drains the last slot's worker and removes the slot once it is gone.
+    fn remove_slot(&mut self) {
+        let live = self.slots.iter().filter(|s| !s.removing).count();
+        if live <= 1 {
+            log::warn!("scale down: keeping the last worker");
+            return;
+        }
+        let Some(slot) = self.slots.iter().rposition(|s| !s.removing) else { return };
+        log::info!("scale down: slot {slot}");
+        self.slots[slot].removing = true;
+        self.slots[slot].respawn_at = None;
+        // The master's copy of the socket goes now, so the socket leaves the
+        // reuseport group when the draining worker, having accepted what is
+        // queued, closes its copy.
+        self.slots[slot].listener = None;
+        if let Some(p) = self.slots[slot].current.take() {
+            self.slots[slot].retiring.push(p);
+        }
+        self.drain_all_of(slot);
+        self.pop_removed();
+    }
+
+    /// Drops removed slots from the end of the table once their workers
+    /// are gone.
+    pub(super) fn pop_removed(&mut self) {
+        while self.slots.last().is_some_and(|s| s.removing && s.procs().count() == 0) {
+            self.slots.pop();
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Reaping workers, crash accounting and respawn: the back-off between
+//! respawns of one slot, the crash budget of the cluster, and the ready
+//! timeout of a new worker.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use super::slot::{Proc, ProcState};
+use super::{Event, ExitStatus, Master, Phase};
+use crate::worker::WorkerId;
+
+impl Master<'_> {
+    /// Reaps worker `id` if it has exited: frees its channel, reports its
+    /// exit, and respawns its slot when it crashed.
+    pub(super) fn reap(&mut self, id: WorkerId) {
+        let Some(p) = self.find_mut(id) else { return };
+        let pid = p.pid;
+        let mut status = 0;
+        // SAFETY: waitpid on our own unreaped child, WNOHANG; `status` is a
+        // live local.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r != pid {
+            return;
+        }
+        let slot = id.slot;
+        let s = &mut self.slots[slot];
+        let was_current = s.current.as_ref().is_some_and(|p| p.id == id);
+        let proc = if was_current {
+            s.current.take()
+        } else {
+            let i = s.retiring.iter().position(|p| p.id == id);
+            i.map(|i| s.retiring.remove(i))
+        };
+        let Some(proc) = proc else { return };
+        // Its connections died with it; the channel is free for a later
+        // worker, which resets it first.
+        let c = &mut self.slots[slot].channels[proc.channel];
+        c.ch.close();
+        c.ch.counters().reset_gauges();
+        c.user = None;
+        if let Some(fds) = c.ch.fds() {
+            let fd = fds.master_wake.as_raw_fd();
+            self.unwatch(fd);
+        }
+        self.unwatch(proc.pidfd.as_raw_fd());
+        if let Some(c) = &proc.lifeline {
+            self.unwatch(c.as_raw_fd());
+        }
+        let exit = if libc::WIFEXITED(status) {
+            ExitStatus::Code(libc::WEXITSTATUS(status))
+        } else {
+            ExitStatus::Signal(libc::WTERMSIG(status))
+        };
+        if !proc.stopping {
+            log::warn!("worker {} (pid {pid}) died: {exit:?}", proc.id);
+        }
+        self.emit(Event::Exit { worker: proc.id, pid, status: exit, requested: proc.stopping });
+        if self.reloading == Some(slot) && !proc.stopping && was_current {
+            // The replacement died before it was ready: keep the old worker.
+            log::error!("reload: the new worker of slot {slot} died before it was ready; keeping the old one");
+            self.reloading = None;
+            let s = &mut self.slots[slot];
+            if let Some(i) = s.retiring.iter().position(|p| !p.stopping) {
+                s.current = Some(s.retiring.remove(i));
+            }
+            self.next_reload();
+        }
+        if self.slots[slot].removing {
+            self.pop_removed();
+            return;
+        }
+        if was_current && !proc.stopping && self.phase == Phase::Running {
+            self.crashed(slot, &proc);
+        }
+    }
+
+    /// Counts a crash of `slot`'s current worker against the budgets and
+    /// schedules its replacement.
+    fn crashed(&mut self, slot: usize, proc: &Proc) {
+        let now = Instant::now();
+        let policy = self.config.respawn;
+        self.crashes.push_back(now);
+        while self.crashes.front().is_some_and(|t| now.duration_since(*t) > policy.crash_window) {
+            self.crashes.pop_front();
+        }
+        let s = &mut self.slots[slot];
+        if proc.state != ProcState::Ready {
+            s.startup_failures += 1;
+        }
+        s.streak += 1;
+        if s.startup_failures >= policy.max_startup_failures {
+            self.fatal = Some(io::Error::other(format!(
+                "worker of slot {slot} died {} times in a row before it was ready; stopping",
+                s.startup_failures
+            )));
+            return;
+        }
+        if self.crashes.len() as u32 >= policy.max_crashes {
+            self.fatal = Some(io::Error::other(format!(
+                "{} worker crashes within {:?}; stopping",
+                self.crashes.len(),
+                policy.crash_window
+            )));
+            return;
+        }
+        if !policy.enabled || s.parked {
+            return;
+        }
+        let delay = policy.delay(s.streak);
+        log::info!("respawning slot {slot} in {delay:?} (crash {} in a row)", s.streak);
+        s.respawn_at = Some(now + delay);
+    }
+
+    /// Runs what is due: respawns, the end of crash streaks, ready timeouts.
+    pub(super) fn respawn_timers(&mut self) {
+        let now = Instant::now();
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].respawn_at.is_some_and(|t| t <= now) && self.phase == Phase::Running {
+                if let Err(e) = self.spawn(slot) {
+                    log::error!("respawn of slot {slot}: {e}");
+                    self.slots[slot].respawn_at = Some(now + self.config.respawn.initial);
+                }
+            }
+            let policy = self.config.respawn;
+            let s = &mut self.slots[slot];
+            if let Some(p) = &s.current {
+                if p.state == ProcState::Ready
+                    && s.streak > 0
+                    && p.ready_at.is_some_and(|r| now.duration_since(r) >= policy.stable_after)
+                {
+                    s.streak = 0;
+                }
+            }
+            for p in s.procs_mut() {
+                if p.state != ProcState::Ready && !p.stopping && now.duration_since(p.forked_at) >= policy.ready_timeout
+                {
+                    log::error!("worker {} not ready after {:?}; killing it", p.id, policy.ready_timeout);
+                    Self::signal(p, libc::SIGKILL);
+                }
+            }
+        }
+    }
+
+    /// Sends `sig` to every worker and cancels pending respawns.
+    pub(super) fn kill_all(&mut self, sig: i32) {
+        for s in &mut self.slots {
+            for p in s.procs_mut() {
+                p.stopping = true;
+                Self::signal(p, sig);
+            }
+            s.respawn_at = None;
+        }
+    }
+
+    /// Reaps every remaining worker (after SIGKILL), emitting their exits.
+    pub(super) fn wait_all(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.live_procs() > 0 && Instant::now() < deadline {
+            for id in self.live_ids() {
+                self.reap(id);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}

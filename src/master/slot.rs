@@ -1,0 +1,131 @@
+//! The process table: a fixed list of slots, each with the worker that
+//! serves it, the older workers still draining, its listener and its
+//! shared-memory channels.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::time::Instant;
+
+use crate::config::ChannelOptions;
+use crate::ipc::{Channel, Snapshot};
+use crate::worker::WorkerId;
+
+/// Where a worker process is in its life, as its lifeline reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ProcState {
+    /// Forked; nothing heard yet.
+    Forked,
+    /// The process runs.
+    Online,
+    /// It holds its listener.
+    Listening,
+    /// It serves.
+    Ready,
+}
+
+/// One worker process.
+#[derive(Debug)]
+pub(super) struct Proc {
+    /// Its slot and generation.
+    pub(super) id: WorkerId,
+    /// Its pid (valid for `kill` until it is reaped: `pidfd` pins it).
+    pub(super) pid: i32,
+    /// Becomes readable when the process exits.
+    pub(super) pidfd: OwnedFd,
+    /// The master's end of its lifeline; `None` once the worker hung up.
+    pub(super) lifeline: Option<OwnedFd>,
+    /// What its lifeline last reported.
+    pub(super) state: ProcState,
+    /// When it was forked (for the ready timeout).
+    pub(super) forked_at: Instant,
+    /// When it said it was ready.
+    pub(super) ready_at: Option<Instant>,
+    /// The master asked it to stop; its exit is no crash.
+    pub(super) stopping: bool,
+    /// Index of its shared-memory channel in its slot's `channels`.
+    pub(super) channel: usize,
+}
+
+/// One slot of the process table.
+#[derive(Debug)]
+pub(super) struct Slot {
+    /// This slot's own socket (reuseport mode); `None` uses the shared one.
+    pub(super) listener: Option<OwnedFd>,
+    /// The worker serving the slot.
+    pub(super) current: Option<Proc>,
+    /// Older workers draining after a reload or disconnect.
+    pub(super) retiring: Vec<Proc>,
+    /// The generation the next worker forked into this slot gets.
+    pub(super) next_generation: u64,
+    /// Crashes in a row.
+    pub(super) streak: u32,
+    /// Crashes in a row before becoming ready.
+    pub(super) startup_failures: u32,
+    /// When a crashed worker is replaced; `None` when no respawn is due.
+    pub(super) respawn_at: Option<Instant>,
+    /// Disconnected on request: no respawn.
+    pub(super) parked: bool,
+    /// Being removed (scale down): its socket closes once its worker exits.
+    pub(super) removing: bool,
+    /// Shared-memory channels of the slot's workers: one per live worker
+    /// (old and new overlap during a reload), reused after a reap.
+    pub(super) channels: Vec<SlotChannel>,
+}
+
+/// A channel and the generation of the worker using it.
+#[derive(Debug)]
+pub(super) struct SlotChannel {
+    /// The rings, eventfds and counters.
+    pub(super) ch: Channel,
+    /// The generation of the worker that uses it; `None` when free.
+    pub(super) user: Option<u64>,
+}
+
+impl Slot {
+    pub(super) fn new(listener: Option<OwnedFd>) -> Slot {
+        Slot {
+            listener,
+            current: None,
+            retiring: Vec::new(),
+            next_generation: 0,
+            streak: 0,
+            startup_failures: 0,
+            respawn_at: None,
+            parked: false,
+            removing: false,
+            channels: Vec::new(),
+        }
+    }
+
+    /// Totals over every channel the slot has used.
+    pub(super) fn counters(&self) -> Snapshot {
+        self.channels.iter().map(|c| c.ch.counters().snapshot()).sum()
+    }
+
+    /// A free channel for a new worker of generation `generation`, reset
+    /// (its previous worker was reaped), or a new one.
+    pub(super) fn take_channel(&mut self, generation: u64, opts: ChannelOptions) -> io::Result<usize> {
+        if let Some(i) = self.channels.iter().position(|c| c.user.is_none()) {
+            self.channels[i].ch.reset()?;
+            self.channels[i].user = Some(generation);
+            return Ok(i);
+        }
+        self.channels.push(SlotChannel { ch: Channel::new(opts)?, user: Some(generation) });
+        Ok(self.channels.len() - 1)
+    }
+
+    /// The slot's live workers: the current one first, then the retiring.
+    pub(super) fn procs(&self) -> impl Iterator<Item = &Proc> {
+        self.current.iter().chain(self.retiring.iter())
+    }
+
+    /// As [`Slot::procs`], mutably.
+    pub(super) fn procs_mut(&mut self) -> impl Iterator<Item = &mut Proc> {
+        self.current.iter_mut().chain(self.retiring.iter_mut())
+    }
+
+    /// The live worker of generation `generation`.
+    pub(super) fn find_mut(&mut self, generation: u64) -> Option<&mut Proc> {
+        self.procs_mut().find(|p| p.id.generation == generation)
+    }
+}
