@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
-use forkring::internals::ipc::{Channel, ChannelOptions, Notifier, Ring, RingOptions, SendError, Shm};
+use forkring::internals::ipc::{Channel, ChannelOptions, Notifier, Region, Ring, RingOptions, SendError, Shm};
 
 /// Message size throughout.
 const SIZE: usize = 64;
@@ -87,9 +87,10 @@ impl Words {
     /// Word `i`, alone on its 128-byte line.
     fn get(&self, i: usize) -> &AtomicU64 {
         assert!(i < 32);
+        let page = self.0.region(Region { offset: 0, len: 4096 }).unwrap();
         // SAFETY: in bounds, aligned, zeroed, accessed only atomically; the
         // mapping lives as long as `self`.
-        unsafe { &*self.0.as_ptr().cast::<AtomicU64>().add(i * 16) }
+        unsafe { &*page.as_ptr().cast::<AtomicU64>().add(i * 16) }
     }
 }
 

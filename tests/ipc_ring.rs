@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use forkring::internals::ipc::{Channel, ChannelOptions, Counter, Ring, RingOptions, SendError, Shm};
+use forkring::internals::ipc::{Channel, ChannelOptions, Counter, Region, Ring, RingOptions, SendError, Shm};
 
 /// The tests spin on two cores: run one at a time so that each has them.
 fn serial() -> MutexGuard<'static, ()> {
@@ -95,9 +95,10 @@ impl Ctl {
     }
     fn word(&self, i: usize) -> &AtomicU64 {
         assert!(i < 32);
+        let page = self.0.region(Region { offset: 0, len: 4096 }).unwrap();
         // SAFETY: in bounds (one page), aligned, zero-initialised, accessed
         // only atomically.
-        unsafe { &*self.0.as_ptr().cast::<AtomicU64>().add(i * 8) }
+        unsafe { &*page.as_ptr().cast::<AtomicU64>().add(i * 8) }
     }
 }
 
@@ -504,7 +505,8 @@ fn writer_killed_mid_stream_never_shows_a_torn_message() {
         total += seq;
         // Respawn: the master resets the ring and the next writer starts a
         // new generation.
-        ring.reset();
+        // SAFETY: the endpoints are this test's own and idle.
+        unsafe { ring.reset() };
         assert_eq!(ring.generation(), round as u64 + 1);
         c = ring.consumer().unwrap();
     }
@@ -670,7 +672,8 @@ fn counters_survive_respawn_and_close_refuses_sends() {
         assert_eq!(s.responses, [200 * g; 5]);
         assert_eq!((s.bytes_in, s.accepts, s.open_connections), (10_000 * g, 1000 * g, 999));
         assert!(s.ring_sent >= 100 * g);
-        ch.reset().unwrap();
+        // SAFETY: the worker end is this test's own and idle.
+        unsafe { ch.reset() }.unwrap();
         assert_eq!(ch.counters().snapshot().open_connections, 0, "gauges restart with the worker");
     }
 }

@@ -86,8 +86,11 @@ impl Channel {
         // SAFETY: a fresh mapping, page-aligned, large enough; unused so far.
         unsafe { meta_ptr.as_ptr().write(m) };
         let counters = CountersRef::init(shm.clone(), counters)?;
-        let to_worker = Ring::init(shm.clone(), to_worker, opts.to_worker)?;
-        let to_master = Ring::init(shm.clone(), to_master, opts.to_master)?;
+        // SAFETY: the mapping was made above; the layout gives each ring
+        // its own bytes, and no one else has the mapping yet.
+        let to_worker = unsafe { Ring::init(shm.clone(), to_worker, opts.to_worker)? };
+        // SAFETY: as above.
+        let to_master = unsafe { Ring::init(shm.clone(), to_master, opts.to_master)? };
         // SAFETY: written just above; lives as long as `shm`.
         let meta = unsafe { meta_ptr.as_ref() };
         // `Release`: an attacher that reads the magic sees the layout.
@@ -114,10 +117,18 @@ impl Channel {
     /// gauges (totals are kept), drains stale wake-ups, and renews the
     /// master's end (whose unread messages from the dead worker are
     /// dropped). Call it after the old worker was reaped, before forking the
-    /// new one; see [`Ring::reset`].
-    pub fn reset(&mut self) -> io::Result<()> {
-        self.to_worker.reset();
-        self.to_master.reset();
+    /// new one.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Ring::reset`]: no thread or process other than the caller
+    /// uses, or will use, the channel's old worker end.
+    pub unsafe fn reset(&mut self) -> io::Result<()> {
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            self.to_worker.reset();
+            self.to_master.reset();
+        }
         self.counters.reset_gauges();
         self.worker_wake.drain()?;
         self.master_wake.drain()?;
@@ -504,7 +515,8 @@ mod tests {
         ch.close();
         assert_eq!(ch.master().send(b"x"), Err(SendError::Closed));
         assert_eq!(w.send(b"x"), Err(SendError::Closed));
-        ch.reset().unwrap();
+        // SAFETY: the endpoints are this test's own and idle.
+        unsafe { ch.reset() }.unwrap();
         assert_eq!(ch.generation(), 1);
         assert_eq!(w.send(b"stale"), Err(SendError::Closed));
         assert_eq!(w.recv_batch(|_| ()), Err(RecvError::Reset));

@@ -229,13 +229,20 @@ impl Ring {
         opts.validate()?;
         let shm = Arc::new(Shm::new(opts.region_len())?);
         let region = Region { offset: 0, len: opts.region_len() };
-        Ring::init(shm, region, opts)
+        // SAFETY: the mapping was made just above and nothing else has it.
+        unsafe { Ring::init(shm, region, opts) }
     }
 
     /// Formats a ring in `region` of `shm` (128-byte aligned, at least
     /// [`RingOptions::region_len`] bytes). Whatever the region held before
-    /// is forgotten; no process may be using a ring there.
-    pub fn init(shm: Arc<Shm>, region: Region, opts: RingOptions) -> io::Result<Ring> {
+    /// is forgotten.
+    ///
+    /// # Safety
+    ///
+    /// No thread or process may be using the region: no [`Ring`],
+    /// [`Producer`] or [`Consumer`] on a ring there, and no other object
+    /// placed in the same bytes. Formatting writes plain data over it.
+    pub unsafe fn init(shm: Arc<Shm>, region: Region, opts: RingOptions) -> io::Result<Ring> {
         opts.validate()?;
         if region.len < opts.region_len() || region.offset % 128 != 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "ring region too small or misaligned"));
@@ -317,11 +324,14 @@ impl Ring {
     /// old [`Producer`] and [`Consumer`] then fail with
     /// [`SendError::Closed`] / [`RecvError::Reset`].
     ///
-    /// Call it only when no process is inside a call on the old endpoints
-    /// (the old worker has been reaped, or is this process itself): a
-    /// producer killed mid-frame is fine, a running one may write into the
-    /// new generation's space.
-    pub fn reset(&self) {
+    /// # Safety
+    ///
+    /// No thread or process may be inside a call on the old endpoints, or
+    /// make one later (the old worker has been reaped, or the endpoints are
+    /// this process's own and idle): a producer killed mid-frame is fine, a
+    /// running one may write into the new generation's space while the new
+    /// consumer reads it.
+    pub unsafe fn reset(&self) {
         let h = self.header();
         // All plain stores: the caller guarantees no concurrent user, and the
         // processes that use the new generation are forked afterwards (fork
@@ -1004,7 +1014,8 @@ mod tests {
         let _c = r.consumer().unwrap();
         assert_eq!(r.producer().unwrap_err(), ClaimError);
         assert_eq!(r.consumer().unwrap_err(), ClaimError);
-        r.reset();
+        // SAFETY: the endpoints are this test's own and idle.
+        unsafe { r.reset() };
         assert!(r.producer().is_ok() && r.consumer().is_ok());
     }
 
@@ -1113,7 +1124,8 @@ mod tests {
         assert_eq!(p.try_send(b"b"), Err(SendError::Closed));
         assert_eq!(c.recv_batch(|m| assert_eq!(m, b"a")).unwrap(), 1);
         p.try_send(b"lost on reset").ok();
-        r.reset();
+        // SAFETY: the endpoints are this test's own and idle.
+        unsafe { r.reset() };
         assert_eq!(r.generation(), 1);
         assert_eq!(p.try_send(b"c"), Err(SendError::Closed));
         assert_eq!(c.recv_batch(|_| ()), Err(RecvError::Reset));
@@ -1132,7 +1144,8 @@ mod tests {
         assert_eq!(c.recv_batch(|_| ()), Err(e));
         r.buf.header(0).store(PAD | 8, Ordering::Release);
         let mut c2 = {
-            r.reset();
+            // SAFETY: the endpoints are this test's own and idle.
+            unsafe { r.reset() };
             r.buf.header(0).store(PAD | 8, Ordering::Release);
             r.consumer().unwrap()
         };
@@ -1179,7 +1192,9 @@ mod loom_tests {
         static SHM: std::sync::OnceLock<Arc<Shm>> = std::sync::OnceLock::new();
         let shm = SHM.get_or_init(|| Arc::new(Shm::anonymous(4096).unwrap())).clone();
         let opts = RingOptions { capacity: cap, max_message: max };
-        let r = Ring::init(shm, Region { offset: 0, len: opts.region_len() }, opts).unwrap();
+        // SAFETY: under loom each model run makes its rings afresh; the
+        // previous run's endpoints are gone.
+        let r = unsafe { Ring::init(shm, Region { offset: 0, len: opts.region_len() }, opts) }.unwrap();
         (r.producer().unwrap(), r.consumer().unwrap())
     }
 

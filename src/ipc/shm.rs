@@ -130,7 +130,7 @@ impl Shm {
     }
 
     /// Start of the mapping.
-    pub fn as_ptr(&self) -> *mut u8 {
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
 

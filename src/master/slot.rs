@@ -106,7 +106,9 @@ impl Slot {
     /// (its previous worker was reaped), or a new one.
     pub(super) fn take_channel(&mut self, generation: u64, opts: ChannelOptions) -> io::Result<usize> {
         if let Some(i) = self.channels.iter().position(|c| c.user.is_none()) {
-            self.channels[i].ch.reset()?;
+            // SAFETY: a free channel's worker was reaped (`user` is cleared
+            // only in `reap`), and the master's own end is idle here.
+            unsafe { self.channels[i].ch.reset()? };
             self.channels[i].user = Some(generation);
             return Ok(i);
         }
