@@ -1,12 +1,19 @@
-//! Thin wrappers over the system calls forkring makes directly.
+//! Thin wrappers over the system calls forkring makes directly: `nix`'s
+//! safe wrappers where it has them, raw `libc` where it does not or where
+//! the call must stay async-signal-safe.
 //!
 //! Every wrapper turns `-1` into `io::Error::last_os_error()`, and every new
 //! descriptor is wrapped into an `OwnedFd` on the line that creates it.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 
 /// Calls a libc function and turns a `-1` result into the last OS error.
+/// Every call site says in a comment what its pointer arguments rely on,
+/// or that it passes none.
 macro_rules! syscall {
     ($fn: ident ( $($arg: expr),* $(,)* ) ) => {{
         #[allow(unused_unsafe)]
@@ -28,9 +35,28 @@ pub(crate) fn context(err: io::Error, what: impl std::fmt::Display) -> io::Error
 
 /// Creates a non-blocking, close-on-exec eventfd.
 pub(crate) fn eventfd() -> io::Result<OwnedFd> {
-    let fd = syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?;
-    // SAFETY: `eventfd` just returned this descriptor and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let fd = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+        .map_err(|e| context(e.into(), "eventfd"))?;
+    Ok(fd.into())
+}
+
+/// Makes `fd` non-blocking (a listener inherited from a service manager
+/// may be blocking, and accepting runs until `WouldBlock`).
+pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL).map_err(|e| context(e.into(), "fcntl(F_GETFL)"))?);
+    if !flags.contains(OFlag::O_NONBLOCK) {
+        fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map_err(|e| context(e.into(), "fcntl(O_NONBLOCK)"))?;
+    }
+    Ok(())
+}
+
+/// Sets or clears `fd`'s close-on-exec flag.
+pub(crate) fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+    let mut flags =
+        FdFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFD).map_err(|e| context(e.into(), "fcntl(F_GETFD)"))?);
+    flags.set(FdFlag::FD_CLOEXEC, on);
+    fcntl(fd, FcntlArg::F_SETFD(flags)).map_err(|e| context(e.into(), "fcntl(F_SETFD)"))?;
+    Ok(())
 }
 
 /// Adds one to an eventfd's counter. Async-signal-safe (one `write`).

@@ -323,7 +323,7 @@ fn drain_listener(backlog: i32, listener: OwnedFd) -> Vec<OwnedFd> {
     let mut accepted = Vec::new();
     // A blocking listener (one inherited from a service manager) would
     // stall the loop once the queue is empty.
-    if let Err(e) = set_nonblocking(listener.as_raw_fd()) {
+    if let Err(e) = crate::sys::set_nonblocking(listener.as_raw_fd()) {
         drop(listener);
         log::warn!("{e}; closed the listener");
         return accepted;
@@ -369,18 +369,6 @@ pub(crate) fn accept(listener: RawFd) -> io::Result<OwnedFd> {
     let raw = syscall!(accept4(listener, ptr::null_mut(), ptr::null_mut(), libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC))?;
     // SAFETY: accept4 just returned this descriptor and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
-}
-
-/// Makes `fd` non-blocking (a listener inherited from a service manager
-/// may be blocking, and accepting runs until `WouldBlock`).
-pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // Plain integer arguments on a descriptor the caller owns.
-    let flags = syscall!(fcntl(fd, libc::F_GETFL)).map_err(|e| context(e, "fcntl(listener)"))?;
-    if flags & libc::O_NONBLOCK == 0 {
-        syscall!(fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))
-            .map_err(|e| context(e, "fcntl(listener, O_NONBLOCK)"))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -100,7 +100,7 @@ enum Step {
 
 impl<'a> Driver<'a> {
     fn new(config: &'a Config, listener: OwnedFd, link: &'a Link) -> io::Result<Driver<'a>> {
-        core::set_nonblocking(listener.as_raw_fd())?;
+        crate::sys::set_nonblocking(listener.as_raw_fd()).map_err(|e| context(e, "listener"))?;
         let epoll = Epoll::new().map_err(|e| context(e, "epoll_create1"))?;
         epoll.add(link.wake_fd(), libc::EPOLLIN as u32, WAKE).map_err(|e| context(e, "epoll_ctl(wake fd)"))?;
         if let Some(fd) = link.inbox_fd() {
@@ -464,6 +464,7 @@ struct Epoll {
 
 impl Epoll {
     fn new() -> io::Result<Epoll> {
+        // A plain flag argument; the descriptor is owned on the next line.
         let raw = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
         // SAFETY: epoll_create1 just returned this descriptor and nothing
         // else owns it.

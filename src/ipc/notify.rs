@@ -11,6 +11,8 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
 /// An eventfd (non-blocking, close-on-exec) used as a wake-up signal.
 pub struct Notifier {
     /// The eventfd.
@@ -50,21 +52,20 @@ impl Notifier {
     /// Blocks until the eventfd is signalled or `timeout` passes (`None`:
     /// no limit), then drains it. Returns false on timeout.
     pub fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
-        let ms = match timeout {
-            None => -1,
-            Some(t) => t.as_millis().min(i32::MAX as u128) as i32,
+        let timeout = match timeout {
+            None => PollTimeout::NONE,
+            Some(t) => PollTimeout::try_from(t).unwrap_or(PollTimeout::MAX),
         };
-        let mut p = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
         loop {
-            // SAFETY: one live `pollfd`, count 1.
-            match syscall!(poll(&mut p, 1, ms)) {
+            match poll(&mut fds, timeout) {
                 Ok(0) => return Ok(false),
                 Ok(_) => {
                     self.drain()?;
                     return Ok(true);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
     }

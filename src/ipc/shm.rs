@@ -10,8 +10,11 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
+
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 
 /// The system page size in bytes.
 pub fn page_size() -> usize {
@@ -65,14 +68,11 @@ impl Shm {
     /// never change.
     pub fn memfd(len: usize) -> io::Result<Shm> {
         let len = round_up(len.max(1), page_size());
-        let name = c"forkring-ipc";
-        let raw = syscall!(memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING))?;
-        // SAFETY: `memfd_create` just returned this descriptor and nothing
-        // else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        syscall!(ftruncate(fd.as_raw_fd(), len as libc::off_t))?;
-        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
-        syscall!(fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals))?;
+        let flags = MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING;
+        let fd = memfd_create(c"forkring-ipc", flags).map_err(io::Error::from)?;
+        nix::unistd::ftruncate(&fd, len as libc::off_t).map_err(io::Error::from)?;
+        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+        fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals)).map_err(io::Error::from)?;
         Shm::map(len, Some(fd))
     }
 
@@ -86,18 +86,14 @@ impl Shm {
     /// re-executed the binary and inherited the descriptor). Refuses a
     /// descriptor that is not sealed against shrinking.
     pub fn from_fd(fd: OwnedFd) -> io::Result<Shm> {
-        let seals = syscall!(fcntl(fd.as_raw_fd(), libc::F_GET_SEALS))?;
+        let seals = fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS).map_err(io::Error::from)?;
         if seals & libc::F_SEAL_SHRINK == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "shared memory fd is not sealed against shrinking",
             ));
         }
-        // SAFETY: `stat` is plain old data; all-zero is a valid value.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: `st` is a live, writable `stat`.
-        syscall!(fstat(fd.as_raw_fd(), &mut st))?;
-        let len = st.st_size as usize;
+        let len = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(io::Error::from)?.st_size as usize;
         if len == 0 || len % page_size() != 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "shared memory fd has an odd size"));
         }
@@ -256,6 +252,7 @@ mod tests {
         // SAFETY: in bounds; no other user.
         unsafe { shm.as_ptr().add(7).write(42) };
         let fd = shm.fd().unwrap().try_clone_to_owned().unwrap();
+        // Plain integer arguments on the test's own descriptor.
         assert!(syscall!(ftruncate(fd.as_raw_fd(), 0)).is_err(), "shrinking must be refused");
         let other = Shm::from_fd(fd).unwrap();
         assert_eq!(other.len(), shm.len());

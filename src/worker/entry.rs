@@ -134,9 +134,7 @@ fn reexec(id: WorkerId, listener: RawFd, lifeline: OwnedFd, ring: [RawFd; 3]) ->
     use std::os::unix::process::CommandExt;
     // These descriptors must survive exec.
     for fd in [listener, lifeline.as_raw_fd(), ring[0], ring[1], ring[2]] {
-        if let Ok(flags) = syscall!(fcntl(fd, libc::F_GETFD)) {
-            let _ = syscall!(fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC));
-        }
+        let _ = crate::sys::set_cloexec(fd, false);
     }
     let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
     let err = std::process::Command::new(exe)
@@ -173,9 +171,7 @@ pub(crate) fn reexec_worker() -> io::Result<Option<Reexec>> {
     };
     let fds = [listener, lifeline, shm, worker_wake, master_wake].map(|fd| fd as RawFd);
     for fd in fds {
-        let flags =
-            syscall!(fcntl(fd, libc::F_GETFD)).map_err(|e| context(e, format_args!("{WORKER_ENV}: fd {fd}")))?;
-        syscall!(fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC))?;
+        crate::sys::set_cloexec(fd, true).map_err(|e| context(e, format_args!("{WORKER_ENV}: fd {fd}")))?;
     }
     // SAFETY: the master passed these descriptors across exec for this
     // worker alone (checked open just above); each is owned once.

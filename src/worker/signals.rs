@@ -8,6 +8,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::{sigaction, signal, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 use crate::sys::context;
@@ -56,10 +57,11 @@ pub(super) fn watch_lifeline(fd: RawFd) -> io::Result<()> {
     let action = SigAction::new(SigHandler::Handler(on_sigio), SaFlags::SA_RESTART, SigSet::empty());
     // SAFETY: the handler only calls poll(2), touches atomics and write(2).
     unsafe { sigaction(Signal::SIGIO, &action) }.map_err(|e| context(e.into(), "sigaction(SIGIO)"))?;
-    // Plain integer arguments on a descriptor this process owns.
+    // F_SETOWN has no nix wrapper; plain integer arguments on a descriptor
+    // this process owns.
     syscall!(fcntl(fd, libc::F_SETOWN, std::process::id() as libc::c_int))?;
-    let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
-    syscall!(fcntl(fd, libc::F_SETFL, flags | libc::O_ASYNC | libc::O_NONBLOCK))?;
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL).map_err(|e| context(e.into(), "fcntl"))?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_ASYNC | OFlag::O_NONBLOCK)).map_err(|e| context(e.into(), "fcntl"))?;
     // The master may already be gone.
     on_sigio(libc::SIGIO);
     Ok(())

@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
 use io_uring::cqueue;
 use io_uring::opcode;
@@ -150,12 +150,9 @@ fn check_opcodes(uring: &IoUring) -> io::Result<()> {
 /// supported (Linux 6.0), and the loop must not discover it mid-flight.
 /// Multishot accept (5.19) is older, so it is implied.
 fn probe_multishot_recv(ring: &mut Ring) -> io::Result<()> {
-    let mut fds = [0; 2];
-    syscall!(socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()))?;
-    // SAFETY: `socketpair` just returned these descriptors and nothing else
-    // owns them.
-    let (ours, peer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    syscall!(write(peer.as_raw_fd(), b"x".as_ptr().cast(), 1))?;
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let (ours, peer) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)?;
+    nix::unistd::write(&peer, b"x")?;
 
     let recv_token = Token::new(Op::Probe, Key { idx: 0, gen: 0 }).0;
     let cancel_token = Token::new(Op::Probe, Key { idx: 1, gen: 0 }).0;
