@@ -23,7 +23,7 @@ impl Rng {
     }
 
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.state;
         x ^= x << 13;
         x ^= x >> 7;
@@ -34,7 +34,7 @@ impl Rng {
 
     /// Uniform in `0..n`; 0 when `n` is 0.
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 
     /// Uniform in `lo..=hi` (`lo <= hi`).
@@ -55,7 +55,7 @@ impl Rng {
 
     /// One random byte.
     pub fn byte(&mut self) -> u8 {
-        self.next() as u8
+        self.next_u64() as u8
     }
 
     /// `n` random bytes.
@@ -86,11 +86,11 @@ mod tests {
     fn deterministic_and_never_stuck() {
         let mut a = Rng::new(7);
         let mut b = Rng::new(7);
-        let xs: Vec<u64> = (0..8).map(|_| a.next()).collect();
-        let ys: Vec<u64> = (0..8).map(|_| b.next()).collect();
+        let xs: Vec<u64> = (0..8).map(|_| a.next_u64()).collect();
+        let ys: Vec<u64> = (0..8).map(|_| b.next_u64()).collect();
         assert_eq!(xs, ys);
-        assert_ne!(Rng::new(0).next(), 0);
-        assert_ne!(Rng::new(1).next(), Rng::new(2).next());
+        assert_ne!(Rng::new(0).next_u64(), 0);
+        assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
     }
 
     #[test]
