@@ -64,6 +64,7 @@ fn for_each_seed(name: &str, prop: impl Fn(u64)) {
 /// the output can be matched against the calls.
 #[derive(Default)]
 struct Recorder {
+    /// Every handler call so far, in order.
     calls: Vec<Call>,
 }
 

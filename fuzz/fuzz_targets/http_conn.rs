@@ -23,8 +23,11 @@ use forkring::{Limits, Request, Response, Timeouts};
 use forkring_testkit::oracle::{check_run, Call, Run, CALL_HEADER, HEAD_HEADER};
 use libfuzzer_sys::fuzz_target;
 
+/// Records every call; marks each response with its call number (and a
+/// HEAD answer as such) for the oracle.
 #[derive(Default)]
 struct Recorder {
+    /// Every handler call so far, in order.
     calls: Vec<Call>,
 }
 
