@@ -5,7 +5,7 @@ LISTEN       ?= 127.0.0.1:8080
 # How long `make fuzz` runs, in seconds.
 FUZZ_SECONDS ?= 600
 
-.PHONY: help run build test lint bench bench-micro bench-ipc loom stress fuzz clean
+.PHONY: help run build test lint bench bench-micro bench-ipc loom stress fuzz fuzz-seeds clean
 
 help:
 	@echo "make run          build and start the demo cluster on $(LISTEN) (one worker per CPU)"
@@ -18,6 +18,7 @@ help:
 	@echo "make loom         model-check the rings' atomics with loom"
 	@echo "make stress       faults under load, forkring beside nginx (tools/; installs wrk and nginx if missing)"
 	@echo "make fuzz         fuzz the HTTP core for FUZZ_SECONDS (installs cargo-fuzz if missing)"
+	@echo "make fuzz-seeds   rewrite the fuzz seeds made from the hostile-request corpus (testkit/)"
 
 run:
 	$(CARGO) run --release -- --listen $(LISTEN)
@@ -41,11 +42,13 @@ test:
 	fi
 	@echo "==> test suite, epoll backend (FORKRING_BACKEND=epoll)"
 	FORKRING_BACKEND=epoll $(CARGO) test --no-fail-fast
+	@echo "==> the test kit (corpus, oracle, fuzz seeds in step) and the stress harness's unit tests"
+	$(CARGO) test --no-fail-fast -p forkring-testkit -p forkring-stress
 	$(CARGO) build --examples
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # forkring on both backends beside nginx, under wrk and at a fixed rate; the
 # report goes to target/bench/ (report.md, report.svg). Settings are
@@ -87,6 +90,11 @@ fuzz:
 	@echo "==> fuzzing target http_conn for $(FUZZ_SECONDS)s (FUZZ_SECONDS=... to change)"
 	$(CARGO) fuzz run --fuzz-dir fuzz -s none http_conn fuzz/corpus/http_conn fuzz/seeds/http_conn \
 		-- -max_total_time=$(FUZZ_SECONDS)
+
+# The seeds testkit/ makes from the hostile-request corpus
+# (fuzz/seeds/http_conn/corpus-*); `make test` fails while they are stale.
+fuzz-seeds:
+	$(CARGO) run -p forkring-testkit --bin fuzz-seeds
 
 clean:
 	$(CARGO) clean

@@ -17,6 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{Client, Server, HELLO};
+use forkring_testkit::proc;
 
 /// Waits until the server's log has a line containing every one of
 /// `parts`, and returns it.
@@ -57,19 +58,6 @@ fn pid_of(line: &str) -> i32 {
     p.split(' ').next().unwrap().parse().expect("numeric pid")
 }
 
-fn alive(pid: i32) -> bool {
-    // A zombie is dead for our purpose: it serves nothing.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
-        Err(_) => false,
-    }
-}
-
-fn kill(pid: i32, sig: i32) {
-    // SAFETY: kill(2) on a pid this test read from the server's own log.
-    unsafe { libc::kill(pid, sig) };
-}
-
 fn get_ok(addr: SocketAddr) {
     let mut c = Client::connect(addr);
     let r = c.get("/");
@@ -86,13 +74,13 @@ fn start_and_stop_in_both_balance_modes() {
         for _ in 0..20 {
             get_ok(server.addr);
         }
-        let workers = common::descendants(server.pid());
+        let workers = proc::descendants(server.pid());
         assert_eq!(workers.len(), 2, "{balance}: two worker processes\n{}", server.log_text());
         server.signal(libc::SIGTERM);
         let status = server.wait_exit(Duration::from_secs(10)).expect("master exits after SIGTERM");
         assert!(status.success(), "{balance}: clean drain exits 0, got {status:?}\n{}", server.log_text());
         for pid in workers {
-            assert!(!alive(pid as i32), "{balance}: worker {pid} outlived the master");
+            assert!(!proc::alive(pid), "{balance}: worker {pid} outlived the master");
         }
     }
 }
@@ -128,7 +116,7 @@ fn crashed_worker_is_respawned_in_its_slot_while_others_serve() {
     };
     thread::sleep(Duration::from_millis(200));
     let killed_at = Instant::now();
-    kill(victim, libc::SIGKILL);
+    proc::signal(victim, libc::SIGKILL).expect("kill the worker");
     wait_line(&server, &["exit 0.0", "signal=9", "requested=false"], Duration::from_secs(5));
     wait_line(&server, &["ready 0.1"], Duration::from_secs(5));
     let back_in = killed_at.elapsed();
@@ -314,7 +302,7 @@ fn ttin_adds_a_worker_and_ttou_removes_one() {
     wait_line(&server, &["ready 0.0"], Duration::from_secs(10));
     server.signal(libc::SIGTTIN);
     wait_line(&server, &["ready 1.0"], Duration::from_secs(10));
-    assert_eq!(common::descendants(server.pid()).len(), 2);
+    assert_eq!(proc::descendants(server.pid()).len(), 2);
     for _ in 0..20 {
         get_ok(server.addr);
     }
@@ -392,15 +380,15 @@ fn workers_exit_when_the_master_is_killed() {
     let mut server = Server::start(&["--workers", "2"]);
     wait_line(&server, &["ready 0.0"], Duration::from_secs(10));
     wait_line(&server, &["ready 1.0"], Duration::from_secs(10));
-    let workers = common::descendants(server.pid());
+    let workers = proc::descendants(server.pid());
     assert_eq!(workers.len(), 2);
     server.signal(libc::SIGKILL);
     server.wait_exit(Duration::from_secs(5)).expect("master dies");
     let deadline = Instant::now() + Duration::from_secs(1);
-    while workers.iter().any(|&p| alive(p as i32)) && Instant::now() < deadline {
+    while workers.iter().any(|&p| proc::alive(p)) && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(10));
     }
-    let left: Vec<_> = workers.iter().filter(|&&p| alive(p as i32)).collect();
+    let left: Vec<_> = workers.iter().filter(|&&p| proc::alive(p)).collect();
     assert!(left.is_empty(), "workers {left:?} still alive 1 s after the master died");
 }
 

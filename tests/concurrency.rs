@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{first_difference, pattern, raise_nofile, show, Client, Server, HELLO};
+use common::{first_difference, pattern, show, Client, Server, HELLO};
+use forkring_testkit::proc::raise_nofile;
 
 #[test]
 fn a_thousand_concurrent_connections_are_all_answered() {

@@ -9,6 +9,9 @@
 //!   gives the same output as the whole stream;
 //! - bodies made of request-looking bytes never yield extra handler calls.
 //!
+//! The output is judged by the response-stream oracle
+//! (`forkring_testkit::oracle`), which the fuzz target uses too.
+//!
 //! Each property runs over fixed seeds; set `FORKRING_PROP_SEED=<u64>` to
 //! add one (a failure message names the seed that produced it).
 
@@ -17,61 +20,12 @@ use std::panic::{self, AssertUnwindSafe};
 use forkring::internals::{Conn, Shared};
 use forkring::Handler;
 use forkring::{Limits, Request, Response, Timeouts};
+use forkring_testkit::oracle::{check_run, comparable, Call, Run, CALL_HEADER, HEAD_HEADER};
+use forkring_testkit::rng::Rng;
 
 // ---------------------------------------------------------------------------
-// PRNG and seeds
+// Seeds
 // ---------------------------------------------------------------------------
-
-/// xorshift64: tiny, fast, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        // Scramble so that small seeds do not start in a low-entropy state;
-        // the state must never be zero.
-        let mut s = seed ^ 0x9e37_79b9_7f4a_7c15;
-        s = (s ^ (s >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        s = (s ^ (s >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Rng((s ^ (s >> 31)).max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below(hi - lo + 1)
-    }
-
-    /// True with probability `1/n`.
-    fn one_in(&mut self, n: usize) -> bool {
-        self.below(n) == 0
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-
-    fn string_from(&mut self, alphabet: &[u8], lo: usize, hi: usize) -> String {
-        let n = self.range(lo, hi);
-        (0..n).map(|_| *self.pick(alphabet) as char).collect()
-    }
-}
 
 const FIXED_SEEDS: [u64; 4] = [1, 0x5eed, 0xdead_beef_cafe_f00d, 20_240_611];
 
@@ -107,19 +61,11 @@ fn for_each_seed(name: &str, prop: impl Fn(u64)) {
 // Driving a connection
 // ---------------------------------------------------------------------------
 
-/// One handler call.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Call {
-    method: String,
-    target: String,
-    headers: Vec<(String, Vec<u8>)>,
-    body: Vec<u8>,
-}
-
 /// Records every call; marks each response with its call number so that
 /// the output can be matched against the calls.
 #[derive(Default)]
 struct Recorder {
+    /// Every handler call so far, in order.
     calls: Vec<Call>,
 }
 
@@ -131,22 +77,14 @@ impl Handler for Recorder {
             headers: req.headers().iter().map(|(n, v)| (n.to_owned(), v.to_vec())).collect(),
             body: req.body().to_vec(),
         });
-        res.header("X-Call", self.calls.len().to_string());
+        res.header(CALL_HEADER, self.calls.len().to_string());
         if req.method() == "HEAD" {
-            res.header("X-Head", "1");
+            res.header(HEAD_HEADER, "1");
         }
         let body = res.body_mut();
         body.extend_from_slice(req.target().as_bytes());
         body.extend_from_slice(format!(" {}", req.body().len()).as_bytes());
     }
-}
-
-/// What a connection did with some input.
-struct Run {
-    /// Every byte of output, whether consumed along the way or left over.
-    out: Vec<u8>,
-    closing: bool,
-    calls: Vec<Call>,
 }
 
 /// Feeds `input` cut at `cuts` (sorted offsets). Between reads a random
@@ -208,137 +146,6 @@ fn random_cuts(rng: &mut Rng, len: usize, max: usize) -> Vec<usize> {
     cuts.sort_unstable();
     cuts.dedup();
     cuts
-}
-
-// ---------------------------------------------------------------------------
-// Checking the output
-// ---------------------------------------------------------------------------
-
-/// One response, as far as the properties care.
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    /// The `X-Call` number: this response came from the handler.
-    call: Option<usize>,
-    close: bool,
-}
-
-/// Splits the output into responses, checking each one's framing; panics
-/// on anything malformed.
-fn parse_output(mut out: &[u8]) -> Vec<Resp> {
-    let mut resps = Vec::new();
-    while !out.is_empty() {
-        let end = out
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| panic!("unterminated response head in {:?}", String::from_utf8_lossy(out)));
-        let head = std::str::from_utf8(&out[..end]).expect("response head is UTF-8");
-        let mut lines = head.split("\r\n");
-        let line = lines.next().unwrap();
-        assert!(
-            line.starts_with("HTTP/1.1 ") && line.len() >= 13 && line.as_bytes()[12] == b' ',
-            "status line {line:?}"
-        );
-        let status: u16 = line[9..12].parse().expect("numeric status");
-        let mut length = None;
-        let mut resp = Resp { status, call: None, close: false };
-        let mut head_only = false;
-        let mut dates = 0;
-        for l in lines {
-            let (name, value) = l.split_once(": ").unwrap_or_else(|| panic!("header line {l:?}"));
-            assert!(!name.is_empty() && !name.contains([' ', '\t']), "header name {name:?}");
-            assert!(!value.contains(['\r', '\n', '\0']), "header value {value:?}");
-            match name {
-                "Content-Length" => {
-                    assert!(length.is_none(), "two Content-Length");
-                    length = Some(value.parse::<usize>().expect("numeric Content-Length"));
-                }
-                "Date" => dates += 1,
-                "X-Call" => resp.call = Some(value.parse().unwrap()),
-                "X-Head" => head_only = true,
-                "Connection" => {
-                    assert!(value == "close" || value == "keep-alive", "Connection: {value}");
-                    resp.close = value == "close";
-                }
-                "Transfer-Encoding" => panic!("responses are never chunked"),
-                _ => {}
-            }
-        }
-        out = &out[end + 4..];
-        let bodyless = status < 200 || status == 204 || status == 304;
-        if status >= 200 {
-            assert_eq!(dates, 1, "one Date header");
-        }
-        if bodyless {
-            assert_eq!(length, None, "{status} with Content-Length");
-        } else {
-            let len = length.unwrap_or_else(|| panic!("{status} without Content-Length"));
-            if !head_only {
-                assert!(out.len() >= len, "body cut short");
-                out = &out[len..];
-            }
-        }
-        resps.push(resp);
-    }
-    resps
-}
-
-/// Positions where a head may end (`\n\n` or `\n\r\n`): no request can reach
-/// the handler without one, and no two requests share one.
-fn head_ends(input: &[u8]) -> usize {
-    (0..input.len())
-        .filter(|&i| input[i] == b'\n' && (input[i + 1..].starts_with(b"\n") || input[i + 1..].starts_with(b"\r\n")))
-        .count()
-}
-
-/// The invariants every run holds, whatever the input.
-fn check_run(run: &Run, input: &[u8]) {
-    let resps = parse_output(&run.out);
-    let mut next_call = 1;
-    for (i, r) in resps.iter().enumerate() {
-        match r.call {
-            Some(n) => {
-                // Handler responses come in call order, one per call.
-                assert_eq!(n, next_call, "response {i} answers call {n}, expected {next_call}");
-                next_call += 1;
-            }
-            None if r.status == 100 => {}
-            None => {
-                // An error from the core ends the connection.
-                assert!(r.status >= 400, "core status {}", r.status);
-                assert!(r.close, "error response without Connection: close");
-                assert_eq!(i, resps.len() - 1, "output after an error response");
-                assert!(run.closing, "error response but the connection reads on");
-            }
-        }
-        if r.close {
-            assert_eq!(i, resps.len() - 1, "output after Connection: close");
-            assert!(run.closing);
-        }
-    }
-    assert_eq!(next_call - 1, run.calls.len(), "every call has one response");
-    assert!(run.calls.len() <= head_ends(input), "more handler calls than head terminators");
-}
-
-/// The output without interim `100 Continue` responses, whose presence
-/// depends on whether the body arrived with its head; and with the `Date`
-/// values masked.
-fn comparable(out: &[u8]) -> Vec<u8> {
-    const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-    let mut res = Vec::with_capacity(out.len());
-    let mut i = 0;
-    while i < out.len() {
-        if out[i..].starts_with(CONTINUE) {
-            i += CONTINUE.len();
-        } else if out[i..].starts_with(b"\r\nDate: ") && out.len() >= i + 8 + 29 {
-            res.extend_from_slice(b"\r\nDate: -");
-            i += 8 + 29;
-        } else {
-            res.push(out[i]);
-            i += 1;
-        }
-    }
-    res
 }
 
 // ---------------------------------------------------------------------------
@@ -755,14 +562,4 @@ fn request_looking_bodies_never_yield_extra_calls() {
             }
         }
     });
-}
-
-#[test]
-fn prng_is_deterministic() {
-    let mut a = Rng::new(7);
-    let mut b = Rng::new(7);
-    let xs: Vec<u64> = (0..8).map(|_| a.next()).collect();
-    let ys: Vec<u64> = (0..8).map(|_| b.next()).collect();
-    assert_eq!(xs, ys);
-    assert_ne!(Rng::new(0).next(), 0);
 }

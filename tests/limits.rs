@@ -1,18 +1,23 @@
 //! Protocol limits over real sockets: each is answered with its status and
 //! the connection closes. The demo server runs with the library's default
 //! head limits (16 KiB head, 100 fields, 8 KiB target) and a small
-//! `--max-body`.
+//! `--max-body` ([`MAX_BODY`]). The oversized requests are the corpus's
+//! limit vectors (`forkring_testkit::corpus::limits`).
 
 mod common;
 
 use std::time::Duration;
 
 use common::{show, Client, Server};
-
-const MAX_BODY: usize = 1000;
+use forkring_testkit::corpus::{self, MAX_BODY};
 
 fn server() -> Server {
     Server::start(&["--max-body", &MAX_BODY.to_string()])
+}
+
+/// The bytes of the corpus's limit vector `name`.
+fn wire(name: &str) -> Vec<u8> {
+    corpus::case(name).wire
 }
 
 /// Sends `wire` on a fresh connection; expects one response with `status`
@@ -31,15 +36,9 @@ fn expect_rejected(srv: &Server, wire: &[u8], status: u16) {
 #[test]
 fn header_block_too_large_is_431() {
     let srv = server();
-    let big = "a".repeat(20 * 1024);
-    expect_rejected(&srv, format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {big}\r\n\r\n").as_bytes(), 431);
+    expect_rejected(&srv, &wire("head-over-16k"), 431);
     // Many medium fields adding up past the block limit.
-    let mut wire = String::from("GET / HTTP/1.1\r\nHost: t\r\n");
-    for i in 0..40 {
-        wire.push_str(&format!("X-F{i}: {}\r\n", "b".repeat(500)));
-    }
-    wire.push_str("\r\n");
-    expect_rejected(&srv, wire.as_bytes(), 431);
+    expect_rejected(&srv, &wire("40-fields-of-500-bytes"), 431);
 }
 
 #[test]
@@ -47,7 +46,7 @@ fn header_block_too_large_is_431_before_it_ends() {
     // The head never ends; the server must not wait for it.
     let srv = server();
     let mut c = srv.connect();
-    let _ = c.try_send(format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}", "a".repeat(20 * 1024)).as_bytes());
+    let _ = c.try_send(&wire("head-over-16k-unfinished"));
     let r = c.try_response(false).expect("a 431 for an unfinished oversized head");
     assert_eq!(r.status, 431);
     c.expect_close();
@@ -56,12 +55,7 @@ fn header_block_too_large_is_431_before_it_ends() {
 #[test]
 fn too_many_header_fields_is_431() {
     let srv = server();
-    let mut wire = String::from("GET / HTTP/1.1\r\nHost: t\r\n");
-    for i in 0..150 {
-        wire.push_str(&format!("X-H{i}: v\r\n"));
-    }
-    wire.push_str("\r\n");
-    expect_rejected(&srv, wire.as_bytes(), 431);
+    expect_rejected(&srv, &wire("150-fields"), 431);
 }
 
 #[test]
@@ -83,11 +77,10 @@ fn heads_within_the_limits_are_served() {
 #[test]
 fn request_target_too_long_is_414() {
     let srv = server();
-    let target = format!("/{}", "x".repeat(9 * 1024));
-    expect_rejected(&srv, format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(), 414);
+    expect_rejected(&srv, &wire("target-over-8k"), 414);
     // And without waiting for the end of the line.
     let mut c = srv.connect();
-    let _ = c.try_send(format!("GET /{}", "y".repeat(12 * 1024)).as_bytes());
+    let _ = c.try_send(&wire("target-over-8k-unfinished"));
     let r = c.try_response(false).expect("a 414 for an unfinished oversized target");
     assert_eq!(r.status, 414);
     c.expect_close();
@@ -98,7 +91,7 @@ fn declared_body_over_limit_is_413_before_the_body_is_sent() {
     let srv = server();
     let mut c = srv.connect();
     // Only the head: the 413 must come without the body.
-    c.send(format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1).as_bytes());
+    c.send(&wire("declared-body-over-the-limit-head-only"));
     let r = c.try_response(false).expect("a 413 before the body is sent");
     assert_eq!(r.status, 413);
     assert!(r.says_close());
@@ -106,7 +99,7 @@ fn declared_body_over_limit_is_413_before_the_body_is_sent() {
 
     // A huge declared length, also without the body.
     let mut c = srv.connect();
-    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000000\r\n\r\n");
+    c.send(&wire("huge-declared-body"));
     assert_eq!(c.response().status, 413);
     c.expect_close();
 }
@@ -117,9 +110,7 @@ fn declared_body_over_limit_is_answered_even_while_the_body_streams_in() {
     // 413, not a reset caused by its unread bytes.
     let srv = server();
     let mut c = srv.connect();
-    let body = vec![b'q'; 2 << 20];
-    let mut wire = format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
-    wire.extend_from_slice(&body);
+    let wire = wire("2-mib-body-over-the-limit-streamed");
     let mut writer = c.stream.try_clone().unwrap();
     let sender = std::thread::spawn(move || {
         use std::io::Write;
@@ -142,10 +133,7 @@ fn declared_body_over_limit_is_answered_even_while_the_body_streams_in() {
 fn expect_continue_over_limit_gets_413_and_no_100() {
     let srv = server();
     let mut c = srv.connect();
-    c.send(
-        format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n", MAX_BODY * 5)
-            .as_bytes(),
-    );
+    c.send(&wire("expect-100-continue-over-the-limit"));
     let r = c.response();
     assert_eq!(r.status, 413, "no 100 Continue for a body that will be refused");
     c.expect_close();
@@ -165,22 +153,15 @@ fn body_at_the_limit_is_served() {
 fn chunked_body_over_limit_is_413() {
     let srv = server();
     let mut c = srv.connect();
-    let mut wire = b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-    // 1200 bytes in 100-byte chunks, sent in pieces.
-    for _ in 0..12 {
-        wire.extend_from_slice(b"64\r\n");
-        wire.extend_from_slice(&[b'c'; 100]);
-        wire.extend_from_slice(b"\r\n");
-    }
-    wire.extend_from_slice(b"0\r\n\r\n");
-    let _ = c.try_send(&wire);
+    // 1200 bytes in 100-byte chunks.
+    let _ = c.try_send(&wire("chunked-body-over-the-limit"));
     let r = c.try_response(false).expect("a 413 for an oversized chunked body");
     assert_eq!(r.status, 413);
     c.expect_close();
 
     // One chunk declared larger than the limit, data not sent.
     let mut c = srv.connect();
-    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\n");
+    c.send(&wire("one-chunk-over-the-limit"));
     let r = c.try_response(false).expect("a 413 for a chunk larger than the limit");
     assert_eq!(r.status, 413);
     c.expect_close();

@@ -92,8 +92,7 @@ fn counters_survive_a_respawn() {
     let log = server.log_text();
     let ready = log.lines().find(|l| l.contains("ready 0.0")).expect("ready line");
     let pid: i32 = ready.split("pid=").nth(1).unwrap().trim().parse().unwrap();
-    // SAFETY: kill(2) on the worker pid the server logged.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    forkring_testkit::proc::signal(pid, libc::SIGKILL).expect("kill the worker the server logged");
     let page = wait_page(&server, Duration::from_secs(10), |p| p.contains("\n0.1 "));
     assert!(totals(&page).0 >= before, "totals dropped after the respawn: {before} then\n{page}");
 }

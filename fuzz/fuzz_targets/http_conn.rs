@@ -6,30 +6,28 @@
 //! `flags` bits 0–1 pick the limits, bits 2–3 how output is drained between
 //! reads.
 //!
-//! Besides "never panics", it checks what must hold for any input:
-//! - the output is a well-framed stream of HTTP/1.1 responses;
-//! - every handler call gets exactly one response, in call order; a
-//!   response the core makes itself (an error) comes last and closes;
-//! - the handler is never called more often than the payload holds head
-//!   terminators (`\n\n` or `\n\r\n`), so a body is never read as heads;
-//! - how the payload is cut into reads never changes which requests reach
-//!   the handler, nor what they carry.
+//! Besides "never panics", it checks what must hold for any input: the
+//! response-stream oracle (`forkring_testkit::oracle`, shared with the
+//! property tests: a well-framed response stream, one response per handler
+//! call in call order, an error response last and closing, no more calls
+//! than head terminators), and that how the payload is cut into reads never
+//! changes which requests reach the handler, nor what they carry.
+//!
+//! Seeds are in `fuzz/seeds/http_conn/`: a few written by hand, and one per
+//! case of the hostile-request corpus (`corpus-*`, written by
+//! `cargo run -p forkring-testkit --bin fuzz-seeds`).
 #![no_main]
 
 use forkring::internals::{Conn, Shared}; use forkring::Handler;
 use forkring::{Limits, Request, Response, Timeouts};
+use forkring_testkit::oracle::{check_run, Call, Run, CALL_HEADER, HEAD_HEADER};
 use libfuzzer_sys::fuzz_target;
 
-#[derive(Debug, PartialEq, Eq)]
-struct Call {
-    method: String,
-    target: String,
-    headers: Vec<(String, Vec<u8>)>,
-    body: Vec<u8>,
-}
-
+/// Records every call; marks each response with its call number (and a
+/// HEAD answer as such) for the oracle.
 #[derive(Default)]
 struct Recorder {
+    /// Every handler call so far, in order.
     calls: Vec<Call>,
 }
 
@@ -38,16 +36,12 @@ impl Handler for Recorder {
         self.calls.push(Call {
             method: req.method().to_owned(),
             target: req.target().to_owned(),
-            headers: req
-                .headers()
-                .iter()
-                .map(|(n, v)| (n.to_owned(), v.to_vec()))
-                .collect(),
+            headers: req.headers().iter().map(|(n, v)| (n.to_owned(), v.to_vec())).collect(),
             body: req.body().to_vec(),
         });
-        res.header("X-Call", self.calls.len().to_string());
+        res.header(CALL_HEADER, self.calls.len().to_string());
         if req.method() == "HEAD" {
-            res.header("X-Head", "1");
+            res.header(HEAD_HEADER, "1");
         }
         // A few paths reach the other response shapes.
         match req.path() {
@@ -66,33 +60,12 @@ impl Handler for Recorder {
     }
 }
 
-struct Run {
-    out: Vec<u8>,
-    closing: bool,
-    calls: Vec<Call>,
-}
-
 fn limits(sel: u8) -> Limits {
     match sel & 3 {
         0 => Limits::default(),
-        1 => Limits {
-            max_head: 256,
-            max_headers: 8,
-            max_target: 64,
-            max_body: 512,
-        },
-        2 => Limits {
-            max_head: 64,
-            max_headers: 2,
-            max_target: 16,
-            max_body: 16,
-        },
-        _ => Limits {
-            max_head: 4096,
-            max_headers: 32,
-            max_target: 1024,
-            max_body: 65536,
-        },
+        1 => Limits { max_head: 256, max_headers: 8, max_target: 64, max_body: 512 },
+        2 => Limits { max_head: 64, max_headers: 2, max_target: 16, max_body: 16 },
+        _ => Limits { max_head: 4096, max_headers: 32, max_target: 1024, max_body: 65536 },
     }
 }
 
@@ -130,117 +103,11 @@ fn drive(payload: &[u8], cuts: &[usize], limits: Limits, drain: u8) -> Run {
         assert_eq!(conn.has_output(), conn.output_len() > 0);
     }
     out.extend_from_slice(conn.output());
-    let run = Run {
-        out,
-        closing: conn.is_closing(),
-        calls: rec.calls,
-    };
+    let run = Run { out, closing: conn.is_closing(), calls: rec.calls };
     conn.on_eof(&mut sh);
     assert!(conn.is_closing());
     conn.release(&mut sh);
     run
-}
-
-struct Resp {
-    status: u16,
-    call: Option<usize>,
-    close: bool,
-}
-
-/// Splits the output into responses, asserting each one's framing.
-fn parse_output(mut out: &[u8]) -> Vec<Resp> {
-    let mut resps = Vec::new();
-    while !out.is_empty() {
-        let end = out
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("response head terminated");
-        let head = std::str::from_utf8(&out[..end]).expect("response head is UTF-8");
-        let mut lines = head.split("\r\n");
-        let line = lines.next().unwrap();
-        assert!(line.starts_with("HTTP/1.1 ") && line.len() >= 13 && line.as_bytes()[12] == b' ');
-        let status: u16 = line[9..12].parse().expect("numeric status");
-        let mut resp = Resp {
-            status,
-            call: None,
-            close: false,
-        };
-        let mut length = None;
-        let mut head_only = false;
-        for l in lines {
-            let (name, value) = l.split_once(": ").expect("header line");
-            assert!(!name.is_empty() && !name.contains([' ', '\t']));
-            assert!(!value.contains(['\r', '\n', '\0']));
-            match name {
-                "Content-Length" => {
-                    assert!(length.is_none());
-                    length = Some(value.parse::<usize>().expect("numeric Content-Length"));
-                }
-                "X-Call" => resp.call = Some(value.parse().unwrap()),
-                "X-Head" => head_only = true,
-                "Connection" => resp.close = value == "close",
-                "Transfer-Encoding" => panic!("chunked response"),
-                _ => {}
-            }
-        }
-        out = &out[end + 4..];
-        let bodyless = status < 200 || status == 204 || status == 304;
-        if bodyless {
-            assert!(length.is_none());
-        } else {
-            let len = length.expect("Content-Length");
-            if !head_only {
-                assert!(out.len() >= len, "body cut short");
-                out = &out[len..];
-            }
-        }
-        resps.push(resp);
-    }
-    resps
-}
-
-fn head_ends(input: &[u8]) -> usize {
-    (0..input.len())
-        .filter(|&i| {
-            input[i] == b'\n'
-                && (input[i + 1..].starts_with(b"\n") || input[i + 1..].starts_with(b"\r\n"))
-        })
-        .count()
-}
-
-fn check(run: &Run, payload: &[u8]) {
-    let resps = parse_output(&run.out);
-    let mut next_call = 1;
-    for (i, r) in resps.iter().enumerate() {
-        match r.call {
-            Some(n) => {
-                assert_eq!(n, next_call, "responses out of call order");
-                next_call += 1;
-            }
-            None if r.status == 100 => {}
-            None => {
-                assert!(
-                    r.status >= 400 && r.close && i == resps.len() - 1 && run.closing,
-                    "error response must end the connection"
-                );
-            }
-        }
-        if r.close {
-            assert!(
-                i == resps.len() - 1 && run.closing,
-                "output after Connection: close"
-            );
-        }
-    }
-    assert_eq!(
-        next_call - 1,
-        run.calls.len(),
-        "one response per handler call"
-    );
-    assert!(
-        run.calls.len() <= head_ends(payload),
-        "more handler calls than head terminators"
-    );
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -254,19 +121,14 @@ fuzz_target!(|data: &[u8]| {
     };
     let k = k.min(rest.len() / 2);
     let (cut_bytes, payload) = rest.split_at(2 * k);
-    let mut cuts: Vec<usize> = cut_bytes
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]) as usize % (payload.len() + 1))
-        .collect();
+    let mut cuts: Vec<usize> =
+        cut_bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as usize % (payload.len() + 1)).collect();
     cuts.sort_unstable();
 
     let limits = limits(flags);
     let whole = drive(payload, &[], limits, 3);
-    check(&whole, payload);
+    check_run(&whole, payload);
     let split = drive(payload, &cuts, limits, (flags >> 2) & 3);
-    check(&split, payload);
-    assert!(
-        split.calls == whole.calls,
-        "cutting the input into reads changed the handler calls"
-    );
+    check_run(&split, payload);
+    assert!(split.calls == whole.calls, "cutting the input into reads changed the handler calls");
 });

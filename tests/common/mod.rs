@@ -7,11 +7,16 @@
 //! the one that runs. Every wait here is bounded: a test fails, it never
 //! hangs. The server process (and any worker it forked) is killed by pid and
 //! reaped when the [`Server`] is dropped.
+//!
+//! Responses are read, and closes awaited, by `forkring_testkit::http`; the
+//! processes are inspected through `forkring_testkit::proc`. What is here is
+//! only what the integration tests alone need: the demo server process and
+//! a client that panics with a readable message instead of returning errors.
 
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -19,6 +24,12 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use forkring_testkit::http::{self as kit_http, Framing};
+use forkring_testkit::proc;
+use forkring_testkit::rng::Rng;
+
+pub use forkring_testkit::http::{show, CloseOutcome, Response};
 
 /// How long a server may take to say it is listening.
 pub const STARTUP: Duration = Duration::from_secs(10);
@@ -30,10 +41,13 @@ pub const HELLO: &[u8] = b"Hello, World!";
 
 /// A running `forkring` process, killed and reaped on drop.
 pub struct Server {
+    /// The server process.
     child: Child,
     /// The address the server reported in its `listening on` log line.
     pub addr: SocketAddr,
+    /// Every line the server has written to stderr.
     log: Arc<Mutex<Vec<String>>>,
+    /// Its exit status, once seen.
     exited: Option<ExitStatus>,
 }
 
@@ -146,8 +160,8 @@ impl Server {
     }
 
     /// The server's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
     }
 
     /// Everything the server has logged so far.
@@ -199,20 +213,15 @@ impl Server {
 
     /// Sends `sig` to the server process.
     pub fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) on the pid of a child this harness spawned and has
-        // not reaped yet, so the pid cannot have been reused.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
-        assert_eq!(rc, 0, "kill({}, {sig}): {}", self.child.id(), io::Error::last_os_error());
+        // The pid is that of a child this harness spawned and has not reaped
+        // yet, so it cannot have been reused.
+        proc::signal(self.pid(), sig).unwrap_or_else(|e| panic!("kill({}, {sig}): {e}", self.pid()));
     }
 
     /// Resident memory of the server and every process it forked, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let pid = self.child.id();
-        let mut total = vm_rss_kib(pid).unwrap_or(0);
-        for p in descendants(pid) {
-            total += vm_rss_kib(p).unwrap_or(0);
-        }
-        total
+        let pid = self.pid();
+        std::iter::once(pid).chain(proc::descendants(pid)).map(|p| proc::vm_rss_kib(p).unwrap_or(0)).sum()
     }
 
     /// Asserts that the process still runs, has not logged a panic, and
@@ -233,12 +242,11 @@ impl Drop for Server {
         if self.exited.is_none() {
             // Workers first learned by pid, then the server itself: SIGKILL
             // cannot be caught, so the reap below is bounded.
-            let kids = descendants(self.child.id());
+            let kids = proc::descendants(self.pid());
             let _ = self.child.kill();
             for k in kids {
-                // SAFETY: kill(2) on a pid just read as a descendant of the
-                // server; SIGKILL has no memory-safety effect on this process.
-                unsafe { libc::kill(k as libc::pid_t, libc::SIGKILL) };
+                // A pid just read as a descendant of the server.
+                let _ = proc::signal(k, libc::SIGKILL);
             }
             let _ = self.child.wait();
         }
@@ -248,129 +256,12 @@ impl Drop for Server {
     }
 }
 
-/// `VmRSS` of `pid` in KiB.
-pub fn vm_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Every live process below `pid`, found through the parent field of
-/// `/proc/*/stat`.
-pub fn descendants(pid: u32) -> Vec<u32> {
-    let mut parent_of = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(p) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-                continue;
-            };
-            // The command name may hold spaces and parentheses: fields
-            // resume after the last ')'.
-            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-                continue;
-            };
-            if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|s| s.parse::<u32>().ok()) {
-                parent_of.push((p, ppid));
-            }
-        }
-    }
-    let mut found = Vec::new();
-    let mut frontier = vec![pid];
-    while let Some(parent) = frontier.pop() {
-        for &(p, pp) in &parent_of {
-            if pp == parent && !found.contains(&p) {
-                found.push(p);
-                frontier.push(p);
-            }
-        }
-    }
-    found
-}
-
-/// Raises this process's soft `RLIMIT_NOFILE` to at least `want` (bounded by
-/// the hard limit); returns the soft limit now in force.
-pub fn raise_nofile(want: u64) -> u64 {
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 0;
-        }
-        if lim.rlim_cur < want {
-            let mut new = lim;
-            new.rlim_cur = want.min(lim.rlim_max);
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &new) == 0 {
-                return new.rlim_cur;
-            }
-        }
-        lim.rlim_cur
-    }
-}
-
-/// A parsed HTTP response.
-#[derive(Debug, Clone)]
-pub struct Response {
-    /// `HTTP/1.1` or `HTTP/1.0`.
-    pub version: String,
-    pub status: u16,
-    pub reason: String,
-    /// Header fields in order, names as sent.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    /// The first value of header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
-    /// How many fields named `name` the response has.
-    pub fn count(&self, name: &str) -> usize {
-        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count()
-    }
-
-    /// Whether the response announces that the connection closes.
-    pub fn says_close(&self) -> bool {
-        self.header("Connection").is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
-    }
-}
-
-/// How a wait for the server to close a connection ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum CloseOutcome {
-    /// End of stream or reset; `extra` holds any bytes received first.
-    Closed { extra: Vec<u8> },
-    /// Still open when the wait ended; `extra` as above.
-    Open { extra: Vec<u8> },
-}
-
 /// A raw-socket HTTP/1.1 client on one connection.
 pub struct Client {
+    /// The connection (tests may write to it or clone it directly).
     pub stream: TcpStream,
     /// Bytes received and not yet consumed by a parsed response.
     buf: Vec<u8>,
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
-}
-
-fn is_gone(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::NotConnected
-    )
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 impl Client {
@@ -407,97 +298,25 @@ impl Client {
         }
     }
 
-    /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
-    fn fill(&mut self, deadline: Instant) -> io::Result<usize> {
-        let mut chunk = [0u8; 64 * 1024];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
-            }
-            self.stream.set_read_timeout(Some(left.min(IO_TIMEOUT)))?;
-            match self.stream.read(&mut chunk) {
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if is_timeout(&e) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Reads one response; `head_request` when it answers a HEAD (no body).
-    /// Errors: `UnexpectedEof` if the connection ends first, `TimedOut`
-    /// after `timeout`, `InvalidData` if the bytes are not HTTP.
-    pub fn try_response_within(&mut self, head_request: bool, timeout: Duration) -> io::Result<Response> {
-        let deadline = Instant::now() + timeout;
-        let bad = |msg: String| io::Error::new(io::ErrorKind::InvalidData, msg);
-        let head_end = loop {
-            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            if self.fill(deadline)? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("connection ended inside a response head: {:?}", String::from_utf8_lossy(&self.buf)),
-                ));
-            }
-        };
-        let head = String::from_utf8_lossy(&self.buf[..head_end - 4]).into_owned();
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or("");
-        let mut parts = status_line.splitn(3, ' ');
-        let version = parts.next().unwrap_or("").to_owned();
-        let status: u16 = parts
-            .next()
-            .and_then(|s| if s.len() == 3 { s.parse().ok() } else { None })
-            .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
-        let reason = parts.next().unwrap_or("").to_owned();
-        if !(version == "HTTP/1.1" || version == "HTTP/1.0") {
-            return Err(bad(format!("bad status line {status_line:?}")));
-        }
-        let mut headers = Vec::new();
-        for line in lines {
-            let (n, v) = line.split_once(':').ok_or_else(|| bad(format!("bad header line {line:?}")))?;
-            if n.is_empty() || n.contains([' ', '\t', '\n', '\r']) || v.contains(['\r', '\n']) {
-                return Err(bad(format!("bad header line {line:?}")));
-            }
-            headers.push((n.to_owned(), v.trim().to_owned()));
-        }
-        let mut res = Response { version, status, reason, headers, body: Vec::new() };
-        self.buf.drain(..head_end);
-        let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
-        if no_body {
-            return Ok(res);
-        }
-        if res.header("Transfer-Encoding").is_some() {
-            return Err(bad("the server sent a chunked response; this client expects Content-Length".into()));
-        }
-        if res.count("Content-Length") != 1 {
-            return Err(bad(format!("response has {} Content-Length fields", res.count("Content-Length"))));
-        }
-        let len: usize = res
-            .header("Content-Length")
-            .unwrap()
-            .parse()
-            .map_err(|_| bad(format!("bad Content-Length {:?}", res.header("Content-Length"))))?;
-        while self.buf.len() < len {
-            if self.fill(deadline)? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("connection ended after {} of {len} body bytes", self.buf.len()),
-                ));
-            }
-        }
-        res.body = self.buf.drain(..len).collect();
-        Ok(res)
-    }
-
-    /// [`Client::try_response_within`] with [`IO_TIMEOUT`].
+    /// Reads one response (`head_request` when it answers a HEAD: no body)
+    /// within [`IO_TIMEOUT`]. Errors: `UnexpectedEof` if the connection ends
+    /// first, `TimedOut` after the timeout, `InvalidData` if the bytes are
+    /// not HTTP or the body is not framed by exactly one `Content-Length`
+    /// (the server never chunks a response nor ends one by closing).
     pub fn try_response(&mut self, head_request: bool) -> io::Result<Response> {
-        self.try_response_within(head_request, IO_TIMEOUT)
+        self.stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        let res = kit_http::read_response(&mut self.stream, &mut self.buf, head_request, IO_TIMEOUT)?;
+        match res.framing {
+            Framing::None | Framing::Length(_) => Ok(res),
+            Framing::Chunked => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the server sent a chunked response; this client expects Content-Length",
+            )),
+            Framing::ToClose => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("response has no Content-Length field (body {})", show(&res.body)),
+            )),
+        }
     }
 
     /// Reads one response to a non-HEAD request; panics on any error.
@@ -532,23 +351,8 @@ impl Client {
     /// Waits at most `timeout` for the server to close the connection
     /// (end of stream or reset), collecting any bytes that arrive first.
     pub fn wait_close(&mut self, timeout: Duration) -> CloseOutcome {
-        let deadline = Instant::now() + timeout;
-        let mut extra = std::mem::take(&mut self.buf);
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return CloseOutcome::Open { extra };
-            }
-            self.stream.set_read_timeout(Some(left.min(Duration::from_millis(100)))).unwrap();
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return CloseOutcome::Closed { extra },
-                Ok(n) => extra.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted || is_timeout(&e) => {}
-                Err(e) if is_gone(&e) => return CloseOutcome::Closed { extra },
-                Err(e) => panic!("waiting for close: {e}"),
-            }
-        }
+        let pending = std::mem::take(&mut self.buf);
+        kit_http::wait_close(&mut self.stream, pending, timeout).unwrap_or_else(|e| panic!("waiting for close: {e}"))
     }
 
     /// Asserts that the server closes the connection within [`IO_TIMEOUT`]
@@ -613,28 +417,11 @@ fn set_int_opt(stream: &TcpStream, level: libc::c_int, name: libc::c_int, value:
 /// Deterministic pseudo-random bytes (xorshift), so a failing body can be
 /// reproduced.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    Rng::new(seed).bytes(len)
 }
 
 /// Index of the first byte where `a` and `b` differ, for readable failures
 /// on large bodies.
 pub fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
     a.iter().zip(b).position(|(x, y)| x != y).or(if a.len() == b.len() { None } else { Some(a.len().min(b.len())) })
-}
-
-/// Bytes printed for a failure message, cut after 300.
-pub fn show(bytes: &[u8]) -> String {
-    if bytes.len() > 300 {
-        format!("{:?}... ({} bytes)", String::from_utf8_lossy(&bytes[..300]), bytes.len())
-    } else {
-        format!("{:?}", String::from_utf8_lossy(bytes))
-    }
 }

@@ -18,10 +18,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::http::{self, Fail};
+use forkring_testkit::http::{self, Fail};
 
 /// The body the demo server and the nginx anchor answer `GET /` with.
 pub const HELLO: &[u8] = b"Hello, World!";
+/// Longest time one response may take in all, however it trickles in (each
+/// single read is bounded by the stream's own timeout).
+pub const RESPONSE_LIMIT: Duration = Duration::from_secs(30);
 
 const REQ_KEEPALIVE: &[u8] = b"GET / HTTP/1.1\r\nHost: stress\r\n\r\n";
 const REQ_CLOSE: &[u8] = b"GET / HTTP/1.1\r\nHost: stress\r\nConnection: close\r\n\r\n";
@@ -321,7 +324,7 @@ fn client(addr: SocketAddr, keepalive: bool, cfg: LoadConfig, sh: &Shared) -> St
             conn = None;
             continue;
         }
-        match http::read_response(&mut c.stream, &mut c.buf, false) {
+        match http::read_response(&mut c.stream, &mut c.buf, false, RESPONSE_LIMIT) {
             Ok(r) if r.status == 200 && r.body == HELLO => {
                 st.ok += 1;
                 if marked(sh) != 0 {

@@ -13,7 +13,6 @@
 //! on Ctrl-C.
 
 mod flood_server;
-mod http;
 mod load;
 mod procs;
 mod scenarios;
@@ -110,7 +109,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     procs::become_subreaper();
-    let nofile = procs::raise_nofile(65_536);
+    let nofile = forkring_testkit::proc::raise_nofile(65_536);
     let code = run(args, nofile);
     let left = procs::kill_registered();
     if left > 0 {

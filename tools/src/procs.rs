@@ -6,86 +6,19 @@
 //! never a process that later reused a pid. The harness is a child
 //! subreaper: a worker orphaned by a killed master becomes its child, so it
 //! can neither escape nor linger as somebody else's zombie.
+//!
+//! Reading `/proc` about one process (state, parent, descendants, memory),
+//! signals by pid and reaping are `forkring_testkit::proc`'s; this module
+//! keeps the harness's own policy (the registry, the interrupt handler, the
+//! subreaper) and what only the harness asks (sockets held, CPU pinning).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::io;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// A process as `/proc/<pid>/stat` shows it.
-#[derive(Clone, Copy, Debug)]
-pub struct Stat {
-    /// State letter: R, S, D, Z, X, T...
-    pub state: char,
-    /// Parent pid.
-    pub ppid: i32,
-    /// Start time in clock ticks since boot: with the pid, it names one
-    /// process for good.
-    pub start: u64,
-}
-
-/// Reads `/proc/<pid>/stat`.
-pub fn stat(pid: i32) -> Option<Stat> {
-    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold anything; the fields
-    // after its closing parenthesis are plain.
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: [0] state, [1] ppid, ..., [19] starttime.
-    Some(Stat { state: f.first()?.chars().next()?, ppid: f.get(1)?.parse().ok()?, start: f.get(19)?.parse().ok()? })
-}
-
-/// True while `pid` runs (exists and is neither a zombie nor dead).
-pub fn alive(pid: i32) -> bool {
-    stat(pid).is_some_and(|s| !matches!(s.state, 'Z' | 'X' | 'x'))
-}
-
-/// Every process's parent, from one pass over `/proc`.
-fn parents() -> HashMap<i32, i32> {
-    let mut map = HashMap::new();
-    let Ok(dir) = fs::read_dir("/proc") else { return map };
-    for e in dir.flatten() {
-        if let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) {
-            if let Some(s) = stat(pid) {
-                map.insert(pid, s.ppid);
-            }
-        }
-    }
-    map
-}
-
-/// The live children of `pid`.
-pub fn children(pid: i32) -> Vec<i32> {
-    let mut kids: Vec<i32> = parents().into_iter().filter(|&(_, p)| p == pid).map(|(c, _)| c).collect();
-    kids.retain(|&c| alive(c));
-    kids.sort_unstable();
-    kids
-}
-
-/// Every descendant of `pid`, children first.
-pub fn descendants(pid: i32) -> Vec<i32> {
-    let map = parents();
-    let mut out = Vec::new();
-    let mut queue = vec![pid];
-    while let Some(p) = queue.pop() {
-        for (&c, &pp) in &map {
-            if pp == p && !out.contains(&c) {
-                out.push(c);
-                queue.push(c);
-            }
-        }
-    }
-    out
-}
-
-/// Resident set size of `pid` in bytes (`VmRSS`).
-pub fn rss_bytes(pid: i32) -> Option<u64> {
-    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
+use forkring_testkit::proc::{signal, stat, wait_gone};
 
 /// The inodes of the sockets `pid` holds open.
 fn socket_inodes(pid: i32) -> HashSet<u64> {
@@ -213,69 +146,6 @@ fn held_by_proc_net(pid: i32, port: u16) -> BTreeSet<u16> {
     peers
 }
 
-/// Stops `pid` (SIGSTOP) and waits, at most 100 ms, until it is stopped:
-/// `kill` returns before a running process has actually stopped.
-pub fn stop(pid: i32) -> bool {
-    if !signal(pid, libc::SIGSTOP) {
-        return false;
-    }
-    let deadline = Instant::now() + Duration::from_millis(100);
-    loop {
-        if stat(pid).is_some_and(|s| s.state == 'T') {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::yield_now();
-    }
-}
-
-/// Sends `sig` to `pid`; false if it failed (the process is gone).
-pub fn signal(pid: i32, sig: i32) -> bool {
-    // SAFETY: kill(2) takes plain integers; callers pass pids of processes
-    // this harness started (see `kill_registered` for the reuse guard).
-    unsafe { libc::kill(pid, sig) == 0 }
-}
-
-/// Reaps `pid` if it is a child of the harness that has exited (an
-/// orphaned worker handed to this subreaper). Never waits.
-pub fn reap(pid: i32) {
-    let mut status = 0;
-    // SAFETY: waitpid on one pid with WNOHANG; a pid that is not our child
-    // fails with ECHILD, which is fine.
-    unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-}
-
-/// Waits until `pid` no longer runs, at most `timeout`; true if it stopped.
-/// A zombie counts as stopped, but is reaped first if it is (or becomes,
-/// once its parent is gone) a child of the harness, so that no zombie is
-/// left to a parent that never reaps.
-pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    let me = std::process::id() as i32;
-    loop {
-        reap(pid);
-        match stat(pid) {
-            None => return true,
-            Some(s) if matches!(s.state, 'Z' | 'X' | 'x') => {
-                // Ours to reap (or about to be): try again; someone else's:
-                // stopped all the same.
-                let parent_alive = alive(s.ppid);
-                if s.ppid != me && parent_alive {
-                    return true;
-                }
-                if Instant::now() >= deadline {
-                    return true;
-                }
-            }
-            Some(_) if Instant::now() >= deadline => return false,
-            Some(_) => {}
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 /// Processes to kill at the end: (pid, start time).
 static REGISTRY: Mutex<Vec<(i32, u64)>> = Mutex::new(Vec::new());
 
@@ -294,9 +164,7 @@ pub fn kill_registered() -> usize {
     let list: Vec<(i32, u64)> = std::mem::take(&mut *REGISTRY.lock().unwrap_or_else(|e| e.into_inner()));
     let mut killed = 0;
     for &(pid, start) in &list {
-        if stat(pid).is_some_and(|s| s.start == start && !matches!(s.state, 'Z' | 'X' | 'x'))
-            && signal(pid, libc::SIGKILL)
-        {
+        if stat(pid).is_some_and(|s| s.start == start && !s.is_gone()) && signal(pid, libc::SIGKILL).is_ok() {
             killed += 1;
         }
     }
@@ -310,28 +178,6 @@ pub fn kill_registered() -> usize {
 pub fn become_subreaper() {
     // SAFETY: prctl with an integer argument.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-}
-
-/// Raises the open-file limit to at least `want` if it can (root may raise
-/// the hard limit too); returns the soft limit in force.
-pub fn raise_nofile(want: u64) -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes into a local struct.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    let target = want.max(lim.rlim_cur);
-    if lim.rlim_max < target {
-        let raised = libc::rlimit { rlim_cur: target, rlim_max: target };
-        // SAFETY: setrlimit reads a local struct.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            return target;
-        }
-    }
-    let soft = libc::rlimit { rlim_cur: lim.rlim_max.min(target.max(lim.rlim_cur)), rlim_max: lim.rlim_max };
-    // SAFETY: as above.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &soft) };
-    // SAFETY: as above.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    lim.rlim_cur
 }
 
 /// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and so in every

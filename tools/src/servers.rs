@@ -18,7 +18,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::http;
+use forkring_testkit::http;
+use forkring_testkit::proc;
+
+use crate::load::RESPONSE_LIMIT;
 use crate::procs;
 
 /// Most log lines kept per server (a count of the rest is kept).
@@ -281,7 +284,7 @@ impl Forkring {
 
     /// Sends `sig` to the master.
     pub fn signal(&self, sig: i32) -> bool {
-        !self.reaped && procs::signal(self.pid, sig)
+        !self.reaped && proc::signal(self.pid, sig).is_ok()
     }
 
     /// Waits at most `timeout` for the master to exit; its exit status.
@@ -308,7 +311,7 @@ impl Forkring {
             .iter()
             .filter(|e| e.kind == "fork")
             .map(|e| e.pid)
-            .filter(|&p| procs::alive(p))
+            .filter(|&p| proc::alive(p))
             .collect();
         pids.sort_unstable();
         pids.dedup();
@@ -317,9 +320,9 @@ impl Forkring {
 
     /// Resident memory of the master and its workers, in bytes.
     pub fn rss(&self) -> u64 {
-        let mut total = procs::rss_bytes(self.pid).unwrap_or(0);
-        for p in procs::children(self.pid) {
-            total += procs::rss_bytes(p).unwrap_or(0);
+        let mut total = proc::vm_rss_kib(self.pid).unwrap_or(0) * 1024;
+        for p in proc::children(self.pid) {
+            total += proc::vm_rss_kib(p).unwrap_or(0) * 1024;
         }
         total
     }
@@ -331,7 +334,7 @@ impl Drop for Forkring {
         // master; by pid, and only processes this server started.
         let mut pids = self.live_forked();
         if !self.reaped {
-            pids.extend(procs::descendants(self.pid));
+            pids.extend(proc::descendants(self.pid));
             let _ = self.child.kill();
             let _ = self.child.wait();
             self.reaped = true;
@@ -339,10 +342,10 @@ impl Drop for Forkring {
         pids.sort_unstable();
         pids.dedup();
         for p in &pids {
-            procs::signal(*p, libc::SIGKILL);
+            let _ = proc::signal(*p, libc::SIGKILL);
         }
         for p in pids {
-            procs::wait_gone(p, Duration::from_secs(2));
+            proc::wait_gone(p, Duration::from_secs(2));
         }
     }
 }
@@ -388,7 +391,9 @@ pub fn get_once(addr: SocketAddr, timeout: Duration) -> Result<u16, String> {
     s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     s.write_all(b"GET / HTTP/1.1\r\nHost: stress\r\nConnection: close\r\n\r\n").map_err(|e| format!("send: {e}"))?;
     let mut buf = Vec::new();
-    http::read_response(&mut s, &mut buf, false).map(|r| r.status).map_err(|e| format!("{:?} {}", e.fail, e.detail))
+    http::read_response(&mut s, &mut buf, false, RESPONSE_LIMIT)
+        .map(|r| r.status)
+        .map_err(|e| format!("{:?} {}", e.fail, e.detail))
 }
 
 /// Settings of one nginx run.
@@ -504,7 +509,7 @@ impl Nginx {
 
     /// The master's live worker processes (registered for the cleanup).
     pub fn workers(&self) -> Vec<i32> {
-        let kids = procs::children(self.pid);
+        let kids = proc::children(self.pid);
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         for &k in &kids {
             if !seen.contains(&k) {
@@ -517,7 +522,7 @@ impl Nginx {
 
     /// Sends `sig` to the master.
     pub fn signal(&self, sig: i32) -> bool {
-        !self.reaped && procs::signal(self.pid, sig)
+        !self.reaped && proc::signal(self.pid, sig).is_ok()
     }
 
     /// Waits at most `timeout` for the master to exit.
@@ -537,14 +542,14 @@ impl Nginx {
 
     /// Every worker pid seen so far that still runs.
     pub fn live_seen(&self) -> Vec<i32> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().filter(|&p| procs::alive(p)).collect()
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().filter(|&p| proc::alive(p)).collect()
     }
 
     /// Resident memory of the master and its workers, in bytes.
     pub fn rss(&self) -> u64 {
-        let mut total = procs::rss_bytes(self.pid).unwrap_or(0);
+        let mut total = proc::vm_rss_kib(self.pid).unwrap_or(0) * 1024;
         for p in self.workers() {
-            total += procs::rss_bytes(p).unwrap_or(0);
+            total += proc::vm_rss_kib(p).unwrap_or(0) * 1024;
         }
         total
     }
@@ -561,7 +566,7 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         let mut pids = self.live_seen();
         if !self.reaped {
-            pids.extend(procs::descendants(self.pid));
+            pids.extend(proc::descendants(self.pid));
             let _ = self.child.kill();
             let _ = self.child.wait();
             self.reaped = true;
@@ -569,10 +574,10 @@ impl Drop for Nginx {
         pids.sort_unstable();
         pids.dedup();
         for p in &pids {
-            procs::signal(*p, libc::SIGKILL);
+            let _ = proc::signal(*p, libc::SIGKILL);
         }
         for p in pids {
-            procs::wait_gone(p, Duration::from_secs(2));
+            proc::wait_gone(p, Duration::from_secs(2));
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

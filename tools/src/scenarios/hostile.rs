@@ -1,4 +1,6 @@
-//! Scenario 6: hostile bytes. The corpus (see [`super::corpus`]) is sent
+//! Scenario 6: hostile bytes. The corpus (`forkring_testkit::corpus`: the
+//! vectors of `tests/smuggling.rs` and `tests/limits.rs`, and generated
+//! ones) is sent
 //! over hundreds of connections at once, one case per connection, by 32
 //! threads, while a health client sends `GET /` on a keep-alive connection
 //! every 5 ms. Each case must get what it expects: its exact status, then
@@ -15,10 +17,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::corpus::{self, Case, Expect, Rng};
+use forkring_testkit::corpus::{self, Case, Expect};
+use forkring_testkit::http::{self, CloseOutcome, Fail};
+use forkring_testkit::rng::Rng;
+
 use super::{Ctx, Outcome, Target};
-use crate::http::{self, Fail};
-use crate::load::HELLO;
+use crate::load::{HELLO, RESPONSE_LIMIT};
 use crate::servers::Forkring;
 
 /// How many times the fixed vectors are sent.
@@ -53,7 +57,8 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
     if target != Target::Forkring {
         return Err("forkring only".into());
     }
-    let args = ["--max-body", "1000", "--header-timeout", "2000", "--idle-timeout", "3000"];
+    let max_body = corpus::MAX_BODY.to_string();
+    let args = ["--max-body", &max_body, "--header-timeout", "2000", "--idle-timeout", "3000"];
     let mut srv = Forkring::start(&ctx.bin, ctx.workers, &args, None)?;
     let seed = std::env::var("STRESS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
@@ -68,13 +73,13 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
     let generated = corpus::generated(&mut rng, GENERATED);
     cases.extend(generated);
     // Interleave the kinds so that every moment sees a mix.
-    shuffle(&mut cases, &mut rng);
+    rng.shuffle(&mut cases);
     // Every case so far must run; more generated batches follow while the
     // time budget lasts.
     let required = cases.len();
     for _ in 1..MAX_BATCHES {
         let mut batch = corpus::generated(&mut rng, GENERATED);
-        shuffle(&mut batch, &mut rng);
+        rng.shuffle(&mut batch);
         cases.extend(batch);
     }
     let cases = Arc::new(cases);
@@ -127,7 +132,7 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
     let wrong: Vec<String> = results
         .iter()
         .filter_map(|(i, v)| match v {
-            Verdict::Wrong(why) => Some(format!("{}: {why} [{}]", cases[*i].name, http::show(&cases[*i].wire, 80))),
+            Verdict::Wrong(why) => Some(format!("{}: {why} [{}]", cases[*i].name, http::show_cut(&cases[*i].wire, 80))),
             _ => None,
         })
         .collect();
@@ -169,13 +174,6 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
     Ok(Outcome { figures, pass })
 }
 
-fn shuffle(v: &mut [Case], rng: &mut Rng) {
-    for i in (1..v.len()).rev() {
-        let j = rng.below(i + 1);
-        v.swap(i, j);
-    }
-}
-
 /// Sends one case on a new connection and judges what comes back.
 fn one(addr: SocketAddr, case: &Case) -> Verdict {
     let mut s = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
@@ -214,7 +212,7 @@ fn judge(s: &mut TcpStream, case: &Case) -> Verdict {
     // CR and LF before the request line are skipped, as servers may).
     let start_of_line = case.wire.iter().position(|b| !matches!(b, b'\r' | b'\n')).unwrap_or(case.wire.len());
     let head = case.wire[start_of_line..].starts_with(b"HEAD ");
-    let first = http::read_response(s, &mut buf, head);
+    let first = http::read_response(s, &mut buf, head, RESPONSE_LIMIT);
     if case.expect == Expect::OkThenReject {
         match first {
             Ok(r) if r.status == 200 && r.body == HELLO => {}
@@ -279,35 +277,24 @@ fn head_body(head: bool, r: &http::Response) -> usize {
 
 /// After a final answer: the close, with nothing (no smuggled answer) in
 /// between, except exactly `head_body` bytes (see [`Verdict::HeadBody`]).
+/// The wait ends `2 * WAIT` after `start`.
 fn closes_clean(s: &mut TcpStream, buf: &mut Vec<u8>, start: Instant, head_body: usize) -> Verdict {
-    use std::io::Read;
-    let mut chunk = [0u8; 4096];
-    loop {
-        if buf.len() > head_body {
-            return Verdict::Wrong(format!("bytes after the final answer: {}", http::show(buf, 60)));
-        }
-        if start.elapsed() > WAIT * 2 {
-            return Verdict::Hang("still open after the final answer".into());
-        }
-        match s.read(&mut chunk) {
-            // A reset after the answer is a close.
-            Ok(0) | Err(_) if buf.is_empty() => return Verdict::Answered,
-            Ok(0) if buf.len() == head_body => return Verdict::HeadBody,
-            Ok(0) => return Verdict::Wrong(format!("bytes after the final answer: {}", http::show(buf, 60))),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
-                return Verdict::Hang(format!("still open {WAIT:?} after the final answer"))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) if buf.len() == head_body => return Verdict::HeadBody,
-            Err(_) => return Verdict::Wrong(format!("bytes after the final answer: {}", http::show(buf, 60))),
-        }
+    let left = (WAIT * 2).saturating_sub(start.elapsed());
+    let wrong = |extra: &[u8]| Verdict::Wrong(format!("bytes after the final answer: {}", http::show_cut(extra, 60)));
+    match http::wait_close(s, std::mem::take(buf), left) {
+        // A reset after the answer is a close.
+        Ok(CloseOutcome::Closed { extra }) if extra.is_empty() => Verdict::Answered,
+        Ok(CloseOutcome::Closed { extra }) if extra.len() == head_body => Verdict::HeadBody,
+        Ok(CloseOutcome::Closed { extra }) => wrong(&extra),
+        Ok(CloseOutcome::Open { extra }) if extra.len() > head_body => wrong(&extra),
+        Ok(CloseOutcome::Open { .. }) => Verdict::Hang(format!("still open {left:?} after the final answer")),
+        Err(e) => Verdict::Wrong(format!("waiting for the close: {e}")),
     }
 }
 
 /// After the valid request's answer: a 4xx/5xx and the close, or the close.
 fn rest_rejected(s: &mut TcpStream, buf: &mut Vec<u8>, start: Instant) -> Verdict {
-    match http::read_response(s, buf, false) {
+    match http::read_response(s, buf, false, RESPONSE_LIMIT) {
         Ok(r) if r.status >= 400 && r.says_close() => closes_clean(s, buf, start, 0),
         Ok(r) => Verdict::Wrong(format!("garbage after a valid request answered {}", r.status)),
         Err(e) if e.got == 0 && matches!(e.fail, Fail::Eof | Fail::Reset) => Verdict::Answered,
@@ -339,7 +326,7 @@ fn health_client(addr: SocketAddr, stop: &AtomicBool) -> (u64, u64) {
         }
         let (s, buf) = conn.as_mut().expect("connected above");
         let answered = s.write_all(b"GET / HTTP/1.1\r\nHost: health\r\n\r\n").is_ok()
-            && matches!(http::read_response(s, buf, false), Ok(r) if r.status == 200 && r.body == HELLO);
+            && matches!(http::read_response(s, buf, false, RESPONSE_LIMIT), Ok(r) if r.status == 200 && r.body == HELLO);
         if answered {
             ok += 1;
         } else {

@@ -14,8 +14,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use super::{Ctx, Outcome, Server, Target};
-use crate::http;
-use crate::load::HELLO;
+use forkring_testkit::{http, proc};
+
+use crate::load::{HELLO, RESPONSE_LIMIT};
 use crate::servers::NginxConfig;
 
 const CONNS: usize = 10_000;
@@ -25,7 +26,7 @@ const GOAL: f64 = 512.0;
 const WARM_REQUESTS: usize = 20_000;
 
 pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
-    let nofile = crate::procs::raise_nofile(3 * CONNS as u64);
+    let nofile = proc::raise_nofile(3 * CONNS as u64);
     if nofile < (CONNS + 512) as u64 {
         return Err(format!("the open-file limit is {nofile}; {CONNS} connections need more"));
     }
@@ -106,7 +107,7 @@ fn open(addr: SocketAddr, n: usize) -> Result<Vec<(TcpStream, Vec<u8>)>, String>
 
 fn request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), String> {
     s.write_all(b"GET / HTTP/1.1\r\nHost: idle\r\n\r\n").map_err(|e| format!("send: {e}"))?;
-    match http::read_response(s, buf, false) {
+    match http::read_response(s, buf, false, RESPONSE_LIMIT) {
         Ok(r) if r.status == 200 && r.body == HELLO && !r.says_close() => Ok(()),
         Ok(r) => Err(format!("status {} (close: {})", r.status, r.says_close())),
         Err(e) => Err(format!("{:?} {}", e.fail, e.detail)),

@@ -13,6 +13,8 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
+use forkring_testkit::proc;
+
 use super::{median_max, ms, nginx_default, sleep_until, Ctx, Outcome, Server, Target};
 use crate::load::{Load, LoadConfig};
 use crate::procs;
@@ -67,12 +69,12 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
             continue;
         };
         let before: HashSet<i32> = srv.worker_pids().into_iter().collect();
-        let stopped = procs::stop(pid);
+        let stopped = proc::stop(pid);
         let held = procs::tcp_held(pid, port);
         // The moment of the kill: taken just before it, since a client may
         // see its connection reset before this thread runs again.
         let at = Instant::now();
-        procs::signal(pid, libc::SIGKILL);
+        let _ = proc::signal(pid, libc::SIGKILL);
         if !stopped {
             not_stopped += 1;
         }

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use crate::servers::{Forkring, Nginx, NginxConfig};
 
-pub mod corpus;
 pub mod flood;
 pub mod hostile;
 pub mod idle;
@@ -219,7 +218,9 @@ impl Server {
     /// The live worker pids.
     pub fn worker_pids(&self) -> Vec<i32> {
         match self {
-            Server::Forkring(f) => f.workers().values().map(|&(_, p)| p).filter(|&p| crate::procs::alive(p)).collect(),
+            Server::Forkring(f) => {
+                f.workers().values().map(|&(_, p)| p).filter(|&p| forkring_testkit::proc::alive(p)).collect()
+            }
             Server::Nginx(n) => n.workers(),
         }
     }

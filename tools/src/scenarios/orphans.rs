@@ -6,9 +6,10 @@
 
 use std::time::{Duration, Instant};
 
+use forkring_testkit::proc;
+
 use super::{ms, nginx_default, Ctx, Outcome, Server, Target};
 use crate::load::{Load, LoadConfig};
-use crate::procs;
 
 pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
     let mut srv = Server::start(ctx, target, ctx.workers, &[], nginx_default(), None)?;
@@ -32,9 +33,9 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
     let watch = Duration::from_secs(3);
     while t0.elapsed() < watch {
         for &p in &workers {
-            procs::reap(p);
+            proc::reap(p);
         }
-        let alive = workers.iter().filter(|&&p| procs::alive(p)).count();
+        let alive = workers.iter().filter(|&&p| proc::alive(p)).count();
         if alive_at_1s.is_none() && t0.elapsed() >= Duration::from_secs(1) {
             alive_at_1s = Some(alive);
         }
@@ -45,7 +46,7 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    let still = workers.iter().filter(|&&p| procs::alive(p)).count();
+    let still = workers.iter().filter(|&&p| proc::alive(p)).count();
     let stats = load.finish();
     let alive_at_1s = alive_at_1s.unwrap_or(still);
     let gone = match last_gone {

@@ -14,9 +14,11 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use forkring_testkit::http::{self, Fail};
+use forkring_testkit::proc;
+
 use super::{ms, Ctx, Outcome, Target};
-use crate::http::Fail;
-use crate::load::{Load, LoadConfig};
+use crate::load::{Load, LoadConfig, RESPONSE_LIMIT};
 use crate::servers::Forkring;
 
 const KEEPALIVE: usize = 16;
@@ -43,7 +45,7 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
     // on to the frozen workers), and the workers are thawed (SIGCONT) 50 ms
     // later, into a drain with the burst waiting.
     for &p in &workers {
-        crate::procs::stop(p);
+        proc::stop(p);
     }
     let mut burst = Vec::with_capacity(BURST);
     for _ in 0..BURST {
@@ -62,13 +64,13 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
     srv.signal(libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(50));
     for &p in &workers {
-        crate::procs::signal(p, libc::SIGCONT);
+        let _ = proc::signal(p, libc::SIGCONT);
     }
     // Each burst request was sent before the SIGTERM: it must be answered.
     let mut burst_unanswered = BURST - burst.len();
     for (s, sent) in burst.iter_mut() {
         let mut buf = Vec::new();
-        match crate::http::read_response(s, &mut buf, false) {
+        match http::read_response(s, &mut buf, false, RESPONSE_LIMIT) {
             Ok(r) if *sent && r.status == 200 && r.body == crate::load::HELLO => {}
             _ => burst_unanswered += 1,
         }
@@ -82,7 +84,7 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
         std::thread::sleep(Duration::from_millis(10));
     }
     let stats = load.finish();
-    let left: Vec<i32> = workers.iter().copied().filter(|&p| crate::procs::alive(p)).collect();
+    let left: Vec<i32> = workers.iter().copied().filter(|&p| proc::alive(p)).collect();
 
     let mut unanswered = [0u64; 6];
     let mut later = 0u64;
