@@ -11,7 +11,7 @@ help:
 	@echo "make run          build and start the demo cluster on $(LISTEN) (one worker per CPU)"
 	@echo "make build        release build of the library, the demo server and the examples"
 	@echo "make test         the whole test suite, once per backend (io_uring, epoll)"
-	@echo "make lint         rustfmt check and clippy with warnings as errors"
+	@echo "make lint         rustfmt check, clippy (whole workspace, warnings as errors), the layering check"
 	@echo "make bench        forkring (io_uring, epoll) beside nginx: report in target/bench (installs wrk and nginx if missing)"
 	@echo "make bench-micro  criterion benchmarks of the HTTP core"
 	@echo "make bench-ipc    shared-memory rings against a socketpair and the wake-up floors"
@@ -46,9 +46,14 @@ test:
 	$(CARGO) test --no-fail-fast -p forkring-testkit -p forkring-stress
 	$(CARGO) build --examples
 
+# Formatting, clippy on every crate and target of the workspace (and the
+# fuzz crate, a workspace of its own), and the layering check: no module of
+# src/ names a module above it (tests/layers.rs).
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --manifest-path fuzz/Cargo.toml -- -D warnings
+	$(CARGO) test --quiet --test layers
 
 # forkring on both backends beside nginx, under wrk and at a fixed rate; the
 # report goes to target/bench/ (report.md, report.svg). Settings are

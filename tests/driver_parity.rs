@@ -124,6 +124,7 @@ fn unusable_listener_drains_the_worker_which_exits_non_zero() {
     // SHUT_RD on a listening socket stops it listening: accept fails with
     // EINVAL in every process that holds the socket.
     let broke_at = Instant::now();
+    // SAFETY: plain integer arguments on the test's own open socket.
     let rc = unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RD) };
     assert_eq!(rc, 0, "shutdown(listener, SHUT_RD): {}", io::Error::last_os_error());
 

@@ -56,7 +56,7 @@ fn strip_comments(src: &str) -> String {
         let line_c = rest.find("//");
         let block_c = rest.find("/*");
         match (line_c, block_c) {
-            (Some(l), b) if b.is_none_or(|b| l < b) => {
+            (Some(l), b) if b.map_or(true, |b| l < b) => {
                 out.push_str(&rest[..l]);
                 rest = &rest[l..];
                 let end = rest.find('\n').unwrap_or(rest.len());

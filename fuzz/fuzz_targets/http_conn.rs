@@ -18,7 +18,8 @@
 //! `cargo run -p forkring-testkit --bin fuzz-seeds`).
 #![no_main]
 
-use forkring::internals::{Conn, Shared}; use forkring::Handler;
+use forkring::internals::{Conn, Shared};
+use forkring::Handler;
 use forkring::{Limits, Request, Response, Timeouts};
 use forkring_testkit::oracle::{check_run, Call, Run, CALL_HEADER, HEAD_HEADER};
 use libfuzzer_sys::fuzz_target;
@@ -63,9 +64,9 @@ impl Handler for Recorder {
 fn limits(sel: u8) -> Limits {
     match sel & 3 {
         0 => Limits::default(),
-        1 => Limits { max_head: 256, max_headers: 8, max_target: 64, max_body: 512 },
-        2 => Limits { max_head: 64, max_headers: 2, max_target: 16, max_body: 16 },
-        _ => Limits { max_head: 4096, max_headers: 32, max_target: 1024, max_body: 65536 },
+        1 => Limits::DEFAULT.with_max_head(256).with_max_headers(8).with_max_target(64).with_max_body(512),
+        2 => Limits::DEFAULT.with_max_head(64).with_max_headers(2).with_max_target(16).with_max_body(16),
+        _ => Limits::DEFAULT.with_max_head(4096).with_max_headers(32).with_max_target(1024).with_max_body(65536),
     }
 }
 

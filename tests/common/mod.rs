@@ -304,8 +304,13 @@ impl Client {
     /// not HTTP or the body is not framed by exactly one `Content-Length`
     /// (the server never chunks a response nor ends one by closing).
     pub fn try_response(&mut self, head_request: bool) -> io::Result<Response> {
-        self.stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        let res = kit_http::read_response(&mut self.stream, &mut self.buf, head_request, IO_TIMEOUT)?;
+        self.try_response_within(head_request, IO_TIMEOUT)
+    }
+
+    /// [`Client::try_response`] within `timeout` instead of [`IO_TIMEOUT`].
+    pub fn try_response_within(&mut self, head_request: bool, timeout: Duration) -> io::Result<Response> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        let res = kit_http::read_response(&mut self.stream, &mut self.buf, head_request, timeout)?;
         match res.framing {
             Framing::None | Framing::Length(_) => Ok(res),
             Framing::Chunked => Err(io::Error::new(
