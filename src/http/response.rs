@@ -18,6 +18,7 @@ pub struct Response {
 
 /// Why [`Response::try_header`] refused a header field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum InvalidHeader {
     /// The name is empty or not an HTTP token.
     Name,

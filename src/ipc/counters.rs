@@ -165,6 +165,7 @@ impl fmt::Debug for Counters {
 /// Counter values read at one time; add them up over workers with `+` or
 /// `.sum()`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Snapshot {
     /// Requests parsed and handed to the handler.
     pub requests: u64,

@@ -92,6 +92,7 @@ impl RingOptions {
 
 /// Why a message was not sent. Nothing was written in any case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SendError {
     /// Not enough free space now: backpressure. Try again after the
     /// consumer has drained (nothing blocks, nothing is dropped).

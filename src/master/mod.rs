@@ -380,12 +380,16 @@ impl Master<'_> {
         }
     }
 
-    /// Sends `sig` to a live worker.
+    /// Sends `sig` to a live worker: a child this master forked and has not
+    /// reaped, so its pid cannot have been reused. An unknown signal number
+    /// is logged and ignored.
     fn signal(p: &Proc, sig: i32) {
-        // SAFETY: plain kill(2) to a child this master forked and has not
-        // reaped (its pidfd is still open), so the pid cannot have been
-        // reused.
-        unsafe { libc::kill(p.pid, sig) };
+        match nix::sys::signal::Signal::try_from(sig) {
+            Ok(s) => {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), s);
+            }
+            Err(_) => log::warn!("worker {}: not a signal: {sig}", p.id),
+        }
     }
 }
 

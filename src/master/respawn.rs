@@ -6,6 +6,9 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
 use super::slot::{Proc, ProcState};
 use super::{Event, ExitStatus, Master, Phase};
 use crate::worker::WorkerId;
@@ -16,13 +19,17 @@ impl Master<'_> {
     pub(super) fn reap(&mut self, id: WorkerId) {
         let Some(p) = self.find_mut(id) else { return };
         let pid = p.pid;
-        let mut status = 0;
-        // SAFETY: waitpid on our own unreaped child, WNOHANG; `status` is a
-        // live local.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r != pid {
-            return;
-        }
+        let exit = match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => ExitStatus::Code(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => ExitStatus::Signal(sig as i32),
+            // Still running (or stopped): its pidfd fires again when it exits.
+            Ok(_) => return,
+            // ECHILD: the child is gone and cannot be waited for.
+            Err(e) => {
+                log::warn!("waitpid({pid}): {e}");
+                ExitStatus::Code(-1)
+            }
+        };
         let slot = id.slot;
         let s = &mut self.slots[slot];
         let was_current = s.current.as_ref().is_some_and(|p| p.id == id);
@@ -47,11 +54,6 @@ impl Master<'_> {
         if let Some(c) = &proc.lifeline {
             self.unwatch(c.as_raw_fd());
         }
-        let exit = if libc::WIFEXITED(status) {
-            ExitStatus::Code(libc::WEXITSTATUS(status))
-        } else {
-            ExitStatus::Signal(libc::WTERMSIG(status))
-        };
         if !proc.stopping {
             log::warn!("worker {} (pid {pid}) died: {exit:?}", proc.id);
         }

@@ -381,7 +381,7 @@ impl Flood {
                     self.t.full += 1;
                     return;
                 }
-                Err(SendError::Closed | SendError::TooLarge) => {
+                Err(_) => {
                     self.t.closed += 1;
                     return;
                 }
