@@ -30,8 +30,17 @@ WORKLOAD_TITLES = {
     "post": "POST /echo",
     "close": "connection per request",
 }
-SERVER_ORDER = ["forkring-uring", "forkring-epoll", "forkring-auto", "nginx"]
-COLORS = {"forkring-uring": "#1f5fa8", "forkring-epoll": "#6fa8dc", "forkring-auto": "#3d85c6", "nginx": "#3a9a3a"}
+# forkring-base-<backend>: the BASELINE binary (bench/run.sh), next to its
+# current counterpart.
+BASE_PREFIX = "forkring-base-"
+SERVER_ORDER = [
+    "forkring-uring", "forkring-base-uring", "forkring-epoll", "forkring-base-epoll",
+    "forkring-auto", "forkring-base-auto", "nginx",
+]
+COLORS = {
+    "forkring-uring": "#1f5fa8", "forkring-epoll": "#6fa8dc", "forkring-auto": "#3d85c6", "nginx": "#3a9a3a",
+    "forkring-base-uring": "#b45f06", "forkring-base-epoll": "#f6b26b", "forkring-base-auto": "#e69138",
+}
 NAN = float("nan")
 # Other processes' CPU, in percent of one CPU, above which a run counts as noisy.
 NOISY_PCT = 20
@@ -127,6 +136,16 @@ def fmt_ratio(a, b):
     return f"{a / b:.2f}"
 
 
+def fmt_ratio_range(xs, dash="–"):
+    """Per-repetition ratios: "1.02" for one, "1.02 [0.98–1.05]" (median, min–max) for more."""
+    xs = [x for x in xs if not math.isnan(x)]
+    if not xs:
+        return "-"
+    if len(xs) == 1:
+        return f"{xs[0]:.2f}"
+    return f"{statistics.median(xs):.2f} [{min(xs):.2f}{dash}{max(xs):.2f}]"
+
+
 def fmt_f(x, d=2):
     return "n/a" if math.isnan(x) else f"{x:.{d}f}"
 
@@ -150,6 +169,14 @@ class Report:
         self.workloads = self.meta.get("workloads", "").split()
         self.worker_counts = [int(w) for w in self.meta.get("worker_counts", "").split()]
         self.servers = sorted({r["server"] for r in self.runs} | {r["server"] for r in self.rates}, key=server_key)
+        # (backend, current, baseline) for each baseline server measured.
+        self.pairs = [
+            (s[len(BASE_PREFIX):], "forkring-" + s[len(BASE_PREFIX):], s)
+            for s in self.servers
+            if s.startswith(BASE_PREFIX)
+        ]
+        # The width of the server column in the terminal tables.
+        self.sw = max([15] + [len(s) for s in self.servers])
 
     # ------------------------------------------------------------- figures --
 
@@ -171,6 +198,40 @@ class Report:
             "errors": sum(r["errors"] for r in rs),
             "other": med([r["other"] for r in rs]),
         }
+
+    def paired(self, workers, workload, a, b, key):
+        """a / b per repetition, from the runs of one repetition (which took turns)."""
+        by_rep = {}
+        for r in self.runs:
+            if r["workers"] == workers and r["workload"] == workload and r["server"] in (a, b):
+                by_rep.setdefault(r["rep"], {})[r["server"]] = r[key]
+        out = []
+        for v in by_rep.values():
+            if a in v and b in v and not math.isnan(v[a]) and not math.isnan(v[b]) and v[b] != 0:
+                out.append(v[a] / v[b])
+        return out
+
+    def baseline_rows(self, dash="–"):
+        """One row per worker count, workload and backend with a baseline:
+        (workers, workload, backend, cells), the cells already formatted."""
+        rows = []
+        for w in self.worker_counts:
+            for wl in self.workloads:
+                nginx = self.stats(w, wl, "nginx")
+                for b, cur, base in self.pairs:
+                    c, o = self.stats(w, wl, cur), self.stats(w, wl, base)
+                    if c is None or o is None:
+                        continue
+                    cells = [
+                        fmt_ratio(c["cpu"], nginx["cpu"]) if nginx else "-",
+                        fmt_ratio(o["cpu"], nginx["cpu"]) if nginx else "-",
+                        fmt_ratio(c["rps"], nginx["rps"]) if nginx else "-",
+                        fmt_ratio(o["rps"], nginx["rps"]) if nginx else "-",
+                        fmt_ratio_range(self.paired(w, wl, cur, base, "cpu"), dash),
+                        fmt_ratio_range(self.paired(w, wl, cur, base, "rps"), dash),
+                    ]
+                    rows.append((w, wl, b, cells))
+        return rows
 
     def rate_stats(self, workers, server):
         rs = [r for r in self.rates if r["workers"] == workers and r["server"] == server]
@@ -238,7 +299,7 @@ class Report:
             )
             out.append("")
             head = (
-                f"{'workload':<10} {'server':<15} {'req/s [min-max]':>26} {'p50':>8} {'p99':>8} {'p99.9':>8}"
+                f"{'workload':<10} {'server':<{self.sw}} {'req/s [min-max]':>26} {'p50':>8} {'p99':>8} {'p99.9':>8}"
                 f" {'CPU us/req':>10} {'RSS MiB':>8} {'errors':>6} {'other':>6} | {'xreq/s':>6} {'xp99':>6} {'xCPU':>6} {'xRSS':>6}"
             )
             out.append(head)
@@ -261,7 +322,7 @@ class Report:
                     else:
                         ratios = [""] * 4
                     out.append(
-                        f"{wl if first else '':<10} {s:<15} {rr:>26} {fmt_us(st['p50']):>8} {fmt_us(st['p99']):>8}"
+                        f"{wl if first else '':<10} {s:<{self.sw}} {rr:>26} {fmt_us(st['p50']):>8} {fmt_us(st['p99']):>8}"
                         f" {fmt_us(st['p999']):>8} {fmt_f(st['cpu']):>10} {fmt_f(st['rss'], 1):>8}"
                         f" {st['errors']:>6.0f} {fmt_pct(st['other']):>6} | {ratios[0]:>6} {ratios[1]:>6} {ratios[2]:>6} {ratios[3]:>6}"
                     )
@@ -278,7 +339,7 @@ class Report:
             out.append("latency from each request's due time (no coordinated omission)")
             out.append("")
             head = (
-                f"{'server':<15} {'achieved':>9} {'p50':>8} {'p90':>8} {'p99':>8} {'p99.9':>8} {'max':>8}"
+                f"{'server':<{self.sw}} {'achieved':>9} {'p50':>8} {'p90':>8} {'p99':>8} {'p99.9':>8} {'max':>8}"
                 f" {'service p50/p99':>17} {'client lag p99':>14} {'CPU us/req':>10} {'errors':>6} {'other':>6}"
                 f" | {'xp50':>5} {'xp99':>5} {'xp99.9':>6}"
             )
@@ -294,12 +355,13 @@ class Report:
                     ratios = [""] * 3
                 svc = f"{fmt_us(st['svc_p50'])}/{fmt_us(st['svc_p99'])}"
                 out.append(
-                    f"{s:<15} {fmt_rate(st['achieved']):>9} {fmt_us(st['p50']):>8} {fmt_us(st['p90']):>8}"
+                    f"{s:<{self.sw}} {fmt_rate(st['achieved']):>9} {fmt_us(st['p50']):>8} {fmt_us(st['p90']):>8}"
                     f" {fmt_us(st['p99']):>8} {fmt_us(st['p999']):>8} {fmt_us(st['max']):>8} {svc:>17}"
                     f" {fmt_us(st['lag_p99']):>14} {fmt_f(st['cpu']):>10} {st['errors']:>6.0f} {fmt_pct(st['other']):>6}"
                     f" | {ratios[0]:>5} {ratios[1]:>5} {ratios[2]:>6}"
                 )
             out.append("")
+        out.extend(self.baseline_terminal())
         out.append(
             "x columns: forkring / nginx (req/s: higher is better; latency, CPU, RSS: lower is better)."
             " Pipelined latency is n/a: wrk times a batch, not a request."
@@ -312,6 +374,55 @@ class Report:
         for n in self.notes:
             out.append(f"note: {n}")
         return "\n".join(out)
+
+    def baseline_terminal(self):
+        rows = self.baseline_rows("-")
+        if not rows:
+            return []
+        out = [
+            f"current (forkring-<backend>, {self.meta.get('forkring')}) against the baseline"
+            f" (forkring-base-<backend>, {self.meta.get('baseline')}), same run; median of"
+            f" {self.meta.get('reps', '?')} run(s); current/baseline: median [min-max] of the per-repetition ratios",
+            "",
+        ]
+        head = (
+            f"{'workload':<10} {'workers':>7} {'backend':<7} | {'CPU us/req / nginx':>19} | {'req/s / nginx':>17}"
+            f" | {'current/baseline: CPU':>22} {'req/s':>18}"
+        )
+        out.append(head)
+        out.append(f"{'':<10} {'':>7} {'':<7} | {'current':>9} {'baseline':>9} | {'current':>8} {'baseline':>8} |")
+        out.append("-" * len(head))
+        for w, wl, b, c in rows:
+            out.append(
+                f"{wl:<10} {w:>7} {b:<7} | {c[0]:>9} {c[1]:>9} | {c[2]:>8} {c[3]:>8} | {c[4]:>22} {c[5]:>18}"
+            )
+        out.append("")
+        return out
+
+    def baseline_md(self):
+        """Current against the baseline, both against nginx, from one run."""
+        rows = self.baseline_rows()
+        if not rows:
+            return []
+        m = self.meta
+        o = ["## Current build against the baseline", ""]
+        o.append(
+            f"`forkring-<backend>` is the current build ({m.get('forkring')}); `forkring-base-<backend>` is the"
+            f" `BASELINE` binary ({m.get('baseline')}), started with the same flags. Both took turns with nginx in"
+            f" the same rotation of this run, so the ratios below share its conditions. Median of"
+            f" {m.get('reps', '?')} run(s). CPU µs/req: lower is better; requests/s: higher is better. The last"
+            " two columns divide current by baseline within each repetition: median [min–max] of those ratios."
+        )
+        o.append("")
+        o.append(
+            "| workload | workers | backend | CPU µs/req current / nginx | CPU µs/req baseline / nginx"
+            " | req/s current / nginx | req/s baseline / nginx | CPU current / baseline | req/s current / baseline |"
+        )
+        o.append("|---|---|---|---|---|---|---|---|---|")
+        for w, wl, b, c in rows:
+            o.append(f"| {WORKLOAD_TITLES.get(wl, wl)} | {w} | {b} | " + " | ".join(c) + " |")
+        o.append("")
+        return o
 
     # ------------------------------------------------------------ markdown --
 
@@ -382,6 +493,7 @@ class Report:
         o.append("## Summary")
         o.append("")
         o.extend(self.summary_md())
+        o.extend(self.baseline_md())
         o.append("## Machine and tools")
         o.append("")
         o.append("| | |")
@@ -391,6 +503,8 @@ class Report:
         o.append(f"| kernel | {m.get('kernel')} |")
         o.append(f"| load average (1, 5, 15 min) | at the start {m.get('load_start')}; at the end {m.get('load_end')} |")
         o.append(f"| forkring | {m.get('forkring')} |")
+        if m.get("baseline"):
+            o.append(f"| forkring baseline (`BASELINE`) | {m.get('baseline')} |")
         o.append(f"| rustc | {m.get('rustc')} |")
         o.append(f"| nginx | {m.get('nginx')} |")
         o.append(f"| wrk | {m.get('wrk')} |")
@@ -544,7 +658,9 @@ class Report:
         o.append("make bench                          # everything, about 7 minutes on a quiet machine")
         o.append(
             f"DURATION={m.get('duration')} REPS={reps} WORKERS=\"{' '.join(map(str, self.worker_counts))}\""
-            f" WORKLOADS=\"{m.get('workloads')}\" RATE={m.get('rate_setting')} make bench   # this run's settings"
+            f" WORKLOADS=\"{m.get('workloads')}\" RATE={m.get('rate_setting')}"
+            + (" BASELINE=/path/to/old/forkring" if self.pairs else "")
+            + " make bench   # this run's settings"
         )
         o.append("DURATION=1s REPS=1 WORKERS=1 WORKLOADS=keepalive RATE=0 IPC=0 make bench   # a quick look")
         o.append("```")

@@ -45,6 +45,11 @@
 #   SERVER_CPU [0]                          CLIENT_CPU [1]
 #   OUT        report directory [target/bench]
 #   NGINX      nginx binary [found on PATH or in /usr/sbin]
+#   BASELINE   a forkring demo binary built from another commit [unset]: it
+#              joins the rotation as forkring-base-<backend>, one per backend
+#              in $BACKENDS, started with the same flags as the current build,
+#              and the report adds a table of current and baseline against
+#              nginx (requests/s and CPU µs/req) from the same run
 set -euo pipefail
 export LC_ALL=C
 
@@ -68,6 +73,10 @@ QUIET_PCT=${QUIET_PCT:-15}
 QUIET_BUDGET=${QUIET_BUDGET:-180}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
+
+BASELINE=${BASELINE:-}
+# Relative to where the script was started, before it moves to the root.
+[[ -z $BASELINE || $BASELINE == /* ]] || BASELINE=$PWD/$BASELINE
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -280,11 +289,13 @@ SERVERS=()
 SRV_PIN=() # the taskset prefix for servers, empty when unpinned
 CLI_PIN=() # the same for the client
 
+# start_forkring BACKEND WORKERS [BINARY NAME]: the current build as
+# forkring-BACKEND, or BINARY (the baseline) as NAME.
 start_forkring() {
-	local backend=$1 workers=$2 name="forkring-$1" port pid log
+	local backend=$1 workers=$2 bin=${3:-$BIN} name=${4:-forkring-$1} port pid log
 	port=$(free_port)
 	log="$TMP/$name-$workers.log"
-	"${SRV_PIN[@]}" "$BIN" --listen "127.0.0.1:$port" --workers "$workers" \
+	"${SRV_PIN[@]}" "$bin" --listen "127.0.0.1:$port" --workers "$workers" \
 		--backend "$backend" --log info >"$log" 2>&1 &
 	pid=$!
 	PIDS+=("$pid")
@@ -354,6 +365,8 @@ start_servers() {
 	SERVERS=()
 	for b in $BACKENDS; do
 		start_forkring "$b" "$workers"
+		# Each baseline server next to its current counterpart.
+		[[ -z $BASELINE ]] || start_forkring "$b" "$workers" "$BASELINE" "forkring-base-$b"
 	done
 	start_nginx "$workers"
 }
@@ -542,8 +555,8 @@ measure() {
 		/Non-2xx or 3xx responses:/ { s += $NF } END { print s + 0 }' <<<"$out")
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workers" "$workload" "$name" "$rep" \
 		"$rps" "$p50" "$p99" "$p999" "$cpu" "$rss" "$errs" "$reqs" "$other" >>"$RESULTS"
-	printf '  %sw rep %d/%d  %-9s %-15s %10.0f req/s  p99 %8s  p99.9 %8s  %6s µs/req  %5.1f MiB  other CPU %3s%%%s\n' \
-		"$workers" "$rep" "$REPS" "$workload" "$name" "$rps" "$(fmt_us "$p99")" "$(fmt_us "$p999")" "$cpu" \
+	printf '  %sw rep %d/%d  %-9s %-*s %10.0f req/s  p99 %8s  p99.9 %8s  %6s µs/req  %5.1f MiB  other CPU %3s%%%s\n' \
+		"$workers" "$rep" "$REPS" "$workload" "$NAME_W" "$name" "$rps" "$(fmt_us "$p99")" "$(fmt_us "$p999")" "$cpu" \
 		"$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$other" \
 		"$( ((errs == 0)) || echo "  ($errs errors or non-2xx)")"
 }
@@ -585,8 +598,8 @@ measure_rate() {
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workers" "$name" "$rep" \
 		"$rate" "${r[achieved]}" "${r[p50]}" "${r[p90]}" "${r[p99]}" "${r[p999]}" "${r[max]}" \
 		"${r[svc_p50]}" "${r[svc_p99]}" "${r[lag_p50]}" "${r[lag_p99]}" "${r[errors]}" "$cpu" "${s1#* }" "$other" >>"$RATES"
-	printf '  %sw rep %d/%d  fixed %-6s %-15s %8.0f req/s  p50 %8s  p99 %8s  p99.9 %8s  max %8s  other CPU %3s%%%s\n' \
-		"$workers" "$rep" "$REPS" "$rate" "$name" "${r[achieved]}" "$(fmt_us "${r[p50]}")" "$(fmt_us "${r[p99]}")" \
+	printf '  %sw rep %d/%d  fixed %-6s %-*s %8.0f req/s  p50 %8s  p99 %8s  p99.9 %8s  max %8s  other CPU %3s%%%s\n' \
+		"$workers" "$rep" "$REPS" "$rate" "$NAME_W" "$name" "${r[achieved]}" "$(fmt_us "${r[p50]}")" "$(fmt_us "${r[p99]}")" \
 		"$(fmt_us "${r[p999]}")" "$(fmt_us "${r[max]}")" "$other" \
 		"$( ((r[errors] == 0)) || echo "  (${r[errors]} errors)")"
 }
@@ -645,6 +658,16 @@ for w in $RATE_WORKERS; do
 	RATE_COUNTS+=("$w")
 done
 [[ $RATE == 0 ]] && RATE_COUNTS=()
+# The width of a server's name in the progress lines.
+NAME_W=15
+if [[ -n $BASELINE ]]; then
+	[[ -f $BASELINE && -x $BASELINE ]] || die "BASELINE=$BASELINE is not an executable file"
+	"$BASELINE" --version >/dev/null 2>&1 || die "BASELINE=$BASELINE does not answer --version; is it the forkring demo binary?"
+	for b in $BACKENDS; do
+		n=forkring-base-$b
+		((${#n} <= NAME_W)) || NAME_W=${#n}
+	done
+fi
 
 install_tools
 ECHO_MODULE=$(echo_module || true)
@@ -662,7 +685,11 @@ fi
 
 NOTES=()
 if [[ " $BACKENDS " == *" uring "* ]] && ! "$BIN" --check-uring >/dev/null 2>&1; then
-	NOTES+=("this kernel refuses io_uring: forkring-uring is left out (forkring-epoll stays)")
+	if [[ -n $BASELINE ]]; then
+		NOTES+=("this kernel refuses io_uring: forkring-uring and forkring-base-uring are left out (the epoll ones stay)")
+	else
+		NOTES+=("this kernel refuses io_uring: forkring-uring is left out (forkring-epoll stays)")
+	fi
 	BACKENDS=$(tr ' ' '\n' <<<"$BACKENDS" | grep -vx uring | tr '\n' ' ')
 	echo "bench: ${NOTES[-1]}" >&2
 fi
@@ -688,6 +715,9 @@ meta memory "$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/memi
 meta kernel "$(uname -srm)"
 meta load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
 meta forkring "$("$BIN" --version) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo 'no git')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ', with local changes'))"
+if [[ -n $BASELINE ]]; then
+	meta baseline "$("$BASELINE" --version) ($BASELINE, modified $(date -u -r "$BASELINE" '+%Y-%m-%d %H:%M UTC'), sha256 $(sha256sum "$BASELINE" | cut -c1-12))"
+fi
 meta rustc "$(rustc -V)"
 meta wrk "$(wrk -v 2>&1 | head -n1 | sed 's/ Copyright.*//')"
 meta nginx "$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')${ECHO_MODULE:+, echo module}"
@@ -728,7 +758,7 @@ for workers in "${WORKER_COUNTS[@]}"; do
 	echo
 	echo "== $workers worker(s) each: $where"
 	for name in "${SERVERS[@]}"; do
-		printf '  %-15s pid %-7s 127.0.0.1:%-5s %s\n' "$name" "${PID_OF[$name]}" "${PORT_OF[$name]}" "${NOTE_OF[$name]}"
+		printf '  %-*s pid %-7s 127.0.0.1:%-5s %s\n' "$NAME_W" "$name" "${PID_OF[$name]}" "${PORT_OF[$name]}" "${NOTE_OF[$name]}"
 		meta "note_${name}_$workers" "${NOTE_OF[$name]}"
 	done
 	echo "  client: wrk -t$WRK_THREADS -c$CONNS -d$DURATION; $REPS repetition(s)"
