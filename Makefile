@@ -2,8 +2,9 @@
 
 CARGO        ?= cargo
 LISTEN       ?= 127.0.0.1:8080
-# How long `make fuzz` runs, in seconds.
+# How long `make fuzz` runs, in seconds, and which target.
 FUZZ_SECONDS ?= 600
+FUZZ_TARGET  ?= http_conn
 
 .PHONY: help run build test lint bench bench-micro bench-ipc loom stress fuzz fuzz-seeds clean
 
@@ -17,7 +18,7 @@ help:
 	@echo "make bench-ipc    shared-memory rings against a socketpair and the wake-up floors"
 	@echo "make loom         model-check the rings' atomics with loom"
 	@echo "make stress       faults under load, forkring beside nginx (tools/; installs wrk and nginx if missing)"
-	@echo "make fuzz         fuzz the HTTP core for FUZZ_SECONDS (installs cargo-fuzz if missing)"
+	@echo "make fuzz         fuzz FUZZ_TARGET (http_conn, ring_master) for FUZZ_SECONDS (installs cargo-fuzz if missing)"
 	@echo "make fuzz-seeds   rewrite the fuzz seeds made from the hostile-request corpus (testkit/)"
 
 run:
@@ -81,19 +82,20 @@ stress:
 	$(CARGO) build --release --bin forkring
 	$(CARGO) run --release -p forkring-stress -- $(STRESS_ARGS)
 
-# `-s none` (no sanitizer) runs on the stable toolchain; the HTTP core has no
-# unsafe code of its own. New inputs go to fuzz/corpus/http_conn/ (seeds in
-# fuzz/seeds/http_conn/ are read too); crashes land in
-# fuzz/artifacts/http_conn/. Replay one with
-#   cargo fuzz run --fuzz-dir fuzz -s none http_conn fuzz/artifacts/http_conn/<file>
+# `-s none` (no sanitizer) runs on the stable toolchain. Targets:
+# http_conn (the HTTP core; default) and ring_master (the master's side of a
+# worker's shared channel, fed garbage memory). New inputs go to
+# fuzz/corpus/<target>/ (seeds in fuzz/seeds/<target>/ are read too);
+# crashes land in fuzz/artifacts/<target>/. Replay one with
+#   cargo fuzz run --fuzz-dir fuzz -s none <target> fuzz/artifacts/<target>/<file>
 fuzz:
 	@if ! command -v cargo-fuzz >/dev/null 2>&1; then \
 		echo "==> installing cargo-fuzz (cargo install cargo-fuzz --locked)"; \
 		$(CARGO) install cargo-fuzz --locked; \
 	fi
-	@mkdir -p fuzz/corpus/http_conn
-	@echo "==> fuzzing target http_conn for $(FUZZ_SECONDS)s (FUZZ_SECONDS=... to change)"
-	$(CARGO) fuzz run --fuzz-dir fuzz -s none http_conn fuzz/corpus/http_conn fuzz/seeds/http_conn \
+	@mkdir -p fuzz/corpus/$(FUZZ_TARGET) fuzz/seeds/$(FUZZ_TARGET)
+	@echo "==> fuzzing target $(FUZZ_TARGET) for $(FUZZ_SECONDS)s (FUZZ_TARGET=..., FUZZ_SECONDS=... to change)"
+	$(CARGO) fuzz run --fuzz-dir fuzz -s none $(FUZZ_TARGET) fuzz/corpus/$(FUZZ_TARGET) fuzz/seeds/$(FUZZ_TARGET) \
 		-- -max_total_time=$(FUZZ_SECONDS)
 
 # The seeds testkit/ makes from the hostile-request corpus

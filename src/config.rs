@@ -225,9 +225,10 @@ pub struct Respawn {
     /// A worker ready for this long resets its slot's crash streak.
     pub stable_after: Duration,
     /// Workers of one slot dying in a row before they become ready stop the
-    /// cluster.
+    /// cluster. A worker that was ready and then died is always replaced.
     pub max_startup_failures: u32,
-    /// Crashes within `crash_window`, over all slots, that stop the cluster.
+    /// Workers dying before they become ready, over all slots, within
+    /// `crash_window`, that stop the cluster.
     pub max_crashes: u32,
     /// Window for `max_crashes`.
     pub crash_window: Duration,

@@ -169,7 +169,16 @@ impl Server {
             config.backend = b;
         }
         if let Some((id, listener, lifeline, ring)) = crate::worker::reexec_worker()? {
-            return crate::worker::serve(&config, &factory, id, listener, lifeline, Some(ring));
+            let result = crate::worker::serve(&config, &factory, id, listener, lifeline, Some(ring));
+            if let Err(e) = &result {
+                if crate::worker::CannotStart::is(e) {
+                    // As a forked worker would: tell the master this will
+                    // not change by trying again.
+                    log::error!("worker {id}: {e}");
+                    std::process::exit(crate::worker::EXIT_CANNOT_START);
+                }
+            }
+            return result;
         }
         if config.workers == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "workers must be at least 1"));

@@ -68,9 +68,16 @@ const INBOX: Token = Token(u64::MAX - 2);
 
 /// Serves `listener` until the worker is drained; see the contract in
 /// [`super`].
-pub(crate) fn run<H: Handler>(config: &Config, listener: OwnedFd, handler: &mut H, link: &Link) -> io::Result<()> {
+pub(crate) fn run<H: Handler>(
+    config: &Config,
+    listener: OwnedFd,
+    handler: &mut H,
+    link: &Link,
+    ready: impl FnOnce(),
+) -> io::Result<()> {
     let mut driver = Driver::new(config, listener, link)?;
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+    ready();
     driver.serve(&mut events, handler)
 }
 

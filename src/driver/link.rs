@@ -38,6 +38,9 @@ pub(crate) struct Inbox {
     pub(crate) consumer: &'static mut Consumer,
     /// The worker's counters in shared memory.
     pub(crate) counters: &'static Counters,
+    /// The ring was found damaged: it is not read again (the master
+    /// replaces the worker soon), and that is logged once.
+    pub(crate) broken: bool,
 }
 
 /// The loop's link to its worker. Drivers keep a read on
@@ -106,10 +109,21 @@ impl Link {
         let Some(inbox) = &self.inbox else { return 0 };
         let mut inbox = inbox.borrow_mut();
         let inbox = &mut *inbox;
+        if inbox.broken {
+            return 0;
+        }
         inbox.consumer.after_wake();
         // A bounded batch per turn: a flooding master cannot hold up the
         // connections; what is left keeps the loop from sleeping.
-        match inbox.consumer.recv_up_to(MESSAGES_PER_TURN, |msg| handler.on_message(msg)) {
+        // A panic in the user's `on_message` is caught like one in `handle`:
+        // that message is lost, the worker and its connections are not.
+        let on_message = |msg: &[u8]| {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.on_message(msg)));
+            if r.is_err() {
+                log::error!("on_message panicked; the message ({} bytes) is dropped", msg.len());
+            }
+        };
+        match inbox.consumer.recv_up_to(MESSAGES_PER_TURN, on_message) {
             Ok(n) => {
                 if n > 0 {
                     inbox.counters.add(Counter::RingReceived, n as u64);
@@ -117,7 +131,8 @@ impl Link {
                 n
             }
             Err(e) => {
-                log::error!("ring from the master is unreadable ({e:?}); its messages are lost");
+                log::error!("ring from the master is unreadable ({e}); no more messages are read from it");
+                inbox.broken = true;
                 0
             }
         }
@@ -128,7 +143,10 @@ impl Link {
     /// master's sends cost it no wake-up.
     pub(crate) fn may_sleep(&self) -> bool {
         match &self.inbox {
-            Some(inbox) => inbox.borrow_mut().consumer.prepare_sleep(),
+            Some(inbox) => {
+                let mut inbox = inbox.borrow_mut();
+                inbox.broken || inbox.consumer.prepare_sleep()
+            }
             None => true,
         }
     }

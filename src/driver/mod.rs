@@ -54,26 +54,33 @@ pub(crate) use link::{drain_from_signal, Inbox, Link};
 
 /// Runs the event loop chosen by `config.backend` on `listener` (the
 /// worker's own copy, closed when draining starts) and returns the backend
-/// that actually ran.
-pub(crate) fn run<H: Handler>(config: &Config, listener: OwnedFd, handler: &mut H, link: &Link) -> io::Result<Backend> {
+/// that actually ran. `ready` is called once the loop is set up and about
+/// to accept: an error returned before that means the worker cannot start.
+pub(crate) fn run<H: Handler>(
+    config: &Config,
+    listener: OwnedFd,
+    handler: &mut H,
+    link: &Link,
+    ready: impl FnOnce(),
+) -> io::Result<Backend> {
     match config.backend {
         Backend::Epoll => {
             log::info!("backend: epoll (configured)");
-            epoll::run(config, listener, handler, link).map(|()| Backend::Epoll)
+            epoll::run(config, listener, handler, link, ready).map(|()| Backend::Epoll)
         }
         Backend::Uring => {
-            let ring = uring::setup(config)?;
+            let ring = uring::setup(config).map_err(|e| crate::sys::context(e, "io_uring refused"))?;
             log::info!("backend: io_uring ({})", ring.describe());
-            ring.run(config, listener, handler, link).map(|()| Backend::Uring)
+            ring.run(config, listener, handler, link, ready).map(|()| Backend::Uring)
         }
         Backend::Auto => match uring::setup(config) {
             Ok(ring) => {
                 log::info!("backend: io_uring ({})", ring.describe());
-                ring.run(config, listener, handler, link).map(|()| Backend::Uring)
+                ring.run(config, listener, handler, link, ready).map(|()| Backend::Uring)
             }
             Err(e) if uring::is_refusal(&e) => {
                 log::info!("backend: epoll (io_uring refused: {e})");
-                epoll::run(config, listener, handler, link).map(|()| Backend::Epoll)
+                epoll::run(config, listener, handler, link, ready).map(|()| Backend::Epoll)
             }
             Err(e) => Err(e),
         },

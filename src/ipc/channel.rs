@@ -276,6 +276,19 @@ impl Duplex {
         Ok(n)
     }
 
+    /// Reads at most `max` messages, each copied out of shared memory
+    /// before `f` sees it (see [`Consumer::recv_owned`]).
+    pub fn recv_owned(&mut self, max: usize, f: impl FnMut(Vec<u8>)) -> Result<usize, RecvError> {
+        self.rx.recv_owned(max, f)
+    }
+
+    /// Whether the peer damaged either ring (a bad frame, a reset it had
+    /// no right to make, or impossible indices): nothing more can be sent
+    /// or received on this end.
+    pub fn is_corrupt(&self) -> bool {
+        self.tx.is_corrupt() || self.rx.is_broken()
+    }
+
     /// Reads one message into `buf`; returns whether there was one.
     pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<bool, RecvError> {
         buf.clear();

@@ -198,19 +198,21 @@ impl Add for Snapshot {
 }
 
 impl AddAssign for Snapshot {
+    /// Wrapping: the values come from memory a worker writes, and a
+    /// damaged counter must not take the master down.
     fn add_assign(&mut self, o: Snapshot) {
-        self.requests += o.requests;
+        self.requests = self.requests.wrapping_add(o.requests);
         for (a, b) in self.responses.iter_mut().zip(o.responses) {
-            *a += b;
+            *a = a.wrapping_add(b);
         }
-        self.bytes_in += o.bytes_in;
-        self.bytes_out += o.bytes_out;
-        self.open_connections += o.open_connections;
-        self.accepts += o.accepts;
-        self.parse_errors += o.parse_errors;
-        self.ring_sent += o.ring_sent;
-        self.ring_received += o.ring_received;
-        self.ring_full += o.ring_full;
+        self.bytes_in = self.bytes_in.wrapping_add(o.bytes_in);
+        self.bytes_out = self.bytes_out.wrapping_add(o.bytes_out);
+        self.open_connections = self.open_connections.wrapping_add(o.open_connections);
+        self.accepts = self.accepts.wrapping_add(o.accepts);
+        self.parse_errors = self.parse_errors.wrapping_add(o.parse_errors);
+        self.ring_sent = self.ring_sent.wrapping_add(o.ring_sent);
+        self.ring_received = self.ring_received.wrapping_add(o.ring_received);
+        self.ring_full = self.ring_full.wrapping_add(o.ring_full);
     }
 }
 

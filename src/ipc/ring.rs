@@ -399,6 +399,7 @@ impl Ring {
             woken: 0,
             wakes: 0,
             notifier: None,
+            corrupt: false,
         })
     }
 
@@ -465,6 +466,10 @@ pub struct Producer {
     wakes: u64,
     /// The consumer's eventfd, written when it sleeps.
     notifier: Option<Arc<Notifier>>,
+    /// The consumer published a `head` no honest consumer could (past the
+    /// tail, or more than a ring behind it): the producer sends nothing
+    /// more.
+    corrupt: bool,
 }
 
 impl Producer {
@@ -530,7 +535,7 @@ impl Producer {
         // `Relaxed`: close and reset are advisory here. A send racing a close
         // lands in the ring and is read; a reset happens only when this
         // producer's process is gone (see `Ring::reset`).
-        if self.ring.header().meta.0.ctrl.load(Ordering::Relaxed) != self.ctrl {
+        if self.corrupt || self.ring.header().meta.0.ctrl.load(Ordering::Relaxed) != self.ctrl {
             return Err(SendError::Closed);
         }
         let cap = self.ring.opts.capacity;
@@ -538,14 +543,11 @@ impl Producer {
         let off = self.tail as usize & (cap - 1);
         let (at, pad) = if off + frame > cap { (0, cap - off) } else { (off, 0) };
         // The frame, any padding before it, and the next frame's header word
-        // (zeroed at commit) must all be free.
+        // (zeroed at commit) must all be free. `head_cache <= tail` holds
+        // (checked on every load), so this cannot underflow.
         let need = (pad + frame + HEADER) as u64;
         if self.tail + need - self.head_cache > cap as u64 {
-            // Pairs with the consumer's `Release` store of `head` (in
-            // `Consumer::publish`): every read it made of the frames before
-            // `head` happened before this load returns, so they may be
-            // overwritten.
-            self.head_cache = self.ring.header().head.0.load(Ordering::Acquire);
+            self.load_head()?;
             if self.tail + need - self.head_cache > cap as u64 {
                 return Err(SendError::Full);
             }
@@ -643,11 +645,40 @@ impl Producer {
     }
 
     /// Bytes this producer may still write before it sees the ring full,
-    /// by its cached view of the consumer's `head` (refreshed first).
+    /// by its cached view of the consumer's `head` (refreshed first); 0 once
+    /// the ring is corrupt.
     pub fn free_bytes(&mut self) -> usize {
-        // Pairs with the consumer's `Release` store of `head`, as in `reserve`.
-        self.head_cache = self.ring.header().head.0.load(Ordering::Acquire);
+        if self.load_head().is_err() {
+            return 0;
+        }
         self.ring.opts.capacity - (self.tail - self.head_cache) as usize
+    }
+
+    /// Refreshes `head_cache` from the consumer's `head`, which the consumer
+    /// (possibly another, untrusted process) writes: a value past the tail
+    /// or more than a ring behind it marks the ring corrupt.
+    fn load_head(&mut self) -> Result<(), SendError> {
+        // Pairs with the consumer's `Release` store of `head` (in
+        // `Consumer::publish`): every read it made of the frames before
+        // `head` happened before this load returns, so they may be
+        // overwritten.
+        let head = self.ring.header().head.0.load(Ordering::Acquire);
+        match self.tail.checked_sub(head) {
+            Some(used) if used <= self.ring.opts.capacity as u64 && head >= self.head_cache => {
+                self.head_cache = head;
+                Ok(())
+            }
+            _ => {
+                self.corrupt = true;
+                Err(SendError::Closed)
+            }
+        }
+    }
+
+    /// Whether the consumer corrupted the ring's indices (see
+    /// [`Producer::free_bytes`]); every send then answers `Closed`.
+    pub fn is_corrupt(&self) -> bool {
+        self.corrupt
     }
 }
 
@@ -710,6 +741,35 @@ impl Consumer {
 
     /// [`Consumer::recv_batch`], reading at most `max` messages.
     pub fn recv_up_to(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> Result<usize, RecvError> {
+        self.take(max, |buf, off, len| {
+            // SAFETY: `take` hands out only a committed frame's payload,
+            // checked to lie inside the data; it stays put until `head` is
+            // published past it, after this returns.
+            unsafe { buf.read(off, len, &mut f) }
+        })
+    }
+
+    /// Reads at most `max` messages, each copied out of shared memory into
+    /// a `Vec` before `f` sees it: for a consumer whose producer is not
+    /// trusted (the master reading a worker), which must never hold a
+    /// reference into memory another process may be writing.
+    pub fn recv_owned(&mut self, max: usize, mut f: impl FnMut(Vec<u8>)) -> Result<usize, RecvError> {
+        self.take(max, |buf, off, len| {
+            // SAFETY: as in `recv_up_to`; the bytes are copied, not borrowed.
+            f(unsafe { buf.copy_out(off, len) })
+        })
+    }
+
+    /// Whether the ring was found corrupt or reset under this consumer: it
+    /// reads nothing more.
+    pub fn is_broken(&self) -> bool {
+        self.poisoned.is_some() || self.ring.generation() != self.generation
+    }
+
+    /// The frame walk of the receive calls: validates every header word,
+    /// hands each message's payload to `take` as (data, offset, length),
+    /// and publishes `head` at least every quarter ring and at the end.
+    fn take(&mut self, max: usize, mut take: impl FnMut(&Buf, usize, usize)) -> Result<usize, RecvError> {
         if let Some(e) = self.poisoned {
             return Err(e);
         }
@@ -732,10 +792,10 @@ impl Consumer {
             let len = (word & LEN_MASK) as usize;
             if word & (MSG | PAD) == MSG && len <= max_message && off + frame_len(len) <= cap {
                 self.head += frame_len(len) as u64;
-                // SAFETY: the producer committed `len` bytes after this
-                // header, checked to lie inside the data; they stay put
-                // until `head` is published past them, after `f` returns.
-                unsafe { self.ring.buf.read(off + HEADER, len, &mut f) };
+                // The producer committed `len` bytes after this header,
+                // checked to lie inside the data; they stay put until `head`
+                // is published past them, after `take` returns.
+                take(&self.ring.buf, off + HEADER, len);
                 n += 1;
             } else if word & (MSG | PAD) == PAD && len == cap - off {
                 self.head += len as u64;
@@ -913,6 +973,27 @@ impl Buf {
         // SAFETY: the caller's contract; the bytes are initialised.
         f(unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(off), len) })
     }
+
+    /// Copies `[off, off + len)` into a new `Vec` without making a
+    /// reference to the shared bytes (a hostile producer may be writing
+    /// them: the copy is then garbage, never undefined behaviour here).
+    ///
+    /// # Safety
+    ///
+    /// The range lies in the data area.
+    #[inline]
+    unsafe fn copy_out(&self, off: usize, len: usize) -> Vec<u8> {
+        debug_assert!(off + len <= self.cap);
+        let mut v = Vec::with_capacity(len);
+        // SAFETY: the source range is in the mapping (the caller's
+        // contract) and the destination has room for `len` bytes; a byte
+        // copy through raw pointers borrows nothing.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), v.as_mut_ptr(), len);
+            v.set_len(len);
+        }
+        v
+    }
 }
 
 /// The data area, modelled for `loom`: each 8-byte slot has its header word
@@ -972,6 +1053,11 @@ impl Buf {
         }
         f(&tmp)
     }
+
+    unsafe fn copy_out(&self, off: usize, len: usize) -> Vec<u8> {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.read(off, len, |m| m.to_vec()) }
+    }
 }
 
 #[cfg(all(test, not(loom)))]
@@ -996,6 +1082,50 @@ mod tests {
 
     fn payload(seq: u64, len: usize) -> Vec<u8> {
         (0..len).map(|i| (seq as usize * 31 + i * 7) as u8).collect()
+    }
+
+    #[test]
+    fn impossible_head_from_a_hostile_consumer_marks_the_ring_corrupt() {
+        // A consumer in another process writes `head`: one past the tail,
+        // or more than a ring behind it, is corruption, never arithmetic
+        // that overflows.
+        for head in [u64::MAX, 1 << 40, 4096] {
+            let (mut p, _c) = ring(256, 64);
+            // Fill until the producer must look at `head`.
+            while p.try_send(&[1; 40]).is_ok() {}
+            p.ring.header().head.0.store(head, Ordering::Release);
+            assert_eq!(p.try_send(&[2; 40]), Err(SendError::Closed), "head {head}");
+            assert!(p.is_corrupt());
+            assert_eq!(p.free_bytes(), 0);
+            assert_eq!(p.try_send(b"x"), Err(SendError::Closed));
+        }
+    }
+
+    #[test]
+    fn a_reset_or_garbage_under_the_consumer_breaks_it_for_good() {
+        let (mut p, mut c) = ring(256, 64);
+        p.try_send(b"one").unwrap();
+        assert!(!c.is_broken());
+        // A hostile producer bumps the generation.
+        let ctrl = &c.ring.header().meta.0.ctrl;
+        ctrl.store(ctrl.load(Ordering::Relaxed) + 2, Ordering::Relaxed);
+        assert!(c.is_broken());
+        assert_eq!(c.recv_owned(10, |_| panic!("read from a reset ring")), Err(RecvError::Reset));
+        let (_p, mut c) = ring(256, 64);
+        c.ring.buf.header(0).store(MSG | 10_000, Ordering::Release);
+        assert!(matches!(c.recv_owned(10, |_| panic!("delivered a corrupt frame")), Err(RecvError::Corrupt { .. })));
+        assert!(c.is_broken());
+    }
+
+    #[test]
+    fn owned_messages_are_copies() {
+        let (mut p, mut c) = ring(256, 64);
+        p.try_send(b"hello").unwrap();
+        p.try_send(b"world").unwrap();
+        let mut got = Vec::new();
+        assert_eq!(c.recv_owned(1, |m| got.push(m)).unwrap(), 1);
+        assert_eq!(c.recv_owned(10, |m| got.push(m)).unwrap(), 1);
+        assert_eq!(got, [b"hello".to_vec(), b"world".to_vec()]);
     }
 
     #[test]

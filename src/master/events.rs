@@ -16,6 +16,15 @@ use super::{Command, Ctl, Event, EventCallback, Handle, Master, TimerCallback};
 use crate::lifeline::{self, Msg};
 use crate::worker::WorkerId;
 
+/// Most messages read from one worker's ring per loop turn.
+const MESSAGES_PER_TURN: usize = 256;
+/// Most lifeline messages read from one worker per loop turn (an honest
+/// worker sends three in its life).
+const LIFELINE_PER_TURN: usize = 4;
+/// Events queued in one event channel beyond which the master stops
+/// reading the rings until the channel's consumer catches up.
+pub(super) const EVENT_BACKLOG: usize = 65_536;
+
 /// Per-worker environment: `(name, value)` pairs for a slot.
 pub type WorkerEnv = Box<dyn Fn(usize) -> Vec<(String, String)>>;
 
@@ -94,21 +103,33 @@ impl Master<'_> {
     }
 
     /// Hands the messages worker `id` sent to the event callbacks and
-    /// channels.
+    /// channels: at most [`MESSAGES_PER_TURN`], each copied out of shared
+    /// memory first. What is left waits in the ring (the worker's sends
+    /// answer `Full` once it is full: backpressure, never a silent drop).
     pub(super) fn read_ring(&mut self, id: WorkerId) {
         let Some(p) = self.find_mut(id) else { return };
+        if p.evicted {
+            return;
+        }
         let idx = p.channel;
         let end = self.slots[id.slot].channels[idx].ch.master();
         end.after_wake();
         let mut msgs = Vec::new();
-        // One ring's worth at most per turn, so a flooding worker cannot
-        // hold up the supervisor.
-        if let Err(e) = end.recv_batch(|m| msgs.push(m.to_vec())) {
-            log::error!("worker {id}: ring from the worker is unreadable ({e:?}); ignoring it until respawn");
-        }
+        let r = end.recv_owned(MESSAGES_PER_TURN, |m| msgs.push(m));
         for data in msgs {
             self.emit(Event::Message { worker: id, data });
         }
+        if let Err(e) = r {
+            self.evict(id, format_args!("its ring to the master is damaged ({e})"));
+        }
+    }
+
+    /// Whether the event channels are backed up (a consumer thread that
+    /// does not keep up): the loop then leaves the rings alone for a while,
+    /// so the backlog stays in the workers' rings, bounded, and their sends
+    /// see `Full`.
+    pub(super) fn events_backed_up(&self) -> bool {
+        self.hooks.senders.iter().any(|tx| tx.len() >= EVENT_BACKLOG)
     }
 
     /// Resets the eventfd of worker `id`'s ring to the master after it
@@ -122,23 +143,54 @@ impl Master<'_> {
 
     /// Tells every worker's ring that the master is about to sleep; false
     /// when a message is already waiting (then the master must not block).
+    /// A worker whose ring is damaged is evicted here rather than let its
+    /// ring keep the master awake.
     pub(super) fn rings_may_sleep(&mut self) -> bool {
         let mut may = true;
+        let mut broken = Vec::new();
         for s in &mut self.slots {
-            let procs: Vec<usize> = s.procs().map(|p| p.channel).collect();
-            for idx in procs {
-                if !s.channels[idx].ch.master().prepare_sleep() {
+            let procs: Vec<(WorkerId, usize)> = s.procs().filter(|p| !p.evicted).map(|p| (p.id, p.channel)).collect();
+            for (id, idx) in procs {
+                let end = s.channels[idx].ch.master();
+                if end.is_corrupt() {
+                    broken.push(id);
+                } else if !end.prepare_sleep() {
                     may = false;
                 }
             }
         }
+        for id in broken {
+            self.evict(id, format_args!("its shared channel is damaged"));
+        }
         may
     }
 
-    /// Reads worker `id`'s lifeline until it is empty.
+    /// Kills worker `id`, which broke the protocol, once: logs why, stops
+    /// reading anything of it, refuses messages to it, and lets the reap
+    /// that follows respawn the slot like any crash.
+    pub(super) fn evict(&mut self, id: WorkerId, why: std::fmt::Arguments<'_>) {
+        let Some(p) = self.find_mut(id) else { return };
+        if p.evicted {
+            return;
+        }
+        p.evicted = true;
+        log::error!("worker {id} (pid {}): {why}; killing it", p.pid);
+        Self::signal(p, libc::SIGKILL);
+        let idx = p.channel;
+        self.slots[id.slot].channels[idx].ch.close();
+    }
+
+    /// Reads at most [`LIFELINE_PER_TURN`] messages from worker `id`'s
+    /// lifeline. The worker reports `Online`, `Listening`, `Ready`, in that
+    /// order, once each; anything else (an unknown byte, a repeat, a step
+    /// skipped) evicts it. What is left is read on later turns, so a
+    /// flooding worker cannot hold the loop.
     pub(super) fn read_lifeline(&mut self, id: WorkerId) {
-        loop {
+        for _ in 0..LIFELINE_PER_TURN {
             let Some(p) = self.find_mut(id) else { return };
+            if p.evicted {
+                return;
+            }
             let Some(fd) = &p.lifeline else { return };
             let byte = match lifeline::recv(fd.as_fd()) {
                 lifeline::Read::Byte(b) => b,
@@ -154,24 +206,31 @@ impl Master<'_> {
                 }
             };
             let pid = p.pid;
-            match Msg::decode(byte) {
-                Some(Msg::Online) => {
+            match (p.state, Msg::decode(byte)) {
+                (ProcState::Forked, Some(Msg::Online)) => {
                     p.state = ProcState::Online;
                     self.emit(Event::Online { worker: id, pid });
                 }
-                Some(Msg::Listening) => {
+                (ProcState::Online, Some(Msg::Listening)) => {
                     p.state = ProcState::Listening;
                     let addr = self.addr;
                     self.emit(Event::Listening { worker: id, pid, addr });
                 }
-                Some(Msg::Ready) => {
+                (ProcState::Listening, Some(Msg::Ready)) => {
                     p.state = ProcState::Ready;
                     p.ready_at = Some(Instant::now());
                     self.slots[id.slot].startup_failures = 0;
                     self.emit(Event::Ready { worker: id, pid });
                     self.on_ready(id);
                 }
-                None => log::warn!("worker {id}: unknown message {byte}"),
+                (state, msg) => {
+                    let got = match msg {
+                        Some(m) => format!("{m:?}"),
+                        None => format!("unknown byte {byte}"),
+                    };
+                    self.evict(id, format_args!("lifeline protocol broken: {got} while {state:?}"));
+                    return;
+                }
             }
         }
     }

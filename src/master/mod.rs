@@ -113,6 +113,8 @@ struct Master<'a> {
 
 /// Time past the drain timeout after which the master kills a worker.
 const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How often the loop looks again while an event channel is backed up.
+const BACKED_UP_POLL_MS: i32 = 10;
 
 /// What an epoll event of the master loop refers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -279,7 +281,16 @@ impl Master<'_> {
     fn run_loop(&mut self) -> io::Result<Outcome> {
         let mut events = [EpollEvent::empty(); 64];
         loop {
-            let timeout = if self.rings_may_sleep() { self.next_timeout() } else { 0 };
+            // While an event channel is backed up the rings are left alone
+            // (their backlog stays bounded in shared memory) and the loop
+            // looks again every few milliseconds.
+            let backed_up = self.events_backed_up();
+            let timeout = match (backed_up, self.next_timeout()) {
+                (true, -1) => BACKED_UP_POLL_MS,
+                (true, t) => t.min(BACKED_UP_POLL_MS),
+                (false, t) if self.rings_may_sleep() => t,
+                (false, _) => 0,
+            };
             let timeout = EpollTimeout::try_from(timeout).unwrap_or(EpollTimeout::NONE);
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
@@ -301,8 +312,10 @@ impl Master<'_> {
             // Messages are read from every ring each turn, not only from the
             // one whose eventfd fired: a worker writes the eventfd only when
             // the master said it would sleep.
-            for id in self.live_ids() {
-                self.read_ring(id);
+            if !backed_up {
+                for id in self.live_ids() {
+                    self.read_ring(id);
+                }
             }
             self.run_user_timers(Instant::now());
             while let Ok(cmd) = self.hooks.cmd_rx.try_recv() {

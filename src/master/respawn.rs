@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 
 use super::slot::{Proc, ProcState};
 use super::{Event, ExitStatus, Master, Phase};
-use crate::worker::WorkerId;
+use crate::worker::{WorkerId, EXIT_CANNOT_START};
 
 impl Master<'_> {
     /// Reaps worker `id` if it has exited: frees its channel, reports its
@@ -73,24 +73,40 @@ impl Master<'_> {
             return;
         }
         if was_current && !proc.stopping && self.phase == Phase::Running {
+            if proc.state != ProcState::Ready && exit == ExitStatus::Code(EXIT_CANNOT_START) && !proc.evicted {
+                // The worker said it cannot start for a reason that will
+                // not change (its log says which): stop now, not after a
+                // string of respawns.
+                self.fatal = Some(io::Error::other(format!(
+                    "the worker of slot {slot} cannot start (see its log above); stopping"
+                )));
+                return;
+            }
             self.crashed(slot, &proc);
         }
     }
 
-    /// Counts a crash of `slot`'s current worker against the budgets and
-    /// schedules its replacement.
+    /// Schedules the replacement of `slot`'s current worker, which crashed.
+    ///
+    /// A worker that had become ready is always replaced (after the slot's
+    /// back-off): a crash while serving can come from a remote client, and
+    /// must never become an outage of the whole cluster. Only workers that
+    /// die before they are ready count against the budgets that stop the
+    /// cluster: `max_startup_failures` in a row for one slot, `max_crashes`
+    /// within `crash_window` over all slots.
     fn crashed(&mut self, slot: usize, proc: &Proc) {
         let now = Instant::now();
         let policy = self.config.respawn;
-        self.crashes.push_back(now);
+        let s = &mut self.slots[slot];
+        s.streak += 1;
+        if proc.state != ProcState::Ready {
+            s.startup_failures += 1;
+            self.crashes.push_back(now);
+        }
         while self.crashes.front().is_some_and(|t| now.duration_since(*t) > policy.crash_window) {
             self.crashes.pop_front();
         }
         let s = &mut self.slots[slot];
-        if proc.state != ProcState::Ready {
-            s.startup_failures += 1;
-        }
-        s.streak += 1;
         if s.startup_failures >= policy.max_startup_failures {
             self.fatal = Some(io::Error::other(format!(
                 "worker of slot {slot} died {} times in a row before it was ready; stopping",
@@ -100,7 +116,7 @@ impl Master<'_> {
         }
         if self.crashes.len() as u32 >= policy.max_crashes {
             self.fatal = Some(io::Error::other(format!(
-                "{} worker crashes within {:?}; stopping",
+                "{} workers died before they were ready within {:?}; stopping",
                 self.crashes.len(),
                 policy.crash_window
             )));

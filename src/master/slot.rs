@@ -44,6 +44,10 @@ pub(super) struct Proc {
     pub(super) stopping: bool,
     /// Index of its shared-memory channel in its slot's `channels`.
     pub(super) channel: usize,
+    /// It broke the protocol (a damaged ring, a bad lifeline message) and
+    /// was sent SIGKILL: nothing of it is read any more, and nothing more
+    /// about it is logged until it is reaped.
+    pub(super) evicted: bool,
 }
 
 /// One slot of the process table.

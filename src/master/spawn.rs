@@ -110,6 +110,7 @@ impl Master<'_> {
             ready_at: None,
             stopping: false,
             channel,
+            evicted: false,
         };
         let s = &mut self.slots[slot];
         if let Some(old) = s.current.take() {

@@ -76,7 +76,11 @@ where
         Ok(Ok(())) => 0,
         Ok(Err(e)) => {
             log::error!("worker {id}: {e}");
-            1
+            if CannotStart::is(&e) {
+                super::EXIT_CANNOT_START
+            } else {
+                1
+            }
         }
         Err(_) => 101,
     }
@@ -122,10 +126,45 @@ where
     let listener = unsafe { OwnedFd::from_raw_fd(listener) };
     lifeline::send(lifeline.as_fd(), Msg::Listening);
     let mut handler = factory();
-    lifeline::send(lifeline.as_fd(), Msg::Ready);
-    crate::driver::run(config, listener, &mut handler, &link)?;
-    drop(lifeline);
-    Ok(())
+    // Ready only once the loop is set up: a worker whose loop cannot run
+    // (io_uring refused with `--backend uring`) never says it is.
+    let mut ready = false;
+    let result = crate::driver::run(config, listener, &mut handler, &link, || {
+        lifeline::send(lifeline.as_fd(), Msg::Ready);
+        ready = true;
+    });
+    match result {
+        Ok(_) => {
+            drop(lifeline);
+            Ok(())
+        }
+        Err(e) if !ready => Err(io::Error::new(e.kind(), CannotStart(e))),
+        Err(e) => Err(e),
+    }
+}
+
+/// Why a worker could not start its event loop: an error that trying again
+/// will not change.
+#[derive(Debug)]
+pub(crate) struct CannotStart(io::Error);
+
+impl CannotStart {
+    /// Whether `e` is a [`CannotStart`].
+    pub(crate) fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<CannotStart>())
+    }
+}
+
+impl std::fmt::Display for CannotStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot start: {}", self.0)
+    }
+}
+
+impl std::error::Error for CannotStart {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
 }
 
 /// Replaces the forked child with a fresh execution of the program, handing

@@ -14,7 +14,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
-pub(crate) use entry::{reexec_worker, run_forked, serve, Start, StartRing};
+pub(crate) use entry::{reexec_worker, run_forked, serve, CannotStart, Start, StartRing};
 
 use crate::driver::Inbox;
 use crate::ipc::{Counter, Counters, Producer, SendError, WorkerEnd};
@@ -34,6 +34,13 @@ impl fmt::Display for WorkerId {
         write!(f, "{}.{}", self.slot, self.generation)
     }
 }
+
+/// The exit code of a worker that cannot start for a reason that will not
+/// change by trying again (say, `--backend uring` where the kernel refuses
+/// io_uring): the master stops the cluster at once with that reason in the
+/// worker's log, instead of respawning it. It counts only before the worker
+/// said it was ready (`EX_CONFIG` of sysexits.h).
+pub(crate) const EXIT_CANNOT_START: i32 = 78;
 
 /// The worker this process is; set once, right after fork or re-exec.
 static SELF_ID: OnceLock<WorkerId> = OnceLock::new();
@@ -104,5 +111,5 @@ fn install(end: WorkerEnd) -> Inbox {
     let (producer, consumer) = end.split();
     // A second install (never done) would keep the first outbox.
     let _ = OUTBOX.set(Outbox { locked: AtomicBool::new(false), producer: UnsafeCell::new(producer), counters });
-    Inbox { consumer, counters }
+    Inbox { consumer, counters, broken: false }
 }

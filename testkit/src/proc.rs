@@ -24,6 +24,9 @@ pub struct Stat {
     /// Start time in clock ticks since boot: with the pid, it names one
     /// process for good.
     pub start: u64,
+    /// CPU time used so far, user and system, in clock ticks
+    /// (`sysconf(_SC_CLK_TCK)`, 100 per second on Linux).
+    pub cpu_ticks: u64,
 }
 
 impl Stat {
@@ -40,8 +43,15 @@ pub fn stat(pid: i32) -> Option<Stat> {
     // after its closing parenthesis are plain.
     let rest = s.get(s.rfind(')')? + 2..)?;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: [0] state, [1] ppid, ..., [19] starttime.
-    Some(Stat { state: f.first()?.chars().next()?, ppid: f.get(1)?.parse().ok()?, start: f.get(19)?.parse().ok()? })
+    // After the name: [0] state, [1] ppid, ..., [11] utime, [12] stime,
+    // ..., [19] starttime.
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+    Some(Stat {
+        state: f.first()?.chars().next()?,
+        ppid: f.get(1)?.parse().ok()?,
+        start: ticks(19)?,
+        cpu_ticks: ticks(11)? + ticks(12)?,
+    })
 }
 
 /// True while `pid` runs (exists and is neither a zombie nor dead).

@@ -54,9 +54,15 @@ pub struct Server {
 /// The log line the driver prints for the backend `FORKRING_BACKEND` asks
 /// for; `None` when any backend will do (`auto` or unset).
 pub fn expected_backend_line() -> Option<&'static str> {
-    match std::env::var("FORKRING_BACKEND").as_deref() {
-        Ok("uring" | "io_uring" | "io-uring") => Some("backend: io_uring"),
-        Ok("epoll") => Some("backend: epoll"),
+    backend_line(std::env::var("FORKRING_BACKEND").ok().as_deref())
+}
+
+/// The log line for a `FORKRING_BACKEND` value (see
+/// [`expected_backend_line`]).
+fn backend_line(value: Option<&str>) -> Option<&'static str> {
+    match value {
+        Some("uring" | "io_uring" | "io-uring") => Some("backend: io_uring"),
+        Some("epoll") => Some("backend: epoll"),
         _ => None,
     }
 }
@@ -89,6 +95,11 @@ impl Server {
     /// Runs `cmd` (which must end up running the demo server) and waits
     /// like [`Server::try_start_on`].
     pub fn spawn(mut cmd: Command) -> Result<Server, String> {
+        // A backend set on the command itself overrides the test's own.
+        let expected = match cmd.get_envs().find(|(k, _)| *k == "FORKRING_BACKEND") {
+            Some((_, v)) => backend_line(v.and_then(|v| v.to_str())),
+            None => expected_backend_line(),
+        };
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("spawn forkring: {e}"))?;
         let stderr = child.stderr.take().expect("stderr is piped");
@@ -147,7 +158,7 @@ impl Server {
             }
         }
         let backend = backend.unwrap();
-        if let Some(want) = expected_backend_line() {
+        if let Some(want) = expected {
             if !backend.starts_with(want) {
                 return Err(format!(
                     "FORKRING_BACKEND asks for {want:?} but the server runs {backend:?}\n{}",

@@ -69,6 +69,7 @@ impl Ring {
         listener: OwnedFd,
         handler: &mut H,
         link: &Link,
+        ready: impl FnOnce(),
     ) -> io::Result<()> {
         let Ring { uring, bufs, .. } = &mut self;
         let (mut submitter, sq, mut cq) = uring.split();
@@ -78,9 +79,17 @@ impl Ring {
         }
         let io = Io { submitter, sq, bufs, inflight: 0 };
         let mut driver = Driver::new(config, listener, handler, link, io);
-        let result = driver.serve(&mut cq);
+        ready();
+        // A panic out of the loop (a handler's `on_message`, a bug) must not
+        // unwind past the ring while the kernel may still write into the
+        // receive buffers or read the send buffers: finish first (cancel,
+        // wait, or leak what the kernel keeps), then go on unwinding.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver.serve(&mut cq)));
         driver.finish(&mut cq);
-        result
+        match result {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
         // `self` drops here: the ring first, then the buffer memory.
     }
 }
