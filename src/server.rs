@@ -88,13 +88,18 @@ impl Server {
     /// Start workers by re-executing the program's binary (with the same
     /// arguments) instead of a plain fork. Use it when the master process
     /// has other threads: a plain fork copies only the forking thread, and
-    /// any lock another thread held stays locked in the child.
+    /// any lock another thread held stays locked in the child. Without it,
+    /// [`Server::serve`] refuses to fork from a process with other threads.
+    /// Needs `memfd_create` (the channel crosses exec as a memfd).
     pub fn reexec(mut self, on: bool) -> Self {
         self.config.reexec = on;
         self
     }
 
-    /// Drop privileges to `user` in the workers (the master binds first).
+    /// Drop privileges to `user` in the workers (the master binds first):
+    /// its uid, gid and groups, looked up by the master. Every worker also
+    /// sets `PR_SET_NO_NEW_PRIVS`; one that dropped privileges is no longer
+    /// dumpable. Without a user, a master running as root warns once.
     pub fn user(mut self, user: impl Into<String>) -> Self {
         self.config.user = Some(user.into());
         self
@@ -156,6 +161,11 @@ impl Server {
     /// budget is spent, or when the drain timeout forced workers to die.
     /// `factory` makes the handler inside each worker (again at every
     /// respawn).
+    ///
+    /// A worker holds only stdin, stdout, stderr and its own listener,
+    /// lifeline and channel: every other descriptor the program had open
+    /// before `serve` is closed in it. Open what a worker needs (files,
+    /// connections) in `factory`, which runs in the worker.
     ///
     /// In a process started as a re-executed worker ([`Server::reexec`]),
     /// this serves as that worker and returns when it has drained.

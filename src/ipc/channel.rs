@@ -14,6 +14,11 @@
 //! [`Channel::worker`]. Each worker process of a slot needs its own
 //! channel while two of them run at once (a rolling reload forks the new
 //! worker before the old one has drained).
+//!
+//! Isolation: a process forked after the channel was made inherits its
+//! mapping unless [`Channel::set_inherited`] said otherwise. The master
+//! keeps every channel out of each fork but the one of the worker it forks,
+//! so a worker, which may be compromised, maps no other slot's channel.
 
 use std::fmt;
 use std::io;
@@ -134,6 +139,13 @@ impl Channel {
         self.master_wake.drain()?;
         self.master = MasterEnd::claim(&self.to_worker, &self.to_master, &self.worker_wake, &self.master_wake)?;
         Ok(())
+    }
+
+    /// Whether a process forked from now on inherits the channel's mapping
+    /// (see [`Shm::set_inherited`]); a new channel is inherited. A child
+    /// that does not inherit it must not use the channel at all.
+    pub fn set_inherited(&self, inherited: bool) -> io::Result<()> {
+        self.to_worker.shm().set_inherited(inherited)
     }
 
     /// Closes both directions: sends from either end then return

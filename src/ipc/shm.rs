@@ -15,6 +15,7 @@ use std::ptr::NonNull;
 
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+use nix::sys::mman::{madvise, MmapAdvise};
 
 /// The system page size in bytes.
 pub fn page_size() -> usize {
@@ -113,6 +114,19 @@ impl Shm {
         }
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(Shm { ptr, len, fd })
+    }
+
+    /// Whether a child made by `fork()` inherits this mapping: `madvise`
+    /// with `MADV_DOFORK` (`true`) or `MADV_DONTFORK` (`false`). It decides
+    /// what later forks copy; this process's mapping and bytes stay as they
+    /// are. A child that does not inherit the mapping must not touch the
+    /// objects placed in it (it has their addresses, not their pages).
+    pub fn set_inherited(&self, inherited: bool) -> io::Result<()> {
+        let advice = if inherited { MmapAdvise::MADV_DOFORK } else { MmapAdvise::MADV_DONTFORK };
+        // SAFETY: `ptr`/`len` are exactly this mapping; DOFORK and DONTFORK
+        // change only what a later fork copies, never the mapping or its
+        // contents in this process.
+        unsafe { madvise(self.ptr.cast(), self.len, advice) }.map_err(io::Error::from)
     }
 
     /// Length in bytes (whole pages).
@@ -243,6 +257,37 @@ mod tests {
             assert!(bytes.iter().all(|&b| b == 0));
             assert!(shm.region(Region { offset: shm.len(), len: 1 }).is_err());
             assert!(shm.region(Region { offset: 0, len: shm.len() }).is_ok());
+        }
+    }
+
+    /// Whether a forked child has `shm` mapped (`madvise` on an unmapped
+    /// range fails with `ENOMEM`).
+    fn mapped_in_child(shm: &Shm) -> bool {
+        // SAFETY: the child makes only raw system calls (madvise, _exit),
+        // which are async-signal-safe, so the test harness's other threads
+        // do not matter.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
+        if pid == 0 {
+            // SAFETY: MADV_NORMAL changes nothing; an unmapped range fails.
+            let r = unsafe { libc::madvise(shm.as_ptr().cast(), shm.len(), libc::MADV_NORMAL) };
+            // SAFETY: leaves the child at once.
+            unsafe { libc::_exit(if r == 0 { 0 } else { 1 }) };
+        }
+        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap() {
+            nix::sys::wait::WaitStatus::Exited(_, code) => code == 0,
+            other => panic!("child: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn inheritance_across_fork_is_chosen() {
+        for shm in [Shm::memfd(4096).unwrap(), Shm::anonymous(4096).unwrap()] {
+            assert!(mapped_in_child(&shm), "inherited by default");
+            shm.set_inherited(false).unwrap();
+            assert!(!mapped_in_child(&shm), "MADV_DONTFORK keeps it out of the child");
+            shm.set_inherited(true).unwrap();
+            assert!(mapped_in_child(&shm), "MADV_DOFORK lets it in again");
         }
     }
 

@@ -172,6 +172,12 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
     // First, before this process opens any descriptor that could take
     // the numbers systemd passed.
     let inherited = crate::listen::inherited()?;
+    // An inherited `SIGCHLD = SIG_IGN` (some supervisors and shells pass it
+    // on) has the kernel reap the workers itself: `waitpid` then finds no
+    // child and their exit statuses are lost. Workers inherit the default.
+    // SAFETY: the default disposition installs no handler code.
+    unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGCHLD, nix::sys::signal::SigHandler::SigDfl) }
+        .map_err(|e| context(e.into(), "signal(SIGCHLD)"))?;
     let (mask, sigfd) = signals::block()?;
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| context(e.into(), "epoll_create1"))?;
     let (shared_listener, per_slot, addr) = bind(config, inherited)?;

@@ -1,7 +1,13 @@
 //! A worker process from its first instruction after `fork` (or after a
-//! re-exec) to its exit: identity, the death signal, environment,
-//! privileges, CPU pinning, its channel, the handler, and the event loop.
+//! re-exec) to its exit: identity, environment, privileges, CPU pinning,
+//! its channel, the handler, and the event loop.
+//!
+//! What runs between `fork` and this module (the death signal, closing
+//! every descriptor the worker must not hold, the `execve` of a re-executed
+//! worker) is the master's `spawn`: it is prepared in the master and done
+//! in the child with async-signal-safe calls only.
 
+use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -20,33 +26,59 @@ use crate::sys::context;
 /// Environment variable that marks a re-executed worker:
 /// `slot:generation:listener:lifeline:shm:worker_wake:master_wake`.
 const WORKER_ENV: &str = "FORKRING_WORKER";
+/// Environment variable with the worker's slot.
+const ID_ENV: &str = "FORKRING_WORKER_ID";
+/// Environment variable with the worker's generation.
+const GENERATION_ENV: &str = "FORKRING_WORKER_GENERATION";
 
-/// What the master hands a worker it forked.
+/// What the master hands a worker it forked (plain fork: the child runs
+/// the worker in the copy of the master's memory).
 #[derive(Debug)]
 pub(crate) struct Start {
     /// Which worker this is.
     pub(crate) id: WorkerId,
-    /// The master's pid, to catch a master that died before the death
-    /// signal was armed.
-    pub(crate) parent: i32,
     /// The slot's listening socket (the child's inherited copy).
     pub(crate) listener: RawFd,
     /// The worker's end of its lifeline.
     pub(crate) lifeline: OwnedFd,
-    /// The worker's shared-memory channel.
-    pub(crate) ring: StartRing,
+    /// The worker's end of its channel, claimed in the child.
+    pub(crate) ring: Box<WorkerEnd>,
     /// Extra environment variables for this slot.
     pub(crate) env: Vec<(String, String)>,
+    /// The user to switch to, looked up by the master; the error if the
+    /// look-up failed (the worker reports it and exits, as a worker that
+    /// cannot start).
+    pub(crate) user: Option<io::Result<Credentials>>,
 }
 
-/// How a forked worker gets its channel: claimed in the child, or (re-exec)
-/// as descriptors handed across exec.
-#[derive(Debug)]
-pub(crate) enum StartRing {
-    /// Claimed from the inherited mapping.
-    End(Box<WorkerEnd>),
-    /// The memfd and the two eventfds, for a re-executed worker.
-    Fds([RawFd; 3]),
+/// The variables every worker finds in its environment, and for a worker
+/// that re-executes the binary, the one that tells it which descriptors it
+/// was handed (`ring`: the memfd and the two eventfds of its channel).
+/// Built by the master before it forks.
+pub(crate) fn exec_env(
+    id: WorkerId,
+    listener: RawFd,
+    lifeline: RawFd,
+    ring: [RawFd; 3],
+) -> [(&'static str, String); 3] {
+    let [shm, worker_wake, master_wake] = ring;
+    let [slot, generation] = identity_env(id);
+    [
+        (WORKER_ENV, format!("{}:{}:{listener}:{lifeline}:{shm}:{worker_wake}:{master_wake}", id.slot, id.generation)),
+        slot,
+        generation,
+    ]
+}
+
+/// `FORKRING_WORKER_ID` and `FORKRING_WORKER_GENERATION` for `id`.
+fn identity_env(id: WorkerId) -> [(&'static str, String); 2] {
+    [(ID_ENV, id.slot.to_string()), (GENERATION_ENV, id.generation.to_string())]
+}
+
+/// Whether the master sets `key` itself in a re-executed worker's
+/// environment (a value inherited from the master's own must not stay).
+pub(crate) fn is_exec_env(key: &[u8]) -> bool {
+    [WORKER_ENV, ID_ENV, GENERATION_ENV].iter().any(|k| k.as_bytes() == key)
 }
 
 /// The worker side, right after fork: returns the exit code.
@@ -55,23 +87,25 @@ where
     H: Handler,
     F: Fn() -> H,
 {
-    let Start { id, parent, listener, lifeline, ring, env } = start;
-    if nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).is_err() || nix::unistd::getppid().as_raw() != parent {
-        // The master died before the death signal was armed.
-        return 0;
-    }
+    let Start { id, listener, lifeline, ring, env, user } = start;
     super::set_id(id);
-    std::env::set_var("FORKRING_WORKER_ID", id.slot.to_string());
-    std::env::set_var("FORKRING_WORKER_GENERATION", id.generation.to_string());
+    // The master is single-threaded, and so is this copy of it: changing
+    // the environment cannot race with a reader.
+    for (k, v) in identity_env(id) {
+        std::env::set_var(k, v);
+    }
     for (k, v) in &env {
         std::env::set_var(k, v);
     }
-    let end = match ring {
-        StartRing::Fds(fds) => return reexec(id, listener, lifeline, fds),
-        StartRing::End(end) => end,
+    let user = match user.transpose() {
+        Ok(user) => user,
+        Err(e) => {
+            log::error!("worker {id}: {e}");
+            return 1;
+        }
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        serve(config, factory, id, listener, lifeline, Some(*end))
+        serve_as(config, factory, id, listener, lifeline, Some(*ring), user.as_ref())
     })) {
         Ok(Ok(())) => 0,
         Ok(Err(e)) => {
@@ -86,7 +120,8 @@ where
     }
 }
 
-/// Runs the worker: privileges, pinning, messages, handler, event loop.
+/// Runs a worker that re-executed the binary: a fresh process, which may
+/// look its user up itself.
 pub(crate) fn serve<H, F>(
     config: &Config,
     factory: &F,
@@ -94,6 +129,24 @@ pub(crate) fn serve<H, F>(
     listener: RawFd,
     lifeline: OwnedFd,
     ring: Option<WorkerEnd>,
+) -> io::Result<()>
+where
+    H: Handler,
+    F: Fn() -> H,
+{
+    let user = config.user.as_deref().map(Credentials::resolve).transpose()?;
+    serve_as(config, factory, id, listener, lifeline, ring, user.as_ref())
+}
+
+/// Runs the worker: privileges, pinning, messages, handler, event loop.
+fn serve_as<H, F>(
+    config: &Config,
+    factory: &F,
+    id: WorkerId,
+    listener: RawFd,
+    lifeline: OwnedFd,
+    ring: Option<WorkerEnd>,
+    user: Option<&Credentials>,
 ) -> io::Result<()>
 where
     H: Handler,
@@ -116,9 +169,7 @@ where
     if config.pin {
         pin_to_cpu(id.slot)?;
     }
-    if let Some(user) = &config.user {
-        drop_privileges(user)?;
-    }
+    harden(user)?;
     // SAFETY: this descriptor is the worker's own copy of the slot's
     // socket: inherited across fork (the copy of the master's owner in this
     // process is never dropped, the child leaves through `_exit`) or passed
@@ -167,35 +218,6 @@ impl std::error::Error for CannotStart {
     }
 }
 
-/// Replaces the forked child with a fresh execution of the program, handing
-/// it the worker's descriptors; returns only on failure (the exit code).
-fn reexec(id: WorkerId, listener: RawFd, lifeline: OwnedFd, ring: [RawFd; 3]) -> i32 {
-    use std::os::unix::process::CommandExt;
-    // These descriptors must survive exec.
-    for fd in [listener, lifeline.as_raw_fd(), ring[0], ring[1], ring[2]] {
-        let _ = crate::sys::set_cloexec(fd, false);
-    }
-    let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
-    let err = std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .env(
-            WORKER_ENV,
-            format!(
-                "{}:{}:{}:{}:{}:{}:{}",
-                id.slot,
-                id.generation,
-                listener,
-                lifeline.as_raw_fd(),
-                ring[0],
-                ring[1],
-                ring[2]
-            ),
-        )
-        .exec();
-    log::error!("worker {id}: exec: {err}");
-    127
-}
-
 /// What a re-executed worker was handed.
 pub(crate) type Reexec = (WorkerId, RawFd, OwnedFd, WorkerEnd);
 
@@ -230,14 +252,95 @@ fn pin_to_cpu(slot: usize) -> io::Result<()> {
     sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| context(e.into(), "sched_setaffinity"))
 }
 
-/// Switches to `user`'s uid and gid, with that gid as the only group.
-fn drop_privileges(user: &str) -> io::Result<()> {
-    let u = User::from_name(user)
-        .map_err(|e| io::Error::other(format!("look up user {user}: {e}")))?
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no such user: {user}")))?;
-    let (uid, gid): (Uid, Gid) = (u.uid, u.gid);
-    nix::unistd::setgroups(&[gid]).map_err(|e| context(e.into(), "setgroups"))?;
-    nix::unistd::setresgid(gid, gid, gid).map_err(|e| context(e.into(), "setresgid"))?;
-    nix::unistd::setresuid(uid, uid, uid).map_err(|e| context(e.into(), "setresuid"))?;
+/// The user a worker switches to. The master looks it up before it forks:
+/// a name look-up reads files, may load NSS modules and takes locks, none
+/// of which a freshly forked copy of a process should do.
+#[derive(Clone, Debug)]
+pub(crate) struct Credentials {
+    /// The user's name, for messages.
+    name: String,
+    /// Its uid.
+    uid: Uid,
+    /// Its primary gid.
+    gid: Gid,
+    /// Every group it belongs to (the primary one included), sorted.
+    groups: Vec<Gid>,
+}
+
+impl Credentials {
+    /// Looks up `name` and its groups (`getgrouplist`, as `initgroups`).
+    pub(crate) fn resolve(name: &str) -> io::Result<Credentials> {
+        let u = User::from_name(name)
+            .map_err(|e| io::Error::other(format!("look up user {name}: {e}")))?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no such user: {name}")))?;
+        let cname =
+            CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "user name with NUL"))?;
+        let mut groups = nix::unistd::getgrouplist(&cname, u.gid)
+            .map_err(|e| context(e.into(), format_args!("groups of user {name}")))?;
+        groups.sort_by_key(|g| g.as_raw());
+        groups.dedup();
+        Ok(Credentials { name: name.to_owned(), uid: u.uid, gid: u.gid, groups })
+    }
+
+    /// Whether the user is root (a worker that keeps every privilege).
+    pub(crate) fn is_root(&self) -> bool {
+        self.uid.is_root()
+    }
+}
+
+/// Locks the worker down before it reads any client input: switches to
+/// `user` if there is one, and forbids gaining privileges by exec.
+fn harden(user: Option<&Credentials>) -> io::Result<()> {
+    if let Some(user) = user {
+        drop_privileges(user)?;
+        // The switch set the dumpable flag from `fs.suid_dumpable`; whatever
+        // that is, another process of `user` must not ptrace this one or
+        // read its memory, which began as a copy of the master's.
+        nix::sys::prctl::set_dumpable(false).map_err(|e| context(e.into(), "prctl(PR_SET_DUMPABLE)"))?;
+    }
+    // A compromised worker gains nothing by executing a set-user-ID binary
+    // or one with file capabilities.
+    nix::sys::prctl::set_no_new_privs().map_err(|e| context(e.into(), "prctl(PR_SET_NO_NEW_PRIVS)"))
+}
+
+/// Switches to `user`'s uid, gid and groups, and checks that it cannot go
+/// back.
+fn drop_privileges(user: &Credentials) -> io::Result<()> {
+    let master = nix::unistd::getppid();
+    nix::unistd::setgroups(&user.groups).map_err(|e| context(e.into(), "setgroups"))?;
+    nix::unistd::setresgid(user.gid, user.gid, user.gid).map_err(|e| context(e.into(), "setresgid"))?;
+    nix::unistd::setresuid(user.uid, user.uid, user.uid).map_err(|e| context(e.into(), "setresuid"))?;
+    // Changing credentials cleared the death signal armed right after fork:
+    // arm it again. A master that died in between re-parented this process,
+    // which the second look at the parent tells.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(|e| context(e.into(), "prctl(PR_SET_PDEATHSIG)"))?;
+    if nix::unistd::getppid() != master {
+        return Err(io::Error::other("the master exited while the worker switched users"));
+    }
+    verify_dropped(user)
+}
+
+/// Checks that every uid and gid of the process is `user`'s, its groups
+/// are exactly `user`'s, and (unless `user` is root) root is out of reach.
+fn verify_dropped(user: &Credentials) -> io::Result<()> {
+    let failed =
+        |what: String| io::Error::new(io::ErrorKind::PermissionDenied, format!("switch to {}: {what}", user.name));
+    let u = nix::unistd::getresuid().map_err(|e| context(e.into(), "getresuid"))?;
+    let g = nix::unistd::getresgid().map_err(|e| context(e.into(), "getresgid"))?;
+    if [u.real, u.effective, u.saved] != [user.uid; 3] {
+        return Err(failed(format!("uids are {}/{}/{}", u.real, u.effective, u.saved)));
+    }
+    if [g.real, g.effective, g.saved] != [user.gid; 3] {
+        return Err(failed(format!("gids are {}/{}/{}", g.real, g.effective, g.saved)));
+    }
+    let mut groups = nix::unistd::getgroups().map_err(|e| context(e.into(), "getgroups"))?;
+    groups.sort_by_key(|g| g.as_raw());
+    groups.dedup();
+    if groups != user.groups {
+        return Err(failed(format!("groups are {groups:?}")));
+    }
+    if !user.uid.is_root() && nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
+        return Err(failed("it could become root again".to_owned()));
+    }
     Ok(())
 }

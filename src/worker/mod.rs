@@ -14,7 +14,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
-pub(crate) use entry::{reexec_worker, run_forked, serve, CannotStart, Start, StartRing};
+pub(crate) use entry::{exec_env, is_exec_env, reexec_worker, run_forked, serve, CannotStart, Credentials, Start};
 
 use crate::driver::Inbox;
 use crate::ipc::{Counter, Counters, Producer, SendError, WorkerEnd};
