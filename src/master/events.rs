@@ -23,7 +23,7 @@ const MESSAGES_PER_TURN: usize = 256;
 const LIFELINE_PER_TURN: usize = 4;
 /// Events queued in one event channel beyond which the master stops
 /// reading the rings until the channel's consumer catches up.
-pub(super) const EVENT_BACKLOG: usize = 65_536;
+pub(super) const EVENT_BACKLOG: usize = 1024;
 
 /// Per-worker environment: `(name, value)` pairs for a slot.
 pub type WorkerEnv = Box<dyn Fn(usize) -> Vec<(String, String)>>;
