@@ -93,6 +93,11 @@ fn bench(c: &mut Criterion) {
     let head = big_head();
     let trickled: Vec<&[u8]> = head.chunks(1).collect();
     run(c, "head_16k_trickled_1_byte_per_read", 1, &trickled, hello);
+
+    // The same for a long request line (an 8000-byte target).
+    let line = format!("GET /{} HTTP/1.1\r\nHost: localhost:8080\r\n\r\n", "t".repeat(7999)).into_bytes();
+    let trickled: Vec<&[u8]> = line.chunks(1).collect();
+    run(c, "target_8k_trickled_1_byte_per_read", 1, &trickled, hello);
 }
 
 criterion_group!(benches, bench);
