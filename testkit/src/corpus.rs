@@ -285,6 +285,10 @@ pub fn smuggling() -> Vec<Case> {
         ("chunk-data-longer-than-size", "5\r\nhelloXX\r\n0\r\n\r\n"),
         ("no-crlf-after-chunk-data", "5\r\nhello0\r\n\r\n"),
         ("control-byte-in-chunk-extension", "5;a\x01b\r\nhello\r\n0\r\n\r\n"),
+        ("chunk-extension-without-name", "5;\r\nhello\r\n0\r\n\r\n"),
+        ("chunk-extension-value-without-name", "5;=x\r\nhello\r\n0\r\n\r\n"),
+        ("chunk-extension-name-with-space", "5;a b\r\nhello\r\n0\r\n\r\n"),
+        ("last-chunk-extension-without-name", "5\r\nhello\r\n0;\r\n\r\n"),
         ("obs-fold-in-trailer", "0\r\nX: 1\r\n folded\r\n\r\n"),
     ];
     for (name, body) in chunks {
@@ -505,7 +509,7 @@ mod tests {
         for g in [ClAndTe, ContentLength, TransferEncoding, Chunks, HeaderSyntax, Host, Version, Garbage, Limit] {
             assert!(!group(g).is_empty(), "{g:?}");
         }
-        assert_eq!(smuggling().len(), 62);
+        assert_eq!(smuggling().len(), 66);
         assert_eq!(limits().len(), 12);
         for c in smuggling() {
             assert!(c.wire.ends_with(FOLLOWER), "{}", c.name);
