@@ -1124,6 +1124,44 @@ fn deadlines_follow_the_request_cycle() {
 }
 
 #[test]
+fn empty_lines_never_restart_or_extend_the_header_timer() {
+    let timeouts = Timeouts::DEFAULT.with_header(Duration::from_millis(100)).with_idle(Duration::from_millis(5000));
+    let mut sh = Shared::new(LIMITS, timeouts);
+    sh.tick();
+    let start = sh.now_ms();
+    let mut conn = Conn::new(&sh);
+    let mut app = App::default();
+    // Before any request: empty lines are no progress towards one.
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(3));
+        sh.tick();
+        conn.on_read(b"\r\n", &mut sh, &mut app);
+        assert_eq!(conn.deadline(), start + 100, "an empty line moved the first header deadline");
+    }
+    conn.on_read(b"\r", &mut sh, &mut app);
+    assert_eq!(conn.deadline(), start + 100);
+    conn.on_read(format!("\n{GET}").as_bytes(), &mut sh, &mut app);
+    assert_eq!(conn.deadline(), sh.now_ms() + 5000, "an answered request moves to the idle wait");
+    let n = conn.output_len();
+    conn.consume_output(n, &mut sh);
+    // After a response, an empty line starts the header timer, and later
+    // ones (or the output draining) do not extend it.
+    std::thread::sleep(Duration::from_millis(3));
+    sh.tick();
+    let first = sh.now_ms();
+    conn.on_read(b"\r\n", &mut sh, &mut app);
+    assert_eq!(conn.deadline(), first + 100);
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(3));
+        sh.tick();
+        conn.on_read(b"\r\n", &mut sh, &mut app);
+        conn.on_sent(&sh);
+        assert_eq!(conn.deadline(), first + 100, "an empty line extended the header deadline");
+    }
+    assert_eq!(app.calls.len(), 1);
+}
+
+#[test]
 fn draining_shortens_the_idle_wait_only() {
     use forkring::internals::DRAIN_IDLE_GRACE_MS;
     let timeouts = Timeouts::DEFAULT.with_header(Duration::from_millis(1000)).with_idle(Duration::from_millis(60_000));

@@ -371,8 +371,9 @@ impl Conn {
 
     fn sent(&mut self, sh: &Shared) {
         // Progress on a send restarts the wait; a connection back to idle
-        // gets the idle timeout.
-        if !self.header_timer || self.pending.is_empty() || self.paused() {
+        // gets the idle timeout. A running header timer keeps running: the
+        // client owes a head whatever the server sends.
+        if !self.header_timer || self.paused() {
             self.header_timer = false;
             self.deadline = sh.now_ms + sh.idle_wait();
         }
@@ -421,17 +422,26 @@ impl Conn {
     fn rearm(&mut self, sh: &Shared) {
         match self.state {
             // Requests held back by a large output wait on the send, not
-            // on the client.
-            State::Head if !self.pending.is_empty() && !self.paused() => {
-                if !self.header_timer {
-                    self.header_timer = true;
-                    self.deadline = sh.now_ms + sh.header_ms;
-                }
+            // on the client. Otherwise a head under way, or a header timer
+            // still running (no request answered since it started, even if
+            // empty lines came and went), waits on the header timer.
+            State::Head if (self.header_timer || !self.pending.is_empty()) && !self.paused() => {
+                self.hold_header_timer(sh);
             }
             _ => {
                 self.header_timer = false;
                 self.deadline = sh.now_ms + sh.idle_wait();
             }
+        }
+    }
+
+    /// Starts the header timer unless it runs already; bytes that are not
+    /// yet a request (a head under way, empty lines before one) never
+    /// extend it.
+    fn hold_header_timer(&mut self, sh: &Shared) {
+        if !self.header_timer {
+            self.header_timer = true;
+            self.deadline = sh.now_ms + sh.header_ms;
         }
     }
 
@@ -516,6 +526,8 @@ impl Conn {
             }
         }
         if skip > 0 {
+            // They are not a request: the header timer runs on.
+            self.hold_header_timer(sh);
             return Head::Done(skip);
         }
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; Limits::HEADERS_CAP];
