@@ -536,56 +536,11 @@ impl Conn {
         };
         let head_len = match parsed {
             Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if !scanned => {
-                // Remember how far it was scanned; a rule it breaks already
-                // is answered now.
-                return match self.scan.scan(buf, &sh.limits) {
-                    Scan::Partial => Head::Partial,
-                    Scan::Fail(status) => Head::Fail(status),
-                    Scan::End(_) => {
-                        debug_assert!(false, "the parser and the scan disagree on where a head ends");
-                        Head::Fail(400)
-                    }
-                };
-            }
-            Ok(httparse::Status::Partial) => {
-                debug_assert!(false, "a head the scan saw end does not parse whole");
-                return Head::Fail(400);
-            }
-            Err(e) => {
-                // A rule the scan judges may break before the parser's
-                // error: its answer comes first, so that the answer does
-                // not depend on how the head was cut into reads.
-                if !scanned {
-                    match self.scan.scan(buf, &sh.limits) {
-                        Scan::Fail(status) => return Head::Fail(status),
-                        Scan::End(_) => {}
-                        Scan::Partial => {
-                            if e == httparse::Error::Version && version_status(buf).is_none() {
-                                return Head::Partial;
-                            }
-                            self.scan = HeadScan::default();
-                        }
-                    }
-                }
-                return Head::Fail(match e {
-                    httparse::Error::TooManyHeaders => 431,
-                    httparse::Error::Version => version_status(buf).unwrap_or(400),
-                    _ => 400,
-                });
-            }
+            other => return self.head_unparsed(buf, other, scanned, &sh.limits),
         };
         let target = req.path.unwrap_or("");
         if !scanned && !quick_check(&buf[..head_len], target, req.headers, &sh.limits) {
-            // Which rule, and which answer, is the scan's to say.
-            return match self.scan.scan(buf, &sh.limits) {
-                Scan::Fail(status) => Head::Fail(status),
-                _ => {
-                    debug_assert!(false, "the quick check and the scan disagree");
-                    self.scan = HeadScan::default();
-                    Head::Fail(400)
-                }
-            };
+            return self.head_refused(buf, &sh.limits);
         }
         let version = if req.version == Some(0) { Version::Http10 } else { Version::Http11 };
         let framing = match framing(req.headers, version) {
@@ -637,6 +592,67 @@ impl Conn {
             self.out_buf(sh).extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         Head::Done(head_len)
+    }
+
+    /// The parser did not complete the head at the front of `buf`: it wants
+    /// more bytes, or refuses it. `scanned` says whether the scan saw its
+    /// end already.
+    #[cold]
+    fn head_unparsed(&mut self, buf: &[u8], parsed: httparse::Result<usize>, scanned: bool, limits: &Limits) -> Head {
+        let e = match parsed {
+            Ok(httparse::Status::Complete(_)) => unreachable!("a complete head is not unparsed"),
+            Ok(httparse::Status::Partial) if !scanned => {
+                // Remember how far it was scanned; a rule it breaks already
+                // is answered now.
+                return match self.scan.scan(buf, limits) {
+                    Scan::Partial => Head::Partial,
+                    Scan::Fail(status) => Head::Fail(status),
+                    Scan::End(_) => {
+                        debug_assert!(false, "the parser and the scan disagree on where a head ends");
+                        Head::Fail(400)
+                    }
+                };
+            }
+            Ok(httparse::Status::Partial) => {
+                debug_assert!(false, "a head the scan saw end does not parse whole");
+                return Head::Fail(400);
+            }
+            Err(e) => e,
+        };
+        // A rule the scan judges may break before the parser's error: its
+        // answer comes first, so that the answer does not depend on how the
+        // head was cut into reads.
+        if !scanned {
+            match self.scan.scan(buf, limits) {
+                Scan::Fail(status) => return Head::Fail(status),
+                Scan::End(_) => {}
+                Scan::Partial => {
+                    if e == httparse::Error::Version && version_status(buf).is_none() {
+                        return Head::Partial;
+                    }
+                    self.scan = HeadScan::default();
+                }
+            }
+        }
+        Head::Fail(match e {
+            httparse::Error::TooManyHeaders => 431,
+            httparse::Error::Version => version_status(buf).unwrap_or(400),
+            _ => 400,
+        })
+    }
+
+    /// A head the parser completed in one go failed [`quick_check`]: which
+    /// rule it breaks, and so the answer, is the scan's to say.
+    #[cold]
+    fn head_refused(&mut self, buf: &[u8], limits: &Limits) -> Head {
+        match self.scan.scan(buf, limits) {
+            Scan::Fail(status) => Head::Fail(status),
+            _ => {
+                debug_assert!(false, "the quick check and the scan disagree");
+                self.scan = HeadScan::default();
+                Head::Fail(400)
+            }
+        }
     }
 
     /// Answers the request whose head and body are in `held`.
@@ -873,55 +889,58 @@ fn parse_length(value: &[u8]) -> Result<u64, u16> {
 /// one), or an IP-literal in brackets; the port all digits. Empty is valid:
 /// it is what a client sends for a target without an authority.
 fn valid_host(v: &[u8]) -> bool {
-    let port = if let Some(rest) = v.strip_prefix(b"[") {
-        let Some(close) = rest.iter().position(|&b| b == b']') else {
-            return false;
-        };
-        if !valid_ip_literal(&rest[..close]) {
-            return false;
+    let port = match v.strip_prefix(b"[") {
+        Some(rest) => {
+            let Some(close) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            if !valid_ip_literal(&rest[..close]) {
+                return false;
+            }
+            &rest[close + 1..]
         }
-        match &rest[close + 1..] {
-            [] => return true,
-            [b':', port @ ..] => port,
-            _ => return false,
-        }
-    } else {
-        let (host, port) = match v.iter().position(|&b| b == b':') {
-            Some(i) => (&v[..i], &v[i + 1..]),
-            None => (v, &b""[..]),
-        };
-        if !valid_reg_name(host) {
-            return false;
-        }
-        port
+        None => &v[reg_name_len(v, false)..],
     };
-    port.iter().all(u8::is_ascii_digit)
+    match port {
+        [] => true,
+        [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    }
 }
 
-/// `*( unreserved / pct-encoded / sub-delims )`, with `extra` bytes allowed
-/// too (IPvFuture adds `:`).
-fn reg_name_with(v: &[u8], extra: &[u8]) -> bool {
+/// How many bytes at the front of `v` make a `reg-name = *( unreserved /
+/// pct-encoded / sub-delims )`, with `:` too when `colon` (IPvFuture).
+fn reg_name_len(v: &[u8], colon: bool) -> usize {
     let mut i = 0;
     while i < v.len() {
         match v[i] {
-            b'%' => {
-                if !v.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-                    return false;
-                }
-                i += 3;
-                continue;
-            }
-            b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) || extra.contains(&b) => {}
-            _ => return false,
+            b if REG_NAME[b as usize] => i += 1,
+            b':' if colon => i += 1,
+            b'%' if v.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) => i += 3,
+            _ => break,
         }
-        i += 1;
     }
-    true
+    i
 }
 
-fn valid_reg_name(v: &[u8]) -> bool {
-    reg_name_with(v, b"")
-}
+/// The bytes of a reg-name but `%` (unreserved and sub-delims), as a table:
+/// every `Host` value is checked.
+static REG_NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric();
+        i += 1;
+    }
+    let punct = b"-._~!$&'()*+,;=";
+    let mut j = 0;
+    while j < punct.len() {
+        t[punct[j] as usize] = true;
+        j += 1;
+    }
+    t
+};
 
 /// The inside of `[...]`: an IPv6 address, or `IPvFuture = "v" 1*HEXDIG "."
 /// 1*( unreserved / sub-delims / ":" )`.
@@ -935,7 +954,7 @@ fn valid_ip_literal(v: &[u8]) -> bool {
             && ver.iter().all(u8::is_ascii_hexdigit)
             && !tail.is_empty()
             && !tail.contains(&b'%')
-            && reg_name_with(tail, b":");
+            && reg_name_len(tail, true) == tail.len();
     }
     std::str::from_utf8(v).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok())
 }
