@@ -42,6 +42,18 @@ Transfer-Encoding: chunked\r\n\
     req
 }
 
+/// A head just under the default 16 KiB limit, of the kind a slowloris
+/// client trickles: 79 fields of 202 bytes.
+fn big_head() -> Vec<u8> {
+    let mut head = b"GET /plaintext HTTP/1.1\r\nHost: localhost:8080\r\n".to_vec();
+    for i in 0..79 {
+        head.extend_from_slice(format!("X-Pad-{i:02}: {}\r\n", "p".repeat(190)).as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
+    assert!(head.len() > 16_000 && head.len() <= 16 * 1024);
+    head
+}
+
 /// Feeds `reads` to one long-lived connection per iteration and drains the
 /// output, as a driver does per receive.
 fn run<H: forkring::Handler>(c: &mut Criterion, name: &str, requests: u64, reads: &[&[u8]], mut handler: H) {
@@ -75,6 +87,17 @@ fn bench(c: &mut Criterion) {
 
     let post = chunked_post();
     run(c, "post_chunked_1k_echo", 1, &[&post], echo);
+
+    // A slow client's cost: each received byte must cost what a byte costs,
+    // not a scan of the head so far.
+    let head = big_head();
+    let trickled: Vec<&[u8]> = head.chunks(1).collect();
+    run(c, "head_16k_trickled_1_byte_per_read", 1, &trickled, hello);
+
+    // The same for a long request line (an 8000-byte target).
+    let line = format!("GET /{} HTTP/1.1\r\nHost: localhost:8080\r\n\r\n", "t".repeat(7999)).into_bytes();
+    let trickled: Vec<&[u8]> = line.chunks(1).collect();
+    run(c, "target_8k_trickled_1_byte_per_read", 1, &trickled, hello);
 }
 
 criterion_group!(benches, bench);

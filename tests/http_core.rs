@@ -342,7 +342,13 @@ fn cases() -> Vec<Case> {
         case("absolute-form target", "GET http://x/abs?q=1 HTTP/1.1\r\nHost: x\r\n\r\n", &[OK], KEEP, &[("http://x/abs?q=1", b"")]),
         case("1.0 needs no Host", "GET / HTTP/1.0\r\n\r\n", &[OK], CLOSE, &[("/", b"")]),
         case("OWS around header values", "GET / HTTP/1.1\r\nHost:  \tx \t\r\n\r\n", &[OK], KEEP, &[("/", b"")]),
-        case("bare LF line endings in the head", "GET / HTTP/1.1\nHost: x\n\n", &[OK], KEEP, &[("/", b"")]),
+        case("Host forms", "GET / HTTP/1.1\r\nHost: a.b-c_d~e!$&'()*+,;=%41:8080\r\n\r\n", &[OK], KEEP, &[("/", b"")]),
+        case("Host IPv4 with port", "GET / HTTP/1.1\r\nHost: 127.0.0.1:80\r\n\r\n", &[OK], KEEP, &[("/", b"")]),
+        case("Host IPv6 literal", "GET / HTTP/1.1\r\nHost: [2001:db8::1]:443\r\n\r\n", &[OK], KEEP, &[("/", b"")]),
+        case("Host IPv6 with IPv4 tail", "GET / HTTP/1.1\r\nHost: [::ffff:1.2.3.4]\r\n\r\n", &[OK], KEEP, &[("/", b"")]),
+        case("Host IPvFuture", "GET / HTTP/1.1\r\nHost: [v1.a:b]\r\n\r\n", &[OK], KEEP, &[("/", b"")]),
+        case("Host empty", "GET / HTTP/1.1\r\nHost:\r\n\r\n", &[OK], KEEP, &[("/", b"")]),
+        case("Host with an empty port", "GET / HTTP/1.1\r\nHost: a:\r\n\r\n", &[OK], KEEP, &[("/", b"")]),
         case("HEAD", format!("HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n{GET}"), &[OK, OK], KEEP, &[("/h", b""), ("/", b"")]),
         // Bodies.
         case(
@@ -464,6 +470,22 @@ fn cases() -> Vec<Case> {
         reject("bare LF after chunk size", post_chunked("5\nhello\r\n0\r\n\r\n"), &[BAD]),
         reject("bare LF after chunk data", post_chunked("5\r\nhello\n0\r\n\r\n"), &[BAD]),
         reject("control byte in chunk extension", post_chunked("5;a\x01\r\nhello\r\n0\r\n\r\n"), &[BAD]),
+        // RFC 9112 §7.1.1: an extension is a name (a token), then maybe a value.
+        reject("chunk extension without a name", post_chunked("5;\r\nhello\r\n0\r\n\r\n"), &[BAD]),
+        reject("chunk extension of spaces", post_chunked("5; \r\nhello\r\n0\r\n\r\n"), &[BAD]),
+        reject("chunk extension value without a name", post_chunked("5;=x\r\nhello\r\n0\r\n\r\n"), &[BAD]),
+        reject("chunk extension after an empty one", post_chunked("5;;a\r\nhello\r\n0\r\n\r\n"), &[BAD]),
+        reject("chunk extension name with a space", post_chunked("5;a b\r\nhello\r\n0\r\n\r\n"), &[BAD]),
+        reject("chunk extension with an empty value", post_chunked("5;a=\r\nhello\r\n0\r\n\r\n"), &[BAD]),
+        reject("chunk extension quote not closed", post_chunked("5;a=\"b\r\nhello\r\n0\r\n\r\n"), &[BAD]),
+        reject("last chunk extension without a name", post_chunked("5\r\nhello\r\n0;\r\n\r\n"), &[BAD]),
+        case(
+            "chunk extensions with whitespace and quoted values",
+            post_chunked("5 ; a = b ;c=\"x \\\" y\"\t\r\nhello\r\n0\r\n\r\n"),
+            &[OK],
+            KEEP,
+            &[("/c", b"hello")],
+        ),
         reject("obs-fold in trailers", post_chunked("0\r\nX: 1\r\n folded\r\n\r\n"), &[BAD]),
         reject("space between header name and colon", "GET / HTTP/1.1\r\nHost : x\r\n\r\n", &[BAD]),
         reject("tab between header name and colon", "GET / HTTP/1.1\r\nHost\t: x\r\n\r\n", &[BAD]),
@@ -478,6 +500,48 @@ fn cases() -> Vec<Case> {
         reject("header without a colon", "GET / HTTP/1.1\r\nHost: x\r\nX-A\r\n\r\n", &[BAD]),
         reject("empty header name", "GET / HTTP/1.1\r\nHost: x\r\n: x\r\n\r\n", &[BAD]),
         reject("HTTP/1.1 without Host", "GET / HTTP/1.1\r\n\r\n", &[BAD]),
+        // RFC 9112 §3.2: a Host that is not `uri-host [ ":" port ]`.
+        reject("Host with a space", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", &[BAD]),
+        reject("Host with a path", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", &[BAD]),
+        reject("Host with userinfo", "GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", &[BAD]),
+        reject("Host with a query", "GET / HTTP/1.1\r\nHost: a?b\r\n\r\n", &[BAD]),
+        reject("Host port not digits", "GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n", &[BAD]),
+        reject("Host with two ports", "GET / HTTP/1.1\r\nHost: a:1:2\r\n\r\n", &[BAD]),
+        reject("Host IPv6 without brackets", "GET / HTTP/1.1\r\nHost: ::1\r\n\r\n", &[BAD]),
+        reject("Host bracket not closed", "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", &[BAD]),
+        reject("Host bad IPv6", "GET / HTTP/1.1\r\nHost: [::g]\r\n\r\n", &[BAD]),
+        reject("Host IPv6 zone", "GET / HTTP/1.1\r\nHost: [fe80::1%eth0]\r\n\r\n", &[BAD]),
+        reject("Host bad IPvFuture", "GET / HTTP/1.1\r\nHost: [v.x]\r\n\r\n", &[BAD]),
+        reject("Host bytes after the bracket", "GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n", &[BAD]),
+        reject("Host bad percent-encoding", "GET / HTTP/1.1\r\nHost: a%2g\r\n\r\n", &[BAD]),
+        reject("Host with UTF-8", "GET / HTTP/1.1\r\nHost: \u{e9}\r\n\r\n", &[BAD]),
+        reject("Host with a quote", "GET / HTTP/1.1\r\nHost: \"a\"\r\n\r\n", &[BAD]),
+        reject("HTTP/1.0 with a bad Host", "GET / HTTP/1.0\r\nHost: a b\r\n\r\n", &[BAD]),
+        // Raw bytes above 0x7F in the request-target.
+        reject("UTF-8 in the target", "GET /\u{e9} HTTP/1.1\r\nHost: x\r\n\r\n", &[BAD]),
+        reject("raw byte 0xff in the target", b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n", &[BAD]),
+        reject("UTF-8 in the target, partial line", "GET /a\u{e9}", &[BAD]),
+        // RFC 9112 §2.2: every line of a head ends in CRLF.
+        reject("bare LF line endings in the head", "GET / HTTP/1.1\nHost: x\n\n", &[BAD]),
+        reject("bare LF after the request line", "GET / HTTP/1.1\nHost: x\r\n\r\n", &[BAD]),
+        reject("bare LF after a field", "GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n", &[BAD]),
+        reject("bare LF ending the head", "GET / HTTP/1.1\r\nHost: x\r\n\n", &[BAD]),
+        reject("bare LF before the request line", format!("\n{GET}"), &[BAD]),
+        reject("bare LF after an empty line", format!("\r\n\n{GET}"), &[BAD]),
+        reject("bare LF in the target", "GET /a\nb HTTP/1.1\r\nHost: x\r\n\r\n", &[BAD]),
+        reject("bare LF after a field, head unfinished", "GET / HTTP/1.1\r\nHost: x\nX: y", &[BAD]),
+        reject(
+            "bare LF hiding a Content-Length",
+            "POST /p HTTP/1.1\r\nHost: x\r\nX: y\nContent-Length: 3\r\n\r\nabc",
+            &[BAD],
+        ),
+        case(
+            "bare LF after a request is the next head's",
+            format!("{GET}\n"),
+            &[OK, BAD],
+            CLOSE,
+            &[("/", b"")],
+        ),
         reject("two Host headers", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", &[BAD]),
         reject("unknown expectation", "POST / HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\nx", &[EXPECTATION]),
         reject("HTTP/2.0", "GET / HTTP/2.0\r\nHost: x\r\n\r\n", &[BAD_VERSION]),
@@ -1108,6 +1172,44 @@ fn deadlines_follow_the_request_cycle() {
 }
 
 #[test]
+fn empty_lines_never_restart_or_extend_the_header_timer() {
+    let timeouts = Timeouts::DEFAULT.with_header(Duration::from_millis(100)).with_idle(Duration::from_millis(5000));
+    let mut sh = Shared::new(LIMITS, timeouts);
+    sh.tick();
+    let start = sh.now_ms();
+    let mut conn = Conn::new(&sh);
+    let mut app = App::default();
+    // Before any request: empty lines are no progress towards one.
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(3));
+        sh.tick();
+        conn.on_read(b"\r\n", &mut sh, &mut app);
+        assert_eq!(conn.deadline(), start + 100, "an empty line moved the first header deadline");
+    }
+    conn.on_read(b"\r", &mut sh, &mut app);
+    assert_eq!(conn.deadline(), start + 100);
+    conn.on_read(format!("\n{GET}").as_bytes(), &mut sh, &mut app);
+    assert_eq!(conn.deadline(), sh.now_ms() + 5000, "an answered request moves to the idle wait");
+    let n = conn.output_len();
+    conn.consume_output(n, &mut sh);
+    // After a response, an empty line starts the header timer, and later
+    // ones (or the output draining) do not extend it.
+    std::thread::sleep(Duration::from_millis(3));
+    sh.tick();
+    let first = sh.now_ms();
+    conn.on_read(b"\r\n", &mut sh, &mut app);
+    assert_eq!(conn.deadline(), first + 100);
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(3));
+        sh.tick();
+        conn.on_read(b"\r\n", &mut sh, &mut app);
+        conn.on_sent(&sh);
+        assert_eq!(conn.deadline(), first + 100, "an empty line extended the header deadline");
+    }
+    assert_eq!(app.calls.len(), 1);
+}
+
+#[test]
 fn draining_shortens_the_idle_wait_only() {
     use forkring::internals::DRAIN_IDLE_GRACE_MS;
     let timeouts = Timeouts::DEFAULT.with_header(Duration::from_millis(1000)).with_idle(Duration::from_millis(60_000));
@@ -1206,7 +1308,9 @@ fn a_bare_cr_before_the_request_line_is_refused() {
     let run = feed(b"\rHEAD / HTTP/1.0\r\n\r\n", Limits::default());
     assert_eq!(status_lines(&run.out), ["HTTP/1.1 400 Bad Request"]);
     assert!(run.closing);
-    // Empty lines (CRLF or LF) before it are fine.
-    let run = feed(b"\r\n\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", Limits::default());
+    // Empty lines before it are fine, if they end in CRLF.
+    let run = feed(b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", Limits::default());
     assert_eq!(status_lines(&run.out), ["HTTP/1.1 200 OK"]);
+    let run = feed(b"\r\n\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", Limits::default());
+    assert_eq!(status_lines(&run.out), ["HTTP/1.1 400 Bad Request"]);
 }

@@ -288,7 +288,13 @@ fn gen_request(rng: &mut Rng, limits: &Limits, body_override: Option<Vec<u8>>) -
 
     let mut headers: Vec<(String, String)> = Vec::new();
     if !http10 || rng.one_in(2) {
-        headers.push(((*rng.pick(&["Host", "host", "HOST"])).to_owned(), rng.string_from(b"abcxyz.0123:", 0, 16)));
+        // `uri-host [ ":" port ]`, as RFC 9112 §3.2 requires.
+        let mut host = rng.string_from(b"abcxyz.0123-", 0, 12);
+        if rng.one_in(3) {
+            host.push(':');
+            host.push_str(&rng.string_from(b"0123456789", 0, 5));
+        }
+        headers.push(((*rng.pick(&["Host", "host", "HOST"])).to_owned(), host));
     }
     if http10 {
         headers

@@ -89,7 +89,7 @@ fn header_syntax_vectors() {
 }
 
 #[test]
-fn host_is_required_in_http11() {
+fn host_is_required_once_and_valid() {
     check(Group::Host);
 }
 

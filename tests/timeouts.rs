@@ -71,6 +71,48 @@ fn trickling_header_is_closed_after_the_header_timeout() {
     assert_near("trickling client", closed, Duration::from_millis(300));
 }
 
+/// Sends an empty line every `every` until the server closes `c` (or 5 s
+/// pass); returns how long after `t0` it closed.
+fn send_empty_lines_until_closed(c: &mut common::Client, t0: Instant, every: Duration) -> Duration {
+    loop {
+        if c.try_send(b"\r\n").is_err() {
+            return t0.elapsed();
+        }
+        match c.wait_close(every) {
+            CloseOutcome::Closed { extra } => {
+                assert_silent_or_408(&extra);
+                return t0.elapsed();
+            }
+            CloseOutcome::Open { extra } => assert!(extra.is_empty(), "got {} for empty lines", show(&extra)),
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "a connection sending only empty lines is still open after 5 s (header timeout 1 s)"
+        );
+    }
+}
+
+#[test]
+fn empty_lines_do_not_hold_a_new_connection_open() {
+    // RFC 9112 §2.2 has empty lines before a request line ignored: they
+    // are not a request, and the header timer runs on through them.
+    let srv = Server::start(&["--header-timeout", "1000", "--idle-timeout", "10000"]);
+    let t0 = Instant::now();
+    let mut c = srv.connect();
+    let closed = send_empty_lines_until_closed(&mut c, t0, Duration::from_millis(400));
+    assert_near("connection sending empty lines", closed, Duration::from_millis(1000));
+}
+
+#[test]
+fn empty_lines_after_a_response_start_the_header_timer() {
+    let srv = Server::start(&["--header-timeout", "1000", "--idle-timeout", "10000"]);
+    let mut c = srv.connect();
+    assert_eq!(c.get("/").status, 200);
+    let t0 = Instant::now();
+    let closed = send_empty_lines_until_closed(&mut c, t0, Duration::from_millis(400));
+    assert_near("kept-alive connection sending empty lines", closed, Duration::from_millis(1000));
+}
+
 #[test]
 fn header_timer_restarts_for_each_request_on_keep_alive() {
     let srv = Server::start(&["--header-timeout", "300", "--idle-timeout", "10000"]);

@@ -2,9 +2,11 @@
 //!
 //! It consumes any amount of input at a time (one byte or many requests'
 //! worth) and stops exactly after the final CRLF, so the bytes after it are
-//! the next request. Extensions and trailers are accepted and skipped.
-//! Line endings must be CRLF: a bare LF is a framing error, the kind of
-//! leniency that lets two parsers disagree about where a body ends.
+//! the next request. Extensions and trailers are checked and skipped:
+//! extensions against their grammar (RFC 9112 §7.1.1), trailers for the
+//! bytes a field line may hold. Line endings must be CRLF: a bare LF is a
+//! framing error, the kind of leniency that lets two parsers disagree about
+//! where a body ends.
 
 /// Where the decoder is inside the chunked framing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,8 +15,22 @@ enum State {
     Size,
     /// Whitespace after the size, before `;` or CR.
     SizeWs,
-    /// Inside a chunk extension, until CR.
-    Ext,
+    /// After a `;`: optional whitespace, then an extension name.
+    ExtStart,
+    /// In an extension name (a token).
+    ExtName,
+    /// Whitespace after an extension name.
+    ExtNameWs,
+    /// After the `=` of an extension: optional whitespace, then its value.
+    ExtValueStart,
+    /// In an extension value that is a token.
+    ExtToken,
+    /// In an extension value that is a quoted-string.
+    ExtQuoted,
+    /// After a backslash inside a quoted-string.
+    ExtQuotedPair,
+    /// After an extension value: whitespace, then `;` or CR.
+    ExtValueWs,
     /// After the CR that ends a size line.
     SizeLf,
     /// Inside chunk data.
@@ -80,7 +96,7 @@ impl Decoder {
                         }
                         match b {
                             b'\r' => self.state = State::SizeLf,
-                            b';' => self.state = State::Ext,
+                            b';' => self.state = State::ExtStart,
                             b' ' | b'\t' => self.state = State::SizeWs,
                             _ => return Err(400),
                         }
@@ -88,16 +104,24 @@ impl Decoder {
                 },
                 State::SizeWs => match b {
                     b' ' | b'\t' => {}
-                    b';' => self.state = State::Ext,
+                    b';' => self.state = State::ExtStart,
                     b'\r' => self.state = State::SizeLf,
                     _ => return Err(400),
                 },
-                State::Ext => match b {
-                    b'\r' => self.state = State::SizeLf,
-                    b'\t' => self.skip()?,
-                    0..=0x1f | 0x7f => return Err(400),
-                    _ => self.skip()?,
-                },
+                // chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] )
+                // ext-val   = token / quoted-string
+                // A name is required: `5;` or `5;=x` is a framing error.
+                State::ExtStart
+                | State::ExtName
+                | State::ExtNameWs
+                | State::ExtValueStart
+                | State::ExtToken
+                | State::ExtQuoted
+                | State::ExtQuotedPair
+                | State::ExtValueWs => {
+                    i += self.extension(&input[i..])?;
+                    continue;
+                }
                 State::SizeLf => {
                     if b != b'\n' {
                         return Err(400);
@@ -160,6 +184,28 @@ impl Decoder {
         Ok(None)
     }
 
+    /// Runs the extension grammar over `input` until the CR that ends the
+    /// size line (consumed) or the end of `input`; returns how many bytes
+    /// it consumed. A loop of its own, as extensions come a byte at a time.
+    fn extension(&mut self, input: &[u8]) -> Result<usize, u16> {
+        let room = (MAX_SKIPPED - self.skipped) as usize;
+        let mut state = self.state;
+        for (k, &b) in input.iter().enumerate() {
+            if k == room {
+                return Err(400);
+            }
+            state = ext_step(state, b).ok_or(400u16)?;
+            if state == State::SizeLf {
+                self.state = state;
+                self.skipped += k as u32 + 1;
+                return Ok(k + 1);
+            }
+        }
+        self.state = state;
+        self.skipped += input.len() as u32;
+        Ok(input.len())
+    }
+
     fn skip(&mut self) -> Result<(), u16> {
         self.skipped += 1;
         if self.skipped > MAX_SKIPPED {
@@ -168,6 +214,57 @@ impl Decoder {
         Ok(())
     }
 }
+
+/// The next state inside a chunk extension after byte `b`, or `None` where
+/// the grammar has no place for `b`.
+#[inline]
+fn ext_step(state: State, b: u8) -> Option<State> {
+    let ws = b == b' ' || b == b'\t';
+    Some(match state {
+        State::ExtStart if ws => State::ExtStart,
+        State::ExtStart if is_tchar(b) => State::ExtName,
+        State::ExtName if is_tchar(b) => State::ExtName,
+        State::ExtName | State::ExtNameWs if ws => State::ExtNameWs,
+        State::ExtName | State::ExtNameWs if b == b'=' => State::ExtValueStart,
+        State::ExtValueStart if ws => State::ExtValueStart,
+        State::ExtValueStart if b == b'"' => State::ExtQuoted,
+        State::ExtValueStart | State::ExtToken if is_tchar(b) => State::ExtToken,
+        State::ExtToken | State::ExtValueWs if ws => State::ExtValueWs,
+        // qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text
+        State::ExtQuoted if b == b'"' => State::ExtValueWs,
+        State::ExtQuoted if b == b'\\' => State::ExtQuotedPair,
+        State::ExtQuoted if ws || matches!(b, 0x21..=0x7e | 0x80..=0xff) => State::ExtQuoted,
+        // quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text )
+        State::ExtQuotedPair if ws || matches!(b, 0x21..=0x7e | 0x80..=0xff) => State::ExtQuoted,
+        // After a whole extension: the next one, or the line's end.
+        State::ExtName | State::ExtNameWs | State::ExtToken | State::ExtValueWs if b == b';' => State::ExtStart,
+        State::ExtName | State::ExtNameWs | State::ExtToken | State::ExtValueWs if b == b'\r' => State::SizeLf,
+        _ => return None,
+    })
+}
+
+/// `tchar` of RFC 9110 §5.6.2: the bytes of a token.
+fn is_tchar(b: u8) -> bool {
+    TCHAR[b as usize]
+}
+
+/// [`is_tchar`] as a table: it runs once per extension byte.
+static TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric();
+        i += 1;
+    }
+    let punct = b"!#$%&'*+-.^_`|~";
+    let mut j = 0;
+    while j < punct.len() {
+        t[punct[j] as usize] = true;
+        j += 1;
+    }
+    t
+};
 
 fn hex(b: u8) -> Option<u8> {
     match b {
@@ -211,6 +308,31 @@ mod tests {
     }
 
     #[test]
+    fn accepts_every_form_of_extension() {
+        for ext in [
+            &b"a"[..],
+            b"a=b",
+            b" a = b ",
+            b"\ta\t=\t\"q; \\\"x\\\" \xff\"",
+            b"a;b=1;c=\"\"",
+            b"a=\"\" ;b",
+            b"!#$%&'*+-.^_`|~09Az=!#$%&'*+-.^_`|~09Az",
+        ] {
+            let mut msg = b"2;".to_vec();
+            msg.extend_from_slice(ext);
+            msg.extend_from_slice(b"\r\nab\r\n0;");
+            msg.extend_from_slice(ext);
+            msg.extend_from_slice(b"\r\n\r\n");
+            let r = decode_all(&msg);
+            assert!(
+                matches!(&r, Ok((body, n)) if body == b"ab" && *n == msg.len()),
+                "{:?} gave {r:?}",
+                String::from_utf8_lossy(ext)
+            );
+        }
+    }
+
+    #[test]
     fn rejects_bad_framing() {
         for bad in [
             &b"x\r\n"[..],
@@ -223,6 +345,18 @@ mod tests {
             b"ffffffffffffffffff\r\n",
             b"0\r\n X: 1\r\n\r\n",
             b"5;a\x01\r\n",
+            b"2;\r\nab\r\n0\r\n\r\n",
+            b"2; \r\nab\r\n0\r\n\r\n",
+            b"2;;a\r\nab\r\n0\r\n\r\n",
+            b"2;=v\r\nab\r\n0\r\n\r\n",
+            b"2;a=\r\nab\r\n0\r\n\r\n",
+            b"2;a;\r\nab\r\n0\r\n\r\n",
+            b"2;a b\r\nab\r\n0\r\n\r\n",
+            b"2;a=\"x\r\nab\r\n0\r\n\r\n",
+            b"2;a=b c\r\nab\r\n0\r\n\r\n",
+            b"2;a=\"q\"x\r\nab\r\n0\r\n\r\n",
+            b"2;a(b)\r\nab\r\n0\r\n\r\n",
+            b"0;\r\n\r\n",
         ] {
             let r = decode_all(bad);
             assert!(matches!(r, Err(400)), "{:?} gave {r:?}", String::from_utf8_lossy(bad));

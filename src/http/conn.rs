@@ -9,6 +9,7 @@ use super::chunked::Decoder;
 use super::date::DateCache;
 use super::request::{Headers, Request, Version};
 use super::response::{reason, Response};
+use super::scan::{quick_check, HeadScan, Scan};
 use super::Handler;
 use crate::config::{Limits, Timeouts};
 use crate::ipc::{Counter, Counters};
@@ -179,8 +180,9 @@ enum Body {
 pub struct Conn {
     /// Received bytes not yet consumed: the start of an incomplete head.
     pending: Vec<u8>,
-    /// Bytes of `pending` already searched for the end of the head.
-    scanned: usize,
+    /// How far the incomplete head at the front of `pending` was scanned,
+    /// so that each read costs what its own bytes cost.
+    scan: HeadScan,
     /// The head of the request whose body is arriving, then the body.
     held: Vec<u8>,
     /// Length of the head at the front of `held`.
@@ -224,7 +226,7 @@ impl Conn {
     pub fn new(sh: &Shared) -> Conn {
         Conn {
             pending: Vec::new(),
-            scanned: 0,
+            scan: HeadScan::default(),
             held: Vec::new(),
             head_len: 0,
             out: Vec::new(),
@@ -250,10 +252,6 @@ impl Conn {
                     self.pending = sh.buffer();
                 }
                 self.pending.extend_from_slice(&data[used..]);
-                self.scanned = 0;
-                if !self.paused() {
-                    self.check_partial(sh);
-                }
             }
         } else {
             if self.pending.capacity() == 0 {
@@ -288,25 +286,20 @@ impl Conn {
         self.output_len() >= OUTPUT_HIGH_WATER
     }
 
-    /// Processes `pending`, unless paused or its head is still incomplete.
+    /// Processes `pending`, unless paused. An incomplete head at its front
+    /// is only scanned on from where the last read left it.
     fn run_pending<H: Handler>(&mut self, sh: &mut Shared, handler: &mut H) {
         if self.paused() {
-            return;
-        }
-        if !has_head_end(&self.pending, self.scanned) {
-            self.scanned = self.pending.len();
-            self.check_partial(sh);
             return;
         }
         let buf = mem::take(&mut self.pending);
         let used = self.process(&buf, sh, handler);
         self.pending = buf;
-        self.pending.drain(..used);
-        self.scanned = 0;
+        if used > 0 {
+            self.pending.drain(..used);
+        }
         if self.pending.is_empty() {
             sh.recycle(mem::take(&mut self.pending));
-        } else if !matches!(self.state, State::Closed) && !self.paused() {
-            self.check_partial(sh);
         }
     }
 
@@ -371,8 +364,9 @@ impl Conn {
 
     fn sent(&mut self, sh: &Shared) {
         // Progress on a send restarts the wait; a connection back to idle
-        // gets the idle timeout.
-        if !self.header_timer || self.pending.is_empty() || self.paused() {
+        // gets the idle timeout. A running header timer keeps running: the
+        // client owes a head whatever the server sends.
+        if !self.header_timer || self.paused() {
             self.header_timer = false;
             self.deadline = sh.now_ms + sh.idle_wait();
         }
@@ -421,12 +415,11 @@ impl Conn {
     fn rearm(&mut self, sh: &Shared) {
         match self.state {
             // Requests held back by a large output wait on the send, not
-            // on the client.
-            State::Head if !self.pending.is_empty() && !self.paused() => {
-                if !self.header_timer {
-                    self.header_timer = true;
-                    self.deadline = sh.now_ms + sh.header_ms;
-                }
+            // on the client. Otherwise a head under way, or a header timer
+            // still running (no request answered since it started, even if
+            // empty lines came and went), waits on the header timer.
+            State::Head if (self.header_timer || !self.pending.is_empty()) && !self.paused() => {
+                self.hold_header_timer(sh);
             }
             _ => {
                 self.header_timer = false;
@@ -435,10 +428,13 @@ impl Conn {
         }
     }
 
-    /// Applies the size limits to an incomplete head in `pending`.
-    fn check_partial(&mut self, sh: &mut Shared) {
-        if let Some(status) = partial_limit(&self.pending, &sh.limits) {
-            self.fail(status, sh);
+    /// Starts the header timer unless it runs already; bytes that are not
+    /// yet a request (a head under way, empty lines before one) never
+    /// extend it.
+    fn hold_header_timer(&mut self, sh: &Shared) {
+        if !self.header_timer {
+            self.header_timer = true;
+            self.deadline = sh.now_ms + sh.header_ms;
         }
     }
 
@@ -503,38 +499,48 @@ impl Conn {
     /// Parses a head at the front of `buf` and answers it, or sets up the
     /// wait for its body.
     fn head<H: Handler>(&mut self, buf: &[u8], sh: &mut Shared, handler: &mut H) -> Head {
-        // RFC 9112 §2.2: ignore empty lines (CRLF, or a bare LF) before a
-        // request line; a bare CR is not one and goes to the parser, which
-        // refuses it.
+        // RFC 9112 §2.2: ignore empty lines before a request line. Like every
+        // line of a head they end in CRLF: a bare LF is refused here, a bare
+        // CR by the parser.
         let mut skip = 0;
         loop {
             match &buf[skip..] {
                 [b'\r', b'\n', ..] => skip += 2,
-                [b'\n', ..] => skip += 1,
-                [b'\r'] => return if skip > 0 { Head::Done(skip) } else { Head::Partial },
+                [b'\n', ..] => return Head::Fail(400),
                 _ => break,
             }
         }
         if skip > 0 {
+            // They are not a request: the header timer runs on.
+            self.hold_header_timer(sh);
             return Head::Done(skip);
+        }
+        if buf == b"\r" {
+            // Maybe the start of an empty line.
+            return Head::Partial;
         }
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; Limits::HEADERS_CAP];
         let mut req = httparse::Request::new(&mut []);
-        let head_len = match req.parse_with_uninit_headers(buf, &mut slots[..sh.limits.max_headers]) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => return Head::Partial,
-            Err(httparse::Error::TooManyHeaders) => return Head::Fail(431),
-            Err(httparse::Error::Version) => {
-                return version_status(buf).map_or(Head::Partial, Head::Fail);
+        // A head seen for the first time goes to the parser at once: most
+        // arrive whole, and then the scan is not needed. The rest of an
+        // incomplete one is scanned first, and parsed once it ends.
+        let scanned = !self.scan.is_fresh();
+        let parsed = if scanned {
+            match self.scan.scan(buf, &sh.limits) {
+                Scan::Partial => return Head::Partial,
+                Scan::Fail(status) => return Head::Fail(status),
+                Scan::End(n) => req.parse_with_uninit_headers(&buf[..n], &mut slots[..sh.limits.max_headers]),
             }
-            Err(_) => return Head::Fail(400),
+        } else {
+            req.parse_with_uninit_headers(buf, &mut slots[..sh.limits.max_headers])
+        };
+        let head_len = match parsed {
+            Ok(httparse::Status::Complete(n)) => n,
+            other => return self.head_unparsed(buf, other, scanned, &sh.limits),
         };
         let target = req.path.unwrap_or("");
-        if target.len() > sh.limits.max_target {
-            return Head::Fail(414);
-        }
-        if head_len > sh.limits.max_head {
-            return Head::Fail(431);
+        if !scanned && !quick_check(&buf[..head_len], target, req.headers, &sh.limits) {
+            return self.head_refused(buf, &sh.limits);
         }
         let version = if req.version == Some(0) { Version::Http10 } else { Version::Http11 };
         let framing = match framing(req.headers, version) {
@@ -586,6 +592,67 @@ impl Conn {
             self.out_buf(sh).extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         Head::Done(head_len)
+    }
+
+    /// The parser did not complete the head at the front of `buf`: it wants
+    /// more bytes, or refuses it. `scanned` says whether the scan saw its
+    /// end already.
+    #[cold]
+    fn head_unparsed(&mut self, buf: &[u8], parsed: httparse::Result<usize>, scanned: bool, limits: &Limits) -> Head {
+        let e = match parsed {
+            Ok(httparse::Status::Complete(_)) => unreachable!("a complete head is not unparsed"),
+            Ok(httparse::Status::Partial) if !scanned => {
+                // Remember how far it was scanned; a rule it breaks already
+                // is answered now.
+                return match self.scan.scan(buf, limits) {
+                    Scan::Partial => Head::Partial,
+                    Scan::Fail(status) => Head::Fail(status),
+                    Scan::End(_) => {
+                        debug_assert!(false, "the parser and the scan disagree on where a head ends");
+                        Head::Fail(400)
+                    }
+                };
+            }
+            Ok(httparse::Status::Partial) => {
+                debug_assert!(false, "a head the scan saw end does not parse whole");
+                return Head::Fail(400);
+            }
+            Err(e) => e,
+        };
+        // A rule the scan judges may break before the parser's error: its
+        // answer comes first, so that the answer does not depend on how the
+        // head was cut into reads.
+        if !scanned {
+            match self.scan.scan(buf, limits) {
+                Scan::Fail(status) => return Head::Fail(status),
+                Scan::End(_) => {}
+                Scan::Partial => {
+                    if e == httparse::Error::Version && version_status(buf).is_none() {
+                        return Head::Partial;
+                    }
+                    self.scan = HeadScan::default();
+                }
+            }
+        }
+        Head::Fail(match e {
+            httparse::Error::TooManyHeaders => 431,
+            httparse::Error::Version => version_status(buf).unwrap_or(400),
+            _ => 400,
+        })
+    }
+
+    /// A head the parser completed in one go failed [`quick_check`]: which
+    /// rule it breaks, and so the answer, is the scan's to say.
+    #[cold]
+    fn head_refused(&mut self, buf: &[u8], limits: &Limits) -> Head {
+        match self.scan.scan(buf, limits) {
+            Scan::Fail(status) => Head::Fail(status),
+            _ => {
+                debug_assert!(false, "the quick check and the scan disagree");
+                self.scan = HeadScan::default();
+                Head::Fail(400)
+            }
+        }
     }
 
     /// Answers the request whose head and body are in `held`.
@@ -665,6 +732,7 @@ impl Conn {
 
     fn close_input(&mut self, sh: &mut Shared) {
         self.state = State::Closed;
+        self.scan = HeadScan::default();
         sh.recycle(mem::take(&mut self.held));
         self.head_len = 0;
     }
@@ -683,33 +751,6 @@ impl Conn {
             mem::take(&mut self.out)
         }
     }
-}
-
-/// Whether `buf` holds the blank line that ends a head, searching from a
-/// little before `from` (the terminator may straddle two reads).
-fn has_head_end(buf: &[u8], from: usize) -> bool {
-    let start = from.saturating_sub(3);
-    buf[start..].windows(2).any(|w| w == b"\n\n") || buf[start..].windows(3).any(|w| w == b"\n\r\n")
-}
-
-/// The limit an incomplete head already breaks, if any. The target is
-/// measured as the complete parse would measure it (from the first space to
-/// the next), so that how reads split never decides whether a request is
-/// served.
-fn partial_limit(buf: &[u8], limits: &Limits) -> Option<u16> {
-    let line_end = buf.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(buf.len());
-    let line = &buf[..line_end];
-    if let Some(sp) = line.iter().position(|&b| b == b' ') {
-        let rest = &line[sp + 1..];
-        let target_len = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
-        if target_len > limits.max_target {
-            return Some(414);
-        }
-    }
-    if buf.len() > limits.max_head {
-        return Some(431);
-    }
-    None
 }
 
 /// 505 for a well-formed version other than 1.0 and 1.1, 400 otherwise;
@@ -785,6 +826,9 @@ fn framing(headers: &[httparse::Header<'_>], version: Version) -> Result<Framing
             }
         } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
+            if !valid_host(trim(h.value)) {
+                return Err(400);
+            }
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in h.value.split(|&b| b == b',') {
                 let token = trim(token);
@@ -838,6 +882,81 @@ fn parse_length(value: &[u8]) -> Result<u64, u16> {
         n = n * 10 + (b - b'0') as u64;
     }
     Ok(n)
+}
+
+/// `Host = uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986 §3.2.2): a
+/// reg-name (unreserved, sub-delims, percent-encoded; an IPv4 address is
+/// one), or an IP-literal in brackets; the port all digits. Empty is valid:
+/// it is what a client sends for a target without an authority.
+fn valid_host(v: &[u8]) -> bool {
+    let port = match v.strip_prefix(b"[") {
+        Some(rest) => {
+            let Some(close) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            if !valid_ip_literal(&rest[..close]) {
+                return false;
+            }
+            &rest[close + 1..]
+        }
+        None => &v[reg_name_len(v, false)..],
+    };
+    match port {
+        [] => true,
+        [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    }
+}
+
+/// How many bytes at the front of `v` make a `reg-name = *( unreserved /
+/// pct-encoded / sub-delims )`, with `:` too when `colon` (IPvFuture).
+fn reg_name_len(v: &[u8], colon: bool) -> usize {
+    let mut i = 0;
+    while i < v.len() {
+        match v[i] {
+            b if REG_NAME[b as usize] => i += 1,
+            b':' if colon => i += 1,
+            b'%' if v.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) => i += 3,
+            _ => break,
+        }
+    }
+    i
+}
+
+/// The bytes of a reg-name but `%` (unreserved and sub-delims), as a table:
+/// every `Host` value is checked.
+static REG_NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric();
+        i += 1;
+    }
+    let punct = b"-._~!$&'()*+,;=";
+    let mut j = 0;
+    while j < punct.len() {
+        t[punct[j] as usize] = true;
+        j += 1;
+    }
+    t
+};
+
+/// The inside of `[...]`: an IPv6 address, or `IPvFuture = "v" 1*HEXDIG "."
+/// 1*( unreserved / sub-delims / ":" )`.
+fn valid_ip_literal(v: &[u8]) -> bool {
+    if let Some(rest) = v.strip_prefix(b"v").or_else(|| v.strip_prefix(b"V")) {
+        let Some(dot) = rest.iter().position(|&b| b == b'.') else {
+            return false;
+        };
+        let (ver, tail) = (&rest[..dot], &rest[dot + 1..]);
+        return !ver.is_empty()
+            && ver.iter().all(u8::is_ascii_hexdigit)
+            && !tail.is_empty()
+            && !tail.contains(&b'%')
+            && reg_name_len(tail, true) == tail.len();
+    }
+    std::str::from_utf8(v).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
 fn trim(v: &[u8]) -> &[u8] {

@@ -15,6 +15,7 @@ mod conn;
 mod date;
 mod request;
 mod response;
+mod scan;
 
 pub use conn::{Conn, Shared, DRAIN_IDLE_GRACE_MS, OUTPUT_HIGH_WATER};
 pub use request::{Headers, Request, Version};

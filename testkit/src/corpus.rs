@@ -60,7 +60,7 @@ pub enum Group {
     Chunks,
     /// Header field syntax.
     HeaderSyntax,
-    /// `Host` missing or repeated in HTTP/1.1.
+    /// `Host` missing or repeated in HTTP/1.1, or not an authority.
     Host,
     /// A version other than 1.x.
     Version,
@@ -257,9 +257,31 @@ pub fn smuggling() -> Vec<Case> {
         (HeaderSyntax, "del-in-value", b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\x7fb\r\n\r\n", 400),
         (HeaderSyntax, "empty-name", b"GET / HTTP/1.1\r\nHost: t\r\n: b\r\n\r\n", 400),
         (HeaderSyntax, "no-colon", b"GET / HTTP/1.1\r\nHost: t\r\nX-A b\r\n\r\n", 400),
+        // RFC 9112 §2.2 lets a server take a bare LF for a line end; a front
+        // end that does not would read a different request.
+        (HeaderSyntax, "bare-lf-line-ends", b"GET / HTTP/1.1\nHost: t\n\n", 400),
+        (HeaderSyntax, "bare-lf-after-the-request-line", b"GET / HTTP/1.1\nHost: t\r\n\r\n", 400),
+        (HeaderSyntax, "bare-lf-after-a-field", b"GET / HTTP/1.1\r\nHost: t\nX-A: b\r\n\r\n", 400),
+        (HeaderSyntax, "bare-lf-ending-the-head", b"GET / HTTP/1.1\r\nHost: t\r\n\n", 400),
+        (HeaderSyntax, "bare-lf-before-the-request-line", b"\nGET / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        (
+            HeaderSyntax,
+            "bare-lf-hiding-a-content-length",
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nX-A: b\nContent-Length: 3\r\n\r\nabc",
+            400,
+        ),
         (Host, "no-host", b"GET / HTTP/1.1\r\n\r\n", 400),
         (Host, "no-host-other-fields", b"GET / HTTP/1.1\r\nUser-Agent: x\r\n\r\n", 400),
         (Host, "two-host-fields", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        (Host, "host-with-a-space", b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+        (Host, "host-with-a-path", b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+        (Host, "host-with-userinfo", b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", 400),
+        (Host, "host-port-not-digits", b"GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n", 400),
+        (Host, "host-two-ports", b"GET / HTTP/1.1\r\nHost: a:1:2\r\n\r\n", 400),
+        (Host, "host-unclosed-bracket", b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400),
+        (Host, "host-bad-ipv6", b"GET / HTTP/1.1\r\nHost: [::g]\r\n\r\n", 400),
+        (Host, "host-non-ascii", b"GET / HTTP/1.1\r\nHost: \xc3\xa9\r\n\r\n", 400),
+        (Host, "host-bad-percent", b"GET / HTTP/1.1\r\nHost: a%2\r\n\r\n", 400),
         (Version, "http-2.0", b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505),
         (Version, "http-3.0", b"GET / HTTP/3.0\r\nHost: t\r\n\r\n", 505),
         (Version, "http-0.9-line", b"GET / HTTP/0.9\r\nHost: t\r\n\r\n", 505),
@@ -269,6 +291,8 @@ pub fn smuggling() -> Vec<Case> {
         (Garbage, "lowercase-version", b"GET / http/1.1\r\nHost: t\r\n\r\n", 400),
         (Garbage, "space-in-target", b"GET /a b HTTP/1.1\r\nHost: t\r\n\r\n", 400),
         (Garbage, "method-with-slash", b"GE/T / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        (Garbage, "utf-8-in-target", b"GET /\xc3\xa9 HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        (Garbage, "raw-byte-in-target", b"GET /\xff HTTP/1.1\r\nHost: t\r\n\r\n", 400),
     ];
     let mut out: Vec<Case> =
         fixed.iter().map(|&(g, name, wire, status)| Case::smuggle(g, name, wire, status)).collect();
@@ -285,6 +309,10 @@ pub fn smuggling() -> Vec<Case> {
         ("chunk-data-longer-than-size", "5\r\nhelloXX\r\n0\r\n\r\n"),
         ("no-crlf-after-chunk-data", "5\r\nhello0\r\n\r\n"),
         ("control-byte-in-chunk-extension", "5;a\x01b\r\nhello\r\n0\r\n\r\n"),
+        ("chunk-extension-without-name", "5;\r\nhello\r\n0\r\n\r\n"),
+        ("chunk-extension-value-without-name", "5;=x\r\nhello\r\n0\r\n\r\n"),
+        ("chunk-extension-name-with-space", "5;a b\r\nhello\r\n0\r\n\r\n"),
+        ("last-chunk-extension-without-name", "5\r\nhello\r\n0;\r\n\r\n"),
         ("obs-fold-in-trailer", "0\r\nX: 1\r\n folded\r\n\r\n"),
     ];
     for (name, body) in chunks {
@@ -505,7 +533,7 @@ mod tests {
         for g in [ClAndTe, ContentLength, TransferEncoding, Chunks, HeaderSyntax, Host, Version, Garbage, Limit] {
             assert!(!group(g).is_empty(), "{g:?}");
         }
-        assert_eq!(smuggling().len(), 62);
+        assert_eq!(smuggling().len(), 62 + 6 + 9 + 2 + 4);
         assert_eq!(limits().len(), 12);
         for c in smuggling() {
             assert!(c.wire.ends_with(FOLLOWER), "{}", c.name);
