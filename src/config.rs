@@ -279,6 +279,11 @@ pub struct Limits {
     /// Largest request body, declared or chunked: 413 beyond it, sent as
     /// soon as a declared length exceeds it, before the body is read.
     pub max_body: usize,
+    /// Most bytes of request bodies one worker buffers at once, over all its
+    /// connections (a declared `Content-Length` counts in full as soon as
+    /// its head arrives): `503` beyond it, so that many slow uploads cannot
+    /// take a worker's memory.
+    pub max_buffered_bodies: usize,
 }
 
 impl Limits {
@@ -287,9 +292,14 @@ impl Limits {
     pub const HEADERS_CAP: usize = 256;
 
     /// The defaults: 16 KiB of head, 100 fields, 8 KiB of target, 8 MiB of
-    /// body.
-    pub const DEFAULT: Limits =
-        Limits { max_head: 16 * 1024, max_headers: 100, max_target: 8 * 1024, max_body: 8 * 1024 * 1024 };
+    /// body, 256 MiB of bodies buffered per worker.
+    pub const DEFAULT: Limits = Limits {
+        max_head: 16 * 1024,
+        max_headers: 100,
+        max_target: 8 * 1024,
+        max_body: 8 * 1024 * 1024,
+        max_buffered_bodies: 256 * 1024 * 1024,
+    };
 
     /// With `max_head` as the largest header block.
     pub const fn with_max_head(self, max_head: usize) -> Limits {
@@ -309,6 +319,11 @@ impl Limits {
     /// With `max_body` as the largest request body.
     pub const fn with_max_body(self, max_body: usize) -> Limits {
         Limits { max_body, ..self }
+    }
+
+    /// With `max_buffered_bodies` as the most body bytes a worker buffers.
+    pub const fn with_max_buffered_bodies(self, max_buffered_bodies: usize) -> Limits {
+        Limits { max_buffered_bodies, ..self }
     }
 }
 

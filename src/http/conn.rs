@@ -44,6 +44,10 @@ pub struct Shared {
     draining: bool,
     /// The worker's counters in shared memory, when it has any.
     counters: Option<&'static Counters>,
+    /// Bytes of request bodies the worker's connections hold or have been
+    /// promised (a declared `Content-Length` still arriving), against
+    /// [`Limits::max_buffered_bodies`].
+    body_bytes: usize,
 }
 
 impl Shared {
@@ -62,6 +66,7 @@ impl Shared {
             pool: Vec::new(),
             draining: false,
             counters: None,
+            body_bytes: 0,
         }
     }
 
@@ -196,6 +201,8 @@ pub struct Conn {
     deadline: u64,
     /// The deadline is the header timer, which more bytes do not extend.
     header_timer: bool,
+    /// This connection's share of [`Shared`]'s body budget.
+    body_charged: usize,
     /// The peer sent its last byte; requests held back by the high-water
     /// mark are still answered, then the connection closes.
     peer_done: bool,
@@ -234,6 +241,7 @@ impl Conn {
             state: State::Head,
             deadline: sh.now_ms + sh.header_ms,
             header_timer: true,
+            body_charged: 0,
             peer_done: false,
         }
     }
@@ -406,10 +414,30 @@ impl Conn {
     }
 
     /// Returns every buffer to the pool; call when the connection closes.
-    pub fn release(self, sh: &mut Shared) {
+    pub fn release(mut self, sh: &mut Shared) {
+        self.refund(sh);
         sh.recycle(self.pending);
         sh.recycle(self.held);
         sh.recycle(self.out);
+    }
+
+    /// Takes `n` more bytes of the worker's body budget for this
+    /// connection; false (nothing taken) when the budget is spent.
+    fn charge(&mut self, sh: &mut Shared, n: usize) -> bool {
+        match sh.body_bytes.checked_add(n) {
+            Some(total) if total <= sh.limits.max_buffered_bodies => {
+                sh.body_bytes = total;
+                self.body_charged += n;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Gives this connection's share of the body budget back.
+    fn refund(&mut self, sh: &mut Shared) {
+        sh.body_bytes -= self.body_charged;
+        self.body_charged = 0;
     }
 
     fn rearm(&mut self, sh: &Shared) {
@@ -470,7 +498,15 @@ impl Conn {
                             *left == 0
                         }
                         Body::Chunked(dec) => {
-                            match dec.decode(input, &mut self.held, max_body.saturating_add(self.head_len)) {
+                            let before = self.held.len();
+                            let r = dec.decode(input, &mut self.held, max_body.saturating_add(self.head_len));
+                            // A chunked body is charged as it arrives.
+                            let grown = self.held.len() - before;
+                            if !self.charge(sh, grown) {
+                                self.fail(503, sh);
+                                return buf.len();
+                            }
+                            match r {
                                 Ok(Some(n)) => {
                                     pos += n;
                                     true
@@ -577,7 +613,14 @@ impl Conn {
             return Head::Done(head_len);
         }
         // The body is not all here: keep the head and collect the body
-        // behind it.
+        // behind it. A declared length is charged against the worker's
+        // body budget at once: beyond it the answer is 503 before any of
+        // the body is read.
+        if let Some(len) = framing.length {
+            if !self.charge(sh, len as usize) {
+                return Head::Fail(503);
+            }
+        }
         if self.held.capacity() == 0 {
             self.held = sh.buffer();
         }
@@ -681,6 +724,7 @@ impl Conn {
             self.fail(500, sh);
         }
         self.head_len = 0;
+        self.refund(sh);
         sh.recycle(held);
     }
 
@@ -731,6 +775,7 @@ impl Conn {
     }
 
     fn close_input(&mut self, sh: &mut Shared) {
+        self.refund(sh);
         self.state = State::Closed;
         self.scan = HeadScan::default();
         sh.recycle(mem::take(&mut self.held));
