@@ -19,22 +19,6 @@ use std::time::{Duration, Instant};
 use common::{Client, Server, HELLO};
 use forkring_testkit::proc;
 
-/// Waits until the server's log has a line containing every one of
-/// `parts`, and returns it.
-fn wait_line(server: &Server, parts: &[&str], timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let log = server.log_text();
-        if let Some(l) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
-            return l.to_owned();
-        }
-        if Instant::now() >= deadline {
-            panic!("no log line with {parts:?} within {timeout:?}\n{log}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// The lifecycle events in the log, as `kind worker` (e.g. `ready 0.1`).
 fn events(server: &Server) -> Vec<String> {
     const KINDS: [&str; 6] = ["fork ", "online ", "listening ", "ready ", "disconnect ", "exit "];
@@ -69,8 +53,8 @@ fn get_ok(addr: SocketAddr) {
 fn start_and_stop_in_both_balance_modes() {
     for balance in ["reuseport", "shared"] {
         let mut server = Server::start(&["--workers", "2", "--balance", balance]);
-        wait_line(&server, &["ready 0.0"], Duration::from_secs(10));
-        wait_line(&server, &["ready 1.0"], Duration::from_secs(10));
+        server.wait_line(&["ready 0.0"], Duration::from_secs(10));
+        server.wait_line(&["ready 1.0"], Duration::from_secs(10));
         for _ in 0..20 {
             get_ok(server.addr);
         }
@@ -88,10 +72,10 @@ fn start_and_stop_in_both_balance_modes() {
 #[test]
 fn event_order_for_start_and_drain() {
     let mut server = Server::start(&["--workers", "1"]);
-    wait_line(&server, &["ready 0.0"], Duration::from_secs(10));
+    server.wait_line(&["ready 0.0"], Duration::from_secs(10));
     server.signal(libc::SIGTERM);
     server.wait_exit(Duration::from_secs(10)).expect("exit");
-    wait_line(&server, &["exit 0.0", "code=0", "requested=true"], Duration::from_secs(2));
+    server.wait_line(&["exit 0.0", "code=0", "requested=true"], Duration::from_secs(2));
     assert_eq!(
         events(&server),
         ["fork 0.0", "online 0.0", "listening 0.0", "ready 0.0", "disconnect 0.0", "exit 0.0"],
@@ -103,8 +87,8 @@ fn event_order_for_start_and_drain() {
 #[test]
 fn crashed_worker_is_respawned_in_its_slot_while_others_serve() {
     let server = Server::start(&["--workers", "2"]);
-    let ready = wait_line(&server, &["ready 0.0"], Duration::from_secs(10));
-    wait_line(&server, &["ready 1.0"], Duration::from_secs(10));
+    let ready = server.wait_line(&["ready 0.0"], Duration::from_secs(10));
+    server.wait_line(&["ready 1.0"], Duration::from_secs(10));
     let victim = pid_of(&ready);
     // A client keeps being served by the rest of the cluster meanwhile.
     let stop = Arc::new(AtomicBool::new(false));
@@ -117,8 +101,8 @@ fn crashed_worker_is_respawned_in_its_slot_while_others_serve() {
     thread::sleep(Duration::from_millis(200));
     let killed_at = Instant::now();
     proc::signal(victim, libc::SIGKILL).expect("kill the worker");
-    wait_line(&server, &["exit 0.0", "signal=9", "requested=false"], Duration::from_secs(5));
-    wait_line(&server, &["ready 0.1"], Duration::from_secs(5));
+    server.wait_line(&["exit 0.0", "signal=9", "requested=false"], Duration::from_secs(5));
+    server.wait_line(&["ready 0.1"], Duration::from_secs(5));
     let back_in = killed_at.elapsed();
     thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
@@ -199,8 +183,8 @@ fn wait_output(mut child: std::process::Child, timeout: Duration) -> std::proces
 #[test]
 fn graceful_shutdown_answers_requests_in_flight() {
     let mut server = Server::start(&["--workers", "2"]);
-    wait_line(&server, &["ready 0.0"], Duration::from_secs(10));
-    wait_line(&server, &["ready 1.0"], Duration::from_secs(10));
+    server.wait_line(&["ready 0.0"], Duration::from_secs(10));
+    server.wait_line(&["ready 1.0"], Duration::from_secs(10));
     // Requests whose bodies are still arriving when SIGTERM comes.
     let mut clients: Vec<Client> = (0..8).map(|_| Client::connect(server.addr)).collect();
     for c in &mut clients {
@@ -229,8 +213,8 @@ fn graceful_shutdown_answers_requests_in_flight() {
 #[test]
 fn rolling_reload_under_load_loses_nothing() {
     let server = Server::start(&["--workers", "2"]);
-    wait_line(&server, &["ready 0.0"], Duration::from_secs(10));
-    wait_line(&server, &["ready 1.0"], Duration::from_secs(10));
+    server.wait_line(&["ready 0.0"], Duration::from_secs(10));
+    server.wait_line(&["ready 1.0"], Duration::from_secs(10));
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicU64::new(0));
     let served = Arc::new(AtomicU64::new(0));
@@ -248,9 +232,9 @@ fn rolling_reload_under_load_loses_nothing() {
     for round in 1..=3u64 {
         thread::sleep(Duration::from_millis(300));
         server.signal(libc::SIGHUP);
-        wait_line(&server, &[&format!("ready 0.{round}")], Duration::from_secs(10));
-        wait_line(&server, &[&format!("ready 1.{round}")], Duration::from_secs(10));
-        wait_line(&server, &[&format!("exit 1.{}", round - 1), "requested=true"], Duration::from_secs(10));
+        server.wait_line(&[&format!("ready 0.{round}")], Duration::from_secs(10));
+        server.wait_line(&[&format!("ready 1.{round}")], Duration::from_secs(10));
+        server.wait_line(&[&format!("exit 1.{}", round - 1), "requested=true"], Duration::from_secs(10));
     }
     thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
@@ -299,16 +283,16 @@ fn keep_alive_loop(addr: SocketAddr, stop: &AtomicBool, failures: &AtomicU64, se
 #[test]
 fn ttin_adds_a_worker_and_ttou_removes_one() {
     let server = Server::start(&["--workers", "1"]);
-    wait_line(&server, &["ready 0.0"], Duration::from_secs(10));
+    server.wait_line(&["ready 0.0"], Duration::from_secs(10));
     server.signal(libc::SIGTTIN);
-    wait_line(&server, &["ready 1.0"], Duration::from_secs(10));
+    server.wait_line(&["ready 1.0"], Duration::from_secs(10));
     assert_eq!(proc::descendants(server.pid()).len(), 2);
     for _ in 0..20 {
         get_ok(server.addr);
     }
     server.signal(libc::SIGTTOU);
-    wait_line(&server, &["disconnect 1.0"], Duration::from_secs(5));
-    wait_line(&server, &["exit 1.0", "requested=true"], Duration::from_secs(5));
+    server.wait_line(&["disconnect 1.0"], Duration::from_secs(5));
+    server.wait_line(&["exit 1.0", "requested=true"], Duration::from_secs(5));
     for _ in 0..20 {
         get_ok(server.addr);
     }
@@ -322,8 +306,8 @@ fn ttin_adds_a_worker_and_ttou_removes_one() {
 #[test]
 fn ttou_under_load_resets_no_queued_connection() {
     let server = Server::start(&["--workers", "2", "--balance", "reuseport"]);
-    wait_line(&server, &["ready 0.0"], Duration::from_secs(10));
-    wait_line(&server, &["ready 1.0"], Duration::from_secs(10));
+    server.wait_line(&["ready 0.0"], Duration::from_secs(10));
+    server.wait_line(&["ready 1.0"], Duration::from_secs(10));
     // Requests whose heads are still arriving: those the kernel hashed to
     // slot 1 keep its worker draining for as long as the test likes, which
     // is when a listener left open would collect connections to reset.
@@ -348,14 +332,14 @@ fn ttou_under_load_resets_no_queued_connection() {
     thread::sleep(Duration::from_millis(300));
     let before = served.load(Ordering::SeqCst);
     server.signal(libc::SIGTTOU);
-    wait_line(&server, &["disconnect 1.0"], Duration::from_secs(5));
+    server.wait_line(&["disconnect 1.0"], Duration::from_secs(5));
     thread::sleep(Duration::from_millis(300));
     for c in &mut slow {
         c.send(b"\r\n");
         assert_eq!(c.response().status, 200);
     }
     drop(slow);
-    wait_line(&server, &["exit 1.0", "requested=true"], Duration::from_secs(10));
+    server.wait_line(&["exit 1.0", "requested=true"], Duration::from_secs(10));
     thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
     for t in load {
@@ -378,8 +362,8 @@ fn paced_load_loop(addr: SocketAddr, pause: Duration, stop: &AtomicBool, failure
 #[test]
 fn workers_exit_when_the_master_is_killed() {
     let mut server = Server::start(&["--workers", "2"]);
-    wait_line(&server, &["ready 0.0"], Duration::from_secs(10));
-    wait_line(&server, &["ready 1.0"], Duration::from_secs(10));
+    server.wait_line(&["ready 0.0"], Duration::from_secs(10));
+    server.wait_line(&["ready 1.0"], Duration::from_secs(10));
     let workers = proc::descendants(server.pid());
     assert_eq!(workers.len(), 2);
     server.signal(libc::SIGKILL);
@@ -400,7 +384,7 @@ fn workers_drop_privileges() {
         return;
     }
     let server = Server::start(&["--workers", "1", "--user", "nobody"]);
-    let ready = wait_line(&server, &["ready 0.0"], Duration::from_secs(10));
+    let ready = server.wait_line(&["ready 0.0"], Duration::from_secs(10));
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid_of(&ready))).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     let gid_line = status.lines().find(|l| l.starts_with("Gid:")).unwrap();
@@ -446,8 +430,8 @@ fn serves_a_socket_passed_by_systemd() {
     let mut server = Server::spawn(cmd).unwrap_or_else(|e| panic!("{e}"));
     drop(listener);
     assert_eq!(server.addr, addr, "serves the inherited socket, not --listen");
-    wait_line(&server, &["using inherited socket"], Duration::from_secs(5));
-    wait_line(&server, &["ready 1.0"], Duration::from_secs(10));
+    server.wait_line(&["using inherited socket"], Duration::from_secs(5));
+    server.wait_line(&["ready 1.0"], Duration::from_secs(10));
     for _ in 0..10 {
         get_ok(addr);
     }

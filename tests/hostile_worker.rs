@@ -43,19 +43,6 @@ fn wait_ready(server: &Server, n: usize, timeout: Duration) {
     }
 }
 
-/// Waits until the log has a line containing every one of `parts`.
-fn wait_line(server: &Server, parts: &[&str], timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let log = server.log_text();
-        if let Some(l) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
-            return l.to_owned();
-        }
-        assert!(Instant::now() < deadline, "no log line with {parts:?} within {timeout:?}\n{log}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// The master's CPU time in seconds so far.
 fn cpu_secs(pid: i32) -> f64 {
     proc::stat(pid).map_or(0.0, |s| s.cpu_ticks as f64 / TICKS_PER_SEC as f64)
@@ -176,7 +163,7 @@ fn flood(fd: &OwnedFd, msg: &[u8], how_long: Duration) -> u64 {
 /// gone and replaced, the master logged about it once and stayed cheap, and
 /// the cluster serves and reloads.
 fn check_recovered(server: &Server, victim: i32, cpu_before: f64, window: Duration) {
-    let evicted = wait_line(server, &[&format!("(pid {victim})"), "killing it"], Duration::from_secs(3));
+    let evicted = server.wait_line(&[&format!("(pid {victim})"), "killing it"], Duration::from_secs(3));
     assert!(proc::wait_gone(victim, Duration::from_secs(3)), "worker {victim} still runs after: {evicted}");
     wait_ready(server, 2, Duration::from_secs(5));
     assert!(!workers(server).contains(&victim), "worker {victim} was not replaced");
@@ -241,7 +228,7 @@ fn lifeline_messages_out_of_order_get_the_worker_replaced() {
         // `Listening` (2) again: the protocol allows each once, in order.
         assert_eq!(flood(&fd, &[msg], Duration::from_millis(1)).min(1), 1);
         drop(fd);
-        let line = wait_line(&server, &["lifeline protocol broken"], Duration::from_secs(3));
+        let line = server.wait_line(&["lifeline protocol broken"], Duration::from_secs(3));
         assert!(line.contains(&format!("(pid {victim})")), "{line}");
         check_recovered(&server, victim, cpu, started.elapsed());
     }

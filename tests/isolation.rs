@@ -26,20 +26,6 @@ const MEMFD: &str = "/memfd:forkring-ipc";
 /// How an anonymous shared mapping shows in /proc/<pid>/maps.
 const ANON_SHARED: &str = "/dev/zero (deleted)";
 
-/// Waits until the server's log has a line containing every one of
-/// `parts`, and returns it.
-fn wait_line(server: &Server, parts: &[&str], timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let log = server.log_text();
-        if let Some(l) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
-            return l.to_owned();
-        }
-        assert!(Instant::now() < deadline, "no log line with {parts:?} within {timeout:?}\n{log}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// The pid in an event line.
 fn pid_of(line: &str) -> i32 {
     let p = line.split("pid=").nth(1).expect("pid= in line");
@@ -175,7 +161,7 @@ fn workers_hold_only_their_own(name: &str, mode: &[&str], memfd: bool) {
     assert_eq!(held.ok().map(|p| p.to_string_lossy().into_owned()), Some(marker.clone()));
 
     let ready = |gens: [u64; 3]| -> Vec<String> {
-        (0..3).map(|s| wait_line(&server, &[&format!("ready {s}.{}", gens[s])], Duration::from_secs(10))).collect()
+        (0..3).map(|s| server.wait_line(&[&format!("ready {s}.{}", gens[s])], Duration::from_secs(10))).collect()
     };
     let lines = ready([0, 0, 0]);
     check_workers(&server, &lines, &marker, memfd);
@@ -186,7 +172,7 @@ fn workers_hold_only_their_own(name: &str, mode: &[&str], memfd: bool) {
     server.signal(libc::SIGHUP);
     let lines = ready([1, 1, 1]);
     for s in 0..3 {
-        wait_line(&server, &[&format!("exit {s}.0"), "requested=true"], Duration::from_secs(10));
+        server.wait_line(&[&format!("exit {s}.0"), "requested=true"], Duration::from_secs(10));
     }
     check_workers(&server, &lines, &marker, memfd);
     get_closing(&server);

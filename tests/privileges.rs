@@ -14,20 +14,6 @@ use std::time::{Duration, Instant};
 use common::Server;
 use forkring_testkit::proc;
 
-/// Waits until the server's log has a line containing every one of
-/// `parts`, and returns it.
-fn wait_line(server: &Server, parts: &[&str], timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let log = server.log_text();
-        if let Some(l) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
-            return l.to_owned();
-        }
-        assert!(Instant::now() < deadline, "no log line with {parts:?} within {timeout:?}\n{log}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// The pid in an event line.
 fn pid_of(line: &str) -> i32 {
     let p = line.split("pid=").nth(1).expect("pid= in line");
@@ -55,7 +41,7 @@ fn workers_switch_users_for_good_and_still_die_with_the_master() {
     let (uid, gid) = (nobody.uid.as_raw(), nobody.gid.as_raw());
     let mut server = Server::start(&["--workers", "2", "--user", "nobody"]);
     let workers: Vec<i32> =
-        (0..2).map(|s| pid_of(&wait_line(&server, &[&format!("ready {s}.0")], Duration::from_secs(10)))).collect();
+        (0..2).map(|s| pid_of(&server.wait_line(&[&format!("ready {s}.0")], Duration::from_secs(10)))).collect();
     for &pid in &workers {
         let path = format!("/proc/{pid}/status");
         let status = std::fs::read_to_string(&path).unwrap();
@@ -83,14 +69,14 @@ fn workers_switch_users_for_good_and_still_die_with_the_master() {
 fn root_workers_are_warned_about_once_and_gain_no_privileges() {
     let server = Server::start(&["--workers", "2"]);
     let workers: Vec<i32> =
-        (0..2).map(|s| pid_of(&wait_line(&server, &[&format!("ready {s}.0")], Duration::from_secs(10)))).collect();
+        (0..2).map(|s| pid_of(&server.wait_line(&[&format!("ready {s}.0")], Duration::from_secs(10)))).collect();
     for pid in workers {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         assert_eq!(status_numbers(&status, "NoNewPrivs:"), [1], "{status}");
     }
     // A reload forks two more workers; the warning stays single.
     server.signal(libc::SIGHUP);
-    wait_line(&server, &["ready 1.1"], Duration::from_secs(10));
+    server.wait_line(&["ready 1.1"], Duration::from_secs(10));
     let warnings = server.log_text().matches("workers run as root").count();
     assert_eq!(warnings, usize::from(is_root()), "{}", server.log_text());
 }

@@ -8,24 +8,10 @@ mod common;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Client, Server, HELLO};
 use forkring_testkit::proc;
-
-/// Waits until the server's log has a line containing every one of
-/// `parts`, and returns it.
-fn wait_line(server: &Server, parts: &[&str], timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let log = server.log_text();
-        if let Some(l) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
-            return l.to_owned();
-        }
-        assert!(Instant::now() < deadline, "no log line with {parts:?} within {timeout:?}\n{log}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// The pid in an event line.
 fn pid_of(line: &str) -> i32 {
@@ -57,12 +43,12 @@ fn an_inherited_ignored_sigchld_is_reset() {
         });
     }
     let server = Server::spawn(cmd).unwrap_or_else(|e| panic!("{e}"));
-    let victim = pid_of(&wait_line(&server, &["ready 0.0"], Duration::from_secs(10)));
-    wait_line(&server, &["ready 1.0"], Duration::from_secs(10));
+    let victim = pid_of(&server.wait_line(&["ready 0.0"], Duration::from_secs(10)));
+    server.wait_line(&["ready 1.0"], Duration::from_secs(10));
     proc::signal(victim, libc::SIGKILL).unwrap();
     // The master reaped it itself: it knows the signal.
-    wait_line(&server, &["exit 0.0", "signal=9", "requested=false"], Duration::from_secs(5));
-    wait_line(&server, &["ready 0.1"], Duration::from_secs(5));
+    server.wait_line(&["exit 0.0", "signal=9", "requested=false"], Duration::from_secs(5));
+    server.wait_line(&["ready 0.1"], Duration::from_secs(5));
     for _ in 0..10 {
         let r = Client::connect(server.addr).get("/");
         assert_eq!((r.status, r.body.as_slice()), (200, HELLO));

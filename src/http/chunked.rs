@@ -249,22 +249,7 @@ fn is_tchar(b: u8) -> bool {
 }
 
 /// [`is_tchar`] as a table: it runs once per extension byte.
-static TCHAR: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        t[i] = b.is_ascii_alphanumeric();
-        i += 1;
-    }
-    let punct = b"!#$%&'*+-.^_`|~";
-    let mut j = 0;
-    while j < punct.len() {
-        t[punct[j] as usize] = true;
-        j += 1;
-    }
-    t
-};
+static TCHAR: [bool; 256] = super::alnum_and(b"!#$%&'*+-.^_`|~");
 
 fn hex(b: u8) -> Option<u8> {
     match b {

@@ -970,22 +970,7 @@ fn reg_name_len(v: &[u8], colon: bool) -> usize {
 
 /// The bytes of a reg-name but `%` (unreserved and sub-delims), as a table:
 /// every `Host` value is checked.
-static REG_NAME: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        t[i] = b.is_ascii_alphanumeric();
-        i += 1;
-    }
-    let punct = b"-._~!$&'()*+,;=";
-    let mut j = 0;
-    while j < punct.len() {
-        t[punct[j] as usize] = true;
-        j += 1;
-    }
-    t
-};
+static REG_NAME: [bool; 256] = super::alnum_and(b"-._~!$&'()*+,;=");
 
 /// The inside of `[...]`: an IPv6 address, or `IPvFuture = "v" 1*HEXDIG "."
 /// 1*( unreserved / sub-delims / ":" )`.

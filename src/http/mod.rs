@@ -18,6 +18,23 @@ mod response;
 mod scan;
 
 pub use conn::{Conn, Shared, DRAIN_IDLE_GRACE_MS, OUTPUT_HIGH_WATER};
+
+/// A byte class as a table, for checks that run once per byte: ASCII
+/// letters and digits, and the bytes of `punct`.
+const fn alnum_and(punct: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = (i as u8).is_ascii_alphanumeric();
+        i += 1;
+    }
+    let mut j = 0;
+    while j < punct.len() {
+        t[punct[j] as usize] = true;
+        j += 1;
+    }
+    t
+}
 pub use request::{Headers, Request, Version};
 pub use response::{InvalidHeader, Response};
 

@@ -187,6 +187,20 @@ impl Server {
         s
     }
 
+    /// Waits until the log has a line containing every one of `parts`, and
+    /// returns it; panics with the log after `timeout`.
+    pub fn wait_line(&self, parts: &[&str], timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log_text();
+            if let Some(l) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+                return l.to_owned();
+            }
+            assert!(Instant::now() < deadline, "no log line with {parts:?} within {timeout:?}\n{log}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// A new client connection.
     pub fn connect(&self) -> Client {
         Client::connect(self.addr)
