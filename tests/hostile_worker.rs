@@ -172,6 +172,11 @@ fn check_recovered(server: &Server, victim: i32, cpu_before: f64, window: Durati
     assert!(about_victim <= 3, "{about_victim} log lines about worker {victim}\n{log}");
     assert!(log.lines().count() < 200, "the log grew to {} lines\n{log}", log.lines().count());
     let cpu = cpu_secs(server.pid()) - cpu_before;
+    println!(
+        "worker {victim} replaced; master CPU {cpu:.2} s in {:.1} s; {about_victim} log lines about it, {} in all",
+        window.as_secs_f64(),
+        log.lines().count()
+    );
     assert!(
         cpu < 0.5 * window.as_secs_f64().max(1.0),
         "the master used {cpu:.2} s of CPU in {window:?} of hostility\n{log}"
