@@ -13,6 +13,7 @@
 mod chunked;
 mod conn;
 mod date;
+mod fields;
 mod request;
 mod response;
 mod scan;
