@@ -222,7 +222,10 @@ pub struct Respawn {
     pub factor: f64,
     /// Ceiling of the delay.
     pub max: Duration,
-    /// A worker ready for this long resets its slot's crash streak.
+    /// A worker ready for this long resets its slot's crash streak: it was
+    /// serving, so its death is no crash loop and it is replaced at once.
+    /// Workers dying sooner after they are ready are replaced with a
+    /// growing delay.
     pub stable_after: Duration,
     /// Workers of one slot dying in a row before they become ready stop the
     /// cluster. A worker that was ready and then died is always replaced.
@@ -244,7 +247,7 @@ impl Default for Respawn {
             initial: Duration::from_millis(100),
             factor: 1.5,
             max: Duration::from_secs(15),
-            stable_after: Duration::from_secs(10),
+            stable_after: Duration::from_secs(1),
             max_startup_failures: 5,
             max_crashes: 30,
             crash_window: Duration::from_secs(60),

@@ -438,3 +438,31 @@ fn serves_a_socket_passed_by_systemd() {
     server.signal(libc::SIGTERM);
     assert!(server.wait_exit(Duration::from_secs(10)).expect("exit").success());
 }
+
+#[test]
+fn a_worker_that_served_is_replaced_at_once_and_quick_deaths_back_off() {
+    // The default `stable_after` is 1 s: a worker ready for longer was
+    // serving, and its death is no crash loop.
+    let server = Server::start(&["--workers", "1"]);
+    let mut pid = pid_of(&server.wait_line(&["ready 0.0"], Duration::from_secs(10)));
+    for gen in 1..=3 {
+        thread::sleep(Duration::from_millis(1200));
+        proc::signal(pid, libc::SIGKILL).expect("kill the worker");
+        let line = server.wait_line(&[&format!("ready 0.{gen}")], Duration::from_secs(5));
+        pid = pid_of(&line);
+    }
+    let log = server.log_text();
+    let respawns: Vec<&str> = log.lines().filter(|l| l.contains("respawning slot 0")).collect();
+    assert_eq!(respawns.len(), 3, "{log}");
+    assert!(respawns.iter().all(|l| l.contains("crash 1 in a row")), "each death after serving starts afresh\n{log}");
+    // Deaths soon after ready still count as a streak, with growing delays.
+    for gen in 4..=5 {
+        thread::sleep(Duration::from_millis(100));
+        proc::signal(pid, libc::SIGKILL).expect("kill the worker");
+        let line = server.wait_line(&[&format!("ready 0.{gen}")], Duration::from_secs(5));
+        pid = pid_of(&line);
+    }
+    let log = server.log_text();
+    assert!(log.contains("crash 2 in a row"), "{log}");
+    get_ok(server.addr);
+}

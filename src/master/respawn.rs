@@ -98,6 +98,11 @@ impl Master<'_> {
         let now = Instant::now();
         let policy = self.config.respawn;
         let s = &mut self.slots[slot];
+        // A worker that served for a while ends any streak before it (the
+        // timer that does so may not have run yet).
+        if proc.ready_at.is_some_and(|r| now.duration_since(r) >= policy.stable_after) {
+            s.streak = 0;
+        }
         s.streak += 1;
         if proc.state != ProcState::Ready {
             s.startup_failures += 1;
