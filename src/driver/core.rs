@@ -24,8 +24,9 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
+use std::time::Instant;
 
-use super::Link;
+use super::{timers, Link};
 use crate::config::Config;
 use crate::http::{Conn, Shared, DRAIN_IDLE_GRACE_MS};
 use crate::sys::context;
@@ -194,9 +195,15 @@ impl<'a> Core<'a> {
     }
 
     /// The next time the loop must wake up by itself: the next sweep, the
-    /// end of an accept pause, or the end of the drain.
+    /// end of an accept pause, the end of the drain, or the next worker
+    /// timer.
     pub(crate) fn next_wake(&self) -> u64 {
         let mut t = self.next_sweep;
+        if let Some(due) = timers::next_due() {
+            // Rounded up: waking a millisecond early would find it not due.
+            let wait = due.saturating_duration_since(Instant::now());
+            t = t.min(self.sh.now_ms() + wait.as_micros().div_ceil(1000) as u64);
+        }
         if let State::Draining { until } = self.state {
             t = t.min(until);
         }
@@ -204,6 +211,13 @@ impl<'a> Core<'a> {
             t = t.min(self.accept_paused_until);
         }
         t
+    }
+
+    /// Runs the worker timers that are due; the loop calls it once a turn.
+    pub(crate) fn run_timers(&self) {
+        if timers::next_due().is_some_and(|due| due <= Instant::now()) {
+            timers::run_due(Instant::now());
+        }
     }
 
     /// Whether the loop may accept with `live` connections open.

@@ -163,6 +163,7 @@ impl<'a> Driver<'a> {
                 }
             }
             self.core.link.deliver(handler);
+            self.core.run_timers();
             if woken {
                 self.core.link.ack();
                 if self.core.link.draining() {

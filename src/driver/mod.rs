@@ -48,6 +48,7 @@ mod core;
 mod epoll;
 mod link;
 mod slab;
+pub(crate) mod timers;
 mod uring;
 
 pub(crate) use link::{drain_from_signal, Inbox, Link};

@@ -11,8 +11,10 @@ mod signals;
 
 use std::cell::UnsafeCell;
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 pub(crate) use entry::{exec_env, is_exec_env, reexec_worker, run_forked, serve, CannotStart, Credentials, Start};
 
@@ -54,6 +56,61 @@ pub fn id() -> Option<WorkerId> {
 /// Records the worker this process is (once; a second call is ignored).
 fn set_id(id: WorkerId) {
     let _ = SELF_ID.set(id);
+}
+
+/// A timer on this worker's event loop, made by [`after`] or [`every`].
+///
+/// It belongs to the loop's thread (it is neither `Send` nor `Sync`);
+/// dropping it leaves the timer running, [`Timer::cancel`] stops it.
+#[derive(Debug)]
+pub struct Timer {
+    /// The timer's id in the loop's table.
+    id: u64,
+    /// Ties the handle to the thread whose table holds the timer.
+    _thread: PhantomData<std::rc::Rc<()>>,
+}
+
+impl Timer {
+    /// Stops the timer; false when it had already run (a one-shot timer)
+    /// or been cancelled.
+    pub fn cancel(self) -> bool {
+        crate::driver::timers::cancel(self.id)
+    }
+}
+
+/// Runs `f` once on the worker's event loop, `delay` from now, between
+/// requests. Call it from the loop: the handler factory, a handler,
+/// `on_message` or another timer (a timer set on another thread never
+/// runs). `f` must not block: it runs on the loop that serves every
+/// connection of the worker.
+///
+/// ```no_run
+/// use std::cell::Cell;
+/// use std::rc::Rc;
+/// use std::time::Duration;
+/// use forkring::{Request, Response, Server};
+///
+/// Server::builder().serve(|| {
+///     // Refreshed every second on the loop; read by the handler.
+///     let ticks = Rc::new(Cell::new(0u64));
+///     let t = ticks.clone();
+///     forkring::worker::every(Duration::from_secs(1), move || t.set(t.get() + 1));
+///     move |_: &Request<'_>, res: &mut Response| {
+///         res.body(format!("{} s up\n", ticks.get()));
+///     }
+/// })
+/// # ;
+/// ```
+pub fn after(delay: Duration, f: impl FnOnce() + 'static) -> Timer {
+    Timer { id: crate::driver::timers::after(delay, f), _thread: PhantomData }
+}
+
+/// Runs `f` on the worker's event loop every `period` (at least 1 ms),
+/// the first time one period from now, until the returned [`Timer`] is
+/// cancelled. A run that comes late is not made up for: the next one is a
+/// period after it was due, never in a burst. See [`after`].
+pub fn every(period: Duration, f: impl FnMut() + 'static) -> Timer {
+    Timer { id: crate::driver::timers::every(period, f), _thread: PhantomData }
 }
 
 /// The producer half of this worker's ring to the master, behind a spin

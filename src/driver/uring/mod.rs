@@ -341,6 +341,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                 self.complete(cqe);
             }
             self.core.link.deliver(&mut *self.handler);
+            self.core.run_timers();
             if self.core.sweep_due() {
                 self.sweep();
             }
