@@ -98,12 +98,20 @@ pub struct Timeouts {
     pub idle: Duration,
     /// Time a worker spends draining before it closes what is left.
     pub drain: Duration,
+    /// Time a deferred response may take (see [`crate::Response::defer`]):
+    /// `504` when it passes.
+    pub deferred: Duration,
 }
 
 impl Timeouts {
-    /// The defaults: 10 s for a head, 60 s idle, 30 s to drain.
-    pub const DEFAULT: Timeouts =
-        Timeouts { header: Duration::from_secs(10), idle: Duration::from_secs(60), drain: Duration::from_secs(30) };
+    /// The defaults: 10 s for a head, 60 s idle, 30 s to drain, 30 s for a
+    /// deferred response.
+    pub const DEFAULT: Timeouts = Timeouts {
+        header: Duration::from_secs(10),
+        idle: Duration::from_secs(60),
+        drain: Duration::from_secs(30),
+        deferred: Duration::from_secs(30),
+    };
 
     /// With `header` as the time a client has to send a request head.
     pub const fn with_header(self, header: Duration) -> Timeouts {
@@ -118,6 +126,11 @@ impl Timeouts {
     /// With `drain` as the time a worker spends draining.
     pub const fn with_drain(self, drain: Duration) -> Timeouts {
         Timeouts { drain, ..self }
+    }
+
+    /// With `deferred` as the time a deferred response may take.
+    pub const fn with_deferred(self, deferred: Duration) -> Timeouts {
+        Timeouts { deferred, ..self }
     }
 }
 
@@ -159,6 +172,10 @@ pub struct Config {
     pub pin: bool,
     /// Sizes of the shared-memory rings between the master and each worker.
     pub ipc: ChannelOptions,
+    /// Threads of each worker's blocking-work pool
+    /// ([`crate::worker::spawn_blocking`]), started in the worker on first
+    /// use.
+    pub pool: usize,
 }
 
 /// One worker per CPU.
@@ -182,6 +199,7 @@ impl Default for Config {
             user: None,
             pin: false,
             ipc: ChannelOptions::default(),
+            pool: 64,
         }
     }
 }
@@ -287,6 +305,8 @@ pub struct Limits {
     /// its head arrives): `503` beyond it, so that many slow uploads cannot
     /// take a worker's memory.
     pub max_buffered_bodies: usize,
+    /// Most deferred responses one worker waits on at once: `503` beyond.
+    pub max_deferred: usize,
 }
 
 impl Limits {
@@ -295,13 +315,15 @@ impl Limits {
     pub const HEADERS_CAP: usize = 256;
 
     /// The defaults: 16 KiB of head, 100 fields, 8 KiB of target, 8 MiB of
-    /// body, 256 MiB of bodies buffered per worker.
+    /// body, 256 MiB of bodies buffered and 16,384 deferred responses per
+    /// worker.
     pub const DEFAULT: Limits = Limits {
         max_head: 16 * 1024,
         max_headers: 100,
         max_target: 8 * 1024,
         max_body: 8 * 1024 * 1024,
         max_buffered_bodies: 256 * 1024 * 1024,
+        max_deferred: 16 * 1024,
     };
 
     /// With `max_head` as the largest header block.
@@ -322,6 +344,11 @@ impl Limits {
     /// With `max_body` as the largest request body.
     pub const fn with_max_body(self, max_body: usize) -> Limits {
         Limits { max_body, ..self }
+    }
+
+    /// With `max_deferred` as the most deferred responses a worker waits on.
+    pub const fn with_max_deferred(self, max_deferred: usize) -> Limits {
+        Limits { max_deferred, ..self }
     }
 
     /// With `max_buffered_bodies` as the most body bytes a worker buffers.

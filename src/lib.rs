@@ -56,7 +56,7 @@ pub use config::{
     default_workers, Backend, Balance, ChannelOptions, Config, Limits, ParseBackendError, Respawn, RingOptions,
     Timeouts,
 };
-pub use http::{Handler, Headers, InvalidHeader, Request, Response, Version};
+pub use http::{Handler, Headers, InvalidHeader, Request, Responder, Response, Version};
 pub use ipc::{SendError, Snapshot};
 pub use master::{Command, Ctl, Event, EventCallback, ExitStatus, Handle, TimerCallback};
 pub use server::Server;
@@ -66,7 +66,7 @@ pub use worker::WorkerId;
 /// part of the API, and may change at any time.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::http::{Conn, Shared, DRAIN_IDLE_GRACE_MS, OUTPUT_HIGH_WATER};
+    pub use crate::http::{Completion, Conn, Shared, DRAIN_IDLE_GRACE_MS, OUTPUT_HIGH_WATER};
 
     /// The shared-memory rings and counters.
     pub mod ipc {

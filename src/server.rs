@@ -111,6 +111,14 @@ impl Server {
         self
     }
 
+    /// Threads of each worker's blocking-work pool
+    /// ([`crate::worker::spawn_blocking`]; default 64), started in the
+    /// worker on first use.
+    pub fn pool(mut self, threads: usize) -> Self {
+        self.config.pool = threads.max(1);
+        self
+    }
+
     /// Extra environment variables for the worker of each slot.
     pub fn worker_env(mut self, env: impl Fn(usize) -> Vec<(String, String)> + 'static) -> Self {
         self.hooks.worker_env = Some(Box::new(env));

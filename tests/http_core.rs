@@ -1358,3 +1358,106 @@ fn buffered_bodies_share_one_budget_per_worker() {
         c.release(&mut sh);
     }
 }
+
+/// Defers `/later` (keeping the responder), answers the rest at once.
+#[derive(Default)]
+struct Deferring {
+    responders: Vec<forkring::Responder>,
+}
+
+impl forkring::Handler for Deferring {
+    fn handle(&mut self, req: &Request<'_>, res: &mut Response) {
+        if req.path() == "/later" {
+            self.responders.push(res.defer());
+        } else {
+            res.body(req.path());
+        }
+    }
+}
+
+fn answered(res: &str) -> Response {
+    let mut r = Response::new();
+    r.body(res);
+    r
+}
+
+/// Takes the completions queued in `sh` and hands each to `conn`.
+fn deliver(conn: &mut Conn, sh: &mut Shared, app: &mut Deferring) -> usize {
+    let mut batch = Vec::new();
+    sh.take_completions(&mut batch);
+    batch.into_iter().map(|c| conn.complete(c, sh, app) as usize).sum()
+}
+
+#[test]
+fn deferred_responses_keep_pipelined_order() {
+    let mut sh = shared(LIMITS);
+    let mut app = Deferring::default();
+    let mut conn = Conn::new(&sh);
+    conn.set_token(7);
+    conn.on_read(
+        b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /later HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n",
+        &mut sh,
+        &mut app,
+    );
+    // /a is answered; /b waits behind the deferred /later.
+    assert_eq!(status_lines(conn.output()), ["HTTP/1.1 200 OK"]);
+    assert!(!conn.is_closing());
+    let r = app.responders.pop().unwrap();
+    // Completed from another thread.
+    std::thread::spawn(move || r.send(answered("late"))).join().unwrap();
+    assert_eq!(deliver(&mut conn, &mut sh, &mut app), 1);
+    let bodies: Vec<Vec<u8>> = parse_responses(conn.output()).into_iter().map(|r| r.body).collect();
+    assert_eq!(bodies, [b"/a".to_vec(), b"late".to_vec(), b"/b".to_vec()]);
+    conn.release(&mut sh);
+}
+
+#[test]
+fn deferred_responses_are_capped_timed_and_answered_when_dropped() {
+    let limits = LIMITS.with_max_deferred(1);
+    let timeouts = Timeouts::DEFAULT.with_deferred(Duration::from_millis(100));
+    let mut sh = Shared::new(limits, timeouts);
+    sh.tick();
+    let mut app = Deferring::default();
+    let later = b"GET /later HTTP/1.1\r\nHost: t\r\n\r\n";
+    // One deferred request fills the worker's cap: the next gets 503 at
+    // once, and its responder does nothing.
+    let mut a = Conn::new(&sh);
+    a.set_token(1);
+    a.on_read(later, &mut sh, &mut app);
+    assert!(!a.has_output());
+    let mut b = Conn::new(&sh);
+    b.set_token(2);
+    b.on_read(later, &mut sh, &mut app);
+    assert_eq!(status_lines(b.output()), ["HTTP/1.1 503 Service Unavailable"]);
+    app.responders.pop().unwrap().send(answered("ignored"));
+    assert_eq!(deliver(&mut b, &mut sh, &mut app), 0);
+    // A dropped responder answers 500 (the cap's place is given back).
+    drop(app.responders.pop());
+    assert_eq!(deliver(&mut a, &mut sh, &mut app), 1);
+    assert_eq!(status_lines(a.output()), ["HTTP/1.1 500 Internal Server Error"]);
+    let mut c = Conn::new(&sh);
+    c.set_token(3);
+    c.on_read(later, &mut sh, &mut app);
+    assert!(!c.has_output(), "the cap was given back");
+    // Its deadline passes: 504, and the connection closes; the late
+    // completion is stale.
+    assert!(c.deadline() <= sh.now_ms() + 100);
+    assert!(!c.on_deadline(&mut sh));
+    assert_eq!(status_lines(c.output()), ["HTTP/1.1 504 Gateway Timeout"]);
+    assert!(c.is_closing());
+    app.responders.pop().unwrap().send(answered("too late"));
+    assert_eq!(deliver(&mut c, &mut sh, &mut app), 0);
+    // A connection that goes away while it waits gives its place back.
+    let mut d = Conn::new(&sh);
+    d.set_token(4);
+    d.on_read(later, &mut sh, &mut app);
+    assert!(!d.has_output());
+    d.release(&mut sh);
+    let mut e = Conn::new(&sh);
+    e.set_token(5);
+    e.on_read(later, &mut sh, &mut app);
+    assert!(!e.has_output(), "the closed connection gave its place back");
+    for conn in [a, b, c, e] {
+        conn.release(&mut sh);
+    }
+}

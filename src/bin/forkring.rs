@@ -34,6 +34,12 @@ Options:
                           longest pause within a body or response, in
                           milliseconds [default: 60000]
   --max-body BYTES        largest request body; larger ones get 413
+  --pool N                threads of each worker's blocking-work pool
+                          (GET /sleep) [default: 64]
+  --deferred-timeout MS   time a deferred response may take before the
+                          request is answered 504 [default: 30000]
+  --max-deferred N        deferred responses one worker waits on at once;
+                          beyond, 503 [default: 16384]
                           [default: 8388608]
   --max-connections N     most connections one worker holds at once
                           [default: 65536]
@@ -74,6 +80,8 @@ struct Options {
     pin: bool,
     reexec: bool,
     respawn: bool,
+    /// Threads of each worker's blocking-work pool.
+    pool: usize,
 }
 
 /// What to do after parsing.
@@ -124,6 +132,7 @@ fn main() -> ExitCode {
         .balance(opts.balance)
         .pin(opts.pin)
         .reexec(opts.reexec)
+        .pool(opts.pool)
         .respawn(respawn)
         .on_event(|event, ctl| {
             log::info!("{event}");
@@ -245,9 +254,30 @@ impl Handler for Demo {
     }
 }
 
-/// `GET /`, `POST /echo`, 404.
+/// `GET /`, `POST /echo`, `GET /sleep`, `GET /delay`, 404.
 fn demo(req: &Request<'_>, res: &mut Response) {
     match req.path() {
+        // Answered later, by a pool thread that blocks for `ms`: a route
+        // that calls a blocking client.
+        "/sleep" => match wait_ms(req) {
+            Some(ms) => {
+                let responder = res.defer();
+                forkring::worker::spawn_blocking(move || {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    responder.send(slept(ms));
+                });
+            }
+            None => bad_wait(res),
+        },
+        // Answered later, by a timer on the worker's loop, with no thread:
+        // the wait of a service that calls another over the network.
+        "/delay" => match wait_ms(req) {
+            Some(ms) => {
+                let responder = res.defer();
+                forkring::worker::after(Duration::from_millis(ms), move || responder.send(slept(ms)));
+            }
+            None => bad_wait(res),
+        },
         "/" => match req.method() {
             // HEAD gets the same head; the runtime leaves the body out.
             "GET" | "HEAD" => {
@@ -268,6 +298,24 @@ fn demo(req: &Request<'_>, res: &mut Response) {
     }
 }
 
+/// The `ms` of `?ms=N`, at most 10,000.
+fn wait_ms(req: &Request<'_>) -> Option<u64> {
+    let q = req.query().unwrap_or("");
+    let v = q.split('&').find_map(|kv| kv.strip_prefix("ms="))?;
+    v.parse::<u64>().ok().filter(|&ms| ms <= 10_000)
+}
+
+fn bad_wait(res: &mut Response) {
+    res.status(400).header("Content-Type", "text/plain").body("expected ?ms=N with N <= 10000\n");
+}
+
+/// The answer of `/sleep` and `/delay`.
+fn slept(ms: u64) -> Response {
+    let mut res = Response::new();
+    res.header("Content-Type", "text/plain").body(format!("waited {ms} ms\n"));
+    res
+}
+
 fn method_not_allowed(res: &mut Response, allow: &str) {
     res.status(405).header("Allow", allow).header("Content-Type", "text/plain").body("Method Not Allowed");
 }
@@ -286,6 +334,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Action, String> 
         pin: false,
         reexec: false,
         respawn: true,
+        pool: forkring::Config::default().pool,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -348,6 +397,14 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Action, String> 
             "--header-timeout" => opts.timeouts.header = millis(&flag, &value()?)?,
             "--idle-timeout" => opts.timeouts.idle = millis(&flag, &value()?)?,
             "--max-body" => opts.limits.max_body = number(&flag, &value()?)?,
+            "--pool" => {
+                opts.pool = number(&flag, &value()?)?;
+                if opts.pool == 0 {
+                    return Err("--pool must be at least 1".to_owned());
+                }
+            }
+            "--deferred-timeout" => opts.timeouts.deferred = millis(&flag, &value()?)?,
+            "--max-deferred" => opts.limits.max_deferred = number(&flag, &value()?)?,
             "--max-connections" => {
                 let n: usize = number(&flag, &value()?)?;
                 if n == 0 {

@@ -24,11 +24,12 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{timers, Link};
 use crate::config::Config;
-use crate::http::{Conn, Shared, DRAIN_IDLE_GRACE_MS};
+use crate::http::{Completion, Completions, Conn, Shared, DRAIN_IDLE_GRACE_MS};
 use crate::sys::context;
 
 /// How a closing connection keeps discarding input after its last
@@ -149,6 +150,9 @@ pub(crate) struct Core<'a> {
     next_sweep: u64,
     /// The sweep period while serving.
     sweep_ms: u64,
+    /// Completed deferred responses taken this turn (kept empty between
+    /// turns, for its capacity).
+    pub(crate) batch: Vec<Completion>,
 }
 
 impl<'a> Core<'a> {
@@ -158,6 +162,9 @@ impl<'a> Core<'a> {
         if let Some(c) = link.counters() {
             sh.set_counters(c);
         }
+        // Responders, on any thread, wake the loop through its eventfd.
+        let wake = link.wake_fd();
+        sh.set_completions(Arc::new(Completions::new(move || crate::sys::eventfd_wake(wake))));
         sh.tick();
         let sweep_ms = sweep_interval_ms(config);
         let next_sweep = sh.now_ms() + sweep_ms;
@@ -172,6 +179,7 @@ impl<'a> Core<'a> {
             failure: None,
             next_sweep,
             sweep_ms,
+            batch: Vec::new(),
         }
     }
 

@@ -164,6 +164,7 @@ impl<'a> Driver<'a> {
             }
             self.core.link.deliver(handler);
             self.core.run_timers();
+            self.complete_deferred(handler);
             if woken {
                 self.core.link.ack();
                 if self.core.link.draining() {
@@ -171,7 +172,7 @@ impl<'a> Driver<'a> {
                 }
             }
             if self.core.sweep_due() {
-                self.sweep();
+                self.sweep(handler);
             }
             self.accept_pending();
         }
@@ -246,6 +247,9 @@ impl<'a> Driver<'a> {
             conn.start_drain(&self.core.sh);
         }
         let key = self.conns.insert(Connection::new(fd, conn));
+        if let Some(c) = self.conns.get_mut(key) {
+            c.conn.set_token(key.pack());
+        }
         self.core.sh.count_accept();
         if let Err(e) = self.epoll.add(raw, CONN_INTEREST, Token(key.pack())) {
             self.close(key);
@@ -254,17 +258,43 @@ impl<'a> Driver<'a> {
         Ok(key)
     }
 
-    /// Closes every connection whose deadline (or lingering time) has passed.
-    fn sweep(&mut self) {
+    /// Closes every connection whose deadline (or lingering time) has
+    /// passed; one waiting on a deferred response is answered `504`.
+    fn sweep<H: Handler>(&mut self, handler: &mut H) {
         let now = self.core.sh.now_ms();
         for idx in 0..self.conns.capacity() {
             if let Some((key, c)) = self.conns.at(idx) {
-                if c.expired(now) {
+                if !c.expired(now) {
+                    continue;
+                }
+                let step = if c.linger_until.is_some() || c.conn.on_deadline(&mut self.core.sh) {
+                    Step::Close
+                } else {
+                    c.drive(&mut self.core.sh, &mut self.buf, handler)
+                };
+                if let Step::Close = step {
                     log::debug!("connection {idx}: timed out");
                     self.close(key);
                 }
             }
         }
+    }
+
+    /// Hands the deferred responses completed since the last turn to their
+    /// connections and sends them.
+    fn complete_deferred<H: Handler>(&mut self, handler: &mut H) {
+        let mut batch = std::mem::take(&mut self.core.batch);
+        self.core.sh.take_completions(&mut batch);
+        for done in batch.drain(..) {
+            let key = Key::unpack(done.token());
+            let Some(c) = self.conns.get_mut(key) else { continue };
+            if c.conn.complete(done, &mut self.core.sh, handler) {
+                if let Step::Close = c.drive(&mut self.core.sh, &mut self.buf, handler) {
+                    self.close(key);
+                }
+            }
+        }
+        self.core.batch = batch;
     }
 
     /// Stops accepting, takes in what is queued on the listener and closes
@@ -336,7 +366,11 @@ impl Connection {
             return self.discard(buf);
         }
         loop {
-            while self.readable && !self.conn.is_closing() && self.conn.output_len() < OUTPUT_HIGH_WATER {
+            while self.readable
+                && !self.conn.is_closing()
+                && self.conn.output_len() < OUTPUT_HIGH_WATER
+                && self.conn.wants_input(sh)
+            {
                 match recv(self.fd.as_raw_fd(), buf) {
                     Ok(0) => {
                         self.readable = false;
@@ -385,7 +419,10 @@ impl Connection {
             // the connection is closing, or the output was above the
             // high-water mark; only the last can change with a send, which
             // may also have let held-back requests add output.
-            let more_input = self.readable && !self.conn.is_closing() && self.conn.output_len() < OUTPUT_HIGH_WATER;
+            let more_input = self.readable
+                && !self.conn.is_closing()
+                && self.conn.output_len() < OUTPUT_HIGH_WATER
+                && self.conn.wants_input(sh);
             let more_output = self.writable && self.conn.has_output();
             if !more_input && !more_output {
                 break;

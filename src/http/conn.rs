@@ -3,10 +3,12 @@
 
 use std::mem::{self, MaybeUninit};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::chunked::Decoder;
 use super::date::DateCache;
+use super::defer::{Completion, Completions, Outcome};
 use super::fields::{framing, version_status};
 use super::request::{Headers, Request, Version};
 use super::response::{reason, Response};
@@ -49,6 +51,13 @@ pub struct Shared {
     /// promised (a declared `Content-Length` still arriving), against
     /// [`Limits::max_buffered_bodies`].
     body_bytes: usize,
+    /// Where responders send their completions.
+    completions: Arc<Completions>,
+    /// Deferred responses the worker waits on, against
+    /// [`Limits::max_deferred`].
+    deferred: usize,
+    /// [`Timeouts::deferred`] in milliseconds.
+    deferred_ms: u64,
 }
 
 impl Shared {
@@ -56,6 +65,10 @@ impl Shared {
     pub fn new(limits: Limits, timeouts: Timeouts) -> Shared {
         let mut limits = limits;
         limits.max_headers = limits.max_headers.min(Limits::HEADERS_CAP);
+        // Until a driver sets one whose wake-up reaches its loop.
+        let completions = Arc::new(Completions::new(|| {}));
+        let mut res = Response::new();
+        res.set_queue(completions.clone());
         Shared {
             limits,
             header_ms: millis(timeouts.header),
@@ -63,11 +76,14 @@ impl Shared {
             start: Instant::now(),
             now_ms: 0,
             date: DateCache::new(),
-            res: Response::new(),
+            res,
             pool: Vec::new(),
             draining: false,
             counters: None,
             body_bytes: 0,
+            completions,
+            deferred: 0,
+            deferred_ms: millis(timeouts.deferred),
         }
     }
 
@@ -128,6 +144,20 @@ impl Shared {
                 c.add(Counter::BytesOut, sent as u64);
             }
         }
+    }
+
+    /// Makes responders send their completions to `completions` (whose
+    /// wake-up the driver watches).
+    pub(crate) fn set_completions(&mut self, completions: Arc<Completions>) {
+        self.res.set_queue(completions.clone());
+        self.completions = completions;
+    }
+
+    /// Takes the completed deferred responses queued so far into `batch`
+    /// (which must be empty; it keeps its capacity between turns).
+    pub fn take_completions(&self, batch: &mut Vec<Completion>) {
+        debug_assert!(batch.is_empty());
+        self.completions.take(batch);
     }
 
     /// Gives back a buffer that [`Conn::take_output`] handed out.
@@ -204,9 +234,29 @@ pub struct Conn {
     header_timer: bool,
     /// This connection's share of [`Shared`]'s body budget.
     body_charged: usize,
+    /// The driver's token for this connection, carried by its responders.
+    token: u64,
+    /// Requests deferred on this connection so far (the last one's number).
+    deferred_seq: u64,
+    /// The deferred request the connection waits on: no later request is
+    /// answered before it.
+    awaiting: Option<Awaiting>,
     /// The peer sent its last byte; requests held back by the high-water
     /// mark are still answered, then the connection closes.
     peer_done: bool,
+}
+
+/// A deferred request being waited on, with what its framing needs.
+#[derive(Debug)]
+struct Awaiting {
+    /// Its number on the connection.
+    seq: u64,
+    /// HEAD: the body is measured, not sent.
+    head_only: bool,
+    /// The connection closes after it.
+    close: bool,
+    /// An HTTP/1.0 client that asked for keep-alive.
+    keep_alive_10: bool,
 }
 
 /// Outcome of trying to parse a head at the front of a buffer.
@@ -235,6 +285,9 @@ impl Conn {
             deadline: sh.now_ms + sh.header_ms,
             header_timer: true,
             body_charged: 0,
+            token: 0,
+            deferred_seq: 0,
+            awaiting: None,
             peer_done: false,
         }
     }
@@ -284,7 +337,67 @@ impl Conn {
     /// The output is too large to answer more requests: one read of
     /// pipelined requests must not turn into unbounded output.
     fn paused(&self) -> bool {
-        self.output_len() >= OUTPUT_HIGH_WATER
+        self.awaiting.is_some() || self.output_len() >= OUTPUT_HIGH_WATER
+    }
+
+    /// Sets the driver's token for this connection (its responders carry
+    /// it back); drivers call it right after [`Conn::new`].
+    pub fn set_token(&mut self, token: u64) {
+        self.token = token;
+    }
+
+    /// Whether the driver should read more input: not while a deferred
+    /// request is awaited and a head's worth of later input waits already.
+    pub fn wants_input(&self, sh: &Shared) -> bool {
+        self.awaiting.is_none() || self.pending.len() < sh.limits.max_head
+    }
+
+    /// Answers the deferred request `seq` with `outcome` (a completion the
+    /// driver took from [`Shared::take_completions`] for this connection),
+    /// then the requests that waited behind it. Returns false when the
+    /// completion is stale (the request was answered at its deadline).
+    pub fn complete<H: Handler>(&mut self, completion: Completion, sh: &mut Shared, handler: &mut H) -> bool {
+        let Some(a) = self.awaiting.take_if(|a| a.seq == completion.seq) else {
+            return false;
+        };
+        sh.deferred -= 1;
+        let mut res = match completion.outcome {
+            Outcome::Done(res) => res,
+            Outcome::Dropped => {
+                log::error!("a deferred response's responder was dropped unsent; answering 500");
+                let mut res = Response::new();
+                res.set_error(500);
+                res
+            }
+        };
+        let close = a.close || res.wants_close() || sh.draining;
+        if let Some(c) = sh.counters {
+            c.response(res.status_code());
+        }
+        let mut out = self.take_out_buf(sh);
+        res.write_to(&mut out, sh.date.get(), a.head_only, close, a.keep_alive_10);
+        self.out = out;
+        if close {
+            self.close_input(sh);
+        } else {
+            self.header_timer = false;
+            self.run_pending(sh, handler);
+        }
+        self.settle(sh);
+        true
+    }
+
+    /// The connection's deadline passed. Returns true when it must close
+    /// now; false when it answered a deferred request `504` instead (and
+    /// closes once that is sent).
+    pub fn on_deadline(&mut self, sh: &mut Shared) -> bool {
+        if self.awaiting.take().is_none() {
+            return true;
+        }
+        sh.deferred -= 1;
+        log::debug!("a deferred response took too long; answering 504");
+        self.fail(504, sh);
+        false
     }
 
     /// Processes `pending`, unless paused. An incomplete head at its front
@@ -409,6 +522,9 @@ impl Conn {
     /// Returns every buffer to the pool; call when the connection closes.
     pub fn release(mut self, sh: &mut Shared) {
         self.refund(sh);
+        if self.awaiting.take().is_some() {
+            sh.deferred -= 1;
+        }
         sh.recycle(self.pending);
         sh.recycle(self.held);
         sh.recycle(self.out);
@@ -434,6 +550,10 @@ impl Conn {
     }
 
     fn rearm(&mut self, sh: &Shared) {
+        if self.awaiting.is_some() {
+            // The deferred response's deadline, set when it was deferred.
+            return;
+        }
         match self.state {
             // Requests held back by a large output wait on the send, not
             // on the client. Otherwise a head under way, or a header timer
@@ -729,7 +849,17 @@ impl Conn {
         self.header_timer = false;
         let mut res = mem::take(&mut sh.res);
         res.reset();
+        let room = sh.deferred < sh.limits.max_deferred;
+        res.offer_deferral(room, self.token, self.deferred_seq + 1);
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler.handle(req, &mut res)));
+        if outcome.is_ok() && res.take_deferred() {
+            if room {
+                self.defer(req, &mut res, sh);
+                return;
+            }
+            log::warn!("{} deferred responses outstanding; answering 503", sh.deferred);
+            res.set_error(503);
+        }
         if outcome.is_err() {
             log::error!("handler panicked on {} {}; answering 500", req.method, req.target);
             res.set_error(500);
@@ -749,6 +879,27 @@ impl Conn {
         if close {
             self.close_input(sh);
         }
+    }
+
+    /// Waits for the responder the handler took for `req`.
+    fn defer(&mut self, req: &Request<'_>, res: &mut Response, sh: &mut Shared) {
+        self.deferred_seq += 1;
+        sh.deferred += 1;
+        if let Some(c) = sh.counters {
+            c.inc(Counter::Requests);
+        }
+        let close = !req.keep_alive || res.wants_close() || sh.draining;
+        self.awaiting = Some(Awaiting {
+            seq: self.deferred_seq,
+            head_only: req.method == "HEAD",
+            close,
+            keep_alive_10: !close && req.version == Version::Http10,
+        });
+        self.deadline = sh.now_ms + sh.deferred_ms;
+        self.header_timer = false;
+        // What the handler put in it is dropped; the scratch goes back.
+        res.reset();
+        sh.res = mem::take(res);
     }
 
     /// Answers with an error status and closes.

@@ -13,6 +13,7 @@
 mod chunked;
 mod conn;
 mod date;
+mod defer;
 mod fields;
 mod request;
 mod response;
@@ -36,6 +37,8 @@ const fn alnum_and(punct: &[u8]) -> [bool; 256] {
     }
     t
 }
+pub(crate) use defer::Completions;
+pub use defer::{Completion, Responder};
 pub use request::{Headers, Request, Version};
 pub use response::{InvalidHeader, Response};
 

@@ -1,6 +1,9 @@
 //! The response a handler fills in, and its framing into bytes.
 
 use std::fmt;
+use std::sync::Arc;
+
+use super::defer::{Completions, Responder};
 
 /// A response under construction. The runtime owns `Content-Length`,
 /// `Date` and `Connection`; the handler sets the rest.
@@ -14,6 +17,26 @@ pub struct Response {
     close: bool,
     /// A header the handler set was rejected; the response becomes a 500.
     invalid: bool,
+    /// Whether the handler may defer this response.
+    deferral: Deferral,
+    /// Where responders send their completions: set once on the worker's
+    /// scratch response (so offering costs no reference count per request).
+    queue: Option<Arc<Completions>>,
+}
+
+/// A handler's right to defer the response it is filling in.
+#[derive(Debug, Default)]
+enum Deferral {
+    /// Not offered (a response built outside a handler, or sent through a
+    /// responder).
+    #[default]
+    None,
+    /// Offered: whether there is room (when the worker has too many
+    /// deferred requests the request gets a `503` and the responder does
+    /// nothing), the connection's token and the request's number.
+    Offered(bool, u64, u64),
+    /// Taken: the handler holds the responder.
+    Taken,
 }
 
 /// Why [`Response::try_header`] refused a header field.
@@ -49,7 +72,15 @@ impl Default for Response {
 impl Response {
     /// An empty `200 OK`.
     pub fn new() -> Response {
-        Response { status: 200, headers: Vec::new(), body: Vec::new(), close: false, invalid: false }
+        Response {
+            status: 200,
+            headers: Vec::new(),
+            body: Vec::new(),
+            close: false,
+            invalid: false,
+            deferral: Deferral::None,
+            queue: None,
+        }
     }
 
     /// Sets the status code. A final status (200–599) is accepted; anything
@@ -126,6 +157,47 @@ impl Response {
         self.close
     }
 
+    /// Answers later: returns the [`Responder`] for this request, to be
+    /// completed from any thread (say, with work given to
+    /// [`crate::worker::spawn_blocking`]) or from the worker's loop (a
+    /// [`crate::worker::after`] timer). What the handler put in `self` is
+    /// dropped. The connection answers no later request before this one,
+    /// so pipelined responses keep their order.
+    ///
+    /// The request gets `503` at once when the worker already waits on
+    /// [`crate::Limits::max_deferred`] responders (the responder returned
+    /// then does nothing), `504` when [`crate::Timeouts::deferred`] passes
+    /// first, and `500` when the responder is dropped unsent. Outside a
+    /// handler, or called twice, it returns a responder that does nothing.
+    pub fn defer(&mut self) -> Responder {
+        match std::mem::replace(&mut self.deferral, Deferral::Taken) {
+            Deferral::Offered(room, token, seq) => {
+                Responder::new(if room { self.queue.clone() } else { None }, token, seq)
+            }
+            other => {
+                if matches!(other, Deferral::None) {
+                    self.deferral = Deferral::None;
+                }
+                Responder::new(None, 0, 0)
+            }
+        }
+    }
+
+    /// Offers the handler the right to defer (see [`Response::defer`]).
+    pub(crate) fn offer_deferral(&mut self, room: bool, token: u64, seq: u64) {
+        self.deferral = Deferral::Offered(room, token, seq);
+    }
+
+    /// Sets where responders made from this response send completions.
+    pub(crate) fn set_queue(&mut self, queue: Arc<Completions>) {
+        self.queue = Some(queue);
+    }
+
+    /// Whether the handler deferred, and withdraws the offer either way.
+    pub(crate) fn take_deferred(&mut self) -> bool {
+        matches!(std::mem::take(&mut self.deferral), Deferral::Taken)
+    }
+
     /// Clears everything, keeping the buffers' capacity.
     pub(crate) fn reset(&mut self) {
         self.status = 200;
@@ -133,6 +205,7 @@ impl Response {
         self.body.clear();
         self.close = false;
         self.invalid = false;
+        self.deferral = Deferral::None;
         // A handler that once built a huge response should not pin it.
         if self.body.capacity() > 1 << 20 {
             self.body = Vec::new();

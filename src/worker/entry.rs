@@ -152,6 +152,7 @@ where
     H: Handler,
     F: Fn() -> H,
 {
+    super::pool::set_size(config.pool);
     lifeline::send(lifeline.as_fd(), Msg::Online);
     let mut link = Link::new()?;
     super::signals::install()?;

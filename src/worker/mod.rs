@@ -7,6 +7,7 @@
 //! reach the worker's [`crate::Handler::on_message`] on its event loop.
 
 mod entry;
+mod pool;
 mod signals;
 
 use std::cell::UnsafeCell;
@@ -17,6 +18,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 pub(crate) use entry::{exec_env, is_exec_env, reexec_worker, run_forked, serve, CannotStart, Credentials, Start};
+pub use pool::spawn_blocking;
 
 use crate::driver::Inbox;
 use crate::ipc::{Counter, Counters, Producer, SendError, WorkerEnd};

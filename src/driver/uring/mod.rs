@@ -342,6 +342,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             }
             self.core.link.deliver(&mut *self.handler);
             self.core.run_timers();
+            self.complete_deferred();
             if self.core.sweep_due() {
                 self.sweep();
             }
@@ -546,7 +547,25 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             eof_seen: false,
             queued: false,
         });
+        if let Some(c) = self.slab.get_mut(key) {
+            c.http.set_token(key.pack());
+        }
         self.mark(key);
+    }
+
+    /// Hands the deferred responses completed since the last turn to their
+    /// connections, to be sent at the next reconcile.
+    fn complete_deferred(&mut self) {
+        let mut batch = mem::take(&mut self.core.batch);
+        self.core.sh.take_completions(&mut batch);
+        for done in batch.drain(..) {
+            let key = Key::unpack(done.token());
+            let Some(c) = self.slab.get_mut(key) else { continue };
+            if c.phase == Phase::Open && c.http.complete(done, &mut self.core.sh, &mut *self.handler) {
+                self.mark(key);
+            }
+        }
+        self.core.batch = batch;
     }
 
     fn on_wake(&mut self, res: i32, flags: u32) {
@@ -587,18 +606,23 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
     fn sweep(&mut self) {
         let now = self.core.sh.now_ms();
         for idx in 0..self.slab.capacity() {
+            // (key, close now): one waiting on a deferred response answers
+            // 504 instead, and closes once that is sent.
             let expired = match self.slab.at(idx) {
                 Some((key, c)) => match c.phase {
-                    Phase::Open => c.http.deadline() <= now,
-                    Phase::Linger { until } => until <= now,
-                    Phase::Closing => false,
-                }
-                .then_some(key),
+                    Phase::Open if c.http.deadline() <= now => Some((key, c.http.on_deadline(&mut self.core.sh))),
+                    Phase::Linger { until } if until <= now => Some((key, true)),
+                    _ => None,
+                },
                 None => None,
             };
-            if let Some(key) = expired {
-                log::debug!("connection timed out");
-                self.begin_close(key);
+            match expired {
+                Some((key, true)) => {
+                    log::debug!("connection timed out");
+                    self.begin_close(key);
+                }
+                Some((key, false)) => self.mark(key),
+                None => {}
             }
         }
     }
@@ -699,7 +723,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             }
         }
         let want_recv = match c.phase {
-            Phase::Open => !c.peer_eof && c.unsent() <= OUTPUT_HIGH_WATER,
+            Phase::Open => !c.peer_eof && c.unsent() <= OUTPUT_HIGH_WATER && c.http.wants_input(sh),
             Phase::Linger { .. } => !c.peer_eof,
             Phase::Closing => false,
         };
