@@ -163,8 +163,7 @@ impl<'a> Core<'a> {
             sh.set_counters(c);
         }
         // Responders, on any thread, wake the loop through its eventfd.
-        let wake = link.wake_fd();
-        sh.set_completions(Arc::new(Completions::new(move || crate::sys::eventfd_wake(wake))));
+        sh.set_completions(Arc::new(Completions::new(super::link::wake_loop)));
         sh.tick();
         let sweep_ms = sweep_interval_ms(config);
         let next_sweep = sh.now_ms() + sweep_ms;

@@ -21,14 +21,21 @@ static DRAIN: AtomicBool = AtomicBool::new(false);
 /// none.
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 
-/// Asks the loop to drain. Async-signal-safe (an atomic store and one
-/// `write`): the worker's signal handlers call it.
-pub(crate) fn drain_from_signal() {
-    DRAIN.store(true, Ordering::SeqCst);
+/// Wakes the loop, from any thread (a completed deferred response). Once
+/// the loop's [`Link`] is gone it does nothing: the descriptor number is
+/// never written after it may have been reused.
+pub(crate) fn wake_loop() {
     let fd = WAKE_FD.load(Ordering::SeqCst);
     if fd >= 0 {
         crate::sys::eventfd_wake(fd);
     }
+}
+
+/// Asks the loop to drain. Async-signal-safe (an atomic store and one
+/// `write`): the worker's signal handlers call it.
+pub(crate) fn drain_from_signal() {
+    DRAIN.store(true, Ordering::SeqCst);
+    wake_loop();
 }
 
 /// What the event loop needs of the worker's channel from the master.
