@@ -89,3 +89,26 @@ pub(crate) fn close(fd: RawFd) {
     // SAFETY: the caller owns `fd` and does not use it afterwards.
     unsafe { libc::close(fd) };
 }
+
+/// The peer address of socket `fd`, if it is an IP socket that has one.
+pub(crate) fn peer_addr(fd: RawFd) -> Option<std::net::SocketAddr> {
+    if fd < 0 {
+        return None;
+    }
+    inet(nix::sys::socket::getpeername::<nix::sys::socket::SockaddrStorage>(fd).ok()?)
+}
+
+/// The local address of socket `fd`, if it is an IP socket.
+pub(crate) fn local_addr(fd: RawFd) -> Option<std::net::SocketAddr> {
+    if fd < 0 {
+        return None;
+    }
+    inet(nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(fd).ok()?)
+}
+
+fn inet(a: nix::sys::socket::SockaddrStorage) -> Option<std::net::SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(std::net::SocketAddr::V4((*v4).into()));
+    }
+    a.as_sockaddr_in6().map(|v6| std::net::SocketAddr::V6((*v6).into()))
+}

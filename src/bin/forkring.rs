@@ -254,9 +254,18 @@ impl Handler for Demo {
     }
 }
 
-/// `GET /`, `POST /echo`, `GET /sleep`, `GET /delay`, 404.
+/// `GET /`, `POST /echo`, `GET /ip`, `GET /sleep`, `GET /delay`, 404.
 fn demo(req: &Request<'_>, res: &mut Response) {
     match req.path() {
+        // The client's address, and the one it connected to.
+        "/ip" => match (req.peer_addr(), req.local_addr()) {
+            (Some(peer), Some(local)) => {
+                res.header("Content-Type", "text/plain").body(format!("{peer} -> {local}\n"));
+            }
+            _ => {
+                res.status(500).header("Content-Type", "text/plain").body("no address\n");
+            }
+        },
         // Answered later, by a pool thread that blocks for `ms`: a route
         // that calls a blocking client.
         "/sleep" => match wait_ms(req) {

@@ -249,6 +249,7 @@ impl<'a> Driver<'a> {
         let key = self.conns.insert(Connection::new(fd, conn));
         if let Some(c) = self.conns.get_mut(key) {
             c.conn.set_token(key.pack());
+            c.conn.set_socket(raw);
         }
         self.core.sh.count_accept();
         if let Err(e) = self.epoll.add(raw, CONN_INTEREST, Token(key.pack())) {

@@ -2,6 +2,7 @@
 //! shares with every connection.
 
 use std::mem::{self, MaybeUninit};
+use std::os::fd::RawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -236,6 +237,8 @@ pub struct Conn {
     body_charged: usize,
     /// The driver's token for this connection, carried by its responders.
     token: u64,
+    /// The connection's socket (for [`Request::peer_addr`]); -1 if none.
+    socket: RawFd,
     /// Requests deferred on this connection so far (the last one's number).
     deferred_seq: u64,
     /// The deferred request the connection waits on: no later request is
@@ -286,6 +289,7 @@ impl Conn {
             header_timer: true,
             body_charged: 0,
             token: 0,
+            socket: -1,
             deferred_seq: 0,
             awaiting: None,
             peer_done: false,
@@ -344,6 +348,12 @@ impl Conn {
     /// it back); drivers call it right after [`Conn::new`].
     pub fn set_token(&mut self, token: u64) {
         self.token = token;
+    }
+
+    /// Sets the connection's socket, which a handler's
+    /// [`Request::peer_addr`] asks for the addresses.
+    pub fn set_socket(&mut self, socket: RawFd) {
+        self.socket = socket;
     }
 
     /// Whether the driver should read more input: not while a deferred
@@ -709,6 +719,7 @@ impl Conn {
                     headers: Headers { fields: req.headers },
                     body: &buf[head_len..head_len + len],
                     keep_alive: framing.keep_alive,
+                    socket: self.socket,
                 };
                 self.respond(&request, sh, handler);
                 return Head::Done(head_len + len);
@@ -721,6 +732,7 @@ impl Conn {
                 headers: Headers { fields: req.headers },
                 body: &[],
                 keep_alive: framing.keep_alive,
+                socket: self.socket,
             };
             self.respond(&request, sh, handler);
             return Head::Done(head_len);
@@ -830,6 +842,7 @@ impl Conn {
                 headers: Headers { fields: req.headers },
                 body: &held[self.head_len..],
                 keep_alive,
+                socket: self.socket,
             };
             self.respond(&request, sh, handler);
         } else {

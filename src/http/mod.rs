@@ -1,7 +1,9 @@
 //! Sans-io HTTP/1.1: bytes in, requests to a [`Handler`], framed response
 //! bytes out.
 //!
-//! Nothing here touches a socket. A driver owns one [`Conn`] per connection
+//! Nothing here moves bytes on a socket (a handler's
+//! [`Request::peer_addr`] only asks the kernel for an address, when
+//! called). A driver owns one [`Conn`] per connection
 //! and one [`Shared`] per worker; it feeds received bytes to
 //! [`Conn::on_read`] and sends what [`Conn::output`] holds. Tests and the
 //! fuzzer drive the same code with byte slices.

@@ -2,6 +2,8 @@
 //! allocation.
 
 use std::fmt;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
 
 /// HTTP version of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +22,9 @@ pub struct Request<'a> {
     pub(crate) headers: Headers<'a>,
     pub(crate) body: &'a [u8],
     pub(crate) keep_alive: bool,
+    /// The connection's socket, for its addresses; -1 when there is none
+    /// (the protocol core driven by byte slices).
+    pub(crate) socket: RawFd,
 }
 
 impl<'a> Request<'a> {
@@ -49,6 +54,18 @@ impl<'a> Request<'a> {
             _ => t,
         };
         t.split_once('?').map_or(t, |(p, _)| p)
+    }
+
+    /// The client's address (IPv4 or IPv6), asked of the kernel when called
+    /// (one system call; nothing is paid when it is not); `None` when the
+    /// connection has none to tell (or it is gone).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        crate::sys::peer_addr(self.socket)
+    }
+
+    /// The local address the client connected to, as [`Request::peer_addr`].
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        crate::sys::local_addr(self.socket)
     }
 
     /// The query after `?`, if any.

@@ -549,6 +549,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         });
         if let Some(c) = self.slab.get_mut(key) {
             c.http.set_token(key.pack());
+            c.http.set_socket(c.fd.as_raw_fd());
         }
         self.mark(key);
     }
