@@ -14,6 +14,8 @@
 
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Bytes before a ring frame's payload (the ring's length word); the ring
@@ -144,7 +146,9 @@ impl Default for Timeouts {
 #[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Address to bind, e.g. `127.0.0.1:8080` or `[::1]:8080`.
+    /// Address to bind, e.g. `127.0.0.1:8080`, `[::1]:8080`, or
+    /// `unix:/run/app.sock` (a Unix domain socket: every worker accepts on
+    /// it, as in [`Balance::Shared`]).
     pub listen: String,
     /// Number of worker processes.
     pub workers: usize,
@@ -172,6 +176,9 @@ pub struct Config {
     pub pin: bool,
     /// Sizes of the shared-memory rings between the master and each worker.
     pub ipc: ChannelOptions,
+    /// Permissions of a Unix socket's file (`listen = "unix:..."`), e.g.
+    /// `0o660`; `None` keeps what the umask gives.
+    pub unix_mode: Option<u32>,
     /// Threads of each worker's blocking-work pool
     /// ([`crate::worker::spawn_blocking`]), started in the worker on first
     /// use.
@@ -200,6 +207,7 @@ impl Default for Config {
             pin: false,
             ipc: ChannelOptions::default(),
             pool: 64,
+            unix_mode: None,
         }
     }
 }
@@ -430,5 +438,25 @@ impl RingOptions {
             ));
         }
         Ok(())
+    }
+}
+
+/// An address the cluster listens on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ListenAddr {
+    /// A TCP address (IPv4 or IPv6).
+    Tcp(SocketAddr),
+    /// A Unix domain socket, by its path (`--listen unix:/run/app.sock`).
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddr {
+    /// `127.0.0.1:8080`, `[::1]:8080`, or `unix:/run/app.sock`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => a.fmt(f),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
     }
 }

@@ -3,9 +3,12 @@
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
 
+use crate::config::ListenAddr;
 use crate::sys::context;
 
 /// Resolves `addr` (`host:port`) to one socket address.
@@ -40,19 +43,100 @@ pub fn bind_addr(sa: SocketAddr, reuseport: bool, backlog: i32) -> io::Result<Ow
 pub fn probe_addr(sa: SocketAddr) -> io::Result<SocketAddr> {
     let fd = tcp_socket(sa, SockFlag::SOCK_CLOEXEC)?;
     bind_to(&fd, sa)?;
-    local_addr(&fd)
+    match local_addr(&fd)? {
+        ListenAddr::Tcp(a) => Ok(a),
+        other => Err(io::Error::new(io::ErrorKind::InvalidData, format!("probe bound {other}"))),
+    }
 }
 
 /// The address a socket is bound to.
-pub fn local_addr(fd: &impl AsRawFd) -> io::Result<SocketAddr> {
+pub fn local_addr(fd: &impl AsRawFd) -> io::Result<ListenAddr> {
     let addr: SockaddrStorage = socket::getsockname(fd.as_raw_fd()).map_err(|e| context(e.into(), "getsockname"))?;
     if let Some(a) = addr.as_sockaddr_in() {
-        return Ok(SocketAddr::V4(std::net::SocketAddrV4::from(*a)));
+        return Ok(ListenAddr::Tcp(SocketAddr::V4(std::net::SocketAddrV4::from(*a))));
     }
     if let Some(a) = addr.as_sockaddr_in6() {
-        return Ok(SocketAddr::V6(std::net::SocketAddrV6::from(*a)));
+        return Ok(ListenAddr::Tcp(SocketAddr::V6(std::net::SocketAddrV6::from(*a))));
+    }
+    if let Some(path) = addr.as_unix_addr().and_then(|u| u.path()) {
+        return Ok(ListenAddr::Unix(path.to_path_buf()));
     }
     Err(io::Error::new(io::ErrorKind::InvalidData, "unknown address family"))
+}
+
+/// The path of a `unix:` listen address.
+pub fn unix_path(listen: &str) -> Option<&Path> {
+    listen.strip_prefix("unix:").map(Path::new)
+}
+
+/// A Unix socket file this process made, to be removed when it is done
+/// with it (and only if the file is still that socket).
+#[derive(Debug)]
+pub struct UnixSocketFile {
+    /// Its path.
+    path: PathBuf,
+    /// Its device and inode, as bound.
+    id: (u64, u64),
+}
+
+impl UnixSocketFile {
+    /// Removes the file, unless another socket has taken the path since.
+    pub fn remove(self) {
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Binds a non-blocking, close-on-exec Unix stream listener at `path`.
+///
+/// A socket file left there by a server that is gone (connecting to it is
+/// refused) is replaced; a live one, or anything that is not a socket, is
+/// an error, and left alone. `mode` sets the file's permissions.
+pub fn bind_unix(path: &Path, backlog: i32, mode: Option<u32>) -> io::Result<(OwnedFd, UnixSocketFile)> {
+    let what = |e: io::Error, op: &str| context(e, format_args!("{op} unix:{}", path.display()));
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("unix:{}: another server listens there", path.display()),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                log::info!("replacing the stale socket file {}", path.display());
+                std::fs::remove_file(path).map_err(|e| what(e, "remove stale"))?;
+            }
+            Err(e) => return Err(what(e, "check")),
+        },
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("unix:{}: a file that is not a socket is in the way", path.display()),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(what(e, "stat")),
+    }
+    let fd =
+        socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)
+            .map_err(|e| context(e.into(), "socket"))?;
+    let addr = socket::UnixAddr::new(path).map_err(|e| what(e.into(), "address"))?;
+    socket::bind(fd.as_raw_fd(), &addr).map_err(|e| what(e.into(), "bind"))?;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| what(e, "stat"))?;
+    let file = UnixSocketFile { path: path.to_path_buf(), id: (meta.dev(), meta.ino()) };
+    if let Some(mode) = mode {
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+            file.remove();
+            return Err(what(e, "chmod"));
+        }
+    }
+    // Plain integer arguments on the socket made above.
+    if let Err(e) = syscall!(listen(fd.as_raw_fd(), backlog)) {
+        file.remove();
+        return Err(what(e, "listen"));
+    }
+    Ok((fd, file))
 }
 
 /// A TCP socket for `sa`'s family with `SO_REUSEADDR` (and `IPV6_V6ONLY`

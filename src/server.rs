@@ -111,6 +111,13 @@ impl Server {
         self
     }
 
+    /// Permissions of the socket file when listening on `unix:PATH`, e.g.
+    /// `0o660` (default: what the umask gives).
+    pub fn unix_mode(mut self, mode: u32) -> Self {
+        self.config.unix_mode = Some(mode);
+        self
+    }
+
     /// Threads of each worker's blocking-work pool
     /// ([`crate::worker::spawn_blocking`]; default 64), started in the
     /// worker on first use.

@@ -20,7 +20,9 @@ anything else -> 404.
 Usage: forkring [OPTIONS]
 
 Options:
-  --listen ADDR           address to bind, host:port [default: 127.0.0.1:8080]
+  --listen ADDR           address to bind, host:port, or unix:PATH for a Unix
+                          domain socket [default: 127.0.0.1:8080]
+  --unix-mode OCTAL       permissions of the unix:PATH socket file, e.g. 660
   --workers N             worker processes [default: one per CPU]
   --balance MODE          reuseport: one SO_REUSEPORT socket per worker;
                           shared: one socket for all [default: reuseport].
@@ -82,11 +84,13 @@ struct Options {
     respawn: bool,
     /// Threads of each worker's blocking-work pool.
     pool: usize,
+    /// Permissions of a unix:PATH socket file.
+    unix_mode: Option<u32>,
 }
 
 /// What to do after parsing.
 enum Action {
-    Serve(Options),
+    Serve(Box<Options>),
     Help,
     Version,
     CheckUring,
@@ -158,6 +162,9 @@ fn main() -> ExitCode {
         });
     if let Some(user) = opts.user {
         server = server.user(user);
+    }
+    if let Some(mode) = opts.unix_mode {
+        server = server.unix_mode(mode);
     }
     match server.serve(Demo::default) {
         Ok(()) => ExitCode::SUCCESS,
@@ -344,6 +351,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Action, String> 
         reexec: false,
         respawn: true,
         pool: forkring::Config::default().pool,
+        unix_mode: None,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -412,6 +420,11 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Action, String> 
                     return Err("--pool must be at least 1".to_owned());
                 }
             }
+            "--unix-mode" => {
+                let v = value()?;
+                opts.unix_mode =
+                    Some(u32::from_str_radix(&v, 8).map_err(|_| format!("--unix-mode: {v:?} is not an octal mode"))?);
+            }
             "--deferred-timeout" => opts.timeouts.deferred = millis(&flag, &value()?)?,
             "--max-deferred" => opts.limits.max_deferred = number(&flag, &value()?)?,
             "--max-connections" => {
@@ -435,7 +448,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Action, String> 
             _ => return Err(format!("unexpected argument {arg:?}")),
         }
     }
-    Ok(Action::Serve(opts))
+    Ok(Action::Serve(Box::new(opts)))
 }
 
 fn number<T: FromStr>(flag: &str, v: &str) -> Result<T, String> {

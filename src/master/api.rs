@@ -3,13 +3,13 @@
 //! the [`Ctl`] handed to event and timer callbacks on its loop.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
 use super::slot::Slot;
+use crate::config::ListenAddr;
 use crate::ipc::{SendError, Snapshot};
 use crate::worker::WorkerId;
 
@@ -57,7 +57,7 @@ pub enum Event {
         /// Its pid.
         pid: i32,
         /// The address it serves.
-        addr: SocketAddr,
+        addr: ListenAddr,
     },
     /// The worker made its handler and serves.
     Ready {

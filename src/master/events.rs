@@ -213,7 +213,7 @@ impl Master<'_> {
                 }
                 (ProcState::Online, Some(Msg::Listening)) => {
                     p.state = ProcState::Listening;
-                    let addr = self.addr;
+                    let addr = self.addr.clone();
                     self.emit(Event::Listening { worker: id, pid, addr });
                 }
                 (ProcState::Listening, Some(Msg::Ready)) => {

@@ -35,7 +35,6 @@ mod spawn;
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -47,7 +46,8 @@ pub use api::{Command, Ctl, Event, EventCallback, ExitStatus, Handle, TimerCallb
 pub(crate) use events::Hooks;
 pub(crate) use spawn::Entry;
 
-use crate::config::{Balance, Config};
+use crate::config::{Balance, Config, ListenAddr};
+use crate::listen::UnixSocketFile;
 use crate::sys::context;
 use crate::worker::WorkerId;
 use notify::notify;
@@ -87,7 +87,7 @@ struct Master<'a> {
     /// inherited socket); `None` when each slot has its own.
     shared_listener: Option<OwnedFd>,
     /// The address the cluster serves.
-    addr: SocketAddr,
+    addr: ListenAddr,
     /// The epoll instance of the master loop.
     epoll: Epoll,
     /// Signals, read as data (they are blocked).
@@ -180,7 +180,7 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
         .map_err(|e| context(e.into(), "signal(SIGCHLD)"))?;
     let (mask, sigfd) = signals::block()?;
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| context(e.into(), "epoll_create1"))?;
-    let (shared_listener, per_slot, addr) = bind(config, inherited)?;
+    let (shared_listener, per_slot, addr, unix_file) = bind(config, inherited)?;
     log::info!("listening on {addr}");
 
     let mut master = Master {
@@ -219,12 +219,16 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
     let outcome = master.run_loop();
     master.hooks.wake.store(-1, Ordering::Release);
     signals::unblock(&mask);
+    // The socket file goes with the cluster (once every worker is gone).
+    if let Some(file) = unix_file {
+        file.remove();
+    }
     outcome
 }
 
-/// The listening sockets: one shared socket, or one per slot, and the
-/// address they serve.
-type Listeners = (Option<OwnedFd>, Option<Vec<OwnedFd>>, SocketAddr);
+/// The listening sockets: one shared socket, or one per slot, the address
+/// they serve, and the Unix socket file this process made, if any.
+type Listeners = (Option<OwnedFd>, Option<Vec<OwnedFd>>, ListenAddr, Option<UnixSocketFile>);
 
 /// Opens the listening sockets (or takes the inherited ones).
 fn bind(config: &Config, inherited: Option<Vec<OwnedFd>>) -> io::Result<Listeners> {
@@ -232,7 +236,7 @@ fn bind(config: &Config, inherited: Option<Vec<OwnedFd>>) -> io::Result<Listener
         Some(fds) if fds.len() == config.workers && fds.len() > 1 => {
             let addr = crate::listen::local_addr(&fds[0])?;
             log::info!("using {} inherited sockets, one per worker", fds.len());
-            (None, Some(fds), addr)
+            (None, Some(fds), addr, None)
         }
         Some(mut fds) => {
             if fds.len() > 1 {
@@ -241,7 +245,14 @@ fn bind(config: &Config, inherited: Option<Vec<OwnedFd>>) -> io::Result<Listener
             let fd = fds.swap_remove(0);
             let addr = crate::listen::local_addr(&fd)?;
             log::info!("using inherited socket {addr}");
-            (Some(fd), None, addr)
+            (Some(fd), None, addr, None)
+        }
+        None if crate::listen::unix_path(&config.listen).is_some() => {
+            // A Unix socket has no SO_REUSEPORT group: every worker accepts
+            // on the one socket.
+            let path = crate::listen::unix_path(&config.listen).unwrap_or(std::path::Path::new(""));
+            let (fd, file) = crate::listen::bind_unix(path, config.backlog, config.unix_mode)?;
+            (Some(fd), None, ListenAddr::Unix(path.to_path_buf()), Some(file))
         }
         None => {
             let sa = crate::listen::resolve(&config.listen)?;
@@ -249,7 +260,7 @@ fn bind(config: &Config, inherited: Option<Vec<OwnedFd>>) -> io::Result<Listener
                 Balance::Shared => {
                     let fd = crate::listen::bind_addr(sa, false, config.backlog)?;
                     let addr = crate::listen::local_addr(&fd)?;
-                    (Some(fd), None, addr)
+                    (Some(fd), None, addr, None)
                 }
                 Balance::ReusePort => {
                     // A plain bind first: SO_REUSEPORT alone would let this
@@ -261,7 +272,7 @@ fn bind(config: &Config, inherited: Option<Vec<OwnedFd>>) -> io::Result<Listener
                     for _ in 0..config.workers {
                         fds.push(crate::listen::bind_addr(addr, true, config.backlog)?);
                     }
-                    (None, Some(fds), addr)
+                    (None, Some(fds), ListenAddr::Tcp(addr), None)
                 }
             }
         }

@@ -12,6 +12,7 @@ use std::time::Instant;
 use super::notify::notify;
 use super::slot::{ProcState, Slot};
 use super::{Command, Event, Master, Phase, KILL_GRACE};
+use crate::config::ListenAddr;
 use crate::worker::WorkerId;
 
 impl Master<'_> {
@@ -148,10 +149,12 @@ impl Master<'_> {
     /// Adds a slot (with its own socket in reuseport mode) and forks its
     /// worker.
     fn add_slot(&mut self) -> io::Result<()> {
-        let listener = if self.shared_listener.is_some() {
-            None
-        } else {
-            Some(crate::listen::bind_addr(self.addr, true, self.config.backlog)?)
+        let listener = match (&self.shared_listener, &self.addr) {
+            (Some(_), _) => None,
+            (None, ListenAddr::Tcp(addr)) => Some(crate::listen::bind_addr(*addr, true, self.config.backlog)?),
+            (None, other) => {
+                return Err(io::Error::new(io::ErrorKind::Unsupported, format!("one socket per slot on {other}")))
+            }
         };
         self.slots.push(Slot::new(listener));
         let slot = self.slots.len() - 1;
