@@ -8,7 +8,7 @@
 //! never outlasts the next one ([`next_due`]). A timer that panics is
 //! logged and dropped; the loop and the other timers go on.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -39,6 +39,16 @@ struct Table {
 
 thread_local! {
     static TABLE: RefCell<Table> = RefCell::new(Table::default());
+    /// Timers this thread has (a cheap check for the loop's every turn).
+    static COUNT: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count(delta: isize) {
+    COUNT.with(|c| c.set(c.get().wrapping_add_signed(delta)));
+}
+
+fn none() -> bool {
+    COUNT.with(|c| c.get() == 0)
 }
 
 /// Adds a timer due at `at`; returns its id.
@@ -49,6 +59,7 @@ fn add(at: Instant, job: Job) -> u64 {
         t.next_id += 1;
         t.due.push(Reverse((at, id)));
         t.jobs.insert(id, (at, job));
+        count(1);
         id
     })
 }
@@ -71,6 +82,7 @@ pub(crate) fn cancel(id: u64) -> bool {
     TABLE.with(|t| {
         let mut t = t.borrow_mut();
         if t.jobs.remove(&id).is_some() {
+            count(-1);
             return true;
         }
         match &mut t.running {
@@ -85,6 +97,9 @@ pub(crate) fn cancel(id: u64) -> bool {
 
 /// When the earliest timer of this thread is due.
 pub(crate) fn next_due() -> Option<Instant> {
+    if none() {
+        return None;
+    }
     TABLE.with(|t| {
         let mut t = t.borrow_mut();
         // Drop the heap entries of timers that are gone or were moved.
@@ -125,7 +140,11 @@ pub(crate) fn run_due(now: Instant) -> usize {
         let Some((_, job)) = TABLE.with(|t| {
             let mut t = t.borrow_mut();
             t.running = Some((id, false));
-            t.jobs.remove(&id)
+            let job = t.jobs.remove(&id);
+            if job.is_some() {
+                count(-1);
+            }
+            job
         }) else {
             continue;
         };
@@ -151,6 +170,7 @@ pub(crate) fn run_due(now: Instant) -> usize {
                     if ok && !cancelled {
                         t.due.push(Reverse((at, id)));
                         t.jobs.insert(id, (at, Job::Every(period, f)));
+                        count(1);
                     }
                 });
             }

@@ -19,6 +19,7 @@
 //! leave in request order.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::response::Response;
@@ -48,6 +49,9 @@ pub struct Completion {
 pub(crate) struct Completions {
     /// Completions not taken by the loop yet.
     queue: Mutex<Vec<Completion>>,
+    /// The queue may hold something: lets the loop skip the lock on the
+    /// (usual) turn when nothing was completed.
+    pending: AtomicBool,
     /// Wakes the loop (writes its eventfd); called by the push that finds
     /// the queue empty.
     wake: Box<dyn Fn() + Send + Sync>,
@@ -62,13 +66,16 @@ impl fmt::Debug for Completions {
 impl Completions {
     /// A queue whose pushes call `wake`.
     pub(crate) fn new(wake: impl Fn() + Send + Sync + 'static) -> Completions {
-        Completions { queue: Mutex::new(Vec::new()), wake: Box::new(wake) }
+        Completions { queue: Mutex::new(Vec::new()), pending: AtomicBool::new(false), wake: Box::new(wake) }
     }
 
     fn push(&self, c: Completion) {
         let was_empty = {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             q.push(c);
+            // Under the lock: the loop's `take` clears it under the lock
+            // too, so it never misses this push.
+            self.pending.store(true, Ordering::Release);
             q.len() == 1
         };
         if was_empty {
@@ -79,7 +86,14 @@ impl Completions {
     /// Takes every completion queued so far, swapping in `spare` (an empty
     /// vector kept between turns, so that a turn allocates nothing).
     pub(crate) fn take(&self, spare: &mut Vec<Completion>) {
+        // Pairs with the `Release` store in `push`: a push that made it
+        // true is seen here, or the next turn's check sees it (the push
+        // also writes the loop's eventfd, so that turn comes).
+        if !self.pending.load(Ordering::Acquire) {
+            return;
+        }
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        self.pending.store(false, Ordering::Relaxed);
         std::mem::swap(&mut *q, spare);
     }
 }
