@@ -49,6 +49,56 @@ fn get(path: &Path) -> Vec<u8> {
     out
 }
 
+/// The server under test, killed (by its pid) and reaped if the test
+/// fails before it stops it; its log is read on a thread so it never
+/// blocks on a full pipe.
+struct Running {
+    child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Running {
+    fn start(cmd: &mut Command) -> Running {
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let l = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = l.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Running { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log has `n` lines containing `what`.
+    fn wait_for(&self, what: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.log().matches(what).count() < n {
+            assert!(Instant::now() < deadline, "no {n} x {what:?} within 10 s\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: plain kill(2) to the child this test started and has
+            // not reaped.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
 #[test]
 fn serves_a_unix_socket_with_its_mode_and_removes_it_on_exit() {
     let dir = Dir::new("unix-serve");
@@ -56,31 +106,20 @@ fn serves_a_unix_socket_with_its_mode_and_removes_it_on_exit() {
     // A stale file from a server that is gone: bound, then closed.
     drop(UnixListener::bind(&path).unwrap());
     assert!(path.exists());
-    let mut child =
-        command(&path, &["--unix-mode", "660"]).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut answer = Vec::new();
-    while Instant::now() < deadline {
-        if let Ok(s) = UnixStream::connect(&path) {
-            drop(s);
-            answer = get(&path);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let text = String::from_utf8_lossy(&answer).into_owned();
+    let mut server = Running::start(&mut command(&path, &["--unix-mode", "660"]));
+    server.wait_for(": ready ", 2);
+    let text = String::from_utf8_lossy(&get(&path)).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200 OK") && text.ends_with("Hello, World!"), "{text}\n{}", server.log());
     let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777).ok();
+    assert_eq!(mode, Some(0o660), "{}", server.log());
     // Several requests: both workers accept on the one socket.
     for _ in 0..20 {
         assert!(String::from_utf8_lossy(&get(&path)).ends_with(std::str::from_utf8(HELLO).unwrap()));
     }
     // SAFETY: plain kill(2) to the child this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    let mut log = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
-    assert!(text.starts_with("HTTP/1.1 200 OK") && text.ends_with("Hello, World!"), "{text}\n{log}");
-    assert_eq!(mode, Some(0o660), "{log}");
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    let status = server.child.wait().unwrap();
+    let log = server.log();
     assert!(log.contains("replacing the stale socket file"), "{log}");
     assert!(log.contains(&format!("listening on unix:{}", path.display())), "{log}");
     assert!(status.success(), "{status:?}\n{log}");
