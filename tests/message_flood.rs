@@ -9,10 +9,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -79,58 +76,37 @@ fn a_message_flood_keeps_the_master_bounded_and_reaches_the_worker_as_full() {
         run_master();
         return;
     }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "a_message_flood_keeps_the_master_bounded_and_reaches_the_worker_as_full", "--nocapture"])
-        .env(ROLE, "master")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the master");
-    let master = child.id() as i32;
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let tx2 = tx.clone();
-    thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
-    thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).for_each(|l| drop(tx2.send(l))));
+    let mut master =
+        common::SelfMaster::spawn(ROLE, "a_message_flood_keeps_the_master_bounded_and_reaches_the_worker_as_full");
+    let pid = master.pid();
     let mut lines = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut addr = None;
     while addr.is_none() || !lines.iter().any(|l: &String| l == "READY") {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        match master.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(l) => {
                 if let Some(a) = l.strip_prefix("ADDR ") {
                     addr = a.trim().parse::<std::net::SocketAddr>().ok();
                 }
                 lines.push(l);
             }
-            Err(_) => {
-                let _ = proc::signal(master, libc::SIGKILL);
-                let _ = child.wait();
-                panic!("the master did not start\n{}", lines.join("\n"));
-            }
+            Err(_) => panic!("the master did not start\n{}", lines.join("\n")),
         }
     }
     // Let the flood run; the master's memory must stay bounded.
-    let rss_start = proc::vm_rss_kib(master).unwrap_or(0);
+    let rss_start = proc::vm_rss_kib(pid).unwrap_or(0);
     let mut rss_max = rss_start;
     let end = Instant::now() + Duration::from_secs(4);
     while Instant::now() < end {
-        rss_max = rss_max.max(proc::vm_rss_kib(master).unwrap_or(0));
+        rss_max = rss_max.max(proc::vm_rss_kib(pid).unwrap_or(0));
         thread::sleep(Duration::from_millis(50));
-        while let Ok(l) = rx.try_recv() {
+        while let Ok(l) = master.lines.try_recv() {
             lines.push(l);
         }
     }
     let mut c = common::Client::connect(addr.unwrap());
     let stats = String::from_utf8(c.get("/stats").body).unwrap();
-    let _ = proc::signal(master, libc::SIGTERM);
-    let exited = proc::wait_gone(master, Duration::from_secs(10));
-    if !exited {
-        let _ = proc::signal(master, libc::SIGKILL);
-    }
-    let _ = child.wait();
+    let exited = master.stop();
     let mut it = stats.split(' ').map(|v| v.parse::<u64>().unwrap());
     let (sent, full) = (it.next().unwrap(), it.next().unwrap());
     let got = lines.iter().filter(|l| l.starts_with("GOT ")).count() as u64 * 1000;

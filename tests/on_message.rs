@@ -6,15 +6,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use forkring::{Event, Handler, Request, Response, Server};
-use forkring_testkit::proc;
 
 const ROLE: &str = "FORKRING_ON_MESSAGE_ROLE";
 
@@ -64,18 +60,8 @@ fn a_panic_in_on_message_loses_only_that_message() {
         run_master();
         return;
     }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "a_panic_in_on_message_loses_only_that_message", "--nocapture"])
-        .env(ROLE, "master")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the master");
-    let master = child.id() as i32;
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
+    let mut master = common::SelfMaster::spawn(ROLE, "a_panic_in_on_message_loses_only_that_message");
+    let rx = &master.lines;
     let mut lines: Vec<String> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut addr: Option<SocketAddr> = None;
@@ -92,12 +78,8 @@ fn a_panic_in_on_message_loses_only_that_message() {
         }
         thread::sleep(Duration::from_millis(20));
     }
-    let _ = proc::signal(master, libc::SIGTERM);
-    if !proc::wait_gone(master, Duration::from_secs(10)) {
-        let _ = proc::signal(master, libc::SIGKILL);
-    }
-    let _ = child.wait();
-    while let Ok(l) = rx.try_recv() {
+    master.stop();
+    while let Ok(l) = master.lines.try_recv() {
         lines.push(l);
     }
     assert_eq!(String::from_utf8_lossy(&body), "after", "the message after the panic arrives\n{}", lines.join("\n"));

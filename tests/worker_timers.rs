@@ -9,11 +9,8 @@
 mod common;
 
 use std::cell::Cell;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::rc::Rc;
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -55,22 +52,11 @@ fn worker_timers_run_on_the_loop() {
         run_master();
         return;
     }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "worker_timers_run_on_the_loop", "--nocapture"])
-        .env(ROLE, "master")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the master");
-    let master = child.id() as i32;
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
+    let mut master = common::SelfMaster::spawn(ROLE, "worker_timers_run_on_the_loop");
     let (mut addr, mut worker) = (None::<SocketAddr>, None::<i32>);
     let deadline = Instant::now() + Duration::from_secs(15);
     while addr.is_none() || worker.is_none() {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        match master.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(l) => {
                 if let Some(a) = l.strip_prefix("ADDR ") {
                     addr = a.parse().ok();
@@ -79,11 +65,7 @@ fn worker_timers_run_on_the_loop() {
                     worker = p.parse().ok();
                 }
             }
-            Err(_) => {
-                let _ = proc::signal(master, libc::SIGKILL);
-                let _ = child.wait();
-                panic!("the master did not start");
-            }
+            Err(_) => panic!("the master did not start"),
         }
     }
     let (addr, worker) = (addr.unwrap(), worker.unwrap());
@@ -103,11 +85,7 @@ fn worker_timers_run_on_the_loop() {
     thread::sleep(Duration::from_secs(1));
     let cpu = proc::stat(worker).map(|s| s.cpu_ticks).unwrap_or(0) - cpu_before;
     let later = get();
-    let _ = proc::signal(master, libc::SIGTERM);
-    if !proc::wait_gone(master, Duration::from_secs(10)) {
-        let _ = proc::signal(master, libc::SIGKILL);
-    }
-    let _ = child.wait();
+    master.stop();
     assert!(seen.0 >= 10, "the 20 ms timer ran {} times in 5 s", seen.0);
     assert_eq!((seen.1, seen.2), (1, 0), "the one-shot timer runs once, the cancelled one never");
     assert!(later.0 > seen.0, "the timer stopped: {seen:?} then {later:?}");

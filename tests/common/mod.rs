@@ -455,3 +455,62 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 pub fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
     a.iter().zip(b).position(|(x, y)| x != y).or(if a.len() == b.len() { None } else { Some(a.len().min(b.len())) })
 }
+
+/// This test binary run again as the master of a cluster embedded in the
+/// test (the role is the environment variable `role`; only test `test`
+/// runs): what it prints on stdout arrives line by line on `lines`. It is
+/// stopped by its pid when dropped.
+pub struct SelfMaster {
+    /// The master process.
+    pub child: Child,
+    /// Its stdout, a line at a time.
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl SelfMaster {
+    /// Starts `test` of this binary again with `role` set.
+    pub fn spawn(role: &str, test: &str) -> SelfMaster {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--nocapture"])
+            .env(role, "master")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the master");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel::<String>();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        SelfMaster { child, lines }
+    }
+
+    /// The master's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Asks the master to stop (SIGTERM) and waits up to 10 s for it,
+    /// killing it after that; returns whether it stopped by itself.
+    pub fn stop(&mut self) -> bool {
+        let _ = proc::signal(self.pid(), libc::SIGTERM);
+        let stopped = proc::wait_gone(self.pid(), Duration::from_secs(10));
+        if !stopped {
+            let _ = proc::signal(self.pid(), libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+        stopped
+    }
+}
+
+impl Drop for SelfMaster {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = proc::signal(self.pid(), libc::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
