@@ -1461,3 +1461,24 @@ fn deferred_responses_are_capped_timed_and_answered_when_dropped() {
         conn.release(&mut sh);
     }
 }
+
+#[test]
+fn a_drain_lets_a_deferred_request_finish() {
+    let mut sh = shared(LIMITS);
+    let mut app = Deferring::default();
+    let mut conn = Conn::new(&sh);
+    conn.set_token(9);
+    conn.on_read(b"GET /later HTTP/1.1\r\nHost: t\r\n\r\n", &mut sh, &mut app);
+    let waiting_until = conn.deadline();
+    // Draining cuts idle connections short; one waiting on its answer is
+    // busy, and keeps its deadline.
+    sh.set_draining();
+    conn.start_drain(&sh);
+    assert_eq!(conn.deadline(), waiting_until);
+    app.responders.pop().unwrap().send(answered("finished"));
+    assert_eq!(deliver(&mut conn, &mut sh, &mut app), 1);
+    let r = &parse_responses(conn.output())[0];
+    assert_eq!(r.body, b"finished");
+    assert!(conn.is_closing(), "answered with Connection: close while draining");
+    conn.release(&mut sh);
+}

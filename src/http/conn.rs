@@ -519,7 +519,7 @@ impl Conn {
     /// Between requests with nothing buffered and nothing to send: a
     /// draining worker may close it at once.
     pub fn is_idle(&self) -> bool {
-        matches!(self.state, State::Head) && self.pending.is_empty() && !self.has_output()
+        matches!(self.state, State::Head) && self.pending.is_empty() && !self.has_output() && self.awaiting.is_none()
     }
 
     /// When the connection's current wait expires, in [`Shared::now_ms`]
