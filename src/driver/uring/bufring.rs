@@ -1,6 +1,20 @@
 //! The provided-buffer ring: receive buffers lent to the kernel, which
-//! takes one per receive completion; the loop gives each back once its
-//! bytes are parsed. All of the driver's raw memory handling is here.
+//! fills them with received bytes; the loop gives each back once the kernel
+//! is done with it and its bytes are parsed. All of the driver's raw memory
+//! handling is here.
+//!
+//! Two ways of lending, chosen at setup by what the kernel accepts:
+//! - **incremental** (`IOU_PBUF_RING_INC`, Linux 6.12): the kernel fills
+//!   the buffer at the ring's head a completion at a time, each taking only
+//!   the bytes it received, and moves to the next buffer only when this one
+//!   is full. A completion whose buffer the kernel keeps using carries
+//!   `IORING_CQE_F_BUF_MORE`. A 200-byte request takes 200 bytes, so a few
+//!   large buffers serve thousands of connections, and the memory touched
+//!   follows the bytes received, not the number of receives.
+//! - **whole** (older kernels): every completion takes a whole buffer.
+//!
+//! Either way the loop tracks, per buffer, how far the completions so far
+//! have filled it, which is where the next completion's bytes start.
 
 use std::io;
 use std::mem;
@@ -39,6 +53,13 @@ pub(super) struct BufRing {
     pub(super) size: usize,
     /// Next tail to publish: entries before it are (or will be) the kernel's.
     tail: u16,
+    /// Per buffer, the bytes completions have delivered into it since it
+    /// was last put back: where the next completion's bytes start (always
+    /// 0 when buffers are consumed whole).
+    filled: Box<[u32]>,
+    /// Whether the kernel consumes the buffers incrementally (set by the
+    /// setup once the kernel has accepted the flag).
+    pub(super) incremental: bool,
     /// Set when the kernel may still write into the buffers at drop: the
     /// memory is then left mapped.
     pub(super) leak: bool,
@@ -61,7 +82,9 @@ impl BufRing {
         // tail (a u16 inside entry 0) is in bounds and aligned; AtomicU16
         // has the layout of u16.
         let tail_ptr = unsafe { types::BufRingEntry::tail(entries.cast::<types::BufRingEntry>()) }.cast::<AtomicU16>();
-        let mut ring = BufRing { entries, tail_ptr, data, count, size, tail: 0, leak: false };
+        let filled = vec![0; count as usize].into_boxed_slice();
+        let mut ring =
+            BufRing { entries, tail_ptr, data, count, size, tail: 0, filled, incremental: false, leak: false };
         for bid in 0..count {
             ring.put(bid);
         }
@@ -73,25 +96,49 @@ impl BufRing {
         self.entries as u64
     }
 
-    /// The first `len` bytes of buffer `bid`.
+    /// The `len` bytes a receive completion delivered into buffer `bid`:
+    /// they start where the buffer's earlier completions ended. When the
+    /// kernel is done with the buffer (`more` is false) it is put back
+    /// (visible after `publish`) and its fill starts over; the returned bytes
+    /// stay valid until the ring is next published, which the loop does
+    /// only after they are parsed.
     ///
     /// # Safety
     ///
-    /// The kernel must have handed buffer `bid` to the loop in a completion
-    /// (so it is not in the ring) and the loop must not have put it back.
-    pub(super) unsafe fn get(&self, bid: u16, len: usize) -> &[u8] {
-        debug_assert!(bid < self.count && len <= self.size);
-        let len = len.min(self.size);
-        // SAFETY: `bid < count` so the range lies inside `data`; the caller
-        // guarantees the kernel is done writing it and will not write it
-        // again before `put`.
-        unsafe { std::slice::from_raw_parts(self.data.add((bid as usize % self.count as usize) * self.size), len) }
+    /// This must be the completion that handed these bytes over, with its
+    /// `len` (non-negative) and its `IORING_CQE_F_BUF_MORE` flag as `more`;
+    /// each completion is passed once.
+    pub(super) unsafe fn received(&mut self, bid: u16, len: usize, more: bool) -> &[u8] {
+        let bid = bid & (self.count - 1);
+        let start = self.filled[bid as usize] as usize;
+        let len = len.min(self.size.saturating_sub(start));
+        if more {
+            self.filled[bid as usize] = (start + len) as u32;
+        } else {
+            self.put(bid);
+        }
+        // SAFETY: `start + len <= size`, so the range lies inside buffer
+        // `bid` inside `data`. The kernel wrote these bytes before posting
+        // the completion and writes only past them while it keeps the
+        // buffer; a buffer put back is reused only after `publish`.
+        unsafe { std::slice::from_raw_parts(self.data.add(bid as usize * self.size + start), len) }
     }
 
-    /// Gives buffer `bid` back to the kernel (visible after `publish`).
-    pub(super) fn put(&mut self, bid: u16) {
+    /// A completion that delivered no bytes but named buffer `bid` (an
+    /// error or end of stream): the buffer goes back unless the kernel keeps
+    /// it.
+    pub(super) fn returned(&mut self, bid: u16, more: bool) {
+        if !more {
+            self.put(bid & (self.count - 1));
+        }
+    }
+
+    /// Gives buffer `bid` back to the kernel, empty (visible after
+    /// `publish`).
+    fn put(&mut self, bid: u16) {
         debug_assert!(bid < self.count);
         let bid = bid & (self.count - 1);
+        self.filled[bid as usize] = 0;
         let slot = (self.tail & (self.count - 1)) as usize;
         // SAFETY: `slot < count`, inside the ring mapping. The entry lies
         // beyond the published tail, so the kernel does not read it until

@@ -429,9 +429,11 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
 
     fn on_recv(&mut self, key: Key, res: i32, flags: u32) {
         let bid = cqueue::buffer_select(flags);
+        let more_in_buf = cqueue::buffer_more(flags);
         let Some(c) = self.slab.get_mut(key) else {
             if let Some(bid) = bid {
-                self.io.bufs.put(bid);
+                // SAFETY: this completion's own buffer, length and flag.
+                let _ = unsafe { self.io.bufs.received(bid, res.max(0) as usize, more_in_buf) };
             }
             return;
         };
@@ -441,18 +443,17 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         if res > 0 {
             self.core.sh.count_bytes(res as usize, 0);
             if let Some(bid) = bid {
+                // SAFETY: the kernel delivered `res` bytes into buffer `bid`
+                // with this completion; they stay untouched until the ring
+                // is published, after they are parsed.
+                let data = unsafe { self.io.bufs.received(bid, res as usize, more_in_buf) };
                 if c.phase == Phase::Open {
-                    // SAFETY: the kernel filled `res` bytes of buffer `bid`
-                    // and handed it over with this completion; it goes back
-                    // to the ring only below, after the bytes are parsed.
-                    let data = unsafe { self.io.bufs.get(bid, res as usize) };
                     c.http.on_read(data, &mut self.core.sh, &mut *self.handler);
                 }
-                self.io.bufs.put(bid);
             }
         } else {
             if let Some(bid) = bid {
-                self.io.bufs.put(bid);
+                self.io.bufs.returned(bid, more_in_buf);
             }
             match -res {
                 // The EOF is handed to the core by `reconcile`, after the
@@ -862,7 +863,11 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                         self.io.inflight = self.io.inflight.saturating_sub(1);
                     }
                     if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
-                        self.io.bufs.put(bid);
+                        // SAFETY: this completion's own buffer, length and
+                        // flag; the bytes are not looked at.
+                        let _ = unsafe {
+                            self.io.bufs.received(bid, cqe.result().max(0) as usize, cqueue::buffer_more(cqe.flags()))
+                        };
                     }
                     if token.op() == Some(Op::Send) {
                         if let Some(c) = self.slab.get_mut(token.key()) {

@@ -23,14 +23,26 @@ const SQ_ENTRIES: u32 = 4096;
 /// Completion queue entries: large, so that a burst of multishot
 /// completions does not overflow into the kernel's slower backlog list.
 const CQ_ENTRIES: u32 = 4 * SQ_ENTRIES;
-/// Receive buffers in the provided-buffer ring (a power of two, at most
-/// 32768). Buffers go back to the ring as soon as a completion is parsed,
-/// so the count bounds how many receives can complete between two turns,
-/// not how many connections can be open.
-const RECV_BUF_COUNT: u16 = 4096;
-/// Size of one receive buffer. Small requests touch only its first page;
-/// large bodies arrive in fewer completions than with 4 KiB.
-const RECV_BUF_SIZE: usize = 8 * 1024;
+/// Receive buffers consumed whole (kernels before 6.12): a power of two,
+/// at most 32768. Buffers go back to the ring as soon as a completion is
+/// parsed, so the count bounds how many receives can complete between two
+/// turns, not how many connections can be open.
+const WHOLE_BUF_COUNT: u16 = 4096;
+/// Size of one buffer consumed whole. Small requests touch only its first
+/// page; large bodies arrive in fewer completions than with 4 KiB.
+const WHOLE_BUF_SIZE: usize = 8 * 1024;
+/// Receive buffers consumed incrementally: each completion takes only the
+/// bytes it received, so these bound the bytes that can arrive between two
+/// loop turns (2 MiB; beyond it a receive ends with `ENOBUFS` and is armed
+/// again on the next turn), and the memory the worker ever touches for
+/// receiving, whatever the number of connections or requests.
+const INC_BUF_COUNT: u16 = 32;
+/// Size of one buffer consumed incrementally: a receive takes at most what
+/// is left of the buffer at the ring's head, so large buffers keep bodies
+/// in large pieces.
+const INC_BUF_SIZE: usize = 64 * 1024;
+/// `IOU_PBUF_RING_INC` (not exported by the `io-uring` crate).
+const IOU_PBUF_RING_INC: u16 = 2;
 /// The buffer group of the receive buffers.
 pub(super) const BUF_GROUP: u16 = 0;
 
@@ -87,14 +99,35 @@ pub(super) fn errno(e: i32) -> io::Error {
 pub(crate) fn setup(_config: &Config) -> io::Result<Ring> {
     let (uring, flags) = build_ring()?;
     check_opcodes(&uring)?;
-    let bufs = BufRing::new(RECV_BUF_COUNT, RECV_BUF_SIZE).map_err(|e| setup_error("receive buffers", e))?;
-    // SAFETY: the buffer ring's memory stays mapped until `bufs` drops, and
-    // `Ring` drops `uring` first.
-    unsafe { uring.submitter().register_buf_ring_with_flags(bufs.ring_addr(), bufs.count, BUF_GROUP, 0) }
-        .map_err(|e| setup_error("register provided-buffer ring", e))?;
+    let bufs = register_bufs(&uring)?;
     let mut ring = Ring { uring, bufs, flags };
     probe_multishot_recv(&mut ring).map_err(|e| setup_error("multishot recv", e))?;
     Ok(ring)
+}
+
+/// Registers the receive buffers as group [`BUF_GROUP`]: consumed
+/// incrementally where the kernel accepts it, whole otherwise.
+fn register_bufs(uring: &IoUring) -> io::Result<BufRing> {
+    let mut inc = BufRing::new(INC_BUF_COUNT, INC_BUF_SIZE).map_err(|e| setup_error("receive buffers", e))?;
+    // SAFETY: the buffer ring's memory stays mapped until the `BufRing`
+    // drops, and `Ring` drops `uring` first; a ring the kernel refused is
+    // dropped without ever having been shared.
+    match unsafe {
+        uring.submitter().register_buf_ring_with_flags(inc.ring_addr(), inc.count, BUF_GROUP, IOU_PBUF_RING_INC)
+    } {
+        Ok(()) => {
+            inc.incremental = true;
+            return Ok(inc);
+        }
+        // Kernels before 6.12 do not know the flag.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => drop(inc),
+        Err(e) => return Err(setup_error("register provided-buffer ring", e)),
+    }
+    let whole = BufRing::new(WHOLE_BUF_COUNT, WHOLE_BUF_SIZE).map_err(|e| setup_error("receive buffers", e))?;
+    // SAFETY: as above.
+    unsafe { uring.submitter().register_buf_ring_with_flags(whole.ring_addr(), whole.count, BUF_GROUP, 0) }
+        .map_err(|e| setup_error("register provided-buffer ring", e))?;
+    Ok(whole)
 }
 
 /// Tries the setup flags from fastest to plainest; returns the ring and the
@@ -163,7 +196,8 @@ fn probe_multishot_recv(ring: &mut Ring) -> io::Result<()> {
 
     let first = wait_for(&mut ring.uring, |c| c.user_data() == recv_token)?;
     if let Some(bid) = cqueue::buffer_select(first.flags()) {
-        ring.bufs.put(bid);
+        // SAFETY: this completion's own buffer, length and flag.
+        let _ = unsafe { ring.bufs.received(bid, first.result().max(0) as usize, cqueue::buffer_more(first.flags())) };
         ring.bufs.publish();
     }
     let result = if first.result() < 0 {
@@ -181,7 +215,8 @@ fn probe_multishot_recv(ring: &mut Ring) -> io::Result<()> {
         while !(recv_done && cancel_done) {
             let c = wait_for(&mut ring.uring, |c| c.user_data() == recv_token || c.user_data() == cancel_token)?;
             if let Some(bid) = cqueue::buffer_select(c.flags()) {
-                ring.bufs.put(bid);
+                // SAFETY: this completion's own buffer, length and flag.
+                let _ = unsafe { ring.bufs.received(bid, c.result().max(0) as usize, cqueue::buffer_more(c.flags())) };
                 ring.bufs.publish();
             }
             if c.user_data() == cancel_token {
@@ -233,12 +268,13 @@ impl Ring {
     pub(crate) fn describe(&self) -> String {
         let p = self.uring.params();
         format!(
-            "{}, sq {} cq {}, {} x {} KiB receive buffers",
+            "{}, sq {} cq {}, {} x {} KiB receive buffers consumed {}",
             self.flags,
             p.sq_entries(),
             p.cq_entries(),
             self.bufs.count,
-            self.bufs.size / 1024
+            self.bufs.size / 1024,
+            if self.bufs.incremental { "incrementally" } else { "whole" }
         )
     }
 }
