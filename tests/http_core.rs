@@ -1482,3 +1482,37 @@ fn a_drain_lets_a_deferred_request_finish() {
     assert!(conn.is_closing(), "answered with Connection: close while draining");
     conn.release(&mut sh);
 }
+
+/// Whether a closing connection may still have client input unread, after
+/// `parts` are read one `on_read` each.
+fn unread_after(parts: &[&[u8]], limits: Limits) -> (bool, bool) {
+    let mut sh = shared(limits);
+    let mut conn = Conn::new(&sh);
+    let mut app = App::default();
+    for part in parts {
+        conn.on_read(part, &mut sh, &mut app);
+    }
+    let r = (conn.is_closing(), conn.may_have_unread_input());
+    conn.release(&mut sh);
+    r
+}
+
+#[test]
+fn a_close_after_a_complete_request_leaves_nothing_unread_and_anything_else_may() {
+    let close = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".as_slice();
+    let next = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n".as_slice();
+    let d = Limits::default();
+    assert_eq!(unread_after(&[close], d), (true, false), "Connection: close alone");
+    assert_eq!(unread_after(&close.chunks(1).collect::<Vec<_>>(), d), (true, false), "byte by byte");
+    assert_eq!(unread_after(&[b"GET / HTTP/1.0\r\n\r\n"], d), (true, false), "HTTP/1.0");
+    assert_eq!(unread_after(&[b"GET /close HTTP/1.1\r\nHost: t\r\n\r\n"], d), (true, false), "the handler closes");
+    assert_eq!(unread_after(&[next, close], d), (true, false), "after a keep-alive one, in two reads");
+    assert_eq!(unread_after(&[&[next, close].concat()], d), (true, false), "after a keep-alive one, in one read");
+    assert_eq!(unread_after(&[&[close, next].concat()], d), (true, true), "a request after it, same read");
+    assert_eq!(unread_after(&[close, next], d), (true, true), "a request after it, next read");
+    assert_eq!(unread_after(&[close, b"x"], d), (true, true), "one byte after it");
+    assert_eq!(unread_after(&[b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"], d), (true, true), "a refused head");
+    let big = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\nxx".as_slice();
+    assert_eq!(unread_after(&[big], Limits::default().with_max_body(1024)), (true, true), "413 before the body");
+    assert_eq!(unread_after(&[next], d), (false, false), "keep-alive");
+}

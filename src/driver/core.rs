@@ -93,14 +93,16 @@ pub(crate) enum After {
 }
 
 /// The close decision. A connection the core marked closing is closed once
-/// its output is out: at once when the peer has already closed its side
-/// (nothing unread can follow), with a lingering close otherwise (closing
-/// with unread input would send a reset, which can destroy the last
-/// response in the peer's receive buffer).
+/// its output is out: at once when the peer has already closed its side or
+/// when it closes right after a complete request with nothing after it
+/// (nothing unread can be there, as nginx decides too); with a lingering
+/// close when input may remain unread (a refused request, bytes after the
+/// last answered one), since closing with unread input sends a reset, which
+/// can destroy the last response in the peer's receive buffer.
 pub(crate) fn after_output(conn: &Conn, output_pending: bool, peer_closed: bool) -> After {
     if !conn.is_closing() || output_pending {
         After::Keep
-    } else if peer_closed {
+    } else if peer_closed || !conn.may_have_unread_input() {
         After::Close
     } else {
         After::Linger

@@ -247,6 +247,11 @@ pub struct Conn {
     /// The peer sent its last byte; requests held back by the high-water
     /// mark are still answered, then the connection closes.
     peer_done: bool,
+    /// Input was closed where more of it may follow or was already
+    /// received and dropped (a refused request, bytes after the last
+    /// answered one): closing the socket at once could then send a reset
+    /// that destroys the last response, so the driver lingers.
+    unread: bool,
 }
 
 /// A deferred request being waited on, with what its framing needs.
@@ -293,6 +298,7 @@ impl Conn {
             deferred_seq: 0,
             awaiting: None,
             peer_done: false,
+            unread: false,
         }
     }
 
@@ -300,6 +306,7 @@ impl Conn {
     /// `handler`, in order, and its response appended to the output.
     pub fn on_read<H: Handler>(&mut self, data: &[u8], sh: &mut Shared, handler: &mut H) {
         if matches!(self.state, State::Closed) {
+            self.unread |= !data.is_empty();
             return;
         }
         if self.pending.is_empty() && !self.paused() {
@@ -388,7 +395,7 @@ impl Conn {
         res.write_to(&mut out, sh.date.get(), a.head_only, close, a.keep_alive_10);
         self.out = out;
         if close {
-            self.close_input(sh);
+            self.close_after_request(sh);
         } else {
             self.header_timer = false;
             self.run_pending(sh, handler);
@@ -516,6 +523,16 @@ impl Conn {
         matches!(self.state, State::Closed)
     }
 
+    /// The connection is closing, and input from the client may still be
+    /// unread: a refused request's remaining bytes, or requests sent after
+    /// the last one answered. Closing the socket at once would then send a
+    /// reset, which can destroy the last response in the client's receive
+    /// buffer; a connection that closes after a complete request with
+    /// nothing after it can close at once.
+    pub fn may_have_unread_input(&self) -> bool {
+        self.unread
+    }
+
     /// Between requests with nothing buffered and nothing to send: a
     /// draining worker may close it at once.
     pub fn is_idle(&self) -> bool {
@@ -595,7 +612,10 @@ impl Conn {
         let mut pos = 0;
         loop {
             match &mut self.state {
-                State::Closed => return buf.len(),
+                State::Closed => {
+                    self.unread |= pos < buf.len();
+                    return buf.len();
+                }
                 State::Head => {
                     if pos == buf.len() || self.paused() {
                         return pos;
@@ -890,7 +910,7 @@ impl Conn {
         self.out = out;
         sh.res = res;
         if close {
-            self.close_input(sh);
+            self.close_after_request(sh);
         }
     }
 
@@ -931,7 +951,18 @@ impl Conn {
         self.close_input(sh);
     }
 
+    /// Closes the input right after a complete request was answered:
+    /// nothing of the client's is left unread unless later bytes are
+    /// already buffered (or arrive).
+    fn close_after_request(&mut self, sh: &mut Shared) {
+        let unread = self.unread || !self.pending.is_empty();
+        self.close_input(sh);
+        self.unread = unread;
+    }
+
+    /// Closes the input where more of it may follow (see [`Conn::unread`]).
     fn close_input(&mut self, sh: &mut Shared) {
+        self.unread = !self.peer_done;
         self.refund(sh);
         self.state = State::Closed;
         self.scan = HeadScan::default();

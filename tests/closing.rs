@@ -1,0 +1,112 @@
+//! How a connection ends after its last response: at once when nothing of
+//! the client's can be unread, with a lingering close when input may
+//! remain (so that the client still reads the last response instead of a
+//! reset).
+
+mod common;
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::Server;
+
+/// Reads until end of stream (or an error); returns what arrived.
+fn read_to_end(s: &mut TcpStream) -> (Vec<u8>, io::Result<()>) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if Instant::now() > deadline {
+            return (got, Err(io::Error::new(io::ErrorKind::TimedOut, "no end of stream within 5 s")));
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return (got, Ok(())),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (got, Err(e)),
+        }
+    }
+}
+
+fn connect(srv: &Server) -> TcpStream {
+    let s = TcpStream::connect(srv.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+    s.set_nodelay(true).expect("nodelay");
+    s
+}
+
+#[test]
+fn a_connection_closing_after_a_complete_request_is_closed_at_once() {
+    let mut srv = Server::start(&[]);
+    for _ in 0..3 {
+        let mut s = connect(&srv);
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").expect("send");
+        let (got, end) = read_to_end(&mut s);
+        end.expect("the response, then end of stream");
+        assert!(got.starts_with(b"HTTP/1.1 200 "), "{}", String::from_utf8_lossy(&got));
+        // The server's socket is gone, not lingering: bytes sent now are
+        // answered with a reset. (A lingering server would read and drop
+        // them, and the next read would see end of stream again.)
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let reset = loop {
+            let wrote = s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+            let mut buf = [0u8; 64];
+            s.set_read_timeout(Some(Duration::from_millis(100))).expect("read timeout");
+            let read = s.read(&mut buf);
+            match (wrote, read) {
+                (Err(e), _) | (_, Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => break true,
+                (Err(e), _) if e.kind() == io::ErrorKind::BrokenPipe => break true,
+                _ if Instant::now() > deadline => break false,
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        assert!(reset, "the server's socket still accepted bytes 2 s after its last response");
+    }
+    srv.assert_healthy();
+}
+
+#[test]
+fn a_request_pipelined_after_connection_close_does_not_destroy_the_response() {
+    let mut srv = Server::start(&[]);
+    for round in 0..20 {
+        let mut s = connect(&srv);
+        // Both requests in one write: the second is received with the first
+        // and dropped, so the server must linger rather than reset.
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .expect("send");
+        std::thread::sleep(Duration::from_millis(5));
+        // More bytes after the response went out: still no reset.
+        let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        let (got, end) = read_to_end(&mut s);
+        if let Err(e) = end {
+            panic!("round {round}: {e} after {:?}", String::from_utf8_lossy(&got));
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200 "), "round {round}: {}", String::from_utf8_lossy(&got));
+        assert_eq!(got.windows(9).filter(|w| w == b"HTTP/1.1 ").count(), 1, "round {round}: one response only");
+    }
+    srv.assert_healthy();
+}
+
+#[test]
+fn a_refused_request_lingers_so_its_answer_arrives() {
+    let mut srv = Server::start(&["--max-body", "1024"]);
+    for round in 0..10 {
+        let mut s = connect(&srv);
+        // A body over the limit: refused with 413 at its head, while the
+        // client goes on sending the body.
+        s.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 65536\r\n\r\n").expect("send");
+        let chunk = vec![b'x'; 8192];
+        for _ in 0..8 {
+            if s.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let (got, end) = read_to_end(&mut s);
+        if let Err(e) = end {
+            panic!("round {round}: {e} after {:?}", String::from_utf8_lossy(&got));
+        }
+        assert!(got.starts_with(b"HTTP/1.1 413 "), "round {round}: {}", String::from_utf8_lossy(&got));
+    }
+    srv.assert_healthy();
+}
