@@ -33,7 +33,7 @@ mod token;
 
 use std::io;
 use std::mem;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::ptr;
 use std::time::{Duration, Instant};
 
@@ -156,12 +156,26 @@ struct Connection {
     eof_seen: bool,
     /// In the loop's dirty list.
     queued: bool,
+    /// Who closes `fd`.
+    fd_close: FdClose,
+}
+
+/// Who closes a connection's socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FdClose {
+    /// The loop, when the slot is freed.
+    Loop,
+    /// A shutdown and a close were submitted; the close's completion has
+    /// not arrived.
+    Ring,
+    /// The ring closed it: freeing the slot must not close it again.
+    Closed,
 }
 
 impl Connection {
     /// Whether an operation of this connection is in the kernel.
     fn busy(&self) -> bool {
-        self.recv != Recv::Off || self.sending
+        self.recv != Recv::Off || self.sending || self.fd_close == FdClose::Ring
     }
 
     /// Output bytes not yet sent, taken or not.
@@ -406,7 +420,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
 
     fn complete(&mut self, cqe: cqueue::Entry) {
         let (res, flags, token) = (cqe.result(), cqe.flags(), Token(cqe.user_data()));
-        if !cqueue::more(flags) && token.op() != Some(Op::Cancel) {
+        if !cqueue::more(flags) && !matches!(token.op(), Some(Op::Cancel | Op::Shutdown)) {
             self.io.inflight = self.io.inflight.saturating_sub(1);
         }
         match token.op() {
@@ -423,8 +437,32 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                 // messages are delivered once per loop turn.
                 self.core.link.ack_inbox();
             }
-            Some(Op::Cancel | Op::Probe) | None => {}
+            Some(Op::Close) => self.on_close(token.key(), res),
+            // A failed shutdown: its close reports the outcome.
+            Some(Op::Cancel | Op::Probe | Op::Shutdown) | None => {}
         }
+    }
+
+    /// The ring's close of a connection's socket completed: done, or
+    /// cancelled because the shutdown before it failed, in which case the
+    /// loop closes the socket itself once the recv is cancelled.
+    fn on_close(&mut self, key: Key, res: i32) {
+        let Some(c) = self.slab.get_mut(key) else {
+            debug_assert!(false, "close completion for a freed slot");
+            return;
+        };
+        if res == -libc::ECANCELED {
+            c.fd_close = FdClose::Loop;
+            if c.recv == Recv::Armed {
+                c.recv = Recv::Cancelling;
+                let r = self.io.cancel(Token::new(Op::Recv, key));
+                self.check(r);
+            }
+        } else {
+            // close(2) releases the descriptor even when it reports an error.
+            c.fd_close = FdClose::Closed;
+        }
+        self.mark(key);
     }
 
     fn on_recv(&mut self, key: Key, res: i32, flags: u32) {
@@ -547,6 +585,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             peer_eof: false,
             eof_seen: false,
             queued: false,
+            fd_close: FdClose::Loop,
         });
         if let Some(c) = self.slab.get_mut(key) {
             c.http.set_token(key.pack());
@@ -712,7 +751,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             match core::after_output(&c.http, pending, c.peer_eof) {
                 After::Keep => {}
                 After::Close => {
-                    self.begin_close(key);
+                    self.close_now(key);
                     return;
                 }
                 After::Linger => match core::linger(c.fd.as_raw_fd(), sh) {
@@ -789,6 +828,41 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         }
     }
 
+    /// Closes connection `key`, whose output is all sent, at once: while its
+    /// recv is in the kernel, a shutdown linked to a close in one
+    /// submission ends the recv (it completes with end of stream) and
+    /// releases the socket, with no cancel and no system call of its own.
+    fn close_now(&mut self, key: Key) {
+        let Some(c) = self.slab.get_mut(key) else {
+            return;
+        };
+        if c.phase == Phase::Closing || c.recv != Recv::Armed || c.sending {
+            self.begin_close(key);
+            return;
+        }
+        let fd = types::Fd(c.fd.as_raw_fd());
+        let shutdown = opcode::Shutdown::new(fd, libc::SHUT_RDWR)
+            .build()
+            .flags(squeue::Flags::IO_LINK | squeue::Flags::SKIP_SUCCESS)
+            .user_data(Token::new(Op::Shutdown, key).0);
+        let close = opcode::Close::new(fd).build().user_data(Token::new(Op::Close, key).0);
+        // The two must reach the kernel in one submission for the link to
+        // hold: make room first, so that queueing them flushes nothing.
+        let mut r = Ok(());
+        if self.io.sq.capacity() - self.io.sq.len() < 2 {
+            r = self.io.flush();
+        }
+        // SAFETY: neither operation refers to memory.
+        let r = r.and_then(|()| unsafe { self.io.queue(&shutdown) }).and_then(|()| unsafe { self.io.push(close) });
+        if let Err(e) = r {
+            self.fatal.get_or_insert(e);
+            return;
+        }
+        c.phase = Phase::Closing;
+        c.fd_close = FdClose::Ring;
+        self.mark(key);
+    }
+
     /// Frees connection `key`: nothing of it may be in the kernel any more.
     fn free(&mut self, key: Key) {
         let Some(c) = self.slab.remove(key) else {
@@ -800,7 +874,13 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         }
         c.http.release(&mut self.core.sh);
         self.core.sh.count_close();
-        drop(c.fd);
+        if c.fd_close == FdClose::Closed {
+            // The ring closed the descriptor; its number may already be
+            // another socket's.
+            let _ = c.fd.into_raw_fd();
+        } else {
+            drop(c.fd);
+        }
     }
 
     fn reconcile_accept(&mut self) {
@@ -859,7 +939,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                 cq.sync();
                 for cqe in cq.by_ref() {
                     let token = Token(cqe.user_data());
-                    if !cqueue::more(cqe.flags()) && token.op() != Some(Op::Cancel) {
+                    if !cqueue::more(cqe.flags()) && !matches!(token.op(), Some(Op::Cancel | Op::Shutdown)) {
                         self.io.inflight = self.io.inflight.saturating_sub(1);
                     }
                     if let Some(bid) = cqueue::buffer_select(cqe.flags()) {

@@ -23,6 +23,11 @@ pub(super) enum Op {
     Probe,
     /// The multishot poll on the eventfd of the ring from the master.
     Inbox,
+    /// A connection's shutdown, linked to its close; posts a completion
+    /// only when it fails (and the close is then cancelled).
+    Shutdown,
+    /// A connection's close through the ring.
+    Close,
 }
 
 impl Op {
@@ -36,6 +41,8 @@ impl Op {
             6 => Op::Timer,
             7 => Op::Probe,
             8 => Op::Inbox,
+            9 => Op::Shutdown,
+            10 => Op::Close,
             _ => return None,
         })
     }
