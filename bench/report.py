@@ -817,7 +817,7 @@ class Report:
         o.append("## How to reproduce")
         o.append("")
         o.append("```sh")
-        o.append("make bench                          # everything, about 7 minutes on a quiet machine")
+        o.append("make bench                          # everything, about 11 minutes on a quiet machine")
         o.append(
             f"DURATION={m.get('duration')} REPS={reps} WORKERS=\"{' '.join(map(str, self.worker_counts))}\""
             f" WORKLOADS=\"{m.get('workloads')}\" RATE={m.get('rate_setting')}"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# make bench: forkring (io_uring and epoll) beside nginx, one report.
+# make bench: forkring (io_uring and epoll) beside nginx and the peers
+# (may_minihttp and hyper, from bench/peers), one report.
 #
 # For each worker count in $WORKERS (1, and "all" = one per CPU) the script
-# starts forkring on each backend in $BACKENDS and nginx with that many
-# workers, then measures each workload under wrk with the same parameters
+# starts forkring on each backend in $BACKENDS, nginx and the peers in
+# $PEERS with that many workers, then measures each workload under wrk with the same parameters
 # for every server:
 #   keepalive  GET / on $CONNS keep-alive connections
 #   pipelined  GET / pipelined $DEPTH deep
