@@ -242,7 +242,7 @@ class Report:
         return (
             f"{NO_CLOSE_MARK} {', '.join(bad)}: the server does not close a connection whose request says"
             " `Connection: close`; it answers with `Connection: close` and wrk closes the connection instead,"
-            " so the server is spared the active close (see *What each server sends*)."
+            " so there the client closes first, not the server (see *What each server sends*)."
         )
 
     def peer_rows(self, dash="–"):
