@@ -33,14 +33,20 @@ WORKLOAD_TITLES = {
 # forkring-base-<backend>: the BASELINE binary (bench/run.sh), next to its
 # current counterpart.
 BASE_PREFIX = "forkring-base-"
+# The other Rust servers (bench/peers), measured beside nginx.
+PEERS = ["may_minihttp", "hyper"]
 SERVER_ORDER = [
     "forkring-uring", "forkring-base-uring", "forkring-epoll", "forkring-base-epoll",
     "forkring-auto", "forkring-base-auto", "nginx",
-]
+] + PEERS
 COLORS = {
     "forkring-uring": "#1f5fa8", "forkring-epoll": "#6fa8dc", "forkring-auto": "#3d85c6", "nginx": "#3a9a3a",
     "forkring-base-uring": "#b45f06", "forkring-base-epoll": "#f6b26b", "forkring-base-auto": "#e69138",
+    "may_minihttp": "#a61c00", "hyper": "#674ea7",
 }
+# Marks a server that does not close a connection whose request says
+# `Connection: close`, in the rows of the close workload.
+NO_CLOSE_MARK = "†"
 NAN = float("nan")
 # Other processes' CPU, in percent of one CPU, above which a run counts as noisy.
 NOISY_PCT = 20
@@ -175,8 +181,11 @@ class Report:
             for s in self.servers
             if s.startswith(BASE_PREFIX)
         ]
+        # The forkring builds (current, not baseline) and the peers measured.
+        self.forks = [s for s in self.servers if s.startswith("forkring-") and not s.startswith(BASE_PREFIX)]
+        self.peers = [s for s in self.servers if s in PEERS]
         # The width of the server column in the terminal tables.
-        self.sw = max([15] + [len(s) for s in self.servers])
+        self.sw = max([15] + [len(s) + 2 for s in self.servers])
 
     # ------------------------------------------------------------- figures --
 
@@ -210,6 +219,50 @@ class Report:
             if a in v and b in v and not math.isnan(v[a]) and not math.isnan(v[b]) and v[b] != 0:
                 out.append(v[a] / v[b])
         return out
+
+    def ignores_close(self, server):
+        """True when bench/run.sh saw `server` keep a connection open after
+        answering a request with `Connection: close`."""
+        v = self.meta.get(f"on_close_{server}")
+        return v is not None and v != "closes"
+
+    def label(self, server, workload):
+        """The server's name, marked in the close workload if it does not close."""
+        if workload == "close" and self.ignores_close(server):
+            return f"{server} {NO_CLOSE_MARK}"
+        return server
+
+    def no_close_note(self, short=False):
+        """The footnote to NO_CLOSE_MARK, or "" where no server needs it."""
+        bad = [s for s in self.servers if self.ignores_close(s)]
+        if not bad or "close" not in self.workloads:
+            return ""
+        if short:
+            return f"{NO_CLOSE_MARK} does not close on `Connection: close` (see *What each server sends*)."
+        return (
+            f"{NO_CLOSE_MARK} {', '.join(bad)}: the server does not close a connection whose request says"
+            " `Connection: close`; it answers with `Connection: close` and wrk closes the connection instead,"
+            " so there the client closes first, not the server (see *What each server sends*)."
+        )
+
+    def peer_rows(self, dash="–"):
+        """One row per worker count, workload and forkring backend with a
+        peer beside it: (workers, workload, server, cells), the cells
+        already formatted: its CPU µs/req and req/s, then for each peer
+        forkring / peer for CPU and req/s, per repetition."""
+        rows = []
+        for w in self.worker_counts:
+            for wl in self.workloads:
+                for f in self.forks:
+                    st = self.stats(w, wl, f)
+                    if st is None or not any(self.stats(w, wl, p) for p in self.peers):
+                        continue
+                    cells = [fmt_f(st["cpu"]), f"{st['rps']:,.0f}"]
+                    for p in self.peers:
+                        cells.append(fmt_ratio_range(self.paired(w, wl, f, p, "cpu"), dash))
+                        cells.append(fmt_ratio_range(self.paired(w, wl, f, p, "rps"), dash))
+                    rows.append((w, wl, f, cells))
+        return rows
 
     def baseline_rows(self, dash="–"):
         """One row per worker count, workload and backend with a baseline:
@@ -322,7 +375,7 @@ class Report:
                     else:
                         ratios = [""] * 4
                     out.append(
-                        f"{wl if first else '':<10} {s:<{self.sw}} {rr:>26} {fmt_us(st['p50']):>8} {fmt_us(st['p99']):>8}"
+                        f"{wl if first else '':<10} {self.label(s, wl):<{self.sw}} {rr:>26} {fmt_us(st['p50']):>8} {fmt_us(st['p99']):>8}"
                         f" {fmt_us(st['p999']):>8} {fmt_f(st['cpu']):>10} {fmt_f(st['rss'], 1):>8}"
                         f" {st['errors']:>6.0f} {fmt_pct(st['other']):>6} | {ratios[0]:>6} {ratios[1]:>6} {ratios[2]:>6} {ratios[3]:>6}"
                     )
@@ -362,10 +415,13 @@ class Report:
                 )
             out.append("")
         out.extend(self.baseline_terminal())
+        out.extend(self.peers_terminal())
         out.append(
-            "x columns: forkring / nginx (req/s: higher is better; latency, CPU, RSS: lower is better)."
+            "x columns: server / nginx (req/s: higher is better; latency, CPU, RSS: lower is better)."
             " Pipelined latency is n/a: wrk times a batch, not a request."
         )
+        if self.no_close_note():
+            out.append(self.no_close_note().replace("`", "").replace("*", ""))
         out.append(
             f"other: CPU other processes took during the run (median), in percent of one CPU; ! marks {NOISY_PCT}% or"
             " more, where the figures are noisy."
@@ -374,6 +430,95 @@ class Report:
         for n in self.notes:
             out.append(f"note: {n}")
         return "\n".join(out)
+
+    def peers_terminal(self):
+        rows = self.peer_rows("-")
+        if not rows:
+            return []
+        out = [
+            f"forkring against the peers ({', '.join(self.peers)}), same run: forkring / peer, median [min-max] of the"
+            " per-repetition ratios (CPU: below 1, forkring is cheaper; req/s: above 1, forkring is faster)",
+            "",
+        ]
+        head = f"{'workload':<10} {'workers':>7} {'server':<15} {'CPU us/req':>10} {'req/s':>10}"
+        for p in self.peers:
+            head += f" | {('CPU / ' + p):>22} {('req/s / ' + p):>22}"
+        out.append(head)
+        out.append("-" * len(head))
+        for w, wl, f, c in rows:
+            line = f"{wl:<10} {w:>7} {f:<15} {c[0]:>10} {c[1]:>10}"
+            for i in range(len(self.peers)):
+                line += f" | {c[2 + 2 * i]:>22} {c[3 + 2 * i]:>22}"
+            out.append(line)
+        out.append("")
+        return out
+
+    def peers_md(self):
+        """forkring against the peers, from one run, and what each server sends."""
+        rows = self.peer_rows()
+        o = []
+        if rows:
+            m = self.meta
+            o.append("## forkring against the peers")
+            o.append("")
+            o.append(
+                f"The peers are the fastest Rust HTTP/1 servers ({self.peers_line()}), built from `bench/peers`"
+                " and serving the same requests; they took turns with forkring and nginx in the same rotation, with"
+                " as many workers, pinned alike. The ratio columns divide forkring by the peer within each"
+                f" repetition: median [min–max] of those ratios, over {m.get('reps', '?')} repetition(s). CPU: below 1,"
+                " forkring spends less per request; req/s: above 1, forkring serves more."
+            )
+            o.append("")
+            head = "| workload | workers | server | CPU µs/req | req/s |"
+            for p in self.peers:
+                head += f" CPU / {p} | req/s / {p} |"
+            o.append(head)
+            o.append("|" + "---|" * (head.count("|") - 1))
+            for w, wl, f, c in rows:
+                o.append(f"| {WORKLOAD_TITLES.get(wl, wl)} | {w} | {f} | " + " | ".join(c) + " |")
+            o.append("")
+            if self.no_close_note():
+                o.append(self.no_close_note(short=True))
+                o.append("")
+        o.extend(self.responses_md())
+        return o
+
+    def peers_line(self):
+        """The peers with their versions and workers, from the run's notes."""
+        out = []
+        for p in self.peers:
+            note = next(
+                (self.meta[f"note_{p}_{w}"] for w in self.worker_counts if f"note_{p}_{w}" in self.meta), p
+            )
+            out.append(note.split(",")[0])
+        if "hyper" in self.peers:
+            mode = self.meta.get("hyper_mode", "threads")
+            per = "process" if mode == "processes" else "thread"
+            out[self.peers.index("hyper")] += f" with one current-thread tokio runtime per worker {per}"
+        return "; ".join(out)
+
+    def responses_md(self):
+        """What every server answers to GET /, and whether it closes on Connection: close."""
+        if not any(f"response_{s}" in self.meta for s in self.servers):
+            return []
+        o = ["## What each server sends", ""]
+        o.append(
+            "The answer to a keep-alive `GET /` as bench/run.sh read it at the start (status line, every header in"
+            " order with the Date's value left out, then the body), and what the server did after answering a"
+            " `GET /` with `Connection: close`: *closes* the connection, or *stays open* (still open 2 s later)."
+        )
+        o.append("")
+        o.append("| server | `GET /` | after `Connection: close` |")
+        o.append("|---|---|---|")
+        for s in self.servers:
+            if f"response_{s}" in self.meta:
+                resp = self.meta[f"response_{s}"].replace("|", "\\|")
+                close = self.meta.get(f"on_close_{s}", "?")
+                if close != "closes":
+                    close = f"**{close}** {NO_CLOSE_MARK}"
+                o.append(f"| {s} | `{resp}` | {close} |")
+        o.append("")
+        return o
 
     def baseline_terminal(self):
         rows = self.baseline_rows("-")
@@ -460,6 +605,9 @@ class Report:
                     + f" | {col('p99', fmt_md)} | {col('cpu', fmt_f)} | {col('rss', lambda x: fmt_f(x, 1))} |"
                 )
         o.append("")
+        if self.no_close_note():
+            o.append(self.no_close_note())
+            o.append("")
         for w in self.rate_workers():
             sts = [(s, self.rate_stats(w, s)) for s in self.servers]
             sts = [(s, st) for s, st in sts if st]
@@ -494,6 +642,7 @@ class Report:
         o.append("")
         o.extend(self.summary_md())
         o.extend(self.baseline_md())
+        o.extend(self.peers_md())
         o.append("## Machine and tools")
         o.append("")
         o.append("| | |")
@@ -535,7 +684,7 @@ class Report:
             o.append(f"## Under wrk, {workers_label(w)} each")
             o.append("")
             o.append(f"{self.where(w)}; `{self.wrk_line(w)}`; median of {reps} run(s), requests/s with [min–max].")
-            o.append("Ratios are forkring / nginx: above 1 is better for requests/s, below 1 for the rest.")
+            o.append("Ratios are server / nginx: above 1 is better for requests/s, below 1 for the rest.")
             o.append("")
             o.append(
                 "| workload | server | req/s [min–max] | p50 | p99 | p99.9 | CPU µs/req | RSS MiB | errors | other CPU"
@@ -555,13 +704,16 @@ class Report:
                     else:
                         ratios = [""] * 6
                     o.append(
-                        f"| {WORKLOAD_TITLES.get(wl, wl)} | {s} | {st['rps']:,.0f} [{st['rps_lo']:,.0f}–{st['rps_hi']:,.0f}]"
+                        f"| {WORKLOAD_TITLES.get(wl, wl)} | {self.label(s, wl)} | {st['rps']:,.0f} [{st['rps_lo']:,.0f}–{st['rps_hi']:,.0f}]"
                         f" | {fmt_md(st['p50'])} | {fmt_md(st['p99'])} | {fmt_md(st['p999'])}"
                         f" | {fmt_f(st['cpu'])} | {fmt_f(st['rss'], 1)} | {st['errors']:.0f} | {fmt_pct(st['other'])} | "
                         + " | ".join(ratios)
                         + " |"
                     )
             o.append("")
+            if self.no_close_note():
+                o.append(self.no_close_note(short=True))
+                o.append("")
         for w in self.rate_workers():
             nginx = self.rate_stats(w, "nginx")
             sts = [(s, self.rate_stats(w, s)) for s in self.servers]
@@ -651,18 +803,31 @@ class Report:
             "- With more than one worker nothing is pinned and the load generator shares the CPUs with the"
             " server, so those figures measure the pair, not the server alone."
         )
+        if self.peers:
+            o.append(
+                "- The peers (`bench/peers`, a cargo project of its own, release build) answer `GET /` and"
+                " `POST /echo` as forkring's demo server does, with the differences the frameworks impose (see"
+                " *What each server sends*). may_minihttp runs as many scheduler threads as workers (may's own"
+                " pinning off; TechEmpower's pool and stack sizes) and accepts on one socket; hyper runs one"
+                " current-thread tokio runtime per worker, each with its own `SO_REUSEPORT` socket, as threads"
+                " of one process or as processes (`HYPER_MODE`), with `pipeline_flush`, TCP_NODELAY and no"
+                " header-read timeout."
+            )
         o.append("")
         o.append("## How to reproduce")
         o.append("")
         o.append("```sh")
-        o.append("make bench                          # everything, about 7 minutes on a quiet machine")
+        o.append("make bench                          # everything, about 11 minutes on a quiet machine")
         o.append(
             f"DURATION={m.get('duration')} REPS={reps} WORKERS=\"{' '.join(map(str, self.worker_counts))}\""
             f" WORKLOADS=\"{m.get('workloads')}\" RATE={m.get('rate_setting')}"
             + (" BASELINE=/path/to/old/forkring" if self.pairs else "")
+            + (f" HYPER_MODE={m.get('hyper_mode')}" if "hyper" in self.peers else "")
+            + ("" if self.peers else " PEERS=0")
             + " make bench   # this run's settings"
         )
         o.append("DURATION=1s REPS=1 WORKERS=1 WORKLOADS=keepalive RATE=0 IPC=0 make bench   # a quick look")
+        o.append("PEERS=0 make bench                  # without may_minihttp and hyper")
         o.append("```")
         o.append("")
         o.append(
@@ -696,7 +861,8 @@ class Report:
 
         m = self.meta
         y += 28
-        text(pad, y, "forkring vs nginx: make bench", 18, weight="bold")
+        title = "forkring vs nginx" + (" and " + ", ".join(self.peers) if self.peers else "")
+        text(pad, y, f"{title}: make bench", 18, weight="bold")
         y += 18
         text(
             pad,

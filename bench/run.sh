@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# make bench: forkring (io_uring and epoll) beside nginx, one report.
+# make bench: forkring (io_uring and epoll) beside nginx and the peers
+# (may_minihttp and hyper, from bench/peers), one report.
 #
 # For each worker count in $WORKERS (1, and "all" = one per CPU) the script
-# starts forkring on each backend in $BACKENDS and nginx with that many
-# workers, then measures each workload under wrk with the same parameters
+# starts forkring on each backend in $BACKENDS, nginx and the peers in
+# $PEERS with that many workers, then measures each workload under wrk with the same parameters
 # for every server:
 #   keepalive  GET / on $CONNS keep-alive connections
 #   pipelined  GET / pipelined $DEPTH deep
@@ -50,6 +51,11 @@
 #              in $BACKENDS, started with the same flags as the current build,
 #              and the report adds a table of current and baseline against
 #              nginx (requests/s and CPU µs/req) from the same run
+#   PEERS      other Rust servers measured beside nginx [may_minihttp hyper];
+#              0 skips them. Built from bench/peers (its own cargo project)
+#              when missing; where that fails they sit out, with a note
+#   HYPER_MODE hyper's workers: threads (one current-thread runtime per
+#              thread) or processes (one per process) [threads]
 set -euo pipefail
 export LC_ALL=C
 
@@ -73,6 +79,8 @@ QUIET_PCT=${QUIET_PCT:-15}
 QUIET_BUDGET=${QUIET_BUDGET:-180}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
+PEERS=${PEERS-may_minihttp hyper}
+HYPER_MODE=${HYPER_MODE:-threads}
 
 BASELINE=${BASELINE:-}
 # Relative to where the script was started, before it moves to the root.
@@ -369,6 +377,7 @@ start_servers() {
 		[[ -z $BASELINE ]] || start_forkring "$b" "$workers" "$BASELINE" "forkring-base-$b"
 	done
 	start_nginx "$workers"
+	start_peers "$workers"
 }
 
 stop_servers() {
@@ -385,6 +394,125 @@ check_alive() {
 	alive "${PID_OF[$name]}" && return 0
 	tail -n 20 "${LOG_OF[$name]}" >&2 2>/dev/null || true
 	die "$name (pid ${PID_OF[$name]}) is gone $what (interrupted? the end of its log is above)"
+}
+
+# ---------------------------------------------------------------- peers ----
+#
+# The fastest Rust HTTP/1 servers, beside forkring and nginx: may_minihttp
+# (coroutines on may) and hyper 1.x (on tokio), from bench/peers, a cargo
+# project of its own (its own lockfile, outside the workspace). They serve
+# the demo server's GET / and POST /echo, with as many workers, pinned as
+# the others are.
+
+PEER_LIST=() # the peers built and measured in this run
+
+# Builds the peers in $PEERS (release), into $PEER_TARGET. Where the build
+# fails (no registry, say), the peers sit out and the report says why.
+build_peers() {
+	local p missing=() log=$TMP/peers-build.log why
+	PEER_TARGET=$TARGET/peers
+	[[ $PEERS == 0 || -z ${PEERS// /} ]] && return 0
+	for p in $PEERS; do
+		[[ -x $PEER_TARGET/release/$p ]] || missing+=("$p")
+	done
+	if ((${#missing[@]})); then
+		echo "bench: building the peers ${missing[*]} (bench/peers, release, into $PEER_TARGET);" \
+			"the first build downloads their crates and takes a few minutes"
+	else
+		echo "bench: building the peers (bench/peers, release; nothing to do unless it changed)"
+	fi
+	if cargo build --release --locked --quiet --manifest-path "$ROOT/bench/peers/Cargo.toml" \
+		--target-dir "$PEER_TARGET" >"$log" 2>&1; then
+		read -ra PEER_LIST <<<"$PEERS"
+		return 0
+	fi
+	tail -n 20 "$log" >&2
+	why=$(grep -m1 -E '^(error|warning: spurious)' "$log" || tail -n1 "$log")
+	NOTES+=("the peers ($PEERS) were skipped: building bench/peers failed: ${why:-no output}")
+	echo "bench: ${NOTES[-1]}; the rest of the benchmark runs without them" >&2
+}
+
+# The version of `crate` in the peers' lockfile.
+peer_version() {
+	awk -v c="$1" '$1 == "name" && $3 == "\"" c "\"" { getline; gsub(/"/, "", $3); print $3; exit }' \
+		"$ROOT/bench/peers/Cargo.lock"
+}
+
+start_peer() {
+	local name=$1 workers=$2 port pid log args=()
+	port=$(free_port)
+	log="$TMP/$name-$workers.log"
+	[[ $name == hyper ]] && args=(--mode "$HYPER_MODE")
+	"${SRV_PIN[@]}" "$PEER_TARGET/release/$name" --listen "127.0.0.1:$port" --workers "$workers" "${args[@]}" \
+		>"$log" 2>&1 &
+	pid=$!
+	PIDS+=("$pid")
+	wait_ready "$pid" "$port" "$name" "$log" "(( \$(grep -c ' ready ' '$log') >= $workers ))"
+	PID_OF[$name]=$pid
+	PORT_OF[$name]=$port
+	LOG_OF[$name]=$log
+	case $name in
+	may_minihttp)
+		NOTE_OF[$name]="may_minihttp $(peer_version may_minihttp) (may $(peer_version may)), $workers scheduler thread(s)"
+		;;
+	hyper)
+		local per=thread
+		[[ $HYPER_MODE == processes ]] && per=process
+		NOTE_OF[$name]="hyper $(peer_version hyper) (tokio $(peer_version tokio)), $workers current-thread runtime(s), one per $per"
+		;;
+	esac
+	SERVERS+=("$name")
+}
+
+start_peers() {
+	local p
+	for p in "${PEER_LIST[@]}"; do
+		start_peer "$p" "$1"
+	done
+}
+
+# Prints two lines about the server on `port`: the head of its answer to a
+# keep-alive GET / (every header in order, Date's value left out) with the
+# body, and whether it then closes a connection whose request says
+# `Connection: close` ("closes", or "stays open" when the connection is
+# still open 2 s after the answer).
+probe_server() (
+	local line len=0 head="" body rc
+	exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+	printf 'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n' >&3
+	while IFS= read -r -t 2 line <&3; do
+		line=${line%$'\r'}
+		[[ -z $line ]] && break
+		case ${line,,} in
+		date:*) line="${line%%:*}: …" ;;
+		content-length:*) len=${line#*:} len=${len// /} ;;
+		esac
+		head+="$line | "
+	done
+	IFS= read -r -t 2 -N "$len" body <&3 || true
+	echo "$head$body"
+	printf 'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3
+	while IFS= read -r -t 2 line <&3; do
+		[[ -z ${line%$'\r'} ]] && break
+	done
+	IFS= read -r -t 2 -N "$len" body <&3 || true
+	rc=0
+	IFS= read -r -t 2 -N 1 body <&3 || rc=$?
+	if ((rc > 128)); then echo "stays open"; elif ((rc == 0)); then echo "sends more"; else echo closes; fi
+) 2>/dev/null
+
+declare -A PROBED=()
+# Once per server: what it answers to GET / and whether it closes on
+# `Connection: close`, into meta.tsv for the report.
+probe_once() {
+	local name=$1 out
+	[[ -z ${PROBED[$name]:-} ]] || return 0
+	PROBED[$name]=1
+	out=$(probe_server "${PORT_OF[$name]}") || out=$'no answer\nunknown'
+	meta "response_$name" "$(head -n1 <<<"$out")"
+	meta "on_close_$name" "$(tail -n1 <<<"$out")"
+	[[ $(tail -n1 <<<"$out") == closes ]] ||
+		echo "  $name: $(tail -n1 <<<"$out") after answering a request with Connection: close (marked in the report)"
 }
 
 # ---------------------------------------------------------------- measuring
@@ -637,6 +765,10 @@ done
 for b in $BACKENDS; do
 	case $b in uring | epoll | auto) ;; *) die "unknown backend $b (uring, epoll, auto)" ;; esac
 done
+[[ $PEERS == 0 ]] || for p in $PEERS; do
+	case $p in may_minihttp | hyper) ;; *) die "unknown peer $p (may_minihttp, hyper; PEERS=0 for none)" ;; esac
+done
+case $HYPER_MODE in threads | processes) ;; *) die "HYPER_MODE must be threads or processes" ;; esac
 command -v taskset >/dev/null || die "needs taskset (Debian package util-linux)"
 command -v python3 >/dev/null || die "needs python3 for the report (bench/report.py)"
 NPROC=$(nproc)
@@ -707,6 +839,7 @@ META=$TMP/meta.tsv
 : >"$RATES"
 : >"$META"
 mkdir -p "$OUT"
+build_peers
 
 meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
 meta nproc "$NPROC"
@@ -738,6 +871,8 @@ meta rate_setting "$RATE"
 meta rate_duration "$RATE_DURATION"
 meta rate_threads "$RATE_THREADS"
 meta rate_conns "$RATE_CONNS"
+meta peers "${PEER_LIST[*]}"
+meta hyper_mode "$HYPER_MODE"
 
 echo "bench: load average $(cut -d' ' -f1-3 /proc/loadavg) on $NPROC CPUs"
 for workers in "${WORKER_COUNTS[@]}"; do
@@ -760,6 +895,9 @@ for workers in "${WORKER_COUNTS[@]}"; do
 	for name in "${SERVERS[@]}"; do
 		printf '  %-*s pid %-7s 127.0.0.1:%-5s %s\n' "$NAME_W" "$name" "${PID_OF[$name]}" "${PORT_OF[$name]}" "${NOTE_OF[$name]}"
 		meta "note_${name}_$workers" "${NOTE_OF[$name]}"
+	done
+	for name in "${SERVERS[@]}"; do
+		probe_once "$name"
 	done
 	echo "  client: wrk -t$WRK_THREADS -c$CONNS -d$DURATION; $REPS repetition(s)"
 	if [[ $WARMUP != 0 ]]; then
