@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use forkring::internals::{Conn, Shared};
-use forkring::{BodyFlow, BodyPlan, BodyReader, Handler, Limits, Request, Resume, Response, Timeouts};
+use forkring::{BodyFlow, BodyPlan, BodyReader, Handler, Limits, Request, Response, Resume, Timeouts};
 
 /// What the readers saw.
 #[derive(Default)]
@@ -133,7 +133,11 @@ fn a_streamed_body_arrives_in_order_whatever_the_reads() {
 fn expect_continue_is_the_handlers_decision() {
     // Refused: no 100, the refusal, and the connection closes.
     let (mut sh, mut conn, mut app, _) = setup();
-    conn.on_read(b"POST /no HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", &mut sh, &mut app);
+    conn.on_read(
+        b"POST /no HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+        &mut sh,
+        &mut app,
+    );
     let out = output(&mut conn, &mut sh);
     assert!(out.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{out}");
     assert!(out.contains("Connection: close\r\n"), "{out}");
@@ -142,7 +146,11 @@ fn expect_continue_is_the_handlers_decision() {
 
     // Streamed: 100 Continue, then the answer at the end.
     let (mut sh, mut conn, mut app, _) = setup();
-    conn.on_read(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", &mut sh, &mut app);
+    conn.on_read(
+        b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+        &mut sh,
+        &mut app,
+    );
     assert_eq!(output(&mut conn, &mut sh), "HTTP/1.1 100 Continue\r\n\r\n");
     conn.on_read(b"hello", &mut sh, &mut app);
     assert!(output(&mut conn, &mut sh).ends_with("\r\n\r\n/up 5"));
@@ -150,7 +158,11 @@ fn expect_continue_is_the_handlers_decision() {
 
     // Whole, past max_body: 413 as before.
     let (mut sh, mut conn, mut app, _) = setup();
-    conn.on_read(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 17\r\nExpect: 100-continue\r\n\r\n", &mut sh, &mut app);
+    conn.on_read(
+        b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 17\r\nExpect: 100-continue\r\n\r\n",
+        &mut sh,
+        &mut app,
+    );
     assert!(output(&mut conn, &mut sh).starts_with("HTTP/1.1 413"));
 }
 
@@ -194,7 +206,11 @@ fn a_paused_body_waits_for_its_resume() {
 #[test]
 fn a_stopped_body_is_answered_and_closed() {
     let (mut sh, mut conn, mut app, seen) = setup();
-    conn.on_read(b"POST /up?stop HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n", &mut sh, &mut app);
+    conn.on_read(
+        b"POST /up?stop HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n",
+        &mut sh,
+        &mut app,
+    );
     let out = output(&mut conn, &mut sh);
     assert!(out.starts_with("HTTP/1.1 413"), "{out}");
     assert!(conn.is_closing());

@@ -399,7 +399,8 @@ impl BodyReader for Upload {
 }
 
 fn upload_answer(res: &mut Response, length: u64, crc: u32) {
-    res.header("Content-Type", "application/json").body(format!("{{\"length\": {length}, \"crc32\": \"{crc:08x}\"}}\n"));
+    res.header("Content-Type", "application/json")
+        .body(format!("{{\"length\": {length}, \"crc32\": \"{crc:08x}\"}}\n"));
 }
 
 /// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), a byte at a
