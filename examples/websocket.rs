@@ -69,15 +69,16 @@ fn echo(conn: Upgraded, unix: bool) {
     }
 }
 
-fn serve<S: std::io::Read + std::io::Write>(mut ws: WebSocket<S>) -> tungstenite::Result<()> {
+/// Echoes until the close; the error, boxed (tungstenite's is large).
+fn serve<S: std::io::Read + std::io::Write>(mut ws: WebSocket<S>) -> Result<(), Box<tungstenite::Error>> {
     loop {
         match ws.read() {
-            Ok(msg @ (Message::Text(_) | Message::Binary(_))) => ws.send(msg)?,
+            Ok(msg @ (Message::Text(_) | Message::Binary(_))) => ws.send(msg).map_err(Box::new)?,
             // Pings are answered by tungstenite itself; a close is
             // acknowledged by it, and the next read says it is over.
             Ok(_) => {}
             Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return Ok(()),
-            Err(e) => return Err(e),
+            Err(e) => return Err(Box::new(e)),
         }
     }
 }
