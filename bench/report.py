@@ -172,6 +172,8 @@ class Report:
         self.rates = read_rows(os.path.join(run_dir, "rates.tsv"), RATE_COLS)
         ipc = os.path.join(run_dir, "ipc.txt")
         self.ipc = open(ipc).read().strip("\n") if os.path.exists(ipc) else ""
+        uploads = os.path.join(run_dir, "uploads.txt")
+        self.uploads = open(uploads).read().strip("\n") if os.path.exists(uploads) else ""
         self.workloads = self.meta.get("workloads", "").split()
         self.worker_counts = [int(w) for w in self.meta.get("worker_counts", "").split()]
         self.servers = sorted({r["server"] for r in self.runs} | {r["server"] for r in self.rates}, key=server_key)
@@ -761,6 +763,11 @@ class Report:
         o.append("")
         o.append(f"![throughput and latency per server]({svg_name})")
         o.append("")
+        if self.uploads:
+            o.append("## Streamed upload (`POST /upload`, one worker, over loopback)")
+            o.append("")
+            o.append(self.uploads)
+            o.append("")
         if self.ipc:
             o.append("## IPC rings (`cargo bench --bench ipc -- summary`)")
             o.append("")

@@ -40,6 +40,8 @@
 #   RATE_THREADS, RATE_CONNS  ratebench sender threads [2] and connections
 #              per thread [4]
 #   IPC        1 runs the IPC ring summary (about 90 s), 0 skips it [1]
+#   UPLOAD     bytes of the streamed upload (POST /upload, one worker per
+#              backend, bench/upload.py) [1073741824]; 0 skips it
 #   QUIET      seconds a run waits for other processes to use less than
 #              QUIET_PCT [15] percent of a CPU before it starts [30]; 0 never
 #              waits. QUIET_BUDGET [180] caps the waiting over the whole run
@@ -74,6 +76,7 @@ RATE_DURATION=${RATE_DURATION:-10}
 RATE_THREADS=${RATE_THREADS:-2}
 RATE_CONNS=${RATE_CONNS:-4}
 IPC=${IPC:-1}
+UPLOAD=${UPLOAD:-1073741824}
 QUIET=${QUIET:-30}
 QUIET_PCT=${QUIET_PCT:-15}
 QUIET_BUDGET=${QUIET_BUDGET:-180}
@@ -942,6 +945,42 @@ for workers in "${WORKER_COUNTS[@]}"; do
 	stop_servers
 done
 
+# A streamed upload per backend: one worker, POST /upload of $UPLOAD bytes
+# over loopback (the demo computes the body's CRC-32 as it arrives and keeps
+# none of it), its throughput and the worker's resident memory before it
+# and at its peak. After a warm-up upload of 64 MiB, so that the worker is
+# in its steady state (on io_uring, its provided receive buffers resident).
+: >"$TMP/uploads.txt"
+if [[ $UPLOAD != 0 ]]; then
+	[[ $UPLOAD =~ ^[1-9][0-9]*$ ]] || die "UPLOAD must be a number of bytes"
+	echo
+	echo "== streamed upload: POST /upload of $UPLOAD bytes, 1 worker per backend"
+	if ((PINNING)); then
+		SRV_PIN=(taskset -c "$SERVER_CPU")
+		CLI_PIN=(taskset -c "$CLIENT_CPU")
+	else
+		SRV_PIN=()
+		CLI_PIN=()
+	fi
+	printf '| backend | MiB/s | seconds | worker RSS before (KiB) | peak (KiB) | growth (KiB) |\n|---|---|---|---|---|---|\n' >>"$TMP/uploads.txt"
+	for backend in $BACKENDS; do
+		SERVERS=()
+		start_forkring "$backend" 1
+		name=forkring-$backend
+		worker=$(descendants "${PID_OF[$name]}" | head -n1)
+		if ! "${CLI_PIN[@]}" python3 "$ROOT/bench/upload.py" "${PORT_OF[$name]}" "$worker" $((64 << 20)) >/dev/null ||
+			! line=$("${CLI_PIN[@]}" python3 "$ROOT/bench/upload.py" "${PORT_OF[$name]}" "$worker" "$UPLOAD"); then
+			NOTES+=("the streamed upload against $name failed")
+			stop_servers
+			continue
+		fi
+		IFS=$'\t' read -r secs mibs before peak _ <<<"$line"
+		echo "  $name: $mibs MiB/s ($secs s), worker RSS $before KiB before, $peak KiB at its peak"
+		printf '| %s | %s | %s | %s | %s | %s |\n' "$backend" "$mibs" "$secs" "$before" "$peak" $((peak - before)) >>"$TMP/uploads.txt"
+		stop_servers
+	done
+fi
+
 if [[ $IPC != 0 ]]; then
 	echo
 	echo "== IPC rings: cargo bench --bench ipc -- summary (about 90 s)"
@@ -965,7 +1004,8 @@ done
 # The measurements stay beside the report, so that it can be made again:
 #   python3 bench/report.py --dir target/bench --out target/bench
 cp "$RESULTS" "$RATES" "$META" "$OUT/"
-rm -f "$OUT/ipc.txt"
+rm -f "$OUT/ipc.txt" "$OUT/uploads.txt"
+[[ -s $TMP/uploads.txt ]] && cp "$TMP/uploads.txt" "$OUT/"
 [[ -s $TMP/ipc.txt ]] && cp "$TMP/ipc.txt" "$OUT/"
 echo
 python3 "$ROOT/bench/report.py" --dir "$OUT" --out "$OUT"

@@ -56,7 +56,10 @@ pub use config::{
     default_workers, Backend, Balance, ChannelOptions, Config, Limits, ListenAddr, ParseBackendError, Respawn,
     RingOptions, Timeouts,
 };
-pub use http::{Handler, Headers, InvalidHeader, Request, Responder, Response, Version};
+pub use http::{
+    Addr, BodyFlow, BodyPlan, BodyReader, Handler, Headers, InvalidHeader, Request, Responder, Response, Resume,
+    Upgraded, Version,
+};
 pub use ipc::{SendError, Snapshot};
 pub use master::{Command, Ctl, Event, EventCallback, ExitStatus, Handle, TimerCallback};
 pub use server::Server;

@@ -112,3 +112,43 @@ fn inet(a: nix::sys::socket::SockaddrStorage) -> Option<std::net::SocketAddr> {
     }
     a.as_sockaddr_in6().map(|v6| std::net::SocketAddr::V6((*v6).into()))
 }
+
+/// A socket's name, of any family forkring serves.
+pub(crate) enum SockName {
+    /// IPv4 or IPv6.
+    Ip(std::net::SocketAddr),
+    /// A Unix domain socket: its path, or `None` when unnamed (or abstract).
+    Unix(Option<std::path::PathBuf>),
+}
+
+/// The peer's name of socket `fd`, of any family.
+pub(crate) fn peer_name(fd: RawFd) -> Option<SockName> {
+    if fd < 0 {
+        return None;
+    }
+    sock_name(nix::sys::socket::getpeername::<nix::sys::socket::SockaddrStorage>(fd).ok()?)
+}
+
+/// The local name of socket `fd`, of any family.
+pub(crate) fn local_name(fd: RawFd) -> Option<SockName> {
+    if fd < 0 {
+        return None;
+    }
+    sock_name(nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(fd).ok()?)
+}
+
+fn sock_name(a: nix::sys::socket::SockaddrStorage) -> Option<SockName> {
+    if let Some(u) = a.as_unix_addr() {
+        return Some(SockName::Unix(u.path().map(|p| p.to_path_buf())));
+    }
+    inet(a).map(SockName::Ip)
+}
+
+/// Makes `fd` blocking (a connection handed over after an upgrade).
+pub(crate) fn set_blocking(fd: RawFd) -> io::Result<()> {
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL).map_err(|e| context(e.into(), "fcntl(F_GETFL)"))?);
+    if flags.contains(OFlag::O_NONBLOCK) {
+        fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK)).map_err(|e| context(e.into(), "fcntl(O_NONBLOCK)"))?;
+    }
+    Ok(())
+}

@@ -9,7 +9,10 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-use forkring::{Backend, Balance, Ctl, Event, Handler, Limits, Request, Respawn, Response, Server, Snapshot, Timeouts};
+use forkring::{
+    Backend, Balance, BodyFlow, BodyPlan, BodyReader, Ctl, Event, Handler, Limits, Request, Respawn, Response, Server,
+    Snapshot, Timeouts,
+};
 
 const USAGE: &str = "\
 forkring: a prefork HTTP/1.1 server (demo)
@@ -36,13 +39,16 @@ Options:
                           longest pause within a body or response, in
                           milliseconds [default: 60000]
   --max-body BYTES        largest request body; larger ones get 413
+                          [default: 8388608]
+  --max-upload BYTES      largest body POST /upload streams; larger ones
+                          get 413 (before the body is sent, when declared)
+                          [default: 1073741824]
   --pool N                threads of each worker's blocking-work pool
                           (GET /sleep) [default: 64]
   --deferred-timeout MS   time a deferred response may take before the
                           request is answered 504 [default: 30000]
   --max-deferred N        deferred responses one worker waits on at once;
                           beyond, 503 [default: 16384]
-                          [default: 8388608]
   --max-connections N     most connections one worker holds at once
                           [default: 65536]
   --drain-timeout MS      time workers get to finish on shutdown or reload
@@ -86,6 +92,8 @@ struct Options {
     pool: usize,
     /// Permissions of a unix:PATH socket file.
     unix_mode: Option<u32>,
+    /// Largest body `POST /upload` takes.
+    max_upload: u64,
 }
 
 /// What to do after parsing.
@@ -166,7 +174,8 @@ fn main() -> ExitCode {
     if let Some(mode) = opts.unix_mode {
         server = server.unix_mode(mode);
     }
-    match server.serve(Demo::default) {
+    let max_upload = opts.max_upload;
+    match server.serve(move || Demo { max_upload, ..Demo::default() }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("forkring: {}", strip_os_error(&e.to_string()));
@@ -214,7 +223,12 @@ struct Demo {
     table: Vec<u8>,
     /// The last note a worker sent through `POST /broadcast`.
     note: Vec<u8>,
+    /// Largest body `POST /upload` takes.
+    max_upload: u64,
 }
+
+/// `--max-upload`'s default: 1 GiB.
+const DEFAULT_MAX_UPLOAD: u64 = 1 << 30;
 
 impl Handler for Demo {
     fn handle(&mut self, req: &Request<'_>, res: &mut Response) {
@@ -248,8 +262,32 @@ impl Handler for Demo {
                 },
                 _ => method_not_allowed(res, "POST"),
             },
+            "/upload" => match req.method() {
+                // Only a body-less POST gets here; the others are streamed.
+                "POST" => upload_answer(res, 0, Crc32::new().value()),
+                _ => method_not_allowed(res, "POST"),
+            },
             _ => demo(req, res),
         }
+    }
+
+    /// `POST /upload` streams its body; every other body comes whole.
+    fn on_head(&mut self, req: &Request<'_>) -> BodyPlan {
+        if req.path() != "/upload" || req.method() != "POST" {
+            return BodyPlan::Whole;
+        }
+        let declared = req.header("Content-Length").and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_upload) {
+            // Before the body is sent: a client that sent
+            // `Expect: 100-continue` gets this instead of `100 Continue`.
+            let mut res = Response::new();
+            res.status(413)
+                .header("Content-Type", "text/plain")
+                .body(format!("uploads are limited to {} bytes\n", self.max_upload));
+            return BodyPlan::Refuse(res);
+        }
+        let pause = query_u64(req, "pause").filter(|&ms| ms <= 10_000).unwrap_or(0);
+        BodyPlan::Stream(Box::new(Upload { length: 0, crc: Crc32::new(), max: self.max_upload, pause }))
     }
 
     fn on_message(&mut self, msg: &[u8]) {
@@ -265,7 +303,7 @@ impl Handler for Demo {
 fn demo(req: &Request<'_>, res: &mut Response) {
     match req.path() {
         // The client's address, and the one it connected to.
-        "/ip" => match (req.peer_addr(), req.local_addr()) {
+        "/ip" => match (req.peer(), req.local()) {
             (Some(peer), Some(local)) => {
                 res.header("Content-Type", "text/plain").body(format!("{peer} -> {local}\n"));
             }
@@ -316,9 +354,92 @@ fn demo(req: &Request<'_>, res: &mut Response) {
 
 /// The `ms` of `?ms=N`, at most 10,000.
 fn wait_ms(req: &Request<'_>) -> Option<u64> {
+    query_u64(req, "ms").filter(|&ms| ms <= 10_000)
+}
+
+/// The number `N` of `?name=N`.
+fn query_u64(req: &Request<'_>, name: &str) -> Option<u64> {
     let q = req.query().unwrap_or("");
-    let v = q.split('&').find_map(|kv| kv.strip_prefix("ms="))?;
-    v.parse::<u64>().ok().filter(|&ms| ms <= 10_000)
+    let v = q.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))?;
+    v.parse::<u64>().ok()
+}
+
+/// `POST /upload`: the body's length and CRC-32, computed as it arrives;
+/// nothing of it is kept. With `?pause=MS` it takes one piece every `MS`
+/// milliseconds (a slow consumer: the client's send then blocks).
+struct Upload {
+    /// Bytes so far.
+    length: u64,
+    /// Their CRC-32.
+    crc: Crc32,
+    /// `--max-upload`.
+    max: u64,
+    /// Milliseconds to wait after each piece.
+    pause: u64,
+}
+
+impl BodyReader for Upload {
+    fn data(&mut self, piece: &[u8], flow: &mut BodyFlow<'_>) {
+        self.length += piece.len() as u64;
+        if self.length > self.max {
+            // A chunked body that outgrows the limit.
+            flow.stop(413);
+            return;
+        }
+        self.crc.update(piece);
+        if self.pause > 0 {
+            let resume = flow.pause();
+            forkring::worker::after(Duration::from_millis(self.pause), move || resume.resume());
+        }
+    }
+
+    fn end(&mut self, _req: &Request<'_>, res: &mut Response) {
+        upload_answer(res, self.length, self.crc.value());
+    }
+}
+
+fn upload_answer(res: &mut Response, length: u64, crc: u32) {
+    res.header("Content-Type", "application/json")
+        .body(format!("{{\"length\": {length}, \"crc32\": \"{crc:08x}\"}}\n"));
+}
+
+/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), a byte at a
+/// time from a table built at compile time.
+struct Crc32(u32);
+
+/// `CRC_TABLE[b]`: the CRC of the single byte `b`.
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
+impl Crc32 {
+    fn new() -> Crc32 {
+        Crc32(!0)
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        let mut c = self.0;
+        for &b in bytes {
+            c = CRC_TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+        }
+        self.0 = c;
+    }
+
+    fn value(&self) -> u32 {
+        !self.0
+    }
 }
 
 fn bad_wait(res: &mut Response) {
@@ -352,6 +473,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Action, String> 
         respawn: true,
         pool: forkring::Config::default().pool,
         unix_mode: None,
+        max_upload: DEFAULT_MAX_UPLOAD,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -414,6 +536,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Action, String> 
             "--header-timeout" => opts.timeouts.header = millis(&flag, &value()?)?,
             "--idle-timeout" => opts.timeouts.idle = millis(&flag, &value()?)?,
             "--max-body" => opts.limits.max_body = number(&flag, &value()?)?,
+            "--max-upload" => opts.max_upload = number(&flag, &value()?)?,
             "--pool" => {
                 opts.pool = number(&flag, &value()?)?;
                 if opts.pool == 0 {
@@ -539,9 +662,27 @@ mod tests {
     }
 
     #[test]
+    fn crc32_matches_the_check_values() {
+        let crc = |b: &[u8]| {
+            let mut c = Crc32::new();
+            c.update(b);
+            c.value()
+        };
+        assert_eq!(crc(b""), 0);
+        assert_eq!(crc(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc(b"The quick brown fox jumps over the lazy dog"), 0x414F_A339);
+        // Pieces give what the whole gives.
+        let mut c = Crc32::new();
+        c.update(b"1234");
+        c.update(b"56789");
+        assert_eq!(c.value(), 0xCBF4_3926);
+    }
+
+    #[test]
     fn defaults() {
         let Ok(Action::Serve(o)) = parse(&[]) else { panic!("expected Serve") };
         assert_eq!(o.listen, "127.0.0.1:8080");
+        assert_eq!(o.max_upload, 1 << 30);
         assert_eq!(o.workers, forkring::default_workers());
         assert_eq!(o.backend, Backend::Auto);
         assert_eq!(o.timeouts, Timeouts::default());

@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use super::{timers, Link};
 use crate::config::Config;
-use crate::http::{Completion, Completions, Conn, Shared, DRAIN_IDLE_GRACE_MS};
+use crate::http::{Completion, Completions, Conn, Shared, UpgradeFn, Upgraded, DRAIN_IDLE_GRACE_MS};
 use crate::sys::context;
 
 /// How a closing connection keeps discarding input after its last
@@ -115,6 +115,22 @@ pub(crate) fn linger(fd: RawFd, sh: &Shared) -> io::Result<u64> {
     // Plain integer arguments on a socket the connection owns.
     syscall!(shutdown(fd, libc::SHUT_WR))?;
     Ok(sh.now_ms() + LINGER_MS)
+}
+
+/// Hands an upgraded connection over to what the handler gave
+/// ([`crate::Response::upgrade`]), on the loop: the socket switched to
+/// blocking mode, with the bytes already received after the request head.
+/// The backend calls it once nothing of its own is in flight on `fd`, and
+/// has already forgotten the connection.
+pub(crate) fn hand_over(fd: OwnedFd, take: UpgradeFn, read: Vec<u8>) {
+    if let Err(e) = crate::sys::set_blocking(fd.as_raw_fd()) {
+        log::warn!("upgrade: {e}; closing the connection");
+        return;
+    }
+    let up = Upgraded::new(fd, read);
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| take(up))).is_err() {
+        log::error!("the taker of an upgraded connection panicked");
+    }
 }
 
 /// Where a worker's loop is in its life.

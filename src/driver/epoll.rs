@@ -103,6 +103,8 @@ enum Step {
     Keep,
     /// Close it now.
     Close,
+    /// Its `101` is sent: hand it over to what the handler gave.
+    Upgrade,
 }
 
 impl<'a> Driver<'a> {
@@ -202,8 +204,30 @@ impl<'a> Driver<'a> {
             c.writable = true;
         }
         let step = c.drive(&mut self.core.sh, &mut self.buf, handler);
-        if let Step::Close = step {
-            self.close(key);
+        self.after(key, step);
+    }
+
+    /// Does what `step` says of connection `key`.
+    fn after(&mut self, key: Key, step: Step) {
+        match step {
+            Step::Keep => {}
+            Step::Close => self.close(key),
+            Step::Upgrade => self.upgrade(key),
+        }
+    }
+
+    /// Hands connection `key` over after its `101`: out of the epoll set
+    /// and the slab, its socket to the handler's taker.
+    fn upgrade(&mut self, key: Key) {
+        let Some(mut c) = self.conns.remove(key) else { return };
+        if let Err(e) = self.epoll.delete(c.fd.as_raw_fd()) {
+            log::debug!("epoll_ctl(delete upgraded connection): {e}");
+        }
+        let taken = c.conn.take_upgrade();
+        c.conn.release(&mut self.core.sh);
+        self.core.sh.count_close();
+        if let Some((take, read)) = taken {
+            core::hand_over(c.fd, take, read);
         }
     }
 
@@ -275,8 +299,8 @@ impl<'a> Driver<'a> {
                 };
                 if let Step::Close = step {
                     log::debug!("connection {idx}: timed out");
-                    self.close(key);
                 }
+                self.after(key, step);
             }
         }
     }
@@ -290,9 +314,8 @@ impl<'a> Driver<'a> {
             let key = Key::unpack(done.token());
             let Some(c) = self.conns.get_mut(key) else { continue };
             if c.conn.complete(done, &mut self.core.sh, handler) {
-                if let Step::Close = c.drive(&mut self.core.sh, &mut self.buf, handler) {
-                    self.close(key);
-                }
+                let step = c.drive(&mut self.core.sh, &mut self.buf, handler);
+                self.after(key, step);
             }
         }
         self.core.batch = batch;
@@ -428,6 +451,9 @@ impl Connection {
             if !more_input && !more_output {
                 break;
             }
+        }
+        if self.conn.upgrade_ready() {
+            return Step::Upgrade;
         }
         match core::after_output(&self.conn, self.conn.has_output(), self.eof) {
             After::Keep => Step::Keep,

@@ -7,6 +7,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::body::{BodyFlow, BodyPlan, BodyReader, UpgradeFn};
 use super::chunked::Decoder;
 use super::date::DateCache;
 use super::defer::{Completion, Completions, Outcome};
@@ -201,6 +202,27 @@ enum State {
     /// No further input is processed: the last response carries
     /// `Connection: close` or the peer is gone.
     Closed,
+    /// A `101` is framed: input received from now on is kept, untouched,
+    /// for the hand-over of the connection ([`Conn::take_upgrade`]).
+    Upgrade,
+}
+
+/// The reader of a streamed body.
+struct Reader(Box<dyn BodyReader>);
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reader(..)")
+    }
+}
+
+/// What takes an upgraded connection.
+struct Takeover(UpgradeFn);
+
+impl std::fmt::Debug for Takeover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Takeover(..)")
+    }
 }
 
 #[derive(Debug)]
@@ -252,6 +274,17 @@ pub struct Conn {
     /// answered one): closing the socket at once could then send a reset
     /// that destroys the last response, so the driver lingers.
     unread: bool,
+    /// The reader of the body being streamed (in [`State::Body`]); `None`
+    /// when the body is collected whole.
+    reader: Option<Reader>,
+    /// Bodies streamed on this connection so far (the current one's
+    /// number, which its [`super::Resume`] carries).
+    body_seq: u64,
+    /// The reader paused the body: nothing more is delivered or read until
+    /// it resumes.
+    body_paused: bool,
+    /// What takes the connection once its `101` is sent.
+    takeover: Option<Takeover>,
 }
 
 /// A deferred request being waited on, with what its framing needs.
@@ -299,6 +332,10 @@ impl Conn {
             awaiting: None,
             peer_done: false,
             unread: false,
+            reader: None,
+            body_seq: 0,
+            body_paused: false,
+            takeover: None,
         }
     }
 
@@ -348,7 +385,7 @@ impl Conn {
     /// The output is too large to answer more requests: one read of
     /// pipelined requests must not turn into unbounded output.
     fn paused(&self) -> bool {
-        self.awaiting.is_some() || self.output_len() >= OUTPUT_HIGH_WATER
+        self.awaiting.is_some() || self.body_paused || self.output_len() >= OUTPUT_HIGH_WATER
     }
 
     /// Sets the driver's token for this connection (its responders carry
@@ -365,21 +402,58 @@ impl Conn {
 
     /// Whether the driver should read more input: not while a deferred
     /// request is awaited and a head's worth of later input waits already.
+    /// Nor while a streamed body is paused by its reader (flow control:
+    /// the client's send blocks once the kernel's buffers are full), nor
+    /// once a `101` is framed (the rest is the new protocol's).
     pub fn wants_input(&self, sh: &Shared) -> bool {
+        if self.body_paused || matches!(self.state, State::Upgrade) {
+            return false;
+        }
         self.awaiting.is_none() || self.pending.len() < sh.limits.max_head
+    }
+
+    /// The `101` of an upgrade is framed and no output is left here: the
+    /// driver hands the connection over ([`Conn::take_upgrade`]) once its
+    /// own sends are done and nothing is in flight on the socket.
+    pub fn upgrade_ready(&self) -> bool {
+        matches!(self.state, State::Upgrade) && !self.has_output()
+    }
+
+    /// Takes what the handler gave to take an upgraded connection, and the
+    /// bytes received after the request head; the connection then
+    /// processes nothing more. `None` unless [`Conn::upgrade_ready`].
+    pub fn take_upgrade(&mut self) -> Option<(UpgradeFn, Vec<u8>)> {
+        if !self.upgrade_ready() {
+            return None;
+        }
+        let take = self.takeover.take()?;
+        self.state = State::Closed;
+        Some((take.0, mem::take(&mut self.pending)))
     }
 
     /// Answers the deferred request `seq` with `outcome` (a completion the
     /// driver took from [`Shared::take_completions`] for this connection),
     /// then the requests that waited behind it. Returns false when the
     /// completion is stale (the request was answered at its deadline).
+    ///
+    /// A resume of a paused body ([`super::Resume`]) lets the body go on.
     pub fn complete<H: Handler>(&mut self, completion: Completion, sh: &mut Shared, handler: &mut H) -> bool {
+        if let Outcome::Resume = completion.outcome {
+            if completion.seq != self.body_seq || !self.body_paused || matches!(self.state, State::Closed) {
+                return false;
+            }
+            self.body_paused = false;
+            self.run_pending(sh, handler);
+            self.settle(sh);
+            return true;
+        }
         let Some(a) = self.awaiting.take_if(|a| a.seq == completion.seq) else {
             return false;
         };
         sh.deferred -= 1;
         let mut res = match completion.outcome {
             Outcome::Done(res) => res,
+            Outcome::Resume => unreachable!("resumes are handled above"),
             Outcome::Dropped => {
                 log::error!("a deferred response's responder was dropped unsent; answering 500");
                 let mut res = Response::new();
@@ -439,7 +513,7 @@ impl Conn {
         // After the peer's end, only complete requests held back by the
         // high-water mark are worth keeping; once they are answered (or if
         // there are none) the connection is done.
-        if self.peer_done && !self.paused() {
+        if self.peer_done && !self.paused() && !matches!(self.state, State::Upgrade) {
             self.close_input(sh);
         }
         if matches!(self.state, State::Closed) && !self.pending.is_empty() {
@@ -616,6 +690,27 @@ impl Conn {
                     self.unread |= pos < buf.len();
                     return buf.len();
                 }
+                State::Upgrade => return pos,
+                State::Body(_) if self.reader.is_some() => {
+                    if self.body_paused {
+                        return pos;
+                    }
+                    match self.stream_piece(&buf[pos..], sh) {
+                        Ok((used, ended)) => {
+                            pos += used;
+                            if ended {
+                                self.state = State::Head;
+                                self.end_stream(sh);
+                            } else if pos == buf.len() || self.body_paused {
+                                return pos;
+                            }
+                        }
+                        Err(status) => {
+                            self.fail(status, sh);
+                            return buf.len();
+                        }
+                    }
+                }
                 State::Head => {
                     if pos == buf.len() || self.paused() {
                         return pos;
@@ -726,6 +821,51 @@ impl Conn {
             Ok(f) => f,
             Err(status) => return Head::Fail(status),
         };
+        if framing.chunked || framing.length.is_some_and(|len| len > 0) {
+            let request = Request {
+                method: req.method.unwrap_or(""),
+                target,
+                version,
+                headers: Headers { fields: req.headers },
+                body: &[],
+                keep_alive: framing.keep_alive,
+                socket: self.socket,
+            };
+            let plan = match panic::catch_unwind(AssertUnwindSafe(|| handler.on_head(&request))) {
+                Ok(plan) => plan,
+                Err(_) => {
+                    log::error!("handler panicked on the head of {} {}; answering 500", request.method, target);
+                    return Head::Fail(500);
+                }
+            };
+            match plan {
+                BodyPlan::Whole => {}
+                BodyPlan::Refuse(res) => {
+                    self.refuse(&request, res, sh);
+                    return Head::Done(head_len);
+                }
+                BodyPlan::Stream(reader) => {
+                    if self.held.capacity() == 0 {
+                        self.held = sh.buffer();
+                    }
+                    self.held.clear();
+                    self.held.extend_from_slice(&buf[..head_len]);
+                    self.head_len = head_len;
+                    self.reader = Some(Reader(reader));
+                    self.body_seq += 1;
+                    self.body_paused = false;
+                    self.state = State::Body(match framing.length {
+                        Some(len) => Body::Length(len),
+                        None => Body::Chunked(Decoder::new()),
+                    });
+                    // The handler took the body: the client may send it.
+                    if framing.expect_continue && version == Version::Http11 && buf.len() == head_len {
+                        self.out_buf(sh).extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    }
+                    return Head::Done(head_len);
+                }
+            }
+        }
         if let Some(len) = framing.length {
             if len > sh.limits.max_body as u64 {
                 return Head::Fail(413);
@@ -741,7 +881,7 @@ impl Conn {
                     keep_alive: framing.keep_alive,
                     socket: self.socket,
                 };
-                self.respond(&request, sh, handler);
+                self.respond(&request, sh, |q, r| handler.handle(q, r));
                 return Head::Done(head_len + len);
             }
         } else if !framing.chunked {
@@ -754,7 +894,7 @@ impl Conn {
                 keep_alive: framing.keep_alive,
                 socket: self.socket,
             };
-            self.respond(&request, sh, handler);
+            self.respond(&request, sh, |q, r| handler.handle(q, r));
             return Head::Done(head_len);
         }
         // The body is not all here: keep the head and collect the body
@@ -845,6 +985,12 @@ impl Conn {
 
     /// Answers the request whose head and body are in `held`.
     fn dispatch_held<H: Handler>(&mut self, sh: &mut Shared, handler: &mut H) {
+        self.answer_held(sh, |q, r| handler.handle(q, r));
+    }
+
+    /// Answers the request whose head (and body, when collected) is in
+    /// `held` with `answer`.
+    fn answer_held(&mut self, sh: &mut Shared, answer: impl FnOnce(&Request<'_>, &mut Response)) {
         let held = mem::take(&mut self.held);
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; Limits::HEADERS_CAP];
         let mut req = httparse::Request::new(&mut []);
@@ -864,7 +1010,7 @@ impl Conn {
                 keep_alive,
                 socket: self.socket,
             };
-            self.respond(&request, sh, handler);
+            self.respond(&request, sh, answer);
         } else {
             debug_assert!(false, "held head no longer parses");
             self.fail(500, sh);
@@ -874,8 +1020,73 @@ impl Conn {
         sh.recycle(held);
     }
 
-    /// Calls the handler and frames its response.
-    fn respond<H: Handler>(&mut self, req: &Request<'_>, sh: &mut Shared, handler: &mut H) {
+    /// Hands the reader one piece of `input` (as much of it as the body
+    /// takes); returns how many bytes were used and whether the body ended,
+    /// or the status to fail with.
+    fn stream_piece(&mut self, input: &[u8], sh: &mut Shared) -> Result<(usize, bool), u16> {
+        let mut decoded = Vec::new();
+        let (used, ended, chunked) = match &mut self.state {
+            State::Body(Body::Length(left)) => {
+                let n = (input.len() as u64).min(*left) as usize;
+                *left -= n as u64;
+                (n, *left == 0, false)
+            }
+            State::Body(Body::Chunked(dec)) => {
+                decoded = sh.buffer();
+                match dec.decode(input, &mut decoded, usize::MAX) {
+                    Ok(Some(n)) => (n, true, true),
+                    Ok(None) => (input.len(), false, true),
+                    Err(status) => {
+                        sh.recycle(decoded);
+                        return Err(status);
+                    }
+                }
+            }
+            _ => unreachable!("a body is streamed only in State::Body"),
+        };
+        let piece = if chunked { &decoded[..] } else { &input[..used] };
+        let Some(Reader(reader)) = self.reader.as_mut() else { unreachable!("checked by the caller") };
+        let mut flow = BodyFlow::new(Some(&sh.completions), self.token, self.body_seq);
+        let outcome = if piece.is_empty() {
+            Ok(())
+        } else {
+            panic::catch_unwind(AssertUnwindSafe(|| reader.data(piece, &mut flow)))
+        };
+        let (paused, stopped) = (flow.paused(), flow.stopped());
+        sh.recycle(decoded);
+        if outcome.is_err() {
+            log::error!("a body reader panicked; answering 500");
+            return Err(500);
+        }
+        if let Some(status) = stopped {
+            return Err(status);
+        }
+        self.body_paused = paused && !ended;
+        Ok((used, ended))
+    }
+
+    /// The streamed body ended: its reader answers the request.
+    fn end_stream(&mut self, sh: &mut Shared) {
+        self.body_paused = false;
+        let Some(Reader(mut reader)) = self.reader.take() else { return };
+        self.answer_held(sh, |q, r| reader.end(q, r));
+    }
+
+    /// Answers a request whose body the handler refused, with `res`, and
+    /// closes: the body is never read.
+    fn refuse(&mut self, req: &Request<'_>, mut res: Response, sh: &mut Shared) {
+        if let Some(c) = sh.counters {
+            c.inc(Counter::Requests);
+            c.response(res.status_code());
+        }
+        let mut out = self.take_out_buf(sh);
+        res.write_to(&mut out, sh.date.get(), req.method == "HEAD", true, false);
+        self.out = out;
+        self.close_input(sh);
+    }
+
+    /// Calls `answer` (the handler) and frames its response.
+    fn respond(&mut self, req: &Request<'_>, sh: &mut Shared, answer: impl FnOnce(&Request<'_>, &mut Response)) {
         // Each request gets its own header timeout: a client streaming
         // pipelined requests makes progress even if every read ends inside
         // a head.
@@ -884,7 +1095,7 @@ impl Conn {
         res.reset();
         let room = sh.deferred < sh.limits.max_deferred;
         res.offer_deferral(room, self.token, self.deferred_seq + 1);
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler.handle(req, &mut res)));
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| answer(req, &mut res)));
         if outcome.is_ok() && res.take_deferred() {
             if room {
                 self.defer(req, &mut res, sh);
@@ -897,6 +1108,11 @@ impl Conn {
             log::error!("handler panicked on {} {}; answering 500", req.method, req.target);
             res.set_error(500);
             res.close();
+        }
+        if let Some(take) = res.take_upgrade() {
+            if self.upgrade(req, &mut res, take, sh) {
+                return;
+            }
         }
         let close = !req.keep_alive || res.wants_close() || sh.draining;
         let head_only = req.method == "HEAD";
@@ -912,6 +1128,43 @@ impl Conn {
         if close {
             self.close_after_request(sh);
         }
+    }
+
+    /// The handler answered `101` to take the connection: frames it and
+    /// waits for the hand-over. False (the response is framed as any other)
+    /// when it changed the status since, or when the request cannot be
+    /// upgraded (then the answer is `500`, or `503` while draining).
+    #[cold]
+    fn upgrade(&mut self, req: &Request<'_>, res: &mut Response, take: UpgradeFn, sh: &mut Shared) -> bool {
+        if res.status_code() != 101 {
+            return false;
+        }
+        if req.version != Version::Http11 || req.method == "HEAD" || req.header("upgrade").is_none() {
+            log::error!(
+                "{} {}: only a request with an Upgrade field can be upgraded; answering 500",
+                req.method,
+                req.target
+            );
+            res.set_error(500);
+            res.close();
+            return false;
+        }
+        if sh.draining {
+            res.set_error(503);
+            return false;
+        }
+        if let Some(c) = sh.counters {
+            c.inc(Counter::Requests);
+            c.response(101);
+        }
+        let mut out = self.take_out_buf(sh);
+        res.write_upgrade(&mut out, sh.date.get());
+        self.out = out;
+        sh.res = mem::take(res);
+        self.takeover = Some(Takeover(take));
+        self.state = State::Upgrade;
+        self.scan = HeadScan::default();
+        true
     }
 
     /// Waits for the responder the handler took for `req`.
@@ -964,6 +1217,9 @@ impl Conn {
     fn close_input(&mut self, sh: &mut Shared) {
         self.unread = !self.peer_done;
         self.refund(sh);
+        self.reader = None;
+        self.body_paused = false;
+        self.takeover = None;
         self.state = State::Closed;
         self.scan = HeadScan::default();
         sh.recycle(mem::take(&mut self.held));

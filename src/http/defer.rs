@@ -31,6 +31,9 @@ pub(crate) enum Outcome {
     Done(Response),
     /// The responder was dropped unsent: `500`.
     Dropped,
+    /// A paused request body may go on (a [`super::Resume`]); `seq` is
+    /// then the body's number on the connection.
+    Resume,
 }
 
 /// One completion: the connection's token, the deferred request's number,
@@ -69,7 +72,7 @@ impl Completions {
         Completions { queue: Mutex::new(Vec::new()), pending: AtomicBool::new(false), wake: Box::new(wake) }
     }
 
-    fn push(&self, c: Completion) {
+    pub(super) fn push(&self, c: Completion) {
         let was_empty = {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             q.push(c);

@@ -12,6 +12,7 @@
 //! must close; the driver decides how bytes move and when to give up on a
 //! peer (timeouts are carried here as deadlines, enforced there).
 
+mod body;
 mod chunked;
 mod conn;
 mod date;
@@ -39,9 +40,11 @@ const fn alnum_and(punct: &[u8]) -> [bool; 256] {
     }
     t
 }
+pub(crate) use body::UpgradeFn;
+pub use body::{BodyFlow, BodyPlan, BodyReader, Resume, Upgraded};
 pub(crate) use defer::Completions;
 pub use defer::{Completion, Responder};
-pub use request::{Headers, Request, Version};
+pub use request::{Addr, Headers, Request, Version};
 pub use response::{InvalidHeader, Response};
 
 /// The user's request handler. One instance per worker, made in the worker
@@ -51,6 +54,16 @@ pub trait Handler {
     /// Answers one request. The runtime adds `Content-Length`, `Date` and
     /// `Connection`; a HEAD response's body is measured and not sent.
     fn handle(&mut self, req: &Request<'_>, res: &mut Response);
+
+    /// A request's head announces a body (a `Content-Length` above zero,
+    /// or chunked): says how to take it, before any of it is read and
+    /// before a `100 Continue` is sent. The default collects it whole, up
+    /// to [`crate::Limits::max_body`], for [`Handler::handle`]. `req` is
+    /// the head; its [`Request::body`] is empty. See [`BodyPlan`].
+    fn on_head(&mut self, req: &Request<'_>) -> BodyPlan {
+        let _ = req;
+        BodyPlan::Whole
+    }
 
     /// A message from the master arrived (see [`crate::Ctl::send`] and
     /// [`crate::Ctl::broadcast`]); runs on the worker's event

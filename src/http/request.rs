@@ -4,6 +4,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
+use std::path::PathBuf;
 
 /// HTTP version of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +67,18 @@ impl<'a> Request<'a> {
     /// The local address the client connected to, as [`Request::peer_addr`].
     pub fn local_addr(&self) -> Option<SocketAddr> {
         crate::sys::local_addr(self.socket)
+    }
+
+    /// The client's address, whatever the socket's family: IPv4, IPv6 or
+    /// a Unix domain socket (see [`Addr`]). Asked of the kernel when
+    /// called, as [`Request::peer_addr`].
+    pub fn peer(&self) -> Option<Addr> {
+        crate::sys::peer_name(self.socket).map(Addr::from_sys)
+    }
+
+    /// The local address the client connected to, as [`Request::peer`].
+    pub fn local(&self) -> Option<Addr> {
+        crate::sys::local_name(self.socket).map(Addr::from_sys)
     }
 
     /// The query after `?`, if any.
@@ -151,5 +164,50 @@ impl<'a> Headers<'a> {
 impl fmt::Debug for Headers<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.fields.iter().map(|h| (h.name, String::from_utf8_lossy(h.value)))).finish()
+    }
+}
+
+/// The address of one end of a connection: IP, or a Unix domain socket
+/// (by path, or unnamed: a client that did not bind its socket, which is
+/// what a Unix client usually is).
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Addr {
+    /// IPv4 or IPv6.
+    Ip(SocketAddr),
+    /// A Unix domain socket bound to this path.
+    Unix(PathBuf),
+    /// A Unix domain socket with no name (unbound, or in the abstract
+    /// namespace).
+    UnixUnnamed,
+}
+
+impl Addr {
+    fn from_sys(a: crate::sys::SockName) -> Addr {
+        match a {
+            crate::sys::SockName::Ip(a) => Addr::Ip(a),
+            crate::sys::SockName::Unix(Some(p)) => Addr::Unix(p),
+            crate::sys::SockName::Unix(None) => Addr::UnixUnnamed,
+        }
+    }
+
+    /// The IP address, if it is one.
+    pub fn ip(&self) -> Option<SocketAddr> {
+        match self {
+            Addr::Ip(a) => Some(*a),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Addr {
+    /// `127.0.0.1:8080`, `[::1]:8080`, `unix:/run/app.sock`, or
+    /// `unix:(unnamed)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Addr::Ip(a) => a.fmt(f),
+            Addr::Unix(p) => write!(f, "unix:{}", p.display()),
+            Addr::UnixUnnamed => f.write_str("unix:(unnamed)"),
+        }
     }
 }

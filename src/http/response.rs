@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use super::body::{UpgradeFn, Upgraded};
 use super::defer::{Completions, Responder};
 
 /// A response under construction. The runtime owns `Content-Length`,
@@ -22,6 +23,17 @@ pub struct Response {
     /// Where responders send their completions: set once on the worker's
     /// scratch response (so offering costs no reference count per request).
     queue: Option<Arc<Completions>>,
+    /// What takes the connection after a `101` ([`Response::upgrade`]).
+    upgrade: Option<Upgrade>,
+}
+
+/// The hand-over of an upgraded connection.
+struct Upgrade(UpgradeFn);
+
+impl fmt::Debug for Upgrade {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Upgrade(..)")
+    }
 }
 
 /// A handler's right to defer the response it is filling in.
@@ -80,6 +92,7 @@ impl Response {
             invalid: false,
             deferral: Deferral::None,
             queue: None,
+            upgrade: None,
         }
     }
 
@@ -183,6 +196,37 @@ impl Response {
         }
     }
 
+    /// Takes the connection after this response, which becomes
+    /// `101 Switching Protocols` (with `Connection: Upgrade`; set the
+    /// `Upgrade` field and what the protocol needs with
+    /// [`Response::header`]). Once the `101` is sent and nothing of the
+    /// runtime's is in flight on the socket, `take` runs on the worker's
+    /// loop with the [`Upgraded`] connection: hand it to a pool thread
+    /// ([`crate::worker::spawn_blocking`]) rather than use it there.
+    ///
+    /// Only a request that asked for it (an `Upgrade` field, HTTP/1.1, no
+    /// body), answered from [`crate::Handler::handle`] itself, can be
+    /// upgraded; otherwise the answer is `500` and `take` is dropped.
+    pub fn upgrade(&mut self, take: impl FnOnce(Upgraded) + Send + 'static) -> &mut Self {
+        self.status = 101;
+        self.upgrade = Some(Upgrade(Box::new(take)));
+        self
+    }
+
+    /// The hand-over the handler set with [`Response::upgrade`].
+    pub(crate) fn take_upgrade(&mut self) -> Option<UpgradeFn> {
+        self.upgrade.take().map(|u| u.0)
+    }
+
+    /// Appends the `101` head of an upgrade to `out`.
+    pub(crate) fn write_upgrade(&mut self, out: &mut Vec<u8>, date: &[u8]) {
+        out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nDate: ");
+        out.extend_from_slice(date);
+        out.extend_from_slice(b"\r\nConnection: Upgrade\r\n");
+        out.extend_from_slice(&self.headers);
+        out.extend_from_slice(b"\r\n");
+    }
+
     /// Offers the handler the right to defer (see [`Response::defer`]).
     pub(crate) fn offer_deferral(&mut self, room: bool, token: u64, seq: u64) {
         self.deferral = Deferral::Offered(room, token, seq);
@@ -206,6 +250,7 @@ impl Response {
         self.close = false;
         self.invalid = false;
         self.deferral = Deferral::None;
+        self.upgrade = None;
         // A handler that once built a huge response should not pin it.
         if self.body.capacity() > 1 << 20 {
             self.body = Vec::new();

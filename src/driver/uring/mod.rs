@@ -796,6 +796,29 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             },
             _ => {}
         }
+        // An upgraded connection (its `101` framed, so no recv is wanted)
+        // is handed over once the `101` is sent and its recv's last
+        // completion is in: nothing of the loop's is then in flight on the
+        // socket, and the bytes that recv brought were copied out of the
+        // provided buffers into the core's input.
+        if c.phase == Phase::Open && c.http.upgrade_ready() && c.out.is_none() && !c.busy() {
+            self.upgrade(key);
+        }
+    }
+
+    /// Hands connection `key` over after its `101`: out of the slab, its
+    /// socket (left open) to the handler's taker.
+    fn upgrade(&mut self, key: Key) {
+        let Some(mut c) = self.slab.remove(key) else {
+            return;
+        };
+        debug_assert!(!c.busy());
+        let taken = c.http.take_upgrade();
+        c.http.release(&mut self.core.sh);
+        self.core.sh.count_close();
+        if let Some((take, read)) = taken {
+            core::hand_over(c.fd, take, read);
+        }
     }
 
     /// Starts closing connection `key`: its operations are cancelled, and

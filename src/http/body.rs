@@ -1,0 +1,208 @@
+//! Request bodies taken in pieces, and connections handed over after an
+//! upgrade.
+//!
+//! # Streamed bodies
+//!
+//! When a request's head announces a body, the runtime asks the handler
+//! what to do with it ([`super::Handler::on_head`]), before any of the body
+//! is read and before a `100 Continue` is sent:
+//!
+//! - [`BodyPlan::Whole`] (the default): the body is collected, up to
+//!   [`crate::Limits::max_body`], and [`super::Handler::handle`] sees it
+//!   whole;
+//! - [`BodyPlan::Stream`]: each piece goes to a [`BodyReader`] as it is
+//!   received (de-chunked), then [`BodyReader::end`] answers the request;
+//!   `max_body` does not apply, the reader decides;
+//! - [`BodyPlan::Refuse`]: the response given is sent at once (say `401`,
+//!   `413`, `417`), no `100 Continue` goes out, and the connection closes
+//!   after it, so the body is never read.
+//!
+//! Flow control: a reader that cannot take more calls [`BodyFlow::pause`]
+//! in [`BodyReader::data`]; the connection then delivers nothing more and
+//! stops reading from its socket (the client's send blocks once the
+//! kernel's buffers are full) until the returned [`Resume`] is used, from
+//! any thread or from a worker timer. The wake-up is the one deferred
+//! responses use: the resume goes on the worker's completion queue, which
+//! writes the loop's eventfd.
+//!
+//! # Upgrades
+//!
+//! A handler that answers `101` with [`super::Response::upgrade`] gets the
+//! connection once the `101` is sent: an [`Upgraded`] holding the socket
+//! and the bytes the client sent after the request head.
+
+use std::fmt;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use super::defer::{Completion, Completions, Outcome};
+use super::request::Request;
+use super::response::Response;
+
+/// What the runtime does with a request body; see the [module
+/// docs](self).
+#[non_exhaustive]
+pub enum BodyPlan {
+    /// Collect it whole (up to [`crate::Limits::max_body`]) and call
+    /// [`super::Handler::handle`]: the default.
+    Whole,
+    /// Hand it to this reader piece by piece.
+    Stream(Box<dyn BodyReader>),
+    /// Answer with this response before the body is sent, and close the
+    /// connection after it.
+    Refuse(Response),
+}
+
+impl fmt::Debug for BodyPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyPlan::Whole => f.write_str("Whole"),
+            BodyPlan::Stream(_) => f.write_str("Stream(..)"),
+            BodyPlan::Refuse(res) => f.debug_tuple("Refuse").field(&res.status_code()).finish(),
+        }
+    }
+}
+
+/// Takes a request body in pieces, on the worker's loop (it must not
+/// block). Dropped unended when the connection closes before the body's
+/// end (the client went away, a timeout, a framing error).
+pub trait BodyReader {
+    /// The next piece of the body, de-chunked, in order (at most one
+    /// read's worth). The piece is only borrowed: copy what must be kept.
+    /// `flow` pauses the body or stops it.
+    fn data(&mut self, piece: &[u8], flow: &mut BodyFlow<'_>);
+
+    /// The body is complete: answer the request, as
+    /// [`super::Handler::handle`] does (`res.defer()` works here too).
+    /// `req` is the request's head; its [`Request::body`] is empty.
+    fn end(&mut self, req: &Request<'_>, res: &mut Response);
+}
+
+/// What a [`BodyReader`] can do about the body while it takes a piece.
+pub struct BodyFlow<'a> {
+    /// Where a [`Resume`] sends itself.
+    queue: Option<&'a Arc<Completions>>,
+    /// The connection's token.
+    token: u64,
+    /// The body's number on the connection.
+    seq: u64,
+    /// The reader asked for no more until it resumes.
+    paused: bool,
+    /// The reader stopped the body with this status.
+    stopped: Option<u16>,
+}
+
+impl fmt::Debug for BodyFlow<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BodyFlow").field("paused", &self.paused).field("stopped", &self.stopped).finish()
+    }
+}
+
+impl<'a> BodyFlow<'a> {
+    pub(crate) fn new(queue: Option<&'a Arc<Completions>>, token: u64, seq: u64) -> BodyFlow<'a> {
+        BodyFlow { queue, token, seq, paused: false, stopped: None }
+    }
+
+    /// Takes no more of the body until the returned [`Resume`] is used:
+    /// the connection stops reading from its socket meanwhile. The pause
+    /// counts as a pause in the body: it may last at most
+    /// [`crate::Timeouts::idle`], then the connection closes.
+    pub fn pause(&mut self) -> Resume {
+        self.paused = true;
+        Resume { queue: self.queue.cloned(), token: self.token, seq: self.seq }
+    }
+
+    /// Stops the body: the request is answered with `status` (an error
+    /// page, say `413`) and the connection closes; the reader is dropped
+    /// without its [`BodyReader::end`].
+    pub fn stop(&mut self, status: u16) {
+        self.stopped = Some(status);
+    }
+
+    pub(crate) fn paused(&self) -> bool {
+        self.paused
+    }
+
+    pub(crate) fn stopped(&self) -> Option<u16> {
+        self.stopped
+    }
+}
+
+/// Lets a paused body go on ([`BodyFlow::pause`]). `Send`: use it from any
+/// thread or from a worker timer. Dropping it resumes too, so a body
+/// cannot stay paused by mistake; resuming a body whose connection has
+/// gone does nothing.
+pub struct Resume {
+    /// Where the resume goes; `None` when there is no loop (tests).
+    queue: Option<Arc<Completions>>,
+    /// The connection's token.
+    token: u64,
+    /// The body's number on the connection.
+    seq: u64,
+}
+
+impl fmt::Debug for Resume {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resume").field("token", &self.token).field("seq", &self.seq).finish_non_exhaustive()
+    }
+}
+
+impl Resume {
+    /// Lets the body go on: the next piece arrives on the loop's next turn
+    /// (or when the client sends it).
+    pub fn resume(self) {
+        // The work is in `Drop`.
+    }
+}
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        if let Some(q) = self.queue.take() {
+            q.push(Completion { token: self.token, seq: self.seq, outcome: Outcome::Resume });
+        }
+    }
+}
+
+/// What [`super::Response::upgrade`] hands over.
+pub(crate) type UpgradeFn = Box<dyn FnOnce(Upgraded) + Send>;
+
+/// A connection taken over after `101 Switching Protocols`: its socket and
+/// the bytes the client sent after the request's head that the runtime had
+/// already received (they come first: a WebSocket client may send a frame
+/// right behind its handshake).
+///
+/// The socket is in **blocking** mode and close-on-exec, with nothing of
+/// the runtime's in flight on it (on io_uring, the connection's receive was
+/// cancelled and its last completion reaped before the hand-over): give it
+/// to a blocking protocol library on a pool thread
+/// ([`crate::worker::spawn_blocking`]), say as a `std::net::TcpStream` (or
+/// a `UnixStream` for a Unix listener). To use it from an event loop of
+/// your own, set it non-blocking again.
+pub struct Upgraded {
+    /// The socket.
+    fd: OwnedFd,
+    /// Bytes received after the request head.
+    read: Vec<u8>,
+}
+
+impl fmt::Debug for Upgraded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upgraded").field("fd", &self.fd).field("read", &self.read.len()).finish()
+    }
+}
+
+impl Upgraded {
+    pub(crate) fn new(fd: OwnedFd, read: Vec<u8>) -> Upgraded {
+        Upgraded { fd, read }
+    }
+
+    /// The bytes already received after the request's head (often none).
+    pub fn read_bytes(&self) -> &[u8] {
+        &self.read
+    }
+
+    /// The socket and the bytes already received.
+    pub fn into_parts(self) -> (OwnedFd, Vec<u8>) {
+        (self.fd, self.read)
+    }
+}
