@@ -93,12 +93,12 @@ impl Master<'_> {
                 let Some(timeout) = timeout else { continue };
                 let still = now.saturating_duration_since(p.beat_at);
                 if still >= timeout {
-                    let since = p.ready_at.map_or(String::new(), |r| {
-                        format!(", {:.1?} after it became ready", p.beat_at.saturating_duration_since(r))
-                    });
+                    // The interval without a turn, from the worker's start.
+                    let from = p.beat_at.saturating_duration_since(p.forked_at);
+                    let to = now.saturating_duration_since(p.forked_at);
                     log::error!(
                         "watchdog: worker {} (pid {}): its event loop has not turned for {still:.1?} \
-                         (last turn seen {still:.1?} ago{since}; timeout {timeout:?}); killing it",
+                         (from {from:.1?} to {to:.1?} after it was forked; timeout {timeout:?}); killing it",
                         p.id,
                         p.pid
                     );
