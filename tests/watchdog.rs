@@ -153,6 +153,6 @@ fn a_stopped_and_a_spinning_worker_are_replaced_while_the_others_serve() {
     assert!(!proc::alive(pids[&0]) && !proc::alive(pids[&1]), "the hung workers are gone");
     // The replacements serve.
     let fresh = connections_to(addr, &[0, 1]);
-    assert_eq!(fresh.len(), 2);
+    assert!(fresh.contains_key(&0) && fresh.contains_key(&1));
     assert!(master.stop(), "the master did not stop by itself");
 }
