@@ -53,8 +53,8 @@ mod server;
 pub mod worker;
 
 pub use config::{
-    default_workers, Backend, Balance, ChannelOptions, Config, Limits, ListenAddr, ParseBackendError, Recycle,
-    Respawn, RingOptions, Timeouts,
+    default_workers, Backend, Balance, ChannelOptions, Config, Limits, ListenAddr, ParseBackendError, Recycle, Respawn,
+    RingOptions, Timeouts,
 };
 pub use http::{Handler, Headers, InvalidHeader, Request, Responder, Response, Version};
 pub use ipc::{Histogram, SendError, Snapshot};

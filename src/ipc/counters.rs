@@ -60,9 +60,10 @@ const N: usize = Counter::RingFull as usize + 1;
 
 /// Upper bounds of the latency histogram's buckets, in microseconds (the
 /// last bucket, past the last bound, is `+Inf`).
-pub const LATENCY_BOUNDS_US: [u64; 16] =
-    [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
-        5_000_000, 10_000_000];
+pub const LATENCY_BOUNDS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000,
+];
 
 /// Buckets of the latency histogram: one per bound and `+Inf`.
 pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
@@ -418,8 +419,7 @@ mod tests {
         let cum = h.cumulative();
         assert!(cum.windows(2).all(|w| w[0] <= w[1]));
         // Garbage saturates instead of wrapping back down.
-        let mut g = Histogram::default();
-        g.buckets = [u64::MAX / 2 + 1; LATENCY_BUCKETS];
+        let g = Histogram { buckets: [u64::MAX / 2 + 1; LATENCY_BUCKETS], ..Default::default() };
         assert!(g.cumulative().windows(2).all(|w| w[0] <= w[1]));
         assert_eq!(g.count(), u64::MAX);
         let before = c.heartbeat();

@@ -91,7 +91,8 @@ pub enum WorkerState {
 
 impl WorkerState {
     /// Every state, in the order the metrics list them.
-    const ALL: [WorkerState; 4] = [WorkerState::Starting, WorkerState::Ready, WorkerState::Draining, WorkerState::Stopped];
+    const ALL: [WorkerState; 4] =
+        [WorkerState::Starting, WorkerState::Ready, WorkerState::Draining, WorkerState::Stopped];
 
     /// The state's label.
     pub fn as_str(&self) -> &'static str {
@@ -152,7 +153,13 @@ pub(super) fn collect(slots: &[Slot], info: &Cluster, watching: bool) -> Metrics
         })
         .collect();
     let ready = !info.draining && slots.iter().any(|s| s.state == WorkerState::Ready);
-    Metrics { uptime: now.saturating_duration_since(info.started), ready, draining: info.draining, restarts: info.restarts, slots }
+    Metrics {
+        uptime: now.saturating_duration_since(info.started),
+        ready,
+        draining: info.draining,
+        restarts: info.restarts,
+        slots,
+    }
 }
 
 /// What the metrics need of the master besides its slots.
@@ -220,7 +227,12 @@ impl Metrics {
             );
             for s in &self.slots {
                 if let Some(t) = s.last_turn {
-                    let _ = writeln!(out, "forkring_worker_last_turn_seconds{{slot=\"{}\"}} {:.3}", s.slot, t.as_secs_f64());
+                    let _ = writeln!(
+                        out,
+                        "forkring_worker_last_turn_seconds{{slot=\"{}\"}} {:.3}",
+                        s.slot,
+                        t.as_secs_f64()
+                    );
                 }
             }
         }
@@ -245,9 +257,16 @@ impl Metrics {
         head(out, "forkring_ring_messages_total", "counter", "Messages through the shared-memory rings, by direction.");
         for s in &self.slots {
             let c = &s.counters;
-            let _ = writeln!(out, "forkring_ring_messages_total{{slot=\"{}\",direction=\"to_master\"}} {}", s.slot, c.ring_sent);
-            let _ =
-                writeln!(out, "forkring_ring_messages_total{{slot=\"{}\",direction=\"to_worker\"}} {}", s.slot, c.ring_received);
+            let _ = writeln!(
+                out,
+                "forkring_ring_messages_total{{slot=\"{}\",direction=\"to_master\"}} {}",
+                s.slot, c.ring_sent
+            );
+            let _ = writeln!(
+                out,
+                "forkring_ring_messages_total{{slot=\"{}\",direction=\"to_worker\"}} {}",
+                s.slot, c.ring_received
+            );
         }
         per_slot(out, "forkring_ring_full_total", "counter", "Worker sends refused because the ring was full.", |c| {
             c.ring_full
@@ -286,11 +305,12 @@ mod tests {
 
     #[test]
     fn garbage_counters_still_make_valid_exposition() {
-        let mut counters = Snapshot::default();
-        counters.requests = u64::MAX;
-        counters.open_connections = u64::MAX;
-        counters.latency.buckets = [u64::MAX - 3; LATENCY_BUCKETS];
-        counters.latency.sum_us = u64::MAX;
+        let counters = Snapshot {
+            requests: u64::MAX,
+            open_connections: u64::MAX,
+            latency: Histogram { buckets: [u64::MAX - 3; LATENCY_BUCKETS], sum_us: u64::MAX },
+            ..Default::default()
+        };
         let m = Metrics {
             uptime: Duration::from_millis(1500),
             ready: true,

@@ -48,8 +48,8 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::signalfd::SignalFd;
 
 pub use api::{Command, Ctl, Event, EventCallback, ExitStatus, Handle, TimerCallback};
-pub use metrics::{Metrics, Restarts, SlotMetrics, WorkerState};
 pub(crate) use events::Hooks;
+pub use metrics::{Metrics, Restarts, SlotMetrics, WorkerState};
 pub(crate) use spawn::Entry;
 
 use crate::config::{Balance, Config, ListenAddr};

@@ -165,8 +165,13 @@ impl Master<'_> {
             if self.epoll.add(stream.as_fd(), ev).is_err() {
                 continue;
             }
-            let conn =
-                ScrapeConn { stream, input: Vec::new(), output: Vec::new(), written: 0, deadline: Instant::now() + CONN_TIMEOUT };
+            let conn = ScrapeConn {
+                stream,
+                input: Vec::new(),
+                output: Vec::new(),
+                written: 0,
+                deadline: Instant::now() + CONN_TIMEOUT,
+            };
             if let Some(scrape) = &mut self.scrape {
                 scrape.conns[i] = Some(conn);
             }
@@ -237,7 +242,9 @@ impl Master<'_> {
             }
             Route::Live => response("200 OK", "text/plain", b"live\n", head_only, ""),
             Route::NotFound => response("404 Not Found", "text/plain", b"not found\n", head_only, ""),
-            Route::BadMethod => response("405 Method Not Allowed", "text/plain", b"method not allowed\n", false, "Allow: GET, HEAD\r\n"),
+            Route::BadMethod => {
+                response("405 Method Not Allowed", "text/plain", b"method not allowed\n", false, "Allow: GET, HEAD\r\n")
+            }
             Route::Bad => response("400 Bad Request", "text/plain", b"bad request\n", false, ""),
         }
     }

@@ -29,8 +29,8 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::signal::Signal;
 
 use super::slot::{Proc, ProcState};
-use crate::ipc::Counter;
 use super::{Event, Master, Token};
+use crate::ipc::Counter;
 use crate::sys::context;
 use crate::worker::{Credentials, Start, WorkerId};
 
@@ -230,7 +230,11 @@ impl Master<'_> {
             evicted: false,
             beat: counters.heartbeat(),
             beat_at: Instant::now(),
-            quota: self.config.recycle.max_requests.map(|n| n.saturating_add(jitter(id, self.config.recycle.max_requests_jitter))),
+            quota: self
+                .config
+                .recycle
+                .max_requests
+                .map(|n| n.saturating_add(jitter(id, self.config.recycle.max_requests_jitter))),
             requests_base: counters.get(Counter::Requests),
             ended_for: None,
         };
@@ -400,12 +404,11 @@ fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 /// A draw from `0..=max` for worker `id`'s request quota, so that workers
 /// started together are not recycled together.
 fn jitter(id: WorkerId, max: u64) -> u64 {
-    use std::hash::{BuildHasher, Hash, Hasher};
+    use std::hash::BuildHasher;
     if max == 0 {
         return 0;
     }
     // The std hasher's keys are random per process: enough to spread.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    (id.slot, id.generation, std::process::id()).hash(&mut h);
-    h.finish() % max.saturating_add(1).max(1)
+    let h = std::collections::hash_map::RandomState::new().hash_one((id.slot, id.generation, std::process::id()));
+    h % max.saturating_add(1).max(1)
 }
