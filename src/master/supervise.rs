@@ -185,7 +185,9 @@ impl Master<'_> {
         }
         let healthy = self.phase != Phase::Running
             || self.slots.iter().any(|s| {
-                s.current.as_ref().is_some_and(|p| {
+                // A worker being replaced still serves until its successor
+                // is ready.
+                s.procs().any(|p| {
                     p.state == ProcState::Ready && !p.stopping && now.saturating_duration_since(p.beat_at) < interval
                 })
             });
