@@ -3,6 +3,7 @@
 //! so this is the user-space share of serving a request.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use forkring::internals::ipc::SharedCounters;
 use forkring::internals::{Conn, Shared};
 use forkring::{Limits, Request, Response, Timeouts};
 
@@ -56,8 +57,27 @@ fn big_head() -> Vec<u8> {
 
 /// Feeds `reads` to one long-lived connection per iteration and drains the
 /// output, as a driver does per receive.
-fn run<H: forkring::Handler>(c: &mut Criterion, name: &str, requests: u64, reads: &[&[u8]], mut handler: H) {
+fn run<H: forkring::Handler>(c: &mut Criterion, name: &str, requests: u64, reads: &[&[u8]], handler: H) {
+    run_with(c, name, requests, reads, handler, false)
+}
+
+/// As [`run`]; with `counted`, the connection counts into a counters page
+/// as a worker's does (requests, status classes, bytes, the latency
+/// histogram), and every iteration is one loop turn: the clock read of
+/// the histogram is paid once per request, its worst case.
+fn run_with<H: forkring::Handler>(
+    c: &mut Criterion,
+    name: &str,
+    requests: u64,
+    reads: &[&[u8]],
+    mut handler: H,
+    counted: bool,
+) {
     let mut sh = Shared::new(Limits::default(), Timeouts::default());
+    if counted {
+        let page: &'static SharedCounters = Box::leak(Box::new(SharedCounters::new().expect("counters page")));
+        sh.set_counters(page);
+    }
     sh.tick();
     let mut conn = Conn::new(&sh);
     let mut group = c.benchmark_group("http");
@@ -70,6 +90,9 @@ fn run<H: forkring::Handler>(c: &mut Criterion, name: &str, requests: u64, reads
             let n = conn.output_len();
             black_box(conn.output());
             conn.consume_output(n, &mut sh);
+            if counted {
+                sh.end_turn();
+            }
         })
     });
     group.finish();
@@ -78,6 +101,7 @@ fn run<H: forkring::Handler>(c: &mut Criterion, name: &str, requests: u64, reads
 
 fn bench(c: &mut Criterion) {
     run(c, "get_keepalive", 1, &[GET], hello);
+    run_with(c, "get_keepalive_counted", 1, &[GET], hello, true);
 
     let pipelined = GET.repeat(16);
     run(c, "get_pipelined_16", 16, &[&pipelined], hello);

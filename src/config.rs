@@ -183,6 +183,47 @@ pub struct Config {
     /// ([`crate::worker::spawn_blocking`]), started in the worker on first
     /// use.
     pub pool: usize,
+    /// Address of the master's metrics listener (`GET /metrics`, `/ready`,
+    /// `/live`), e.g. `127.0.0.1:9100`; `None`: no listener.
+    pub metrics: Option<String>,
+    /// A worker whose event loop has not turned for this long is killed
+    /// (SIGKILL) and replaced; `None`: no watchdog.
+    pub worker_timeout: Option<Duration>,
+    /// When workers are replaced to bound what they accumulate.
+    pub recycle: Recycle,
+}
+
+/// Recycling: replacing a worker that served its quota of requests or
+/// grew too large, through the same path as a rolling reload (its
+/// replacement is ready before it drains).
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recycle {
+    /// Requests after which a worker is replaced; `None`: never.
+    pub max_requests: Option<u64>,
+    /// Up to this many more requests, drawn per worker, so that workers
+    /// started together are not replaced together.
+    pub max_requests_jitter: u64,
+    /// Resident memory in bytes past which a worker is replaced, read from
+    /// `/proc/<pid>/statm` every second; `None`: no ceiling.
+    pub max_rss: Option<u64>,
+}
+
+impl Recycle {
+    /// With a quota of `n` requests per worker, plus up to `jitter` more.
+    pub const fn with_max_requests(self, n: u64, jitter: u64) -> Recycle {
+        Recycle { max_requests: Some(n), max_requests_jitter: jitter, ..self }
+    }
+
+    /// With a ceiling of `bytes` of resident memory per worker.
+    pub const fn with_max_rss(self, bytes: u64) -> Recycle {
+        Recycle { max_rss: Some(bytes), ..self }
+    }
+
+    /// Whether anything recycles workers.
+    pub fn enabled(&self) -> bool {
+        self.max_requests.is_some() || self.max_rss.is_some()
+    }
 }
 
 /// One worker per CPU.
@@ -208,6 +249,9 @@ impl Default for Config {
             ipc: ChannelOptions::default(),
             pool: 64,
             unix_mode: None,
+            metrics: None,
+            worker_timeout: None,
+            recycle: Recycle::default(),
         }
     }
 }

@@ -53,15 +53,17 @@ mod server;
 pub mod worker;
 
 pub use config::{
-    default_workers, Backend, Balance, ChannelOptions, Config, Limits, ListenAddr, ParseBackendError, Respawn,
+    default_workers, Backend, Balance, ChannelOptions, Config, Limits, ListenAddr, ParseBackendError, Recycle, Respawn,
     RingOptions, Timeouts,
 };
 pub use http::{
     Addr, BodyFlow, BodyPlan, BodyReader, Handler, Headers, InvalidHeader, Request, Responder, Response, Resume,
     Upgraded, Version,
 };
-pub use ipc::{SendError, Snapshot};
-pub use master::{Command, Ctl, Event, EventCallback, ExitStatus, Handle, TimerCallback};
+pub use ipc::{Histogram, SendError, Snapshot};
+pub use master::{
+    Command, Ctl, Event, EventCallback, ExitStatus, Handle, Metrics, Restarts, SlotMetrics, TimerCallback, WorkerState,
+};
 pub use server::Server;
 pub use worker::WorkerId;
 

@@ -6,7 +6,7 @@ use std::io;
 
 use crossbeam_channel::Receiver;
 
-use crate::config::{Backend, Balance, ChannelOptions, Config, Limits, Respawn, Timeouts};
+use crate::config::{Backend, Balance, ChannelOptions, Config, Limits, Recycle, Respawn, Timeouts};
 use crate::http::Handler;
 use crate::master::{self, Ctl, Event, Handle, Hooks};
 
@@ -123,6 +123,30 @@ impl Server {
     /// worker on first use.
     pub fn pool(mut self, threads: usize) -> Self {
         self.config.pool = threads.max(1);
+        self
+    }
+
+    /// Serves Prometheus metrics (`GET /metrics`), readiness (`GET /ready`:
+    /// 200 while a worker is ready and the cluster is not draining, 503
+    /// otherwise) and liveness (`GET /live`) on `addr`, from the master's
+    /// own loop. The same data is at [`Ctl::metrics`].
+    pub fn metrics(mut self, addr: impl Into<String>) -> Self {
+        self.config.metrics = Some(addr.into());
+        self
+    }
+
+    /// Kills (SIGKILL) and replaces a worker whose event loop has not
+    /// turned for `timeout` (a handler stuck in a loop, a stopped process).
+    /// An idle loop wakes at least every quarter of it to say it lives.
+    pub fn worker_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.config.worker_timeout = Some(timeout.max(std::time::Duration::from_millis(100)));
+        self
+    }
+
+    /// Replaces workers that served their quota of requests or grew past a
+    /// memory ceiling, without losing a request (as a rolling reload).
+    pub fn recycle(mut self, recycle: Recycle) -> Self {
+        self.config.recycle = recycle;
         self
     }
 

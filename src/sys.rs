@@ -152,3 +152,16 @@ pub(crate) fn set_blocking(fd: RawFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// `CLOCK_MONOTONIC` now, in microseconds (what systemd's
+/// `MONOTONIC_USEC=` carries).
+pub(crate) fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a
+    // constant the kernel knows.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64).saturating_mul(1_000_000).saturating_add(ts.tv_nsec as u64 / 1_000)
+}

@@ -10,8 +10,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use forkring::{
-    Backend, Balance, BodyFlow, BodyPlan, BodyReader, Ctl, Event, Handler, Limits, Request, Respawn, Response, Server,
-    Snapshot, Timeouts,
+    Backend, Balance, BodyFlow, BodyPlan, BodyReader, Ctl, Event, Handler, Limits, Recycle, Request, Respawn, Response,
+    Server, Snapshot, Timeouts,
 };
 
 const USAGE: &str = "\
@@ -58,6 +58,18 @@ Options:
   --reexec                start workers by re-executing this binary instead
                           of a plain fork
   --no-respawn            do not replace workers that die
+  --metrics ADDR          serve Prometheus metrics (GET /metrics), readiness
+                          (GET /ready) and liveness (GET /live) from the
+                          master on ADDR, e.g. 127.0.0.1:9100
+  --worker-timeout SECS   kill and replace a worker whose event loop has not
+                          turned for SECS seconds (a stuck handler, a stopped
+                          process)
+  --max-requests N        replace a worker after it served N requests, as a
+                          rolling reload does (nothing is lost)
+  --max-requests-jitter J up to J more requests per worker, drawn at random,
+                          so workers are not replaced together [default: 0]
+  --max-worker-rss MIB    replace a worker whose resident memory passes MIB
+                          MiB (checked every second)
   --log LEVEL             error, warn, info or debug [default: info]
   --check-uring           report whether the kernel allows io_uring here, then
                           exit (status 0 if it does, 1 if not)
@@ -68,6 +80,7 @@ Signals to the master:
   TERM, INT   graceful shutdown: stop accepting, finish requests, exit
   QUIT        immediate stop
   HUP         rolling reload: replace workers one at a time, losing nothing
+              (under systemd, with RELOADING=1 and READY=1)
   TTIN, TTOU  one worker more, one worker fewer
 
 Every lifecycle event (fork, online, listening, ready, disconnect, exit) is
@@ -94,6 +107,12 @@ struct Options {
     unix_mode: Option<u32>,
     /// Largest body `POST /upload` takes.
     max_upload: u64,
+    /// Address of the metrics listener.
+    metrics: Option<String>,
+    /// The hung-worker watchdog's timeout.
+    worker_timeout: Option<Duration>,
+    /// Request quota and memory ceiling per worker.
+    recycle: Recycle,
 }
 
 /// What to do after parsing.
@@ -146,6 +165,7 @@ fn main() -> ExitCode {
         .reexec(opts.reexec)
         .pool(opts.pool)
         .respawn(respawn)
+        .recycle(opts.recycle)
         .on_event(|event, ctl| {
             log::info!("{event}");
             match event {
@@ -173,6 +193,12 @@ fn main() -> ExitCode {
     }
     if let Some(mode) = opts.unix_mode {
         server = server.unix_mode(mode);
+    }
+    if let Some(addr) = opts.metrics {
+        server = server.metrics(addr);
+    }
+    if let Some(t) = opts.worker_timeout {
+        server = server.worker_timeout(t);
     }
     let max_upload = opts.max_upload;
     match server.serve(move || Demo { max_upload, ..Demo::default() }) {
@@ -474,6 +500,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Action, String> 
         pool: forkring::Config::default().pool,
         unix_mode: None,
         max_upload: DEFAULT_MAX_UPLOAD,
+        metrics: None,
+        worker_timeout: None,
+        recycle: Recycle::default(),
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -549,6 +578,30 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Action, String> 
                     Some(u32::from_str_radix(&v, 8).map_err(|_| format!("--unix-mode: {v:?} is not an octal mode"))?);
             }
             "--deferred-timeout" => opts.timeouts.deferred = millis(&flag, &value()?)?,
+            "--metrics" => opts.metrics = Some(value()?),
+            "--worker-timeout" => {
+                let v = value()?;
+                let secs: f64 = v.parse().map_err(|_| format!("--worker-timeout: expected seconds, got {v:?}"))?;
+                if !(0.1..=86_400.0).contains(&secs) {
+                    return Err("--worker-timeout must be between 0.1 and 86400 seconds".to_owned());
+                }
+                opts.worker_timeout = Some(Duration::from_secs_f64(secs));
+            }
+            "--max-requests" => {
+                let n: u64 = number(&flag, &value()?)?;
+                if n == 0 {
+                    return Err("--max-requests must be at least 1".to_owned());
+                }
+                opts.recycle.max_requests = Some(n);
+            }
+            "--max-requests-jitter" => opts.recycle.max_requests_jitter = number(&flag, &value()?)?,
+            "--max-worker-rss" => {
+                let mib: u64 = number(&flag, &value()?)?;
+                if mib == 0 {
+                    return Err("--max-worker-rss must be at least 1 MiB".to_owned());
+                }
+                opts.recycle.max_rss = Some(mib.saturating_mul(1 << 20));
+            }
             "--max-deferred" => opts.limits.max_deferred = number(&flag, &value()?)?,
             "--max-connections" => {
                 let n: usize = number(&flag, &value()?)?;

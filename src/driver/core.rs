@@ -343,10 +343,16 @@ impl<'a> Core<'a> {
 /// How often a loop sweeps its connections for expired deadlines while
 /// serving: a tenth of the shortest timeout, between 5 ms and 250 ms, so a
 /// timeout is enforced at most 10% (or 250 ms) late. A sweep is a pass over
-/// the slab: ten thousand connections cost a few microseconds.
+/// the slab: ten thousand connections cost a few microseconds. The sweep
+/// also wakes an idle loop, whose turn is its heartbeat: with a worker
+/// timeout, at least four beats fall within it.
 pub(crate) fn sweep_interval_ms(config: &Config) -> u64 {
     let t = config.timeouts.header.min(config.timeouts.idle).as_millis() as u64;
-    (t / 10).clamp(5, 250)
+    let every = (t / 10).clamp(5, 250);
+    match config.worker_timeout {
+        Some(w) => every.min((w.as_millis() as u64 / 4).max(5)),
+        None => every,
+    }
 }
 
 /// Accepts every connection queued on `listener` and closes it; returns

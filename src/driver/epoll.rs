@@ -144,6 +144,7 @@ impl<'a> Driver<'a> {
             if let Some(result) = self.core.drain_result(self.conns.len()) {
                 return result;
             }
+            self.core.sh.end_turn();
             // The ring from the master wakes a sleeping loop only if it
             // said it sleeps; a message already there means no sleep.
             let timeout = if self.core.link.may_sleep() { self.timeout_ms() } else { 0 };

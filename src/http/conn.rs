@@ -42,7 +42,13 @@ pub struct Shared {
     header_ms: u64,
     idle_ms: u64,
     start: Instant,
+    /// When the current loop turn began (read once per turn, in
+    /// [`Shared::tick`]).
+    turn_at: Instant,
     now_ms: u64,
+    /// Requests answered at once during this turn, whose latency is
+    /// counted by [`Shared::end_turn`] with one clock read for all.
+    answered: u64,
     date: DateCache,
     res: Response,
     pool: Vec<Vec<u8>>,
@@ -76,7 +82,9 @@ impl Shared {
             header_ms: millis(timeouts.header),
             idle_ms: millis(timeouts.idle),
             start: Instant::now(),
+            turn_at: Instant::now(),
             now_ms: 0,
+            answered: 0,
             date: DateCache::new(),
             res,
             pool: Vec::new(),
@@ -92,8 +100,27 @@ impl Shared {
     /// Refreshes the clock and the `Date` header; drivers call it once per
     /// loop turn.
     pub fn tick(&mut self) {
-        self.now_ms = self.start.elapsed().as_millis() as u64;
+        let now = Instant::now();
+        self.turn_at = now;
+        self.now_ms = now.duration_since(self.start).as_millis() as u64;
         self.date.refresh();
+        if let Some(c) = self.counters {
+            c.beat();
+        }
+    }
+
+    /// Counts the latency of the requests answered during this turn, all
+    /// at once (one clock read); drivers call it once per turn, after the
+    /// work of the turn and before they wait again.
+    #[inline]
+    pub fn end_turn(&mut self) {
+        if self.answered == 0 {
+            return;
+        }
+        if let Some(c) = self.counters {
+            c.observe_latency(self.turn_at.elapsed().as_micros() as u64, self.answered);
+        }
+        self.answered = 0;
     }
 
     /// Milliseconds since the worker started, as of the last [`Shared::tick`].
@@ -118,7 +145,7 @@ impl Shared {
 
     /// Counts requests, responses and protocol errors into `counters` from
     /// now on (the worker's page in shared memory, read by the master).
-    pub(crate) fn set_counters(&mut self, counters: &'static Counters) {
+    pub fn set_counters(&mut self, counters: &'static Counters) {
         self.counters = Some(counters);
     }
 
@@ -298,6 +325,8 @@ struct Awaiting {
     close: bool,
     /// An HTTP/1.0 client that asked for keep-alive.
     keep_alive_10: bool,
+    /// The start of the turn that took the request in.
+    since: Instant,
 }
 
 /// Outcome of trying to parse a head at the front of a buffer.
@@ -464,6 +493,8 @@ impl Conn {
         let close = a.close || res.wants_close() || sh.draining;
         if let Some(c) = sh.counters {
             c.response(res.status_code());
+            // The cached time of this turn: no clock read.
+            c.observe_latency(sh.turn_at.saturating_duration_since(a.since).as_micros() as u64, 1);
         }
         let mut out = self.take_out_buf(sh);
         res.write_to(&mut out, sh.date.get(), a.head_only, close, a.keep_alive_10);
@@ -1120,6 +1151,7 @@ impl Conn {
         if let Some(c) = sh.counters {
             c.inc(Counter::Requests);
             c.response(res.status_code());
+            sh.answered += 1;
         }
         let mut out = self.take_out_buf(sh);
         res.write_to(&mut out, sh.date.get(), head_only, close, keep_alive_10);
@@ -1180,6 +1212,7 @@ impl Conn {
             head_only: req.method == "HEAD",
             close,
             keep_alive_10: !close && req.version == Version::Http10,
+            since: sh.turn_at,
         });
         self.deadline = sh.now_ms + sh.deferred_ms;
         self.header_timer = false;

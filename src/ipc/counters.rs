@@ -5,6 +5,13 @@
 //! any time. They live in the slot's shared mapping, which outlives the
 //! worker, so they are cumulative per slot across respawns. A snapshot reads
 //! each counter atomically but not all of them at one instant.
+//!
+//! Beside the counters the page holds a request-latency histogram (one
+//! count per bucket, not cumulative, and the sum in microseconds) and a
+//! heartbeat the worker's loop bumps once per turn, which the master's
+//! watchdog reads. Everything here is written by a worker that may be
+//! compromised: readers treat every value as arbitrary (wrapping and
+//! saturating arithmetic, no value used as an index or a length).
 
 use std::fmt;
 use std::io;
@@ -51,18 +58,54 @@ pub enum Counter {
 /// How many counters there are.
 const N: usize = Counter::RingFull as usize + 1;
 
-/// A slot's counters, placed in shared memory: one cache-line-aligned block
+/// Upper bounds of the latency histogram's buckets, in microseconds (the
+/// last bucket, past the last bound, is `+Inf`).
+pub const LATENCY_BOUNDS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000,
+];
+
+/// Buckets of the latency histogram: one per bound and `+Inf`.
+pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
+
+/// A slot's counters, placed in shared memory: cache-line-aligned blocks
 /// of `AtomicU64`s with a single writer (the worker).
 #[repr(C, align(128))]
 pub struct Counters {
     /// Indexed by [`Counter`].
     v: [AtomicU64; N],
+    /// Requests answered per latency bucket (not cumulative), by
+    /// [`LATENCY_BOUNDS_US`].
+    latency: [AtomicU64; LATENCY_BUCKETS],
+    /// Sum of the latencies counted in `latency`, in microseconds.
+    latency_sum_us: AtomicU64,
+    /// Bumped once per turn of the worker's event loop (on its own cache
+    /// line: the master reads it often).
+    heartbeat: Heartbeat,
 }
+
+/// The heartbeat word, alone on its cache line.
+#[repr(C, align(128))]
+#[derive(Default)]
+struct Heartbeat(AtomicU64);
 
 impl Default for Counters {
     fn default() -> Self {
-        Counters { v: std::array::from_fn(|_| AtomicU64::new(0)) }
+        Counters {
+            v: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency_sum_us: AtomicU64::new(0),
+            heartbeat: Heartbeat::default(),
+        }
     }
+}
+
+/// The bucket of a latency of `us` microseconds.
+#[inline]
+fn bucket_of(us: u64) -> usize {
+    // Most requests fall in the first buckets: a scan from the bottom ends
+    // early for them.
+    LATENCY_BOUNDS_US.iter().position(|&b| us <= b).unwrap_or(LATENCY_BOUNDS_US.len())
 }
 
 impl Counters {
@@ -120,6 +163,28 @@ impl Counters {
         self.add(Counter::OpenConnections, u64::MAX); // wrapping: minus one
     }
 
+    /// Counts `n` requests answered `us` microseconds after they were taken
+    /// in. One writer, as [`Counters::add`].
+    #[inline]
+    pub fn observe_latency(&self, us: u64, n: u64) {
+        let b = &self.latency[bucket_of(us)];
+        b.store(b.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        let s = &self.latency_sum_us;
+        s.store(s.load(Ordering::Relaxed).wrapping_add(us.wrapping_mul(n)), Ordering::Relaxed);
+    }
+
+    /// Says the worker's loop turned. One writer, as [`Counters::add`].
+    #[inline]
+    pub fn beat(&self) {
+        let h = &self.heartbeat.0;
+        h.store(h.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// The heartbeat: any value; only whether it changed means anything.
+    pub fn heartbeat(&self) -> u64 {
+        self.heartbeat.0.load(Ordering::Relaxed)
+    }
+
     /// The value of one counter.
     pub fn get(&self, c: Counter) -> u64 {
         self.v[c as usize].load(Ordering::Relaxed)
@@ -152,7 +217,59 @@ impl Counters {
             ring_sent: g(Counter::RingSent),
             ring_received: g(Counter::RingReceived),
             ring_full: g(Counter::RingFull),
+            latency: Histogram {
+                buckets: std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
+                sum_us: self.latency_sum_us.load(Ordering::Relaxed),
+            },
         }
+    }
+}
+
+/// A request-latency histogram: how many requests were answered within
+/// each bound of [`Histogram::BOUNDS_US`] (per bucket, not cumulative; the
+/// last bucket is past the last bound), and the sum of their latencies.
+///
+/// The latency of a request is the time from the start of the event-loop
+/// turn that took it in to the end of the turn that produced its response
+/// (for a deferred response, the turn its completion arrived in): the
+/// server's share of the request, measured with one clock read per turn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Histogram {
+    /// Requests per bucket.
+    pub buckets: [u64; LATENCY_BUCKETS],
+    /// Sum of the latencies, in microseconds.
+    pub sum_us: u64,
+}
+
+impl Histogram {
+    /// Upper bounds of the buckets in microseconds (the last bucket is
+    /// `+Inf`).
+    pub const BOUNDS_US: [u64; 16] = LATENCY_BOUNDS_US;
+
+    /// The cumulative counts (requests at or under each bound, then all):
+    /// non-decreasing whatever the buckets hold (saturating).
+    pub fn cumulative(&self) -> [u64; LATENCY_BUCKETS] {
+        let mut acc = 0u64;
+        self.buckets.map(|b| {
+            acc = acc.saturating_add(b);
+            acc
+        })
+    }
+
+    /// Requests counted: the last cumulative count.
+    pub fn count(&self) -> u64 {
+        self.cumulative()[LATENCY_BUCKETS - 1]
+    }
+}
+
+impl AddAssign for Histogram {
+    /// Wrapping, as [`Snapshot`]'s sum.
+    fn add_assign(&mut self, o: Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(o.buckets) {
+            *a = a.wrapping_add(b);
+        }
+        self.sum_us = self.sum_us.wrapping_add(o.sum_us);
     }
 }
 
@@ -187,6 +304,8 @@ pub struct Snapshot {
     pub ring_received: u64,
     /// Worker sends refused with `Full`.
     pub ring_full: u64,
+    /// Request latencies.
+    pub latency: Histogram,
 }
 
 impl Add for Snapshot {
@@ -213,6 +332,7 @@ impl AddAssign for Snapshot {
         self.ring_sent = self.ring_sent.wrapping_add(o.ring_sent);
         self.ring_received = self.ring_received.wrapping_add(o.ring_received);
         self.ring_full = self.ring_full.wrapping_add(o.ring_full);
+        self.latency += o.latency;
     }
 }
 
@@ -282,5 +402,28 @@ mod tests {
         c.reset_gauges();
         assert_eq!(c.snapshot().open_connections, 0);
         assert_eq!(c.snapshot().accepts, 2);
+    }
+
+    #[test]
+    fn latency_buckets_and_heartbeat() {
+        let c = SharedCounters::new().unwrap();
+        c.observe_latency(0, 1);
+        c.observe_latency(100, 2);
+        c.observe_latency(101, 1);
+        c.observe_latency(u64::MAX, 1);
+        let h = c.snapshot().latency;
+        assert_eq!(h.buckets[0], 3);
+        assert_eq!(h.buckets[1], 1);
+        assert_eq!(h.buckets[LATENCY_BUCKETS - 1], 1);
+        assert_eq!(h.count(), 5);
+        let cum = h.cumulative();
+        assert!(cum.windows(2).all(|w| w[0] <= w[1]));
+        // Garbage saturates instead of wrapping back down.
+        let g = Histogram { buckets: [u64::MAX / 2 + 1; LATENCY_BUCKETS], ..Default::default() };
+        assert!(g.cumulative().windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(g.count(), u64::MAX);
+        let before = c.heartbeat();
+        c.beat();
+        assert_ne!(c.heartbeat(), before);
     }
 }

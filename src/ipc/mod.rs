@@ -56,7 +56,7 @@ mod shm;
 
 pub use crate::config::{ChannelOptions, RingOptions};
 pub use channel::{Channel, ChannelFds, Duplex, MasterEnd, WorkerEnd};
-pub use counters::{Counter, Counters, SharedCounters, Snapshot};
+pub use counters::{Counter, Counters, Histogram, SharedCounters, Snapshot, LATENCY_BOUNDS_US, LATENCY_BUCKETS};
 pub use notify::Notifier;
 pub use ring::{ClaimError, Consumer, Producer, RecvError, Ring, SendError};
 pub use shm::{page_size, Layout, Region, Shm};

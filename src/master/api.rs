@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
+use super::metrics::{self, Cluster, Metrics};
 use super::slot::Slot;
 use crate::config::ListenAddr;
 use crate::ipc::{SendError, Snapshot};
@@ -183,6 +184,11 @@ pub struct Ctl<'a> {
     pub(super) slots: &'a mut Vec<Slot>,
     /// Queues commands for after the callback.
     pub(super) handle: Handle,
+    /// What the metrics need besides the slots.
+    pub(super) cluster: Cluster,
+    /// Whether the master watches heartbeats (for
+    /// [`SlotMetrics::last_turn`](super::SlotMetrics::last_turn)).
+    pub(super) watching: bool,
 }
 
 impl fmt::Debug for Ctl<'_> {
@@ -223,6 +229,20 @@ impl Ctl<'_> {
     /// The counters of every slot, summed.
     pub fn total(&self) -> Snapshot {
         self.slots.iter().map(Slot::counters).sum()
+    }
+
+    /// The cluster's metrics: per-slot counters and latency histograms,
+    /// worker states, restarts by cause, uptime; what the metrics listener
+    /// serves ([`crate::Server::metrics`]).
+    pub fn metrics(&self) -> Metrics {
+        metrics::collect(self.slots, &self.cluster, self.watching)
+    }
+
+    /// [`Ctl::metrics`] in the Prometheus text exposition format 0.0.4, to
+    /// serve on a route of one's own (`Content-Type: text/plain;
+    /// version=0.0.4`).
+    pub fn metrics_text(&self) -> String {
+        self.metrics().to_prometheus()
     }
 
     /// Queues a command (kill, disconnect, reload...).

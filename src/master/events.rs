@@ -81,7 +81,8 @@ impl Master<'_> {
     pub(super) fn emit(&mut self, ev: Event) {
         log::debug!("event {ev}");
         let mut callbacks = std::mem::take(&mut self.hooks.callbacks);
-        let mut ctl = Ctl { slots: &mut self.slots, handle: self.hooks.handle() };
+        let (cluster, watching) = (self.cluster(), self.supervising());
+        let mut ctl = Ctl { slots: &mut self.slots, handle: self.hooks.handle(), cluster, watching };
         for cb in callbacks.iter_mut() {
             cb(&ev, &mut ctl);
         }
@@ -95,7 +96,8 @@ impl Master<'_> {
         for (i, (period, cb)) in timers.iter_mut().enumerate() {
             if self.user_timer_due[i] <= now {
                 self.user_timer_due[i] = now + *period;
-                let mut ctl = Ctl { slots: &mut self.slots, handle: self.hooks.handle() };
+                let (cluster, watching) = (self.cluster(), self.supervising());
+                let mut ctl = Ctl { slots: &mut self.slots, handle: self.hooks.handle(), cluster, watching };
                 cb(&mut ctl);
             }
         }
@@ -219,6 +221,13 @@ impl Master<'_> {
                 (ProcState::Listening, Some(Msg::Ready)) => {
                     p.state = ProcState::Ready;
                     p.ready_at = Some(Instant::now());
+                    // The watchdog counts from here.
+                    p.beat_at = Instant::now();
+                    let channel = p.channel;
+                    let beat = self.slots[id.slot].channels[channel].ch.counters().heartbeat();
+                    if let Some(p) = self.find_mut(id) {
+                        p.beat = beat;
+                    }
                     self.slots[id.slot].startup_failures = 0;
                     self.emit(Event::Ready { worker: id, pid });
                     self.on_ready(id);

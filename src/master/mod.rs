@@ -20,18 +20,23 @@
 //! and the loop; [`api`] the public types; [`slot`] the process table;
 //! [`spawn`] the fork; [`signals`] the signalfd; [`respawn`] reaping and
 //! crash accounting; [`reload`] commands, reload and scaling; [`events`]
-//! lifecycle events, worker messages and user timers; [`notify`] systemd.
+//! lifecycle events, worker messages and user timers; [`supervise`] the
+//! watchdog, recycling and systemd's watchdog; [`metrics`] and [`scrape`]
+//! the metrics and their listener; [`notify`] systemd.
 //! The master knows nothing of HTTP or of the event-loop backends: a worker
 //! is started through the entry function it is given.
 
 mod api;
 mod events;
+mod metrics;
 mod notify;
 mod reload;
 mod respawn;
+mod scrape;
 mod signals;
 mod slot;
 mod spawn;
+mod supervise;
 
 use std::collections::VecDeque;
 use std::io;
@@ -44,6 +49,7 @@ use nix::sys::signalfd::SignalFd;
 
 pub use api::{Command, Ctl, Event, EventCallback, ExitStatus, Handle, TimerCallback};
 pub(crate) use events::Hooks;
+pub use metrics::{Metrics, Restarts, SlotMetrics, WorkerState};
 pub(crate) use spawn::Entry;
 
 use crate::config::{Balance, Config, ListenAddr};
@@ -109,6 +115,24 @@ struct Master<'a> {
     fatal: Option<io::Error>,
     /// When each of `hooks.timers` (the user's periodic callbacks) runs next.
     user_timer_due: Vec<Instant>,
+    /// When the master started.
+    started: Instant,
+    /// Workers replaced so far, by cause.
+    restarts: Restarts,
+    /// The metrics listener, when configured.
+    scrape: Option<scrape::Scrape>,
+    /// When the supervision tick runs next.
+    next_tick: Instant,
+    /// When worker memory is read next.
+    next_rss: Instant,
+    /// systemd's watchdog interval (`WATCHDOG_USEC`), if it asks for pings.
+    sd_watchdog: Option<Duration>,
+    /// When the next `WATCHDOG=1` is due.
+    sd_watchdog_next: Instant,
+    /// The last `STATUS=` line sent.
+    status_sent: String,
+    /// systemd was told `RELOADING=1` and awaits `READY=1`.
+    reload_notified: bool,
 }
 
 /// Time past the drain timeout after which the master kills a worker.
@@ -129,6 +153,10 @@ enum Token {
     Lifeline(WorkerId),
     /// The eventfd of a worker's ring to the master.
     Ring(WorkerId),
+    /// The metrics listener.
+    Metrics,
+    /// A connection to the metrics listener, by index.
+    Scrape(usize),
 }
 
 impl Token {
@@ -137,6 +165,10 @@ impl Token {
     const PIDFD: u64 = 1;
     const LIFELINE: u64 = 2;
     const RING: u64 = 3;
+    /// Kind 0 (no worker): the metrics listener.
+    const METRICS: u64 = 1;
+    /// Kind 0: scrape connection `i` is `SCRAPE + i`.
+    const SCRAPE: u64 = 0x100;
 
     /// Packs the token into epoll's user data: `kind << 62 | slot << 40 |
     /// generation` (40 bits of generation, 22 of slot).
@@ -148,6 +180,8 @@ impl Token {
             Token::Pidfd(id) => pack(Self::PIDFD, id),
             Token::Lifeline(id) => pack(Self::LIFELINE, id),
             Token::Ring(id) => pack(Self::RING, id),
+            Token::Metrics => Self::METRICS,
+            Token::Scrape(i) => Self::SCRAPE + (i as u64 & 0xff),
         }
     }
 
@@ -162,6 +196,10 @@ impl Token {
             Self::PIDFD => Some(Token::Pidfd(id)),
             Self::LIFELINE => Some(Token::Lifeline(id)),
             Self::RING => Some(Token::Ring(id)),
+            0 if v == Self::METRICS => Some(Token::Metrics),
+            0 if v & !0xff == Self::SCRAPE && ((v & 0xff) as usize) < scrape::MAX_CONNS => {
+                Some(Token::Scrape((v & 0xff) as usize))
+            }
             _ => None,
         }
     }
@@ -181,7 +219,15 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
     let (mask, sigfd) = signals::block()?;
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| context(e.into(), "epoll_create1"))?;
     let (shared_listener, per_slot, addr, unix_file) = bind(config, inherited)?;
+    let scrape = config.metrics.as_deref().map(scrape::Scrape::bind).transpose()?;
     log::info!("listening on {addr}");
+    if let Some(s) = &scrape {
+        log::info!("metrics on http://{}/metrics", s.local_addr()?);
+    }
+    let sd_watchdog = notify::watchdog_interval();
+    if let Some(d) = sd_watchdog {
+        log::info!("systemd watchdog: every {d:?}");
+    }
 
     let mut master = Master {
         config,
@@ -200,11 +246,23 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
         ready_notified: false,
         fatal: None,
         user_timer_due: Vec::new(),
+        started: Instant::now(),
+        restarts: Restarts::default(),
+        scrape,
+        next_tick: Instant::now(),
+        next_rss: Instant::now(),
+        sd_watchdog,
+        sd_watchdog_next: Instant::now(),
+        status_sent: String::new(),
+        reload_notified: false,
     };
     let now = Instant::now();
     master.user_timer_due = master.hooks.timers.iter().map(|(period, _)| now + *period).collect();
     master.watch(master.sigfd.as_fd().as_raw_fd(), Token::Signal)?;
     master.watch(master.wake.as_raw_fd(), Token::Wake)?;
+    if let Some(s) = &master.scrape {
+        master.watch(s.fd(), Token::Metrics)?;
+    }
     master.hooks.wake.store(master.wake.as_raw_fd(), Ordering::Release);
     let slot_fds: Vec<Option<OwnedFd>> = match per_slot {
         Some(fds) => fds.into_iter().map(Some).collect(),
@@ -323,6 +381,8 @@ impl Master<'_> {
                     Some(Token::Pidfd(id)) => self.reap(id),
                     Some(Token::Lifeline(id)) => self.read_lifeline(id),
                     Some(Token::Ring(id)) => self.ack_ring(id),
+                    Some(Token::Metrics) => self.scrape_accept(),
+                    Some(Token::Scrape(i)) => self.scrape_io(i),
                     None => {}
                 }
             }
@@ -339,6 +399,7 @@ impl Master<'_> {
                 self.command(cmd);
             }
             self.respawn_timers();
+            self.supervise(Instant::now());
             if let Some(e) = self.fatal.take() {
                 self.kill_all(libc::SIGKILL);
                 self.wait_all();
@@ -390,6 +451,9 @@ impl Master<'_> {
         for &t in &self.user_timer_due {
             consider(t);
         }
+        if let Some(t) = self.supervise_due() {
+            consider(t);
+        }
         for s in &self.slots {
             if let Some(t) = s.respawn_at {
                 consider(t);
@@ -430,7 +494,16 @@ mod tests {
     #[test]
     fn tokens_round_trip() {
         let id = WorkerId { slot: 77, generation: 123_456 };
-        for t in [Token::Signal, Token::Wake, Token::Pidfd(id), Token::Lifeline(id), Token::Ring(id)] {
+        for t in [
+            Token::Signal,
+            Token::Wake,
+            Token::Pidfd(id),
+            Token::Lifeline(id),
+            Token::Ring(id),
+            Token::Metrics,
+            Token::Scrape(0),
+            Token::Scrape(scrape::MAX_CONNS - 1),
+        ] {
             assert_eq!(Token::decode(t.encode()), Some(t));
         }
     }

@@ -1,7 +1,14 @@
-//! `sd_notify`: state lines for systemd (`READY=1`, `RELOADING=1`,
-//! `STOPPING=1`, `STATUS=...`), sent only when `NOTIFY_SOCKET` is set.
+//! `sd_notify`: state lines for systemd (`READY=1`, `RELOADING=1` with
+//! `MONOTONIC_USEC=`, `STOPPING=1`, `STATUS=...`, `WATCHDOG=1`), sent only
+//! when `NOTIFY_SOCKET` is set.
 
 use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+/// Whether systemd listens (`NOTIFY_SOCKET` is set).
+pub(super) fn enabled() -> bool {
+    std::env::var_os("NOTIFY_SOCKET").is_some()
+}
 
 /// Sends a state line to systemd when `NOTIFY_SOCKET` is set; failures are
 /// logged at debug level (a missing manager must not stop the server).
@@ -19,4 +26,24 @@ pub(super) fn notify(state: &str) {
     if let Err(e) = r {
         log::debug!("sd_notify {state}: {e}");
     }
+}
+
+/// `RELOADING=1` with the `CLOCK_MONOTONIC` time it began, which
+/// `Type=notify-reload` requires (systemd 253 and later ignore a
+/// `RELOADING=1` without it).
+pub(super) fn reloading() {
+    let usec = crate::sys::monotonic_usec();
+    notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
+}
+
+/// The watchdog interval systemd asks for (`WATCHDOG_USEC`, for this
+/// process when `WATCHDOG_PID` names one), if any.
+pub(super) fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec))
 }

@@ -9,8 +9,8 @@
 use std::io;
 use std::time::Instant;
 
-use super::notify::notify;
-use super::slot::{ProcState, Slot};
+use super::notify::{self, notify};
+use super::slot::{Cause, ProcState, Slot};
 use super::{Command, Event, Master, Phase, KILL_GRACE};
 use crate::config::ListenAddr;
 use crate::worker::WorkerId;
@@ -41,11 +41,23 @@ impl Master<'_> {
                 self.kill_all(libc::SIGKILL);
             }
             Command::Reload => {
-                if self.phase == Phase::Running && self.reload_queue.is_empty() && self.reloading.is_none() {
+                if self.phase == Phase::Running {
                     log::info!("rolling reload of {} slot(s)", self.slots.len());
-                    notify("RELOADING=1");
-                    self.reload_queue.extend(0..self.slots.len());
-                    self.next_reload();
+                    notify::reloading();
+                    self.reload_notified = true;
+                    // Slots already queued (a recycle) stay in place; a slot
+                    // whose replacement is starting gets a fresh worker
+                    // already.
+                    for slot in 0..self.slots.len() {
+                        self.slots[slot].replace_for = Some(Cause::Reload);
+                        if self.reloading != Some(slot) && !self.reload_queue.contains(&slot) {
+                            self.reload_queue.push_back(slot);
+                        }
+                    }
+                    if self.reloading.is_none() {
+                        self.next_reload();
+                    }
+                    self.finish_reload();
                 }
             }
             Command::ScaleUp => {
@@ -104,12 +116,14 @@ impl Master<'_> {
         if self.reloading == Some(slot) && self.slots[slot].current.as_ref().map(|p| p.id) == Some(id) {
             // The replacement serves: drain its predecessors.
             self.reloading = None;
+            let cause = self.slots[slot].replace_for.take().unwrap_or(Cause::Reload);
             let old: Vec<(WorkerId, i32)> = self.slots[slot]
                 .retiring
                 .iter_mut()
                 .filter(|p| !p.stopping)
                 .map(|p| {
                     p.stopping = true;
+                    p.ended_for = Some(cause);
                     Self::signal(p, libc::SIGTERM);
                     (p.id, p.pid)
                 })
@@ -124,7 +138,15 @@ impl Master<'_> {
         {
             self.ready_notified = true;
             notify("READY=1");
-        } else if self.ready_notified && self.reload_queue.is_empty() && self.reloading.is_none() {
+        } else {
+            self.finish_reload();
+        }
+    }
+
+    /// Tells systemd `READY=1` once the reload it was told of is over.
+    pub(super) fn finish_reload(&mut self) {
+        if self.reload_notified && self.ready_notified && self.reload_queue.is_empty() && self.reloading.is_none() {
+            self.reload_notified = false;
             notify("READY=1");
         }
     }
@@ -132,7 +154,11 @@ impl Master<'_> {
     /// Starts the replacement of the next slot in the reload queue.
     pub(super) fn next_reload(&mut self) {
         while let Some(slot) = self.reload_queue.pop_front() {
-            if slot >= self.slots.len() || self.slots[slot].removing || self.slots[slot].parked {
+            if slot >= self.slots.len() {
+                continue;
+            }
+            if self.slots[slot].removing || self.slots[slot].parked {
+                self.slots[slot].replace_for = None;
                 continue;
             }
             self.slots[slot].parked = false;
@@ -141,9 +167,13 @@ impl Master<'_> {
                     self.reloading = Some(slot);
                     return;
                 }
-                Err(e) => log::error!("reload of slot {slot}: {e}"),
+                Err(e) => {
+                    self.slots[slot].replace_for = None;
+                    log::error!("reload of slot {slot}: {e}");
+                }
             }
         }
+        self.finish_reload();
     }
 
     /// Adds a slot (with its own socket in reuseport mode) and forks its

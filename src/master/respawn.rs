@@ -57,12 +57,23 @@ impl Master<'_> {
         if !proc.stopping {
             log::warn!("worker {} (pid {pid}) died: {exit:?}", proc.id);
         }
+        // A worker the master ended (replaced, or killed by the watchdog)
+        // counts as that cause; one that died unasked and is replaced, as
+        // a crash.
+        match proc.ended_for {
+            Some(cause) => self.restarts.count(cause),
+            None if !proc.stopping && was_current && self.phase == Phase::Running => {
+                self.restarts.count(super::slot::Cause::Crash)
+            }
+            None => {}
+        }
         self.emit(Event::Exit { worker: proc.id, pid, status: exit, requested: proc.stopping });
         if self.reloading == Some(slot) && !proc.stopping && was_current {
             // The replacement died before it was ready: keep the old worker.
             log::error!("reload: the new worker of slot {slot} died before it was ready; keeping the old one");
             self.reloading = None;
             let s = &mut self.slots[slot];
+            s.replace_for = None;
             if let Some(i) = s.retiring.iter().position(|p| !p.stopping) {
                 s.current = Some(s.retiring.remove(i));
             }

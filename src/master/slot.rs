@@ -48,6 +48,34 @@ pub(super) struct Proc {
     /// was sent SIGKILL: nothing of it is read any more, and nothing more
     /// about it is logged until it is reaped.
     pub(super) evicted: bool,
+    /// The heartbeat last read from its counters page.
+    pub(super) beat: u64,
+    /// When the master last saw the heartbeat move (or the worker become
+    /// ready).
+    pub(super) beat_at: Instant,
+    /// Requests after which it is recycled; `None`: no quota.
+    pub(super) quota: Option<u64>,
+    /// Its channel's request count when it was forked (its own requests are
+    /// counted from there).
+    pub(super) requests_base: u64,
+    /// Why the master ended it, when it did (a replacement took over, or
+    /// the watchdog killed it): its exit counts as that restart cause.
+    pub(super) ended_for: Option<Cause>,
+}
+
+/// Why a worker was replaced, as counted in the metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Cause {
+    /// It died without being asked to.
+    Crash,
+    /// A rolling reload replaced it.
+    Reload,
+    /// Its loop stopped turning and the watchdog killed it.
+    Watchdog,
+    /// It served its quota of requests.
+    Recycle,
+    /// It grew past the memory ceiling.
+    Memory,
 }
 
 /// One slot of the process table.
@@ -74,6 +102,8 @@ pub(super) struct Slot {
     /// Shared-memory channels of the slot's workers: one per live worker
     /// (old and new overlap during a reload), reused after a reap.
     pub(super) channels: Vec<SlotChannel>,
+    /// Why the slot is queued for replacement (reload, recycle), if it is.
+    pub(super) replace_for: Option<Cause>,
 }
 
 /// A channel and the generation of the worker using it.
@@ -98,6 +128,7 @@ impl Slot {
             parked: false,
             removing: false,
             channels: Vec::new(),
+            replace_for: None,
         }
     }
 

@@ -30,6 +30,7 @@ use nix::sys::signal::Signal;
 
 use super::slot::{Proc, ProcState};
 use super::{Event, Master, Token};
+use crate::ipc::Counter;
 use crate::sys::context;
 use crate::worker::{Credentials, Start, WorkerId};
 
@@ -215,6 +216,7 @@ impl Master<'_> {
         if let Some(fds) = self.slots[slot].channels[channel].ch.fds() {
             self.watch(fds.master_wake.as_raw_fd(), Token::Ring(id))?;
         }
+        let counters = self.slots[slot].channels[channel].ch.counters();
         let proc = Proc {
             id,
             pid,
@@ -226,6 +228,15 @@ impl Master<'_> {
             stopping: false,
             channel,
             evicted: false,
+            beat: counters.heartbeat(),
+            beat_at: Instant::now(),
+            quota: self
+                .config
+                .recycle
+                .max_requests
+                .map(|n| n.saturating_add(jitter(id, self.config.recycle.max_requests_jitter))),
+            requests_base: counters.get(Counter::Requests),
+            ended_for: None,
         };
         let s = &mut self.slots[slot];
         if let Some(old) = s.current.take() {
@@ -388,4 +399,16 @@ fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     // SAFETY: the syscall just returned this descriptor and nothing else
     // owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// A draw from `0..=max` for worker `id`'s request quota, so that workers
+/// started together are not recycled together.
+fn jitter(id: WorkerId, max: u64) -> u64 {
+    use std::hash::BuildHasher;
+    if max == 0 {
+        return 0;
+    }
+    // The std hasher's keys are random per process: enough to spread.
+    let h = std::collections::hash_map::RandomState::new().hash_one((id.slot, id.generation, std::process::id()));
+    h % max.saturating_add(1).max(1)
 }

@@ -340,6 +340,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             self.arm_background();
             self.io.bufs.publish();
             self.io.sq.sync();
+            self.core.sh.end_turn();
             // A message from the master already waiting means no sleep; one
             // that comes while the loop sleeps fires the inbox poll.
             let want = usize::from(self.core.link.may_sleep());

@@ -1,0 +1,127 @@
+//! systemd integration on real processes, on both backends: the notify
+//! messages (`READY=1`, `STATUS=`, `WATCHDOG=1` while healthy, `RELOADING=1`
+//! with `MONOTONIC_USEC=` on SIGHUP, then `READY=1`, and `STOPPING=1`) read
+//! from a `NOTIFY_SOCKET` the test binds; and socket activation through
+//! `systemd-socket-activate`, which passes a listening socket to the demo
+//! server for real (skipped, with a notice, where the tool is absent).
+
+mod common;
+
+use std::net::TcpListener;
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::Server;
+
+/// Reads datagrams until one contains `want`; returns it.
+fn expect(sock: &UnixDatagram, want: &str, within: Duration, seen: &mut Vec<String>) -> String {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no {want:?} within {within:?}; got {seen:?}");
+        sock.set_read_timeout(Some(left)).unwrap();
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            seen.push(msg.clone());
+            if msg.contains(want) {
+                return msg;
+            }
+        }
+    }
+}
+
+fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to write into.
+    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) }, 0);
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
+#[test]
+fn the_master_tells_systemd_its_state() {
+    let dir = std::env::temp_dir().join(format!("forkring-notify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_forkring"));
+    cmd.args(["--listen", "127.0.0.1:0", "--workers", "2"])
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "400000")
+        .env_remove("WATCHDOG_PID");
+    let server = Server::spawn(cmd).unwrap_or_else(|e| panic!("{e}"));
+    let mut seen = Vec::new();
+    expect(&sock, "READY=1", Duration::from_secs(10), &mut seen);
+    let serving = "STATUS=serving: 2 of 2 workers ready, 0 draining";
+    if !seen.iter().any(|m| m == serving) {
+        expect(&sock, serving, Duration::from_secs(5), &mut seen);
+    }
+    // Pings at half the interval, twice within one interval and a bit.
+    expect(&sock, "WATCHDOG=1", Duration::from_millis(600), &mut seen);
+    expect(&sock, "WATCHDOG=1", Duration::from_millis(600), &mut seen);
+
+    let before = monotonic_usec();
+    server.signal(libc::SIGHUP);
+    let reloading = expect(&sock, "RELOADING=1", Duration::from_secs(5), &mut seen);
+    let usec: u64 = reloading
+        .lines()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .unwrap_or_else(|| panic!("RELOADING=1 without MONOTONIC_USEC: {reloading:?}"))
+        .parse()
+        .unwrap();
+    assert!(usec >= before && usec <= monotonic_usec(), "MONOTONIC_USEC={usec}, sent after {before}");
+    expect(&sock, "STATUS=replacing workers", Duration::from_secs(5), &mut seen);
+    expect(&sock, "READY=1", Duration::from_secs(10), &mut seen);
+    server.wait_line(&["ready 1.1"], Duration::from_secs(5));
+
+    server.signal(libc::SIGTERM);
+    expect(&sock, "STOPPING=1", Duration::from_secs(5), &mut seen);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn socket_activation_passes_the_socket_for_real() {
+    let tool = "/usr/bin/systemd-socket-activate";
+    if !std::path::Path::new(tool).exists() {
+        eprintln!("NOTICE: {tool} is absent (Debian's systemd package); socket activation not tested");
+        return;
+    }
+    // A free port: systemd-socket-activate binds it itself.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cmd = Command::new(tool);
+    cmd.arg("-l").arg(format!("127.0.0.1:{port}"));
+    if let Ok(b) = std::env::var("FORKRING_BACKEND") {
+        cmd.args(["-E", &format!("FORKRING_BACKEND={b}")]);
+    }
+    cmd.args([env!("CARGO_BIN_EXE_forkring"), "--workers", "2"]);
+    // The tool starts the service at the first connection, which waits in
+    // the socket's backlog meanwhile and is then served: activation on
+    // demand, as systemd does it.
+    let first = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let mut c = common::Client::from_stream(stream);
+                return c.get("/");
+            }
+            assert!(Instant::now() < deadline, "nothing listens on port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let mut server = Server::spawn(cmd).unwrap_or_else(|e| panic!("{e}"));
+    let r = first.join().unwrap();
+    assert_eq!(r.status, 200, "the connection that started the service");
+    assert_eq!(server.addr.port(), port);
+    server.wait_line(&["using inherited socket 127.0.0.1:"], Duration::from_secs(5));
+    server.wait_line(&["ready 1.0"], Duration::from_secs(10));
+    for _ in 0..10 {
+        server.assert_healthy();
+    }
+    // The service manager's process became forkring (exec): stopping it
+    // by its pid stops the cluster.
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()), "{}", server.log_text());
+}
