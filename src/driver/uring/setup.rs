@@ -36,11 +36,13 @@ const WHOLE_BUF_SIZE: usize = 8 * 1024;
 /// loop turns (2 MiB; beyond it a receive ends with `ENOBUFS` and is armed
 /// again on the next turn), and the memory the worker ever touches for
 /// receiving, whatever the number of connections or requests.
-const INC_BUF_COUNT: u16 = 32;
-/// Size of one buffer consumed incrementally: a receive takes at most what
-/// is left of the buffer at the ring's head, so large buffers keep bodies
-/// in large pieces.
-const INC_BUF_SIZE: usize = 64 * 1024;
+const INC_BUF_COUNT: u16 = 256;
+/// Size of one buffer consumed incrementally. A completion takes at most
+/// one buffer (what is left of the one at the ring's head), and the kernel
+/// completes at most 32 receives of one connection in a row, so this also
+/// bounds what one connection can deliver in a turn (256 KiB), for
+/// example while its handler has paused its body.
+const INC_BUF_SIZE: usize = 8 * 1024;
 /// `IOU_PBUF_RING_INC` (not exported by the `io-uring` crate).
 const IOU_PBUF_RING_INC: u16 = 2;
 /// The buffer group of the receive buffers.
