@@ -174,6 +174,8 @@ class Report:
         self.ipc = open(ipc).read().strip("\n") if os.path.exists(ipc) else ""
         uploads = os.path.join(run_dir, "uploads.txt")
         self.uploads = open(uploads).read().strip("\n") if os.path.exists(uploads) else ""
+        waits = os.path.join(run_dir, "waits.txt")
+        self.waits = open(waits).read().strip("\n") if os.path.exists(waits) else ""
         self.workloads = self.meta.get("workloads", "").split()
         self.worker_counts = [int(w) for w in self.meta.get("worker_counts", "").split()]
         self.servers = sorted({r["server"] for r in self.runs} | {r["server"] for r in self.rates}, key=server_key)
@@ -763,6 +765,11 @@ class Report:
         o.append("")
         o.append(f"![throughput and latency per server]({svg_name})")
         o.append("")
+        if self.waits:
+            o.append("## Waiting (one worker: `/sleep` on a pool of 64 threads, `/delay` on worker timers; Node's `setTimeout`)")
+            o.append("")
+            o.append(self.waits)
+            o.append("")
         if self.uploads:
             o.append("## Streamed upload (`POST /upload`, one worker, over loopback)")
             o.append("")

@@ -42,6 +42,13 @@
 #   IPC        1 runs the IPC ring summary (about 90 s), 0 skips it [1]
 #   UPLOAD     bytes of the streamed upload (POST /upload, one worker per
 #              backend, bench/upload.py) [1073741824]; 0 skips it
+#   WAITS      1 runs the waiting workloads, 0 skips them [1]: one worker
+#              per backend with a pool of 64 threads, GET /sleep?ms=10 (a
+#              pool thread blocks) and GET /delay?ms=10 (a worker timer)
+#              from $WAIT_CONNS [256] connections, while GET / on one more
+#              connection measures the fast route's p99; Node's http server
+#              (setTimeout, bench/node-wait.js) beside /delay when node is
+#              installed
 #   QUIET      seconds a run waits for other processes to use less than
 #              QUIET_PCT [15] percent of a CPU before it starts [30]; 0 never
 #              waits. QUIET_BUDGET [180] caps the waiting over the whole run
@@ -77,6 +84,8 @@ RATE_THREADS=${RATE_THREADS:-2}
 RATE_CONNS=${RATE_CONNS:-4}
 IPC=${IPC:-1}
 UPLOAD=${UPLOAD:-1073741824}
+WAITS=${WAITS:-1}
+WAIT_CONNS=${WAIT_CONNS:-256}
 QUIET=${QUIET:-30}
 QUIET_PCT=${QUIET_PCT:-15}
 QUIET_BUDGET=${QUIET_BUDGET:-180}
@@ -981,6 +990,68 @@ if [[ $UPLOAD != 0 ]]; then
 	done
 fi
 
+# Waiting: requests that wait 10 ms each, on a pool thread (/sleep) or on a
+# worker timer (/delay), from $WAIT_CONNS connections, while one more
+# connection asks for GET / as fast as it is answered: the load's
+# requests/s against its ceiling (threads or connections / 10 ms) and the
+# fast route's p99. Both wrk runs share the client CPU.
+: >"$TMP/waits.txt"
+# One waiting run: the load on `route` and the fast route beside it.
+measure_wait() {
+	local name=$1 port=$2 route=$3 ceiling=$4 slow fast rps p99 errs
+	wait_quiet
+	"${CLI_PIN[@]}" wrk -t1 "-c$WAIT_CONNS" "-d$DURATION" "http://127.0.0.1:$port$route" >"$TMP/wait-slow.txt" 2>&1 &
+	slow=$!
+	fast=$("${CLI_PIN[@]}" wrk -t1 -c1 "-d$DURATION" -s "$ROOT/bench/wrk.lua" "http://127.0.0.1:$port/" 2>&1) || true
+	wait "$slow" || true
+	rps=$(awk '/^Requests\/sec:/ { print $2 }' "$TMP/wait-slow.txt")
+	p99=$(awk '$1 == "LATENCY_US" { print $5 }' <<<"$fast")
+	if [[ -z $rps || -z $p99 ]]; then
+		NOTES+=("the waiting run $route against $name gave no figures")
+		return
+	fi
+	errs=$(awk '/Socket errors:/ { gsub(/,/, ""); s += $4 + $6 + $8 + $10 }
+		/Non-2xx or 3xx responses:/ { s += $NF } END { print s + 0 }' "$TMP/wait-slow.txt")
+	echo "  $name $route: $rps req/s of $ceiling, GET / beside it p99 $(fmt_us "$p99"), $errs errors"
+	printf '| %s | `%s` | %.0f | %s | %.0f%% | %s | %s |\n' "$name" "$route" "$rps" "$ceiling" \
+		"$(awk -v r="$rps" -v c="$ceiling" 'BEGIN { print 100 * r / c }')" "$(fmt_us "$p99")" "$errs" >>"$TMP/waits.txt"
+}
+if [[ $WAITS != 0 ]]; then
+	[[ $WAIT_CONNS =~ ^[1-9][0-9]*$ ]] || die "WAIT_CONNS must be a whole number"
+	echo
+	echo "== waiting: GET /sleep?ms=10 and GET /delay?ms=10 on $WAIT_CONNS connections, GET / on one more, 1 worker"
+	if ((PINNING)); then
+		SRV_PIN=(taskset -c "$SERVER_CPU")
+		CLI_PIN=(taskset -c "$CLIENT_CPU")
+	else
+		SRV_PIN=()
+		CLI_PIN=()
+	fi
+	printf '| server | route | requests/s | ceiling | of the ceiling | GET / p99 beside it | errors |\n|---|---|---|---|---|---|---|\n' >>"$TMP/waits.txt"
+	for backend in $BACKENDS; do
+		SERVERS=()
+		start_forkring "$backend" 1
+		name=forkring-$backend
+		measure_wait "$name" "${PORT_OF[$name]}" "/sleep?ms=10" 6400
+		measure_wait "$name" "${PORT_OF[$name]}" "/delay?ms=10" $((WAIT_CONNS * 100))
+		stop_servers
+	done
+	if command -v node >/dev/null; then
+		SERVERS=()
+		port=$(free_port)
+		"${SRV_PIN[@]}" node "$ROOT/bench/node-wait.js" "$port" >"$TMP/node.log" 2>&1 &
+		PIDS+=("$!")
+		PID_OF[node]=$!
+		wait_ready "$!" "$port" node "$TMP/node.log" "grep -q listening '$TMP/node.log'"
+		SERVERS+=(node)
+		measure_wait node "$port" "/delay?ms=10" $((WAIT_CONNS * 100))
+		meta node "$(node --version)"
+		stop_servers
+	else
+		NOTES+=("node is not installed: the waiting workload has no Node anchor")
+	fi
+fi
+
 if [[ $IPC != 0 ]]; then
 	echo
 	echo "== IPC rings: cargo bench --bench ipc -- summary (about 90 s)"
@@ -1004,8 +1075,9 @@ done
 # The measurements stay beside the report, so that it can be made again:
 #   python3 bench/report.py --dir target/bench --out target/bench
 cp "$RESULTS" "$RATES" "$META" "$OUT/"
-rm -f "$OUT/ipc.txt" "$OUT/uploads.txt"
+rm -f "$OUT/ipc.txt" "$OUT/uploads.txt" "$OUT/waits.txt"
 [[ -s $TMP/uploads.txt ]] && cp "$TMP/uploads.txt" "$OUT/"
+[[ -s $TMP/waits.txt ]] && cp "$TMP/waits.txt" "$OUT/"
 [[ -s $TMP/ipc.txt ]] && cp "$TMP/ipc.txt" "$OUT/"
 echo
 python3 "$ROOT/bench/report.py" --dir "$OUT" --out "$OUT"
