@@ -1013,6 +1013,7 @@ measure_wait() {
 	errs=$(awk '/Socket errors:/ { gsub(/,/, ""); s += $4 + $6 + $8 + $10 }
 		/Non-2xx or 3xx responses:/ { s += $NF } END { print s + 0 }' "$TMP/wait-slow.txt")
 	echo "  $name $route: $rps req/s of $ceiling, GET / beside it p99 $(fmt_us "$p99"), $errs errors"
+	# shellcheck disable=SC2016 # the backquotes are Markdown
 	printf '| %s | `%s` | %.0f | %s | %.0f%% | %s | %s |\n' "$name" "$route" "$rps" "$ceiling" \
 		"$(awk -v r="$rps" -v c="$ceiling" 'BEGIN { print 100 * r / c }')" "$(fmt_us "$p99")" "$errs" >>"$TMP/waits.txt"
 }

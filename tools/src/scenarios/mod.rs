@@ -139,7 +139,7 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             id: 5,
             name: "slowloris",
-            bound: "p99 under attack <= 2x p99 without; every slow connection closed by the header timeout",
+            bound: "p99 under attack <= 2x p99 without; the attack at >= 90% of its rate; every slow connection closed by the header timeout",
             run: Some(slowloris::run),
             nginx: true,
             missing: "",

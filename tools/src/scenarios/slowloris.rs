@@ -2,22 +2,31 @@
 //! a time (one byte per connection every 200 ms, never finishing it) while a
 //! normal client, wrk (8 connections), measures its p99 latency; the same
 //! wrk run without them is the baseline. On a shared machine the background
-//! load drifts over seconds, so the two are measured in turns, five rounds
-//! of 2 s without and 3 s with the attack, and their medians compared. The
-//! slow clients' bytes are spread evenly in time (a loop turn every
-//! millisecond), as many independent clients would send them.
+//! load drifts over seconds, so the two are measured in turns, [`ROUNDS`]
+//! rounds of 2 s without and 3 s with the attack, and their medians
+//! compared. The slow clients' bytes are spread evenly in time (a loop turn
+//! every millisecond), as many independent clients would send them.
 //!
-//! The server runs one worker with a 2 s header timeout, pinned to CPU 0;
-//! wrk and the slow clients run on CPU 1, the slow clients' thread at
-//! `SCHED_IDLE` so that it never delays wrk's own measurement: what is
-//! measured is the server's slowdown. While an attack lasts, every slow
-//! connection the server closes is replaced by a new one. Every slow
-//! connection the server closes must be closed between its header timeout
-//! and one second after it (counted from its connect), without an answer
-//! other than a `408`; between rounds the harness drops the younger ones
-//! itself (one older than the timeout plus a second, still open, counts as
-//! never closed), and after the last round it waits for the server to close
-//! every one.
+//! The server runs one worker with a 2 s header timeout, pinned to CPU 0,
+//! and wrk runs on CPU 1. The slow clients run on the server's CPU, at
+//! `SCHED_IDLE`: over loopback the kernel does a segment's receive work in
+//! the sender's system call, so an attacker on wrk's CPU would charge the
+//! server's receive work for the attack to the measuring client, and what
+//! would be measured is wrk's own slowdown. On the server's CPU that work
+//! lands where an attack's packets land (and the attacker's send work with
+//! it, which only makes the figure conservative); `SCHED_IDLE` keeps the
+//! attacker's own user-space work out of the server's way. The bytes it
+//! actually sent while wrk measured are counted: an attack starved below
+//! 90% of its planned rate fails the scenario, so a weaker attack cannot
+//! pass for a cheaper one.
+//!
+//! While an attack lasts, every slow connection the server closes is
+//! replaced by a new one. Every slow connection the server closes must be
+//! closed between its header timeout and one second after it (counted from
+//! its connect), without an answer other than a `408`; between rounds the
+//! harness drops the younger ones itself (one older than the timeout plus a
+//! second, still open, counts as never closed), and after the last round it
+//! waits for the server to close every one.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -46,7 +55,10 @@ const WRK_CONNS: usize = 8;
 /// Rounds of (p99 without the slow connections, p99 with them): on a
 /// shared machine the background load drifts, so the two are measured in
 /// turns and their medians compared.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 9;
+/// Least share of the planned bytes the attack must send while wrk
+/// measures.
+const MIN_ATTACK_RATE: f64 = 0.9;
 /// wrk's run without, and with, the slow connections. The attack lasts
 /// longer than the header timeout, so the server closes (and the attack
 /// replaces) slow connections during the measurement.
@@ -76,6 +88,7 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
     let mut wrk_errors = 0;
     let mut report = Report::default();
     let mut open_min = usize::MAX;
+    let mut attack_rates = Vec::new();
     for round in 0..ROUNDS {
         let (p99, _, err) = measure(BASE_RUN)?;
         base.push(p99);
@@ -86,7 +99,7 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
             let ctl = Arc::clone(&ctl);
             std::thread::Builder::new()
                 .name("slowloris".into())
-                .spawn(move || attack(addr, client_cpu, &ctl, !last))
+                .spawn(move || attack(addr, server_cpu, &ctl, !last))
                 .map_err(|e| e.to_string())?
         };
         // wrk starts once the slow connections are all open.
@@ -95,7 +108,13 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
             std::thread::sleep(Duration::from_millis(10));
         }
         open_min = open_min.min(ctl.open.load(Ordering::Relaxed));
+        ctl.measuring.store(true, Ordering::SeqCst);
+        let t0 = Instant::now();
         let m = measure(ATTACK_RUN);
+        let measured = t0.elapsed();
+        ctl.measuring.store(false, Ordering::SeqCst);
+        let planned = SLOW as f64 * measured.as_secs_f64() / TRICKLE.as_secs_f64();
+        attack_rates.push(ctl.bytes.load(Ordering::SeqCst) as f64 / planned);
         ctl.stop_opening.store(true, Ordering::SeqCst);
         let r = attacker.join().map_err(|_| "the slowloris thread panicked".to_owned())?;
         report.merge(r);
@@ -146,6 +165,13 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
     if report.never_closed > 0 {
         figures.push_str(&format!(", {} NEVER closed", report.never_closed));
     }
+    let rate_min = attack_rates.iter().copied().fold(f64::INFINITY, f64::min);
+    figures.push_str(&format!(
+        "; attack sent {:.0}-{:.0}% of its planned {} bytes/s while wrk measured",
+        100.0 * rate_min,
+        100.0 * attack_rates.iter().copied().fold(0.0, f64::max),
+        SLOW as u128 * 1000 / TRICKLE.as_millis()
+    ));
     if open_min < SLOW {
         figures.push_str(&format!("; only {open_min} slow conns open in one round"));
     }
@@ -166,6 +192,7 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
         figures.push_str(&format!("; {crashes} worker crash(es)"));
     }
     let pass = ratio <= 2.0
+        && rate_min >= MIN_ATTACK_RATE
         && open_min >= SLOW
         && !closes.is_empty()
         && in_window == closes.len()
@@ -190,6 +217,10 @@ struct Control {
     open: AtomicUsize,
     /// Set when the attack ends: no more new slow connections.
     stop_opening: AtomicBool,
+    /// Set while wrk measures under the attack.
+    measuring: AtomicBool,
+    /// Bytes the attack sent while `measuring` was set.
+    bytes: AtomicUsize,
 }
 
 /// What the attack saw.
@@ -373,6 +404,9 @@ fn attack(addr: SocketAddr, cpu: Option<usize>, ctl: &Control, close_at_stop: bo
             };
             if r == 1 {
                 slow.sent += 1;
+                if ctl.measuring.load(Ordering::Relaxed) {
+                    ctl.bytes.fetch_add(1, Ordering::Relaxed);
+                }
             } else if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
                 // Closed by the server; the read side reports it.
                 let slow = s.take().expect("checked above");
