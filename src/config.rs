@@ -189,6 +189,10 @@ pub struct Config {
     /// A worker whose event loop has not turned for this long is killed
     /// (SIGKILL) and replaced; `None`: no watchdog.
     pub worker_timeout: Option<Duration>,
+    /// Each worker appends a line per answered request to this file (the
+    /// combined log format plus the request's time in microseconds), one
+    /// write per loop turn; reopened on `SIGUSR1`. `None`: no access log.
+    pub access_log: Option<std::path::PathBuf>,
     /// When workers are replaced to bound what they accumulate.
     pub recycle: Recycle,
 }
@@ -251,6 +255,7 @@ impl Default for Config {
             unix_mode: None,
             metrics: None,
             worker_timeout: None,
+            access_log: None,
             recycle: Recycle::default(),
         }
     }

@@ -143,6 +143,18 @@ impl Server {
         self
     }
 
+    /// Each worker appends one line per answered request to `path`: the
+    /// combined log format plus the request's time in microseconds, in UTC,
+    /// written with one `write` per loop turn to a file opened `O_APPEND`
+    /// (so workers' lines never mix). The workers open it as their own user
+    /// (see [`Server::user`]); one that cannot stops the cluster at start,
+    /// saying why. `SIGUSR1` to the master makes every worker reopen it
+    /// (logrotate's convention).
+    pub fn access_log(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config.access_log = Some(path.into());
+        self
+    }
+
     /// Replaces workers that served their quota of requests or grew past a
     /// memory ceiling, without losing a request (as a rolling reload).
     pub fn recycle(mut self, recycle: Recycle) -> Self {

@@ -61,6 +61,9 @@ Options:
   --metrics ADDR          serve Prometheus metrics (GET /metrics), readiness
                           (GET /ready) and liveness (GET /live) from the
                           master on ADDR, e.g. 127.0.0.1:9100
+  --access-log PATH       append a line per answered request to PATH (the
+                          combined log format plus microseconds); SIGUSR1
+                          reopens it
   --worker-timeout SECS   kill and replace a worker whose event loop has not
                           turned for SECS seconds (a stuck handler, a stopped
                           process)
@@ -109,6 +112,8 @@ struct Options {
     max_upload: u64,
     /// Address of the metrics listener.
     metrics: Option<String>,
+    /// The access log's path.
+    access_log: Option<String>,
     /// The hung-worker watchdog's timeout.
     worker_timeout: Option<Duration>,
     /// Request quota and memory ceiling per worker.
@@ -193,6 +198,9 @@ fn main() -> ExitCode {
     }
     if let Some(mode) = opts.unix_mode {
         server = server.unix_mode(mode);
+    }
+    if let Some(path) = opts.access_log {
+        server = server.access_log(path);
     }
     if let Some(addr) = opts.metrics {
         server = server.metrics(addr);
@@ -501,6 +509,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Action, String> 
         unix_mode: None,
         max_upload: DEFAULT_MAX_UPLOAD,
         metrics: None,
+        access_log: None,
         worker_timeout: None,
         recycle: Recycle::default(),
     };
@@ -579,6 +588,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Action, String> 
             }
             "--deferred-timeout" => opts.timeouts.deferred = millis(&flag, &value()?)?,
             "--metrics" => opts.metrics = Some(value()?),
+            "--access-log" => opts.access_log = Some(value()?),
             "--worker-timeout" => {
                 let v = value()?;
                 let secs: f64 = v.parse().map_err(|_| format!("--worker-timeout: expected seconds, got {v:?}"))?;

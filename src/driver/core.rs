@@ -180,6 +180,9 @@ impl<'a> Core<'a> {
         if let Some(c) = link.counters() {
             sh.set_counters(c);
         }
+        if let Some(log) = link.take_access_log() {
+            sh.set_access_log(log);
+        }
         // Responders, on any thread, wake the loop through its eventfd.
         sh.set_completions(Arc::new(Completions::new(super::link::wake_loop)));
         sh.tick();

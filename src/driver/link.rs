@@ -3,6 +3,7 @@
 //! when the master's end of the lifeline hangs up), and the ring of
 //! messages from the master.
 
+use crate::http::AccessLog;
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -59,6 +60,9 @@ pub(crate) struct Link {
     wake: OwnedFd,
     /// The ring from the master, when the worker is part of a cluster.
     inbox: Option<RefCell<Inbox>>,
+    /// The worker's access log, opened before the loop starts, until the
+    /// loop's core takes it.
+    access_log: RefCell<Option<AccessLog>>,
 }
 
 impl Link {
@@ -67,7 +71,7 @@ impl Link {
         let wake = crate::sys::eventfd()?;
         WAKE_FD.store(wake.as_raw_fd(), Ordering::SeqCst);
         DRAIN.store(false, Ordering::SeqCst);
-        Ok(Link { wake, inbox: None })
+        Ok(Link { wake, inbox: None, access_log: RefCell::new(None) })
     }
 
     /// The eventfd that becomes readable when a drain is asked for.
@@ -88,6 +92,16 @@ impl Link {
     /// Attaches the worker's ring from the master.
     pub(crate) fn set_inbox(&mut self, inbox: Inbox) {
         self.inbox = Some(RefCell::new(inbox));
+    }
+
+    /// Hands the loop the worker's access log.
+    pub(crate) fn set_access_log(&self, log: AccessLog) {
+        *self.access_log.borrow_mut() = Some(log);
+    }
+
+    /// The access log, once (the loop's core keeps it).
+    pub(crate) fn take_access_log(&self) -> Option<AccessLog> {
+        self.access_log.borrow_mut().take()
     }
 
     /// The worker's counters in shared memory, if it has any.

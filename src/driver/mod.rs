@@ -64,6 +64,11 @@ pub(crate) fn run<H: Handler>(
     link: &Link,
     ready: impl FnOnce(),
 ) -> io::Result<Backend> {
+    if let Some(path) = &config.access_log {
+        // Opened here, as the worker's own user: a file it cannot write is
+        // a reason it cannot start, said at once.
+        link.set_access_log(crate::http::AccessLog::open(path)?);
+    }
     match config.backend {
         Backend::Epoll => {
             log::info!("backend: epoll (configured)");

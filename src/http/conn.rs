@@ -7,6 +7,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::access::{AccessLog, Entry};
 use super::body::{BodyFlow, BodyPlan, BodyReader, UpgradeFn};
 use super::chunked::Decoder;
 use super::date::DateCache;
@@ -66,6 +67,9 @@ pub struct Shared {
     deferred: usize,
     /// [`Timeouts::deferred`] in milliseconds.
     deferred_ms: u64,
+    /// The access log, when there is one: lines are added as responses
+    /// are framed and written once per turn ([`Shared::end_turn`]).
+    access: Option<Box<AccessLog>>,
 }
 
 impl Shared {
@@ -94,6 +98,7 @@ impl Shared {
             completions,
             deferred: 0,
             deferred_ms: millis(timeouts.deferred),
+            access: None,
         }
     }
 
@@ -114,6 +119,9 @@ impl Shared {
     /// work of the turn and before they wait again.
     #[inline]
     pub fn end_turn(&mut self) {
+        if let Some(log) = &mut self.access {
+            log.flush();
+        }
         if self.answered == 0 {
             return;
         }
@@ -121,6 +129,11 @@ impl Shared {
             c.observe_latency(self.turn_at.elapsed().as_micros() as u64, self.answered);
         }
         self.answered = 0;
+    }
+
+    /// Logs every answered request to `log` from now on.
+    pub fn set_access_log(&mut self, log: AccessLog) {
+        self.access = Some(Box::new(log));
     }
 
     /// Milliseconds since the worker started, as of the last [`Shared::tick`].
@@ -327,6 +340,19 @@ struct Awaiting {
     keep_alive_10: bool,
     /// The start of the turn that took the request in.
     since: Instant,
+    /// What the access log says of the request, kept until it is answered
+    /// (only when there is an access log).
+    logged: Option<Box<LoggedRequest>>,
+}
+
+/// A deferred request's fields for its access log line.
+#[derive(Debug)]
+struct LoggedRequest {
+    method: String,
+    target: String,
+    version: &'static str,
+    referer: Option<Vec<u8>>,
+    user_agent: Option<Vec<u8>>,
 }
 
 /// Outcome of trying to parse a head at the front of a buffer.
@@ -495,6 +521,25 @@ impl Conn {
             c.response(res.status_code());
             // The cached time of this turn: no clock read.
             c.observe_latency(sh.turn_at.saturating_duration_since(a.since).as_micros() as u64, 1);
+        }
+        if let Some(l) = &a.logged {
+            let bytes = (!a.head_only).then(|| res.body_len());
+            let peer = match crate::sys::peer_name(self.socket) {
+                Some(crate::sys::SockName::Ip(p)) => p.ip().to_string(),
+                Some(crate::sys::SockName::Unix(_)) => "unix:".to_owned(),
+                None => "-".to_owned(),
+            };
+            if let Some(log) = &mut sh.access {
+                log.record(&Entry {
+                    peer: &peer,
+                    request: Some((&l.method, &l.target, l.version)),
+                    status: res.status_code(),
+                    bytes,
+                    referer: l.referer.as_deref(),
+                    user_agent: l.user_agent.as_deref(),
+                    micros: a.since.elapsed().as_micros() as u64,
+                });
+            }
         }
         let mut out = self.take_out_buf(sh);
         res.write_to(&mut out, sh.date.get(), a.head_only, close, a.keep_alive_10);
@@ -1110,6 +1155,10 @@ impl Conn {
             c.inc(Counter::Requests);
             c.response(res.status_code());
         }
+        if sh.access.is_some() {
+            let bytes = (req.method != "HEAD").then(|| res.body_len());
+            self.log_access(sh, Some(req), res.status_code(), bytes, sh.turn_at);
+        }
         let mut out = self.take_out_buf(sh);
         res.write_to(&mut out, sh.date.get(), req.method == "HEAD", true, false);
         self.out = out;
@@ -1152,6 +1201,10 @@ impl Conn {
             c.inc(Counter::Requests);
             c.response(res.status_code());
             sh.answered += 1;
+        }
+        if sh.access.is_some() {
+            let bytes = (!head_only).then(|| res.body_len());
+            self.log_access(sh, Some(req), res.status_code(), bytes, sh.turn_at);
         }
         let mut out = self.take_out_buf(sh);
         res.write_to(&mut out, sh.date.get(), head_only, close, keep_alive_10);
@@ -1213,6 +1266,15 @@ impl Conn {
             close,
             keep_alive_10: !close && req.version == Version::Http10,
             since: sh.turn_at,
+            logged: sh.access.is_some().then(|| {
+                Box::new(LoggedRequest {
+                    method: req.method.to_owned(),
+                    target: req.target.to_owned(),
+                    version: version_text(req.version),
+                    referer: req.header("referer").map(<[u8]>::to_vec),
+                    user_agent: req.header("user-agent").map(<[u8]>::to_vec),
+                })
+            }),
         });
         self.deadline = sh.now_ms + sh.deferred_ms;
         self.header_timer = false;
@@ -1230,11 +1292,45 @@ impl Conn {
         }
         let mut res = mem::take(&mut sh.res);
         res.set_error(status);
+        if sh.access.is_some() {
+            self.log_access(sh, None, status, Some(res.body_len()), sh.turn_at);
+        }
         let mut out = self.take_out_buf(sh);
         res.write_to(&mut out, sh.date.get(), false, true, false);
         self.out = out;
         sh.res = res;
         self.close_input(sh);
+    }
+
+    /// Adds the access log's line for an answered request (`None`: one
+    /// refused before its head could be read). Only called when there is
+    /// an access log.
+    #[cold]
+    fn log_access(
+        &self,
+        sh: &mut Shared,
+        req: Option<&Request<'_>>,
+        status: u16,
+        bytes: Option<usize>,
+        since: Instant,
+    ) {
+        let peer = match crate::sys::peer_name(self.socket) {
+            Some(crate::sys::SockName::Ip(a)) => a.ip().to_string(),
+            Some(crate::sys::SockName::Unix(_)) => "unix:".to_owned(),
+            None => "-".to_owned(),
+        };
+        let micros = since.elapsed().as_micros() as u64;
+        if let Some(log) = &mut sh.access {
+            log.record(&Entry {
+                peer: &peer,
+                request: req.map(|r| (r.method, r.target, version_text(r.version))),
+                status,
+                bytes,
+                referer: req.and_then(|r| r.header("referer")),
+                user_agent: req.and_then(|r| r.header("user-agent")),
+                micros,
+            });
+        }
     }
 
     /// Closes the input right after a complete request was answered:
@@ -1272,5 +1368,13 @@ impl Conn {
         } else {
             mem::take(&mut self.out)
         }
+    }
+}
+
+/// The protocol's name in a request line.
+fn version_text(v: Version) -> &'static str {
+    match v {
+        Version::Http10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
     }
 }

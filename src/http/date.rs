@@ -61,6 +61,30 @@ fn format_imf(secs: u64, buf: &mut [u8; 29]) {
     buf[25..29].copy_from_slice(b" GMT");
 }
 
+/// Formats `secs` (since the epoch) as the Common Log Format's time, in
+/// UTC: `01/Dec/2026:16:49:55 +0000`.
+pub(crate) fn format_clf(secs: u64, buf: &mut [u8; 26]) {
+    const MONTHS: [&[u8; 3]; 12] =
+        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let sod = secs % 86_400;
+    let two = |v: u64| [b'0' + (v / 10 % 10) as u8, b'0' + (v % 10) as u8];
+    let y = y as u64;
+    buf[0..2].copy_from_slice(&two(d as u64));
+    buf[2] = b'/';
+    buf[3..6].copy_from_slice(MONTHS[(m - 1) as usize]);
+    buf[6] = b'/';
+    buf[7..9].copy_from_slice(&two(y / 100));
+    buf[9..11].copy_from_slice(&two(y));
+    buf[11] = b':';
+    buf[12..14].copy_from_slice(&two(sod / 3600));
+    buf[14] = b':';
+    buf[15..17].copy_from_slice(&two(sod / 60 % 60));
+    buf[17] = b':';
+    buf[18..20].copy_from_slice(&two(sod % 60));
+    buf[20..26].copy_from_slice(b" +0000");
+}
+
 /// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's
 /// `civil_from_days`.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -78,6 +102,16 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn clf_time() {
+        let mut b = [0u8; 26];
+        // 2000-10-10 13:55:36 UTC, the Common Log Format's own example day.
+        super::format_clf(971_186_136, &mut b);
+        assert_eq!(&b, b"10/Oct/2000:13:55:36 +0000");
+        super::format_clf(0, &mut b);
+        assert_eq!(&b, b"01/Jan/1970:00:00:00 +0000");
+    }
+
     use super::*;
 
     #[test]

@@ -12,6 +12,7 @@
 //! must close; the driver decides how bytes move and when to give up on a
 //! peer (timeouts are carried here as deadlines, enforced there).
 
+mod access;
 mod body;
 mod chunked;
 mod conn;
@@ -40,6 +41,7 @@ const fn alnum_and(punct: &[u8]) -> [bool; 256] {
     }
     t
 }
+pub use access::{request_reopen as reopen_access_log, AccessLog};
 pub(crate) use body::UpgradeFn;
 pub use body::{BodyFlow, BodyPlan, BodyReader, Resume, Upgraded};
 pub(crate) use defer::Completions;

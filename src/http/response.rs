@@ -155,6 +155,11 @@ impl Response {
         self
     }
 
+    /// Bytes of the body set so far.
+    pub(crate) fn body_len(&self) -> usize {
+        self.body.len()
+    }
+
     /// The body, to write into directly.
     pub fn body_mut(&mut self) -> &mut Vec<u8> {
         &mut self.body

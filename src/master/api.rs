@@ -147,6 +147,9 @@ pub enum Command {
     Shutdown,
     /// Immediate stop (SIGQUIT).
     Quit,
+    /// Every worker reopens its access log (SIGUSR1, logrotate's
+    /// convention).
+    ReopenLogs,
 }
 
 /// A thread-safe way to send [`Command`]s to the master loop.

@@ -77,6 +77,17 @@ impl Master<'_> {
                     Self::signal(p, signal);
                 }
             }
+            Command::ReopenLogs => {
+                log::info!("reopening the workers' logs");
+                // A worker that has not installed its handler yet still has
+                // the signal blocked (the master's mask, inherited), so it
+                // is delivered once the handler is in place.
+                for s in &self.slots {
+                    for p in s.current.iter().chain(s.retiring.iter()) {
+                        Self::signal(p, libc::SIGUSR1);
+                    }
+                }
+            }
             Command::Disconnect { slot } => {
                 if slot < self.slots.len() {
                     self.slots[slot].parked = true;

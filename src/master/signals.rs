@@ -24,6 +24,7 @@ pub(crate) fn mask() -> SigSet {
         Signal::SIGHUP,
         Signal::SIGTTIN,
         Signal::SIGTTOU,
+        Signal::SIGUSR1,
     ] {
         mask.add(s);
     }
@@ -55,6 +56,7 @@ impl Master<'_> {
                 libc::SIGHUP => Command::Reload,
                 libc::SIGTTIN => Command::ScaleUp,
                 libc::SIGTTOU => Command::ScaleDown,
+                libc::SIGUSR1 => Command::ReopenLogs,
                 _ => continue, // SIGCHLD: exits arrive through pidfds.
             };
             self.command(cmd);

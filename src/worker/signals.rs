@@ -35,7 +35,14 @@ extern "C" fn on_sigio(_sig: libc::c_int) {
     }
 }
 
-/// Routes SIGTERM and SIGINT to a drain and ignores SIGPIPE.
+/// SIGUSR1, forwarded by the master: the access log is reopened before its
+/// next write.
+extern "C" fn on_reopen_signal(_: libc::c_int) {
+    crate::http::reopen_access_log();
+}
+
+/// Routes SIGTERM and SIGINT to a drain, SIGUSR1 to a reopen of the access
+/// log, and ignores SIGPIPE.
 pub(super) fn install() -> io::Result<()> {
     let drain = SigAction::new(SigHandler::Handler(on_drain_signal), SaFlags::SA_RESTART, SigSet::empty());
     for sig in [Signal::SIGTERM, Signal::SIGINT] {
@@ -43,6 +50,9 @@ pub(super) fn install() -> io::Result<()> {
         // async-signal-safe.
         unsafe { sigaction(sig, &drain) }.map_err(|e| context(e.into(), "sigaction"))?;
     }
+    let reopen = SigAction::new(SigHandler::Handler(on_reopen_signal), SaFlags::SA_RESTART, SigSet::empty());
+    // SAFETY: the handler stores to an atomic, which is async-signal-safe.
+    unsafe { sigaction(Signal::SIGUSR1, &reopen) }.map_err(|e| context(e.into(), "sigaction(SIGUSR1)"))?;
     // SAFETY: ignoring a signal installs no code.
     unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) }.map_err(|e| context(e.into(), "signal(SIGPIPE)"))?;
     Ok(())

@@ -36,7 +36,8 @@
 //!
 //! # Control
 //!
-//! SIGUSR1 turns the flood on, SIGUSR2 off (a signal handler sets a flag
+//! [`flood_on`] (a real-time signal) turns the flood on, [`flood_off`] off
+//! (the master takes SIGUSR1 and SIGUSR2 for itself; a signal handler sets a flag
 //! that the 1 ms timer reads). Everything is reported on stderr through
 //! the log, in the demo server's format (`forkring[PID] info: ...`), so the
 //! harness reads it like the demo's log:
@@ -74,12 +75,22 @@ const HEAD: usize = 16;
 /// Bytes before the payload in an echo: seq, sum, verdict.
 const ECHO_HEAD: usize = 24;
 
-/// Set by SIGUSR1, cleared by SIGUSR2.
+/// The signal that turns the flood on.
+pub fn flood_on() -> libc::c_int {
+    libc::SIGRTMIN() + 2
+}
+
+/// The signal that turns the flood off.
+pub fn flood_off() -> libc::c_int {
+    libc::SIGRTMIN() + 3
+}
+
+/// Set by [`flood_on`], cleared by [`flood_off`].
 static WANT_FLOOD: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_usr(sig: libc::c_int) {
     // An atomic store is async-signal-safe.
-    WANT_FLOOD.store(sig == libc::SIGUSR1, Ordering::SeqCst);
+    WANT_FLOOD.store(sig == flood_on(), Ordering::SeqCst);
 }
 
 /// The server's options (the same in the master and the re-executed
@@ -170,7 +181,7 @@ pub fn main(args: &[String]) -> ExitCode {
         sa.sa_sigaction = on_usr as extern "C" fn(libc::c_int) as usize;
         sa.sa_flags = libc::SA_RESTART;
         libc::sigemptyset(&mut sa.sa_mask);
-        for sig in [libc::SIGUSR1, libc::SIGUSR2] {
+        for sig in [flood_on(), flood_off()] {
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
     }

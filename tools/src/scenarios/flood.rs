@@ -7,7 +7,7 @@
 //! answer `GET /` and echo every message of the master, the master keeping
 //! a window of messages in flight to each worker and checking every echo
 //! (in order, checksum, and the worker's own verdict on what it received).
-//! SIGUSR1 turns the flood on, SIGUSR2 off; the master logs its counts at
+//! One real-time signal turns the flood on, another off; the master logs its counts at
 //! each switch and at the end.
 //!
 //! The harness's load client (keep-alive, every answer checked) measures the
@@ -94,9 +94,9 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
                 quiet.merge(q);
                 continue;
             }
-            switch(&srv, libc::SIGUSR1, "on")?;
+            switch(&srv, crate::flood_server::flood_on(), "on")?;
             let f = measure(PHASE);
-            let off = kv(&switch(&srv, libc::SIGUSR2, "off")?);
+            let off = kv(&switch(&srv, crate::flood_server::flood_off(), "off")?);
             flood_p99.push(Duration::from_micros(f.latency.quantile(0.99)));
             flood.merge(f);
             flood_us += off.get("phase_us").copied().unwrap_or(0);

@@ -1,0 +1,270 @@
+//! The access log: one line per answered request in the combined log
+//! format plus the request's time in microseconds, e.g.
+//!
+//! ```text
+//! 127.0.0.1 - - [01/Dec/2026:16:49:55 +0000] "GET /a?b HTTP/1.1" 200 13 "-" "curl/8.5.0" 87
+//! ```
+//!
+//! Each worker appends its lines to a buffer and writes the buffer with one
+//! `write` per loop turn to a file opened with `O_APPEND`, so lines of
+//! different workers never interleave inside a line. The time is UTC. The
+//! byte count is the response body's length (`-` when there is none, and
+//! for a `HEAD`); the request's time runs from the start of the loop turn
+//! that read it to when its response was framed.
+//!
+//! A reopen (the master forwards `SIGUSR1`, logrotate's convention) is
+//! asked for from the signal handler through an atomic and carried out at
+//! the next write.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::date::format_clf;
+
+/// Set by the worker's `SIGUSR1` handler: reopen the file at the next write.
+static REOPEN: AtomicBool = AtomicBool::new(false);
+
+/// Asks every access log of this process to reopen its file before its next
+/// write. Async-signal-safe (one atomic store).
+pub fn request_reopen() {
+    REOPEN.store(true, Ordering::Relaxed);
+}
+
+/// Lines buffered beyond this are written at once, mid-turn.
+const FLUSH_AT: usize = 64 * 1024;
+/// Longest request-target, `Referer` or `User-Agent` logged; longer ones are
+/// cut (and end in `...`).
+const FIELD_MAX: usize = 2048;
+
+/// One worker's access log.
+#[derive(Debug)]
+pub struct AccessLog {
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+    /// The second `time` is formatted for.
+    secs: u64,
+    time: [u8; 26],
+    /// A write failed and was logged; the next failure is not logged again
+    /// until a write succeeds.
+    failing: bool,
+}
+
+/// What one line says about its request and response.
+pub(crate) struct Entry<'a> {
+    /// The client's address as text; `-` when unknown.
+    pub peer: &'a str,
+    /// The request line's parts; `None` for a request refused before its
+    /// head could be read (logged as `"-"`).
+    pub request: Option<(&'a str, &'a str, &'a str)>,
+    pub status: u16,
+    /// Body bytes of the response; `None` logs `-`.
+    pub bytes: Option<usize>,
+    pub referer: Option<&'a [u8]>,
+    pub user_agent: Option<&'a [u8]>,
+    pub micros: u64,
+}
+
+impl AccessLog {
+    /// Opens (creating, mode 0640) `path` for appending.
+    pub fn open(path: &Path) -> io::Result<AccessLog> {
+        let file = open(path)?;
+        Ok(AccessLog {
+            path: path.to_path_buf(),
+            file,
+            buf: Vec::with_capacity(16 * 1024),
+            secs: u64::MAX,
+            time: [0; 26],
+            failing: false,
+        })
+    }
+
+    /// Appends one line.
+    pub(crate) fn record(&mut self, e: &Entry<'_>) {
+        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if secs != self.secs {
+            self.secs = secs;
+            format_clf(secs, &mut self.time);
+        }
+        let b = &mut self.buf;
+        b.extend_from_slice(e.peer.as_bytes());
+        b.extend_from_slice(b" - - [");
+        b.extend_from_slice(&self.time);
+        b.extend_from_slice(b"] \"");
+        match e.request {
+            Some((method, target, version)) => {
+                escape(b, method.as_bytes());
+                b.push(b' ');
+                escape(b, target.as_bytes());
+                b.push(b' ');
+                b.extend_from_slice(version.as_bytes());
+            }
+            None => b.push(b'-'),
+        }
+        b.extend_from_slice(b"\" ");
+        push_num(b, u64::from(e.status));
+        b.push(b' ');
+        match e.bytes {
+            Some(n) if n > 0 => push_num(b, n as u64),
+            _ => b.push(b'-'),
+        }
+        for field in [e.referer, e.user_agent] {
+            b.extend_from_slice(b" \"");
+            match field {
+                Some(v) if !v.is_empty() => escape(b, v),
+                _ => b.push(b'-'),
+            }
+            b.push(b'"');
+        }
+        b.push(b' ');
+        push_num(b, e.micros);
+        b.push(b'\n');
+        if self.buf.len() >= FLUSH_AT {
+            self.flush();
+        }
+    }
+
+    /// Writes the buffered lines with one `write` (more only if the kernel
+    /// takes part of them), reopening the file first if asked to.
+    pub fn flush(&mut self) {
+        if REOPEN.swap(false, Ordering::Relaxed) {
+            match open(&self.path) {
+                Ok(f) => self.file = f,
+                Err(e) => log::error!("access log {}: reopen: {e}; writing to the old file", self.path.display()),
+            }
+        }
+        if self.buf.is_empty() {
+            return;
+        }
+        match self.file.write_all(&self.buf) {
+            Ok(()) => self.failing = false,
+            Err(e) => {
+                if !self.failing {
+                    log::error!("access log {}: {e}; lines are dropped until a write succeeds", self.path.display());
+                }
+                self.failing = true;
+            }
+        }
+        self.buf.clear();
+    }
+
+    /// Bytes buffered and not written yet.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+fn open(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("access log {}: {e}", path.display())))
+}
+
+fn push_num(b: &mut Vec<u8>, mut n: u64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    b.extend_from_slice(&tmp[i..]);
+}
+
+/// Appends `v` with `"`, `\`, control bytes and bytes above 0x7E escaped
+/// as `\xHH` (nginx's escaping), so that a client cannot forge a line or
+/// a field; cut at [`FIELD_MAX`] bytes.
+fn escape(b: &mut Vec<u8>, v: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let cut = v.len() > FIELD_MAX;
+    for &c in &v[..v.len().min(FIELD_MAX)] {
+        if c == b'"' || c == b'\\' || !(0x20..0x7f).contains(&c) {
+            b.extend_from_slice(&[b'\\', b'x', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]);
+        } else {
+            b.push(c);
+        }
+    }
+    if cut {
+        b.extend_from_slice(b"...");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(e: &Entry<'_>) -> String {
+        let dir = std::env::temp_dir().join(format!(
+            "forkring-access-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let mut log = AccessLog::open(&dir).unwrap();
+        log.record(e);
+        let s = String::from_utf8(log.buf.clone()).unwrap();
+        log.buf.clear();
+        drop(log);
+        let _ = std::fs::remove_file(&dir);
+        s
+    }
+
+    #[test]
+    fn combined_format_with_the_time_taken() {
+        let s = line(&Entry {
+            peer: "127.0.0.1",
+            request: Some(("GET", "/a?b=c", "HTTP/1.1")),
+            status: 200,
+            bytes: Some(13),
+            referer: None,
+            user_agent: Some(b"curl/8.5.0"),
+            micros: 87,
+        });
+        let (head, tail) = s.split_once(" [").unwrap();
+        assert_eq!(head, "127.0.0.1 - -");
+        assert_eq!(tail.len(), 26 + "] \"GET /a?b=c HTTP/1.1\" 200 13 \"-\" \"curl/8.5.0\" 87\n".len());
+        assert!(tail.ends_with("] \"GET /a?b=c HTTP/1.1\" 200 13 \"-\" \"curl/8.5.0\" 87\n"), "{s}");
+    }
+
+    #[test]
+    fn a_client_cannot_forge_a_line_or_a_field() {
+        let s = line(&Entry {
+            peer: "::1",
+            request: None,
+            status: 400,
+            bytes: None,
+            referer: Some(b"a\" \"b"),
+            user_agent: Some(b"x\ny\\z\xff"),
+            micros: 0,
+        });
+        assert!(s.ends_with("\"-\" 400 - \"a\\x22 \\x22b\" \"x\\x0Ay\\x5Cz\\xFF\" 0\n"), "{s}");
+        assert_eq!(s.matches('\n').count(), 1);
+        let long = vec![b'a'; FIELD_MAX + 10];
+        let s = line(&Entry {
+            peer: "-",
+            request: None,
+            status: 200,
+            bytes: Some(0),
+            referer: Some(&long),
+            user_agent: None,
+            micros: 1,
+        });
+        assert!(s.contains(&format!("\"{}...\"", "a".repeat(FIELD_MAX))), "{s}");
+    }
+}
