@@ -70,6 +70,10 @@ pub struct Shared {
     /// The access log, when there is one: lines are added as responses
     /// are framed and written once per turn ([`Shared::end_turn`]).
     access: Option<Box<AccessLog>>,
+    /// The access log's client addresses by socket number, each with the
+    /// token of the connection it was read for (a socket number is reused,
+    /// a token is not): one `getpeername` per connection, not per request.
+    peers: Vec<(u64, Box<str>)>,
 }
 
 impl Shared {
@@ -99,6 +103,7 @@ impl Shared {
             deferred: 0,
             deferred_ms: millis(timeouts.deferred),
             access: None,
+            peers: Vec::new(),
         }
     }
 
@@ -129,6 +134,26 @@ impl Shared {
             c.observe_latency(self.turn_at.elapsed().as_micros() as u64, self.answered);
         }
         self.answered = 0;
+    }
+
+    /// Makes sure the access log's text of the client's address for the
+    /// connection (`socket`, `token`) is in `peers`, read once per
+    /// connection; returns its index there.
+    fn cache_peer(&mut self, socket: RawFd, token: u64) -> Option<usize> {
+        let i = usize::try_from(socket).ok()?;
+        if self.peers.get(i).is_some_and(|(t, _)| *t == token) {
+            return Some(i);
+        }
+        let text: Box<str> = match crate::sys::peer_name(socket) {
+            Some(crate::sys::SockName::Ip(a)) => a.ip().to_string().into(),
+            Some(crate::sys::SockName::Unix(_)) => "unix:".into(),
+            None => "-".into(),
+        };
+        if i >= self.peers.len() {
+            self.peers.resize(i + 1, (u64::MAX, Box::from("")));
+        }
+        self.peers[i] = (token, text);
+        Some(i)
     }
 
     /// Logs every answered request to `log` from now on.
@@ -524,14 +549,11 @@ impl Conn {
         }
         if let Some(l) = &a.logged {
             let bytes = (!a.head_only).then(|| res.body_len());
-            let peer = match crate::sys::peer_name(self.socket) {
-                Some(crate::sys::SockName::Ip(p)) => p.ip().to_string(),
-                Some(crate::sys::SockName::Unix(_)) => "unix:".to_owned(),
-                None => "-".to_owned(),
-            };
+            let at = sh.cache_peer(self.socket, self.token);
+            let peer = at.map_or("-", |i| &*sh.peers[i].1);
             if let Some(log) = &mut sh.access {
                 log.record(&Entry {
-                    peer: &peer,
+                    peer,
                     request: Some((&l.method, &l.target, l.version)),
                     status: res.status_code(),
                     bytes,
@@ -1314,15 +1336,12 @@ impl Conn {
         bytes: Option<usize>,
         since: Instant,
     ) {
-        let peer = match crate::sys::peer_name(self.socket) {
-            Some(crate::sys::SockName::Ip(a)) => a.ip().to_string(),
-            Some(crate::sys::SockName::Unix(_)) => "unix:".to_owned(),
-            None => "-".to_owned(),
-        };
         let micros = since.elapsed().as_micros() as u64;
+        let at = sh.cache_peer(self.socket, self.token);
+        let peer = at.map_or("-", |i| &*sh.peers[i].1);
         if let Some(log) = &mut sh.access {
             log.record(&Entry {
-                peer: &peer,
+                peer,
                 request: req.map(|r| (r.method, r.target, version_text(r.version))),
                 status,
                 bytes,
