@@ -1,0 +1,300 @@
+//! The scenarios: each runs under the load of `load.rs` against a fleet of
+//! three hosts behind HAProxy, and returns its figures and whether its bound
+//! held.
+
+use std::time::{Duration, Instant};
+
+use crate::haproxy::{Haproxy, CHECK_TIMEOUT_MS, FALL, INTER_MS, RISE};
+use crate::host::{self, Host, Kind, DRAIN_DELAY_MS};
+use crate::load::Load;
+
+/// The fleet of one run: the hosts (h1..h3 serving, h4 idle until scale
+/// out) and the balancer.
+pub struct Fleet {
+    pub kind: Kind,
+    pub hosts: Vec<Host>,
+    pub haproxy: Haproxy,
+    pub wrk: std::path::PathBuf,
+}
+
+/// What a scenario found.
+pub struct Outcome {
+    pub figures: String,
+    pub pass: bool,
+    /// Set when the scenario could not apply (the figures say why).
+    pub skipped: bool,
+}
+
+pub struct Scenario {
+    pub id: u8,
+    pub name: &'static str,
+    pub bound: &'static str,
+    pub run: fn(&mut Fleet) -> Result<Outcome, String>,
+}
+
+pub fn all() -> Vec<Scenario> {
+    vec![
+        Scenario { id: 1, name: "rolling restart", bound: "0 failed", run: rolling_restart },
+        Scenario {
+            id: 2,
+            name: "host dies",
+            bound: "failed <= connections it held; DOWN within (fall+1) x inter; UP again",
+            run: host_dies,
+        },
+        Scenario { id: 3, name: "scale out/in", bound: "0 failed; the new host serves", run: scale_out_in },
+        Scenario { id: 4, name: "rolling upgrade", bound: "0 failed", run: rolling_upgrade },
+    ]
+}
+
+/// How long a server may take to be marked DOWN once its checks fail:
+/// `fall` checks `inter` apart, one more interval for the phase of the
+/// first, and a check's own timeout.
+fn down_bound() -> Duration {
+    Duration::from_millis((FALL + 1) * INTER_MS + CHECK_TIMEOUT_MS)
+}
+
+/// How long a server may take to be marked UP once it answers.
+fn up_bound() -> Duration {
+    Duration::from_millis((RISE + 1) * INTER_MS + 300)
+}
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+/// Takes host `i` out gracefully and waits until its master exited: forkring
+/// by SIGTERM (`/ready` turns 503, the drain delay lets HAProxy see it),
+/// nginx by `-s quit` (SIGQUIT: its listener closes at once). Returns when
+/// HAProxy marked it DOWN, after the signal, if it did within 5 s.
+fn drain(f: &mut Fleet, i: usize) -> Result<Option<Duration>, String> {
+    let name = format!("h{}", f.hosts[i].n);
+    let t = Instant::now();
+    let sig = if f.kind == Kind::Forkring { libc::SIGTERM } else { libc::SIGQUIT };
+    if !f.hosts[i].signal(sig) {
+        return Err(format!("{name}: no master to signal"));
+    }
+    let down = f.haproxy.wait_status(&name, "DOWN", Duration::from_secs(5)).map(|_| t.elapsed());
+    if !f.hosts[i].wait_exit(Duration::from_secs(15)) {
+        return Err(format!("{name}: did not exit within 15 s: {}", f.hosts[i].log_tail(6)));
+    }
+    Ok(down)
+}
+
+/// Starts host `i` again and waits until HAProxy marks it UP; how long that
+/// took after the host answered.
+fn start(f: &mut Fleet, i: usize) -> Result<Duration, String> {
+    f.hosts[i].start()?;
+    let name = format!("h{}", f.hosts[i].n);
+    f.haproxy
+        .wait_status(&name, "UP", Duration::from_secs(5))
+        .ok_or_else(|| format!("{name}: not UP in HAProxy 5 s after it answered"))
+}
+
+fn rolling_restart(f: &mut Fleet) -> Result<Outcome, String> {
+    let load = Load::start(&f.wrk, f.haproxy.front)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (r0, d0) = f.haproxy.retries();
+    let mut downs = Vec::new();
+    let mut ups = Vec::new();
+    for i in 0..3 {
+        downs.push(drain(f, i)?);
+        ups.push(start(f, i)?);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (r1, d1) = f.haproxy.retries();
+    let load = load.finish()?;
+    let down_txt: Vec<String> =
+        downs.iter().map(|d| d.map_or("never".to_owned(), |d| format!("{}", ms(d)))).collect();
+    let delay = match f.kind {
+        Kind::Forkring => format!(" (drain delay {DRAIN_DELAY_MS} ms)"),
+        Kind::Nginx => String::new(),
+    };
+    Ok(Outcome {
+        figures: format!(
+            "{}; HAProxy retries {} redispatches {}; DOWN {} ms after the signal{delay}; UP {} ms after the restart",
+            load.summary(),
+            r1 - r0,
+            d1 - d0,
+            down_txt.join("/"),
+            ups.iter().map(|d| ms(*d).to_string()).collect::<Vec<_>>().join("/")
+        ),
+        pass: load.failed() == 0,
+        skipped: false,
+    })
+}
+
+fn host_dies(f: &mut Fleet) -> Result<Outcome, String> {
+    let load = Load::start(&f.wrk, f.haproxy.front)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (r0, d0) = f.haproxy.retries();
+    let held = f.hosts[1].kill_tree();
+    let down = f.haproxy.wait_status("h2", "DOWN", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(500));
+    let up = start(f, 1)?;
+    let before = f.haproxy.states()?.get("h2").map_or(0, |s| s.sessions);
+    std::thread::sleep(Duration::from_millis(700));
+    let after = f.haproxy.states()?.get("h2").map_or(0, |s| s.sessions);
+    let (r1, d1) = f.haproxy.retries();
+    let load = load.finish()?;
+    let down_ok = down.is_some_and(|d| d <= down_bound());
+    Ok(Outcome {
+        figures: format!(
+            "{}; it held {held} connection(s); HAProxy retries {} redispatches {}; DOWN {} after the kill \
+             (bound {} ms); UP {} ms after the restart, then served {} req",
+            load.summary(),
+            r1 - r0,
+            d1 - d0,
+            down.map_or("never".to_owned(), |d| format!("{} ms", ms(d))),
+            ms(down_bound()),
+            ms(up),
+            after - before
+        ),
+        pass: load.failed() <= held as u64 && down_ok && up <= up_bound() && after > before,
+        skipped: false,
+    })
+}
+
+fn scale_out_in(f: &mut Fleet) -> Result<Outcome, String> {
+    let load = Load::start(&f.wrk, f.haproxy.front)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (r0, d0) = f.haproxy.retries();
+    // Out: h4 starts, answers, and is enabled in the balancer.
+    f.hosts[3].start()?;
+    f.haproxy.cmd("enable server fleet/h4")?;
+    let up = f
+        .haproxy
+        .wait_status("h4", "UP", Duration::from_secs(5))
+        .ok_or("h4: not UP in HAProxy 5 s after it was enabled")?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let served = f.haproxy.states()?.get("h4").map_or(0, |s| s.sessions);
+    // In: h4 drains and leaves; then it is put in maintenance.
+    let down = drain(f, 3)?;
+    f.haproxy.cmd("disable server fleet/h4")?;
+    std::thread::sleep(Duration::from_millis(500));
+    let (r1, d1) = f.haproxy.retries();
+    let load = load.finish()?;
+    Ok(Outcome {
+        figures: format!(
+            "{}; HAProxy retries {} redispatches {}; h4 UP {} ms after it was enabled, served {served} req; \
+             DOWN {} after the signal",
+            load.summary(),
+            r1 - r0,
+            d1 - d0,
+            ms(up),
+            down.map_or("never".to_owned(), |d| format!("{} ms", ms(d))),
+        ),
+        pass: load.failed() == 0 && served > 0,
+        skipped: false,
+    })
+}
+
+/// Why this host's server has no binary upgrade, if it has none.
+fn upgrade_missing(f: &Fleet) -> Option<String> {
+    if f.kind == Kind::Nginx {
+        return None;
+    }
+    let bin = &f.hosts[0].bins().forkring;
+    let help = std::process::Command::new(bin).arg("--help").output().ok()?;
+    let text = String::from_utf8_lossy(&help.stdout).into_owned() + &String::from_utf8_lossy(&help.stderr);
+    (!text.contains("USR2")).then(|| format!("{} has no binary upgrade (its --help does not mention USR2)", bin.display()))
+}
+
+/// The pid of the newest master in host `i`'s namespace besides `old`: a
+/// process of the namespace whose parent is not another of its processes,
+/// or is `old` (the new master starts as a child of the old one).
+fn new_master(h: &Host, old: i32) -> Option<i32> {
+    let pids = crate::net::pids_in(&h.ns);
+    pids.iter()
+        .copied()
+        .filter(|&p| p != old)
+        .filter(|&p| {
+            let pp = forkring_testkit::proc::stat(p).map_or(0, |s| s.ppid);
+            pp == old || !pids.contains(&pp)
+        })
+        .max()
+}
+
+/// One host's binary upgrade: SIGUSR2 to the master; for nginx then WINCH
+/// and QUIT to the old master, for forkring the old master leaves by
+/// itself. Returns how long until the old master was gone.
+fn upgrade_host(f: &mut Fleet, i: usize) -> Result<Duration, String> {
+    let h = &mut f.hosts[i];
+    let old = h.master.ok_or("no master")?;
+    let t = Instant::now();
+    h.signal(libc::SIGUSR2);
+    let deadline = t + Duration::from_secs(20);
+    let mut new = None;
+    while Instant::now() < deadline {
+        if let Some(n) = new_master(h, old) {
+            if host::get(h.check_addr(), "/ready") == Ok(200) || f.kind == Kind::Nginx {
+                new = Some(n);
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let new = new.ok_or_else(|| format!("h{}: no new master 20 s after SIGUSR2: {}", h.n, h.log_tail(6)))?;
+    crate::procs::register(new);
+    if f.kind == Kind::Nginx {
+        // The new master's workers run beside the old ones; the old master
+        // stops its workers gracefully (WINCH), then leaves (QUIT).
+        let pidfile = h.nginx_pid_file();
+        let wait_new = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < wait_new && std::fs::read_to_string(&pidfile).map_or(true, |s| s.trim() != new.to_string()) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        h.signal(libc::SIGWINCH);
+        std::thread::sleep(Duration::from_millis(500));
+        h.signal(libc::SIGQUIT);
+    }
+    if !h.wait_exit(Duration::from_secs(20)) {
+        return Err(format!("h{}: the old master {old} did not exit within 20 s", h.n));
+    }
+    h.master = Some(new);
+    h.register_all();
+    Ok(t.elapsed())
+}
+
+fn rolling_upgrade(f: &mut Fleet) -> Result<Outcome, String> {
+    if let Some(why) = upgrade_missing(f) {
+        return Ok(Outcome { figures: why, pass: true, skipped: true });
+    }
+    let load = Load::start(&f.wrk, f.haproxy.front)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (r0, d0) = f.haproxy.retries();
+    let mut took = Vec::new();
+    let mut err = None;
+    for i in 0..3 {
+        match upgrade_host(f, i) {
+            Ok(d) => took.push(d),
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (r1, d1) = f.haproxy.retries();
+    let load = load.finish()?;
+    if let Some(e) = err {
+        // No upgrade within the timeout: this binary does not do it (yet).
+        if f.kind == Kind::Forkring && e.contains("no new master") {
+            return Ok(Outcome { figures: format!("no upgrade happened: {e}"), pass: true, skipped: true });
+        }
+        return Err(e);
+    }
+    Ok(Outcome {
+        figures: format!(
+            "{}; HAProxy retries {} redispatches {}; old master gone {} ms after SIGUSR2",
+            load.summary(),
+            r1 - r0,
+            d1 - d0,
+            took.iter().map(|d| ms(*d).to_string()).collect::<Vec<_>>().join("/")
+        ),
+        pass: load.failed() == 0,
+        skipped: false,
+    })
+}
