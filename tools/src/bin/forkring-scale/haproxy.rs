@@ -72,7 +72,7 @@ pub fn config(kind: Kind, sock: &Path) -> String {
     format!(
         "global
     stats socket {sock} mode 600 level admin
-    maxconn 20000
+    maxconn 4096
 
 defaults
     mode http

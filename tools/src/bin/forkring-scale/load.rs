@@ -1,12 +1,13 @@
 //! The load: two wrk processes at the balancer for the whole scenario, one
 //! with keep-alive connections and one sending `Connection: close` (a new
-//! connection per request). They run until stopped with SIGINT, on which
-//! wrk prints its report.
+//! connection per request). wrk reports only when its duration is over, so
+//! each scenario gives one longer than it needs, waits for the report, and
+//! fails if its own work outlasted the load.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use forkring_testkit::proc;
 
@@ -22,6 +23,8 @@ pub const CLOSE: usize = 4;
 pub struct Load {
     keepalive: Child,
     close: Child,
+    started: Instant,
+    duration: Duration,
 }
 
 /// What both measured.
@@ -54,9 +57,9 @@ impl Figures {
     }
 }
 
-fn spawn(bin: &Path, addr: SocketAddr, conns: usize, close: bool) -> Result<Child, String> {
+fn spawn(bin: &Path, addr: SocketAddr, conns: usize, close: bool, dur: Duration) -> Result<Child, String> {
     let mut cmd = Command::new(bin);
-    cmd.args(["-t1", &format!("-c{conns}"), "-d600s", "--timeout", "5s", "--latency"]);
+    cmd.args(["-t1", &format!("-c{conns}"), &format!("-d{}s", dur.as_secs()), "--timeout", "5s", "--latency"]);
     if close {
         cmd.args(["-H", "Connection: close"]);
     }
@@ -71,13 +74,12 @@ fn spawn(bin: &Path, addr: SocketAddr, conns: usize, close: bool) -> Result<Chil
     Ok(child)
 }
 
-fn report(child: Child) -> Result<WrkResult, String> {
+fn report(child: Child, dur: Duration) -> Result<WrkResult, String> {
     let pid = child.id() as i32;
-    let _ = proc::signal(pid, libc::SIGINT);
-    // wrk prints its report and exits at once on SIGINT; past this it is
-    // killed (the output is then lost, and the scenario says so).
+    // Past its duration and a margin wrk is killed (the report is then
+    // lost, and the scenario says so).
     let killer = std::thread::spawn(move || {
-        if !proc::wait_gone(pid, Duration::from_secs(10)) {
+        if !proc::wait_gone(pid, dur + Duration::from_secs(10)) {
             let _ = proc::signal(pid, libc::SIGKILL);
         }
     });
@@ -88,13 +90,25 @@ fn report(child: Child) -> Result<WrkResult, String> {
 }
 
 impl Load {
-    pub fn start(bin: &Path, addr: SocketAddr) -> Result<Load, String> {
-        let keepalive = spawn(bin, addr, KEEPALIVE, false)?;
-        let close = spawn(bin, addr, CLOSE, true)?;
-        Ok(Load { keepalive, close })
+    /// Starts both for `duration` (whole seconds).
+    pub fn start(bin: &Path, addr: SocketAddr, duration: Duration) -> Result<Load, String> {
+        let keepalive = spawn(bin, addr, KEEPALIVE, false, duration)?;
+        let close = spawn(bin, addr, CLOSE, true, duration)?;
+        Ok(Load { keepalive, close, started: Instant::now(), duration })
     }
 
+    /// Waits for both reports; an error if the scenario's work (everything
+    /// until this call) took longer than the load ran.
     pub fn finish(self) -> Result<Figures, String> {
-        Ok(Figures { keepalive: report(self.keepalive)?, close: report(self.close)? })
+        let busy = self.started.elapsed();
+        let figures = Figures { keepalive: report(self.keepalive, self.duration)?, close: report(self.close, self.duration)? };
+        if busy + Duration::from_millis(200) > self.duration {
+            return Err(format!(
+                "the scenario took {:.1} s, longer than its {} s of load: its end ran unloaded",
+                busy.as_secs_f64(),
+                self.duration.as_secs()
+            ));
+        }
+        Ok(figures)
     }
 }

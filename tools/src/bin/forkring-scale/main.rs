@@ -275,7 +275,7 @@ fn run_fleet(
             };
             let figures = match &result {
                 Ok(o) => o.figures.clone(),
-                Err(e) => e.clone(),
+                Err(e) => e.lines().collect::<Vec<_>>().join(" | "),
             };
             let bound = if forkring { format!(" [bound: {}]", sc.bound) } else { String::new() };
             println!("[{}] {:<16} {:<9} {figures}  {verdict}{bound} ({took:.0} s)", sc.id, sc.name, kind.name());

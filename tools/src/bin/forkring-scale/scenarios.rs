@@ -91,7 +91,7 @@ fn start(f: &mut Fleet, i: usize) -> Result<Duration, String> {
 }
 
 fn rolling_restart(f: &mut Fleet) -> Result<Outcome, String> {
-    let load = Load::start(&f.wrk, f.haproxy.front)?;
+    let load = Load::start(&f.wrk, f.haproxy.front, Duration::from_secs(12))?;
     std::thread::sleep(Duration::from_secs(1));
     let (r0, d0) = f.haproxy.retries();
     let mut downs = Vec::new();
@@ -125,7 +125,7 @@ fn rolling_restart(f: &mut Fleet) -> Result<Outcome, String> {
 }
 
 fn host_dies(f: &mut Fleet) -> Result<Outcome, String> {
-    let load = Load::start(&f.wrk, f.haproxy.front)?;
+    let load = Load::start(&f.wrk, f.haproxy.front, Duration::from_secs(6))?;
     std::thread::sleep(Duration::from_secs(1));
     let (r0, d0) = f.haproxy.retries();
     let held = f.hosts[1].kill_tree();
@@ -156,7 +156,7 @@ fn host_dies(f: &mut Fleet) -> Result<Outcome, String> {
 }
 
 fn scale_out_in(f: &mut Fleet) -> Result<Outcome, String> {
-    let load = Load::start(&f.wrk, f.haproxy.front)?;
+    let load = Load::start(&f.wrk, f.haproxy.front, Duration::from_secs(8))?;
     std::thread::sleep(Duration::from_secs(1));
     let (r0, d0) = f.haproxy.retries();
     // Out: h4 starts, answers, and is enabled in the balancer.
@@ -261,7 +261,7 @@ fn rolling_upgrade(f: &mut Fleet) -> Result<Outcome, String> {
     if let Some(why) = upgrade_missing(f) {
         return Ok(Outcome { figures: why, pass: true, skipped: true });
     }
-    let load = Load::start(&f.wrk, f.haproxy.front)?;
+    let load = Load::start(&f.wrk, f.haproxy.front, Duration::from_secs(16))?;
     std::thread::sleep(Duration::from_secs(1));
     let (r0, d0) = f.haproxy.retries();
     let mut took = Vec::new();
