@@ -112,7 +112,14 @@ impl Host {
                 let bin = self.bins.nginx.clone().ok_or("no nginx")?;
                 let conf = self.dir.join("nginx.conf");
                 std::fs::write(&conf, nginx_conf(&bin, &self.dir, &ip)).map_err(|e| e.to_string())?;
-                cmd.arg(bin).arg("-p").arg(format!("{}/", self.dir.display())).arg("-c").arg(&conf);
+                // nginx takes SIGUSR2 (binary upgrade) only in a master
+                // whose parent is no longer the one it started with: it
+                // runs as a daemon, started by a shell that then leaves, and
+                // the master (orphaned to this harness, the subreaper) is
+                // read from its pid file.
+                let _ = std::fs::remove_file(self.nginx_pid_file());
+                cmd.args(["sh", "-c", "\"$0\" \"$@\"; true"]).arg(bin);
+                cmd.arg("-p").arg(format!("{}/", self.dir.display())).arg("-c").arg(&conf);
                 cmd.arg("-e").arg(self.dir.join("error.log"));
             }
         }
@@ -124,8 +131,24 @@ impl Host {
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::from(log));
         // `ip netns exec` enters the namespace and execs the server: the
         // child's pid is the master's.
-        let child = cmd.spawn().map_err(|e| format!("start h{}: {e}", self.n))?;
-        let pid = child.id() as i32;
+        let mut child = cmd.spawn().map_err(|e| format!("start h{}: {e}", self.n))?;
+        let pid = match self.kind {
+            Kind::Forkring => child.id() as i32,
+            Kind::Nginx => {
+                let _ = child.wait();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    let read = std::fs::read_to_string(self.nginx_pid_file()).ok();
+                    if let Some(p) = read.and_then(|t| t.trim().parse::<i32>().ok()) {
+                        break p;
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(format!("h{}: nginx wrote no pid file: {}", self.n, self.log_tail(8)));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        };
         procs::register(pid);
         self.master = Some(pid);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -245,7 +268,7 @@ fn nginx_conf(bin: &Path, dir: &Path, ip: &str) -> String {
     format!(
         "user root;
 worker_processes 2;
-daemon off;
+daemon on;
 master_process on;
 pid {d}/nginx.pid;
 error_log {d}/error.log notice;

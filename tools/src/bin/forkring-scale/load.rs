@@ -76,15 +76,21 @@ fn spawn(bin: &Path, addr: SocketAddr, conns: usize, close: bool, dur: Duration)
 
 fn report(child: Child, dur: Duration) -> Result<WrkResult, String> {
     let pid = child.id() as i32;
-    // Past its duration and a margin wrk is killed (the report is then
-    // lost, and the scenario says so).
-    let killer = std::thread::spawn(move || {
-        if !proc::wait_gone(pid, dur + Duration::from_secs(10)) {
-            let _ = proc::signal(pid, libc::SIGKILL);
-        }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
     });
-    let out = child.wait_with_output().map_err(|e| format!("wait for wrk: {e}"))?;
-    let _ = killer.join();
+    // Past its duration and a margin wrk is killed (the report is then
+    // lost, and the scenario says so). The waiting thread has not reaped
+    // it before it exits, so the pid is still wrk's.
+    let out = match rx.recv_timeout(dur + Duration::from_secs(10)) {
+        Ok(out) => out,
+        Err(_) => {
+            let _ = proc::signal(pid, libc::SIGKILL);
+            rx.recv().map_err(|e| e.to_string())?
+        }
+    };
+    let out = out.map_err(|e| format!("wait for wrk: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     wrk::parse(&text).ok_or_else(|| format!("could not read wrk's report: {text}{}", String::from_utf8_lossy(&out.stderr)))
 }

@@ -200,53 +200,47 @@ fn upgrade_missing(f: &Fleet) -> Option<String> {
     (!text.contains("USR2")).then(|| format!("{} has no binary upgrade (its --help does not mention USR2)", bin.display()))
 }
 
-/// The pid of the newest master in host `i`'s namespace besides `old`: a
-/// process of the namespace whose parent is not another of its processes,
-/// or is `old` (the new master starts as a child of the old one).
-fn new_master(h: &Host, old: i32) -> Option<i32> {
+/// The new master in host `i`'s namespace after SIGUSR2 to `old`. nginx
+/// writes it to its pid file (the old one is renamed `.oldbin`); for
+/// forkring it is a process of the namespace besides `old`, started by
+/// `old` or by none of the namespace's processes, that has workers of its
+/// own (the old master's workers have none).
+fn new_master(h: &Host, kind: Kind, old: i32) -> Option<i32> {
+    if kind == Kind::Nginx {
+        let oldbin = h.nginx_pid_file().with_extension("pid.oldbin");
+        let new: i32 = std::fs::read_to_string(h.nginx_pid_file()).ok()?.trim().parse().ok()?;
+        return (oldbin.exists() && new != old && forkring_testkit::proc::alive(new)).then_some(new);
+    }
     let pids = crate::net::pids_in(&h.ns);
-    pids.iter()
-        .copied()
-        .filter(|&p| p != old)
-        .filter(|&p| {
-            let pp = forkring_testkit::proc::stat(p).map_or(0, |s| s.ppid);
-            pp == old || !pids.contains(&pp)
-        })
-        .max()
+    let ppid = |p: i32| forkring_testkit::proc::stat(p).map_or(0, |s| s.ppid);
+    pids.iter().copied().filter(|&p| p != old).find(|&p| {
+        let pp = ppid(p);
+        (pp == old || !pids.contains(&pp)) && pids.iter().any(|&c| ppid(c) == p)
+    })
 }
 
 /// One host's binary upgrade: SIGUSR2 to the master; for nginx then WINCH
-/// and QUIT to the old master, for forkring the old master leaves by
-/// itself. Returns how long until the old master was gone.
+/// (its workers stop gracefully) and QUIT to the old master, for forkring
+/// the old master leaves by itself once the new one's workers serve.
+/// Returns how long until the old master was gone and the new one ready.
 fn upgrade_host(f: &mut Fleet, i: usize) -> Result<Duration, String> {
+    let kind = f.kind;
     let h = &mut f.hosts[i];
     let old = h.master.ok_or("no master")?;
     let t = Instant::now();
     h.signal(libc::SIGUSR2);
     let deadline = t + Duration::from_secs(20);
     let mut new = None;
-    while Instant::now() < deadline {
-        if let Some(n) = new_master(h, old) {
-            if host::get(h.check_addr(), "/ready") == Ok(200) || f.kind == Kind::Nginx {
-                new = Some(n);
-                break;
-            }
-        }
+    while new.is_none() && Instant::now() < deadline {
+        new = new_master(h, kind, old);
         std::thread::sleep(Duration::from_millis(10));
     }
     let new = new.ok_or_else(|| format!("h{}: no new master 20 s after SIGUSR2: {}", h.n, h.log_tail(6)))?;
     crate::procs::register(new);
-    if f.kind == Kind::Nginx {
-        // The new master's workers run beside the old ones; the old master
-        // stops its workers gracefully (WINCH), then leaves (QUIT).
-        let pidfile = h.nginx_pid_file();
-        let wait_new = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < wait_new && std::fs::read_to_string(&pidfile).map_or(true, |s| s.trim() != new.to_string()) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+    if kind == Kind::Nginx {
         std::thread::sleep(Duration::from_millis(200));
         h.signal(libc::SIGWINCH);
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(300));
         h.signal(libc::SIGQUIT);
     }
     if !h.wait_exit(Duration::from_secs(20)) {
@@ -254,6 +248,12 @@ fn upgrade_host(f: &mut Fleet, i: usize) -> Result<Duration, String> {
     }
     h.master = Some(new);
     h.register_all();
+    while host::get(h.check_addr(), "/ready") != Ok(200) {
+        if Instant::now() >= deadline {
+            return Err(format!("h{}: the new master {new} is not ready: {}", h.n, h.log_tail(6)));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     Ok(t.elapsed())
 }
 
@@ -278,7 +278,7 @@ fn rolling_upgrade(f: &mut Fleet) -> Result<Outcome, String> {
     }
     std::thread::sleep(Duration::from_millis(500));
     let (r1, d1) = f.haproxy.retries();
-    let load = load.finish()?;
+    let load = load.finish();
     if let Some(e) = err {
         // No upgrade within the timeout: this binary does not do it (yet).
         if f.kind == Kind::Forkring && e.contains("no new master") {
@@ -286,6 +286,7 @@ fn rolling_upgrade(f: &mut Fleet) -> Result<Outcome, String> {
         }
         return Err(e);
     }
+    let load = load?;
     Ok(Outcome {
         figures: format!(
             "{}; HAProxy retries {} redispatches {}; old master gone {} ms after SIGUSR2",
