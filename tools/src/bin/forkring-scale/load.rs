@@ -92,7 +92,8 @@ fn report(child: Child, dur: Duration) -> Result<WrkResult, String> {
     };
     let out = out.map_err(|e| format!("wait for wrk: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    wrk::parse(&text).ok_or_else(|| format!("could not read wrk's report: {text}{}", String::from_utf8_lossy(&out.stderr)))
+    wrk::parse(&text)
+        .ok_or_else(|| format!("could not read wrk's report: {text}{}", String::from_utf8_lossy(&out.stderr)))
 }
 
 impl Load {
@@ -107,7 +108,8 @@ impl Load {
     /// until this call) took longer than the load ran.
     pub fn finish(self) -> Result<Figures, String> {
         let busy = self.started.elapsed();
-        let figures = Figures { keepalive: report(self.keepalive, self.duration)?, close: report(self.close, self.duration)? };
+        let figures =
+            Figures { keepalive: report(self.keepalive, self.duration)?, close: report(self.close, self.duration)? };
         if busy + Duration::from_millis(200) > self.duration {
             return Err(format!(
                 "the scenario took {:.1} s, longer than its {} s of load: its end ran unloaded",

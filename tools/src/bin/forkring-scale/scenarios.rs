@@ -104,8 +104,7 @@ fn rolling_restart(f: &mut Fleet) -> Result<Outcome, String> {
     std::thread::sleep(Duration::from_millis(500));
     let (r1, d1) = f.haproxy.retries();
     let load = load.finish()?;
-    let down_txt: Vec<String> =
-        downs.iter().map(|d| d.map_or("never".to_owned(), |d| format!("{}", ms(d)))).collect();
+    let down_txt: Vec<String> = downs.iter().map(|d| d.map_or("never".to_owned(), |d| format!("{}", ms(d)))).collect();
     let delay = match f.kind {
         Kind::Forkring => format!(" (drain delay {DRAIN_DELAY_MS} ms)"),
         Kind::Nginx => String::new(),
@@ -197,7 +196,8 @@ fn upgrade_missing(f: &Fleet) -> Option<String> {
     let bin = &f.hosts[0].bins().forkring;
     let help = std::process::Command::new(bin).arg("--help").output().ok()?;
     let text = String::from_utf8_lossy(&help.stdout).into_owned() + &String::from_utf8_lossy(&help.stderr);
-    (!text.contains("USR2")).then(|| format!("{} has no binary upgrade (its --help does not mention USR2)", bin.display()))
+    (!text.contains("USR2"))
+        .then(|| format!("{} has no binary upgrade (its --help does not mention USR2)", bin.display()))
 }
 
 /// The new master in host `i`'s namespace after SIGUSR2 to `old`. nginx
