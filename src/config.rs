@@ -186,6 +186,11 @@ pub struct Config {
     /// Address of the master's metrics listener (`GET /metrics`, `/ready`,
     /// `/live`), e.g. `127.0.0.1:9100`; `None`: no listener.
     pub metrics: Option<String>,
+    /// On graceful shutdown, how long the cluster keeps serving after
+    /// `/ready` turned 503 and before its workers close their listeners and
+    /// drain, so that a load balancer's health check sees the 503 and stops
+    /// picking this host first; zero: drain at once.
+    pub drain_delay: Duration,
     /// A worker whose event loop has not turned for this long is killed
     /// (SIGKILL) and replaced; `None`: no watchdog.
     pub worker_timeout: Option<Duration>,
@@ -254,6 +259,7 @@ impl Default for Config {
             pool: 64,
             unix_mode: None,
             metrics: None,
+            drain_delay: Duration::ZERO,
             worker_timeout: None,
             access_log: None,
             recycle: Recycle::default(),

@@ -135,6 +135,18 @@ impl Server {
         self
     }
 
+    /// On graceful shutdown (SIGTERM, [`Command::Shutdown`]), keeps serving
+    /// for `delay` after `/ready` turned 503, then drains: a load balancer
+    /// that checks `/ready` every *i* and marks a host down after *f*
+    /// failures stops picking it within about *i* x *f*, so a delay a little
+    /// longer than that means no new connection arrives at a closing
+    /// listener. The drain timeout counts from the end of the delay.
+    /// Default: zero (drain at once).
+    pub fn drain_delay(mut self, delay: std::time::Duration) -> Self {
+        self.config.drain_delay = delay;
+        self
+    }
+
     /// Kills (SIGKILL) and replaces a worker whose event loop has not
     /// turned for `timeout` (a handler stuck in a loop, a stopped process).
     /// An idle loop wakes at least every quarter of it to say it lives.

@@ -5,7 +5,13 @@
 # Without apt-get (or root/sudo) it says what is missing and carries on: the
 # harness then measures scenario 5 with its own client and prints no nginx
 # lines.
+#
+# `install-deps.sh --scale` (make scale) wants HAProxy too (Debian's
+# `haproxy`), the balancer in front of the fleet; without it `make scale`
+# refuses to run and says why.
 set -euo pipefail
+scale=""
+[[ ${1:-} == --scale ]] && scale=1
 
 have_nginx() {
 	[[ -n ${NGINX:-} ]] || command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]]
@@ -14,6 +20,7 @@ have_nginx() {
 want=()
 command -v wrk >/dev/null || want+=(wrk)
 have_nginx || want+=(nginx)
+[[ -n $scale ]] && ! command -v haproxy >/dev/null && ! [[ -x /usr/sbin/haproxy ]] && want+=(haproxy)
 ((${#want[@]})) || exit 0
 
 if ! command -v apt-get >/dev/null; then
@@ -37,8 +44,8 @@ cleanup() {
 trap cleanup EXIT
 
 echo "stress: ${want[*]} missing; installing the Debian packages with apt-get"
-# The nginx package starts a system-wide nginx on port 80 where it can; the
-# harness starts its own, so keep the package from doing so.
+# The nginx and haproxy packages start a system-wide server where they
+# can; the harnesses start their own, so keep the packages from doing so.
 if ((EUID == 0)) && [[ ! -e /usr/sbin/policy-rc.d ]]; then
 	printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
 	chmod +x /usr/sbin/policy-rc.d
@@ -49,6 +56,7 @@ export DEBIAN_FRONTEND=noninteractive
 for pkg in "${want[@]}"; do
 	case $pkg in
 	wrk) "${sudo[@]}" apt-get install -y -q wrk ;;
+	haproxy) "${sudo[@]}" apt-get install -y -q --no-install-recommends haproxy ;;
 	nginx)
 		"${sudo[@]}" apt-get install -y -q nginx-light ||
 			{ echo "stress: no nginx-light; apt-get install nginx"; "${sudo[@]}" apt-get install -y -q nginx; }
@@ -57,3 +65,6 @@ for pkg in "${want[@]}"; do
 done
 command -v wrk >/dev/null || echo "stress: wrk is still missing after installing it" >&2
 have_nginx || echo "stress: nginx is still missing after installing it" >&2
+if [[ -n $scale ]] && ! command -v haproxy >/dev/null && ! [[ -x /usr/sbin/haproxy ]]; then
+	echo "scale: haproxy is still missing after installing it" >&2
+fi

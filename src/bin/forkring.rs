@@ -53,6 +53,9 @@ Options:
                           [default: 65536]
   --drain-timeout MS      time workers get to finish on shutdown or reload
                           before they are killed [default: 30000]
+  --drain-delay MS        on SIGTERM, keep serving this long after /ready
+                          turned 503, then drain (a load balancer's health
+                          check notices first) [default: 0]
   --user NAME             drop to this user in the workers (bind as root)
   --pin                   pin worker i to CPU i
   --reexec                start workers by re-executing this binary instead
@@ -116,6 +119,8 @@ struct Options {
     access_log: Option<String>,
     /// The hung-worker watchdog's timeout.
     worker_timeout: Option<Duration>,
+    /// Time between `/ready` turning 503 and the drain, on SIGTERM.
+    drain_delay: Duration,
     /// Request quota and memory ceiling per worker.
     recycle: Recycle,
 }
@@ -208,6 +213,7 @@ fn main() -> ExitCode {
     if let Some(t) = opts.worker_timeout {
         server = server.worker_timeout(t);
     }
+    server = server.drain_delay(opts.drain_delay);
     let max_upload = opts.max_upload;
     match server.serve(move || Demo { max_upload, ..Demo::default() }) {
         Ok(()) => ExitCode::SUCCESS,
@@ -511,6 +517,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Action, String> 
         metrics: None,
         access_log: None,
         worker_timeout: None,
+        drain_delay: Duration::ZERO,
         recycle: Recycle::default(),
     };
     let mut args = args.into_iter();
@@ -570,6 +577,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Action, String> 
             }
             "--balance" => opts.balance = value()?.parse().map_err(|e| format!("--balance: {e}"))?,
             "--drain-timeout" => opts.timeouts.drain = millis(&flag, &value()?)?,
+            "--drain-delay" => opts.drain_delay = millis(&flag, &value()?)?,
             "--user" => opts.user = Some(value()?),
             "--header-timeout" => opts.timeouts.header = millis(&flag, &value()?)?,
             "--idle-timeout" => opts.timeouts.idle = millis(&flag, &value()?)?,

@@ -102,6 +102,10 @@ struct Master<'a> {
     wake: OwnedFd,
     /// Running, stopping or quitting.
     phase: Phase,
+    /// While a graceful shutdown waits out `config.drain_delay`: when the
+    /// workers are told to drain. `/ready` already says 503 (the phase is
+    /// `Stopping`), the workers still accept.
+    drain_at: Option<Instant>,
     /// Slots still to be replaced by the rolling reload under way.
     reload_queue: VecDeque<usize>,
     /// The slot whose replacement worker is starting during a reload.
@@ -240,6 +244,7 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
         sigfd,
         wake: crate::sys::eventfd()?,
         phase: Phase::Running,
+        drain_at: None,
         reload_queue: VecDeque::new(),
         reloading: None,
         crashes: VecDeque::new(),
@@ -408,6 +413,10 @@ impl Master<'_> {
             match self.phase {
                 Phase::Running => {}
                 Phase::Stopping(deadline) => {
+                    if self.drain_at.is_some_and(|t| Instant::now() >= t) {
+                        self.drain_at = None;
+                        self.drain_everything();
+                    }
                     if self.live_procs() == 0 {
                         notify("STATUS=stopped");
                         return Ok(Outcome::Clean);
@@ -447,6 +456,9 @@ impl Master<'_> {
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
         if let Phase::Stopping(d) = self.phase {
             consider(d);
+        }
+        if let Some(t) = self.drain_at {
+            consider(t);
         }
         for &t in &self.user_timer_due {
             consider(t);

@@ -23,14 +23,23 @@ impl Master<'_> {
                 if self.phase == Phase::Running {
                     log::info!("graceful shutdown");
                     notify("STOPPING=1");
-                    // Workers give up on their connections at the drain
-                    // timeout themselves; the master kills only what is
-                    // stuck past that.
-                    self.phase = Phase::Stopping(Instant::now() + self.config.timeouts.drain + KILL_GRACE);
+                    // `/ready` turns 503 now (the phase); the workers keep
+                    // serving for the drain delay, so that a load balancer
+                    // polling `/ready` stops sending new connections before
+                    // the listeners close. Workers give up on their
+                    // connections at the drain timeout themselves; the
+                    // master kills only what is stuck past that.
+                    let delay = self.config.drain_delay;
+                    self.phase = Phase::Stopping(Instant::now() + delay + self.config.timeouts.drain + KILL_GRACE);
                     self.reload_queue.clear();
-                    for i in 0..self.slots.len() {
-                        self.slots[i].respawn_at = None;
-                        self.drain_all_of(i);
+                    for slot in &mut self.slots {
+                        slot.respawn_at = None;
+                    }
+                    if delay.is_zero() {
+                        self.drain_everything();
+                    } else {
+                        log::info!("draining in {} ms (drain delay)", delay.as_millis());
+                        self.drain_at = Some(Instant::now() + delay);
                     }
                 }
             }
@@ -102,6 +111,14 @@ impl Master<'_> {
     }
 
     /// Asks every worker of `slot` to drain.
+    /// Tells every worker of every slot to drain (the graceful shutdown,
+    /// once its delay is over).
+    pub(super) fn drain_everything(&mut self) {
+        for i in 0..self.slots.len() {
+            self.drain_all_of(i);
+        }
+    }
+
     fn drain_all_of(&mut self, slot: usize) {
         let mut disconnected = Vec::new();
         let s = &mut self.slots[slot];
