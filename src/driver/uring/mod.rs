@@ -165,8 +165,7 @@ struct Connection {
 enum FdClose {
     /// The loop, when the slot is freed.
     Loop,
-    /// A shutdown and a close were submitted; the close's completion has
-    /// not arrived.
+    /// A close was submitted; its completion has not arrived.
     Ring,
     /// The ring closed it: freeing the slot must not close it again.
     Closed,
@@ -421,7 +420,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
 
     fn complete(&mut self, cqe: cqueue::Entry) {
         let (res, flags, token) = (cqe.result(), cqe.flags(), Token(cqe.user_data()));
-        if !cqueue::more(flags) && !matches!(token.op(), Some(Op::Cancel | Op::Shutdown)) {
+        if !cqueue::more(flags) && token.op() != Some(Op::Cancel) {
             self.io.inflight = self.io.inflight.saturating_sub(1);
         }
         match token.op() {
@@ -439,29 +438,22 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                 self.core.link.ack_inbox();
             }
             Some(Op::Close) => self.on_close(token.key(), res),
-            // A failed shutdown: its close reports the outcome.
-            Some(Op::Cancel | Op::Probe | Op::Shutdown) | None => {}
+            Some(Op::Cancel | Op::Probe) | None => {}
         }
     }
 
-    /// The ring's close of a connection's socket completed: done, or
-    /// cancelled because the shutdown before it failed, in which case the
-    /// loop closes the socket itself once the recv is cancelled.
+    /// The ring's close of a connection's socket completed.
     fn on_close(&mut self, key: Key, res: i32) {
         let Some(c) = self.slab.get_mut(key) else {
             debug_assert!(false, "close completion for a freed slot");
             return;
         };
-        if res == -libc::ECANCELED {
-            c.fd_close = FdClose::Loop;
-            if c.recv == Recv::Armed {
-                c.recv = Recv::Cancelling;
-                let r = self.io.cancel(Token::new(Op::Recv, key));
-                self.check(r);
-            }
-        } else {
-            // close(2) releases the descriptor even when it reports an error.
-            c.fd_close = FdClose::Closed;
+        // A close that was never carried out leaves the descriptor to the
+        // loop; otherwise it is released, as close(2) releases it even when
+        // it reports an error.
+        c.fd_close = if res == -libc::ECANCELED || res == -libc::EBADF { FdClose::Loop } else { FdClose::Closed };
+        if res < 0 && c.fd_close == FdClose::Closed {
+            log::debug!("close: {}", errno(-res));
         }
         self.mark(key);
     }
@@ -853,9 +845,11 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
     }
 
     /// Closes connection `key`, whose output is all sent, at once: while its
-    /// recv is in the kernel, a shutdown linked to a close in one
-    /// submission ends the recv (it completes with end of stream) and
-    /// releases the socket, with no cancel and no system call of its own.
+    /// recv is in the kernel, a cancel of the recv and a close of the socket
+    /// go in one submission (the socket is released when the recv lets go
+    /// of it), with no system call of their own. Both run inline; a
+    /// shutdown through the ring would not (the kernel always hands it to
+    /// an io-wq worker thread, a thread switch per connection).
     fn close_now(&mut self, key: Key) {
         let Some(c) = self.slab.get_mut(key) else {
             return;
@@ -864,24 +858,15 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             self.begin_close(key);
             return;
         }
-        let fd = types::Fd(c.fd.as_raw_fd());
-        let shutdown = opcode::Shutdown::new(fd, libc::SHUT_RDWR)
-            .build()
-            .flags(squeue::Flags::IO_LINK | squeue::Flags::SKIP_SUCCESS)
-            .user_data(Token::new(Op::Shutdown, key).0);
-        let close = opcode::Close::new(fd).build().user_data(Token::new(Op::Close, key).0);
-        // The two must reach the kernel in one submission for the link to
-        // hold: make room first, so that queueing them flushes nothing.
-        let mut r = Ok(());
-        if self.io.sq.capacity() - self.io.sq.len() < 2 {
-            r = self.io.flush();
-        }
-        // SAFETY: neither operation refers to memory.
-        let r = r.and_then(|()| unsafe { self.io.queue(&shutdown) }).and_then(|()| unsafe { self.io.push(close) });
+        let close = opcode::Close::new(types::Fd(c.fd.as_raw_fd())).build().user_data(Token::new(Op::Close, key).0);
+        let r = self.io.cancel(Token::new(Op::Recv, key));
+        // SAFETY: a close refers to no memory.
+        let r = r.and_then(|()| unsafe { self.io.push(close) });
         if let Err(e) = r {
             self.fatal.get_or_insert(e);
             return;
         }
+        c.recv = Recv::Cancelling;
         c.phase = Phase::Closing;
         c.fd_close = FdClose::Ring;
         self.mark(key);
@@ -963,7 +948,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                 cq.sync();
                 for cqe in cq.by_ref() {
                     let token = Token(cqe.user_data());
-                    if !cqueue::more(cqe.flags()) && !matches!(token.op(), Some(Op::Cancel | Op::Shutdown)) {
+                    if !cqueue::more(cqe.flags()) && token.op() != Some(Op::Cancel) {
                         self.io.inflight = self.io.inflight.saturating_sub(1);
                     }
                     if let Some(bid) = cqueue::buffer_select(cqe.flags()) {

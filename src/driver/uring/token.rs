@@ -23,9 +23,6 @@ pub(super) enum Op {
     Probe,
     /// The multishot poll on the eventfd of the ring from the master.
     Inbox,
-    /// A connection's shutdown, linked to its close; posts a completion
-    /// only when it fails (and the close is then cancelled).
-    Shutdown,
     /// A connection's close through the ring.
     Close,
 }
@@ -41,8 +38,7 @@ impl Op {
             6 => Op::Timer,
             7 => Op::Probe,
             8 => Op::Inbox,
-            9 => Op::Shutdown,
-            10 => Op::Close,
+            9 => Op::Close,
             _ => return None,
         })
     }
