@@ -44,7 +44,7 @@ const PAYLOAD: usize = 64;
 /// Keep-alive clients of the HTTP load.
 const CLIENTS: usize = 4;
 /// Rounds of a quiet and a flood phase.
-const ROUNDS: usize = 12;
+const ROUNDS: usize = 20;
 /// Length of each phase.
 const PHASE: Duration = Duration::from_secs(1);
 /// Bound: flood p99 over quiet p99 (medians of the rounds).
