@@ -17,9 +17,11 @@ mod conn;
 mod date;
 mod defer;
 mod fields;
+mod file;
 mod request;
 mod response;
 mod scan;
+mod stream;
 
 pub use conn::{Conn, Shared, DRAIN_IDLE_GRACE_MS, OUTPUT_HIGH_WATER};
 
@@ -43,6 +45,7 @@ pub(crate) use defer::Completions;
 pub use defer::{Completion, Responder};
 pub use request::{Headers, Request, Version};
 pub use response::{InvalidHeader, Response};
+pub use stream::{Stream, StreamError, STREAM_QUEUE};
 
 /// The user's request handler. One instance per worker, made in the worker
 /// by the factory given to [`crate::Server::serve`], so its state needs no
