@@ -25,8 +25,11 @@
 //! [`super::core`]; this module moves bytes and learns readiness.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
+
+use nix::errno::Errno;
+use nix::sys::sendfile::sendfile64;
 
 use super::core::{self, AcceptError, After, Core};
 use super::slab::{Key, Slab};
@@ -37,6 +40,9 @@ use crate::sys::context;
 
 /// The worker-wide receive buffer.
 const READ_BUF: usize = 64 * 1024;
+/// Most bytes of a file body one `sendfile` call is asked to move; the
+/// socket's send buffer bounds what is actually in flight.
+const FILE_CHUNK: usize = 1 << 20;
 /// Events taken from the kernel per wait.
 const EVENTS: usize = 1024;
 /// Most connections accepted per loop turn, so that a connection storm does
@@ -395,6 +401,32 @@ impl Connection {
                     },
                 }
             }
+            if self.writable && !self.conn.has_output() {
+                if let Some((file, offset, remaining)) = self.conn.file_chunk() {
+                    // The file part, once every byte before it is out:
+                    // straight from the page cache to the socket.
+                    let want = remaining.min(FILE_CHUNK as u64) as usize;
+                    let mut off = offset as libc::off64_t;
+                    match sendfile64(self.fd.as_fd(), file, Some(&mut off), want) {
+                        Ok(0) => {
+                            log::warn!("a file body ended early (the file shrank); closing the connection");
+                            self.conn.file_failed(sh);
+                        }
+                        Ok(n) => {
+                            sh.count_bytes(0, n);
+                            self.conn.file_sent(n as u64, sh);
+                            if n < want {
+                                self.writable = false;
+                            }
+                            self.conn.resume(sh, handler);
+                        }
+                        Err(Errno::EAGAIN) => self.writable = false,
+                        Err(Errno::EINTR) => {}
+                        Err(e) => return quiet_close("sendfile", &io::Error::from(e)),
+                    }
+                    continue;
+                }
+            }
             if !self.conn.has_output() || !self.writable {
                 break;
             }
@@ -424,12 +456,12 @@ impl Connection {
                 && !self.conn.is_closing()
                 && self.conn.output_len() < OUTPUT_HIGH_WATER
                 && self.conn.wants_input(sh);
-            let more_output = self.writable && self.conn.has_output();
+            let more_output = self.writable && (self.conn.has_output() || self.conn.has_file());
             if !more_input && !more_output {
                 break;
             }
         }
-        match core::after_output(&self.conn, self.conn.has_output(), self.eof) {
+        match core::after_output(&self.conn, self.conn.has_output() || self.conn.has_file(), self.eof) {
             After::Keep => Step::Keep,
             After::Close => Step::Close,
             After::Linger => self.linger(sh, buf),

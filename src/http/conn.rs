@@ -2,7 +2,7 @@
 //! shares with every connection.
 
 use std::mem::{self, MaybeUninit};
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -615,11 +615,11 @@ impl Conn {
 
     /// The file part of the output, once every byte before it is sent:
     /// its descriptor, the offset of its next byte and the bytes left.
-    pub fn file_chunk(&self) -> Option<(RawFd, u64, u64)> {
+    pub fn file_chunk(&self) -> Option<(BorrowedFd<'_>, u64, u64)> {
         if self.has_output() {
             return None;
         }
-        self.file.as_ref().map(|f| (f.fd(), f.offset, f.remaining))
+        self.file.as_ref().map(|f| (f.file.as_fd(), f.offset, f.remaining))
     }
 
     /// Whether a file body waits to be sent (after [`Conn::output`]).

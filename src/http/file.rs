@@ -5,7 +5,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
 use std::time::UNIX_EPOCH;
 
 /// A file to send as a response body.
@@ -132,12 +131,6 @@ pub(crate) struct FileOut {
     pub(crate) remaining: u64,
     /// The connection closes after it.
     pub(crate) close: bool,
-}
-
-impl FileOut {
-    pub(crate) fn fd(&self) -> RawFd {
-        self.file.as_raw_fd()
-    }
 }
 
 #[cfg(test)]

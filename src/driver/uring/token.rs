@@ -23,6 +23,12 @@ pub(super) enum Op {
     Probe,
     /// The multishot poll on the eventfd of the ring from the master.
     Inbox,
+    /// A splice of a file body into the connection's pipe.
+    SpliceIn,
+    /// The poll for room in the socket linked before a `SpliceOut`.
+    PollOut,
+    /// A splice from the connection's pipe into its socket.
+    SpliceOut,
 }
 
 impl Op {
@@ -36,6 +42,9 @@ impl Op {
             6 => Op::Timer,
             7 => Op::Probe,
             8 => Op::Inbox,
+            9 => Op::SpliceIn,
+            10 => Op::PollOut,
+            11 => Op::SpliceOut,
             _ => return None,
         })
     }
@@ -82,7 +91,19 @@ mod tests {
     #[test]
     fn tokens_round_trip() {
         let key = Key { idx: 123_456, gen: (1 << 24) - 1 };
-        for op in [Op::Accept, Op::Recv, Op::Send, Op::Cancel, Op::Wake, Op::Timer, Op::Probe, Op::Inbox] {
+        for op in [
+            Op::Accept,
+            Op::Recv,
+            Op::Send,
+            Op::Cancel,
+            Op::Wake,
+            Op::Timer,
+            Op::Probe,
+            Op::Inbox,
+            Op::SpliceIn,
+            Op::PollOut,
+            Op::SpliceOut,
+        ] {
             let t = Token::new(op, key);
             assert_eq!(t.op(), Some(op));
             assert_eq!(t.key(), key);
