@@ -52,6 +52,13 @@ mod master;
 mod server;
 pub mod worker;
 
+/// Files under a directory, served by URL path without ever leaving it
+/// (see [`files::StaticDir`]); the body itself goes out without copies
+/// through [`Response::file`].
+pub mod files {
+    pub use crate::http::{content_type, Refusal, StaticDir};
+}
+
 pub use config::{
     default_workers, Backend, Balance, ChannelOptions, Config, Limits, ListenAddr, ParseBackendError, Respawn,
     RingOptions, Timeouts,
