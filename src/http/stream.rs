@@ -261,25 +261,21 @@ impl Stream {
     }
 
     /// Runs `f` once on the worker's loop when the queue has drained to
-    /// half its capacity, or when the stream has closed (check
+    /// half its capacity, or when the connection closes (check
     /// [`Stream::is_closed`] there). Replaces a callback set before and not
     /// yet run. If there is room already, `f` runs on the loop's next turn.
-    pub fn on_ready(&self, f: impl FnOnce() + Send + 'static) {
+    /// Returns false, dropping `f`, when the stream is closed already.
+    pub fn on_ready(&self, f: impl FnOnce() + Send + 'static) -> bool {
         let mut st = self.shared.lock();
-        st.on_ready = Some(Box::new(f));
         if st.closed {
-            // The loop runs no callback for a stream it forgot: run it here.
-            let f = st.on_ready.take();
-            drop(st);
-            if let Some(f) = f {
-                f();
-            }
-            return;
+            return false;
         }
+        st.on_ready = Some(Box::new(f));
         if st.buf.len() <= self.shared.capacity / 2 {
             // The loop takes the callback with its next take.
             self.shared.notify(&mut st);
         }
+        true
     }
 
     /// Bytes queued and not yet taken by the connection.
