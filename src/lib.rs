@@ -63,7 +63,9 @@ pub use config::{
     default_workers, Backend, Balance, ChannelOptions, Config, Limits, ListenAddr, ParseBackendError, Respawn,
     RingOptions, Timeouts,
 };
-pub use http::{Handler, Headers, InvalidHeader, Request, Responder, Response, Stream, StreamError, Version, STREAM_QUEUE};
+pub use http::{
+    Handler, Headers, InvalidHeader, Request, Responder, Response, Stream, StreamError, Version, STREAM_QUEUE,
+};
 pub use ipc::{SendError, Snapshot};
 pub use master::{Command, Ctl, Event, EventCallback, ExitStatus, Handle, TimerCallback};
 pub use server::Server;

@@ -166,4 +166,3 @@ fn a_drain_ends_open_streams() {
     assert!(status.success(), "{status:?}");
     assert!(t0.elapsed() < Duration::from_secs(5), "the drain took {:?}", t0.elapsed());
 }
-

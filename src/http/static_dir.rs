@@ -93,11 +93,7 @@ impl StaticDir {
     /// Opens the directory `dir`.
     pub fn new(dir: impl AsRef<Path>) -> io::Result<StaticDir> {
         let root_path = std::fs::canonicalize(dir.as_ref())?;
-        let raw = nix::fcntl::open(
-            &root_path,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
+        let raw = nix::fcntl::open(&root_path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
         // SAFETY: `open` just returned this descriptor and nothing else
         // owns it.
         let root = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -117,9 +113,8 @@ impl StaticDir {
         let raw = if NO_OPENAT2.load(Ordering::Relaxed) {
             self.open_checked(&rel, flags)?
         } else {
-            let how = OpenHow::new()
-                .flags(flags)
-                .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+            let how =
+                OpenHow::new().flags(flags).resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
             match nix::fcntl::openat2(self.root.as_raw_fd(), rel.as_path(), how) {
                 Ok(fd) => fd,
                 Err(Errno::ENOSYS) => {
@@ -159,7 +154,10 @@ impl StaticDir {
     /// `404` or `403` for what [`StaticDir::open`] refuses.
     pub fn serve(&self, req: &Request<'_>, url_path: &str, res: &mut Response) {
         if req.method() != "GET" && req.method() != "HEAD" {
-            res.status(405).header("Allow", "GET, HEAD").header("Content-Type", "text/plain").body("Method Not Allowed\n");
+            res.status(405)
+                .header("Allow", "GET, HEAD")
+                .header("Content-Type", "text/plain")
+                .body("Method Not Allowed\n");
             return;
         }
         let refused = match self.open(url_path) {

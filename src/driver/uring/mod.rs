@@ -908,15 +908,10 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                 .build()
                 .flags(squeue::Flags::IO_LINK)
                 .user_data(Token::new(Op::PollOut, key).0);
-            let splice = opcode::Splice::new(
-                types::Fd(pipe.read.as_raw_fd()),
-                -1,
-                types::Fd(c.fd.as_raw_fd()),
-                -1,
-                pipe.filled,
-            )
-            .build()
-            .user_data(Token::new(Op::SpliceOut, key).0);
+            let splice =
+                opcode::Splice::new(types::Fd(pipe.read.as_raw_fd()), -1, types::Fd(c.fd.as_raw_fd()), -1, pipe.filled)
+                    .build()
+                    .user_data(Token::new(Op::SpliceOut, key).0);
             // SAFETY: a poll and a splice refer to no user memory; the
             // socket and the pipe stay open while they are in the kernel.
             unsafe {
