@@ -77,7 +77,7 @@ pub(crate) fn parse_imf(s: &[u8]) -> Option<u64> {
         b.iter().try_fold(0u64, |n, &c| c.is_ascii_digit().then(|| n * 10 + u64::from(c - b'0')))
     };
     let day = num(&s[5..7])?;
-    let month = MONTHS.iter().position(|m| &m[..] == &s[8..11])? as i64 + 1;
+    let month = MONTHS.iter().position(|m| m[..] == s[8..11])? as i64 + 1;
     let year = num(&s[12..16])? as i64;
     if s[19] != b':' || s[22] != b':' {
         return None;
