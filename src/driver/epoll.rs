@@ -430,9 +430,12 @@ impl Connection {
             if !self.conn.has_output() || !self.writable {
                 break;
             }
+            // A file body follows the head: hold the head back for it,
+            // so that both leave in one segment.
+            let more = if self.conn.has_file() { libc::MSG_MORE } else { 0 };
             let out = self.conn.output();
             let total = out.len();
-            match send(self.fd.as_raw_fd(), out) {
+            match send(self.fd.as_raw_fd(), out, more) {
                 Ok(written) => {
                     sh.count_bytes(0, written);
                     self.conn.consume_output(written, sh);
@@ -528,10 +531,10 @@ fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     syscall!(recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0)).map(|n| n as usize)
 }
 
-fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+fn send(fd: RawFd, buf: &[u8], flags: i32) -> io::Result<usize> {
     // `buf` is a live slice of `buf.len()` bytes; MSG_NOSIGNAL turns a
     // closed peer into EPIPE instead of SIGPIPE.
-    syscall!(send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL)).map(|n| n as usize)
+    syscall!(send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL | flags)).map(|n| n as usize)
 }
 
 /// An epoll instance.

@@ -319,6 +319,9 @@ impl Response {
         close: bool,
         keep_alive_10: bool,
     ) {
+        if self.invalid || !(200..=599).contains(&self.status) {
+            self.set_error(500);
+        }
         let len = self.body.len() as u64;
         let bodyless = self.write_head(out, date, Some(len), false, close, keep_alive_10);
         if !head_only && !bodyless {
@@ -329,7 +332,9 @@ impl Response {
     /// Appends the status line and header fields to `out`: the body's
     /// length when it is known (`length`), else `Transfer-Encoding:
     /// chunked` when `chunked`, else nothing (a body that ends with the
-    /// connection). Returns whether the status carries no body at all.
+    /// connection). Returns whether the status carries no body at all. An
+    /// invalid response becomes a `500` here (its body then is that
+    /// error's: callers that frame a body check first).
     #[inline]
     pub(crate) fn write_head(
         &mut self,

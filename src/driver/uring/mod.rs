@@ -805,7 +805,9 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                         rest.as_ptr(),
                         rest.len().min(u32::MAX as usize) as u32,
                     )
-                    .flags(libc::MSG_NOSIGNAL)
+                    // A file body follows the head: hold the head back for
+                    // it, so that both leave in one segment.
+                    .flags(libc::MSG_NOSIGNAL | if c.http.has_file() { libc::MSG_MORE } else { 0 })
                     .build()
                     .user_data(Token::new(Op::Send, key).0);
                     // SAFETY: `out.buf` is owned by this connection, is not
