@@ -29,7 +29,12 @@ WORKLOAD_TITLES = {
     "pipelined": "pipelined GET /",
     "post": "POST /echo",
     "close": "connection per request",
+    "static1m": "GET /files/1m.bin (1 MiB file)",
+    "static4k": "GET /files/4k.bin (4 KiB file)",
 }
+SSE_COLS = [
+    "server", "streams", "events", "seconds", "rss_idle", "rss", "bytes_per_stream", "cpu_per_event", "errors",
+]
 # forkring-base-<backend>: the BASELINE binary (bench/run.sh), next to its
 # current counterpart.
 BASE_PREFIX = "forkring-base-"
@@ -170,6 +175,7 @@ class Report:
         self.meta, self.notes = read_meta(os.path.join(run_dir, "meta.tsv"))
         self.runs = read_rows(os.path.join(run_dir, "results.tsv"), RESULT_COLS)
         self.rates = read_rows(os.path.join(run_dir, "rates.tsv"), RATE_COLS)
+        self.sse = read_rows(os.path.join(run_dir, "sse.tsv"), SSE_COLS)
         ipc = os.path.join(run_dir, "ipc.txt")
         self.ipc = open(ipc).read().strip("\n") if os.path.exists(ipc) else ""
         uploads = os.path.join(run_dir, "uploads.txt")
@@ -761,6 +767,25 @@ class Report:
                     + " |"
                 )
             o.append("")
+        if self.sse:
+            o.append("## Server-sent events, 1 worker each")
+            o.append("")
+            o.append(
+                "Streams of `GET /stream?n=1000000&ms=1000` (one event a second each) held by one worker;"
+                " memory per stream is the growth of the server's RSS from idle to every stream open,"
+                " CPU per event the server's CPU time over the counting window divided by the events the"
+                " client received in it. nginx has no way to produce events by itself and is not measured."
+            )
+            o.append("")
+            o.append("| server | streams | events/s | RSS idle → streaming MiB | bytes per stream | CPU µs/event | errors |")
+            o.append("|---|---|---|---|---|---|---|")
+            for r in self.sse:
+                eps = r["events"] / r["seconds"] if r["seconds"] else NAN
+                o.append(
+                    f"| {r['server']} | {r['streams']:,.0f} | {eps:,.0f} | {r['rss_idle'] / 1024:.1f} → {r['rss'] / 1024:.1f}"
+                    f" | {r['bytes_per_stream']:,.0f} | {fmt_f(r['cpu_per_event'])} | {r['errors']:.0f} |"
+                )
+            o.append("")
         o.append("## Chart")
         o.append("")
         o.append(f"![throughput and latency per server]({svg_name})")
@@ -1019,6 +1044,11 @@ def main():
         sys.exit("report: nothing was measured")
     os.makedirs(a.out, exist_ok=True)
     print(r.terminal())
+    for row in r.sse:
+        print(
+            f"sse  {row['server']:<15} {row['streams']:>7,.0f} streams  {row['bytes_per_stream']:>7,.0f} bytes/stream"
+            f"  {fmt_f(row['cpu_per_event'])} us/event  {row['errors']:.0f} errors"
+        )
     with open(os.path.join(a.out, "report.svg"), "w") as f:
         f.write(r.svg())
     with open(os.path.join(a.out, "report.md"), "w") as f:

@@ -10,6 +10,9 @@
 #   pipelined  GET / pipelined $DEPTH deep
 #   post       POST /echo with a $BODY-byte body (the server sends it back)
 #   close      one connection per request (Connection: close)
+#   static1m   GET /files/1m.bin: a 1 MiB file (forkring --static, zero-copy;
+#              nginx with sendfile on)
+#   static4k   GET /files/4k.bin: a 4 KiB file, the same way
 # With one worker, the servers are pinned to CPU $SERVER_CPU and wrk (one
 # thread) to CPU $CLIENT_CPU. With more, nothing is pinned: the servers and
 # wrk (one thread per CPU) share the CPUs. The servers take turns, the order
@@ -20,6 +23,11 @@
 # at the end of the run) and errors (wrk's socket errors and non-2xx
 # answers).
 #
+# Then (SSE=1) server-sent events: each forkring backend with one worker
+# holds $SSE_STREAMS streams of GET /stream (one event a second each) from
+# examples/sseload.rs for $SSE_DURATION seconds: server memory per stream
+# and CPU time per event (nginx cannot produce events by itself).
+#
 # Then a fixed-rate run (examples/ratebench.rs) at $RATE requests/s for
 # every server, so that tail latency is compared at equal load rather than
 # at saturation, and (IPC=1) the IPC ring summary (cargo bench --bench ipc
@@ -28,7 +36,8 @@
 #
 # Environment (defaults in brackets):
 #   DURATION   wrk run length [4s]          REPS       repetitions [3]
-#   WORKERS    worker counts [1 all]        WORKLOADS  [keepalive pipelined post close]
+#   WORKERS    worker counts [1 all]
+#   WORKLOADS  [keepalive pipelined post close static1m static4k]
 #   BACKENDS   forkring backends [uring epoll] (uring is dropped, with a note,
 #              where the kernel refuses io_uring)
 #   CONNS      wrk connections [64]         DEPTH      pipeline depth [16]
@@ -49,6 +58,9 @@
 #              connection measures the fast route's p99; Node's http server
 #              (setTimeout, bench/node-wait.js) beside /delay when node is
 #              installed
+#   SSE        1 runs the server-sent events measurement, 0 skips it [1]
+#   SSE_STREAMS    streams held by one worker [10000]
+#   SSE_DURATION   seconds the events are counted [10]
 #   QUIET      seconds a run waits for other processes to use less than
 #              QUIET_PCT [15] percent of a CPU before it starts [30]; 0 never
 #              waits. QUIET_BUDGET [180] caps the waiting over the whole run
@@ -71,7 +83,7 @@ export LC_ALL=C
 DURATION=${DURATION:-4s}
 REPS=${REPS:-3}
 WORKERS=${WORKERS:-1 all}
-WORKLOADS=${WORKLOADS:-keepalive pipelined post close}
+WORKLOADS=${WORKLOADS:-keepalive pipelined post close static1m static4k}
 BACKENDS=${BACKENDS:-uring epoll}
 CONNS=${CONNS:-64}
 DEPTH=${DEPTH:-16}
@@ -86,6 +98,9 @@ IPC=${IPC:-1}
 UPLOAD=${UPLOAD:-1073741824}
 WAITS=${WAITS:-1}
 WAIT_CONNS=${WAIT_CONNS:-256}
+SSE=${SSE:-1}
+SSE_STREAMS=${SSE_STREAMS:-10000}
+SSE_DURATION=${SSE_DURATION:-10}
 QUIET=${QUIET:-30}
 QUIET_PCT=${QUIET_PCT:-15}
 QUIET_BUDGET=${QUIET_BUDGET:-180}
@@ -304,7 +319,7 @@ wait_ready() {
 	die "$name does not answer GET / on 127.0.0.1:$port with all its workers up (log above)"
 }
 
-declare -A PID_OF=() PORT_OF=() NOTE_OF=() LOG_OF=()
+declare -A PID_OF=() PORT_OF=() NOTE_OF=() LOG_OF=() NO_STATIC=()
 SERVERS=()
 SRV_PIN=() # the taskset prefix for servers, empty when unpinned
 CLI_PIN=() # the same for the client
@@ -312,11 +327,17 @@ CLI_PIN=() # the same for the client
 # start_forkring BACKEND WORKERS [BINARY NAME]: the current build as
 # forkring-BACKEND, or BINARY (the baseline) as NAME.
 start_forkring() {
-	local backend=$1 workers=$2 bin=${3:-$BIN} name=${4:-forkring-$1} port pid log
+	local backend=$1 workers=$2 bin=${3:-$BIN} name=${4:-forkring-$1} port pid log static=()
 	port=$(free_port)
 	log="$TMP/$name-$workers.log"
+	# A baseline from before --static sits out the file workloads.
+	if "$bin" --help 2>/dev/null | grep -q -- '--static'; then
+		static=(--static "$STATIC")
+	else
+		NO_STATIC[$name]=1
+	fi
 	"${SRV_PIN[@]}" "$bin" --listen "127.0.0.1:$port" --workers "$workers" \
-		--backend "$backend" --log info >"$log" 2>&1 &
+		--backend "$backend" --log info "${static[@]}" >"$log" 2>&1 &
 	pid=$!
 	PIDS+=("$pid")
 	wait_ready "$pid" "$port" "$name" "$log" "(( \$(grep -c ' info: ready ' '$log') >= $workers ))"
@@ -360,6 +381,7 @@ start_nginx() {
 	conf=${conf//@PORT@/"$port"}
 	conf=${conf//@TEMP_PATHS@/"$temp"}
 	conf=${conf//@ECHO@/"$echo_loc"}
+	conf=${conf//@STATIC@/"$STATIC"}
 	printf '%s\n' "$conf" >"$dir/nginx.conf"
 	# -e keeps nginx from opening its compiled-in error log before it has
 	# read the configuration (nginx >= 1.19.5).
@@ -641,7 +663,9 @@ wrk_args() {
 		WRK_TAIL=(-- post "$BODY")
 		;;
 	close) WRK_ARGS+=(-H "Connection: close") ;;
-	*) die "unknown workload $workload (keepalive, pipelined, post, close)" ;;
+	static1m) WRK_PATH=/files/1m.bin ;;
+	static4k) WRK_PATH=/files/4k.bin ;;
+	*) die "unknown workload $workload (keepalive, pipelined, post, close, static1m, static4k)" ;;
 	esac
 }
 
@@ -772,7 +796,7 @@ if ! [[ $RATE_DURATION =~ ^[0-9]+$ ]] || ((RATE_DURATION < 2)); then
 	die "RATE_DURATION must be whole seconds, at least 2"
 fi
 for wl in $WORKLOADS; do
-	case $wl in keepalive | pipelined | post | close) ;; *) die "unknown workload $wl (keepalive, pipelined, post, close)" ;; esac
+	case $wl in keepalive | pipelined | post | close | static1m | static4k) ;; *) die "unknown workload $wl (keepalive, pipelined, post, close, static1m, static4k)" ;; esac
 done
 for b in $BACKENDS; do
 	case $b in uring | epoll | auto) ;; *) die "unknown backend $b (uring, epoll, auto)" ;; esac
@@ -816,12 +840,13 @@ fi
 install_tools
 ECHO_MODULE=$(echo_module || true)
 
-echo "bench: building forkring and ratebench (release)"
-cargo build --release --quiet --bin forkring --example ratebench
+echo "bench: building forkring, ratebench and sseload (release)"
+cargo build --release --quiet --bin forkring --example ratebench --example sseload
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 [[ $TARGET == /* ]] || TARGET=$ROOT/$TARGET
 BIN=$TARGET/release/forkring
 RATEBENCH=$TARGET/release/examples/ratebench
+SSELOAD=$TARGET/release/examples/sseload
 if [[ $IPC != 0 ]]; then
 	echo "bench: building the IPC benchmark"
 	cargo bench --bench ipc --no-run --quiet 2>/dev/null || cargo bench --bench ipc --no-run
@@ -847,6 +872,14 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/forkring-bench.XXXXXX")
 RESULTS=$TMP/results.tsv
 RATES=$TMP/rates.tsv
 META=$TMP/meta.tsv
+SSE_RESULTS=$TMP/sse.tsv
+: >"$SSE_RESULTS"
+# The files of the static workloads.
+STATIC=$TMP/static
+mkdir -p "$STATIC"
+head -c 1048576 /dev/urandom >"$STATIC/1m.bin"
+head -c 4096 /dev/urandom >"$STATIC/4k.bin"
+chmod -R a+rX "$STATIC"
 : >"$RESULTS"
 : >"$RATES"
 : >"$META"
@@ -924,6 +957,7 @@ for workers in "${WORKER_COUNTS[@]}"; do
 		for workload in $WORKLOADS; do
 			for name in "${ORDER[@]}"; do
 				[[ $workload == post && $name == nginx && -z $ECHO_MODULE ]] && continue
+				[[ $workload == static* && -n ${NO_STATIC[$name]:-} ]] && continue
 				measure "$workers" "$rep" "$workload" "$name"
 			done
 		done
@@ -1053,6 +1087,53 @@ if [[ $WAITS != 0 ]]; then
 	fi
 fi
 
+if [[ $SSE != 0 ]]; then
+	echo
+	echo "== server-sent events: $SSE_STREAMS streams on one worker, one event a second each, ${SSE_DURATION}s"
+	# Both ends hold a descriptor per stream.
+	ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+	if (($(ulimit -n) < SSE_STREAMS + 100)); then
+		NOTES+=("the open-file limit ($(ulimit -n)) is below $SSE_STREAMS streams: the SSE measurement was skipped")
+		echo "bench: ${NOTES[-1]}" >&2
+	else
+		if ((PINNING)); then
+			SRV_PIN=(taskset -c "$SERVER_CPU")
+			CLI_PIN=(taskset -c "$CLIENT_CPU")
+		fi
+		for b in $BACKENDS; do
+			SERVERS=()
+			start_forkring "$b" 1
+			name=forkring-$b
+			pid=${PID_OF[$name]}
+			sleep 0.5
+			idle=$(tree_stats "$pid")
+			"${CLI_PIN[@]}" "$SSELOAD" --addr "127.0.0.1:${PORT_OF[$name]}" --streams "$SSE_STREAMS" \
+				--duration "$SSE_DURATION" >"$TMP/sse-$b.out" 2>&1 &
+			cpid=$!
+			for ((i = 0; i < 600; i++)); do
+				grep -q '^READY' "$TMP/sse-$b.out" && break
+				alive "$cpid" || break
+				sleep 0.1
+			done
+			s0=$(tree_stats "$pid")
+			wait "$cpid" || { cat "$TMP/sse-$b.out" >&2; die "sseload failed against $name"; }
+			s1=$(tree_stats "$pid")
+			res=$(grep '^RESULT ' "$TMP/sse-$b.out") || { cat "$TMP/sse-$b.out" >&2; die "could not read sseload's output"; }
+			declare -A r=()
+			for kv in ${res#RESULT }; do r[${kv%%=*}]=${kv#*=}; done
+			# Memory at the start of the counting window (every stream open).
+			line=$(awk -v n="${r[streams]}" -v e="${r[events]}" -v sec="${r[seconds]}" -v ri="${idle#* }" -v rs="${s0#* }" \
+				-v t0="${s0% *}" -v t1="${s1% *}" -v hz="$TICKS" -v err="${r[errors]}" -v nm="$name" \
+				'BEGIN { bps = (n > 0) ? (rs - ri) * 1024 / n : 0; cpe = (e > 0) ? (t1 - t0) * 1e6 / hz / e : 0;
+				printf "%s\t%d\t%d\t%s\t%d\t%d\t%.0f\t%.3f\t%d\n", nm, n, e, sec, ri, rs, bps, cpe, err }')
+			printf '%s\n' "$line" >>"$SSE_RESULTS"
+			awk -F'\t' '{ printf "  %-15s %6d streams  %8.0f events/s  %5.1f -> %5.1f MiB  %6d bytes/stream  %6.2f us/event  %d errors\n",
+				$1, $2, $3 / $4, $5 / 1024, $6 / 1024, $7, $8, $9 }' <<<"$line"
+			stop_servers
+		done
+	fi
+fi
+
 if [[ $IPC != 0 ]]; then
 	echo
 	echo "== IPC rings: cargo bench --bench ipc -- summary (about 90 s)"
@@ -1075,7 +1156,7 @@ done
 
 # The measurements stay beside the report, so that it can be made again:
 #   python3 bench/report.py --dir target/bench --out target/bench
-cp "$RESULTS" "$RATES" "$META" "$OUT/"
+cp "$RESULTS" "$RATES" "$META" "$SSE_RESULTS" "$OUT/"
 rm -f "$OUT/ipc.txt" "$OUT/uploads.txt" "$OUT/waits.txt"
 [[ -s $TMP/uploads.txt ]] && cp "$TMP/uploads.txt" "$OUT/"
 [[ -s $TMP/waits.txt ]] && cp "$TMP/waits.txt" "$OUT/"

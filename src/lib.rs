@@ -52,13 +52,20 @@ mod master;
 mod server;
 pub mod worker;
 
+/// Files under a directory, served by URL path without ever leaving it
+/// (see [`files::StaticDir`]); the body itself goes out without copies
+/// through [`Response::file`].
+pub mod files {
+    pub use crate::http::{content_type, Refusal, StaticDir};
+}
+
 pub use config::{
     default_workers, Backend, Balance, ChannelOptions, Config, Limits, ListenAddr, ParseBackendError, Recycle, Respawn,
     RingOptions, Timeouts,
 };
 pub use http::{
     Addr, BodyFlow, BodyPlan, BodyReader, Handler, Headers, InvalidHeader, Request, Responder, Response, Resume,
-    Upgraded, Version,
+    Stream, StreamError, Upgraded, Version, STREAM_QUEUE,
 };
 pub use ipc::{Histogram, SendError, Snapshot};
 pub use master::{

@@ -4,14 +4,20 @@
 //! anything else is a 404. It uses only the public API, and is what
 //! `make run` and `make bench` start.
 
+use std::cell::Cell;
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use forkring::files::StaticDir;
+use forkring::worker::Timer;
 use forkring::{
     Backend, Balance, BodyFlow, BodyPlan, BodyReader, Ctl, Event, Handler, Limits, Recycle, Request, Respawn, Response,
-    Server, Snapshot, Timeouts,
+    Server, Snapshot, Stream, StreamError, Timeouts,
 };
 
 const USAGE: &str = "\
@@ -43,6 +49,8 @@ Options:
   --max-upload BYTES      largest body POST /upload streams; larger ones
                           get 413 (before the body is sent, when declared)
                           [default: 1073741824]
+  --static DIR            serve the files under DIR at /files/... (Range,
+                          HEAD, If-Modified-Since; sent without copies)
   --pool N                threads of each worker's blocking-work pool
                           (GET /sleep) [default: 64]
   --deferred-timeout MS   time a deferred response may take before the
@@ -123,6 +131,8 @@ struct Options {
     drain_delay: Duration,
     /// Request quota and memory ceiling per worker.
     recycle: Recycle,
+    /// The directory served at `/files/`.
+    static_dir: Option<PathBuf>,
 }
 
 /// What to do after parsing.
@@ -214,8 +224,22 @@ fn main() -> ExitCode {
         server = server.worker_timeout(t);
     }
     server = server.drain_delay(opts.drain_delay);
+    if let Some(dir) = &opts.static_dir {
+        // Checked here, so that a typo fails the start instead of every request.
+        if let Err(e) = StaticDir::new(dir) {
+            eprintln!("forkring: --static {}: {}", dir.display(), strip_os_error(&e.to_string()));
+            return ExitCode::FAILURE;
+        }
+    }
+    let static_dir = opts.static_dir.clone();
     let max_upload = opts.max_upload;
-    match server.serve(move || Demo { max_upload, ..Demo::default() }) {
+    let factory = move || Demo {
+        // Each worker opens the directory itself.
+        files: static_dir.as_ref().and_then(|d| StaticDir::new(d).ok()),
+        max_upload,
+        ..Demo::default()
+    };
+    match server.serve(factory) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("forkring: {}", strip_os_error(&e.to_string()));
@@ -265,6 +289,8 @@ struct Demo {
     note: Vec<u8>,
     /// Largest body `POST /upload` takes.
     max_upload: u64,
+    /// The directory served at `/files/` (`--static`).
+    files: Option<StaticDir>,
 }
 
 /// `--max-upload`'s default: 1 GiB.
@@ -307,7 +333,18 @@ impl Handler for Demo {
                 "POST" => upload_answer(res, 0, Crc32::new().value()),
                 _ => method_not_allowed(res, "POST"),
             },
-            _ => demo(req, res),
+            "/stream" => match stream_params(req) {
+                Some((n, ms, pad)) => sse(res, n, ms, pad),
+                None => {
+                    res.status(400)
+                        .header("Content-Type", "text/plain")
+                        .body("expected ?n=N&ms=M (N <= 1000000, M <= 60000, optional bytes=B <= 1048576)\n");
+                }
+            },
+            path => match (path.strip_prefix("/files/"), &self.files) {
+                (Some(rest), Some(dir)) => dir.serve(req, rest, res),
+                _ => demo(req, res),
+            },
         }
     }
 
@@ -388,6 +425,105 @@ fn demo(req: &Request<'_>, res: &mut Response) {
         },
         _ => {
             res.status(404).header("Content-Type", "text/plain").body("Not Found");
+        }
+    }
+}
+
+/// `n`, `ms` and `bytes` of `/stream?n=N&ms=M&bytes=B`.
+fn stream_params(req: &Request<'_>) -> Option<(u64, u64, usize)> {
+    let (mut n, mut ms, mut pad) = (None, None, 0usize);
+    for kv in req.query().unwrap_or("").split('&') {
+        match kv.split_once('=') {
+            Some(("n", v)) => n = Some(v.parse::<u64>().ok().filter(|&n| n <= 1_000_000)?),
+            Some(("ms", v)) => ms = Some(v.parse::<u64>().ok().filter(|&ms| ms <= 60_000)?),
+            Some(("bytes", v)) => pad = v.parse::<usize>().ok().filter(|&b| b <= 1 << 20)?,
+            _ => {}
+        }
+    }
+    Some((n?, ms?, pad))
+}
+
+/// One server-sent event: `data: i` (padded with `pad` bytes of `x`).
+fn event(i: u64, pad: usize) -> Vec<u8> {
+    let mut e = format!("data: {i}").into_bytes();
+    if pad > 0 {
+        e.push(b' ');
+        e.resize(e.len() + pad, b'x');
+    }
+    e.extend_from_slice(b"\n\n");
+    e
+}
+
+/// What an event stream's writer keeps between events.
+struct Events {
+    /// The writer; taken when the stream ends.
+    stream: Option<Stream>,
+    /// The next event's number.
+    next: u64,
+    /// Events in all.
+    n: u64,
+    /// Padding per event.
+    pad: usize,
+}
+
+impl Events {
+    /// Writes the next events while the queue takes them (all of them
+    /// when `burst`, else one). Returns whether the stream is over.
+    fn write(&mut self, burst: bool) -> Result<bool, StreamError> {
+        let Some(stream) = &self.stream else { return Ok(true) };
+        // A draining worker ends its streams early: the client reconnects
+        // to another worker.
+        while self.next < self.n && !stream.is_draining() {
+            stream.send(&event(self.next, self.pad))?;
+            self.next += 1;
+            if !burst {
+                break;
+            }
+        }
+        if self.next >= self.n || stream.is_draining() {
+            if let Some(s) = self.stream.take() {
+                s.end();
+            }
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+/// `GET /stream?n=N&ms=M`: N events M ms apart as `text/event-stream`,
+/// written by a worker timer. With `ms=0` the events are written as fast
+/// as the client reads them: the writer waits for room with
+/// `Stream::on_ready`, so a slow client holds only the stream's queue.
+fn sse(res: &mut Response, n: u64, ms: u64, pad: usize) {
+    res.header("Content-Type", "text/event-stream").header("Cache-Control", "no-cache");
+    let stream = res.stream();
+    let events = Events { stream: Some(stream), next: 0, n, pad };
+    if ms == 0 {
+        fill(Arc::new(Mutex::new(events)));
+        return;
+    }
+    let events = Rc::new(std::cell::RefCell::new(events));
+    let timer: Rc<Cell<Option<Timer>>> = Rc::new(Cell::new(None));
+    let t = timer.clone();
+    let tick = move || {
+        // Full: the client reads slowly; the event waits for the next tick.
+        let over = !matches!(events.borrow_mut().write(false), Ok(false) | Err(StreamError::Full));
+        if over {
+            if let Some(t) = t.take() {
+                t.cancel();
+            }
+        }
+    };
+    timer.set(Some(forkring::worker::every(Duration::from_millis(ms), tick)));
+}
+
+/// Writes events until the queue is full, then again once it has room.
+fn fill(events: Arc<Mutex<Events>>) {
+    let mut e = events.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(StreamError::Full) = e.write(true) {
+        let again = events.clone();
+        if let Some(s) = &e.stream {
+            s.on_ready(move || fill(again));
         }
     }
 }
@@ -519,6 +655,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Action, String> 
         worker_timeout: None,
         drain_delay: Duration::ZERO,
         recycle: Recycle::default(),
+        static_dir: None,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -620,6 +757,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Action, String> 
                 }
                 opts.recycle.max_rss = Some(mib.saturating_mul(1 << 20));
             }
+            "--static" => opts.static_dir = Some(PathBuf::from(value()?)),
             "--max-deferred" => opts.limits.max_deferred = number(&flag, &value()?)?,
             "--max-connections" => {
                 let n: usize = number(&flag, &value()?)?;

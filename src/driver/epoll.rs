@@ -25,8 +25,11 @@
 //! [`super::core`]; this module moves bytes and learns readiness.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
+
+use nix::errno::Errno;
+use nix::sys::sendfile::sendfile64;
 
 use super::core::{self, AcceptError, After, Core};
 use super::slab::{Key, Slab};
@@ -37,6 +40,9 @@ use crate::sys::context;
 
 /// The worker-wide receive buffer.
 const READ_BUF: usize = 64 * 1024;
+/// Most bytes of a file body one `sendfile` call is asked to move; the
+/// socket's send buffer bounds what is actually in flight.
+const FILE_CHUNK: usize = 1 << 20;
 /// Events taken from the kernel per wait.
 const EVENTS: usize = 1024;
 /// Most connections accepted per loop turn, so that a connection storm does
@@ -419,12 +425,41 @@ impl Connection {
                     },
                 }
             }
+            if self.writable && !self.conn.has_output() {
+                if let Some((file, offset, remaining)) = self.conn.file_chunk() {
+                    // The file part, once every byte before it is out:
+                    // straight from the page cache to the socket.
+                    let want = remaining.min(FILE_CHUNK as u64) as usize;
+                    let mut off = offset as libc::off64_t;
+                    match sendfile64(self.fd.as_fd(), file, Some(&mut off), want) {
+                        Ok(0) => {
+                            log::warn!("a file body ended early (the file shrank); closing the connection");
+                            self.conn.file_failed(sh);
+                        }
+                        Ok(n) => {
+                            sh.count_bytes(0, n);
+                            self.conn.file_sent(n as u64, sh);
+                            if n < want {
+                                self.writable = false;
+                            }
+                            self.conn.resume(sh, handler);
+                        }
+                        Err(Errno::EAGAIN) => self.writable = false,
+                        Err(Errno::EINTR) => {}
+                        Err(e) => return quiet_close("sendfile", &io::Error::from(e)),
+                    }
+                    continue;
+                }
+            }
             if !self.conn.has_output() || !self.writable {
                 break;
             }
+            // A file body follows the head: hold the head back for it,
+            // so that both leave in one segment.
+            let more = if self.conn.has_file() { libc::MSG_MORE } else { 0 };
             let out = self.conn.output();
             let total = out.len();
-            match send(self.fd.as_raw_fd(), out) {
+            match send(self.fd.as_raw_fd(), out, more) {
                 Ok(written) => {
                     sh.count_bytes(0, written);
                     self.conn.consume_output(written, sh);
@@ -448,7 +483,7 @@ impl Connection {
                 && !self.conn.is_closing()
                 && self.conn.output_len() < OUTPUT_HIGH_WATER
                 && self.conn.wants_input(sh);
-            let more_output = self.writable && self.conn.has_output();
+            let more_output = self.writable && (self.conn.has_output() || self.conn.has_file());
             if !more_input && !more_output {
                 break;
             }
@@ -456,7 +491,7 @@ impl Connection {
         if self.conn.upgrade_ready() {
             return Step::Upgrade;
         }
-        match core::after_output(&self.conn, self.conn.has_output(), self.eof) {
+        match core::after_output(&self.conn, self.conn.has_output() || self.conn.has_file(), self.eof) {
             After::Keep => Step::Keep,
             After::Close => Step::Close,
             After::Linger => self.linger(sh, buf),
@@ -523,10 +558,10 @@ fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     syscall!(recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0)).map(|n| n as usize)
 }
 
-fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+fn send(fd: RawFd, buf: &[u8], flags: i32) -> io::Result<usize> {
     // `buf` is a live slice of `buf.len()` bytes; MSG_NOSIGNAL turns a
     // closed peer into EPIPE instead of SIGPIPE.
-    syscall!(send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL)).map(|n| n as usize)
+    syscall!(send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL | flags)).map(|n| n as usize)
 }
 
 /// An epoll instance.

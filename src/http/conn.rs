@@ -2,7 +2,7 @@
 //! shares with every connection.
 
 use std::mem::{self, MaybeUninit};
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,9 +13,11 @@ use super::chunked::Decoder;
 use super::date::DateCache;
 use super::defer::{Completion, Completions, Outcome};
 use super::fields::{framing, version_status};
+use super::file::{self, FileBody, FileOut, Plan};
 use super::request::{Headers, Request, Version};
-use super::response::{reason, Response};
+use super::response::{fmt_u64, reason, Kind, Response};
 use super::scan::{quick_check, HeadScan, Scan};
+use super::stream::{self as body_stream, frame_chunk, LAST_CHUNK, STREAM_OUTPUT_ROOM};
 use super::Handler;
 use crate::config::{Limits, Timeouts};
 use crate::ipc::{Counter, Counters};
@@ -250,6 +252,13 @@ impl Shared {
     }
 }
 
+/// Runs a stream's ready callback on the loop; a panic in it is logged.
+fn run_ready(f: Box<dyn FnOnce() + Send>) {
+    if panic::catch_unwind(AssertUnwindSafe(f)).is_err() {
+        log::error!("a stream's ready callback panicked");
+    }
+}
+
 /// A timeout in milliseconds, capped so that `now + timeout` cannot
 /// overflow: `Duration::MAX` means "never".
 fn millis(d: Duration) -> u64 {
@@ -350,6 +359,46 @@ pub struct Conn {
     body_paused: bool,
     /// What takes the connection once its `101` is sent.
     takeover: Option<Takeover>,
+    /// The streamed body being sent: no later request is answered before
+    /// it ends.
+    stream: Option<Streaming>,
+    /// The file body being sent, after `out`: no later request is answered
+    /// before it is out.
+    file: Option<FileOut>,
+}
+
+/// A streamed body in progress.
+#[derive(Debug)]
+struct Streaming {
+    /// What the writer and the loop share.
+    shared: Arc<body_stream::Shared>,
+    /// Framed as chunks (HTTP/1.1); else the bytes as they are, ended by
+    /// the close (HTTP/1.0).
+    chunked: bool,
+    /// The connection closes after it.
+    close: bool,
+}
+
+/// How to frame one answer: what the request said.
+struct Answer<'r> {
+    /// HEAD: the body is measured, not sent.
+    head_only: bool,
+    /// The connection closes after it.
+    close: bool,
+    /// An HTTP/1.0 client that asked for keep-alive.
+    keep_alive_10: bool,
+    /// The request was HTTP/1.0 (no chunked framing).
+    http10: bool,
+    /// A GET or HEAD whose `Range`, `If-Range` and `If-Modified-Since`
+    /// apply to a file body (the handler's own response only).
+    conditional: Option<Conditional<'r>>,
+}
+
+/// The fields of a request that decide how a file is answered.
+struct Conditional<'r> {
+    range: Option<&'r [u8]>,
+    if_range: Option<&'r [u8]>,
+    if_modified_since: Option<&'r [u8]>,
 }
 
 /// A deferred request being waited on, with what its framing needs.
@@ -368,6 +417,8 @@ struct Awaiting {
     /// What the access log says of the request, kept until it is answered
     /// (only when there is an access log).
     logged: Option<Box<LoggedRequest>>,
+    /// The request was HTTP/1.0.
+    http10: bool,
 }
 
 /// A deferred request's fields for its access log line.
@@ -416,6 +467,8 @@ impl Conn {
             body_seq: 0,
             body_paused: false,
             takeover: None,
+            stream: None,
+            file: None,
         }
     }
 
@@ -465,7 +518,14 @@ impl Conn {
     /// The output is too large to answer more requests: one read of
     /// pipelined requests must not turn into unbounded output.
     fn paused(&self) -> bool {
-        self.awaiting.is_some() || self.body_paused || self.output_len() >= OUTPUT_HIGH_WATER
+        self.busy_answering() || self.body_paused || self.output_len() >= OUTPUT_HIGH_WATER
+    }
+
+    /// A deferred, streamed or file response is under way: later requests
+    /// wait.
+    #[inline]
+    fn busy_answering(&self) -> bool {
+        self.awaiting.is_some() || self.stream.is_some() || self.file.is_some()
     }
 
     /// Sets the driver's token for this connection (its responders carry
@@ -489,7 +549,7 @@ impl Conn {
         if self.body_paused || matches!(self.state, State::Upgrade) {
             return false;
         }
-        self.awaiting.is_none() || self.pending.len() < sh.limits.max_head
+        !self.busy_answering() || self.pending.len() < sh.limits.max_head
     }
 
     /// The `101` of an upgrade is framed and no output is left here: the
@@ -527,6 +587,19 @@ impl Conn {
             self.settle(sh);
             return true;
         }
+        if let Outcome::Stream(shared) = &completion.outcome {
+            // A stream's writer did something: only the stream this
+            // connection serves now is taken from.
+            if !self.stream.as_ref().is_some_and(|s| Arc::ptr_eq(&s.shared, shared)) {
+                return false;
+            }
+            self.refill(sh);
+            if !self.busy_answering() && !matches!(self.state, State::Closed) {
+                self.run_pending(sh, handler);
+            }
+            self.settle(sh);
+            return true;
+        }
         let Some(a) = self.awaiting.take_if(|a| a.seq == completion.seq) else {
             return false;
         };
@@ -534,6 +607,7 @@ impl Conn {
         let mut res = match completion.outcome {
             Outcome::Done(res) => res,
             Outcome::Resume => unreachable!("resumes are handled above"),
+            Outcome::Stream(_) => unreachable!("handled above"),
             Outcome::Dropped => {
                 log::error!("a deferred response's responder was dropped unsent; answering 500");
                 let mut res = Response::new();
@@ -542,13 +616,32 @@ impl Conn {
             }
         };
         let close = a.close || res.wants_close() || sh.draining;
+        let answer = Answer {
+            head_only: a.head_only,
+            close,
+            keep_alive_10: a.keep_alive_10 && !close,
+            http10: a.http10,
+            conditional: None,
+        };
         if let Some(c) = sh.counters {
-            c.response(res.status_code());
             // The cached time of this turn: no clock read.
             c.observe_latency(sh.turn_at.saturating_duration_since(a.since).as_micros() as u64, 1);
         }
+        let bytes = (!a.head_only && res.is_bytes()).then(|| res.body_len());
+        if res.is_bytes() {
+            if let Some(c) = sh.counters {
+                c.response(res.status_code());
+            }
+            let mut out = self.take_out_buf(sh);
+            res.write_to(&mut out, sh.date.get(), a.head_only, close, answer.keep_alive_10);
+            self.out = out;
+            if close {
+                self.close_after_request(sh);
+            }
+        } else {
+            self.frame_body(&mut res, &answer, sh);
+        }
         if let Some(l) = &a.logged {
-            let bytes = (!a.head_only).then(|| res.body_len());
             let at = sh.cache_peer(self.socket, self.token);
             let peer = at.map_or("-", |i| &*sh.peers[i].1);
             if let Some(log) = &mut sh.access {
@@ -563,12 +656,7 @@ impl Conn {
                 });
             }
         }
-        let mut out = self.take_out_buf(sh);
-        res.write_to(&mut out, sh.date.get(), a.head_only, close, a.keep_alive_10);
-        self.out = out;
-        if close {
-            self.close_after_request(sh);
-        } else {
+        if !matches!(self.state, State::Closed) {
             self.header_timer = false;
             self.run_pending(sh, handler);
         }
@@ -580,9 +668,17 @@ impl Conn {
     /// now; false when it answered a deferred request `504` instead (and
     /// closes once that is sent).
     pub fn on_deadline(&mut self, sh: &mut Shared) -> bool {
-        if self.awaiting.take().is_none() {
+        if self.awaiting.is_none() {
+            // A stream whose writer is quiet (nothing left to send) waits
+            // on the writer, not on the client: server-sent events may be
+            // minutes apart.
+            if self.stream.is_some() && !self.has_output() {
+                self.deadline = sh.now_ms + sh.idle_ms;
+                return false;
+            }
             return true;
         }
+        self.awaiting = None;
         sh.deferred -= 1;
         log::debug!("a deferred response took too long; answering 504");
         self.fail(504, sh);
@@ -646,6 +742,94 @@ impl Conn {
             sh.recycle(mem::take(&mut self.out));
         }
         self.sent(sh);
+        self.refill(sh);
+    }
+
+    /// Takes what a streamed body's writer queued into the output, as much
+    /// as the output's room allows, and ends the stream when its writer
+    /// has; a driver that sends with [`Conn::take_output`] calls it when
+    /// its send is done. Requests held back by the stream are then
+    /// answered through [`Conn::resume`].
+    pub fn refill(&mut self, sh: &mut Shared) {
+        let Some(st) = &self.stream else { return };
+        let shared = st.shared.clone();
+        let chunked = st.chunked;
+        let room = STREAM_OUTPUT_ROOM.saturating_sub(self.output_len());
+        let mut data = sh.buffer();
+        let taken = shared.take(room, &mut data);
+        if !data.is_empty() {
+            let out = self.out_buf(sh);
+            if chunked {
+                frame_chunk(out, &data);
+            } else {
+                out.extend_from_slice(&data);
+            }
+        }
+        sh.recycle(data);
+        if taken.empty && (taken.ended || taken.aborted) {
+            let st = self.stream.take().expect("checked above");
+            if taken.ended {
+                if st.chunked {
+                    self.out_buf(sh).extend_from_slice(LAST_CHUNK);
+                }
+                if st.close || sh.draining {
+                    self.close_input(sh);
+                } else {
+                    self.header_timer = false;
+                    self.deadline = sh.now_ms + sh.idle_wait();
+                }
+            } else {
+                // Cut short: the client must not take it for complete.
+                log::debug!("a stream was dropped before its end; closing the connection");
+                self.close_input(sh);
+            }
+        }
+        if let Some(f) = taken.ready {
+            run_ready(f);
+        }
+    }
+
+    /// Whether a streamed body is being sent.
+    pub fn is_streaming(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// The file part of the output, once every byte before it is sent:
+    /// its descriptor, the offset of its next byte and the bytes left.
+    pub fn file_chunk(&self) -> Option<(BorrowedFd<'_>, u64, u64)> {
+        if self.has_output() {
+            return None;
+        }
+        self.file.as_ref().map(|f| (f.file.as_fd(), f.offset, f.remaining))
+    }
+
+    /// Whether a file body waits to be sent (after [`Conn::output`]).
+    pub fn has_file(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Marks `n` bytes of the file part as sent.
+    pub fn file_sent(&mut self, n: u64, sh: &mut Shared) {
+        let Some(f) = &mut self.file else { return };
+        let n = n.min(f.remaining);
+        f.offset += n;
+        f.remaining -= n;
+        if f.remaining == 0 {
+            let close = f.close;
+            self.file = None;
+            if close || sh.draining {
+                self.close_input(sh);
+            }
+        }
+        self.sent(sh);
+    }
+
+    /// The file body cannot be sent (it shrank, or reading it failed): the
+    /// response cannot be completed, so the connection closes.
+    pub fn file_failed(&mut self, sh: &mut Shared) {
+        if self.file.take().is_some() {
+            self.close_input(sh);
+        }
     }
 
     /// Moves the pending output out, for a driver that must keep the bytes
@@ -679,6 +863,9 @@ impl Conn {
     /// [`DRAIN_IDLE_GRACE_MS`] (at its deadline), a busy one after its
     /// current response, which carries `Connection: close`.
     pub fn start_drain(&mut self, sh: &Shared) {
+        if let Some(st) = &self.stream {
+            st.shared.set_draining();
+        }
         if self.is_idle() {
             self.deadline = self.deadline.min(sh.now_ms + DRAIN_IDLE_GRACE_MS);
         }
@@ -708,7 +895,7 @@ impl Conn {
     /// Between requests with nothing buffered and nothing to send: a
     /// draining worker may close it at once.
     pub fn is_idle(&self) -> bool {
-        matches!(self.state, State::Head) && self.pending.is_empty() && !self.has_output() && self.awaiting.is_none()
+        matches!(self.state, State::Head) && self.pending.is_empty() && !self.has_output() && !self.busy_answering()
     }
 
     /// When the connection's current wait expires, in [`Shared::now_ms`]
@@ -723,6 +910,11 @@ impl Conn {
         self.refund(sh);
         if self.awaiting.take().is_some() {
             sh.deferred -= 1;
+        }
+        if let Some(st) = self.stream.take() {
+            if let Some(f) = st.shared.close() {
+                run_ready(f);
+            }
         }
         sh.recycle(self.pending);
         sh.recycle(self.held);
@@ -751,6 +943,15 @@ impl Conn {
     fn rearm(&mut self, sh: &Shared) {
         if self.awaiting.is_some() {
             // The deferred response's deadline, set when it was deferred.
+            return;
+        }
+        if self.stream.is_some() || self.file.is_some() {
+            // Sends restart it (see `sent`); a quiet stream's writer is
+            // waited for (see `on_deadline`).
+            self.header_timer = false;
+            if self.deadline == 0 || self.deadline < sh.now_ms {
+                self.deadline = sh.now_ms + sh.idle_ms;
+            }
             return;
         }
         match self.state {
@@ -1219,6 +1420,33 @@ impl Conn {
         let close = !req.keep_alive || res.wants_close() || sh.draining;
         let head_only = req.method == "HEAD";
         let keep_alive_10 = !close && req.version == Version::Http10;
+        if !res.is_bytes() {
+            if let Some(c) = sh.counters {
+                c.inc(Counter::Requests);
+            }
+            let get = head_only || req.method == "GET";
+            let answer = Answer {
+                head_only,
+                close,
+                keep_alive_10,
+                http10: req.version == Version::Http10,
+                conditional: get.then(|| Conditional {
+                    range: req.headers.get("range"),
+                    if_range: req.headers.get("if-range"),
+                    if_modified_since: req.headers.get("if-modified-since"),
+                }),
+            };
+            self.frame_body(&mut res, &answer, sh);
+            if sh.counters.is_some() {
+                sh.answered += 1;
+            }
+            if sh.access.is_some() {
+                // A stream's or a file's length is not known here.
+                self.log_access(sh, Some(req), res.status_code(), None, sh.turn_at);
+            }
+            sh.res = res;
+            return;
+        }
         if let Some(c) = sh.counters {
             c.inc(Counter::Requests);
             c.response(res.status_code());
@@ -1274,6 +1502,121 @@ impl Conn {
         true
     }
 
+    /// Frames a response whose body is a stream or a file, and starts
+    /// sending that body.
+    #[cold]
+    fn frame_body(&mut self, res: &mut Response, a: &Answer<'_>, sh: &mut Shared) {
+        match res.take_kind() {
+            Kind::Bytes => {
+                if let Some(c) = sh.counters {
+                    c.response(res.status_code());
+                }
+                let mut out = self.take_out_buf(sh);
+                res.write_to(&mut out, sh.date.get(), a.head_only, a.close, a.keep_alive_10);
+                self.out = out;
+                if a.close {
+                    self.close_input(sh);
+                }
+            }
+            Kind::Stream(shared) => self.start_stream(res, shared, a, sh),
+            Kind::File(body) => self.start_file(res, body, a, sh),
+        }
+    }
+
+    /// Sends the head of a streamed response and starts taking from its
+    /// queue: chunked for HTTP/1.1, ended by the close for HTTP/1.0.
+    fn start_stream(&mut self, res: &mut Response, shared: Arc<body_stream::Shared>, a: &Answer<'_>, sh: &mut Shared) {
+        let chunked = !a.http10;
+        let close = a.close || !chunked;
+        if let Some(c) = sh.counters {
+            c.response(res.status_code());
+        }
+        let mut out = self.take_out_buf(sh);
+        let bodyless = res.write_head(&mut out, sh.date.get(), None, chunked, close, a.keep_alive_10 && !close);
+        self.out = out;
+        if bodyless || a.head_only {
+            // No body goes out: the writer learns at its first write.
+            if let Some(f) = shared.close() {
+                run_ready(f);
+            }
+            if close {
+                self.close_input(sh);
+            }
+            return;
+        }
+        self.stream = Some(Streaming { shared, chunked, close });
+        self.header_timer = false;
+        self.deadline = sh.now_ms + sh.idle_ms;
+        self.refill(sh);
+    }
+
+    /// Sends the head of a file response (after `Range` and
+    /// `If-Modified-Since`) and queues its bytes after it.
+    fn start_file(&mut self, res: &mut Response, body: FileBody, a: &Answer<'_>, sh: &mut Shared) {
+        let plan = match &a.conditional {
+            Some(c) if res.status_code() == 200 => {
+                file::plan(c.range, c.if_range, c.if_modified_since, body.total, body.mtime)
+            }
+            _ => Plan::Whole,
+        };
+        let mut num = [0u8; 20];
+        let (start, len) = match plan {
+            Plan::Whole => (0, body.total),
+            Plan::Part { start, len } => {
+                res.status(206);
+                let mut v = b"bytes ".to_vec();
+                v.extend_from_slice(fmt_u64(start, &mut num));
+                v.push(b'-');
+                v.extend_from_slice(fmt_u64(start + len - 1, &mut num));
+                v.push(b'/');
+                v.extend_from_slice(fmt_u64(body.total, &mut num));
+                res.runtime_header("Content-Range", &v);
+                (start, len)
+            }
+            Plan::NotModified => {
+                res.status(304);
+                (0, 0)
+            }
+            Plan::Unsatisfiable => {
+                res.set_error(416);
+                let mut v = b"bytes */".to_vec();
+                v.extend_from_slice(fmt_u64(body.total, &mut num));
+                res.runtime_header("Content-Range", &v);
+                if let Some(c) = sh.counters {
+                    c.response(416);
+                }
+                let mut out = self.take_out_buf(sh);
+                res.write_to(&mut out, sh.date.get(), a.head_only, a.close, a.keep_alive_10);
+                self.out = out;
+                if a.close {
+                    self.close_input(sh);
+                }
+                return;
+            }
+        };
+        if plan != Plan::NotModified {
+            res.runtime_header("Accept-Ranges", b"bytes");
+        }
+        if let Some(mtime) = body.mtime {
+            let mut date = [0u8; 29];
+            super::date::format_imf(mtime, &mut date);
+            res.runtime_header("Last-Modified", &date);
+        }
+        if let Some(c) = sh.counters {
+            c.response(res.status_code());
+        }
+        let mut out = self.take_out_buf(sh);
+        let bodyless = res.write_head(&mut out, sh.date.get(), Some(len), false, a.close, a.keep_alive_10);
+        self.out = out;
+        if !bodyless && !a.head_only && len > 0 {
+            self.file = Some(FileOut { file: body.file, offset: start, remaining: len, close: a.close });
+            self.header_timer = false;
+            self.deadline = sh.now_ms + sh.idle_ms;
+        } else if a.close {
+            self.close_input(sh);
+        }
+    }
+
     /// Waits for the responder the handler took for `req`.
     fn defer(&mut self, req: &Request<'_>, res: &mut Response, sh: &mut Shared) {
         self.deferred_seq += 1;
@@ -1297,6 +1640,7 @@ impl Conn {
                     user_agent: req.header("user-agent").map(<[u8]>::to_vec),
                 })
             }),
+            http10: req.version == Version::Http10,
         });
         self.deadline = sh.now_ms + sh.deferred_ms;
         self.header_timer = false;

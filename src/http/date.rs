@@ -30,7 +30,8 @@ impl DateCache {
     }
 }
 
-fn format_imf(secs: u64, buf: &mut [u8; 29]) {
+/// Formats `secs` since the epoch as an IMF-fixdate.
+pub(crate) fn format_imf(secs: u64, buf: &mut [u8; 29]) {
     const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
     const MONTHS: [&[u8; 3]; 12] =
         [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
@@ -85,6 +86,46 @@ pub(crate) fn format_clf(secs: u64, buf: &mut [u8; 26]) {
     buf[20..26].copy_from_slice(b" +0000");
 }
 
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, the only form
+/// a sender may generate, RFC 9110 §5.6.7) into seconds since the epoch;
+/// `None` for anything else (the obsolete forms are not honoured: a
+/// conditional request that uses one is answered in full).
+pub(crate) fn parse_imf(s: &[u8]) -> Option<u64> {
+    const MONTHS: [&[u8; 3]; 12] =
+        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+    let s = s.trim_ascii();
+    if s.len() != 29 || &s[3..5] != b", " || &s[25..] != b" GMT" || s[7] != b' ' || s[11] != b' ' || s[16] != b' ' {
+        return None;
+    }
+    let num = |b: &[u8]| -> Option<u64> {
+        b.iter().try_fold(0u64, |n, &c| c.is_ascii_digit().then(|| n * 10 + u64::from(c - b'0')))
+    };
+    let day = num(&s[5..7])?;
+    let month = MONTHS.iter().position(|m| m[..] == s[8..11])? as i64 + 1;
+    let year = num(&s[12..16])? as i64;
+    if s[19] != b':' || s[22] != b':' {
+        return None;
+    }
+    let (h, mi, se) = (num(&s[17..19])?, num(&s[20..22])?, num(&s[23..25])?);
+    if !(1..=31).contains(&day) || h > 23 || mi > 59 || se > 60 || year < 1970 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day as i64);
+    Some(days as u64 * 86_400 + h * 3600 + mi * 60 + se)
+}
+
+/// (year, month, day) to days since 1970-01-01, after Howard Hinnant's
+/// `days_from_civil`.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's
 /// `civil_from_days`.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -125,5 +166,18 @@ mod tests {
         assert_eq!(&b, b"Tue, 29 Feb 2000 00:00:00 GMT");
         format_imf(4_102_444_799, &mut b);
         assert_eq!(&b, b"Thu, 31 Dec 2099 23:59:59 GMT");
+    }
+
+    #[test]
+    fn parses_what_it_formats() {
+        let mut b = [0u8; 29];
+        for secs in [0, 784_111_777, 951_782_400, 4_102_444_799, 1_700_000_000] {
+            format_imf(secs, &mut b);
+            assert_eq!(parse_imf(&b), Some(secs));
+        }
+        assert_eq!(parse_imf(b"Sunday, 06-Nov-94 08:49:37 GMT"), None);
+        assert_eq!(parse_imf(b"Sun, 06 Nov 1994 08:49:37 UTC"), None);
+        assert_eq!(parse_imf(b"Sun, 36 Nov 1994 08:49:37 GMT"), None);
+        assert_eq!(parse_imf(b""), None);
     }
 }

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::response::Response;
+use super::stream::{self, Stream, STREAM_QUEUE};
 
 /// What a responder delivers.
 #[derive(Debug)]
@@ -34,6 +35,9 @@ pub(crate) enum Outcome {
     /// A paused request body may go on (a [`super::Resume`]); `seq` is
     /// then the body's number on the connection.
     Resume,
+    /// A stream's writer wrote, ended, dropped the stream or asked for a
+    /// ready callback: the connection serving it takes from its queue.
+    Stream(Arc<stream::Shared>),
 }
 
 /// One completion: the connection's token, the deferred request's number,
@@ -72,7 +76,7 @@ impl Completions {
         Completions { queue: Mutex::new(Vec::new()), pending: AtomicBool::new(false), wake: Box::new(wake) }
     }
 
-    pub(super) fn push(&self, c: Completion) {
+    pub(crate) fn push(&self, c: Completion) {
         let was_empty = {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             q.push(c);
@@ -139,6 +143,20 @@ impl Responder {
         if let Some(q) = self.queue.take() {
             q.push(Completion { token: self.token, seq: self.seq, outcome: Outcome::Done(res) });
         }
+    }
+}
+
+impl Responder {
+    /// Answers the request with `res`, whose body becomes a stream, and
+    /// returns the stream's writer (see [`Response::stream`]). A request
+    /// whose connection has gone meanwhile gets a stream that is closed.
+    pub fn stream(mut self, mut res: Response) -> Stream {
+        let stream = Stream::new(self.queue.clone(), self.token, STREAM_QUEUE);
+        res.set_stream(stream.shared().clone());
+        if let Some(q) = self.queue.take() {
+            q.push(Completion { token: self.token, seq: self.seq, outcome: Outcome::Done(res) });
+        }
+        stream
     }
 }
 

@@ -19,9 +19,12 @@ mod conn;
 mod date;
 mod defer;
 mod fields;
+mod file;
 mod request;
 mod response;
 mod scan;
+mod static_dir;
+mod stream;
 
 pub use conn::{Conn, Shared, DRAIN_IDLE_GRACE_MS, OUTPUT_HIGH_WATER};
 
@@ -48,6 +51,8 @@ pub(crate) use defer::Completions;
 pub use defer::{Completion, Responder};
 pub use request::{Addr, Headers, Request, Version};
 pub use response::{InvalidHeader, Response};
+pub use static_dir::{content_type, Refusal, StaticDir};
+pub use stream::{Stream, StreamError, STREAM_QUEUE};
 
 /// The user's request handler. One instance per worker, made in the worker
 /// by the factory given to [`crate::Server::serve`], so its state needs no

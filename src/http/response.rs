@@ -1,10 +1,14 @@
 //! The response a handler fills in, and its framing into bytes.
 
 use std::fmt;
+use std::fs::File;
+use std::io;
 use std::sync::Arc;
 
 use super::body::{UpgradeFn, Upgraded};
 use super::defer::{Completions, Responder};
+use super::file::FileBody;
+use super::stream::{self, Stream, STREAM_QUEUE};
 
 /// A response under construction. The runtime owns `Content-Length`,
 /// `Date` and `Connection`; the handler sets the rest.
@@ -25,6 +29,8 @@ pub struct Response {
     queue: Option<Arc<Completions>>,
     /// What takes the connection after a `101` ([`Response::upgrade`]).
     upgrade: Option<Upgrade>,
+    /// What the body is: `body`, a stream, or a file.
+    kind: Kind,
 }
 
 /// The hand-over of an upgraded connection.
@@ -34,6 +40,18 @@ impl fmt::Debug for Upgrade {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Upgrade(..)")
     }
+}
+
+/// What a response's body is.
+#[derive(Debug, Default)]
+pub(crate) enum Kind {
+    /// The bytes in `body`, with a `Content-Length`.
+    #[default]
+    Bytes,
+    /// A stream of unknown length, fed through a [`Stream`].
+    Stream(Arc<stream::Shared>),
+    /// A file (or, by the request's `Range`, a part of it).
+    File(FileBody),
 }
 
 /// A handler's right to defer the response it is filling in.
@@ -93,6 +111,7 @@ impl Response {
             deferral: Deferral::None,
             queue: None,
             upgrade: None,
+            kind: Kind::Bytes,
         }
     }
 
@@ -163,6 +182,68 @@ impl Response {
     /// The body, to write into directly.
     pub fn body_mut(&mut self) -> &mut Vec<u8> {
         &mut self.body
+    }
+
+    /// Makes the body a stream of unknown length and returns its writer:
+    /// sent with `Transfer-Encoding: chunked` to an HTTP/1.1 client, and
+    /// ended by closing the connection for an HTTP/1.0 one. Whatever was in
+    /// the body is dropped. The writer is `Send`: feed it from the loop (a
+    /// [`crate::worker::every`] timer) or from any thread; see [`Stream`]
+    /// for its backpressure and its end. The connection answers no later
+    /// request before the stream ends.
+    ///
+    /// Outside a handler (a response made with [`Response::new`]) the
+    /// stream returned is closed: use [`Responder::stream`] to stream a
+    /// deferred answer.
+    pub fn stream(&mut self) -> Stream {
+        let (queue, token) = match self.deferral {
+            Deferral::Offered(_, token, _) => (self.queue.clone(), token),
+            _ => (None, 0),
+        };
+        let stream = Stream::new(queue, token, STREAM_QUEUE);
+        self.set_kind(Kind::Stream(stream.shared().clone()));
+        stream
+    }
+
+    /// Makes the body the file `file` (a regular file, open for reading):
+    /// sent without copying it through user space. Whatever was in the
+    /// body is dropped. When the status is `200` and the response is the
+    /// handler's own (not a deferred one), the runtime answers the
+    /// request's `Range` (one range: `206` with `Content-Range`; none
+    /// satisfiable: `416` with `Content-Range: bytes */len`; several:
+    /// the whole file) and `If-Modified-Since` (`304`), and adds
+    /// `Last-Modified` and `Accept-Ranges: bytes`. Fails when `file` is
+    /// not a regular file or its length cannot be read.
+    pub fn file(&mut self, file: File) -> io::Result<&mut Self> {
+        let body = FileBody::new(file)?;
+        self.set_kind(Kind::File(body));
+        Ok(self)
+    }
+
+    fn set_kind(&mut self, kind: Kind) {
+        self.body.clear();
+        if let Kind::Stream(old) = std::mem::replace(&mut self.kind, kind) {
+            // A stream replaced before it started: its writer learns.
+            if let Some(f) = old.close() {
+                f();
+            }
+        }
+    }
+
+    /// Makes the body the stream `shared` (a deferred response's).
+    pub(crate) fn set_stream(&mut self, shared: Arc<stream::Shared>) {
+        self.set_kind(Kind::Stream(shared));
+    }
+
+    /// Takes what the body is, leaving `Bytes`.
+    pub(crate) fn take_kind(&mut self) -> Kind {
+        std::mem::take(&mut self.kind)
+    }
+
+    /// Whether the body is the bytes in `body` (the usual case).
+    #[inline]
+    pub(crate) fn is_bytes(&self) -> bool {
+        matches!(self.kind, Kind::Bytes)
     }
 
     /// Closes the connection after this response.
@@ -256,6 +337,9 @@ impl Response {
         self.invalid = false;
         self.deferral = Deferral::None;
         self.upgrade = None;
+        if !self.is_bytes() {
+            self.set_kind(Kind::Bytes);
+        }
         // A handler that once built a huge response should not pin it.
         if self.body.capacity() > 1 << 20 {
             self.body = Vec::new();
@@ -288,6 +372,32 @@ impl Response {
         if self.invalid || !(200..=599).contains(&self.status) {
             self.set_error(500);
         }
+        let len = self.body.len() as u64;
+        let bodyless = self.write_head(out, date, Some(len), false, close, keep_alive_10);
+        if !head_only && !bodyless {
+            out.extend_from_slice(&self.body);
+        }
+    }
+
+    /// Appends the status line and header fields to `out`: the body's
+    /// length when it is known (`length`), else `Transfer-Encoding:
+    /// chunked` when `chunked`, else nothing (a body that ends with the
+    /// connection). Returns whether the status carries no body at all. An
+    /// invalid response becomes a `500` here (its body then is that
+    /// error's: callers that frame a body check first).
+    #[inline]
+    pub(crate) fn write_head(
+        &mut self,
+        out: &mut Vec<u8>,
+        date: &[u8],
+        length: Option<u64>,
+        chunked: bool,
+        close: bool,
+        keep_alive_10: bool,
+    ) -> bool {
+        if self.invalid || !(200..=599).contains(&self.status) {
+            self.set_error(500);
+        }
         let status = self.status;
         out.extend_from_slice(b"HTTP/1.1 ");
         let mut code = [0u8; 3];
@@ -303,10 +413,14 @@ impl Response {
         // 1xx, 204 and 304 carry no body and no Content-Length.
         let bodyless = status < 200 || status == 204 || status == 304;
         if !bodyless {
-            out.extend_from_slice(b"Content-Length: ");
-            let mut buf = [0u8; 20];
-            out.extend_from_slice(fmt_usize(self.body.len(), &mut buf));
-            out.extend_from_slice(b"\r\n");
+            if let Some(len) = length {
+                out.extend_from_slice(b"Content-Length: ");
+                let mut buf = [0u8; 20];
+                out.extend_from_slice(fmt_u64(len, &mut buf));
+                out.extend_from_slice(b"\r\n");
+            } else if chunked {
+                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+            }
         }
         if close {
             out.extend_from_slice(b"Connection: close\r\n");
@@ -315,13 +429,19 @@ impl Response {
         }
         out.extend_from_slice(&self.headers);
         out.extend_from_slice(b"\r\n");
-        if !head_only && !bodyless {
-            out.extend_from_slice(&self.body);
-        }
+        bodyless
+    }
+
+    /// Adds a header field the runtime itself sets (already valid).
+    pub(crate) fn runtime_header(&mut self, name: &str, value: &[u8]) {
+        self.headers.extend_from_slice(name.as_bytes());
+        self.headers.extend_from_slice(b": ");
+        self.headers.extend_from_slice(value);
+        self.headers.extend_from_slice(b"\r\n");
     }
 }
 
-fn fmt_usize(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
+pub(crate) fn fmt_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -366,6 +486,7 @@ pub fn reason(status: u16) -> &'static str {
         413 => "Content Too Large",
         414 => "URI Too Long",
         415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
         417 => "Expectation Failed",
         422 => "Unprocessable Content",
         429 => "Too Many Requests",

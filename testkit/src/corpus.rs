@@ -445,6 +445,52 @@ pub fn generated(rng: &mut Rng, n: usize) -> Vec<Case> {
 
 /// Fixed cases longer than this make no fuzz seed.
 pub const SEED_MAX: usize = 32 * 1024;
+/// Path-traversal attempts against a static-file route, as the part of
+/// the request-target after the route's prefix (`/files/`): dot segments
+/// plain and percent-encoded (either case, mixed with plain dots), encoded
+/// slashes and backslashes, NUL bytes, links that point outside the
+/// served directory (`out-link` to a file beside it, `abs-link` to
+/// `/etc/passwd`, `up` to the parent), and the directory itself. A server
+/// must answer each with `403` or `404` (or refuse the target with `400`),
+/// never with a file from outside.
+pub fn traversal_paths() -> Vec<&'static str> {
+    vec![
+        "../secret",
+        "..%2fsecret",
+        "..%2Fsecret",
+        "%2e%2e/secret",
+        "%2E%2E/secret",
+        ".%2e/secret",
+        "%2e./secret",
+        "%2e%2e%2fsecret",
+        "sub/../../secret",
+        "sub/%2e%2e/%2e%2e/secret",
+        "sub/..%2f..%2fsecret",
+        "..%5csecret",
+        "%2e%2e%5csecret",
+        "./../secret",
+        "....//secret",
+        "%252e%252e/secret",
+        "%2e%2e%2f%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "../../../../../../etc/passwd",
+        "out-link",
+        "abs-link",
+        "up/secret",
+        "up/root/small.txt/../../secret",
+        "small.txt%00.png",
+        "%00",
+        "sub%00/inner.txt",
+        "/etc/passwd",
+        "//etc/passwd",
+        "sub",
+        "",
+        "sub/",
+        ".",
+        "%2e",
+        "%zz",
+    ]
+}
+
 /// Seed files made from the corpus are named `corpus-<case name>`; other
 /// files in the seed directory are written by hand and left alone.
 pub const SEED_PREFIX: &str = "corpus-";

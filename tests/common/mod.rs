@@ -349,6 +349,15 @@ impl Client {
         }
     }
 
+    /// Reads one response framed any way HTTP/1.1 allows (`Content-Length`,
+    /// chunked, or to the close: a streamed body) within `timeout`; panics
+    /// on any error.
+    pub fn response_any(&mut self, head_request: bool, timeout: Duration) -> Response {
+        self.stream.set_read_timeout(Some(timeout.min(IO_TIMEOUT))).unwrap();
+        kit_http::read_response(&mut self.stream, &mut self.buf, head_request, timeout)
+            .unwrap_or_else(|e| panic!("reading a response: {e}"))
+    }
+
     /// Reads one response to a non-HEAD request; panics on any error.
     pub fn response(&mut self) -> Response {
         self.try_response(false).unwrap_or_else(|e| panic!("reading a response: {e}"))

@@ -135,6 +135,48 @@ impl Outgoing {
     }
 }
 
+/// Where a connection's file body is between the file and the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Splice {
+    /// Nothing in the kernel.
+    Off,
+    /// File to pipe in the kernel.
+    In,
+    /// Poll for room, then pipe to socket, in the kernel (linked).
+    Out,
+}
+
+/// The pipe a connection's file body passes through: file pages go in by
+/// reference and out to the socket the same way, never through user
+/// space. Its capacity bounds the file bytes in flight.
+#[derive(Debug)]
+struct Pipe {
+    /// The read end (spliced to the socket).
+    read: OwnedFd,
+    /// The write end (spliced from the file).
+    write: OwnedFd,
+    /// Its capacity in bytes.
+    capacity: u32,
+    /// Bytes in it, read from the file and not yet in the socket.
+    filled: u32,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Pipe> {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        // A bigger pipe moves a file in fewer round trips; the default
+        // (16 pages) is kept where the system refuses.
+        let capacity = match nix::fcntl::fcntl(write.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE)) {
+            Ok(n) if n > 0 => n as u32,
+            _ => 64 * 1024,
+        };
+        Ok(Pipe { read, write, capacity, filled: 0 })
+    }
+}
+
+/// The pipe size asked for a connection sending a file.
+const PIPE_SIZE: i32 = 256 * 1024;
+
 /// One connection: its socket, protocol state and operations in flight.
 #[derive(Debug)]
 struct Connection {
@@ -158,6 +200,10 @@ struct Connection {
     queued: bool,
     /// Who closes `fd`.
     fd_close: FdClose,
+    /// The pipe of a file body, made at the first file it sends.
+    pipe: Option<Pipe>,
+    /// The file body's splices in the kernel.
+    splice: Splice,
 }
 
 /// Who closes a connection's socket.
@@ -174,12 +220,17 @@ enum FdClose {
 impl Connection {
     /// Whether an operation of this connection is in the kernel.
     fn busy(&self) -> bool {
-        self.recv != Recv::Off || self.sending || self.fd_close == FdClose::Ring
+        self.recv != Recv::Off || self.sending || self.fd_close == FdClose::Ring || self.splice != Splice::Off
+    }
+
+    /// File bytes read into the pipe and not yet in the socket.
+    fn piped(&self) -> u32 {
+        self.pipe.as_ref().map_or(0, |p| p.filled)
     }
 
     /// Output bytes not yet sent, taken or not.
     fn unsent(&self) -> usize {
-        self.http.output_len() + self.out.as_ref().map_or(0, Outgoing::remaining)
+        self.http.output_len() + self.out.as_ref().map_or(0, Outgoing::remaining) + self.piped() as usize
     }
 }
 
@@ -438,7 +489,9 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                 self.core.link.ack_inbox();
             }
             Some(Op::Close) => self.on_close(token.key(), res),
-            Some(Op::Cancel | Op::Probe) | None => {}
+            Some(Op::SpliceIn) => self.on_splice_in(token.key(), res),
+            Some(Op::SpliceOut) => self.on_splice_out(token.key(), res),
+            Some(Op::Cancel | Op::Probe | Op::PollOut) | None => {}
         }
     }
 
@@ -456,6 +509,54 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             log::debug!("close: {}", errno(-res));
         }
         self.mark(key);
+    }
+
+    /// File bytes reached the pipe: they go on to the socket next.
+    fn on_splice_in(&mut self, key: Key, res: i32) {
+        let Some(c) = self.slab.get_mut(key) else { return };
+        c.splice = Splice::Off;
+        match res {
+            n if n > 0 => {
+                if let Some(p) = &mut c.pipe {
+                    p.filled = n as u32;
+                }
+            }
+            0 => {
+                log::warn!("a file body ended early (the file shrank); closing the connection");
+                c.http.file_failed(&mut self.core.sh);
+            }
+            e if e == -libc::ECANCELED => {}
+            e => {
+                log::warn!("splice from a file: {}; closing the connection", errno(-e));
+                c.http.file_failed(&mut self.core.sh);
+                self.begin_close(key);
+                return;
+            }
+        }
+        self.mark(key);
+    }
+
+    /// Piped file bytes reached the socket.
+    fn on_splice_out(&mut self, key: Key, res: i32) {
+        let Some(c) = self.slab.get_mut(key) else { return };
+        c.splice = Splice::Off;
+        if res > 0 {
+            if let Some(p) = &mut c.pipe {
+                p.filled = p.filled.saturating_sub(res as u32);
+            }
+            self.core.sh.count_bytes(0, res as usize);
+            c.http.file_sent(res as u64, &mut self.core.sh);
+            self.mark(key);
+            return;
+        }
+        if res == -libc::EAGAIN || res == -libc::EINTR {
+            self.mark(key);
+            return;
+        }
+        if res != -libc::ECANCELED || c.phase == Phase::Open {
+            log::debug!("splice to a socket: {}", errno(-res));
+        }
+        self.begin_close(key);
     }
 
     fn on_recv(&mut self, key: Key, res: i32, flags: u32) {
@@ -579,6 +680,8 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             eof_seen: false,
             queued: false,
             fd_close: FdClose::Loop,
+            pipe: None,
+            splice: Splice::Off,
         });
         if let Some(c) = self.slab.get_mut(key) {
             c.http.set_token(key.pack());
@@ -644,6 +747,11 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             // 504 instead, and closes once that is sent.
             let expired = match self.slab.at(idx) {
                 Some((key, c)) => match c.phase {
+                    // A stream with a send stuck in the kernel is a client
+                    // that stopped reading: it closes like any other.
+                    Phase::Open if c.http.deadline() <= now && c.http.is_streaming() && c.out.is_some() => {
+                        Some((key, true))
+                    }
                     Phase::Open if c.http.deadline() <= now => Some((key, c.http.on_deadline(&mut self.core.sh))),
                     Phase::Linger { until } if until <= now => Some((key, true)),
                     _ => None,
@@ -699,6 +807,10 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         }
         let sh = &mut self.core.sh;
         if c.phase == Phase::Open {
+            if !c.sending && c.out.is_none() && c.http.is_streaming() {
+                // The last send is done: take more of the stream.
+                c.http.refill(sh);
+            }
             if !c.sending && c.out.is_none() && c.http.has_output() {
                 c.out = Some(Outgoing { buf: c.http.take_output(), written: 0 });
             }
@@ -726,7 +838,9 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                         rest.as_ptr(),
                         rest.len().min(u32::MAX as usize) as u32,
                     )
-                    .flags(libc::MSG_NOSIGNAL)
+                    // A file body follows the head: hold the head back for
+                    // it, so that both leave in one segment.
+                    .flags(libc::MSG_NOSIGNAL | if c.http.has_file() { libc::MSG_MORE } else { 0 })
                     .build()
                     .user_data(Token::new(Op::Send, key).0);
                     // SAFETY: `out.buf` is owned by this connection, is not
@@ -740,7 +854,14 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                     c.sending = true;
                 }
             }
-            let pending = c.out.is_some() || c.http.has_output();
+            if !c.sending && c.out.is_none() && c.splice == Splice::Off {
+                if let Err(e) = Self::splice_file(&mut self.io, key, c) {
+                    log::warn!("file body: {e}; closing the connection");
+                    self.begin_close(key);
+                    return;
+                }
+            }
+            let pending = c.out.is_some() || c.http.has_output() || c.http.has_file() || c.splice != Splice::Off;
             match core::after_output(&c.http, pending, c.peer_eof) {
                 After::Keep => {}
                 After::Close => {
@@ -814,6 +935,52 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         }
     }
 
+    /// Moves a connection's file body on by one step: file to pipe when
+    /// the pipe is empty, else a poll for room in the socket linked to a
+    /// splice of the pipe into it. The pipe's capacity bounds the bytes in
+    /// flight; splices run in the kernel's workers, never on the loop.
+    fn splice_file(io: &mut Io<'_>, key: Key, c: &mut Connection) -> io::Result<()> {
+        let Some((file, offset, remaining)) = c.http.file_chunk() else { return Ok(()) };
+        let file = file.as_raw_fd();
+        if c.pipe.is_none() {
+            c.pipe = Some(Pipe::new()?);
+        }
+        let pipe = c.pipe.as_ref().expect("made above");
+        if pipe.filled == 0 {
+            let len = remaining.min(u64::from(pipe.capacity)) as u32;
+            let splice =
+                opcode::Splice::new(types::Fd(file), offset as i64, types::Fd(pipe.write.as_raw_fd()), -1, len)
+                    .build()
+                    .user_data(Token::new(Op::SpliceIn, key).0);
+            // SAFETY: a splice refers to no user memory; the file and the
+            // pipe stay open while it is in the kernel (the slot is not
+            // freed while `splice` is set).
+            unsafe { io.push(splice) }?;
+        } else {
+            // Both entries must reach the kernel in one submission for the
+            // link to hold.
+            if io.sq.capacity() - io.sq.len() < 2 {
+                io.flush()?;
+            }
+            let poll = opcode::PollAdd::new(types::Fd(c.fd.as_raw_fd()), libc::POLLOUT as u32)
+                .build()
+                .flags(squeue::Flags::IO_LINK)
+                .user_data(Token::new(Op::PollOut, key).0);
+            let splice =
+                opcode::Splice::new(types::Fd(pipe.read.as_raw_fd()), -1, types::Fd(c.fd.as_raw_fd()), -1, pipe.filled)
+                    .build()
+                    .user_data(Token::new(Op::SpliceOut, key).0);
+            // SAFETY: a poll and a splice refer to no user memory; the
+            // socket and the pipe stay open while they are in the kernel.
+            unsafe {
+                io.push(poll)?;
+                io.push(splice)?;
+            }
+        }
+        c.splice = if pipe.filled == 0 { Splice::In } else { Splice::Out };
+        Ok(())
+    }
+
     /// Starts closing connection `key`: its operations are cancelled, and
     /// the slot is freed once none is left in the kernel.
     fn begin_close(&mut self, key: Key) {
@@ -824,13 +991,21 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             return;
         }
         c.phase = Phase::Closing;
-        let mut cancels = [None, None];
+        let mut cancels = [None, None, None, None];
         if c.recv == Recv::Armed {
             c.recv = Recv::Cancelling;
             cancels[0] = Some(Token::new(Op::Recv, key));
         }
         if c.sending {
             cancels[1] = Some(Token::new(Op::Send, key));
+        }
+        match c.splice {
+            Splice::In => cancels[2] = Some(Token::new(Op::SpliceIn, key)),
+            Splice::Out => {
+                cancels[2] = Some(Token::new(Op::PollOut, key));
+                cancels[3] = Some(Token::new(Op::SpliceOut, key));
+            }
+            Splice::Off => {}
         }
         let busy = c.busy();
         for target in cancels.into_iter().flatten() {
@@ -854,7 +1029,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         let Some(c) = self.slab.get_mut(key) else {
             return;
         };
-        if c.phase == Phase::Closing || c.recv != Recv::Armed || c.sending {
+        if c.phase == Phase::Closing || c.recv != Recv::Armed || c.sending || c.splice != Splice::Off {
             self.begin_close(key);
             return;
         }

@@ -25,6 +25,12 @@ pub(super) enum Op {
     Inbox,
     /// A connection's close through the ring.
     Close,
+    /// A splice of a file body into the connection's pipe.
+    SpliceIn,
+    /// The poll for room in the socket linked before a `SpliceOut`.
+    PollOut,
+    /// A splice from the connection's pipe into its socket.
+    SpliceOut,
 }
 
 impl Op {
@@ -39,6 +45,9 @@ impl Op {
             7 => Op::Probe,
             8 => Op::Inbox,
             9 => Op::Close,
+            10 => Op::SpliceIn,
+            11 => Op::PollOut,
+            12 => Op::SpliceOut,
             _ => return None,
         })
     }
@@ -85,7 +94,19 @@ mod tests {
     #[test]
     fn tokens_round_trip() {
         let key = Key { idx: 123_456, gen: (1 << 24) - 1 };
-        for op in [Op::Accept, Op::Recv, Op::Send, Op::Cancel, Op::Wake, Op::Timer, Op::Probe, Op::Inbox] {
+        for op in [
+            Op::Accept,
+            Op::Recv,
+            Op::Send,
+            Op::Cancel,
+            Op::Wake,
+            Op::Timer,
+            Op::Probe,
+            Op::Inbox,
+            Op::SpliceIn,
+            Op::PollOut,
+            Op::SpliceOut,
+        ] {
             let t = Token::new(op, key);
             assert_eq!(t.op(), Some(op));
             assert_eq!(t.key(), key);
