@@ -339,7 +339,7 @@ pub struct Conn {
     deferred_seq: u64,
     /// The deferred request the connection waits on: no later request is
     /// answered before it.
-    awaiting: Option<Awaiting>,
+    awaiting: Option<Box<Awaiting>>,
     /// The peer sent its last byte; requests held back by the high-water
     /// mark are still answered, then the connection closes.
     peer_done: bool,
@@ -361,10 +361,10 @@ pub struct Conn {
     takeover: Option<Takeover>,
     /// The streamed body being sent: no later request is answered before
     /// it ends.
-    stream: Option<Streaming>,
+    stream: Option<Box<Streaming>>,
     /// The file body being sent, after `out`: no later request is answered
     /// before it is out.
-    file: Option<FileOut>,
+    file: Option<Box<FileOut>>,
 }
 
 /// A streamed body in progress.
@@ -1544,7 +1544,7 @@ impl Conn {
             }
             return;
         }
-        self.stream = Some(Streaming { shared, chunked, close });
+        self.stream = Some(Box::new(Streaming { shared, chunked, close }));
         self.header_timer = false;
         self.deadline = sh.now_ms + sh.idle_ms;
         self.refill(sh);
@@ -1609,7 +1609,7 @@ impl Conn {
         let bodyless = res.write_head(&mut out, sh.date.get(), Some(len), false, a.close, a.keep_alive_10);
         self.out = out;
         if !bodyless && !a.head_only && len > 0 {
-            self.file = Some(FileOut { file: body.file, offset: start, remaining: len, close: a.close });
+            self.file = Some(Box::new(FileOut { file: body.file, offset: start, remaining: len, close: a.close }));
             self.header_timer = false;
             self.deadline = sh.now_ms + sh.idle_ms;
         } else if a.close {
@@ -1625,7 +1625,7 @@ impl Conn {
             c.inc(Counter::Requests);
         }
         let close = !req.keep_alive || res.wants_close() || sh.draining;
-        self.awaiting = Some(Awaiting {
+        self.awaiting = Some(Box::new(Awaiting {
             seq: self.deferred_seq,
             head_only: req.method == "HEAD",
             close,
@@ -1641,7 +1641,7 @@ impl Conn {
                 })
             }),
             http10: req.version == Version::Http10,
-        });
+        }));
         self.deadline = sh.now_ms + sh.deferred_ms;
         self.header_timer = false;
         // What the handler put in it is dropped; the scratch goes back.
