@@ -23,20 +23,14 @@ impl Master<'_> {
                 if self.phase == Phase::Running {
                     log::info!("graceful shutdown");
                     notify("STOPPING=1");
-                    // Workers give up on their connections at the drain
-                    // timeout themselves; the master kills only what is
-                    // stuck past that.
-                    self.phase = Phase::Stopping(Instant::now() + self.config.timeouts.drain + KILL_GRACE);
-                    self.reload_queue.clear();
-                    for i in 0..self.slots.len() {
-                        self.slots[i].respawn_at = None;
-                        self.drain_all_of(i);
-                    }
+                    self.abandon_upgrade(nix::sys::signal::Signal::SIGTERM);
+                    self.stop_gracefully();
                 }
             }
             Command::Quit => {
                 log::info!("immediate stop");
                 notify("STOPPING=1");
+                self.abandon_upgrade(nix::sys::signal::Signal::SIGKILL);
                 self.phase = Phase::Quitting;
                 self.kill_all(libc::SIGKILL);
             }
@@ -77,6 +71,7 @@ impl Master<'_> {
                     Self::signal(p, signal);
                 }
             }
+            Command::Upgrade => self.start_upgrade(),
             Command::Disconnect { slot } => {
                 if slot < self.slots.len() {
                     self.slots[slot].parked = true;
@@ -87,6 +82,18 @@ impl Master<'_> {
                     self.drain_all_of(slot);
                 }
             }
+        }
+    }
+
+    /// Drains every worker and ends the loop once they are gone.
+    pub(super) fn stop_gracefully(&mut self) {
+        // Workers give up on their connections at the drain timeout
+        // themselves; the master kills only what is stuck past that.
+        self.phase = Phase::Stopping(Instant::now() + self.config.timeouts.drain + KILL_GRACE);
+        self.reload_queue.clear();
+        for i in 0..self.slots.len() {
+            self.slots[i].respawn_at = None;
+            self.drain_all_of(i);
         }
     }
 
@@ -137,7 +144,11 @@ impl Master<'_> {
             && self.slots.iter().all(|s| s.parked || s.current.as_ref().is_some_and(|p| p.state == ProcState::Ready))
         {
             self.ready_notified = true;
-            notify("READY=1");
+            // A master started by a binary upgrade tells the old master,
+            // which is still the service's main process to systemd.
+            if !self.tell_old_master() {
+                notify("READY=1");
+            }
         } else {
             self.finish_reload();
         }

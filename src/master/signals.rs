@@ -2,7 +2,8 @@
 //! signalfd by the loop, so no work ever happens in a signal handler.
 //!
 //! TERM and INT: graceful shutdown; QUIT: immediate stop; HUP: rolling
-//! reload; TTIN and TTOU: one worker more or fewer; CHLD: ignored here
+//! reload; TTIN and TTOU: one worker more or fewer; USR2: binary upgrade;
+//! CHLD: ignored here
 //! (exits arrive through pidfds).
 
 use std::io;
@@ -24,6 +25,7 @@ pub(crate) fn mask() -> SigSet {
         Signal::SIGHUP,
         Signal::SIGTTIN,
         Signal::SIGTTOU,
+        Signal::SIGUSR2,
     ] {
         mask.add(s);
     }
@@ -55,6 +57,7 @@ impl Master<'_> {
                 libc::SIGHUP => Command::Reload,
                 libc::SIGTTIN => Command::ScaleUp,
                 libc::SIGTTOU => Command::ScaleDown,
+                libc::SIGUSR2 => Command::Upgrade,
                 _ => continue, // SIGCHLD: exits arrive through pidfds.
             };
             self.command(cmd);
