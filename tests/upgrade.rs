@@ -276,7 +276,11 @@ fn two_quick_sigusr2_make_one_upgrade() {
     let mut server = start(&bin, &["--listen", "127.0.0.1:0", "--workers", "2"], &[]);
     server.wait_line(&["ready 1.0"], Duration::from_secs(10));
     install_build(&bin, "two");
+    // Two at once (the kernel may merge them into one), then one more
+    // while the upgrade is under way or handing over.
     server.signal(libc::SIGUSR2);
+    server.signal(libc::SIGUSR2);
+    server.wait_line(&["upgrade started pid="], Duration::from_secs(10));
     server.signal(libc::SIGUSR2);
     let new = Adopted(upgraded(&server));
     assert!(server.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", server.log_text());
