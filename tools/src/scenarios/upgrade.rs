@@ -9,11 +9,11 @@
 //! build `two`. Figures: from SIGUSR2 to the new master's workers serving
 //! (its `upgrade: workers ready` line) and to the old master's exit.
 //!
-//! nginx, the anchor: `kill -USR2` starts the new binary (the same one),
-//! then, once the new master has its workers, `QUIT` to the old master
-//! (its graceful stop), as nginx's documentation does the upgrade. Figures:
-//! from USR2 to the new master's workers running and to the old master's
-//! exit.
+//! nginx, the anchor (daemonized, as it must be for `USR2`): `kill -USR2`
+//! starts the new binary (the same one), then, once the new master has its
+//! workers, `QUIT` to the old master (its graceful stop), as nginx's
+//! documentation does the upgrade. Figures: from USR2 to the new master's
+//! workers running and to the old master's exit.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use forkring_testkit::proc;
 
-use super::{ms, nginx_default, Ctx, Outcome, Target};
+use super::{ms, Ctx, Outcome, Target};
 use crate::procs;
-use crate::servers::{Forkring, Nginx, NginxConfig};
+use crate::servers::Forkring;
 use crate::wrk::{self, WrkResult};
 
 /// wrk connections, in each of the two runs.
@@ -126,6 +126,9 @@ fn forkring(ctx: &Ctx, wrk: &Path) -> Result<Outcome, String> {
     if let Some(p) = new_pid {
         procs::register(p);
     }
+    // The new master logs this line after it told the old one, so it may
+    // arrive after the old master's `upgraded`.
+    let _ = f.wait_line("upgrade: workers ready", 0, Duration::from_secs(5));
     let ready = f.line_times("upgrade: workers ready").first().map(|&t| t.saturating_duration_since(t0));
     let exit = f.wait_exit(Duration::from_secs(30));
     let exited = exit.map(|_| t0.elapsed());
@@ -153,40 +156,134 @@ fn forkring(ctx: &Ctx, wrk: &Path) -> Result<Outcome, String> {
     Ok(Outcome { figures, pass: no_errors && new_pid.is_some() && ready.is_some() && clean_exit && new_build })
 }
 
+/// A daemonized nginx for the upgrade: nginx ignores `USR2` while the
+/// process that started it is still its parent (it takes itself for the
+/// new binary of an upgrade under way), so the anchor runs it as it runs in
+/// production, detached; the harness, the subreaper, adopts it.
+struct Daemon {
+    /// Its prefix directory (configuration, pid file, logs).
+    dir: PathBuf,
+}
+
+impl Daemon {
+    fn pid_file(&self) -> PathBuf {
+        self.dir.join("nginx.pid")
+    }
+
+    /// The master's pid, from the pid file (`nginx.pid.oldbin` for the old
+    /// master during an upgrade).
+    fn pid(&self, oldbin: bool) -> Option<i32> {
+        let p = if oldbin { self.dir.join("nginx.pid.oldbin") } else { self.pid_file() };
+        std::fs::read_to_string(p).ok()?.trim().parse().ok()
+    }
+
+    fn start(bin: &Path, workers: usize) -> Result<(Daemon, SocketAddr), String> {
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+        let dir = std::env::temp_dir().join(format!("forkring-stress-nginx-upgrade-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let d = dir.display();
+        // As root, nginx would switch its workers to `nobody`.
+        // SAFETY: geteuid cannot fail.
+        let user = if unsafe { libc::geteuid() } == 0 { "user root;" } else { "" };
+        let mut temp = String::new();
+        for m in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+            temp.push_str(&format!("    {m}_temp_path {d}/{m};\n"));
+        }
+        let conf = format!(
+            "{user}\nworker_processes {workers};\nworker_rlimit_nofile 8256;\ndaemon on;\nmaster_process on;\n\
+             pid {d}/nginx.pid;\nerror_log {d}/nginx-error.log notice;\nevents {{\n    worker_connections 4096;\n}}\n\
+             http {{\n    access_log off;\n    server_tokens off;\n    default_type text/plain;\n\
+             keepalive_requests 1000000;\n    keepalive_timeout 75s;\n{temp}    server {{\n\
+             listen 127.0.0.1:{port} backlog=4096;\n        location = / {{\n\
+             return 200 \"Hello, World!\";\n        }}\n    }}\n}}\n"
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
+        let status = Command::new(bin)
+            .arg("-p")
+            .arg(format!("{d}/"))
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(dir.join("nginx-error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| format!("start {}: {e}", bin.display()))?;
+        let daemon = Daemon { dir };
+        if !status.success() {
+            return Err(format!("nginx exited with {status}"));
+        }
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(pid) = daemon.pid(false) {
+                procs::register(pid);
+                let kids = proc::children(pid);
+                kids.iter().for_each(|&k| procs::register(k));
+                if kids.len() >= workers && crate::servers::get_once(addr, Duration::from_secs(1)) == Ok(200) {
+                    return Ok((daemon, addr));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err("nginx did not answer within 10 s".to_owned());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        for oldbin in [true, false] {
+            if let Some(pid) = self.pid(oldbin) {
+                // Registered when seen: the final cleanup kills what is left.
+                let _ = proc::signal(pid, libc::SIGQUIT);
+                proc::wait_gone(pid, Duration::from_secs(5));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn nginx(ctx: &Ctx, wrk: &Path) -> Result<Outcome, String> {
     let bin = ctx.nginx.as_ref().ok_or("nginx not found")?;
-    let mut n = Nginx::start(bin, &NginxConfig { workers: ctx.workers, ..nginx_default() }, None)?;
-    let addr = n.addr;
-    let old_workers = n.workers();
+    let (daemon, addr) = Daemon::start(bin, ctx.workers)?;
+    let old = daemon.pid(false).ok_or("no nginx pid")?;
     let load = start_load(wrk, addr);
     std::thread::sleep(AT);
     let t0 = Instant::now();
-    n.signal(libc::SIGUSR2);
-    // The new master is the old one's child that has workers of its own.
+    let _ = proc::signal(old, libc::SIGUSR2);
+    // The new master writes its pid file once it runs; it is ready when
+    // its workers run.
     let deadline = t0 + Duration::from_secs(20);
     let mut new_master = None;
     while new_master.is_none() && Instant::now() < deadline {
-        new_master = proc::children(n.pid)
-            .into_iter()
-            .filter(|p| !old_workers.contains(p))
-            .find(|&p| proc::children(p).len() >= ctx.workers);
+        new_master = daemon.pid(false).filter(|&p| p != old && proc::children(p).len() >= ctx.workers);
         std::thread::sleep(Duration::from_millis(1));
     }
     let ready = new_master.map(|_| t0.elapsed());
+    let mut exited = None;
     if let Some(p) = new_master {
         procs::register(p);
-        for w in proc::children(p) {
-            procs::register(w);
-        }
-        n.signal(libc::SIGQUIT);
+        proc::children(p).into_iter().for_each(procs::register);
+        let _ = proc::signal(old, libc::SIGQUIT);
+        exited = proc::wait_gone(old, Duration::from_secs(30)).then(|| t0.elapsed());
     }
-    let exited = n.wait_exit(Duration::from_secs(30)).then(|| t0.elapsed());
     let (load_text, no_errors) = load_figures(load)?;
-    if let Some(p) = new_master {
-        let _ = proc::signal(p, libc::SIGQUIT);
-        proc::wait_gone(p, Duration::from_secs(10));
+    let error_log = std::fs::read_to_string(daemon.dir.join("nginx-error.log")).unwrap_or_default();
+    drop(daemon);
+    if std::env::var_os("STRESS_DEBUG").is_some() {
+        eprintln!("{error_log}");
     }
     let show = |d: Option<Duration>| d.map_or("never".to_owned(), ms);
-    let figures = format!("{load_text}; USR2->new workers up {}, QUIT->old master exit {}", show(ready), show(exited));
+    let figures = format!(
+        "{load_text}; USR2->new workers up {}, ->old master exit {} (QUIT sent when they were up)",
+        show(ready),
+        show(exited)
+    );
     Ok(Outcome { figures, pass: no_errors && ready.is_some() && exited.is_some() })
 }
