@@ -276,13 +276,19 @@ fn two_quick_sigusr2_make_one_upgrade() {
     let mut server = start(&bin, &["--listen", "127.0.0.1:0", "--workers", "2"], &[]);
     server.wait_line(&["ready 1.0"], Duration::from_secs(10));
     install_build(&bin, "two");
+    // A request in flight keeps an old worker, and so the old master,
+    // busy for 2 s: the upgrade itself may take only milliseconds.
+    let mut slow = server.connect();
+    slow.send(b"GET /delay?ms=2000 HTTP/1.1\r\nHost: t\r\n\r\n");
+    thread::sleep(Duration::from_millis(100));
     // Two at once (the kernel may merge them into one), then one more
-    // while the upgrade is under way or handing over.
+    // while the upgrade is under way or the old master drains.
     server.signal(libc::SIGUSR2);
     server.signal(libc::SIGUSR2);
     server.wait_line(&["upgrade started pid="], Duration::from_secs(10));
     server.signal(libc::SIGUSR2);
     let new = Adopted(upgraded(&server));
+    assert_eq!(slow.response().status, 200, "the request in flight during the upgrade");
     assert!(server.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", server.log_text());
     // Anything late from the second signal has had time to show.
     thread::sleep(Duration::from_millis(300));
