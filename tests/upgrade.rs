@@ -406,3 +406,27 @@ fn systemd_hears_the_new_main_pid() {
     drop(new);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn re_executed_workers_keep_their_masters_build_until_the_upgrade() {
+    become_subreaper();
+    let dir = scratch("reexec");
+    let bin = dir.join("forkring");
+    install_build(&bin, "one");
+    let mut server = start(&bin, &["--listen", "127.0.0.1:0", "--workers", "1", "--reexec"], &[]);
+    let line = server.wait_line(&["ready 0.0 pid="], Duration::from_secs(10));
+    let worker: i32 = line.rsplit("pid=").next().unwrap().trim().parse().unwrap();
+    // A new build on disk, and a worker respawned before any upgrade: it
+    // runs the binary its master runs, not the new file.
+    install_build(&bin, "two");
+    // A descendant of the server, read from its log just now.
+    proc::signal(worker, libc::SIGKILL).unwrap();
+    server.wait_line(&["ready 0.1"], Duration::from_secs(10));
+    assert_eq!(version(server.addr), "forkring 0.1.0 (build one)\n", "{}", server.log_text());
+    server.signal(libc::SIGUSR2);
+    let new = Adopted(upgraded(&server));
+    assert!(server.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", server.log_text());
+    assert_eq!(version(server.addr), "forkring 0.1.0 (build two)\n");
+    drop(new);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -64,8 +64,12 @@ impl Exec {
             CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in an exec string"))
         };
         let exe = std::env::current_exe().map_err(|e| context(e, "re-exec: the program's path"))?;
-        let path = cstr(exe.as_os_str().as_bytes())?;
-        let mut args = vec![path.clone()];
+        // The worker runs the master's own binary, even once a new one has
+        // been installed over it (before a binary upgrade): `/proc/self/exe`
+        // in the child is that inode, deleted or not.
+        let own = std::path::Path::new("/proc/self/exe");
+        let path = cstr(if own.exists() { own.as_os_str().as_bytes() } else { exe.as_os_str().as_bytes() })?;
+        let mut args = vec![cstr(exe.as_os_str().as_bytes())?];
         for a in std::env::args_os().skip(1) {
             args.push(cstr(a.as_bytes())?);
         }
