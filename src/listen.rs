@@ -80,6 +80,17 @@ pub struct UnixSocketFile {
 }
 
 impl UnixSocketFile {
+    /// A socket file another process made and hands over, by its device
+    /// and inode as that process bound it.
+    pub fn adopt(path: PathBuf, id: (u64, u64)) -> UnixSocketFile {
+        UnixSocketFile { path, id }
+    }
+
+    /// Its device and inode, as bound.
+    pub fn id(&self) -> (u64, u64) {
+        self.id
+    }
+
     /// Removes the file, unless another socket has taken the path since.
     pub fn remove(self) {
         if std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id) {

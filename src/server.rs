@@ -232,6 +232,14 @@ impl Server {
     ///
     /// In a process started as a re-executed worker ([`Server::reexec`]),
     /// this serves as that worker and returns when it has drained.
+    ///
+    /// A binary upgrade (SIGUSR2, or [`Command::Upgrade`](crate::Command)
+    /// through a [`Handle`]) starts the program again from the path it was
+    /// started from, with the same arguments and environment, and hands it
+    /// the listening sockets: the program must reach `serve` again with the
+    /// same settings, where the new master takes the sockets. Once its
+    /// workers serve, this call returns `Ok(())` after this master's own
+    /// workers have drained, while the new master goes on serving.
     pub fn serve<H, F>(self, factory: F) -> io::Result<()>
     where
         H: Handler,

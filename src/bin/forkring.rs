@@ -24,7 +24,7 @@ const USAGE: &str = "\
 forkring: a prefork HTTP/1.1 server (demo)
 
 Serves GET / -> 200 \"Hello, World!\", POST /echo -> the request body back,
-anything else -> 404.
+GET /version -> the version (and build tag), anything else -> 404.
 
 Usage: forkring [OPTIONS]
 
@@ -96,6 +96,10 @@ Signals to the master:
   HUP         rolling reload: replace workers one at a time, losing nothing
               (under systemd, with RELOADING=1 and READY=1)
   TTIN, TTOU  one worker more, one worker fewer
+  USR2        binary upgrade: start the binary from disk (the path this
+              process was started from) with the listening sockets; once
+              its workers serve, this master drains its own and exits
+              (under systemd, with MAINPID=; needs NotifyAccess=all)
 
 Every lifecycle event (fork, online, listening, ready, disconnect, exit) is
 logged at info level.
@@ -157,7 +161,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Action::Version => {
-            println!("forkring {}", env!("CARGO_PKG_VERSION"));
+            println!("{}", version());
             return ExitCode::SUCCESS;
         }
         Action::CheckUring => return check_uring(),
@@ -170,6 +174,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     init_logger(opts.log);
+    log::info!("{}", version());
 
     let mut respawn = Respawn::default();
     respawn.enabled = opts.respawn;
@@ -376,7 +381,49 @@ impl Handler for Demo {
     }
 }
 
-/// `GET /`, `POST /echo`, `GET /ip`, `GET /sleep`, `GET /delay`, 404.
+/// The build tag's marker, followed in [`BUILD_TAG`] by the tag itself,
+/// NUL-padded.
+const TAG_MARKER: &[u8] = b"@(#)forkring-build-tag=";
+/// Room for the tag after the marker.
+const TAG_ROOM: usize = 40;
+
+/// The marker and the build's tag (`FORKRING_BUILD_TAG` at compile time,
+/// empty without it). The bytes sit once in the binary, where a release
+/// process may also stamp a tag into a built copy; they are read with a
+/// volatile load, so the compiler cannot fold the compile-time value in.
+static BUILD_TAG: [u8; TAG_MARKER.len() + TAG_ROOM] = {
+    let mut out = [0u8; TAG_MARKER.len() + TAG_ROOM];
+    let tag = match option_env!("FORKRING_BUILD_TAG") {
+        Some(t) => t.as_bytes(),
+        None => b"",
+    };
+    let mut i = 0;
+    while i < TAG_MARKER.len() {
+        out[i] = TAG_MARKER[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < tag.len() && j < TAG_ROOM - 1 {
+        out[TAG_MARKER.len() + j] = tag[j];
+        j += 1;
+    }
+    out
+};
+
+/// `forkring 0.1.0`, with ` (build TAG)` when the binary carries a tag.
+fn version() -> String {
+    // SAFETY: a plain read of an initialised static array.
+    let bytes = unsafe { std::ptr::read_volatile(&BUILD_TAG) };
+    let tag = &bytes[TAG_MARKER.len()..];
+    let tag = &tag[..tag.iter().position(|&b| b == 0).unwrap_or(tag.len())];
+    match std::str::from_utf8(tag) {
+        Ok(t) if !t.is_empty() => format!("forkring {} (build {t})", env!("CARGO_PKG_VERSION")),
+        _ => format!("forkring {}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+/// `GET /`, `GET /version`, `POST /echo`, `GET /ip`, `GET /sleep`,
+/// `GET /delay`, 404.
 fn demo(req: &Request<'_>, res: &mut Response) {
     match req.path() {
         // The client's address, and the one it connected to.
@@ -408,6 +455,12 @@ fn demo(req: &Request<'_>, res: &mut Response) {
                 forkring::worker::after(Duration::from_millis(ms), move || responder.send(slept(ms)));
             }
             None => bad_wait(res),
+        },
+        "/version" => match req.method() {
+            "GET" | "HEAD" => {
+                res.header("Content-Type", "text/plain").body(format!("{}\n", version()));
+            }
+            _ => method_not_allowed(res, "GET, HEAD"),
         },
         "/" => match req.method() {
             // HEAD gets the same head; the runtime leaves the body out.

@@ -83,6 +83,26 @@ pub enum Event {
         /// The message.
         data: Vec<u8>,
     },
+    /// A binary upgrade began: the master started the program's binary
+    /// from disk as a new master, handing it the listening sockets.
+    UpgradeStarted {
+        /// The new master's pid.
+        pid: i32,
+    },
+    /// The new master's workers serve: this master hands over (systemd
+    /// hears `MAINPID=` the new pid), drains its own workers and exits.
+    Upgraded {
+        /// The new master's pid.
+        pid: i32,
+    },
+    /// The upgrade failed (the binary could not be executed, exited, or was
+    /// not ready in time); this master keeps serving.
+    UpgradeFailed {
+        /// The new master's pid, if one was started.
+        pid: Option<i32>,
+        /// Why, as logged.
+        reason: String,
+    },
     /// The worker exited.
     Exit {
         /// Which worker.
@@ -108,6 +128,10 @@ impl fmt::Display for Event {
             Event::Ready { worker, pid } => write!(f, "ready {worker} pid={pid}"),
             Event::Disconnect { worker, pid } => write!(f, "disconnect {worker} pid={pid}"),
             Event::Message { worker, data } => write!(f, "message {worker} len={}", data.len()),
+            Event::UpgradeStarted { pid } => write!(f, "upgrade started pid={pid}"),
+            Event::Upgraded { pid } => write!(f, "upgraded pid={pid}"),
+            Event::UpgradeFailed { pid: Some(pid), reason } => write!(f, "upgrade failed pid={pid}: {reason}"),
+            Event::UpgradeFailed { pid: None, reason } => write!(f, "upgrade failed: {reason}"),
             Event::Exit { worker, pid, status, requested } => {
                 let how = match status {
                     ExitStatus::Code(c) => format!("code={c}"),
@@ -150,6 +174,11 @@ pub enum Command {
     /// Every worker reopens its access log (SIGUSR1, logrotate's
     /// convention).
     ReopenLogs,
+    /// Binary upgrade (SIGUSR2): start the program's binary from disk as a
+    /// new master with the listening sockets, and hand over to it once its
+    /// workers serve. One at a time; while one is under way, or the cluster
+    /// is shutting down, it is ignored.
+    Upgrade,
 }
 
 /// A thread-safe way to send [`Command`]s to the master loop.

@@ -22,7 +22,8 @@
 //! crash accounting; [`reload`] commands, reload and scaling; [`events`]
 //! lifecycle events, worker messages and user timers; [`supervise`] the
 //! watchdog, recycling and systemd's watchdog; [`metrics`] and [`scrape`]
-//! the metrics and their listener; [`notify`] systemd.
+//! the metrics and their listener; [`notify`] systemd; [`upgrade`] the
+//! binary upgrade.
 //! The master knows nothing of HTTP or of the event-loop backends: a worker
 //! is started through the entry function it is given.
 
@@ -37,6 +38,7 @@ mod signals;
 mod slot;
 mod spawn;
 mod supervise;
+mod upgrade;
 
 use std::collections::VecDeque;
 use std::io;
@@ -137,6 +139,17 @@ struct Master<'a> {
     status_sent: String,
     /// systemd was told `RELOADING=1` and awaits `READY=1`.
     reload_notified: bool,
+    /// The program's binary as started, which an upgrade starts again.
+    exe: Option<std::path::PathBuf>,
+    /// The binary upgrade under way (this master is the old one).
+    upgrade: Option<upgrade::Pending>,
+    /// The master this one replaces, until this one has told it that its
+    /// workers serve (this master was started by an upgrade).
+    parent: Option<upgrade::Parent>,
+    /// This master handed the service over to a new one and is draining.
+    handed_over: bool,
+    /// The Unix socket file this master removes when it is done, if any.
+    unix_file: Option<UnixSocketFile>,
 }
 
 /// Time past the drain timeout after which the master kills a worker.
@@ -161,6 +174,10 @@ enum Token {
     Metrics,
     /// A connection to the metrics listener, by index.
     Scrape(usize),
+    /// The channel from the new master of a binary upgrade.
+    Upgrade,
+    /// The pidfd of the new master of a binary upgrade.
+    UpgradeExit,
 }
 
 impl Token {
@@ -171,6 +188,10 @@ impl Token {
     const RING: u64 = 3;
     /// Kind 0 (no worker): the metrics listener.
     const METRICS: u64 = 1;
+    /// Kind 0: the upgrade's channel.
+    const UPGRADE: u64 = 2;
+    /// Kind 0: the upgrade's pidfd.
+    const UPGRADE_EXIT: u64 = 3;
     /// Kind 0: scrape connection `i` is `SCRAPE + i`.
     const SCRAPE: u64 = 0x100;
 
@@ -185,6 +206,8 @@ impl Token {
             Token::Lifeline(id) => pack(Self::LIFELINE, id),
             Token::Ring(id) => pack(Self::RING, id),
             Token::Metrics => Self::METRICS,
+            Token::Upgrade => Self::UPGRADE,
+            Token::UpgradeExit => Self::UPGRADE_EXIT,
             Token::Scrape(i) => Self::SCRAPE + (i as u64 & 0xff),
         }
     }
@@ -201,6 +224,8 @@ impl Token {
             Self::LIFELINE => Some(Token::Lifeline(id)),
             Self::RING => Some(Token::Ring(id)),
             0 if v == Self::METRICS => Some(Token::Metrics),
+            0 if v == Self::UPGRADE => Some(Token::Upgrade),
+            0 if v == Self::UPGRADE_EXIT => Some(Token::UpgradeExit),
             0 if v & !0xff == Self::SCRAPE && ((v & 0xff) as usize) < scrape::MAX_CONNS => {
                 Some(Token::Scrape((v & 0xff) as usize))
             }
@@ -214,6 +239,8 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
     // First, before this process opens any descriptor that could take
     // the numbers systemd passed.
     let inherited = crate::listen::inherited()?;
+    let (parent, handed_metrics) = upgrade::take();
+    let exe = upgrade::own_path();
     // An inherited `SIGCHLD = SIG_IGN` (some supervisors and shells pass it
     // on) has the kernel reap the workers itself: `waitpid` then finds no
     // child and their exit statuses are lost. Workers inherit the default.
@@ -222,8 +249,12 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
         .map_err(|e| context(e.into(), "signal(SIGCHLD)"))?;
     let (mask, sigfd) = signals::block()?;
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| context(e.into(), "epoll_create1"))?;
-    let (shared_listener, per_slot, addr, unix_file) = bind(config, inherited)?;
-    let scrape = config.metrics.as_deref().map(scrape::Scrape::bind).transpose()?;
+    let (shared_listener, per_slot, addr, unix_file) = bind(config, inherited, parent.is_some())?;
+    let scrape = match (config.metrics.as_deref(), handed_metrics) {
+        (Some(_), Some(fd)) => Some(scrape::Scrape::from_fd(fd)?),
+        (Some(addr), None) => Some(scrape::Scrape::bind(addr)?),
+        (None, _) => None,
+    };
     log::info!("listening on {addr}");
     if let Some(s) = &scrape {
         log::info!("metrics on http://{}/metrics", s.local_addr()?);
@@ -260,6 +291,11 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
         sd_watchdog_next: Instant::now(),
         status_sent: String::new(),
         reload_notified: false,
+        exe,
+        upgrade: None,
+        parent,
+        handed_over: false,
+        unix_file,
     };
     let now = Instant::now();
     master.user_timer_due = master.hooks.timers.iter().map(|(period, _)| now + *period).collect();
@@ -282,8 +318,9 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
     let outcome = master.run_loop();
     master.hooks.wake.store(-1, Ordering::Release);
     signals::unblock(&mask);
-    // The socket file goes with the cluster (once every worker is gone).
-    if let Some(file) = unix_file {
+    // The socket file goes with the cluster (once every worker is gone),
+    // unless a new master took it over.
+    if let Some(file) = master.unix_file.take().filter(|_| !master.handed_over) {
         file.remove();
     }
     outcome
@@ -293,10 +330,12 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
 /// they serve, and the Unix socket file this process made, if any.
 type Listeners = (Option<OwnedFd>, Option<Vec<OwnedFd>>, ListenAddr, Option<UnixSocketFile>);
 
-/// Opens the listening sockets (or takes the inherited ones).
-fn bind(config: &Config, inherited: Option<Vec<OwnedFd>>) -> io::Result<Listeners> {
+/// Opens the listening sockets (or takes the inherited ones). Sockets
+/// handed over by an upgrade are all kept, one slot each when there are
+/// several (closing one would reset the connections queued in it).
+fn bind(config: &Config, inherited: Option<Vec<OwnedFd>>, upgraded: bool) -> io::Result<Listeners> {
     Ok(match inherited {
-        Some(fds) if fds.len() == config.workers && fds.len() > 1 => {
+        Some(fds) if fds.len() > 1 && (fds.len() == config.workers || upgraded) => {
             let addr = crate::listen::local_addr(&fds[0])?;
             log::info!("using {} inherited sockets, one per worker", fds.len());
             (None, Some(fds), addr, None)
@@ -388,6 +427,8 @@ impl Master<'_> {
                     Some(Token::Ring(id)) => self.ack_ring(id),
                     Some(Token::Metrics) => self.scrape_accept(),
                     Some(Token::Scrape(i)) => self.scrape_io(i),
+                    Some(Token::Upgrade) => self.upgrade_message(),
+                    Some(Token::UpgradeExit) => self.upgrade_exited(),
                     None => {}
                 }
             }
@@ -404,6 +445,7 @@ impl Master<'_> {
                 self.command(cmd);
             }
             self.respawn_timers();
+            self.upgrade_timers(Instant::now());
             self.supervise(Instant::now());
             if let Some(e) = self.fatal.take() {
                 self.kill_all(libc::SIGKILL);
@@ -466,6 +508,9 @@ impl Master<'_> {
         if let Some(t) = self.supervise_due() {
             consider(t);
         }
+        if let Some(t) = self.upgrade.as_ref().and_then(upgrade::Pending::deadline) {
+            consider(t);
+        }
         for s in &self.slots {
             if let Some(t) = s.respawn_at {
                 consider(t);
@@ -515,6 +560,8 @@ mod tests {
             Token::Metrics,
             Token::Scrape(0),
             Token::Scrape(scrape::MAX_CONNS - 1),
+            Token::Upgrade,
+            Token::UpgradeExit,
         ] {
             assert_eq!(Token::decode(t.encode()), Some(t));
         }

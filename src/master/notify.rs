@@ -3,16 +3,29 @@
 //! when `NOTIFY_SOCKET` is set.
 
 use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// Set once this master has handed the service to a new master (binary
+/// upgrade): from then on only the new one speaks to systemd.
+static SILENT: AtomicBool = AtomicBool::new(false);
+
+/// Stops every later notification from this process.
+pub(super) fn silence() {
+    SILENT.store(true, Ordering::Relaxed);
+}
 
 /// Whether systemd listens (`NOTIFY_SOCKET` is set).
 pub(super) fn enabled() -> bool {
-    std::env::var_os("NOTIFY_SOCKET").is_some()
+    !SILENT.load(Ordering::Relaxed) && std::env::var_os("NOTIFY_SOCKET").is_some()
 }
 
 /// Sends a state line to systemd when `NOTIFY_SOCKET` is set; failures are
 /// logged at debug level (a missing manager must not stop the server).
 pub(super) fn notify(state: &str) {
+    if SILENT.load(Ordering::Relaxed) {
+        return;
+    }
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
     let path = path.to_string_lossy().into_owned();
     let Ok(sock) = UnixDatagram::unbound() else { return };

@@ -7,7 +7,7 @@
 //! before that leaves the old worker in place.
 
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::notify::{self, notify};
 use super::slot::{Cause, ProcState, Slot};
@@ -26,26 +26,15 @@ impl Master<'_> {
                     // `/ready` turns 503 now (the phase); the workers keep
                     // serving for the drain delay, so that a load balancer
                     // polling `/ready` stops sending new connections before
-                    // the listeners close. Workers give up on their
-                    // connections at the drain timeout themselves; the
-                    // master kills only what is stuck past that.
-                    let delay = self.config.drain_delay;
-                    self.phase = Phase::Stopping(Instant::now() + delay + self.config.timeouts.drain + KILL_GRACE);
-                    self.reload_queue.clear();
-                    for slot in &mut self.slots {
-                        slot.respawn_at = None;
-                    }
-                    if delay.is_zero() {
-                        self.drain_everything();
-                    } else {
-                        log::info!("draining in {} ms (drain delay)", delay.as_millis());
-                        self.drain_at = Some(Instant::now() + delay);
-                    }
+                    // the listeners close.
+                    self.abandon_upgrade(nix::sys::signal::Signal::SIGTERM);
+                    self.stop_gracefully(self.config.drain_delay);
                 }
             }
             Command::Quit => {
                 log::info!("immediate stop");
                 notify("STOPPING=1");
+                self.abandon_upgrade(nix::sys::signal::Signal::SIGKILL);
                 self.phase = Phase::Quitting;
                 self.kill_all(libc::SIGKILL);
             }
@@ -97,6 +86,7 @@ impl Master<'_> {
                     }
                 }
             }
+            Command::Upgrade => self.start_upgrade(),
             Command::Disconnect { slot } => {
                 if slot < self.slots.len() {
                     self.slots[slot].parked = true;
@@ -110,7 +100,24 @@ impl Master<'_> {
         }
     }
 
-    /// Asks every worker of `slot` to drain.
+    /// Drains every worker (after `delay`, during which `/ready` already
+    /// answers 503) and ends the loop once they are gone.
+    pub(super) fn stop_gracefully(&mut self, delay: Duration) {
+        // Workers give up on their connections at the drain timeout
+        // themselves; the master kills only what is stuck past that.
+        self.phase = Phase::Stopping(Instant::now() + delay + self.config.timeouts.drain + KILL_GRACE);
+        self.reload_queue.clear();
+        for slot in &mut self.slots {
+            slot.respawn_at = None;
+        }
+        if delay.is_zero() {
+            self.drain_everything();
+        } else {
+            log::info!("draining in {} ms (drain delay)", delay.as_millis());
+            self.drain_at = Some(Instant::now() + delay);
+        }
+    }
+
     /// Tells every worker of every slot to drain (the graceful shutdown,
     /// once its delay is over).
     pub(super) fn drain_everything(&mut self) {
@@ -119,6 +126,7 @@ impl Master<'_> {
         }
     }
 
+    /// Asks every worker of `slot` to drain.
     fn drain_all_of(&mut self, slot: usize) {
         let mut disconnected = Vec::new();
         let s = &mut self.slots[slot];
@@ -165,7 +173,11 @@ impl Master<'_> {
             && self.slots.iter().all(|s| s.parked || s.current.as_ref().is_some_and(|p| p.state == ProcState::Ready))
         {
             self.ready_notified = true;
-            notify("READY=1");
+            // A master started by a binary upgrade tells the old master,
+            // which is still the service's main process to systemd.
+            if !self.tell_old_master() {
+                notify("READY=1");
+            }
         } else {
             self.finish_reload();
         }

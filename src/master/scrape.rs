@@ -119,6 +119,13 @@ impl Scrape {
         Ok(Scrape { listener, conns: Default::default() })
     }
 
+    /// Serves on a listener handed over by the master this one replaces.
+    pub(super) fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Scrape> {
+        let listener = TcpListener::from(fd);
+        listener.set_nonblocking(true)?;
+        Ok(Scrape { listener, conns: Default::default() })
+    }
+
     /// The address it serves.
     pub(super) fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         self.listener.local_addr()

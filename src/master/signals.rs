@@ -2,7 +2,8 @@
 //! signalfd by the loop, so no work ever happens in a signal handler.
 //!
 //! TERM and INT: graceful shutdown; QUIT: immediate stop; HUP: rolling
-//! reload; TTIN and TTOU: one worker more or fewer; CHLD: ignored here
+//! reload; TTIN and TTOU: one worker more or fewer; USR2: binary upgrade;
+//! CHLD: ignored here
 //! (exits arrive through pidfds).
 
 use std::io;
@@ -25,6 +26,7 @@ pub(crate) fn mask() -> SigSet {
         Signal::SIGTTIN,
         Signal::SIGTTOU,
         Signal::SIGUSR1,
+        Signal::SIGUSR2,
     ] {
         mask.add(s);
     }
@@ -57,6 +59,7 @@ impl Master<'_> {
                 libc::SIGTTIN => Command::ScaleUp,
                 libc::SIGTTOU => Command::ScaleDown,
                 libc::SIGUSR1 => Command::ReopenLogs,
+                libc::SIGUSR2 => Command::Upgrade,
                 _ => continue, // SIGCHLD: exits arrive through pidfds.
             };
             self.command(cmd);

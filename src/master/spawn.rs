@@ -64,8 +64,12 @@ impl Exec {
             CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in an exec string"))
         };
         let exe = std::env::current_exe().map_err(|e| context(e, "re-exec: the program's path"))?;
-        let path = cstr(exe.as_os_str().as_bytes())?;
-        let mut args = vec![path.clone()];
+        // The worker runs the master's own binary, even once a new one has
+        // been installed over it (before a binary upgrade): `/proc/self/exe`
+        // in the child is that inode, deleted or not.
+        let own = std::path::Path::new("/proc/self/exe");
+        let path = cstr(if own.exists() { own.as_os_str().as_bytes() } else { exe.as_os_str().as_bytes() })?;
+        let mut args = vec![cstr(exe.as_os_str().as_bytes())?];
         for a in std::env::args_os().skip(1) {
             args.push(cstr(a.as_bytes())?);
         }
@@ -323,7 +327,7 @@ fn warn_if_root(user: Option<&io::Result<Credentials>>) {
 
 /// The highest descriptor number this process can have, plus one, for the
 /// fallback that closes descriptors one by one.
-fn max_fd() -> RawFd {
+pub(super) fn max_fd() -> RawFd {
     // SAFETY: sysconf has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
     if n > 0 {
@@ -336,7 +340,7 @@ fn max_fd() -> RawFd {
 /// Closes every descriptor but those in `keep` (sorted, no duplicates):
 /// `close_range` over the gaps, or `close` one by one below `max_fd` where
 /// the kernel lacks it. Async-signal-safe.
-fn close_all_but(keep: &[RawFd], max_fd: RawFd) {
+pub(super) fn close_all_but(keep: &[RawFd], max_fd: RawFd) {
     let mut first: u32 = 0;
     for &fd in keep {
         let fd = fd as u32;
@@ -365,7 +369,7 @@ fn close_range(first: u32, last: u32, max_fd: RawFd) {
 
 /// Writes `msg` and `errno` in decimal, and a newline, to stderr, without
 /// allocating. Async-signal-safe.
-fn write_stderr_errno(msg: &[u8], errno: i32) {
+pub(super) fn write_stderr_errno(msg: &[u8], errno: i32) {
     let mut buf = [0u8; 128];
     let n = msg.len().min(buf.len() - 12);
     buf[..n].copy_from_slice(&msg[..n]);
@@ -389,7 +393,7 @@ fn write_stderr_errno(msg: &[u8], errno: i32) {
 
 /// A descriptor that becomes readable when process `pid` exits, and that
 /// keeps `pid` from being reused until it is closed.
-fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+pub(super) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags, touches no memory of ours,
     // and returns a new descriptor.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };

@@ -212,6 +212,7 @@ impl Master<'_> {
             .count();
         let draining: usize = self.slots.iter().map(|s| s.procs().filter(|p| p.stopping).count()).sum();
         let what = match self.phase {
+            Phase::Running if self.upgrade.is_some() => "upgrading",
             Phase::Running if self.reloading.is_some() || !self.reload_queue.is_empty() => "replacing workers",
             Phase::Running => "serving",
             Phase::Stopping(_) => "shutting down",

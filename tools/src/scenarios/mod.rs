@@ -11,8 +11,10 @@
 //! | 6 | hostile bytes over hundreds of connections | right status or close for each; no crash, no hang |
 //! | 7 | 10,000 idle keep-alive connections | <= 512 bytes of server memory per connection |
 //! | 8 | ring message flood (master <-> workers) while serving HTTP | no lost or bad message; p99 within 2x of the quiet run |
+//! | 9 | binary upgrade (SIGUSR2) under wrk, 64 keep-alive + 64 connection-per-request | 0 failed requests |
+//! | 10 | SIGSTOP a worker, `--worker-timeout 1`, under load | replaced within 2 s; failures only on its connections |
 //!
-//! nginx runs the scenarios that apply to it (1, 2, 4, 5, 7) with the same
+//! nginx runs the scenarios that apply to it (1, 2, 4, 5, 7, 9) with the same
 //! load and the same measurement; its line is the anchor, printed under
 //! forkring's, and never decides the exit status.
 
@@ -29,6 +31,8 @@ pub mod orphans;
 pub mod reload;
 pub mod shutdown;
 pub mod slowloris;
+pub mod stopped;
+pub mod upgrade;
 
 /// What the scenarios need to know about the run.
 pub struct Ctx {
@@ -167,6 +171,22 @@ pub fn all() -> Vec<Scenario> {
             run: flood::RUN,
             nginx: false,
             missing: flood::MISSING,
+        },
+        Scenario {
+            id: 9,
+            name: "binary upgrade",
+            bound: "0 failed requests (wrk: 64 keep-alive + 64 connection-per-request); the new build serves",
+            run: Some(upgrade::run),
+            nginx: true,
+            missing: "",
+        },
+        Scenario {
+            id: 10,
+            name: "stopped worker",
+            bound: "replaced within --worker-timeout + 1 s; failures only on the connections it held",
+            run: Some(stopped::run),
+            nginx: false,
+            missing: "",
         },
     ]
 }
