@@ -81,7 +81,7 @@ loom:
 stress:
 	bash tools/install-deps.sh
 	$(CARGO) build --release --bin forkring
-	$(CARGO) run --release -p forkring-stress -- $(STRESS_ARGS)
+	$(CARGO) run --release -p forkring-stress --bin forkring-stress -- $(STRESS_ARGS)
 
 # The fleet harness (tools/src/bin/forkring-scale): three hosts, each a
 # network namespace on a bridge (10.213.7.0/24, removed at the end), a
