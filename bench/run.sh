@@ -485,6 +485,8 @@ start_peer() {
 	PID_OF[$name]=$pid
 	PORT_OF[$name]=$port
 	LOG_OF[$name]=$log
+	# The peers serve GET / and POST /echo only: no static files.
+	NO_STATIC[$name]=1
 	case $name in
 	may_minihttp)
 		NOTE_OF[$name]="may_minihttp $(peer_version may_minihttp) (may $(peer_version may)), $workers scheduler thread(s)"
