@@ -42,6 +42,12 @@ pub(crate) const ACCEPT_BACKOFF_MS: u64 = 100;
 
 /// The sweep period while draining: a quarter of the idle grace, so idle
 /// connections leave within a quarter grace of it.
+/// Most connections one sweep closes for their deadline. When a thousand
+/// slow clients time out together, closing them all in one turn holds
+/// every other connection's requests for the whole batch; in slices of
+/// this many the loop serves between them.
+pub(crate) const SWEEP_CLOSE_BUDGET: usize = 64;
+
 pub(crate) const DRAIN_SWEEP_MS: u64 = if DRAIN_IDLE_GRACE_MS / 4 > 5 { DRAIN_IDLE_GRACE_MS / 4 } else { 5 };
 
 /// What to do after an accept failed.
@@ -220,6 +226,12 @@ impl<'a> Core<'a> {
         }
         self.next_sweep = now + self.sweep_interval_ms();
         true
+    }
+
+    /// A sweep stopped at [`SWEEP_CLOSE_BUDGET`] closes: the next turn
+    /// sweeps again, at once.
+    pub(crate) fn sweep_unfinished(&mut self) {
+        self.next_sweep = self.sh.now_ms();
     }
 
     /// The next time the loop must wake up by itself: the next sweep, the

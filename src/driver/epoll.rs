@@ -294,7 +294,12 @@ impl<'a> Driver<'a> {
     /// passed; one waiting on a deferred response is answered `504`.
     fn sweep<H: Handler>(&mut self, handler: &mut H) {
         let now = self.core.sh.now_ms();
+        let mut closes = 0;
         for idx in 0..self.conns.capacity() {
+            if closes == core::SWEEP_CLOSE_BUDGET {
+                self.core.sweep_unfinished();
+                break;
+            }
             if let Some((key, c)) = self.conns.at(idx) {
                 if !c.expired(now) {
                     continue;
@@ -306,6 +311,7 @@ impl<'a> Driver<'a> {
                 };
                 if let Step::Close = step {
                     log::debug!("connection {idx}: timed out");
+                    closes += 1;
                 }
                 self.after(key, step);
             }

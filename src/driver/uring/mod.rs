@@ -742,7 +742,12 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
     /// Closes connections whose deadline (or lingering time) has passed.
     fn sweep(&mut self) {
         let now = self.core.sh.now_ms();
+        let mut closes = 0;
         for idx in 0..self.slab.capacity() {
+            if closes == core::SWEEP_CLOSE_BUDGET {
+                self.core.sweep_unfinished();
+                break;
+            }
             // (key, close now): one waiting on a deferred response answers
             // 504 instead, and closes once that is sent.
             let expired = match self.slab.at(idx) {
@@ -762,6 +767,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                 Some((key, true)) => {
                     log::debug!("connection timed out");
                     self.begin_close(key);
+                    closes += 1;
                 }
                 Some((key, false)) => self.mark(key),
                 None => {}

@@ -8,17 +8,17 @@
 //! every millisecond), as many independent clients would send them.
 //!
 //! The server runs one worker with a 2 s header timeout, pinned to CPU 0,
-//! and wrk runs on CPU 1. The slow clients run on the server's CPU, at
-//! `SCHED_IDLE`: over loopback the kernel does a segment's receive work in
-//! the sender's system call, so an attacker on wrk's CPU would charge the
-//! server's receive work for the attack to the measuring client, and what
-//! would be measured is wrk's own slowdown. On the server's CPU that work
-//! lands where an attack's packets land (and the attacker's send work with
-//! it, which only makes the figure conservative); `SCHED_IDLE` keeps the
-//! attacker's own user-space work out of the server's way. The bytes it
-//! actually sent while wrk measured are counted: an attack starved below
-//! 90% of its planned rate fails the scenario, so a weaker attack cannot
-//! pass for a cheaper one.
+//! and wrk runs on CPU 1. The slow clients run on the server's CPU, at the
+//! same priority as the server: over loopback the kernel does a segment's
+//! receive work in the sender's system call, so an attacker on wrk's CPU
+//! would charge the server's receive work for the attack to the measuring
+//! client, and what would be measured is wrk's own slowdown. On the
+//! server's CPU that work lands where an attack's packets land (with the
+//! attacker's send work, which only makes the figure conservative). At a
+//! lower priority (`SCHED_IDLE`) a busy server starves the attacker, and a
+//! server that keeps its CPU busier would face a weaker attack; so the
+//! bytes the attack actually sent while wrk measured are counted, and an
+//! attack below 90% of its planned rate fails the scenario.
 //!
 //! While an attack lasts, every slow connection the server closes is
 //! replaced by a new one. Every slow connection the server closes must be
@@ -276,11 +276,7 @@ fn attack(addr: SocketAddr, cpu: Option<usize>, ctl: &Control, close_at_stop: bo
     if let Some(cpu) = cpu {
         let _ = crate::procs::pin_to(cpu);
     }
-    // SAFETY: sched_setscheduler on the calling thread with a valid param.
-    unsafe {
-        let p = libc::sched_param { sched_priority: 0 };
-        libc::sched_setscheduler(0, libc::SCHED_IDLE, &p);
-    }
+
     let mut rep = Report::default();
     // SAFETY: epoll_create1 returns a new descriptor or -1.
     let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
