@@ -231,9 +231,9 @@ struct Report {
     /// Time from connect to the server's close, per closed connection, as
     /// an interval (lo, hi]: hi when the harness saw it, lo the start of the
     /// last `epoll_wait` before that which returned every ready event (the
-    /// close came after it). The attacking thread runs at `SCHED_IDLE` and
-    /// can be kept off the CPU by other work; the interval keeps that
-    /// delay out of the figure's verdict.
+    /// close came after it). The attacking thread shares the server's CPU
+    /// and can be kept off it by the server; the interval keeps that delay
+    /// out of the figure's verdict.
     close_after: Vec<(Duration, Duration)>,
     /// Connections still open when the attack had to give up on them, or
     /// older than the header timeout plus the slack when the harness closed
