@@ -774,7 +774,8 @@ class Report:
                 "Streams of `GET /stream?n=1000000&ms=1000` (one event a second each) held by one worker;"
                 " memory per stream is the growth of the server's RSS from idle to every stream open,"
                 " CPU per event the server's CPU time over the counting window divided by the events the"
-                " client received in it. nginx has no way to produce events by itself and is not measured."
+                " client received in it. nginx has no way to produce events by itself; the anchor is Node's"
+                " `http` server (`bench/node-wait.js`, one process, a `setInterval` per stream)."
             )
             o.append("")
             o.append("| server | streams | events/s | RSS idle → streaming MiB | bytes per stream | CPU µs/event | errors |")

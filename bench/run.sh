@@ -59,6 +59,8 @@
 #              (setTimeout, bench/node-wait.js) beside /delay when node is
 #              installed
 #   SSE        1 runs the server-sent events measurement, 0 skips it [1]
+#              (Node's http server, bench/node-wait.js, as the anchor when
+#              node is installed)
 #   SSE_STREAMS    streams held by one worker [10000]
 #   SSE_DURATION   seconds the events are counted [10]
 #   QUIET      seconds a run waits for other processes to use less than
@@ -1107,10 +1109,25 @@ if [[ $SSE != 0 ]]; then
 			SRV_PIN=(taskset -c "$SERVER_CPU")
 			CLI_PIN=(taskset -c "$CLIENT_CPU")
 		fi
-		for b in $BACKENDS; do
+		targets=$BACKENDS
+		command -v node >/dev/null && targets+=" node"
+		for b in $targets; do
 			SERVERS=()
-			start_forkring "$b" 1
-			name=forkring-$b
+			if [[ $b == node ]]; then
+				# Node's http server, one process, as the anchor.
+				name=node
+				port=$(free_port)
+				"${SRV_PIN[@]}" node "$ROOT/bench/node-wait.js" "$port" >"$TMP/node-sse.log" 2>&1 &
+				PIDS+=("$!")
+				PID_OF[node]=$!
+				PORT_OF[node]=$port
+				LOG_OF[node]="$TMP/node-sse.log"
+				wait_ready "$!" "$port" node "$TMP/node-sse.log" "grep -q listening '$TMP/node-sse.log'"
+				SERVERS+=(node)
+			else
+				start_forkring "$b" 1
+				name=forkring-$b
+			fi
 			pid=${PID_OF[$name]}
 			sleep 0.5
 			idle=$(tree_stats "$pid")
@@ -1118,7 +1135,7 @@ if [[ $SSE != 0 ]]; then
 				--duration "$SSE_DURATION" >"$TMP/sse-$b.out" 2>&1 &
 			cpid=$!
 			for ((i = 0; i < 600; i++)); do
-				grep -q '^READY' "$TMP/sse-$b.out" && break
+				grep -q '^READY' "$TMP/sse-$b.out" 2>/dev/null && break
 				alive "$cpid" || break
 				sleep 0.1
 			done
