@@ -421,6 +421,28 @@ struct Awaiting {
     http10: bool,
 }
 
+/// What an access log line says of its request, borrowed from the request
+/// or from a deferred request's [`LoggedRequest`].
+struct LineRequest<'a> {
+    method: &'a str,
+    target: &'a str,
+    version: &'static str,
+    referer: Option<&'a [u8]>,
+    user_agent: Option<&'a [u8]>,
+}
+
+impl<'a> LineRequest<'a> {
+    fn of(r: &'a Request<'_>) -> LineRequest<'a> {
+        LineRequest {
+            method: r.method,
+            target: r.target,
+            version: version_text(r.version),
+            referer: r.header("referer"),
+            user_agent: r.header("user-agent"),
+        }
+    }
+}
+
 /// A deferred request's fields for its access log line.
 #[derive(Debug)]
 struct LoggedRequest {
@@ -429,6 +451,18 @@ struct LoggedRequest {
     version: &'static str,
     referer: Option<Vec<u8>>,
     user_agent: Option<Vec<u8>>,
+}
+
+impl LoggedRequest {
+    fn line(&self) -> LineRequest<'_> {
+        LineRequest {
+            method: &self.method,
+            target: &self.target,
+            version: self.version,
+            referer: self.referer.as_deref(),
+            user_agent: self.user_agent.as_deref(),
+        }
+    }
 }
 
 /// Outcome of trying to parse a head at the front of a buffer.
@@ -642,19 +676,7 @@ impl Conn {
             self.frame_body(&mut res, &answer, sh);
         }
         if let Some(l) = &a.logged {
-            let at = sh.cache_peer(self.socket, self.token);
-            let peer = at.map_or("-", |i| &*sh.peers[i].1);
-            if let Some(log) = &mut sh.access {
-                log.record(&Entry {
-                    peer,
-                    request: Some((&l.method, &l.target, l.version)),
-                    status: res.status_code(),
-                    bytes,
-                    referer: l.referer.as_deref(),
-                    user_agent: l.user_agent.as_deref(),
-                    micros: a.since.elapsed().as_micros() as u64,
-                });
-            }
+            self.log_access(sh, Some(l.line()), res.status_code(), bytes, a.since);
         }
         if !matches!(self.state, State::Closed) {
             self.header_timer = false;
@@ -1380,7 +1402,7 @@ impl Conn {
         }
         if sh.access.is_some() {
             let bytes = (req.method != "HEAD").then(|| res.body_len());
-            self.log_access(sh, Some(req), res.status_code(), bytes, sh.turn_at);
+            self.log_access(sh, Some(LineRequest::of(req)), res.status_code(), bytes, sh.turn_at);
         }
         let mut out = self.take_out_buf(sh);
         res.write_to(&mut out, sh.date.get(), req.method == "HEAD", true, false);
@@ -1442,7 +1464,7 @@ impl Conn {
             }
             if sh.access.is_some() {
                 // A stream's or a file's length is not known here.
-                self.log_access(sh, Some(req), res.status_code(), None, sh.turn_at);
+                self.log_access(sh, Some(LineRequest::of(req)), res.status_code(), None, sh.turn_at);
             }
             sh.res = res;
             return;
@@ -1454,7 +1476,7 @@ impl Conn {
         }
         if sh.access.is_some() {
             let bytes = (!head_only).then(|| res.body_len());
-            self.log_access(sh, Some(req), res.status_code(), bytes, sh.turn_at);
+            self.log_access(sh, Some(LineRequest::of(req)), res.status_code(), bytes, sh.turn_at);
         }
         let mut out = self.take_out_buf(sh);
         res.write_to(&mut out, sh.date.get(), head_only, close, keep_alive_10);
@@ -1675,7 +1697,7 @@ impl Conn {
     fn log_access(
         &self,
         sh: &mut Shared,
-        req: Option<&Request<'_>>,
+        req: Option<LineRequest<'_>>,
         status: u16,
         bytes: Option<usize>,
         since: Instant,
@@ -1686,11 +1708,11 @@ impl Conn {
         if let Some(log) = &mut sh.access {
             log.record(&Entry {
                 peer,
-                request: req.map(|r| (r.method, r.target, version_text(r.version))),
+                request: req.as_ref().map(|r| (r.method, r.target, r.version)),
                 status,
                 bytes,
-                referer: req.and_then(|r| r.header("referer")),
-                user_agent: req.and_then(|r| r.header("user-agent")),
+                referer: req.as_ref().and_then(|r| r.referer),
+                user_agent: req.as_ref().and_then(|r| r.user_agent),
                 micros,
             });
         }
