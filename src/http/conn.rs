@@ -1142,16 +1142,20 @@ impl Conn {
             Ok(f) => f,
             Err(status) => return Head::Fail(status),
         };
+        let method = req.method.unwrap_or("");
+        let socket = self.socket;
+        // The request as handlers see it, with `body`.
+        let make_request = |body| Request {
+            method,
+            target,
+            version,
+            headers: Headers { fields: req.headers },
+            body,
+            keep_alive: framing.keep_alive,
+            socket,
+        };
         if framing.chunked || framing.length.is_some_and(|len| len > 0) {
-            let request = Request {
-                method: req.method.unwrap_or(""),
-                target,
-                version,
-                headers: Headers { fields: req.headers },
-                body: &[],
-                keep_alive: framing.keep_alive,
-                socket: self.socket,
-            };
+            let request = make_request(&[]);
             let plan = match panic::catch_unwind(AssertUnwindSafe(|| handler.on_head(&request))) {
                 Ok(plan) => plan,
                 Err(_) => {
@@ -1193,28 +1197,12 @@ impl Conn {
             }
             let len = len as usize;
             if buf.len() - head_len >= len {
-                let request = Request {
-                    method: req.method.unwrap_or(""),
-                    target,
-                    version,
-                    headers: Headers { fields: req.headers },
-                    body: &buf[head_len..head_len + len],
-                    keep_alive: framing.keep_alive,
-                    socket: self.socket,
-                };
+                let request = make_request(&buf[head_len..head_len + len]);
                 self.respond(&request, sh, |q, r| handler.handle(q, r));
                 return Head::Done(head_len + len);
             }
         } else if !framing.chunked {
-            let request = Request {
-                method: req.method.unwrap_or(""),
-                target,
-                version,
-                headers: Headers { fields: req.headers },
-                body: &[],
-                keep_alive: framing.keep_alive,
-                socket: self.socket,
-            };
+            let request = make_request(&[]);
             self.respond(&request, sh, |q, r| handler.handle(q, r));
             return Head::Done(head_len);
         }
