@@ -40,14 +40,23 @@ pub(crate) const LINGER_MS: u64 = 2_000;
 /// descriptors or memory: the backlog keeps the clients meanwhile.
 pub(crate) const ACCEPT_BACKOFF_MS: u64 = 100;
 
-/// The sweep period while draining: a quarter of the idle grace, so idle
-/// connections leave within a quarter grace of it.
 /// Most connections one sweep closes for their deadline. When a thousand
 /// slow clients time out together, closing them all in one turn holds
 /// every other connection's requests for the whole batch; in slices of
 /// this many the loop serves between them.
 pub(crate) const SWEEP_CLOSE_BUDGET: usize = 64;
 
+/// Slab slots one millisecond between two sweeps pays for. A sweep comes
+/// when the earliest deadline falls due (see [`Core::sweep_finished`]), but
+/// never sooner than a millisecond plus this share of the slab after the
+/// last one: at a few tens of nanoseconds a slot, a sweep then costs at most
+/// a few percent of the loop even while deadlines fall due every
+/// millisecond (a thousand slow clients, each timed out on time, 5 ms
+/// late at most; ten thousand, 40 ms).
+pub(crate) const SWEEP_SLOTS_PER_MS: u64 = 256;
+
+/// The sweep period while draining: a quarter of the idle grace, so idle
+/// connections leave within a quarter grace of it.
 pub(crate) const DRAIN_SWEEP_MS: u64 = if DRAIN_IDLE_GRACE_MS / 4 > 5 { DRAIN_IDLE_GRACE_MS / 4 } else { 5 };
 
 /// What to do after an accept failed.
@@ -232,6 +241,20 @@ impl<'a> Core<'a> {
     /// sweeps again, at once.
     pub(crate) fn sweep_unfinished(&mut self) {
         self.next_sweep = self.sh.now_ms();
+    }
+
+    /// A sweep went over `slots` slab slots and found `next_expiry` the
+    /// earliest deadline still ahead: the next sweep comes then, so that a
+    /// connection is closed when its time is up rather than up to a sweep
+    /// period late, but no sooner than [`SWEEP_SLOTS_PER_MS`] allows and no
+    /// later than the sweep period.
+    pub(crate) fn sweep_finished(&mut self, next_expiry: u64, slots: u32) {
+        let now = self.sh.now_ms();
+        if self.next_sweep <= now {
+            return; // unfinished: at once
+        }
+        let floor = now + 1 + u64::from(slots) / SWEEP_SLOTS_PER_MS;
+        self.next_sweep = self.next_sweep.min(next_expiry.max(floor));
     }
 
     /// The next time the loop must wake up by itself: the next sweep, the

@@ -295,13 +295,16 @@ impl<'a> Driver<'a> {
     fn sweep<H: Handler>(&mut self, handler: &mut H) {
         let now = self.core.sh.now_ms();
         let mut closes = 0;
+        let mut next = u64::MAX;
         for idx in 0..self.conns.capacity() {
             if closes == core::SWEEP_CLOSE_BUDGET {
                 self.core.sweep_unfinished();
                 break;
             }
             if let Some((key, c)) = self.conns.at(idx) {
-                if !c.expired(now) {
+                let expiry = c.expiry();
+                if expiry > now {
+                    next = next.min(expiry);
                     continue;
                 }
                 let step = if c.linger_until.is_some() || c.conn.on_deadline(&mut self.core.sh) {
@@ -316,6 +319,7 @@ impl<'a> Driver<'a> {
                 self.after(key, step);
             }
         }
+        self.core.sweep_finished(next, self.conns.capacity());
     }
 
     /// Hands the deferred responses completed since the last turn to their
@@ -539,12 +543,9 @@ impl Connection {
         Step::Keep
     }
 
-    /// Whether the connection's current wait is over at `now`.
-    fn expired(&self, now: u64) -> bool {
-        match self.linger_until {
-            Some(until) => now >= until,
-            None => self.conn.deadline() <= now,
-        }
+    /// When the connection's current wait is over.
+    fn expiry(&self) -> u64 {
+        self.linger_until.unwrap_or_else(|| self.conn.deadline())
     }
 }
 

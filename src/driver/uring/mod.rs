@@ -743,6 +743,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
     fn sweep(&mut self) {
         let now = self.core.sh.now_ms();
         let mut closes = 0;
+        let mut next = u64::MAX;
         for idx in 0..self.slab.capacity() {
             if closes == core::SWEEP_CLOSE_BUDGET {
                 self.core.sweep_unfinished();
@@ -752,6 +753,14 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             // 504 instead, and closes once that is sent.
             let expired = match self.slab.at(idx) {
                 Some((key, c)) => match c.phase {
+                    Phase::Open if c.http.deadline() > now => {
+                        next = next.min(c.http.deadline());
+                        None
+                    }
+                    Phase::Linger { until } if until > now => {
+                        next = next.min(until);
+                        None
+                    }
                     // A stream with a send stuck in the kernel is a client
                     // that stopped reading: it closes like any other.
                     Phase::Open if c.http.deadline() <= now && c.http.is_streaming() && c.out.is_some() => {
@@ -773,6 +782,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                 None => {}
             }
         }
+        self.core.sweep_finished(next, self.slab.capacity());
     }
 
     /// Queues connection `key` for reconciling before the next submit.

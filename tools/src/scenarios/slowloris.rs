@@ -5,7 +5,16 @@
 //! load drifts over seconds, so the two are measured in turns, [`ROUNDS`]
 //! rounds of 2 s without and 3 s with the attack, and their medians
 //! compared. The slow clients' bytes are spread evenly in time (a loop turn
-//! every millisecond), as many independent clients would send them.
+//! every millisecond), as many independent clients would send them, and so
+//! are their connections: the first thousand open one every
+//! [`HEADER_TIMEOUT`]` / SLOW` (wrk starts once they all are), so their
+//! header timeouts, and the new connections that replace them, fall evenly
+//! over time too. (Opened in one burst, every 2 s the thousand would time
+//! out together and be replaced together: the replacing connects alone, on
+//! the server's CPU, then cost about 70 ms of that CPU at once, for nginx
+//! as for forkring, and a p99 over 3 s is exactly as long as 30 ms of
+//! stall; the figure would measure the attacking thread.) Replacements open
+//! at most [`REOPEN_PER_TURN`] a turn.
 //!
 //! The server runs one worker with a 2 s header timeout, pinned to CPU 0,
 //! and wrk runs on CPU 1. The slow clients run on the server's CPU, at the
@@ -31,7 +40,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +59,12 @@ const HEADER_TIMEOUT: Duration = Duration::from_millis(2000);
 const CLOSE_SLACK: Duration = Duration::from_millis(1000);
 /// ... and not more than this long before it.
 const EARLY_SLACK: Duration = Duration::from_millis(50);
+/// Most slow connections reopened per loop turn (a millisecond): four
+/// times the rate at which they time out.
+const REOPEN_PER_TURN: usize = 2;
+/// The server's closes of the slow connections the harness dropped between
+/// rounds fall here, not in the next quiet measurement.
+const SETTLE: Duration = Duration::from_millis(300);
 /// wrk's connections.
 const WRK_CONNS: usize = 8;
 /// Rounds of (p99 without the slow connections, p99 with them): on a
@@ -103,7 +118,7 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
                 .map_err(|e| e.to_string())?
         };
         // wrk starts once the slow connections are all open.
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + HEADER_TIMEOUT + Duration::from_secs(3);
         while ctl.open.load(Ordering::Relaxed) < SLOW && Instant::now() < deadline && !attacker.is_finished() {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -121,6 +136,7 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
         let (p99, _, err) = m?;
         attacked.push(p99);
         wrk_errors += err;
+        std::thread::sleep(SETTLE);
     }
     let still_serving = crate::servers::get_once(addr, Duration::from_secs(2)) == Ok(200);
 
@@ -290,6 +306,7 @@ fn attack(addr: SocketAddr, cpu: Option<usize>, ctl: &Control, close_at_stop: bo
     let mut stop_at: Option<Instant> = None;
     let hard_end = Instant::now() + Duration::from_secs(60);
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let started = Instant::now();
     let mut drained_at = Instant::now();
     loop {
         let now = Instant::now();
@@ -317,34 +334,42 @@ fn attack(addr: SocketAddr, cpu: Option<usize>, ctl: &Control, close_at_stop: bo
                 break;
             }
         }
-        // Top up, at most 200 new connections per turn.
-        let mut budget = 200;
-        while !stopping && open < SLOW && budget > 0 {
-            budget -= 1;
-            match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-                Ok(s) => {
-                    let _ = s.set_nonblocking(true);
-                    let _ = s.set_nodelay(true);
-                    let i = free.pop().unwrap_or_else(|| {
-                        slots.push(None);
-                        slots.len() - 1
-                    });
-                    let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32, u64: i as u64 };
-                    // SAFETY: registers a live descriptor with our epoll.
-                    unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, s.as_raw_fd(), &mut ev) };
-                    let t = Instant::now();
-                    // Spread the bytes evenly over the trickle period, as
-                    // independent clients would send them.
-                    let offset = TRICKLE * (i % 200) as u32 / 200;
-                    slots[i] = Some(Slow { stream: s, opened: t, next_send: t + offset, sent: 0, answer: Vec::new() });
-                    open += 1;
-                    rep.opened += 1;
-                }
-                Err(_) => {
-                    rep.connect_errors += 1;
-                    break;
-                }
+        // Top up: the first `SLOW` one every `HEADER_TIMEOUT / SLOW`, then
+        // at most `REOPEN_PER_TURN` a turn.
+        let due = if rep.opened < SLOW {
+            let elapsed = now.duration_since(started).as_secs_f64();
+            ((elapsed / HEADER_TIMEOUT.as_secs_f64() * SLOW as f64) as usize + 1).min(SLOW) - rep.opened
+        } else {
+            REOPEN_PER_TURN
+        };
+        for _ in 0..due {
+            if stopping || open >= SLOW {
+                break;
             }
+            let Some(fd) = connect_nonblocking(addr) else {
+                rep.connect_errors += 1;
+                break;
+            };
+            let i = free.pop().unwrap_or_else(|| {
+                slots.push(None);
+                slots.len() - 1
+            });
+            let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32, u64: i as u64 };
+            // SAFETY: registers a live descriptor with our epoll.
+            unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev) };
+            let t = Instant::now();
+            // The first byte at a random-enough point of the period, the
+            // next ones a period apart.
+            let offset = TRICKLE * (rep.opened % 200) as u32 / 200;
+            slots[i] = Some(Slow {
+                stream: TcpStream::from(fd),
+                opened: t,
+                next_send: t + offset,
+                sent: 0,
+                answer: Vec::new(),
+            });
+            open += 1;
+            rep.opened += 1;
         }
         ctl.open.store(open, Ordering::Relaxed);
         // Closes and answers.
@@ -422,6 +447,52 @@ fn attack(addr: SocketAddr, cpu: Option<usize>, ctl: &Control, close_at_stop: bo
     // SAFETY: closes the epoll descriptor made above.
     unsafe { libc::close(ep) };
     rep
+}
+
+/// A TCP connection to `addr`, non-blocking from the start: the three
+/// system calls a client needs (socket, no Nagle, connect), not the dozen of
+/// a blocking connect with a timeout, since this thread's own work lands on
+/// the server's CPU. Over loopback the handshake completes within
+/// `connect`; a refused one shows as an error event later.
+fn connect_nonblocking(addr: SocketAddr) -> Option<OwnedFd> {
+    let SocketAddr::V4(v4) = addr else { return TcpStream::connect(addr).ok().map(OwnedFd::from) };
+    // SAFETY: socket returns a new descriptor or -1.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return None;
+    }
+    // SAFETY: `raw` is a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let one: libc::c_int = 1;
+    // SAFETY: sets an int option from a local.
+    unsafe {
+        libc::setsockopt(
+            raw,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: connects with a sockaddr_in from a local and its size.
+    let r = unsafe {
+        libc::connect(
+            raw,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EINPROGRESS) {
+        Some(fd)
+    } else {
+        None
+    }
 }
 
 fn finish(rep: &mut Report, slow: Slow, lo: Instant, hi: Instant) {
