@@ -159,6 +159,15 @@ impl Link {
         }
     }
 
+    /// Whether a message from the master waits (one word read; no side
+    /// effect).
+    pub(crate) fn has_messages(&self) -> bool {
+        self.inbox.as_ref().is_some_and(|inbox| {
+            let inbox = inbox.borrow();
+            !inbox.broken && !inbox.consumer.is_empty()
+        })
+    }
+
     /// Says the loop is about to block: false when a message is already
     /// waiting (then it must not block). While the loop is busy, the
     /// master's sends cost it no wake-up.

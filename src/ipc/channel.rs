@@ -294,6 +294,12 @@ impl Duplex {
         self.rx.recv_owned(max, f)
     }
 
+    /// Reads at most `max` messages into one buffer (see
+    /// [`Consumer::recv_into`]).
+    pub fn recv_into(&mut self, max: usize, out: &mut Vec<u8>, ends: &mut Vec<usize>) -> Result<usize, RecvError> {
+        self.rx.recv_into(max, out, ends)
+    }
+
     /// Whether the peer damaged either ring (a bad frame, a reset it had
     /// no right to make, or impossible indices): nothing more can be sent
     /// or received on this end.

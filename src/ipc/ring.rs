@@ -760,6 +760,19 @@ impl Consumer {
         })
     }
 
+    /// Reads at most `max` messages, appending each one's bytes to `out`
+    /// (copied out of shared memory, never borrowed: for a consumer whose
+    /// producer is not trusted) and its end offset in `out` to `ends`. One
+    /// buffer for a whole batch, reused from turn to turn: no allocation
+    /// per message.
+    pub fn recv_into(&mut self, max: usize, out: &mut Vec<u8>, ends: &mut Vec<usize>) -> Result<usize, RecvError> {
+        self.take(max, |buf, off, len| {
+            // SAFETY: as in `recv_up_to`; the bytes are copied, not borrowed.
+            unsafe { buf.append_to(off, len, out) };
+            ends.push(out.len());
+        })
+    }
+
     /// Whether the ring was found corrupt or reset under this consumer: it
     /// reads nothing more.
     pub fn is_broken(&self) -> bool {
@@ -994,6 +1007,24 @@ impl Buf {
         }
         v
     }
+
+    /// Appends `[off, off + len)` to `out`, as [`Buf::copy_out`] copies.
+    ///
+    /// # Safety
+    ///
+    /// The range lies in the data area.
+    #[inline]
+    unsafe fn append_to(&self, off: usize, len: usize, out: &mut Vec<u8>) {
+        debug_assert!(off + len <= self.cap);
+        out.reserve(len);
+        let at = out.len();
+        // SAFETY: as in `copy_out`; `reserve` made room for `len` more
+        // bytes after the `at` initialised ones.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), out.as_mut_ptr().add(at), len);
+            out.set_len(at + len);
+        }
+    }
 }
 
 /// The data area, modelled for `loom`: each 8-byte slot has its header word
@@ -1057,6 +1088,11 @@ impl Buf {
     unsafe fn copy_out(&self, off: usize, len: usize) -> Vec<u8> {
         // SAFETY: forwarded from this function's contract.
         unsafe { self.read(off, len, |m| m.to_vec()) }
+    }
+
+    unsafe fn append_to(&self, off: usize, len: usize, out: &mut Vec<u8>) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.read(off, len, |m| out.extend_from_slice(m)) }
     }
 }
 
@@ -1126,6 +1162,21 @@ mod tests {
         assert_eq!(c.recv_owned(1, |m| got.push(m)).unwrap(), 1);
         assert_eq!(c.recv_owned(10, |m| got.push(m)).unwrap(), 1);
         assert_eq!(got, [b"hello".to_vec(), b"world".to_vec()]);
+    }
+
+    #[test]
+    fn a_batch_is_copied_into_one_buffer_with_its_ends() {
+        let (mut p, mut c) = ring(256, 64);
+        for m in [&b"one"[..], b"", b"three"] {
+            p.try_send(m).unwrap();
+        }
+        let (mut out, mut ends) = (b"old".to_vec(), Vec::new());
+        out.clear();
+        assert_eq!(c.recv_into(2, &mut out, &mut ends).unwrap(), 2);
+        assert_eq!(c.recv_into(10, &mut out, &mut ends).unwrap(), 1);
+        assert_eq!(out, b"onethree");
+        assert_eq!(ends, [3, 3, 8]);
+        assert_eq!(c.recv_into(10, &mut out, &mut ends).unwrap(), 0);
     }
 
     #[test]

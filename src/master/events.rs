@@ -44,6 +44,19 @@ pub(crate) struct Hooks {
     pub(crate) cmd_rx: Receiver<Command>,
     /// The loop's wake-up eventfd, -1 while the loop does not run.
     pub(crate) wake: Arc<AtomicI32>,
+    /// The buffers one ring's batch of messages is read into, kept for
+    /// their capacity.
+    batch: Batch,
+}
+
+/// One turn's messages from a ring: their bytes one after another, where
+/// each ends, and the `Vec` the current one is handed over in (kept, with
+/// its capacity, when no event channel took a copy).
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    data: Vec<u8>,
 }
 
 impl Hooks {
@@ -58,6 +71,7 @@ impl Hooks {
             cmd_tx,
             cmd_rx,
             wake: Arc::new(AtomicI32::new(-1)),
+            batch: Batch::default(),
         }
     }
 
@@ -108,19 +122,54 @@ impl Master<'_> {
     /// channels: at most [`MESSAGES_PER_TURN`], each copied out of shared
     /// memory first. What is left waits in the ring (the worker's sends
     /// answer `Full` once it is full: backpressure, never a silent drop).
+    /// The batch is read into buffers kept from turn to turn, and its
+    /// events go out with one [`Ctl`] (commands are queued, so nothing a
+    /// callback does changes what the next one sees): a flood costs the
+    /// master a copy per message, not allocations and handle clones.
     pub(super) fn read_ring(&mut self, id: WorkerId) {
         let Some(p) = self.find_mut(id) else { return };
         if p.evicted {
             return;
         }
         let idx = p.channel;
+        let mut batch = std::mem::take(&mut self.hooks.batch);
+        batch.bytes.clear();
+        batch.ends.clear();
         let end = self.slots[id.slot].channels[idx].ch.master();
         end.after_wake();
-        let mut msgs = Vec::new();
-        let r = end.recv_owned(MESSAGES_PER_TURN, |m| msgs.push(m));
-        for data in msgs {
-            self.emit(Event::Message { worker: id, data });
+        let r = end.recv_into(MESSAGES_PER_TURN, &mut batch.bytes, &mut batch.ends);
+        if !batch.ends.is_empty() {
+            let mut callbacks = std::mem::take(&mut self.hooks.callbacks);
+            let (cluster, watching) = (self.cluster(), self.supervising());
+            let mut ctl = Ctl { slots: &mut self.slots, handle: self.hooks.handle(), cluster, watching };
+            let mut start = 0;
+            for &end in &batch.ends {
+                let mut data = std::mem::take(&mut batch.data);
+                data.clear();
+                data.extend_from_slice(&batch.bytes[start..end]);
+                start = end;
+                let ev = Event::Message { worker: id, data };
+                log::debug!("event {ev}");
+                for cb in callbacks.iter_mut() {
+                    cb(&ev, &mut ctl);
+                }
+                match self.hooks.senders.len() {
+                    0 => {
+                        if let Event::Message { data, .. } = ev {
+                            batch.data = data;
+                        }
+                    }
+                    1 => {
+                        if self.hooks.senders[0].send(ev).is_err() {
+                            self.hooks.senders.clear();
+                        }
+                    }
+                    _ => self.hooks.senders.retain(|tx| tx.send(ev.clone()).is_ok()),
+                }
+            }
+            self.hooks.callbacks = callbacks;
         }
+        self.hooks.batch = batch;
         if let Err(e) = r {
             self.evict(id, format_args!("its ring to the master is damaged ({e})"));
         }

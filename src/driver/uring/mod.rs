@@ -405,6 +405,19 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             for cqe in cq.by_ref() {
                 self.complete(cqe);
             }
+            if self.core.link.has_messages() {
+                // The answers this turn made go to the kernel before the
+                // master's messages are handled, not after: a flood of
+                // messages then costs the connections a submission, not
+                // a batch of handler calls each.
+                self.reconcile_all();
+                self.io.sq.sync();
+                match self.io.submitter.submit() {
+                    Ok(_) => {}
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
             self.core.link.deliver(&mut *self.handler);
             self.core.run_timers();
             self.complete_deferred();

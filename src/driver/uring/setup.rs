@@ -135,18 +135,32 @@ fn register_bufs(uring: &IoUring) -> io::Result<BufRing> {
 /// Tries the setup flags from fastest to plainest; returns the ring and the
 /// flags that worked, or the last error.
 fn build_ring() -> io::Result<(IoUring, &'static str)> {
-    const TIERS: [&str; 3] =
-        ["single_issuer+defer_taskrun+coop_taskrun+submit_all", "coop_taskrun+submit_all", "plain"];
+    // `taskrun_flag` has the kernel say in the ring when completions wait
+    // as task work. With `defer_taskrun` that work runs only in an enter
+    // that asks for events, and a turn that must not block (a message from
+    // the master already waiting) submits without asking unless the flag
+    // says so: without it, a steady flow of messages kept every socket's
+    // completions waiting until the inbox ran dry.
+    const TIERS: [&str; 3] = [
+        "single_issuer+defer_taskrun+coop_taskrun+taskrun_flag+submit_all",
+        "coop_taskrun+taskrun_flag+submit_all",
+        "plain",
+    ];
     let mut last = None;
     for (tier, name) in TIERS.into_iter().enumerate() {
         let mut builder = IoUring::builder();
         builder.setup_cqsize(CQ_ENTRIES);
         match tier {
             0 => {
-                builder.setup_single_issuer().setup_defer_taskrun().setup_coop_taskrun().setup_submit_all();
+                builder
+                    .setup_single_issuer()
+                    .setup_defer_taskrun()
+                    .setup_coop_taskrun()
+                    .setup_taskrun_flag()
+                    .setup_submit_all();
             }
             1 => {
-                builder.setup_coop_taskrun().setup_submit_all();
+                builder.setup_coop_taskrun().setup_taskrun_flag().setup_submit_all();
             }
             _ => {}
         }
