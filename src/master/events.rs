@@ -126,10 +126,11 @@ impl Master<'_> {
     /// events go out with one [`Ctl`] (commands are queued, so nothing a
     /// callback does changes what the next one sees): a flood costs the
     /// master a copy per message, not allocations and handle clones.
-    pub(super) fn read_ring(&mut self, id: WorkerId) {
-        let Some(p) = self.find_mut(id) else { return };
+    /// Returns whether it read a whole batch (more may be waiting).
+    pub(super) fn read_ring(&mut self, id: WorkerId) -> bool {
+        let Some(p) = self.find_mut(id) else { return false };
         if p.evicted {
-            return;
+            return false;
         }
         let idx = p.channel;
         let mut batch = std::mem::take(&mut self.hooks.batch);
@@ -169,10 +170,12 @@ impl Master<'_> {
             }
             self.hooks.callbacks = callbacks;
         }
+        let full = batch.ends.len() == MESSAGES_PER_TURN;
         self.hooks.batch = batch;
         if let Err(e) = r {
             self.evict(id, format_args!("its ring to the master is damaged ({e})"));
         }
+        full
     }
 
     /// Whether the event channels are backed up (a consumer thread that

