@@ -378,10 +378,10 @@ impl<'a> Core<'a> {
     }
 }
 
-/// How often a loop sweeps its connections for expired deadlines while
-/// serving: a tenth of the shortest timeout, between 5 ms and 250 ms, so a
-/// timeout is enforced at most 10% (or 250 ms) late. A sweep is a pass over
-/// the slab: ten thousand connections cost a few microseconds. The sweep
+/// The longest time between two sweeps for expired deadlines while
+/// serving: a tenth of the shortest timeout, between 5 ms and 250 ms. A
+/// sweep also comes sooner, when the earliest deadline falls due (see
+/// [`Core::sweep_finished`]). A sweep is a pass over the slab. The sweep
 /// also wakes an idle loop, whose turn is its heartbeat: with a worker
 /// timeout, at least four beats fall within it.
 pub(crate) fn sweep_interval_ms(config: &Config) -> u64 {
