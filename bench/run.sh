@@ -673,6 +673,18 @@ wrk_args() {
 	esac
 }
 
+# The one-worker sections: servers pinned to SERVER_CPU and clients to
+# CLIENT_CPU when PINNING, nothing pinned otherwise.
+pin_one_worker() {
+	if ((PINNING)); then
+		SRV_PIN=(taskset -c "$SERVER_CPU")
+		CLI_PIN=(taskset -c "$CLIENT_CPU")
+	else
+		SRV_PIN=()
+		CLI_PIN=()
+	fi
+}
+
 fmt_us() {
 	awk -v u="$1" 'BEGIN { if (u == "nan") printf "n/a"; else if (u >= 1000) printf "%.2fms", u / 1000; else printf "%.0fus", u }'
 }
@@ -1002,13 +1014,7 @@ if [[ $UPLOAD != 0 ]]; then
 	[[ $UPLOAD =~ ^[1-9][0-9]*$ ]] || die "UPLOAD must be a number of bytes"
 	echo
 	echo "== streamed upload: POST /upload of $UPLOAD bytes, 1 worker per backend"
-	if ((PINNING)); then
-		SRV_PIN=(taskset -c "$SERVER_CPU")
-		CLI_PIN=(taskset -c "$CLIENT_CPU")
-	else
-		SRV_PIN=()
-		CLI_PIN=()
-	fi
+	pin_one_worker
 	printf '| backend | MiB/s | seconds | worker RSS before (KiB) | peak (KiB) | growth (KiB) |\n|---|---|---|---|---|---|\n' >>"$TMP/uploads.txt"
 	for backend in $BACKENDS; do
 		SERVERS=()
@@ -1064,13 +1070,7 @@ if [[ $WAITS != 0 ]]; then
 	[[ $DURATION =~ ^[1-9][0-9]*s$ ]] || die "the waiting workloads need DURATION in whole seconds (e.g. 4s)"
 	echo
 	echo "== waiting: GET /sleep?ms=10 and GET /delay?ms=10 on $WAIT_CONNS connections, GET / on one more, 1 worker"
-	if ((PINNING)); then
-		SRV_PIN=(taskset -c "$SERVER_CPU")
-		CLI_PIN=(taskset -c "$CLIENT_CPU")
-	else
-		SRV_PIN=()
-		CLI_PIN=()
-	fi
+	pin_one_worker
 	printf '| server | route | requests/s | ceiling | of the ceiling | GET / p99 beside it | errors |\n|---|---|---|---|---|---|---|\n' >>"$TMP/waits.txt"
 	for backend in $BACKENDS; do
 		SERVERS=()
@@ -1105,10 +1105,7 @@ if [[ $SSE != 0 ]]; then
 		NOTES+=("the open-file limit ($(ulimit -n)) is below $SSE_STREAMS streams: the SSE measurement was skipped")
 		echo "bench: ${NOTES[-1]}" >&2
 	else
-		if ((PINNING)); then
-			SRV_PIN=(taskset -c "$SERVER_CPU")
-			CLI_PIN=(taskset -c "$CLIENT_CPU")
-		fi
+		pin_one_worker
 		targets=$BACKENDS
 		command -v node >/dev/null && targets+=" node"
 		for b in $targets; do

@@ -97,6 +97,26 @@ fn start(bin: &Path, args: &[&str], env: &[(&str, &Path)]) -> Server {
     Server::spawn(cmd).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A test's set-up: this process the reaper of orphans (the new master),
+/// a scratch directory `name`, and build `one` installed in it as
+/// `forkring`. Returns the directory and the binary's path.
+fn build_one(name: &str) -> (PathBuf, PathBuf) {
+    become_subreaper();
+    let dir = scratch(name);
+    let bin = dir.join("forkring");
+    install_build(&bin, "one");
+    (dir, bin)
+}
+
+/// [`build_one`], serving with two workers on a loopback port once both
+/// are ready.
+fn serving_build_one(name: &str) -> (PathBuf, PathBuf, Server) {
+    let (dir, bin) = build_one(name);
+    let server = start(&bin, &["--listen", "127.0.0.1:0", "--workers", "2"], &[]);
+    server.wait_line(&["ready 1.0"], Duration::from_secs(10));
+    (dir, bin, server)
+}
+
 /// Waits for the hand-over and returns the new master's pid.
 fn upgraded(server: &Server) -> i32 {
     let line = server.wait_line(&["upgraded pid="], Duration::from_secs(30));
@@ -182,12 +202,7 @@ fn load(
 
 #[test]
 fn an_upgrade_switches_builds_without_losing_a_request() {
-    become_subreaper();
-    let dir = scratch("load");
-    let bin = dir.join("forkring");
-    install_build(&bin, "one");
-    let mut server = start(&bin, &["--listen", "127.0.0.1:0", "--workers", "2"], &[]);
-    server.wait_line(&["ready 1.0"], Duration::from_secs(10));
+    let (dir, bin, mut server) = serving_build_one("load");
     server.wait_line(&["ready 0.0"], Duration::from_secs(10));
     assert_eq!(version(server.addr), "forkring 0.1.0 (build one)\n");
 
@@ -230,12 +245,7 @@ fn an_upgrade_switches_builds_without_losing_a_request() {
 
 #[test]
 fn a_failed_upgrade_keeps_the_old_master_serving_and_says_why() {
-    become_subreaper();
-    let dir = scratch("fail");
-    let bin = dir.join("forkring");
-    install_build(&bin, "one");
-    let mut server = start(&bin, &["--listen", "127.0.0.1:0", "--workers", "2"], &[]);
-    server.wait_line(&["ready 1.0"], Duration::from_secs(10));
+    let (dir, bin, mut server) = serving_build_one("fail");
 
     // A binary that exits at once.
     install(&bin, b"#!/bin/sh\necho 'not today' >&2\nexit 1\n", 0o755);
@@ -269,12 +279,7 @@ fn a_failed_upgrade_keeps_the_old_master_serving_and_says_why() {
 
 #[test]
 fn two_quick_sigusr2_make_one_upgrade() {
-    become_subreaper();
-    let dir = scratch("twice");
-    let bin = dir.join("forkring");
-    install_build(&bin, "one");
-    let mut server = start(&bin, &["--listen", "127.0.0.1:0", "--workers", "2"], &[]);
-    server.wait_line(&["ready 1.0"], Duration::from_secs(10));
+    let (dir, bin, mut server) = serving_build_one("twice");
     install_build(&bin, "two");
     // A request in flight keeps an old worker, and so the old master,
     // busy for 2 s: the upgrade itself may take only milliseconds.
@@ -306,12 +311,9 @@ fn two_quick_sigusr2_make_one_upgrade() {
 
 #[test]
 fn the_unix_socket_file_goes_to_the_new_master() {
-    become_subreaper();
-    let dir = scratch("unix");
-    let bin = dir.join("forkring");
+    let (dir, bin) = build_one("unix");
     let sock = dir.join("web.sock");
     let log_path = dir.join("log");
-    install_build(&bin, "one");
     let mut child = Command::new(&bin)
         .args(["--listen", &format!("unix:{}", sock.display()), "--workers", "2"])
         .stdin(std::process::Stdio::null())
@@ -361,10 +363,7 @@ fn the_unix_socket_file_goes_to_the_new_master() {
 
 #[test]
 fn systemd_hears_the_new_main_pid() {
-    become_subreaper();
-    let dir = scratch("notify");
-    let bin = dir.join("forkring");
-    install_build(&bin, "one");
+    let (dir, bin) = build_one("notify");
     let path = dir.join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
@@ -409,10 +408,7 @@ fn systemd_hears_the_new_main_pid() {
 
 #[test]
 fn re_executed_workers_keep_their_masters_build_until_the_upgrade() {
-    become_subreaper();
-    let dir = scratch("reexec");
-    let bin = dir.join("forkring");
-    install_build(&bin, "one");
+    let (dir, bin) = build_one("reexec");
     let mut server = start(&bin, &["--listen", "127.0.0.1:0", "--workers", "1", "--reexec"], &[]);
     let line = server.wait_line(&["ready 0.0 pid="], Duration::from_secs(10));
     let worker: i32 = line.rsplit("pid=").next().unwrap().trim().parse().unwrap();

@@ -48,11 +48,11 @@ pub(crate) const SWEEP_CLOSE_BUDGET: usize = 64;
 
 /// Slab slots one millisecond between two sweeps pays for. A sweep comes
 /// when the earliest deadline falls due (see [`Core::sweep_finished`]), but
-/// never sooner than a millisecond plus this share of the slab after the
-/// last one: at a few tens of nanoseconds a slot, a sweep then costs at most
-/// a few percent of the loop even while deadlines fall due every
-/// millisecond (a thousand slow clients, each timed out on time, 5 ms
-/// late at most; ten thousand, 40 ms).
+/// never sooner than a millisecond plus one per this many slots after the
+/// last one: a sweep is a pass over the slab, so even while deadlines fall
+/// due every millisecond the loop passes over at most this many slots a
+/// millisecond (with a thousand connections a sweep then comes at most
+/// 5 ms after a deadline, with ten thousand at most 40 ms).
 pub(crate) const SWEEP_SLOTS_PER_MS: u64 = 256;
 
 /// The sweep period while draining: a quarter of the idle grace, so idle

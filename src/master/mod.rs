@@ -441,12 +441,10 @@ impl Master<'_> {
                     full |= self.read_ring(id);
                 }
                 // A ring with more waiting than a turn reads is a flood: the
-                // master yields its CPU before the next turn, so that the
-                // workers that share it (serving requests) are not held
-                // behind the master for a whole time slice. In stress
-                // scenario 8 this took the HTTP p99 under a full-speed flood
-                // from about 2.0x to 1.55x the quiet one, at 0.9x the message
-                // rate. Nothing else runnable there: it returns at once.
+                // master yields its CPU before the next turn, so that a
+                // worker sharing it (serving requests) is not held behind
+                // the master for a whole time slice (stress scenario 8).
+                // With nothing else runnable there it returns at once.
                 if full {
                     let _ = nix::sched::sched_yield();
                 }

@@ -14,6 +14,7 @@
 
 mod flood_server;
 mod load;
+mod nginx;
 mod procs;
 mod scenarios;
 mod servers;
@@ -104,7 +105,11 @@ fn main() -> ExitCode {
         }
     };
     // Before any thread starts: signals go to one thread that cleans up.
-    if let Err(e) = procs::handle_interrupts() {
+    let interrupted = |sig| {
+        let n = procs::kill_registered();
+        eprintln!("\nstress: interrupted (signal {sig}); killed {n} process(es) it had started");
+    };
+    if let Err(e) = procs::handle_interrupts(interrupted) {
         eprintln!("forkring-stress: signal setup: {e}");
         return ExitCode::from(2);
     }

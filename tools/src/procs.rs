@@ -181,10 +181,11 @@ pub fn become_subreaper() {
 }
 
 /// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and so in every
-/// thread started after it) and starts a thread that, on any of them, kills
-/// every registered process and exits with 130. Call before starting any
-/// other thread. Children start with an empty mask (std resets it).
-pub fn handle_interrupts() -> io::Result<()> {
+/// thread started after it) and starts a thread that, on any of them, runs
+/// `clean_up(signal)` (kill what the run started, say so) and exits with
+/// 130. Call before starting any other thread. Children start with an empty
+/// mask (std resets it).
+pub fn handle_interrupts(clean_up: impl Fn(i32) + Send + 'static) -> io::Result<()> {
     // SAFETY: sigset_t is plain data, initialised by sigemptyset.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid sigset_t.
@@ -205,8 +206,7 @@ pub fn handle_interrupts() -> io::Result<()> {
         if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
             continue;
         }
-        let n = kill_registered();
-        eprintln!("\nstress: interrupted (signal {sig}); killed {n} process(es) it had started");
+        clean_up(sig);
         std::process::exit(130);
     })?;
     Ok(())

@@ -592,14 +592,7 @@ fn nginx_conf(bin: &Path, dir: &Path, port: u16, cfg: &NginxConfig) -> String {
     // enter the private temp dir.
     // SAFETY: geteuid cannot fail.
     let user = if unsafe { libc::geteuid() } == 0 { "user root;" } else { "" };
-    let built = Command::new(bin).arg("-V").output().map(|o| String::from_utf8_lossy(&o.stderr).into_owned());
-    let built = built.unwrap_or_default();
-    let mut temp = String::new();
-    for m in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
-        if m == "client_body" || !built.contains(&format!("--without-http_{m}_module")) {
-            temp.push_str(&format!("    {m}_temp_path {d}/{m};\n"));
-        }
-    }
+    let temp = crate::nginx::temp_paths(bin, dir);
     let nofile = cfg.connections * 2 + 64;
     format!(
         "{user}

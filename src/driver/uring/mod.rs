@@ -296,11 +296,18 @@ impl Io<'_> {
         self.sq.sync();
         let r = self.submitter.submit();
         self.sq.sync();
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => Ok(()),
-            Err(e) => Err(e),
-        }
+        entered(r)
+    }
+}
+
+/// The result of an `io_uring_enter`: interrupted, busy (completions to
+/// reap first) or out of resources for now is no error, the next turn
+/// enters again.
+fn entered(r: io::Result<usize>) -> io::Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -394,11 +401,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             // A message from the master already waiting means no sleep; one
             // that comes while the loop sleeps fires the inbox poll.
             let want = usize::from(self.core.link.may_sleep());
-            match self.io.submitter.submit_and_wait(want) {
-                Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
-                Err(e) => return Err(e),
-            }
+            entered(self.io.submitter.submit_and_wait(want))?;
             self.io.sq.sync();
             self.core.sh.tick();
             cq.sync();
@@ -411,12 +414,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                 // messages then costs the connections a submission, not
                 // a batch of handler calls each.
                 self.reconcile_all();
-                self.io.sq.sync();
-                match self.io.submitter.submit() {
-                    Ok(_) => {}
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
-                    Err(e) => return Err(e),
-                }
+                self.io.flush()?;
             }
             self.core.link.deliver(&mut *self.handler);
             self.core.run_timers();

@@ -256,15 +256,7 @@ pub fn get(addr: SocketAddr, path: &str) -> Result<u16, String> {
 /// listener closes).
 fn nginx_conf(bin: &Path, dir: &Path, ip: &str) -> String {
     let d = dir.display();
-    // Temp paths inside `dir`, for the modules this nginx was built with.
-    let built = Command::new(bin).arg("-V").output().map(|o| String::from_utf8_lossy(&o.stderr).into_owned());
-    let built = built.unwrap_or_default();
-    let mut temp = String::new();
-    for m in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
-        if m == "client_body" || !built.contains(&format!("--without-http_{m}_module")) {
-            temp.push_str(&format!("    {m}_temp_path {d}/{m};\n"));
-        }
-    }
+    let temp = crate::nginx::temp_paths(bin, dir);
     format!(
         "user root;
 worker_processes 2;

@@ -16,6 +16,8 @@
 //! started, and those in its own namespaces), never by name. It refuses to
 //! run, saying why, where it cannot create namespaces.
 
+#[path = "../../nginx.rs"]
+mod nginx;
 #[allow(dead_code)]
 #[path = "../../procs.rs"]
 mod procs;
@@ -87,37 +89,6 @@ fn parse_args() -> Result<Option<Args>, String> {
     Ok(Some(a))
 }
 
-/// Blocks SIGINT, SIGTERM and SIGHUP in every thread and starts one that,
-/// on any of them, kills what the run started and removes its namespaces
-/// and links, then exits with 130. Call before any other thread starts.
-fn handle_interrupts() -> std::io::Result<()> {
-    // SAFETY: sigset_t is plain data, initialised by sigemptyset.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid sigset_t.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-    }
-    // SAFETY: `set` is initialised; a null old-set is allowed.
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if rc != 0 {
-        return Err(std::io::Error::from_raw_os_error(rc));
-    }
-    std::thread::Builder::new().name("signals".into()).spawn(move || loop {
-        let mut sig = 0;
-        // SAFETY: `set` is initialised and blocked in this thread.
-        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-            continue;
-        }
-        let n = procs::kill_registered() + net::cleanup();
-        eprintln!("\nscale: interrupted (signal {sig}); killed {n} process(es) it had started, removed its namespaces");
-        std::process::exit(130);
-    })?;
-    Ok(())
-}
-
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(Some(a)) => a,
@@ -138,7 +109,13 @@ fn main() -> ExitCode {
         eprintln!("scale: {why}; not running (nothing else may be a target)");
         return ExitCode::from(3);
     }
-    if let Err(e) = handle_interrupts() {
+    // Before any thread starts: signals go to one thread that kills what
+    // the run started and removes its namespaces and links.
+    let interrupted = |sig| {
+        let n = procs::kill_registered() + net::cleanup();
+        eprintln!("\nscale: interrupted (signal {sig}); killed {n} process(es) it had started, removed its namespaces");
+    };
+    if let Err(e) = procs::handle_interrupts(interrupted) {
         eprintln!("forkring-scale: signal setup: {e}");
         return ExitCode::from(2);
     }
