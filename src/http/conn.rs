@@ -316,10 +316,6 @@ pub struct Conn {
     /// How far the incomplete head at the front of `pending` was scanned,
     /// so that each read costs what its own bytes cost.
     scan: HeadScan,
-    /// The head of the request whose body is arriving, then the body.
-    held: Vec<u8>,
-    /// Length of the head at the front of `held`.
-    head_len: usize,
     /// Framed responses not yet sent, from `out_pos` on.
     out: Vec<u8>,
     /// Bytes at the front of `out` already sent.
@@ -327,19 +323,17 @@ pub struct Conn {
     state: State,
     /// When the connection's current wait ends, in [`Shared::now_ms`] time.
     deadline: u64,
-    /// The deadline is the header timer, which more bytes do not extend.
-    header_timer: bool,
-    /// This connection's share of [`Shared`]'s body budget.
-    body_charged: usize,
     /// The driver's token for this connection, carried by its responders.
     token: u64,
+    /// What only a request with a body, a deferred, streamed or file
+    /// response, or an upgrade needs; made the first time one comes and
+    /// kept for the connection's life. An idle keep-alive connection that
+    /// only ever served whole responses has none, and stays this small.
+    busy: Option<Box<Busy>>,
     /// The connection's socket (for [`Request::peer_addr`]); -1 if none.
     socket: RawFd,
-    /// Requests deferred on this connection so far (the last one's number).
-    deferred_seq: u64,
-    /// The deferred request the connection waits on: no later request is
-    /// answered before it.
-    awaiting: Option<Box<Awaiting>>,
+    /// The deadline is the header timer, which more bytes do not extend.
+    header_timer: bool,
     /// The peer sent its last byte; requests held back by the high-water
     /// mark are still answered, then the connection closes.
     peer_done: bool,
@@ -348,6 +342,23 @@ pub struct Conn {
     /// answered one): closing the socket at once could then send a reset
     /// that destroys the last response, so the driver lingers.
     unread: bool,
+}
+
+/// The part of a [`Conn`] that requests with bodies and responses other
+/// than whole bytes use.
+#[derive(Debug, Default)]
+struct Busy {
+    /// The head of the request whose body is arriving, then the body.
+    held: Vec<u8>,
+    /// Length of the head at the front of `held`.
+    head_len: usize,
+    /// This connection's share of [`Shared`]'s body budget.
+    body_charged: usize,
+    /// Requests deferred on this connection so far (the last one's number).
+    deferred_seq: u64,
+    /// The deferred request the connection waits on: no later request is
+    /// answered before it.
+    awaiting: Option<Box<Awaiting>>,
     /// The reader of the body being streamed (in [`State::Body`]); `None`
     /// when the body is collected whole.
     reader: Option<Reader>,
@@ -483,26 +494,16 @@ impl Conn {
         Conn {
             pending: Vec::new(),
             scan: HeadScan::default(),
-            held: Vec::new(),
-            head_len: 0,
             out: Vec::new(),
             out_pos: 0,
             state: State::Head,
             deadline: sh.now_ms + sh.header_ms,
-            header_timer: true,
-            body_charged: 0,
             token: 0,
+            busy: None,
             socket: -1,
-            deferred_seq: 0,
-            awaiting: None,
+            header_timer: true,
             peer_done: false,
             unread: false,
-            reader: None,
-            body_seq: 0,
-            body_paused: false,
-            takeover: None,
-            stream: None,
-            file: None,
         }
     }
 
@@ -552,14 +553,34 @@ impl Conn {
     /// The output is too large to answer more requests: one read of
     /// pipelined requests must not turn into unbounded output.
     fn paused(&self) -> bool {
-        self.busy_answering() || self.body_paused || self.output_len() >= OUTPUT_HIGH_WATER
+        self.busy_answering() || self.body_paused() || self.output_len() >= OUTPUT_HIGH_WATER
+    }
+
+    /// The busy part, made the first time it is needed.
+    fn busy(&mut self) -> &mut Busy {
+        self.busy.get_or_insert_with(Box::default)
+    }
+
+    /// The reader of a streamed body paused it.
+    fn body_paused(&self) -> bool {
+        self.busy.as_ref().is_some_and(|b| b.body_paused)
+    }
+
+    /// The streamed body being sent.
+    fn stream(&self) -> Option<&Streaming> {
+        self.busy.as_ref()?.stream.as_deref()
+    }
+
+    /// Whether a deferred request is awaited.
+    fn awaiting(&self) -> bool {
+        self.busy.as_ref().is_some_and(|b| b.awaiting.is_some())
     }
 
     /// A deferred, streamed or file response is under way: later requests
     /// wait.
     #[inline]
     fn busy_answering(&self) -> bool {
-        self.awaiting.is_some() || self.stream.is_some() || self.file.is_some()
+        self.busy.as_ref().is_some_and(|b| b.awaiting.is_some() || b.stream.is_some() || b.file.is_some())
     }
 
     /// Sets the driver's token for this connection (its responders carry
@@ -580,7 +601,7 @@ impl Conn {
     /// the client's send blocks once the kernel's buffers are full), nor
     /// once a `101` is framed (the rest is the new protocol's).
     pub fn wants_input(&self, sh: &Shared) -> bool {
-        if self.body_paused || matches!(self.state, State::Upgrade) {
+        if self.body_paused() || matches!(self.state, State::Upgrade) {
             return false;
         }
         !self.busy_answering() || self.pending.len() < sh.limits.max_head
@@ -600,7 +621,7 @@ impl Conn {
         if !self.upgrade_ready() {
             return None;
         }
-        let take = self.takeover.take()?;
+        let take = self.busy.as_mut()?.takeover.take()?;
         self.state = State::Closed;
         Some((take.0, mem::take(&mut self.pending)))
     }
@@ -613,10 +634,13 @@ impl Conn {
     /// A resume of a paused body ([`super::Resume`]) lets the body go on.
     pub fn complete<H: Handler>(&mut self, completion: Completion, sh: &mut Shared, handler: &mut H) -> bool {
         if let Outcome::Resume = completion.outcome {
-            if completion.seq != self.body_seq || !self.body_paused || matches!(self.state, State::Closed) {
+            let Some(b) = self.busy.as_mut().filter(|b| b.body_seq == completion.seq && b.body_paused) else {
+                return false;
+            };
+            if matches!(self.state, State::Closed) {
                 return false;
             }
-            self.body_paused = false;
+            b.body_paused = false;
             self.run_pending(sh, handler);
             self.settle(sh);
             return true;
@@ -624,7 +648,7 @@ impl Conn {
         if let Outcome::Stream(shared) = &completion.outcome {
             // A stream's writer did something: only the stream this
             // connection serves now is taken from.
-            if !self.stream.as_ref().is_some_and(|s| Arc::ptr_eq(&s.shared, shared)) {
+            if !self.stream().is_some_and(|s| Arc::ptr_eq(&s.shared, shared)) {
                 return false;
             }
             self.refill(sh);
@@ -634,7 +658,7 @@ impl Conn {
             self.settle(sh);
             return true;
         }
-        let Some(a) = self.awaiting.take_if(|a| a.seq == completion.seq) else {
+        let Some(a) = self.busy.as_mut().and_then(|b| b.awaiting.take_if(|a| a.seq == completion.seq)) else {
             return false;
         };
         sh.deferred -= 1;
@@ -690,17 +714,17 @@ impl Conn {
     /// now; false when it answered a deferred request `504` instead (and
     /// closes once that is sent).
     pub fn on_deadline(&mut self, sh: &mut Shared) -> bool {
-        if self.awaiting.is_none() {
+        if !self.awaiting() {
             // A stream whose writer is quiet (nothing left to send) waits
             // on the writer, not on the client: server-sent events may be
             // minutes apart.
-            if self.stream.is_some() && !self.has_output() {
+            if self.stream().is_some() && !self.has_output() {
                 self.deadline = sh.now_ms + sh.idle_ms;
                 return false;
             }
             return true;
         }
-        self.awaiting = None;
+        self.busy().awaiting = None;
         sh.deferred -= 1;
         log::debug!("a deferred response took too long; answering 504");
         self.fail(504, sh);
@@ -773,7 +797,7 @@ impl Conn {
     /// its send is done. Requests held back by the stream are then
     /// answered through [`Conn::resume`].
     pub fn refill(&mut self, sh: &mut Shared) {
-        let Some(st) = &self.stream else { return };
+        let Some(st) = self.stream() else { return };
         let shared = st.shared.clone();
         let chunked = st.chunked;
         let room = STREAM_OUTPUT_ROOM.saturating_sub(self.output_len());
@@ -789,7 +813,7 @@ impl Conn {
         }
         sh.recycle(data);
         if taken.empty && (taken.ended || taken.aborted) {
-            let st = self.stream.take().expect("checked above");
+            let st = self.busy().stream.take().expect("checked above");
             if taken.ended {
                 if st.chunked {
                     self.out_buf(sh).extend_from_slice(LAST_CHUNK);
@@ -813,7 +837,7 @@ impl Conn {
 
     /// Whether a streamed body is being sent.
     pub fn is_streaming(&self) -> bool {
-        self.stream.is_some()
+        self.stream().is_some()
     }
 
     /// The file part of the output, once every byte before it is sent:
@@ -822,23 +846,24 @@ impl Conn {
         if self.has_output() {
             return None;
         }
-        self.file.as_ref().map(|f| (f.file.as_fd(), f.offset, f.remaining))
+        self.busy.as_ref()?.file.as_ref().map(|f| (f.file.as_fd(), f.offset, f.remaining))
     }
 
     /// Whether a file body waits to be sent (after [`Conn::output`]).
     pub fn has_file(&self) -> bool {
-        self.file.is_some()
+        self.busy.as_ref().is_some_and(|b| b.file.is_some())
     }
 
     /// Marks `n` bytes of the file part as sent.
     pub fn file_sent(&mut self, n: u64, sh: &mut Shared) {
-        let Some(f) = &mut self.file else { return };
+        let Some(b) = self.busy.as_mut() else { return };
+        let Some(f) = &mut b.file else { return };
         let n = n.min(f.remaining);
         f.offset += n;
         f.remaining -= n;
         if f.remaining == 0 {
             let close = f.close;
-            self.file = None;
+            b.file = None;
             if close || sh.draining {
                 self.close_input(sh);
             }
@@ -849,7 +874,7 @@ impl Conn {
     /// The file body cannot be sent (it shrank, or reading it failed): the
     /// response cannot be completed, so the connection closes.
     pub fn file_failed(&mut self, sh: &mut Shared) {
-        if self.file.take().is_some() {
+        if self.busy.as_mut().and_then(|b| b.file.take()).is_some() {
             self.close_input(sh);
         }
     }
@@ -885,7 +910,7 @@ impl Conn {
     /// [`DRAIN_IDLE_GRACE_MS`] (at its deadline), a busy one after its
     /// current response, which carries `Connection: close`.
     pub fn start_drain(&mut self, sh: &Shared) {
-        if let Some(st) = &self.stream {
+        if let Some(st) = self.stream() {
             st.shared.set_draining();
         }
         if self.is_idle() {
@@ -930,16 +955,18 @@ impl Conn {
     /// Returns every buffer to the pool; call when the connection closes.
     pub fn release(mut self, sh: &mut Shared) {
         self.refund(sh);
-        if self.awaiting.take().is_some() {
-            sh.deferred -= 1;
-        }
-        if let Some(st) = self.stream.take() {
-            if let Some(f) = st.shared.close() {
-                run_ready(f);
+        if let Some(mut b) = self.busy.take() {
+            if b.awaiting.take().is_some() {
+                sh.deferred -= 1;
             }
+            if let Some(st) = b.stream.take() {
+                if let Some(f) = st.shared.close() {
+                    run_ready(f);
+                }
+            }
+            sh.recycle(b.held);
         }
         sh.recycle(self.pending);
-        sh.recycle(self.held);
         sh.recycle(self.out);
     }
 
@@ -949,7 +976,7 @@ impl Conn {
         match sh.body_bytes.checked_add(n) {
             Some(total) if total <= sh.limits.max_buffered_bodies => {
                 sh.body_bytes = total;
-                self.body_charged += n;
+                self.busy().body_charged += n;
                 true
             }
             _ => false,
@@ -958,16 +985,18 @@ impl Conn {
 
     /// Gives this connection's share of the body budget back.
     fn refund(&mut self, sh: &mut Shared) {
-        sh.body_bytes -= self.body_charged;
-        self.body_charged = 0;
+        if let Some(b) = self.busy.as_mut() {
+            sh.body_bytes -= b.body_charged;
+            b.body_charged = 0;
+        }
     }
 
     fn rearm(&mut self, sh: &Shared) {
-        if self.awaiting.is_some() {
+        if self.awaiting() {
             // The deferred response's deadline, set when it was deferred.
             return;
         }
-        if self.stream.is_some() || self.file.is_some() {
+        if self.busy_answering() {
             // Sends restart it (see `sent`); a quiet stream's writer is
             // waited for (see `on_deadline`).
             self.header_timer = false;
@@ -1012,8 +1041,8 @@ impl Conn {
                     return buf.len();
                 }
                 State::Upgrade => return pos,
-                State::Body(_) if self.reader.is_some() => {
-                    if self.body_paused {
+                State::Body(_) if self.busy.as_ref().is_some_and(|b| b.reader.is_some()) => {
+                    if self.body_paused() {
                         return pos;
                     }
                     match self.stream_piece(&buf[pos..], sh) {
@@ -1022,7 +1051,7 @@ impl Conn {
                             if ended {
                                 self.state = State::Head;
                                 self.end_stream(sh);
-                            } else if pos == buf.len() || self.body_paused {
+                            } else if pos == buf.len() || self.body_paused() {
                                 return pos;
                             }
                         }
@@ -1048,19 +1077,20 @@ impl Conn {
                 State::Body(body) => {
                     let input = &buf[pos..];
                     let max_body = sh.limits.max_body;
+                    let b = self.busy.get_or_insert_with(Box::default);
                     let done = match body {
                         Body::Length(left) => {
                             let n = input.len().min(*left as usize);
-                            self.held.extend_from_slice(&input[..n]);
+                            b.held.extend_from_slice(&input[..n]);
                             *left -= n as u64;
                             pos += n;
                             *left == 0
                         }
                         Body::Chunked(dec) => {
-                            let before = self.held.len();
-                            let r = dec.decode(input, &mut self.held, max_body.saturating_add(self.head_len));
+                            let before = b.held.len();
+                            let r = dec.decode(input, &mut b.held, max_body.saturating_add(b.head_len));
                             // A chunked body is charged as it arrives.
-                            let grown = self.held.len() - before;
+                            let grown = b.held.len() - before;
                             if !self.charge(sh, grown) {
                                 self.fail(503, sh);
                                 return buf.len();
@@ -1170,15 +1200,11 @@ impl Conn {
                     return Head::Done(head_len);
                 }
                 BodyPlan::Stream(reader) => {
-                    if self.held.capacity() == 0 {
-                        self.held = sh.buffer();
-                    }
-                    self.held.clear();
-                    self.held.extend_from_slice(&buf[..head_len]);
-                    self.head_len = head_len;
-                    self.reader = Some(Reader(reader));
-                    self.body_seq += 1;
-                    self.body_paused = false;
+                    self.hold_head(&buf[..head_len], sh);
+                    let b = self.busy();
+                    b.reader = Some(Reader(reader));
+                    b.body_seq += 1;
+                    b.body_paused = false;
                     self.state = State::Body(match framing.length {
                         Some(len) => Body::Length(len),
                         None => Body::Chunked(Decoder::new()),
@@ -1215,12 +1241,7 @@ impl Conn {
                 return Head::Fail(503);
             }
         }
-        if self.held.capacity() == 0 {
-            self.held = sh.buffer();
-        }
-        self.held.clear();
-        self.held.extend_from_slice(&buf[..head_len]);
-        self.head_len = head_len;
+        self.hold_head(&buf[..head_len], sh);
         self.state = State::Body(match framing.length {
             Some(len) => Body::Length(len),
             None => Body::Chunked(Decoder::new()),
@@ -1292,6 +1313,17 @@ impl Conn {
         }
     }
 
+    /// Keeps `head` at the front of `held`, for its body to follow.
+    fn hold_head(&mut self, head: &[u8], sh: &mut Shared) {
+        let b = self.busy.get_or_insert_with(Box::default);
+        if b.held.capacity() == 0 {
+            b.held = sh.buffer();
+        }
+        b.held.clear();
+        b.held.extend_from_slice(head);
+        b.head_len = head.len();
+    }
+
     /// Answers the request whose head and body are in `held`.
     fn dispatch_held<H: Handler>(&mut self, sh: &mut Shared, handler: &mut H) {
         self.answer_held(sh, |q, r| handler.handle(q, r));
@@ -1300,13 +1332,15 @@ impl Conn {
     /// Answers the request whose head (and body, when collected) is in
     /// `held` with `answer`.
     fn answer_held(&mut self, sh: &mut Shared, answer: impl FnOnce(&Request<'_>, &mut Response)) {
-        let held = mem::take(&mut self.held);
+        let b = self.busy();
+        let held = mem::take(&mut b.held);
+        let head_len = mem::take(&mut b.head_len);
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; Limits::HEADERS_CAP];
         let mut req = httparse::Request::new(&mut []);
         // The head parsed and validated before; parsing it again is cheaper
         // than keeping borrowed fields alive across reads.
         if let Ok(httparse::Status::Complete(_)) =
-            req.parse_with_uninit_headers(&held[..self.head_len], &mut slots[..sh.limits.max_headers])
+            req.parse_with_uninit_headers(&held[..head_len], &mut slots[..sh.limits.max_headers])
         {
             let version = if req.version == Some(0) { Version::Http10 } else { Version::Http11 };
             let keep_alive = framing(req.headers, version).is_ok_and(|f| f.keep_alive);
@@ -1315,7 +1349,7 @@ impl Conn {
                 target: req.path.unwrap_or(""),
                 version,
                 headers: Headers { fields: req.headers },
-                body: &held[self.head_len..],
+                body: &held[head_len..],
                 keep_alive,
                 socket: self.socket,
             };
@@ -1324,7 +1358,6 @@ impl Conn {
             debug_assert!(false, "held head no longer parses");
             self.fail(500, sh);
         }
-        self.head_len = 0;
         self.refund(sh);
         sh.recycle(held);
     }
@@ -1354,8 +1387,9 @@ impl Conn {
             _ => unreachable!("a body is streamed only in State::Body"),
         };
         let piece = if chunked { &decoded[..] } else { &input[..used] };
-        let Some(Reader(reader)) = self.reader.as_mut() else { unreachable!("checked by the caller") };
-        let mut flow = BodyFlow::new(Some(&sh.completions), self.token, self.body_seq);
+        let Some(b) = self.busy.as_mut() else { unreachable!("checked by the caller") };
+        let Some(Reader(reader)) = b.reader.as_mut() else { unreachable!("checked by the caller") };
+        let mut flow = BodyFlow::new(Some(&sh.completions), self.token, b.body_seq);
         let outcome = if piece.is_empty() {
             Ok(())
         } else {
@@ -1370,14 +1404,15 @@ impl Conn {
         if let Some(status) = stopped {
             return Err(status);
         }
-        self.body_paused = paused && !ended;
+        self.busy().body_paused = paused && !ended;
         Ok((used, ended))
     }
 
     /// The streamed body ended: its reader answers the request.
     fn end_stream(&mut self, sh: &mut Shared) {
-        self.body_paused = false;
-        let Some(Reader(mut reader)) = self.reader.take() else { return };
+        let b = self.busy();
+        b.body_paused = false;
+        let Some(Reader(mut reader)) = b.reader.take() else { return };
         self.answer_held(sh, |q, r| reader.end(q, r));
     }
 
@@ -1407,7 +1442,8 @@ impl Conn {
         let mut res = mem::take(&mut sh.res);
         res.reset();
         let room = sh.deferred < sh.limits.max_deferred;
-        res.offer_deferral(room, self.token, self.deferred_seq + 1);
+        let seq = self.busy.as_ref().map_or(0, |b| b.deferred_seq) + 1;
+        res.offer_deferral(room, self.token, seq);
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| answer(req, &mut res)));
         if outcome.is_ok() && res.take_deferred() {
             if room {
@@ -1506,7 +1542,7 @@ impl Conn {
         res.write_upgrade(&mut out, sh.date.get());
         self.out = out;
         sh.res = mem::take(res);
-        self.takeover = Some(Takeover(take));
+        self.busy().takeover = Some(Takeover(take));
         self.state = State::Upgrade;
         self.scan = HeadScan::default();
         true
@@ -1554,7 +1590,7 @@ impl Conn {
             }
             return;
         }
-        self.stream = Some(Box::new(Streaming { shared, chunked, close }));
+        self.busy().stream = Some(Box::new(Streaming { shared, chunked, close }));
         self.header_timer = false;
         self.deadline = sh.now_ms + sh.idle_ms;
         self.refill(sh);
@@ -1619,7 +1655,8 @@ impl Conn {
         let bodyless = res.write_head(&mut out, sh.date.get(), Some(len), false, a.close, a.keep_alive_10);
         self.out = out;
         if !bodyless && !a.head_only && len > 0 {
-            self.file = Some(Box::new(FileOut { file: body.file, offset: start, remaining: len, close: a.close }));
+            self.busy().file =
+                Some(Box::new(FileOut { file: body.file, offset: start, remaining: len, close: a.close }));
             self.header_timer = false;
             self.deadline = sh.now_ms + sh.idle_ms;
         } else if a.close {
@@ -1629,14 +1666,16 @@ impl Conn {
 
     /// Waits for the responder the handler took for `req`.
     fn defer(&mut self, req: &Request<'_>, res: &mut Response, sh: &mut Shared) {
-        self.deferred_seq += 1;
+        let b = self.busy();
+        b.deferred_seq += 1;
+        let seq = b.deferred_seq;
         sh.deferred += 1;
         if let Some(c) = sh.counters {
             c.inc(Counter::Requests);
         }
         let close = !req.keep_alive || res.wants_close() || sh.draining;
-        self.awaiting = Some(Box::new(Awaiting {
-            seq: self.deferred_seq,
+        self.busy().awaiting = Some(Box::new(Awaiting {
+            seq,
             head_only: req.method == "HEAD",
             close,
             keep_alive_10: !close && req.version == Version::Http10,
@@ -1719,13 +1758,15 @@ impl Conn {
     fn close_input(&mut self, sh: &mut Shared) {
         self.unread = !self.peer_done;
         self.refund(sh);
-        self.reader = None;
-        self.body_paused = false;
-        self.takeover = None;
         self.state = State::Closed;
         self.scan = HeadScan::default();
-        sh.recycle(mem::take(&mut self.held));
-        self.head_len = 0;
+        if let Some(b) = self.busy.as_mut() {
+            b.reader = None;
+            b.body_paused = false;
+            b.takeover = None;
+            sh.recycle(mem::take(&mut b.held));
+            b.head_len = 0;
+        }
     }
 
     fn out_buf(&mut self, sh: &mut Shared) -> &mut Vec<u8> {

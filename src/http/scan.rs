@@ -55,20 +55,25 @@ enum Phase {
 
 /// The scan state of one incomplete head, kept between reads. Positions are
 /// offsets from the head's first byte, which stays at the front of the
-/// buffer the head is collected in.
+/// buffer the head is collected in. Every connection holds one, so they
+/// are kept in 32 bits: the scan never goes past [`MAX_SCANNED`].
 #[derive(Clone, Debug, Default)]
 pub(crate) struct HeadScan {
     /// Bytes of the head examined so far; 0 for a head not scanned yet.
-    scanned: usize,
+    scanned: u32,
     /// Where the scan is.
     phase: Phase,
     /// Offset of the first byte of the request-target.
-    target_start: usize,
+    target_start: u32,
     /// Offset of the first byte of the current field line.
-    line_start: usize,
+    line_start: u32,
     /// Field lines ended so far.
-    fields: usize,
+    fields: u32,
 }
+
+/// The scan's offsets fit in its 32-bit fields: a head limit above this is
+/// applied as this.
+const MAX_SCANNED: usize = u32::MAX as usize;
 
 impl HeadScan {
     /// Whether no byte of the head has been scanned yet.
@@ -83,15 +88,16 @@ impl HeadScan {
     pub(crate) fn scan(&mut self, head: &[u8], limits: &Limits) -> Scan {
         // Bytes from offset `max_head` on are over the limit, unless the
         // head ends before them: scan no further than that.
-        let window = head.len().min(limits.max_head);
-        let mut i = self.scanned;
+        let max_head = limits.max_head.min(MAX_SCANNED);
+        let window = head.len().min(max_head);
+        let mut i = self.scanned as usize;
         while i < window {
             let rest = &head[i..window];
             match self.phase {
                 Phase::Method => match rest.iter().position(|&b| b == b' ' || b == b'\n') {
                     Some(j) if rest[j] == b' ' => {
                         self.phase = Phase::Target;
-                        self.target_start = i + j + 1;
+                        self.target_start = (i + j + 1) as u32;
                         i += j + 1;
                     }
                     Some(j) => {
@@ -118,7 +124,7 @@ impl HeadScan {
                             _ => {}
                         }
                         i += 1;
-                        if i - self.target_start > limits.max_target {
+                        if i - self.target_start as usize > limits.max_target {
                             return self.fail(414);
                         }
                     }
@@ -141,23 +147,23 @@ impl HeadScan {
                         if head[lf - 1] != b'\r' {
                             return self.fail(400);
                         }
-                        if lf == self.line_start + 1 {
+                        if lf == self.line_start as usize + 1 {
                             *self = HeadScan::default();
                             return Scan::End(lf + 1);
                         }
                         self.fields += 1;
-                        if self.fields > limits.max_headers {
+                        if self.fields as usize > limits.max_headers {
                             return self.fail(431);
                         }
-                        self.line_start = lf + 1;
+                        self.line_start = (lf + 1) as u32;
                         i = lf + 1;
                     }
                     None => i = window,
                 },
             }
         }
-        self.scanned = i;
-        if head.len() > limits.max_head {
+        self.scanned = i as u32;
+        if head.len() > max_head {
             return self.fail(431);
         }
         Scan::Partial
@@ -170,7 +176,7 @@ impl HeadScan {
             return Some(400);
         }
         self.phase = Phase::Fields;
-        self.line_start = lf + 1;
+        self.line_start = (lf + 1) as u32;
         None
     }
 

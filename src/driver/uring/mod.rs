@@ -200,8 +200,9 @@ struct Connection {
     queued: bool,
     /// Who closes `fd`.
     fd_close: FdClose,
-    /// The pipe of a file body, made at the first file it sends.
-    pipe: Option<Pipe>,
+    /// The pipe of a file body, made at the first file it sends (boxed:
+    /// most connections never send one).
+    pipe: Option<Box<Pipe>>,
     /// The file body's splices in the kernel.
     splice: Splice,
 }
@@ -970,7 +971,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         let Some((file, offset, remaining)) = c.http.file_chunk() else { return Ok(()) };
         let file = file.as_raw_fd();
         if c.pipe.is_none() {
-            c.pipe = Some(Pipe::new()?);
+            c.pipe = Some(Box::new(Pipe::new()?));
         }
         let pipe = c.pipe.as_ref().expect("made above");
         if pipe.filled == 0 {
