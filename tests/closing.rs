@@ -110,3 +110,43 @@ fn a_refused_request_lingers_so_its_answer_arrives() {
     }
     srv.assert_healthy();
 }
+
+/// Segments the client's socket received, and how many of them carried
+/// data (`TCP_INFO`).
+fn segments_in(s: &TcpStream) -> (u32, u32) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain data; the kernel writes at most `len`
+    // bytes of it.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let r = libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, (&raw mut info).cast(), &mut len);
+        assert_eq!(r, 0, "TCP_INFO: {}", io::Error::last_os_error());
+        (info.tcpi_segs_in, info.tcpi_data_segs_in)
+    }
+}
+
+#[test]
+fn the_fin_of_a_close_at_once_leaves_with_the_last_response() {
+    // Before its end of stream the client receives the SYN-ACK, the
+    // acknowledgement of its request (a new connection acknowledges at
+    // once), and the response with the FIN in the same segment: two
+    // segments without data, not three (a FIN of its own). A loaded machine
+    // can add another (a window update), so the fewest over several
+    // connections counts.
+    let srv = Server::start(&[]);
+    let mut fewest = u32::MAX;
+    for _ in 0..10 {
+        let mut s = connect(&srv);
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").expect("send");
+        let (got, end) = read_to_end(&mut s);
+        end.expect("the response, then end of stream");
+        assert!(got.ends_with(b"Hello, World!"), "{}", String::from_utf8_lossy(&got));
+        let (all, data) = segments_in(&s);
+        fewest = fewest.min(all - data);
+        if fewest <= 2 {
+            break;
+        }
+    }
+    assert!(fewest <= 2, "{fewest} segments without data reached the client: the FIN did not come with the response");
+}

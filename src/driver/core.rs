@@ -124,6 +124,15 @@ pub(crate) fn after_output(conn: &Conn, output_pending: bool, peer_closed: bool)
     }
 }
 
+/// Whether the output framed now is all the connection sends before it
+/// closes at once (no stream or file follows it, and no lingering). Its
+/// last send then holds its final bytes back (`MSG_MORE`) for the close:
+/// the FIN leaves in the same segment as they do, not in one of its own
+/// (a connection-per-request exchange takes 8 segments instead of 10).
+pub(crate) fn last_output(conn: &Conn, peer_closed: bool) -> bool {
+    !conn.is_streaming() && !conn.has_file() && after_output(conn, false, peer_closed) == After::Close
+}
+
 /// Starts a lingering close of `fd`: shuts down its write side and returns
 /// when the lingering ends (in [`Shared::now_ms`] time).
 pub(crate) fn linger(fd: RawFd, sh: &Shared) -> io::Result<u64> {

@@ -465,8 +465,10 @@ impl Connection {
                 break;
             }
             // A file body follows the head: hold the head back for it,
-            // so that both leave in one segment.
-            let more = if self.conn.has_file() { libc::MSG_MORE } else { 0 };
+            // so that both leave in one segment; and the last output
+            // before a close, for the close's FIN (`core::last_output`).
+            let last = self.conn.has_file() || core::last_output(&self.conn, self.eof);
+            let more = if last { libc::MSG_MORE } else { 0 };
             let out = self.conn.output();
             let total = out.len();
             match send(self.fd.as_raw_fd(), out, more) {

@@ -8,6 +8,8 @@
 //! framing error, the kind of leniency that lets two parsers disagree about
 //! where a body ends.
 
+use super::is_tchar;
+
 /// Where the decoder is inside the chunked framing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -244,12 +246,6 @@ fn ext_step(state: State, b: u8) -> Option<State> {
 }
 
 /// `tchar` of RFC 9110 §5.6.2: the bytes of a token.
-fn is_tchar(b: u8) -> bool {
-    TCHAR[b as usize]
-}
-
-/// [`is_tchar`] as a table: it runs once per extension byte.
-static TCHAR: [bool; 256] = super::alnum_and(b"!#$%&'*+-.^_`|~");
 
 fn hex(b: u8) -> Option<u8> {
     match b {

@@ -44,6 +44,16 @@ const fn alnum_and(punct: &[u8]) -> [bool; 256] {
     }
     t
 }
+
+/// Whether `b` may appear in a token (RFC 9110 §5.6.2): field names,
+/// methods, chunk extensions.
+#[inline]
+pub(crate) fn is_tchar(b: u8) -> bool {
+    TCHAR[b as usize]
+}
+
+/// [`is_tchar`] as a table: it runs once per byte.
+static TCHAR: [bool; 256] = alnum_and(b"!#$%&'*+-.^_`|~");
 pub use access::{request_reopen as reopen_access_log, AccessLog};
 pub(crate) use body::UpgradeFn;
 pub use body::{BodyFlow, BodyPlan, BodyReader, Resume, Upgraded};

@@ -43,18 +43,26 @@ impl<'a> Request<'a> {
     /// target (`http://host/p`) the scheme and authority are left out.
     pub fn path(&self) -> &'a str {
         let t = self.target;
-        let t = match t.find("://") {
-            Some(i) if !t.starts_with('/') => {
-                let rest = &t[i + 3..];
-                // The authority ends at the first `/` or `?`.
-                match rest.find(['/', '?']) {
-                    Some(j) if rest.as_bytes()[j] == b'/' => &rest[j..],
-                    _ => "/",
+        // Origin form (`/p?q`), nearly every request: no pattern search.
+        let t = if t.starts_with('/') {
+            t
+        } else {
+            match t.find("://") {
+                Some(i) => {
+                    let rest = &t[i + 3..];
+                    // The authority ends at the first `/` or `?`.
+                    match rest.find(['/', '?']) {
+                        Some(j) if rest.as_bytes()[j] == b'/' => &rest[j..],
+                        _ => "/",
+                    }
                 }
+                None => t,
             }
-            _ => t,
         };
-        t.split_once('?').map_or(t, |(p, _)| p)
+        match t.bytes().position(|b| b == b'?') {
+            Some(q) => &t[..q],
+            None => t,
+        }
     }
 
     /// The client's address (IPv4 or IPv6), asked of the kernel when called
@@ -209,5 +217,35 @@ impl fmt::Display for Addr {
             Addr::Unix(p) => write!(f, "unix:{}", p.display()),
             Addr::UnixUnnamed => f.write_str("unix:(unnamed)"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path_of(target: &str) -> &str {
+        Request {
+            method: "GET",
+            target,
+            version: Version::Http11,
+            headers: Headers { fields: &[] },
+            body: &[],
+            keep_alive: true,
+            socket: -1,
+        }
+        .path()
+    }
+
+    #[test]
+    fn path_leaves_out_the_query_and_an_absolute_forms_authority() {
+        assert_eq!(path_of("/"), "/");
+        assert_eq!(path_of("/a/b?q=1?x"), "/a/b");
+        assert_eq!(path_of("/a://b?c"), "/a://b");
+        assert_eq!(path_of("/?"), "/");
+        assert_eq!(path_of("http://host/p/q?x=1"), "/p/q");
+        assert_eq!(path_of("http://host?x=/y"), "/");
+        assert_eq!(path_of("http://host"), "/");
+        assert_eq!(path_of("*"), "*");
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::body::{UpgradeFn, Upgraded};
 use super::defer::{Completions, Responder};
 use super::file::FileBody;
+use super::is_tchar;
 use super::stream::{self, Stream, STREAM_QUEUE};
 
 /// A response under construction. The runtime owns `Content-Length`,
@@ -160,10 +161,7 @@ impl Response {
             }
             return Ok(self);
         }
-        self.headers.extend_from_slice(name.as_bytes());
-        self.headers.extend_from_slice(b": ");
-        self.headers.extend_from_slice(value);
-        self.headers.extend_from_slice(b"\r\n");
+        self.runtime_header(name, value);
         Ok(self)
     }
 
@@ -434,6 +432,7 @@ impl Response {
 
     /// Adds a header field the runtime itself sets (already valid).
     pub(crate) fn runtime_header(&mut self, name: &str, value: &[u8]) {
+        self.headers.reserve(name.len() + value.len() + 4);
         self.headers.extend_from_slice(name.as_bytes());
         self.headers.extend_from_slice(b": ");
         self.headers.extend_from_slice(value);
@@ -451,11 +450,6 @@ pub(crate) fn fmt_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
             return &buf[i..];
         }
     }
-}
-
-/// `tchar` from RFC 9110 §5.6.2.
-pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// The reason phrase for a status code (empty for unknown codes, which

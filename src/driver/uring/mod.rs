@@ -867,8 +867,11 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                         rest.len().min(u32::MAX as usize) as u32,
                     )
                     // A file body follows the head: hold the head back for
-                    // it, so that both leave in one segment.
-                    .flags(libc::MSG_NOSIGNAL | if c.http.has_file() { libc::MSG_MORE } else { 0 })
+                    // it, so that both leave in one segment; and the last
+                    // output before a close, for the close's FIN.
+                    .flags(
+                        libc::MSG_NOSIGNAL | if c.http.has_file() || Self::last_send(c) { libc::MSG_MORE } else { 0 },
+                    )
                     .build()
                     .user_data(Token::new(Op::Send, key).0);
                     // SAFETY: `out.buf` is owned by this connection, is not
@@ -1045,6 +1048,13 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         } else {
             self.free(key);
         }
+    }
+
+    /// Whether the send about to be made of `c.out` is the connection's
+    /// last ([`core::last_output`]): once it is done, [`Driver::close_now`]
+    /// closes the socket.
+    fn last_send(c: &Connection) -> bool {
+        !c.http.has_output() && c.splice == Splice::Off && core::last_output(&c.http, c.peer_eof)
     }
 
     /// Closes connection `key`, whose output is all sent, at once: while its
