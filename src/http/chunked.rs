@@ -245,8 +245,6 @@ fn ext_step(state: State, b: u8) -> Option<State> {
     })
 }
 
-/// `tchar` of RFC 9110 §5.6.2: the bytes of a token.
-
 fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
