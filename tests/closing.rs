@@ -36,15 +36,22 @@ fn connect(srv: &Server) -> TcpStream {
     s
 }
 
+/// Sends `GET /` with `Connection: close` and reads the answer to its end:
+/// a `200`, then end of stream.
+fn get_with_close(srv: &Server) -> (TcpStream, Vec<u8>) {
+    let mut s = connect(srv);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").expect("send");
+    let (got, end) = read_to_end(&mut s);
+    end.expect("the response, then end of stream");
+    assert!(got.starts_with(b"HTTP/1.1 200 "), "{}", String::from_utf8_lossy(&got));
+    (s, got)
+}
+
 #[test]
 fn a_connection_closing_after_a_complete_request_is_closed_at_once() {
     let mut srv = Server::start(&[]);
     for _ in 0..3 {
-        let mut s = connect(&srv);
-        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").expect("send");
-        let (got, end) = read_to_end(&mut s);
-        end.expect("the response, then end of stream");
-        assert!(got.starts_with(b"HTTP/1.1 200 "), "{}", String::from_utf8_lossy(&got));
+        let (mut s, _) = get_with_close(&srv);
         // The server's socket is gone, not lingering: bytes sent now are
         // answered with a reset. (A lingering server would read and drop
         // them, and the next read would see end of stream again.)
@@ -137,10 +144,7 @@ fn the_fin_of_a_close_at_once_leaves_with_the_last_response() {
     let srv = Server::start(&[]);
     let mut fewest = u32::MAX;
     for _ in 0..10 {
-        let mut s = connect(&srv);
-        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").expect("send");
-        let (got, end) = read_to_end(&mut s);
-        end.expect("the response, then end of stream");
+        let (s, got) = get_with_close(&srv);
         assert!(got.ends_with(b"Hello, World!"), "{}", String::from_utf8_lossy(&got));
         let (all, data) = segments_in(&s);
         fewest = fewest.min(all - data);

@@ -93,6 +93,10 @@ fn counters_survive_a_respawn() {
     let ready = log.lines().find(|l| l.contains("ready 0.0")).expect("ready line");
     let pid: i32 = ready.split("pid=").nth(1).unwrap().trim().parse().unwrap();
     forkring_testkit::proc::signal(pid, libc::SIGKILL).expect("kill the worker the server logged");
+    // A connection made while the worker dies may be one it accepted and
+    // takes down with it (a reset): the pages are asked for once its
+    // replacement serves.
+    server.wait_line(&["ready 0.1"], Duration::from_secs(10));
     let page = wait_page(&server, Duration::from_secs(10), |p| p.contains("\n0.1 "));
     assert!(totals(&page).0 >= before, "totals dropped after the respawn: {before} then\n{page}");
 }

@@ -1315,7 +1315,7 @@ impl Conn {
 
     /// Keeps `head` at the front of `held`, for its body to follow.
     fn hold_head(&mut self, head: &[u8], sh: &mut Shared) {
-        let b = self.busy.get_or_insert_with(Box::default);
+        let b = self.busy();
         if b.held.capacity() == 0 {
             b.held = sh.buffer();
         }

@@ -54,6 +54,7 @@ pub(crate) fn is_tchar(b: u8) -> bool {
 
 /// [`is_tchar`] as a table: it runs once per byte.
 static TCHAR: [bool; 256] = alnum_and(b"!#$%&'*+-.^_`|~");
+
 pub use access::{request_reopen as reopen_access_log, AccessLog};
 pub(crate) use body::UpgradeFn;
 pub use body::{BodyFlow, BodyPlan, BodyReader, Resume, Upgraded};

@@ -60,6 +60,25 @@ struct Batch {
 }
 
 impl Hooks {
+    /// Hands `ev` to the event channels, dropping those whose receiver is
+    /// gone; a single channel takes it without a copy. Gives it back when
+    /// there is no channel (its buffers can serve again).
+    fn send(&mut self, ev: Event) -> Option<Event> {
+        match self.senders.len() {
+            0 => Some(ev),
+            1 => {
+                if self.senders[0].send(ev).is_err() {
+                    self.senders.clear();
+                }
+                None
+            }
+            _ => {
+                self.senders.retain(|tx| tx.send(ev.clone()).is_ok());
+                None
+            }
+        }
+    }
+
     /// No callbacks, no channels, an empty command queue.
     pub(crate) fn new() -> Hooks {
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
@@ -101,7 +120,7 @@ impl Master<'_> {
             cb(&ev, &mut ctl);
         }
         self.hooks.callbacks = callbacks;
-        self.hooks.senders.retain(|tx| tx.send(ev.clone()).is_ok());
+        self.hooks.send(ev);
     }
 
     /// Runs the user's periodic callbacks that are due.
@@ -144,28 +163,18 @@ impl Master<'_> {
             let (cluster, watching) = (self.cluster(), self.supervising());
             let mut ctl = Ctl { slots: &mut self.slots, handle: self.hooks.handle(), cluster, watching };
             let mut start = 0;
-            for &end in &batch.ends {
+            for &stop in &batch.ends {
                 let mut data = std::mem::take(&mut batch.data);
                 data.clear();
-                data.extend_from_slice(&batch.bytes[start..end]);
-                start = end;
+                data.extend_from_slice(&batch.bytes[start..stop]);
+                start = stop;
                 let ev = Event::Message { worker: id, data };
                 log::debug!("event {ev}");
                 for cb in callbacks.iter_mut() {
                     cb(&ev, &mut ctl);
                 }
-                match self.hooks.senders.len() {
-                    0 => {
-                        if let Event::Message { data, .. } = ev {
-                            batch.data = data;
-                        }
-                    }
-                    1 => {
-                        if self.hooks.senders[0].send(ev).is_err() {
-                            self.hooks.senders.clear();
-                        }
-                    }
-                    _ => self.hooks.senders.retain(|tx| tx.send(ev.clone()).is_ok()),
+                if let Some(Event::Message { data, .. }) = self.hooks.send(ev) {
+                    batch.data = data;
                 }
             }
             self.hooks.callbacks = callbacks;
