@@ -236,7 +236,7 @@ pub fn read_response(
 
 /// Parses a response head (without its final empty line); the error names
 /// the offending line.
-fn parse_head(head: &[u8]) -> Result<Response, String> {
+pub fn parse_head(head: &[u8]) -> Result<Response, String> {
     let text = String::from_utf8_lossy(head);
     let mut lines = text.split("\r\n");
     let status_line = lines.next().unwrap_or("");

@@ -15,6 +15,7 @@
 mod flood_server;
 mod load;
 mod nginx;
+mod paced;
 mod procs;
 mod scenarios;
 mod servers;

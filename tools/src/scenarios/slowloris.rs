@@ -1,15 +1,22 @@
 //! Scenario 5: slowloris. 1,000 connections send a request head one byte at
 //! a time (one byte per connection every 200 ms, never finishing it) while a
-//! normal client, wrk (8 connections), measures its p99 latency; the same
-//! wrk run without them is the baseline. On a shared machine the background
-//! load drifts over seconds, so the two are measured in turns, [`ROUNDS`]
+//! normal client, [`CLIENT_RATE`] requests a second over [`CLIENT_CONNS`]
+//! keep-alive connections (`crate::paced`), measures its p99 latency from
+//! each request's due time; the same client without them is the baseline.
+//! A normal client asks at its own pace; a saturating one such as wrk
+//! measures its own closed loop (here its p99 over the attack came out
+//! below its quiet p99, 0.76x and 0.64x in one run, with the server 40%
+//! idle under it). On a shared machine the background load
+//! drifts over seconds, so the two are measured in turns, [`ROUNDS`]
 //! rounds of 2 s without and 3 s with the attack, and their medians
 //! compared. nginx, the anchor, is measured in the same rounds, the two
 //! servers taking turns (each first in every other round): its line then
-//! compares with forkring's over the same minutes, not the next ones. The slow clients' bytes are spread evenly in time (a loop turn
+//! compares with forkring's over the same minutes, not the next ones. The
+//! slow clients' bytes are spread evenly in time (a loop turn
 //! every millisecond), as many independent clients would send them, and so
 //! are their connections: the first thousand open one every
-//! [`HEADER_TIMEOUT`]` / SLOW` (wrk starts once they all are), so their
+//! [`HEADER_TIMEOUT`]` / SLOW` (the normal client starts once they all
+//! are), so their
 //! header timeouts, and the new connections that replace them, fall evenly
 //! over time too. (Opened in one burst, every 2 s the thousand would time
 //! out together and be replaced together: the replacing connects alone, on
@@ -19,16 +26,16 @@
 //! at most [`REOPEN_PER_TURN`] a turn.
 //!
 //! The server runs one worker with a 2 s header timeout, pinned to CPU 0,
-//! and wrk runs on CPU 1. The slow clients run on the server's CPU, at the
+//! and the normal client runs on CPU 1. The slow clients run on the server's CPU, at the
 //! same priority as the server: over loopback the kernel does a segment's
-//! receive work in the sender's system call, so an attacker on wrk's CPU
-//! would charge the server's receive work for the attack to the measuring
-//! client, and what would be measured is wrk's own slowdown. On the
+//! receive work in the sender's system call, so an attacker on the client's
+//! CPU would charge the server's receive work for the attack to the
+//! measuring client, and what would be measured is the client's slowdown. On the
 //! server's CPU that work lands where an attack's packets land (with the
 //! attacker's send work, which only makes the figure conservative). At a
 //! lower priority (`SCHED_IDLE`) a busy server starves the attacker, and a
 //! server that keeps its CPU busier would face a weaker attack; so the
-//! bytes the attack actually sent while wrk measured are counted, and an
+//! bytes the attack actually sent while the client measured are counted, and an
 //! attack below 90% of its planned rate fails the scenario.
 //!
 //! While an attack lasts, every slow connection the server closes is
@@ -48,8 +55,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{median_max, ms, us, Ctx, Outcome, Server, Target};
+use crate::paced;
 use crate::servers::NginxConfig;
-use crate::wrk;
 
 /// Slow connections held open during the attack.
 const SLOW: usize = 1000;
@@ -67,20 +74,24 @@ const REOPEN_PER_TURN: usize = 2;
 /// The server's closes of the slow connections the harness dropped between
 /// rounds fall here, not in the next quiet measurement.
 const SETTLE: Duration = Duration::from_millis(300);
-/// wrk's connections.
-const WRK_CONNS: usize = 8;
+/// The normal client: its connections, and the requests it sends a second
+/// over them (under a twentieth of what one worker answers at saturation).
+const CLIENT_CONNS: usize = 8;
+const CLIENT_RATE: u32 = 5000;
 /// Rounds of (p99 without the slow connections, p99 with them): on a
 /// shared machine the background load drifts, so the two are measured in
-/// turns and their medians compared. A saturating client's p99 over 2 s
-/// ranged from 138 µs to 2.4 ms from one quiet round to the next on a
-/// 2-CPU VM, and the median of nine quiet rounds from 424 to 900 µs from
-/// run to run; with fifteen, the ratio of the medians still reached 1.83
-/// and 2.01 in two runs where other runs gave 0.8 to 1.5.
+/// turns and their medians compared. On a 2-CPU VM the normal client's p99
+/// over 2 s ranged from 176 µs to 2.6 ms from one quiet round to the next
+/// (the host's steal, not the server: nginx's ranged from 276 µs to 8.5 ms
+/// in the same run); a saturating client's, with nine rounds, had a median
+/// from 424 to 900 µs from run to run, and with fifteen the ratio of the
+/// medians still reached 1.83 and 2.01 in two runs where other runs gave
+/// 0.8 to 1.5.
 const ROUNDS: usize = 21;
-/// Least share of the planned bytes the attack must send while wrk
+/// Least share of the planned bytes the attack must send while the client
 /// measures.
 const MIN_ATTACK_RATE: f64 = 0.9;
-/// wrk's run without, and with, the slow connections. The attack lasts
+/// The client's run without, and with, the slow connections. The attack lasts
 /// longer than the header timeout, so the server closes (and the attack
 /// replaces) slow connections during the measurement.
 const BASE_RUN: Duration = Duration::from_secs(2);
@@ -111,7 +122,7 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
         }
     }
     for side in &sides {
-        side.measure(ctx, client_cpu, Duration::from_secs(1))?; // warm-up
+        side.measure(client_cpu, Duration::from_secs(1))?; // warm-up
     }
     for round in 0..ROUNDS {
         let last = round + 1 == ROUNDS;
@@ -119,7 +130,7 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
         // measures right after the other's attack.
         for k in 0..sides.len() {
             let i = (k + round) % sides.len();
-            sides[i].round(ctx, server_cpu, client_cpu, last)?;
+            sides[i].round(server_cpu, client_cpu, last)?;
         }
     }
     let mut outcomes = sides.into_iter().map(Side::outcome);
@@ -133,14 +144,17 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
 /// One server under the scenario, with what its rounds measured.
 struct Side {
     srv: Server,
-    /// The normal client's p99 of each round, without and with the attack.
+    /// The normal client's p99 of each round, without and with the attack,
+    /// and its median.
     base: Vec<f64>,
     attacked: Vec<f64>,
-    wrk_errors: u64,
+    base_p50: Vec<f64>,
+    attacked_p50: Vec<f64>,
+    client_errors: u64,
     report: Report,
     /// Fewest slow connections open when a measurement started.
     open_min: usize,
-    /// Share of the planned bytes the attack sent while wrk measured, per
+    /// Share of the planned bytes the attack sent while the client measured, per
     /// round.
     attack_rates: Vec<f64>,
 }
@@ -157,33 +171,27 @@ impl Side {
             srv: Server::start(ctx, target, 1, &["--header-timeout", &ht], nginx, cpu)?,
             base: Vec::new(),
             attacked: Vec::new(),
-            wrk_errors: 0,
+            base_p50: Vec::new(),
+            attacked_p50: Vec::new(),
+            client_errors: 0,
             report: Report::default(),
             open_min: usize::MAX,
             attack_rates: Vec::new(),
         })
     }
 
-    /// The normal client: (p99 in µs, requests, errors) over `d`.
-    fn measure(&self, ctx: &Ctx, cpu: Option<usize>, d: Duration) -> Result<(f64, u64, u64), String> {
-        let addr = self.srv.addr();
-        match &ctx.wrk {
-            Some(w) => wrk::run(w, addr, WRK_CONNS, d, cpu).map(|r| (r.p99_us, r.requests, r.errors)),
-            None => own_p99(addr, d),
-        }
+    /// The normal client over `d`: (p50, p99 in µs, failed requests).
+    fn measure(&self, cpu: Option<usize>, d: Duration) -> Result<(f64, f64, u64), String> {
+        let r = paced::run(self.srv.addr(), CLIENT_CONNS, CLIENT_RATE, d, cpu)?;
+        Ok((r.latency.quantile(0.5) as f64, r.latency.quantile(0.99) as f64, r.errors))
     }
 
     /// One round: the normal client without, then with, the attack.
-    fn round(
-        &mut self,
-        ctx: &Ctx,
-        server_cpu: Option<usize>,
-        client_cpu: Option<usize>,
-        last: bool,
-    ) -> Result<(), String> {
-        let (p99, _, err) = self.measure(ctx, client_cpu, BASE_RUN)?;
+    fn round(&mut self, server_cpu: Option<usize>, client_cpu: Option<usize>, last: bool) -> Result<(), String> {
+        let (p50, p99, err) = self.measure(client_cpu, BASE_RUN)?;
         self.base.push(p99);
-        self.wrk_errors += err;
+        self.base_p50.push(p50);
+        self.client_errors += err;
         let addr = self.srv.addr();
         let ctl = Arc::new(Control::default());
         let attacker = {
@@ -193,7 +201,7 @@ impl Side {
                 .spawn(move || attack(addr, server_cpu, &ctl, !last))
                 .map_err(|e| e.to_string())?
         };
-        // wrk starts once the slow connections are all open.
+        // The client starts once the slow connections are all open.
         let deadline = Instant::now() + HEADER_TIMEOUT + Duration::from_secs(3);
         while ctl.open.load(Ordering::Relaxed) < SLOW && Instant::now() < deadline && !attacker.is_finished() {
             std::thread::sleep(Duration::from_millis(10));
@@ -201,7 +209,7 @@ impl Side {
         self.open_min = self.open_min.min(ctl.open.load(Ordering::Relaxed));
         ctl.measuring.store(true, Ordering::SeqCst);
         let t0 = Instant::now();
-        let m = self.measure(ctx, client_cpu, ATTACK_RUN);
+        let m = self.measure(client_cpu, ATTACK_RUN);
         let measured = t0.elapsed();
         ctl.measuring.store(false, Ordering::SeqCst);
         let planned = SLOW as f64 * measured.as_secs_f64() / TRICKLE.as_secs_f64();
@@ -209,16 +217,17 @@ impl Side {
         ctl.stop_opening.store(true, Ordering::SeqCst);
         let r = attacker.join().map_err(|_| "the slowloris thread panicked".to_owned())?;
         self.report.merge(r);
-        let (p99, _, err) = m?;
+        let (p50, p99, err) = m?;
         self.attacked.push(p99);
-        self.wrk_errors += err;
+        self.attacked_p50.push(p50);
+        self.client_errors += err;
         std::thread::sleep(SETTLE);
         Ok(())
     }
 
     /// The figures and the verdict.
     fn outcome(self) -> Result<Outcome, String> {
-        let Side { srv, base, attacked, wrk_errors, report, open_min, attack_rates } = self;
+        let Side { srv, base, attacked, base_p50, attacked_p50, client_errors, report, open_min, attack_rates } = self;
         let addr = srv.addr();
         let still_serving = crate::servers::get_once(addr, Duration::from_secs(2)) == Ok(200);
 
@@ -243,10 +252,12 @@ impl Side {
         let bad_answers: usize = report.answers.iter().filter(|(s, _)| s.as_str() != "408").map(|(_, n)| n).sum();
         let list = |v: &[f64]| v.iter().map(|&x| us(x)).collect::<Vec<_>>().join(" ");
         let mut figures = format!(
-            "p99 median {} -> {} with {SLOW} slow conns ({ratio:.2}x; rounds without: {}, with: {}); \
+            "p99 median {} -> {} with {SLOW} slow conns ({ratio:.2}x; p50 {} -> {}; rounds without: {}, with: {}); \
              slow conns: {} opened, {} closed by the server {closes_txt}, {in_window} of them in [{}, {}]",
             us(base_med),
             us(att_med),
+            us(median_f(&base_p50)),
+            us(median_f(&attacked_p50)),
             list(&base),
             list(&attacked),
             report.opened,
@@ -266,7 +277,7 @@ impl Side {
         }
         let rate_min = attack_rates.iter().copied().fold(f64::INFINITY, f64::min);
         figures.push_str(&format!(
-            "; attack sent {:.0}-{:.0}% of its planned {} bytes/s while wrk measured",
+            "; attack sent {:.0}-{:.0}% of its planned {} bytes/s while the client measured",
             100.0 * rate_min,
             100.0 * attack_rates.iter().copied().fold(0.0, f64::max),
             SLOW as u128 * 1000 / TRICKLE.as_millis()
@@ -277,8 +288,8 @@ impl Side {
         if !answers.is_empty() {
             figures.push_str(&format!("; answers: {}", answers.join(", ")));
         }
-        if wrk_errors > 0 {
-            figures.push_str(&format!("; {wrk_errors} wrk errors"));
+        if client_errors > 0 {
+            figures.push_str(&format!("; {client_errors} requests of the normal client failed"));
         }
         if report.connect_errors > 0 {
             figures.push_str(&format!("; {} slow connects failed", report.connect_errors));
@@ -297,7 +308,7 @@ impl Side {
             && in_window == closes.len()
             && report.never_closed == 0
             && bad_answers == 0
-            && wrk_errors == 0
+            && client_errors == 0
             && still_serving
             && crashes == 0;
         Ok(Outcome { figures, pass })
@@ -317,7 +328,7 @@ struct Control {
     open: AtomicUsize,
     /// Set when the attack ends: no more new slow connections.
     stop_opening: AtomicBool,
-    /// Set while wrk measures under the attack.
+    /// Set while the normal client measures under the attack.
     measuring: AtomicBool,
     /// Bytes the attack sent while `measuring` was set.
     bytes: AtomicUsize,
@@ -595,13 +606,4 @@ fn finish(rep: &mut Report, slow: Slow, lo: Instant, hi: Instant) {
         };
         *rep.answers.entry(status).or_default() += 1;
     }
-}
-
-/// Without wrk: the harness's own keep-alive clients for `d` (unpinned);
-/// the p99 of their answers.
-fn own_p99(addr: SocketAddr, d: Duration) -> Result<(f64, u64, u64), String> {
-    let load = crate::load::Load::start(addr, crate::load::LoadConfig::new(WRK_CONNS, 0, d + Duration::from_secs(5)));
-    std::thread::sleep(d);
-    let st = load.finish();
-    Ok((st.latency.quantile(0.99) as f64, st.ok, st.failed_total()))
 }
