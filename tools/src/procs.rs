@@ -229,3 +229,16 @@ pub fn pin_to(cpu: usize) -> io::Result<()> {
 pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+/// Time the hypervisor has taken from `cpu` (all CPUs when `None`) since
+/// boot, from `/proc/stat` (the `steal` column, in clock ticks): a latency
+/// figure means little if the host kept the server's CPU from running.
+pub fn steal(cpu: Option<usize>) -> Option<Duration> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let name = cpu.map_or_else(|| "cpu".to_owned(), |c| format!("cpu{c}"));
+    let line = stat.lines().find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+    let ticks: u64 = line.split_whitespace().nth(8)?.parse().ok()?;
+    // SAFETY: sysconf takes a constant and returns a value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| Duration::from_secs_f64(ticks as f64 / hz as f64))
+}

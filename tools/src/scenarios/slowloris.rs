@@ -121,8 +121,9 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
             Err(e) => *NGINX_BESIDE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Err(e)),
         }
     }
-    for side in &sides {
-        side.measure(client_cpu, Duration::from_secs(1))?; // warm-up
+    for side in &mut sides {
+        side.measure(server_cpu, client_cpu, Duration::from_secs(1))?; // warm-up
+        side.steal.clear();
     }
     for round in 0..ROUNDS {
         let last = round + 1 == ROUNDS;
@@ -150,6 +151,9 @@ struct Side {
     attacked: Vec<f64>,
     base_p50: Vec<f64>,
     attacked_p50: Vec<f64>,
+    /// The host's steal from the server's CPU during each measurement, in
+    /// ms per second (where `/proc/stat` has it).
+    steal: Vec<f64>,
     client_errors: u64,
     report: Report,
     /// Fewest slow connections open when a measurement started.
@@ -173,6 +177,7 @@ impl Side {
             attacked: Vec::new(),
             base_p50: Vec::new(),
             attacked_p50: Vec::new(),
+            steal: Vec::new(),
             client_errors: 0,
             report: Report::default(),
             open_min: usize::MAX,
@@ -180,15 +185,26 @@ impl Side {
         })
     }
 
-    /// The normal client over `d`: (p50, p99 in µs, failed requests).
-    fn measure(&self, cpu: Option<usize>, d: Duration) -> Result<(f64, f64, u64), String> {
+    /// The normal client over `d`: (p50, p99 in µs, failed requests), and
+    /// the host's steal from the server's CPU meanwhile, in ms per second.
+    fn measure(
+        &mut self,
+        server_cpu: Option<usize>,
+        cpu: Option<usize>,
+        d: Duration,
+    ) -> Result<(f64, f64, u64), String> {
+        let before = crate::procs::steal(server_cpu);
+        let t0 = Instant::now();
         let r = paced::run(self.srv.addr(), CLIENT_CONNS, CLIENT_RATE, d, cpu)?;
+        if let (Some(a), Some(b)) = (before, crate::procs::steal(server_cpu)) {
+            self.steal.push(b.saturating_sub(a).as_secs_f64() * 1e3 / t0.elapsed().as_secs_f64());
+        }
         Ok((r.latency.quantile(0.5) as f64, r.latency.quantile(0.99) as f64, r.errors))
     }
 
     /// One round: the normal client without, then with, the attack.
     fn round(&mut self, server_cpu: Option<usize>, client_cpu: Option<usize>, last: bool) -> Result<(), String> {
-        let (p50, p99, err) = self.measure(client_cpu, BASE_RUN)?;
+        let (p50, p99, err) = self.measure(server_cpu, client_cpu, BASE_RUN)?;
         self.base.push(p99);
         self.base_p50.push(p50);
         self.client_errors += err;
@@ -209,7 +225,7 @@ impl Side {
         self.open_min = self.open_min.min(ctl.open.load(Ordering::Relaxed));
         ctl.measuring.store(true, Ordering::SeqCst);
         let t0 = Instant::now();
-        let m = self.measure(client_cpu, ATTACK_RUN);
+        let m = self.measure(server_cpu, client_cpu, ATTACK_RUN);
         let measured = t0.elapsed();
         ctl.measuring.store(false, Ordering::SeqCst);
         let planned = SLOW as f64 * measured.as_secs_f64() / TRICKLE.as_secs_f64();
@@ -227,7 +243,8 @@ impl Side {
 
     /// The figures and the verdict.
     fn outcome(self) -> Result<Outcome, String> {
-        let Side { srv, base, attacked, base_p50, attacked_p50, client_errors, report, open_min, attack_rates } = self;
+        let Side { srv, base, attacked, base_p50, attacked_p50, steal, client_errors, report, open_min, attack_rates } =
+            self;
         let addr = srv.addr();
         let still_serving = crate::servers::get_once(addr, Duration::from_secs(2)) == Ok(200);
 
@@ -282,6 +299,13 @@ impl Side {
             100.0 * attack_rates.iter().copied().fold(0.0, f64::max),
             SLOW as u128 * 1000 / TRICKLE.as_millis()
         ));
+        if !steal.is_empty() {
+            let max = steal.iter().copied().fold(0.0, f64::max);
+            figures.push_str(&format!(
+                "; the host took {:.1} ms/s of the server's CPU in the median measurement, up to {max:.0} ms/s",
+                median_f(&steal)
+            ));
+        }
         if open_min < SLOW {
             figures.push_str(&format!("; only {open_min} slow conns open in one round"));
         }
