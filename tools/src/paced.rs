@@ -13,9 +13,10 @@
 //!
 //! The thread polls instead of sleeping, and so keeps its CPU busy: on a VM
 //! a CPU that sleeps between requests takes tens of microseconds to wake,
-//! which the figure would charge to the server (against the same server,
-//! 5,000 requests/s, a median of 128–150 µs with a `timerfd` and
-//! `epoll_wait` sleeping, 60–80 µs polling).
+//! which the figure would charge to the server (in three rounds of the
+//! slowloris scenario at 5,000 requests/s, quiet and attacked, both
+//! servers: medians of 128–162 µs sleeping on a `timerfd`, 60–86 µs
+//! polling).
 //!
 //! Every answer is checked (status 200, the body the harness expects);
 //! anything else, a request that cannot be written, an answer missing a

@@ -2,40 +2,38 @@
 //! a time (one byte per connection every 200 ms, never finishing it) while a
 //! normal client, [`CLIENT_RATE`] requests a second over [`CLIENT_CONNS`]
 //! keep-alive connections (`crate::paced`), measures its p99 latency from
-//! each request's due time; the same client without them is the baseline.
-//! A normal client asks at its own pace; a saturating one such as wrk
-//! measures its own closed loop (here its p99 over the attack came out
-//! below its quiet p99, 0.76x and 0.64x in one run, with the server 40%
-//! idle under it). On a shared machine the background load
-//! drifts over seconds, so the two are measured in turns, [`ROUNDS`]
-//! rounds of 2 s without and 3 s with the attack, and their medians
-//! compared. nginx, the anchor, is measured in the same rounds, the two
-//! servers taking turns (each first in every other round): its line then
-//! compares with forkring's over the same minutes, not the next ones. The
-//! slow clients' bytes are spread evenly in time (a loop turn
-//! every millisecond), as many independent clients would send them, and so
-//! are their connections: the first thousand open one every
-//! [`HEADER_TIMEOUT`]` / SLOW` (the normal client starts once they all
-//! are), so their
-//! header timeouts, and the new connections that replace them, fall evenly
-//! over time too. (Opened in one burst, every 2 s the thousand would time
-//! out together and be replaced together: the replacing connects alone, on
-//! the server's CPU, then took about 50 ms of that CPU at once, for nginx
-//! as for forkring, and a p99 over 3 s is exactly as long as 30 ms of
-//! stall; the figure would measure the attacking thread.) Replacements open
-//! at most [`REOPEN_PER_TURN`] a turn.
+//! each request's due time; the same client without them is the baseline. A
+//! normal client asks at its own pace; a saturating one such as wrk measures
+//! its own closed loop (here its p99 over the attack came out below its
+//! quiet p99, 0.76x and 0.64x in one run, with the server 40% idle under
+//! it). On a shared machine the background load drifts over seconds, so the
+//! two are measured in turns, [`ROUNDS`] rounds of 2 s without and 3 s with
+//! the attack, and their medians compared. nginx, the anchor, is measured in
+//! the same rounds, the two servers taking turns (each first in every other
+//! round): its line then compares with forkring's over the same minutes, not
+//! the next ones. The slow clients' bytes are spread evenly in time (a loop
+//! turn every millisecond), as many independent clients would send them, and
+//! so are their connections: the first thousand open one every
+//! [`HEADER_TIMEOUT`]` / SLOW` (the normal client starts once they all are),
+//! so their header timeouts, and the new connections that replace them, fall
+//! evenly over time too. (Opened in one burst, every 2 s the thousand would
+//! time out together and be replaced together: the replacing connects alone,
+//! on the server's CPU, then took about 50 ms of that CPU at once, for nginx
+//! as for forkring, and a p99 over 3 s is exactly as long as 30 ms of stall;
+//! the figure would measure the attacking thread.) Replacements open at most
+//! [`REOPEN_PER_TURN`] a turn.
 //!
 //! The server runs one worker with a 2 s header timeout, pinned to CPU 0,
-//! and the normal client runs on CPU 1. The slow clients run on the server's CPU, at the
-//! same priority as the server: over loopback the kernel does a segment's
-//! receive work in the sender's system call, so an attacker on the client's
-//! CPU would charge the server's receive work for the attack to the
-//! measuring client, and what would be measured is the client's slowdown. On the
-//! server's CPU that work lands where an attack's packets land (with the
+//! and the normal client runs on CPU 1. The slow clients run on the server's
+//! CPU, at the same priority as the server: over loopback the kernel does a
+//! segment's receive work in the sender's system call, so an attacker on the
+//! client's CPU would charge the server's receive work for the attack to the
+//! measuring client, and what would be measured is the client's slowdown. On
+//! the server's CPU that work lands where an attack's packets land (with the
 //! attacker's send work, which only makes the figure conservative). At a
 //! lower priority (`SCHED_IDLE`) a busy server starves the attacker, and a
-//! server that keeps its CPU busier would face a weaker attack; so the
-//! bytes the attack actually sent while the client measured are counted, and an
+//! server that keeps its CPU busier would face a weaker attack; so the bytes
+//! the attack actually sent while the client measured are counted, and an
 //! attack below 90% of its planned rate fails the scenario.
 //!
 //! While an attack lasts, every slow connection the server closes is
@@ -91,9 +89,9 @@ const ROUNDS: usize = 31;
 /// Least share of the planned bytes the attack must send while the client
 /// measures.
 const MIN_ATTACK_RATE: f64 = 0.9;
-/// The client's run without, and with, the slow connections. The attack lasts
-/// longer than the header timeout, so the server closes (and the attack
-/// replaces) slow connections during the measurement.
+/// The client's run without, and with, the slow connections. The attack
+/// lasts longer than the header timeout, so the server closes (and the
+/// attack replaces) slow connections during the measurement.
 const BASE_RUN: Duration = Duration::from_secs(2);
 const ATTACK_RUN: Duration = Duration::from_secs(3);
 
@@ -121,9 +119,8 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
             Err(e) => *NGINX_BESIDE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Err(e)),
         }
     }
-    for side in &mut sides {
+    for side in &sides {
         side.measure(server_cpu, client_cpu, Duration::from_secs(1))?; // warm-up
-        side.steal.clear();
     }
     for round in 0..ROUNDS {
         let last = round + 1 == ROUNDS;
@@ -145,21 +142,14 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
 /// One server under the scenario, with what its rounds measured.
 struct Side {
     srv: Server,
-    /// The normal client's p99 of each round, without and with the attack,
-    /// and its median.
-    base: Vec<f64>,
-    attacked: Vec<f64>,
-    base_p50: Vec<f64>,
-    attacked_p50: Vec<f64>,
-    /// The host's steal from the server's CPU during each measurement, in
-    /// ms per second (where `/proc/stat` has it).
-    steal: Vec<f64>,
-    client_errors: u64,
+    /// The normal client in each round, without and with the attack.
+    base: Vec<Measured>,
+    attacked: Vec<Measured>,
     report: Report,
     /// Fewest slow connections open when a measurement started.
     open_min: usize,
-    /// Share of the planned bytes the attack sent while the client measured, per
-    /// round.
+    /// Share of the planned bytes the attack sent while the client
+    /// measured, per round.
     attack_rates: Vec<f64>,
 }
 
@@ -175,39 +165,33 @@ impl Side {
             srv: Server::start(ctx, target, 1, &["--header-timeout", &ht], nginx, cpu)?,
             base: Vec::new(),
             attacked: Vec::new(),
-            base_p50: Vec::new(),
-            attacked_p50: Vec::new(),
-            steal: Vec::new(),
-            client_errors: 0,
             report: Report::default(),
             open_min: usize::MAX,
             attack_rates: Vec::new(),
         })
     }
 
-    /// The normal client over `d`: (p50, p99 in µs, failed requests), and
-    /// the host's steal from the server's CPU meanwhile, in ms per second.
-    fn measure(
-        &mut self,
-        server_cpu: Option<usize>,
-        cpu: Option<usize>,
-        d: Duration,
-    ) -> Result<(f64, f64, u64), String> {
+    /// The normal client over `d`, from `cpu`.
+    fn measure(&self, server_cpu: Option<usize>, cpu: Option<usize>, d: Duration) -> Result<Measured, String> {
         let before = crate::procs::steal(server_cpu);
         let t0 = Instant::now();
         let r = paced::run(self.srv.addr(), CLIENT_CONNS, CLIENT_RATE, d, cpu)?;
-        if let (Some(a), Some(b)) = (before, crate::procs::steal(server_cpu)) {
-            self.steal.push(b.saturating_sub(a).as_secs_f64() * 1e3 / t0.elapsed().as_secs_f64());
-        }
-        Ok((r.latency.quantile(0.5) as f64, r.latency.quantile(0.99) as f64, r.errors))
+        let steal = match (before, crate::procs::steal(server_cpu)) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64() * 1e3 / t0.elapsed().as_secs_f64()),
+            _ => None,
+        };
+        Ok(Measured {
+            p50: r.latency.quantile(0.5) as f64,
+            p99: r.latency.quantile(0.99) as f64,
+            errors: r.errors,
+            steal,
+        })
     }
 
     /// One round: the normal client without, then with, the attack.
     fn round(&mut self, server_cpu: Option<usize>, client_cpu: Option<usize>, last: bool) -> Result<(), String> {
-        let (p50, p99, err) = self.measure(server_cpu, client_cpu, BASE_RUN)?;
-        self.base.push(p99);
-        self.base_p50.push(p50);
-        self.client_errors += err;
+        let quiet = self.measure(server_cpu, client_cpu, BASE_RUN)?;
+        self.base.push(quiet);
         let addr = self.srv.addr();
         let ctl = Arc::new(Control::default());
         let attacker = {
@@ -233,18 +217,20 @@ impl Side {
         ctl.stop_opening.store(true, Ordering::SeqCst);
         let r = attacker.join().map_err(|_| "the slowloris thread panicked".to_owned())?;
         self.report.merge(r);
-        let (p50, p99, err) = m?;
-        self.attacked.push(p99);
-        self.attacked_p50.push(p50);
-        self.client_errors += err;
+        self.attacked.push(m?);
         std::thread::sleep(SETTLE);
         Ok(())
     }
 
     /// The figures and the verdict.
     fn outcome(self) -> Result<Outcome, String> {
-        let Side { srv, base, attacked, base_p50, attacked_p50, steal, client_errors, report, open_min, attack_rates } =
-            self;
+        let Side { srv, base, attacked, report, open_min, attack_rates } = self;
+        let p99 = |v: &[Measured]| v.iter().map(|m| m.p99).collect::<Vec<_>>();
+        let p50 = |v: &[Measured]| median_f(&v.iter().map(|m| m.p50).collect::<Vec<_>>());
+        let client_errors: u64 = base.iter().chain(&attacked).map(|m| m.errors).sum();
+        let steal: Vec<f64> = base.iter().chain(&attacked).filter_map(|m| m.steal).collect();
+        let (base_p50, attacked_p50) = (p50(&base), p50(&attacked));
+        let (base, attacked) = (p99(&base), p99(&attacked));
         let addr = srv.addr();
         let still_serving = crate::servers::get_once(addr, Duration::from_secs(2)) == Ok(200);
 
@@ -273,8 +259,8 @@ impl Side {
              slow conns: {} opened, {} closed by the server {closes_txt}, {in_window} of them in [{}, {}]",
             us(base_med),
             us(att_med),
-            us(median_f(&base_p50)),
-            us(median_f(&attacked_p50)),
+            us(base_p50),
+            us(attacked_p50),
             list(&base),
             list(&attacked),
             report.opened,
@@ -337,6 +323,18 @@ impl Side {
             && crashes == 0;
         Ok(Outcome { figures, pass })
     }
+}
+
+/// What the normal client measured over one run.
+struct Measured {
+    /// Median and 99th percentile latency from the due time, in µs.
+    p50: f64,
+    p99: f64,
+    /// Requests that failed.
+    errors: u64,
+    /// The host's steal from the server's CPU meanwhile, in ms per second
+    /// (where `/proc/stat` has it).
+    steal: Option<f64>,
 }
 
 fn median_f(v: &[f64]) -> f64 {
