@@ -10,10 +10,11 @@
 //!   loop knows without a system call whether trying again can make progress,
 //!   and an edge is never lost when the loop stops early on purpose (output
 //!   above [`OUTPUT_HIGH_WATER`]).
-//! - Every connection reads into one worker-wide buffer; the core copies only
-//!   the incomplete tail of a read, so an idle connection holds no buffer.
-//! - All reads of a turn are followed by one send of everything the core
-//!   framed, so pipelined responses leave together.
+//! - Every connection reads into one worker-wide buffer; the protocol state
+//!   copies only the incomplete tail of a read, so an idle connection holds
+//!   no buffer.
+//! - All reads of a turn are followed by one send of everything the
+//!   protocol state framed, so pipelined responses leave together.
 //! - The listener is edge-triggered too, and accepting happens once per turn,
 //!   after the events: a slab slot freed and reused within one turn can never
 //!   receive an event that was meant for its previous owner.
@@ -22,7 +23,9 @@
 //!
 //! Where it stops: HTTP belongs to [`Conn`]; what to do about the listener,
 //! accept errors, the drain, deadlines and closing belongs to
-//! [`super::core`]; this module moves bytes and learns readiness.
+//! [`super::core`], which also runs the sweep and the deferred hand-off
+//! over this loop's [`Backend`] side; this module moves bytes and learns
+//! readiness.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -31,9 +34,9 @@ use std::ptr;
 use nix::errno::Errno;
 use nix::sys::sendfile::sendfile64;
 
-use super::core::{self, AcceptError, After, Core};
+use super::core::{self, AcceptError, After, Backend, Core, Phase};
+use super::link::Link;
 use super::slab::{Key, Slab};
-use super::Link;
 use crate::config::Config;
 use crate::http::{Conn, Handler, Shared, OUTPUT_HIGH_WATER};
 use crate::sys::context;
@@ -81,16 +84,18 @@ pub(crate) fn run<H: Handler>(
     link: &Link,
     ready: impl FnOnce(),
 ) -> io::Result<()> {
-    let mut driver = Driver::new(config, listener, link)?;
+    let mut driver = Driver::new(config, listener, handler, link)?;
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
     ready();
-    driver.serve(&mut events, handler)
+    driver.serve(&mut events)
 }
 
-/// The loop's state: everything but the handler and the event buffer.
-struct Driver<'a> {
+/// The loop's state: everything but the event buffer.
+struct Driver<'a, H> {
     /// What both backends share: protocol state, listener, drain, policy.
     core: Core<'a>,
+    /// The user's handler.
+    handler: &'a mut H,
     /// The epoll instance.
     epoll: Epoll,
     /// Open connections.
@@ -104,6 +109,7 @@ struct Driver<'a> {
 
 /// What a connection needs next.
 #[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
     /// Keep it and wait for its next event.
     Keep,
@@ -113,8 +119,8 @@ enum Step {
     Upgrade,
 }
 
-impl<'a> Driver<'a> {
-    fn new(config: &'a Config, listener: OwnedFd, link: &'a Link) -> io::Result<Driver<'a>> {
+impl<'a, H: Handler> Driver<'a, H> {
+    fn new(config: &'a Config, listener: OwnedFd, handler: &'a mut H, link: &'a Link) -> io::Result<Driver<'a, H>> {
         crate::sys::set_nonblocking(listener.as_raw_fd()).map_err(|e| context(e, "listener"))?;
         let epoll = Epoll::new().map_err(|e| context(e, "epoll_create1"))?;
         epoll.add(link.wake_fd(), libc::EPOLLIN as u32, WAKE).map_err(|e| context(e, "epoll_ctl(wake fd)"))?;
@@ -133,6 +139,7 @@ impl<'a> Driver<'a> {
             .map_err(|e| context(e, "epoll_ctl(listener)"))?;
         Ok(Driver {
             core: Core::new(config, link, listener),
+            handler,
             epoll,
             conns: Slab::default(),
             buf: vec![0u8; READ_BUF].into_boxed_slice(),
@@ -140,9 +147,9 @@ impl<'a> Driver<'a> {
         })
     }
 
-    fn serve<H: Handler>(&mut self, events: &mut [libc::epoll_event], handler: &mut H) -> io::Result<()> {
+    fn serve(&mut self, events: &mut [libc::epoll_event]) -> io::Result<()> {
         if self.core.link.draining() {
-            self.begin_drain();
+            self.start_drain();
         }
         // The listener may have had a backlog before it was registered.
         self.accept_pending();
@@ -168,20 +175,20 @@ impl<'a> Driver<'a> {
                     LISTENER => self.accept_ready = true,
                     WAKE => woken = true,
                     INBOX => self.core.link.ack_inbox(),
-                    Token(key) => self.on_event(Key::unpack(key), bits, handler),
+                    Token(key) => self.on_event(Key::unpack(key), bits),
                 }
             }
-            self.core.link.deliver(handler);
+            self.core.link.deliver(&mut *self.handler);
             self.core.run_timers();
-            self.complete_deferred(handler);
+            core::complete_deferred(self);
             if woken {
                 self.core.link.ack();
                 if self.core.link.draining() {
-                    self.begin_drain();
+                    self.start_drain();
                 }
             }
             if self.core.sweep_due() {
-                self.sweep(handler);
+                core::sweep(self);
             }
             self.accept_pending();
         }
@@ -197,7 +204,7 @@ impl<'a> Driver<'a> {
         self.core.next_wake().saturating_sub(self.core.sh.now_ms()).min(i32::MAX as u64) as i32
     }
 
-    fn on_event<H: Handler>(&mut self, key: Key, bits: u32, handler: &mut H) {
+    fn on_event(&mut self, key: Key, bits: u32) {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
@@ -210,7 +217,7 @@ impl<'a> Driver<'a> {
         if bits & WRITE_READY != 0 {
             c.writable = true;
         }
-        let step = c.drive(&mut self.core.sh, &mut self.buf, handler);
+        let step = c.drive(&mut self.core.sh, &mut self.buf, &mut *self.handler);
         self.after(key, step);
     }
 
@@ -230,8 +237,8 @@ impl<'a> Driver<'a> {
         if let Err(e) = self.epoll.delete(c.fd.as_raw_fd()) {
             log::debug!("epoll_ctl(delete upgraded connection): {e}");
         }
-        let taken = c.conn.take_upgrade();
-        c.conn.release(&mut self.core.sh);
+        let taken = c.http.take_upgrade();
+        c.http.release(&mut self.core.sh);
         self.core.sh.count_close();
         if let Some((take, read)) = taken {
             core::hand_over(c.fd, take, read);
@@ -256,7 +263,7 @@ impl<'a> Driver<'a> {
                     AcceptError::Transient => continue,
                     AcceptError::Pause => return,
                     AcceptError::Unusable => {
-                        self.begin_drain();
+                        self.start_drain();
                         return;
                     }
                 },
@@ -273,14 +280,14 @@ impl<'a> Driver<'a> {
     /// Registers a connection just accepted; on failure it is closed.
     fn add(&mut self, fd: OwnedFd) -> io::Result<Key> {
         let raw = fd.as_raw_fd();
-        let mut conn = Conn::new(&self.core.sh);
+        let mut http = Conn::new(&self.core.sh);
         if self.core.draining() {
-            conn.start_drain(&self.core.sh);
+            http.start_drain(&self.core.sh);
         }
-        let key = self.conns.insert(Connection::new(fd, conn));
+        let key = self.conns.insert(Connection::new(fd, http));
         if let Some(c) = self.conns.get_mut(key) {
-            c.conn.set_token(key.pack());
-            c.conn.set_socket(raw);
+            c.http.set_token(key.pack());
+            c.http.set_socket(raw);
         }
         self.core.sh.count_accept();
         if let Err(e) = self.epoll.add(raw, CONN_INTEREST, Token(key.pack())) {
@@ -290,60 +297,12 @@ impl<'a> Driver<'a> {
         Ok(key)
     }
 
-    /// Closes every connection whose deadline (or lingering time) has
-    /// passed; one waiting on a deferred response is answered `504`.
-    fn sweep<H: Handler>(&mut self, handler: &mut H) {
-        let now = self.core.sh.now_ms();
-        let mut closes = 0;
-        let mut next = u64::MAX;
-        for idx in 0..self.conns.capacity() {
-            if closes == core::SWEEP_CLOSE_BUDGET {
-                self.core.sweep_unfinished();
-                break;
-            }
-            if let Some((key, c)) = self.conns.at(idx) {
-                let expiry = c.expiry();
-                if expiry > now {
-                    next = next.min(expiry);
-                    continue;
-                }
-                let step = if c.linger_until.is_some() || c.conn.on_deadline(&mut self.core.sh) {
-                    Step::Close
-                } else {
-                    c.drive(&mut self.core.sh, &mut self.buf, handler)
-                };
-                if let Step::Close = step {
-                    log::debug!("connection {idx}: timed out");
-                    closes += 1;
-                }
-                self.after(key, step);
-            }
-        }
-        self.core.sweep_finished(next, self.conns.capacity());
-    }
-
-    /// Hands the deferred responses completed since the last turn to their
-    /// connections and sends them.
-    fn complete_deferred<H: Handler>(&mut self, handler: &mut H) {
-        let mut batch = std::mem::take(&mut self.core.batch);
-        self.core.sh.take_completions(&mut batch);
-        for done in batch.drain(..) {
-            let key = Key::unpack(done.token());
-            let Some(c) = self.conns.get_mut(key) else { continue };
-            if c.conn.complete(done, &mut self.core.sh, handler) {
-                let step = c.drive(&mut self.core.sh, &mut self.buf, handler);
-                self.after(key, step);
-            }
-        }
-        self.core.batch = batch;
-    }
-
     /// Stops accepting, takes in what is queued on the listener and closes
     /// it, and lets every connection finish (idle ones after a short grace,
     /// so that a request already on the wire is answered, with
     /// `Connection: close`, instead of cut off).
-    fn begin_drain(&mut self) {
-        if !self.core.begin_drain(self.conns.len()) {
+    fn start_drain(&mut self) {
+        if !self.core.start_drain(self.conns.len()) {
             return;
         }
         if let Some(listener) = &self.core.listener {
@@ -358,7 +317,7 @@ impl<'a> Driver<'a> {
             }
         }
         for (_, c) in self.conns.iter_mut() {
-            c.conn.start_drain(&self.core.sh);
+            c.http.start_drain(&self.core.sh);
         }
     }
 
@@ -366,9 +325,32 @@ impl<'a> Driver<'a> {
         if let Some(c) = self.conns.remove(key) {
             // Dropping the descriptor closes it, which also takes it out of
             // the epoll set.
-            c.conn.release(&mut self.core.sh);
+            c.http.release(&mut self.core.sh);
             self.core.sh.count_close();
         }
+    }
+}
+
+impl<'a, H: Handler> Backend<'a> for Driver<'a, H> {
+    type Conn = Connection;
+    type Handler = H;
+
+    #[inline]
+    fn parts(&mut self) -> (&mut Core<'a>, &mut Slab<Connection>, &mut H) {
+        (&mut self.core, &mut self.conns, &mut *self.handler)
+    }
+
+    /// Moves the connection's bytes at once, and closes or hands it over
+    /// if that finished it.
+    fn serve(&mut self, key: Key) -> bool {
+        let Some(c) = self.conns.get_mut(key) else { return false };
+        let step = c.drive(&mut self.core.sh, &mut self.buf, &mut *self.handler);
+        self.after(key, step);
+        step == Step::Close
+    }
+
+    fn close(&mut self, key: Key) {
+        Driver::close(self, key);
     }
 }
 
@@ -377,7 +359,7 @@ struct Connection {
     /// The socket; closing it also removes it from the epoll set.
     fd: OwnedFd,
     /// Protocol state.
-    conn: Conn,
+    http: Conn,
     /// Input may be waiting: set by an event, cleared when a read says
     /// `WouldBlock` or comes back short.
     readable: bool,
@@ -387,15 +369,46 @@ struct Connection {
     /// The send buffer has room: set by an event, cleared when a send says
     /// `WouldBlock` or comes back short.
     writable: bool,
-    /// A read returned end of input.
-    eof: bool,
-    /// Lingering: the write side is shut, input is discarded until this time.
-    linger_until: Option<u64>,
+    /// A read returned end of input: the peer has shut down its side.
+    peer_eof: bool,
+    /// Open, or lingering ([`Phase::Closing`] is never used here: a
+    /// connection is closed at once).
+    phase: Phase,
+}
+
+impl core::Connection for Connection {
+    #[inline]
+    fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    #[inline]
+    fn http(&self) -> &Conn {
+        &self.http
+    }
+
+    #[inline]
+    fn http_mut(&mut self) -> &mut Conn {
+        &mut self.http
+    }
+
+    /// Output is sent from the protocol state's own buffer, never taken.
+    #[inline]
+    fn output_taken(&self) -> bool {
+        false
+    }
+
+    /// Always: a lingering connection is handed its completions too, and
+    /// what they frame goes unsent, since lingering only discards input.
+    #[inline]
+    fn takes_completions(&self) -> bool {
+        true
+    }
 }
 
 impl Connection {
-    fn new(fd: OwnedFd, conn: Conn) -> Connection {
-        Connection { fd, conn, readable: false, read_ends: false, writable: true, eof: false, linger_until: None }
+    fn new(fd: OwnedFd, http: Conn) -> Connection {
+        Connection { fd, http, readable: false, read_ends: false, writable: true, peer_eof: false, phase: Phase::Open }
     }
 
     /// Moves bytes both ways until neither direction can progress:
@@ -403,20 +416,20 @@ impl Connection {
     /// everything framed in one call; repeats while a complete send leaves
     /// input to read.
     fn drive<H: Handler>(&mut self, sh: &mut Shared, buf: &mut [u8], handler: &mut H) -> Step {
-        if self.linger_until.is_some() {
+        if let Phase::Linger { .. } = self.phase {
             return self.discard(buf);
         }
         loop {
             while self.readable
-                && !self.conn.is_closing()
-                && self.conn.output_len() < OUTPUT_HIGH_WATER
-                && self.conn.wants_input(sh)
+                && !self.http.is_closing()
+                && self.http.output_len() < OUTPUT_HIGH_WATER
+                && self.http.wants_input(sh)
             {
                 match recv(self.fd.as_raw_fd(), buf) {
                     Ok(0) => {
                         self.readable = false;
-                        self.eof = true;
-                        self.conn.on_eof(sh);
+                        self.peer_eof = true;
+                        self.http.on_eof(sh);
                     }
                     Ok(n) => {
                         // Edge-triggered: a short read emptied the socket,
@@ -426,7 +439,7 @@ impl Connection {
                             self.readable = false;
                         }
                         sh.count_bytes(n, 0);
-                        self.conn.on_read(&buf[..n], sh, handler);
+                        self.http.on_read(&buf[..n], sh, handler);
                     }
                     Err(e) => match e.kind() {
                         io::ErrorKind::WouldBlock => self.readable = false,
@@ -435,8 +448,8 @@ impl Connection {
                     },
                 }
             }
-            if self.writable && !self.conn.has_output() {
-                if let Some((file, offset, remaining)) = self.conn.file_chunk() {
+            if self.writable && !self.http.has_output() {
+                if let Some((file, offset, remaining)) = self.http.file_chunk() {
                     // The file part, once every byte before it is out:
                     // straight from the page cache to the socket.
                     let want = remaining.min(FILE_CHUNK as u64) as usize;
@@ -444,15 +457,15 @@ impl Connection {
                     match sendfile64(self.fd.as_fd(), file, Some(&mut off), want) {
                         Ok(0) => {
                             log::warn!("a file body ended early (the file shrank); closing the connection");
-                            self.conn.file_failed(sh);
+                            self.http.file_failed(sh);
                         }
                         Ok(n) => {
                             sh.count_bytes(0, n);
-                            self.conn.file_sent(n as u64, sh);
+                            self.http.file_sent(n as u64, sh);
                             if n < want {
                                 self.writable = false;
                             }
-                            self.conn.resume(sh, handler);
+                            self.http.resume(sh, handler);
                         }
                         Err(Errno::EAGAIN) => self.writable = false,
                         Err(Errno::EINTR) => {}
@@ -461,25 +474,25 @@ impl Connection {
                     continue;
                 }
             }
-            if !self.conn.has_output() || !self.writable {
+            if !self.http.has_output() || !self.writable {
                 break;
             }
             // A file body follows the head: hold the head back for it,
             // so that both leave in one segment; and the last output
             // before a close, for the close's FIN (`core::last_output`).
-            let last = self.conn.has_file() || core::last_output(&self.conn, self.eof);
+            let last = self.http.has_file() || core::last_output(&self.http, self.peer_eof);
             let more = if last { libc::MSG_MORE } else { 0 };
-            let out = self.conn.output();
+            let out = self.http.output();
             let total = out.len();
             match send(self.fd.as_raw_fd(), out, more) {
                 Ok(written) => {
                     sh.count_bytes(0, written);
-                    self.conn.consume_output(written, sh);
+                    self.http.consume_output(written, sh);
                     if written < total {
                         self.writable = false;
                     }
                     // Requests held back by the high-water mark may go on.
-                    self.conn.resume(sh, handler);
+                    self.http.resume(sh, handler);
                 }
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => self.writable = false,
@@ -492,18 +505,18 @@ impl Connection {
             // high-water mark; only the last can change with a send, which
             // may also have let held-back requests add output.
             let more_input = self.readable
-                && !self.conn.is_closing()
-                && self.conn.output_len() < OUTPUT_HIGH_WATER
-                && self.conn.wants_input(sh);
-            let more_output = self.writable && (self.conn.has_output() || self.conn.has_file());
+                && !self.http.is_closing()
+                && self.http.output_len() < OUTPUT_HIGH_WATER
+                && self.http.wants_input(sh);
+            let more_output = self.writable && (self.http.has_output() || self.http.has_file());
             if !more_input && !more_output {
                 break;
             }
         }
-        if self.conn.upgrade_ready() {
+        if self.http.upgrade_ready() {
             return Step::Upgrade;
         }
-        match core::after_output(&self.conn, self.conn.has_output() || self.conn.has_file(), self.eof) {
+        match core::after_output(&self.http, self.http.has_output() || self.http.has_file(), self.peer_eof) {
             After::Keep => Step::Keep,
             After::Close => Step::Close,
             After::Linger => self.linger(sh, buf),
@@ -516,10 +529,11 @@ impl Connection {
     /// the peer's receive buffer).
     fn linger(&mut self, sh: &Shared, buf: &mut [u8]) -> Step {
         match core::linger(self.fd.as_raw_fd(), sh) {
-            Ok(until) => self.linger_until = Some(until),
+            Ok(until) => self.phase = Phase::Linger { until },
             Err(e) => return quiet_close("shutdown", &e),
         }
-        // Input may have been left unread when the core stopped taking it.
+        // Input may have been left unread when the protocol state stopped
+        // taking it.
         self.readable = true;
         self.discard(buf)
     }
@@ -543,11 +557,6 @@ impl Connection {
             }
         }
         Step::Keep
-    }
-
-    /// When the connection's current wait is over.
-    fn expiry(&self) -> u64 {
-        self.linger_until.unwrap_or_else(|| self.conn.deadline())
     }
 }
 

@@ -6,8 +6,10 @@
 //!
 //! Its rooms: [`accept`](mod@accept) (accept errors and back-off, taking in what is
 //! queued when draining starts), [`close`] (the close decision, lingering,
-//! the upgrade hand-over) and [`sweep`] (how often to look for what timed
-//! out). This file holds the state they share and the drain.
+//! the upgrade hand-over), [`sweep`](mod@sweep) (closing what timed out,
+//! and how often to look), [`deferred`] (delivering the completions other
+//! threads posted) and [`backend`] (what those shared steps see of a
+//! backend). This file holds the state they share and the drain.
 //!
 //! # The drain state machine
 //!
@@ -27,7 +29,9 @@
 //! deadline is enforced at most that late on either backend.
 
 mod accept;
+mod backend;
 mod close;
+mod deferred;
 mod sweep;
 
 use std::io;
@@ -44,8 +48,10 @@ use accept::drain_listener;
 use sweep::sweep_interval_ms;
 
 pub(crate) use accept::{accept, AcceptError, ACCEPT_BACKOFF_MS};
+pub(crate) use backend::{Backend, Connection, Phase};
 pub(crate) use close::{after_output, hand_over, last_output, linger, After};
-pub(crate) use sweep::SWEEP_CLOSE_BUDGET;
+pub(crate) use deferred::complete_deferred;
+pub(crate) use sweep::sweep;
 
 /// Where a worker's loop is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,7 +90,7 @@ pub(crate) struct Core<'a> {
     sweep_ms: u64,
     /// Completed deferred responses taken this turn (kept empty between
     /// turns, for its capacity).
-    pub(crate) batch: Vec<Completion>,
+    batch: Vec<Completion>,
 }
 
 impl<'a> Core<'a> {
@@ -155,7 +161,7 @@ impl<'a> Core<'a> {
     /// listener out of its readiness set, serves what
     /// [`Core::close_listener`] returns, and calls
     /// [`crate::http::Conn::start_drain`] on every connection.
-    pub(crate) fn begin_drain(&mut self, live: usize) -> bool {
+    pub(crate) fn start_drain(&mut self, live: usize) -> bool {
         if self.draining() {
             return false;
         }

@@ -1,11 +1,14 @@
 //! The sweep for expired deadlines, written once for both backends: its
-//! cadence (how often, and how soon after the earliest deadline). Where it
+//! cadence (how often, and how soon after the earliest deadline) and the
+//! pass over the connection table that closes what timed out. Where it
 //! stops: the deadlines themselves are the protocol state's
-//! ([`crate::http::Conn::deadline`]).
+//! ([`crate::http::Conn::deadline`]); how a connection is closed or served
+//! again is the backend's ([`Backend`]).
 
+use super::backend::{Backend, Connection, Phase};
 use super::Core;
 use crate::config::Config;
-use crate::http::DRAIN_IDLE_GRACE_MS;
+use crate::http::{Shared, DRAIN_IDLE_GRACE_MS};
 
 /// Most connections one sweep closes for their deadline. When a thousand
 /// slow clients time out together, closing them all in one turn holds
@@ -64,7 +67,7 @@ impl Core<'_> {
 
     /// A sweep stopped at [`SWEEP_CLOSE_BUDGET`] closes: the next turn
     /// sweeps again, at once.
-    pub(crate) fn sweep_unfinished(&mut self) {
+    fn sweep_unfinished(&mut self) {
         self.next_sweep = self.sh.now_ms();
     }
 
@@ -73,7 +76,7 @@ impl Core<'_> {
     /// connection is closed when its time is up rather than up to a sweep
     /// period late, but no sooner than [`SWEEP_SLOTS_PER_MS`] allows and no
     /// later than the sweep period.
-    pub(crate) fn sweep_finished(&mut self, next_expiry: u64, slots: u32) {
+    fn sweep_finished(&mut self, next_expiry: u64, slots: u32) {
         let now = self.sh.now_ms();
         if self.next_sweep <= now {
             return; // unfinished: at once
@@ -81,6 +84,60 @@ impl Core<'_> {
         let floor = now + 1 + u64::from(slots) / SWEEP_SLOTS_PER_MS;
         self.next_sweep = self.next_sweep.min(next_expiry.max(floor));
     }
+}
+
+/// Goes over the connection table once ([`Core::sweep_due`] says when) and
+/// ends every wait that is over: a lingering connection whose time is up
+/// is closed; an open one whose deadline passed is closed too, unless its
+/// protocol state answers instead (a deferred request gets its `504`), in
+/// which case the backend serves it again. A connection already closing
+/// has nothing to wait for. At most [`SWEEP_CLOSE_BUDGET`] connections
+/// close per sweep; the next one then comes at once.
+pub(crate) fn sweep<'a, B: Backend<'a>>(b: &mut B) {
+    let (core, conns, _) = b.parts();
+    let now = core.sh.now_ms();
+    let slots = conns.capacity();
+    let mut closes = 0;
+    let mut next = u64::MAX;
+    for idx in 0..slots {
+        let (core, conns, _) = b.parts();
+        if closes == SWEEP_CLOSE_BUDGET {
+            core.sweep_unfinished();
+            break;
+        }
+        let Some((key, c)) = conns.at(idx) else { continue };
+        let expiry = match c.phase() {
+            Phase::Open => c.http().deadline(),
+            Phase::Linger { until } => until,
+            Phase::Closing => continue,
+        };
+        if expiry > now {
+            next = next.min(expiry);
+            continue;
+        }
+        let closed = if timed_out(c, &mut core.sh) {
+            b.close(key);
+            true
+        } else {
+            b.serve(key)
+        };
+        if closed {
+            log::debug!("connection {idx}: timed out");
+            closes += 1;
+        }
+    }
+    b.parts().0.sweep_finished(next, slots);
+}
+
+/// Whether a connection whose wait is over closes now: one lingering; a
+/// stream with output stuck in the kernel (a client that stopped reading
+/// closes like any other); or one whose protocol state gives up
+/// ([`crate::http::Conn::on_deadline`], which answers a deferred request
+/// `504` instead).
+fn timed_out<C: Connection>(c: &mut C, sh: &mut Shared) -> bool {
+    matches!(c.phase(), Phase::Linger { .. })
+        || (c.output_taken() && c.http().is_streaming())
+        || c.http_mut().on_deadline(sh)
 }
 
 #[cfg(test)]

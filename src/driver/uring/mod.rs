@@ -45,9 +45,9 @@ use io_uring::{CompletionQueue, SubmissionQueue, Submitter};
 
 pub(crate) use setup::{is_refusal, setup, Ring};
 
-use super::core::{self, AcceptError, After, Core};
+use super::core::{self, AcceptError, After, Backend, Core, Phase};
+use super::link::Link;
 use super::slab::{Key, Slab};
-use super::Link;
 use crate::config::Config;
 use crate::http::{Conn, Handler, OUTPUT_HIGH_WATER};
 use bufring::BufRing;
@@ -103,20 +103,6 @@ enum Recv {
     Armed,
     /// A cancel was submitted; the final completion has not arrived.
     Cancelling,
-}
-
-/// Where a connection is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// Serving requests.
-    Open,
-    /// The last response is out and the write side shut down; input is read
-    /// and dropped until EOF or `until` (in `Shared::now_ms` time), so that
-    /// the client reads that response instead of a reset.
-    Linger { until: u64 },
-    /// Its operations are being cancelled; the slot is freed when none is
-    /// left in the kernel.
-    Closing,
 }
 
 /// Output handed to the kernel: the bytes stay in `buf`, which does not move
@@ -194,7 +180,7 @@ struct Connection {
     phase: Phase,
     /// The peer has shut down its side (or the connection failed).
     peer_eof: bool,
-    /// The core has been told of the EOF (`Conn::on_eof`).
+    /// The protocol state has been told of the EOF (`Conn::on_eof`).
     eof_seen: bool,
     /// In the loop's dirty list.
     queued: bool,
@@ -216,6 +202,29 @@ enum FdClose {
     Ring,
     /// The ring closed it: freeing the slot must not close it again.
     Closed,
+}
+
+impl core::Connection for Connection {
+    #[inline]
+    fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    #[inline]
+    fn http(&self) -> &Conn {
+        &self.http
+    }
+
+    #[inline]
+    fn http_mut(&mut self) -> &mut Conn {
+        &mut self.http
+    }
+
+    /// A send of output taken from the protocol state has not finished.
+    #[inline]
+    fn output_taken(&self) -> bool {
+        self.out.is_some()
+    }
 }
 
 impl Connection {
@@ -334,7 +343,7 @@ struct Driver<'r, 'a, H> {
     /// The user's handler.
     handler: &'a mut H,
     /// Open connections.
-    slab: Slab<Connection>,
+    conns: Slab<Connection>,
     /// Connections touched by this turn's completions, to reconcile before
     /// the next submit.
     dirty: Vec<Key>,
@@ -364,7 +373,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             io,
             core: Core::new(config, link, listener),
             handler,
-            slab: Slab::default(),
+            conns: Slab::default(),
             dirty: Vec::new(),
             accept: Accept::Off,
             wake_armed: false,
@@ -392,7 +401,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             if let Some(e) = self.fatal.take() {
                 return Err(e);
             }
-            if let Some(result) = self.core.drain_result(self.slab.len()) {
+            if let Some(result) = self.core.drain_result(self.conns.len()) {
                 return result;
             }
             self.arm_background();
@@ -419,9 +428,9 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             }
             self.core.link.deliver(&mut *self.handler);
             self.core.run_timers();
-            self.complete_deferred();
+            core::complete_deferred(self);
             if self.core.sweep_due() {
-                self.sweep();
+                core::sweep(self);
             }
         }
     }
@@ -509,7 +518,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
 
     /// The ring's close of a connection's socket completed.
     fn on_close(&mut self, key: Key, res: i32) {
-        let Some(c) = self.slab.get_mut(key) else {
+        let Some(c) = self.conns.get_mut(key) else {
             debug_assert!(false, "close completion for a freed slot");
             return;
         };
@@ -525,7 +534,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
 
     /// File bytes reached the pipe: they go on to the socket next.
     fn on_splice_in(&mut self, key: Key, res: i32) {
-        let Some(c) = self.slab.get_mut(key) else { return };
+        let Some(c) = self.conns.get_mut(key) else { return };
         c.splice = Splice::Off;
         match res {
             n if n > 0 => {
@@ -541,7 +550,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             e => {
                 log::warn!("splice from a file: {}; closing the connection", errno(-e));
                 c.http.file_failed(&mut self.core.sh);
-                self.begin_close(key);
+                self.close(key);
                 return;
             }
         }
@@ -550,7 +559,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
 
     /// Piped file bytes reached the socket.
     fn on_splice_out(&mut self, key: Key, res: i32) {
-        let Some(c) = self.slab.get_mut(key) else { return };
+        let Some(c) = self.conns.get_mut(key) else { return };
         c.splice = Splice::Off;
         if res > 0 {
             if let Some(p) = &mut c.pipe {
@@ -568,13 +577,13 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         if res != -libc::ECANCELED || c.phase == Phase::Open {
             log::debug!("splice to a socket: {}", errno(-res));
         }
-        self.begin_close(key);
+        self.close(key);
     }
 
     fn on_recv(&mut self, key: Key, res: i32, flags: u32) {
         let bid = cqueue::buffer_select(flags);
         let more_in_buf = cqueue::buffer_more(flags);
-        let Some(c) = self.slab.get_mut(key) else {
+        let Some(c) = self.conns.get_mut(key) else {
             if let Some(bid) = bid {
                 // SAFETY: this completion's own buffer, length and flag.
                 let _ = unsafe { self.io.bufs.received(bid, res.max(0) as usize, more_in_buf) };
@@ -600,8 +609,8 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                 self.io.bufs.returned(bid, more_in_buf);
             }
             match -res {
-                // The EOF is handed to the core by `reconcile`, after the
-                // requests it holds back.
+                // The EOF is handed to the protocol state by `reconcile`,
+                // after the requests it holds back.
                 0 => c.peer_eof = true,
                 // Every buffer was in use: they are back now, and the
                 // reconcile below re-arms the recv.
@@ -610,7 +619,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                     log::debug!("recv: {}", errno(e));
                     c.peer_eof = true;
                     self.mark(key);
-                    self.begin_close(key);
+                    self.close(key);
                     return;
                 }
             }
@@ -619,7 +628,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
     }
 
     fn on_send(&mut self, key: Key, res: i32) {
-        let Some(c) = self.slab.get_mut(key) else {
+        let Some(c) = self.conns.get_mut(key) else {
             debug_assert!(false, "send completion for a freed slot");
             return;
         };
@@ -650,7 +659,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         }
         self.mark(key);
         if failed {
-            self.begin_close(key);
+            self.close(key);
         }
     }
 
@@ -681,7 +690,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         if self.core.draining() {
             http.start_drain(&self.core.sh);
         }
-        let key = self.slab.insert(Connection {
+        let key = self.conns.insert(Connection {
             fd,
             http,
             recv: Recv::Off,
@@ -695,26 +704,11 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             pipe: None,
             splice: Splice::Off,
         });
-        if let Some(c) = self.slab.get_mut(key) {
+        if let Some(c) = self.conns.get_mut(key) {
             c.http.set_token(key.pack());
             c.http.set_socket(c.fd.as_raw_fd());
         }
         self.mark(key);
-    }
-
-    /// Hands the deferred responses completed since the last turn to their
-    /// connections, to be sent at the next reconcile.
-    fn complete_deferred(&mut self) {
-        let mut batch = mem::take(&mut self.core.batch);
-        self.core.sh.take_completions(&mut batch);
-        for done in batch.drain(..) {
-            let key = Key::unpack(done.token());
-            let Some(c) = self.slab.get_mut(key) else { continue };
-            if c.phase == Phase::Open && c.http.complete(done, &mut self.core.sh, &mut *self.handler) {
-                self.mark(key);
-            }
-        }
-        self.core.batch = batch;
     }
 
     fn on_wake(&mut self, res: i32, flags: u32) {
@@ -743,63 +737,17 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
     /// listener closed once it is out of the kernel, and every connection
     /// finishes (idle ones after a short grace).
     fn start_drain(&mut self) {
-        if !self.core.begin_drain(self.slab.len()) {
+        if !self.core.start_drain(self.conns.len()) {
             return;
         }
-        for (_, c) in self.slab.iter_mut() {
+        for (_, c) in self.conns.iter_mut() {
             c.http.start_drain(&self.core.sh);
         }
     }
 
-    /// Closes connections whose deadline (or lingering time) has passed.
-    fn sweep(&mut self) {
-        let now = self.core.sh.now_ms();
-        let mut closes = 0;
-        let mut next = u64::MAX;
-        for idx in 0..self.slab.capacity() {
-            if closes == core::SWEEP_CLOSE_BUDGET {
-                self.core.sweep_unfinished();
-                break;
-            }
-            // (key, close now): one waiting on a deferred response answers
-            // 504 instead, and closes once that is sent.
-            let expired = match self.slab.at(idx) {
-                Some((key, c)) => match c.phase {
-                    Phase::Open if c.http.deadline() > now => {
-                        next = next.min(c.http.deadline());
-                        None
-                    }
-                    Phase::Linger { until } if until > now => {
-                        next = next.min(until);
-                        None
-                    }
-                    // A stream with a send stuck in the kernel is a client
-                    // that stopped reading: it closes like any other.
-                    Phase::Open if c.http.deadline() <= now && c.http.is_streaming() && c.out.is_some() => {
-                        Some((key, true))
-                    }
-                    Phase::Open if c.http.deadline() <= now => Some((key, c.http.on_deadline(&mut self.core.sh))),
-                    Phase::Linger { until } if until <= now => Some((key, true)),
-                    _ => None,
-                },
-                None => None,
-            };
-            match expired {
-                Some((key, true)) => {
-                    log::debug!("connection timed out");
-                    self.begin_close(key);
-                    closes += 1;
-                }
-                Some((key, false)) => self.mark(key),
-                None => {}
-            }
-        }
-        self.core.sweep_finished(next, self.slab.capacity());
-    }
-
     /// Queues connection `key` for reconciling before the next submit.
     fn mark(&mut self, key: Key) {
-        if let Some(c) = self.slab.get_mut(key) {
+        if let Some(c) = self.conns.get_mut(key) {
             if !c.queued {
                 c.queued = true;
                 self.dirty.push(key);
@@ -823,7 +771,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
     /// is framed, close what is finished, read while output is below the
     /// high-water mark.
     fn reconcile(&mut self, key: Key) {
-        let Some(c) = self.slab.get_mut(key) else {
+        let Some(c) = self.conns.get_mut(key) else {
             return;
         };
         c.queued = false;
@@ -843,18 +791,18 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                 c.out = Some(Outgoing { buf: c.http.take_output(), written: 0 });
             }
             if c.http.has_pending_input() {
-                // Requests the core held back for lack of output room are
-                // answered once the output has been taken (a no-op when
-                // all it holds is an incomplete head).
+                // Requests the protocol state held back for lack of output
+                // room are answered once the output has been taken (a no-op
+                // when all it holds is an incomplete head).
                 c.http.resume(sh, &mut *self.handler);
                 if !c.sending && c.out.is_none() && c.http.has_output() {
                     c.out = Some(Outgoing { buf: c.http.take_output(), written: 0 });
                 }
             }
             if c.peer_eof && !c.eof_seen && (!c.http.has_pending_input() || c.http.output_len() < OUTPUT_HIGH_WATER) {
-                // The peer's EOF reaches the core only once every complete
-                // request it sent has been answered: what is left in the
-                // core then is at most an incomplete head.
+                // The peer's EOF reaches the protocol state only once every
+                // complete request it sent has been answered: what is left
+                // in it then is at most an incomplete head.
                 c.eof_seen = true;
                 c.http.on_eof(sh);
             }
@@ -888,7 +836,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             if !c.sending && c.out.is_none() && c.splice == Splice::Off {
                 if let Err(e) = Self::splice_file(&mut self.io, key, c) {
                     log::warn!("file body: {e}; closing the connection");
-                    self.begin_close(key);
+                    self.close(key);
                     return;
                 }
             }
@@ -902,7 +850,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                 After::Linger => match core::linger(c.fd.as_raw_fd(), sh) {
                     Ok(until) => c.phase = Phase::Linger { until },
                     Err(_) => {
-                        self.begin_close(key);
+                        self.close(key);
                         return;
                     }
                 },
@@ -915,7 +863,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         };
         if let Phase::Linger { .. } = c.phase {
             if c.peer_eof {
-                self.begin_close(key);
+                self.close(key);
                 return;
             }
         }
@@ -945,7 +893,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
         // is handed over once the `101` is sent and its recv's last
         // completion is in: nothing of the loop's is then in flight on the
         // socket, and the bytes that recv brought were copied out of the
-        // provided buffers into the core's input.
+        // provided buffers into the protocol state's input.
         if c.phase == Phase::Open && c.http.upgrade_ready() && c.out.is_none() && !c.busy() {
             self.upgrade(key);
         }
@@ -954,7 +902,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
     /// Hands connection `key` over after its `101`: out of the slab, its
     /// socket (left open) to the handler's taker.
     fn upgrade(&mut self, key: Key) {
-        let Some(mut c) = self.slab.remove(key) else {
+        let Some(mut c) = self.conns.remove(key) else {
             return;
         };
         debug_assert!(!c.busy());
@@ -1014,8 +962,8 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
 
     /// Starts closing connection `key`: its operations are cancelled, and
     /// the slot is freed once none is left in the kernel.
-    fn begin_close(&mut self, key: Key) {
-        let Some(c) = self.slab.get_mut(key) else {
+    fn close(&mut self, key: Key) {
+        let Some(c) = self.conns.get_mut(key) else {
             return;
         };
         if c.phase == Phase::Closing {
@@ -1064,11 +1012,11 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
     /// shutdown through the ring would not (the kernel always hands it to
     /// an io-wq worker thread, a thread switch per connection).
     fn close_now(&mut self, key: Key) {
-        let Some(c) = self.slab.get_mut(key) else {
+        let Some(c) = self.conns.get_mut(key) else {
             return;
         };
         if c.phase == Phase::Closing || c.recv != Recv::Armed || c.sending || c.splice != Splice::Off {
-            self.begin_close(key);
+            self.close(key);
             return;
         }
         let close = opcode::Close::new(types::Fd(c.fd.as_raw_fd())).build().user_data(Token::new(Op::Close, key).0);
@@ -1087,7 +1035,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
 
     /// Frees connection `key`: nothing of it may be in the kernel any more.
     fn free(&mut self, key: Key) {
-        let Some(c) = self.slab.remove(key) else {
+        let Some(c) = self.conns.remove(key) else {
             return;
         };
         debug_assert!(!c.busy());
@@ -1106,7 +1054,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
     }
 
     fn reconcile_accept(&mut self) {
-        let live = self.slab.len();
+        let live = self.conns.len();
         let want = self.core.may_accept(live);
         let token = Token::of(Op::Accept);
         match (want, self.accept) {
@@ -1172,7 +1120,7 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
                         };
                     }
                     if token.op() == Some(Op::Send) {
-                        if let Some(c) = self.slab.get_mut(token.key()) {
+                        if let Some(c) = self.conns.get_mut(token.key()) {
                             c.sending = false;
                         }
                     }
@@ -1185,9 +1133,9 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             log::warn!("io_uring: {} operations still in the kernel at exit", self.io.inflight);
             self.io.bufs.leak = true;
         }
-        let keys: Vec<Key> = self.slab.iter_mut().map(|(k, _)| k).collect();
+        let keys: Vec<Key> = self.conns.iter_mut().map(|(k, _)| k).collect();
         for key in keys {
-            let Some(c) = self.slab.remove(key) else {
+            let Some(c) = self.conns.remove(key) else {
                 continue;
             };
             match c.out {
@@ -1197,5 +1145,26 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             }
             c.http.release(&mut self.core.sh);
         }
+    }
+}
+
+impl<'a, H: Handler> Backend<'a> for Driver<'_, 'a, H> {
+    type Conn = Connection;
+    type Handler = H;
+
+    #[inline]
+    fn parts(&mut self) -> (&mut Core<'a>, &mut Slab<Connection>, &mut H) {
+        (&mut self.core, &mut self.conns, &mut *self.handler)
+    }
+
+    /// Queues the connection for the next reconcile, which sends what it
+    /// has: never closes it here.
+    fn serve(&mut self, key: Key) -> bool {
+        self.mark(key);
+        false
+    }
+
+    fn close(&mut self, key: Key) {
+        Driver::close(self, key);
     }
 }
