@@ -9,7 +9,7 @@
 //!   an event sets and a `WouldBlock` (or a short transfer) clears, so the
 //!   loop knows without a system call whether trying again can make progress,
 //!   and an edge is never lost when the loop stops early on purpose (output
-//!   above [`OUTPUT_HIGH_WATER`]).
+//!   above [`crate::http::OUTPUT_HIGH_WATER`]).
 //! - Every connection reads into one worker-wide buffer; the protocol state
 //!   copies only the incomplete tail of a read, so an idle connection holds
 //!   no buffer.
@@ -25,27 +25,26 @@
 //! accept errors, the drain, deadlines and closing belongs to
 //! [`super::core`], which also runs the sweep and the deferred hand-off
 //! over this loop's [`Backend`] side; this module moves bytes and learns
-//! readiness.
+//! readiness. Its rooms: [`conn`] (a connection, and the moving of its
+//! bytes), [`poller`] (the epoll instance), and the loop here.
+
+mod conn;
+mod poller;
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr;
+use std::os::fd::{AsRawFd, OwnedFd};
 
-use nix::errno::Errno;
-use nix::sys::sendfile::sendfile64;
-
-use super::core::{self, AcceptError, After, Backend, Core, Phase};
+use super::core::{self, AcceptError, Backend, Core};
 use super::link::Link;
 use super::slab::{Key, Slab};
 use crate::config::Config;
-use crate::http::{Conn, Handler, Shared, OUTPUT_HIGH_WATER};
+use crate::http::{Conn, Handler};
 use crate::sys::context;
+use conn::{Connection, Step};
+use poller::{Epoll, Token, INBOX, LISTENER, WAKE};
 
 /// The worker-wide receive buffer.
 const READ_BUF: usize = 64 * 1024;
-/// Most bytes of a file body one `sendfile` call is asked to move; the
-/// socket's send buffer bounds what is actually in flight.
-const FILE_CHUNK: usize = 1 << 20;
 /// Events taken from the kernel per wait.
 const EVENTS: usize = 1024;
 /// Most connections accepted per loop turn, so that a connection storm does
@@ -62,18 +61,6 @@ const READ_READY: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | lib
 const READ_ENDS: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
 /// Events after which a send can make progress (or report the error).
 const WRITE_READY: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
-
-/// What an epoll event refers to, carried in `epoll_event.u64`: a packed
-/// slab [`Key`] (56 bits), or one of the reserved values below.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Token(u64);
-
-/// The listening socket.
-const LISTENER: Token = Token(u64::MAX);
-/// The wake-up eventfd of the [`Link`].
-const WAKE: Token = Token(u64::MAX - 1);
-/// The eventfd of the ring from the master.
-const INBOX: Token = Token(u64::MAX - 2);
 
 /// Serves `listener` until the worker is drained; see the contract in
 /// [`super`].
@@ -105,18 +92,6 @@ struct Driver<'a, H> {
     /// Connections may be waiting in the backlog: set by an event, cleared
     /// when `accept4` says `WouldBlock`.
     accept_ready: bool,
-}
-
-/// What a connection needs next.
-#[must_use]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Step {
-    /// Keep it and wait for its next event.
-    Keep,
-    /// Close it now.
-    Close,
-    /// Its `101` is sent: hand it over to what the handler gave.
-    Upgrade,
 }
 
 impl<'a, H: Handler> Driver<'a, H> {
@@ -351,271 +326,5 @@ impl<'a, H: Handler> Backend<'a> for Driver<'a, H> {
 
     fn close(&mut self, key: Key) {
         Driver::close(self, key);
-    }
-}
-
-/// One accepted connection.
-struct Connection {
-    /// The socket; closing it also removes it from the epoll set.
-    fd: OwnedFd,
-    /// Protocol state.
-    http: Conn,
-    /// Input may be waiting: set by an event, cleared when a read says
-    /// `WouldBlock` or comes back short.
-    readable: bool,
-    /// The peer half-closed or the socket failed: read until the kernel
-    /// reports the end, even after a short read.
-    read_ends: bool,
-    /// The send buffer has room: set by an event, cleared when a send says
-    /// `WouldBlock` or comes back short.
-    writable: bool,
-    /// A read returned end of input: the peer has shut down its side.
-    peer_eof: bool,
-    /// Open, or lingering ([`Phase::Closing`] is never used here: a
-    /// connection is closed at once).
-    phase: Phase,
-}
-
-impl core::Connection for Connection {
-    #[inline]
-    fn phase(&self) -> Phase {
-        self.phase
-    }
-
-    #[inline]
-    fn http(&self) -> &Conn {
-        &self.http
-    }
-
-    #[inline]
-    fn http_mut(&mut self) -> &mut Conn {
-        &mut self.http
-    }
-
-    /// Output is sent from the protocol state's own buffer, never taken.
-    #[inline]
-    fn output_taken(&self) -> bool {
-        false
-    }
-
-    /// Always: a lingering connection is handed its completions too, and
-    /// what they frame goes unsent, since lingering only discards input.
-    #[inline]
-    fn takes_completions(&self) -> bool {
-        true
-    }
-}
-
-impl Connection {
-    fn new(fd: OwnedFd, http: Conn) -> Connection {
-        Connection { fd, http, readable: false, read_ends: false, writable: true, peer_eof: false, phase: Phase::Open }
-    }
-
-    /// Moves bytes both ways until neither direction can progress:
-    /// reads while output stays under the high-water mark, then sends
-    /// everything framed in one call; repeats while a complete send leaves
-    /// input to read.
-    fn drive<H: Handler>(&mut self, sh: &mut Shared, buf: &mut [u8], handler: &mut H) -> Step {
-        if let Phase::Linger { .. } = self.phase {
-            return self.discard(buf);
-        }
-        loop {
-            while self.readable
-                && !self.http.is_closing()
-                && self.http.output_len() < OUTPUT_HIGH_WATER
-                && self.http.wants_input(sh)
-            {
-                match recv(self.fd.as_raw_fd(), buf) {
-                    Ok(0) => {
-                        self.readable = false;
-                        self.peer_eof = true;
-                        self.http.on_eof(sh);
-                    }
-                    Ok(n) => {
-                        // Edge-triggered: a short read emptied the socket,
-                        // and new data will raise a new edge. After a FIN
-                        // or error no edge follows, so read on to the end.
-                        if n < buf.len() && !self.read_ends {
-                            self.readable = false;
-                        }
-                        sh.count_bytes(n, 0);
-                        self.http.on_read(&buf[..n], sh, handler);
-                    }
-                    Err(e) => match e.kind() {
-                        io::ErrorKind::WouldBlock => self.readable = false,
-                        io::ErrorKind::Interrupted => {}
-                        _ => return quiet_close("recv", &e),
-                    },
-                }
-            }
-            if self.writable && !self.http.has_output() {
-                if let Some((file, offset, remaining)) = self.http.file_chunk() {
-                    // The file part, once every byte before it is out:
-                    // straight from the page cache to the socket.
-                    let want = remaining.min(FILE_CHUNK as u64) as usize;
-                    let mut off = offset as libc::off64_t;
-                    match sendfile64(self.fd.as_fd(), file, Some(&mut off), want) {
-                        Ok(0) => {
-                            log::warn!("a file body ended early (the file shrank); closing the connection");
-                            self.http.file_failed(sh);
-                        }
-                        Ok(n) => {
-                            sh.count_bytes(0, n);
-                            self.http.file_sent(n as u64, sh);
-                            if n < want {
-                                self.writable = false;
-                            }
-                            self.http.resume(sh, handler);
-                        }
-                        Err(Errno::EAGAIN) => self.writable = false,
-                        Err(Errno::EINTR) => {}
-                        Err(e) => return quiet_close("sendfile", &io::Error::from(e)),
-                    }
-                    continue;
-                }
-            }
-            if !self.http.has_output() || !self.writable {
-                break;
-            }
-            // A file body follows the head: hold the head back for it,
-            // so that both leave in one segment; and the last output
-            // before a close, for the close's FIN (`core::last_output`).
-            let last = self.http.has_file() || core::last_output(&self.http, self.peer_eof);
-            let more = if last { libc::MSG_MORE } else { 0 };
-            let out = self.http.output();
-            let total = out.len();
-            match send(self.fd.as_raw_fd(), out, more) {
-                Ok(written) => {
-                    sh.count_bytes(0, written);
-                    self.http.consume_output(written, sh);
-                    if written < total {
-                        self.writable = false;
-                    }
-                    // Requests held back by the high-water mark may go on.
-                    self.http.resume(sh, handler);
-                }
-                Err(e) => match e.kind() {
-                    io::ErrorKind::WouldBlock => self.writable = false,
-                    io::ErrorKind::Interrupted => continue,
-                    _ => return quiet_close("send", &e),
-                },
-            }
-            // The read loop above stopped because the socket was empty,
-            // the connection is closing, or the output was above the
-            // high-water mark; only the last can change with a send, which
-            // may also have let held-back requests add output.
-            let more_input = self.readable
-                && !self.http.is_closing()
-                && self.http.output_len() < OUTPUT_HIGH_WATER
-                && self.http.wants_input(sh);
-            let more_output = self.writable && (self.http.has_output() || self.http.has_file());
-            if !more_input && !more_output {
-                break;
-            }
-        }
-        if self.http.upgrade_ready() {
-            return Step::Upgrade;
-        }
-        match core::after_output(&self.http, self.http.has_output() || self.http.has_file(), self.peer_eof) {
-            After::Keep => Step::Keep,
-            After::Close => Step::Close,
-            After::Linger => self.linger(sh, buf),
-        }
-    }
-
-    /// Starts a lingering close: the peer gets our FIN after the last
-    /// response, and what it still sends is read and dropped (closing with
-    /// unread input would send a reset, which can destroy that response in
-    /// the peer's receive buffer).
-    fn linger(&mut self, sh: &Shared, buf: &mut [u8]) -> Step {
-        match core::linger(self.fd.as_raw_fd(), sh) {
-            Ok(until) => self.phase = Phase::Linger { until },
-            Err(e) => return quiet_close("shutdown", &e),
-        }
-        // Input may have been left unread when the protocol state stopped
-        // taking it.
-        self.readable = true;
-        self.discard(buf)
-    }
-
-    /// Reads and drops input until the socket is empty; closes on end of
-    /// input or error.
-    fn discard(&mut self, buf: &mut [u8]) -> Step {
-        while self.readable {
-            match recv(self.fd.as_raw_fd(), buf) {
-                Ok(0) => return Step::Close,
-                Ok(n) => {
-                    if n < buf.len() && !self.read_ends {
-                        self.readable = false;
-                    }
-                }
-                Err(e) => match e.kind() {
-                    io::ErrorKind::WouldBlock => self.readable = false,
-                    io::ErrorKind::Interrupted => {}
-                    _ => return Step::Close,
-                },
-            }
-        }
-        Step::Keep
-    }
-}
-
-/// Closing after a socket error: resets and broken pipes are what peers do,
-/// anything else is worth a debug line.
-fn quiet_close(op: &str, e: &io::Error) -> Step {
-    match e.raw_os_error() {
-        Some(libc::ECONNRESET | libc::EPIPE | libc::ETIMEDOUT) => {}
-        _ => log::debug!("{op}: {e}; closing connection"),
-    }
-    Step::Close
-}
-
-fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // `buf` is a live, writable slice of `buf.len()` bytes the kernel may
-    // fill.
-    syscall!(recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0)).map(|n| n as usize)
-}
-
-fn send(fd: RawFd, buf: &[u8], flags: i32) -> io::Result<usize> {
-    // `buf` is a live slice of `buf.len()` bytes; MSG_NOSIGNAL turns a
-    // closed peer into EPIPE instead of SIGPIPE.
-    syscall!(send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL | flags)).map(|n| n as usize)
-}
-
-/// An epoll instance.
-struct Epoll {
-    /// The epoll descriptor.
-    fd: OwnedFd,
-}
-
-impl Epoll {
-    fn new() -> io::Result<Epoll> {
-        // A plain flag argument; the descriptor is owned on the next line.
-        let raw = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
-        // SAFETY: epoll_create1 just returned this descriptor and nothing
-        // else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        Ok(Epoll { fd })
-    }
-
-    /// Registers `fd` for `events`, reported with `token`.
-    fn add(&self, fd: RawFd, events: u32, token: Token) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events, u64: token.0 };
-        // `ev` is a live local the kernel copies from.
-        syscall!(epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev)).map(drop)
-    }
-
-    /// Removes `fd` from the set.
-    fn delete(&self, fd: RawFd) -> io::Result<()> {
-        // A null event is allowed for EPOLL_CTL_DEL (since Linux 2.6.9).
-        syscall!(epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, ptr::null_mut())).map(drop)
-    }
-
-    /// Waits for events into the caller's buffer; returns how many arrived.
-    fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
-        let max = events.len().min(i32::MAX as usize) as i32;
-        // The kernel writes at most `max` events into `events`, a live,
-        // writable slice at least that long.
-        syscall!(epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms)).map(|n| n as usize)
     }
 }
