@@ -1,4 +1,6 @@
-//! Binding listening sockets.
+//! Binding listening sockets, and steering a reuseport group ([`steer`]).
+
+pub mod steer;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
