@@ -182,3 +182,36 @@ fn a_hostile_scraper_cannot_stall_the_master() {
     drop(endless);
     server.assert_healthy();
 }
+
+/// A health check as a balancer makes it: one `GET /ready` on a fresh
+/// connection, given up after 1 s (HAProxy's `timeout check 1s`); the
+/// status, or `None` when no whole answer came within the second.
+fn probe_ready(addr: SocketAddr) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    s.write_all(b"GET /ready HTTP/1.1\r\nHost: m\r\n\r\n").ok()?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).ok()?;
+    let text = String::from_utf8(all).ok()?;
+    text.split(' ').nth(1)?.parse().ok()
+}
+
+#[test]
+fn idle_connections_to_the_metrics_port_keep_no_probe_out() {
+    let mut server = Server::start(&["--workers", "1", "--metrics", "127.0.0.1:0"]);
+    let maddr = metrics_addr(&server);
+    server.wait_line(&["ready 0.0"], Duration::from_secs(10));
+    // As many idle connections as the listener holds, saying nothing.
+    let mut idle: Vec<TcpStream> = (0..32).map(|_| TcpStream::connect(maddr).unwrap()).collect();
+    // Every probe is answered: a new connection takes the place of the
+    // oldest idle one.
+    let answers: Vec<Option<u16>> = (0..10).map(|_| probe_ready(maddr)).collect();
+    assert!(answers.iter().all(|&a| a == Some(200)), "{answers:?}\n{}", server.log_text());
+    // An idle connection is closed once its head time (1 s) is up: it reads
+    // the end of the stream, not an answer.
+    let last = idle.last_mut().unwrap();
+    last.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(matches!(last.read(&mut buf), Ok(0) | Err(_)), "an idle connection outlived its head time");
+    server.assert_healthy();
+}

@@ -83,6 +83,36 @@ fn the_master_tells_systemd_its_state() {
 }
 
 #[test]
+fn workers_do_not_inherit_the_masters_notification_socket() {
+    let dir = std::env::temp_dir().join(format!("forkring-notify-env-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let sock = UnixDatagram::bind(&path).unwrap();
+    // Re-executed workers: their environment at exec is what the master
+    // gave them, and /proc shows it.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_forkring"));
+    cmd.args(["--listen", "127.0.0.1:0", "--workers", "2", "--reexec"])
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "10000000")
+        .env_remove("WATCHDOG_PID");
+    let server = Server::spawn(cmd).unwrap_or_else(|e| panic!("{e}"));
+    let mut seen = Vec::new();
+    expect(&sock, "READY=1", Duration::from_secs(10), &mut seen);
+    let workers = forkring_testkit::proc::descendants(server.pid());
+    assert_eq!(workers.len(), 2, "{}", server.log_text());
+    for pid in workers {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        for var in environ.split(|&b| b == 0) {
+            let var = String::from_utf8_lossy(var);
+            assert!(!var.starts_with("NOTIFY_SOCKET=") && !var.starts_with("WATCHDOG_USEC="), "worker {pid} has {var}");
+        }
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn socket_activation_passes_the_socket_for_real() {
     let tool = "/usr/bin/systemd-socket-activate";
     if !std::path::Path::new(tool).exists() {

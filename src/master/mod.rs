@@ -37,6 +37,7 @@ mod scrape;
 mod signals;
 mod slot;
 mod spawn;
+mod steering;
 mod supervise;
 mod upgrade;
 
@@ -150,6 +151,9 @@ struct Master<'a> {
     handed_over: bool,
     /// The Unix socket file this master removes when it is done, if any.
     unix_file: Option<UnixSocketFile>,
+    /// The program choosing among the slots' own sockets (reuseport mode),
+    /// when the master steers their group.
+    steering: Option<steering::Steering>,
 }
 
 /// Time past the drain timeout after which the master kills a worker.
@@ -249,7 +253,11 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
         .map_err(|e| context(e.into(), "signal(SIGCHLD)"))?;
     let (mask, sigfd) = signals::block()?;
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| context(e.into(), "epoll_create1"))?;
+    // Sockets from a service manager joined their group in an order this
+    // master cannot know; its own, or a previous master's, in slot order.
+    let group_known = inherited.is_none() || parent.is_some();
     let (shared_listener, per_slot, addr, unix_file) = bind(config, inherited, parent.is_some())?;
+    let steering = per_slot.as_deref().filter(|_| group_known).and_then(steering::Steering::start);
     let scrape = match (config.metrics.as_deref(), handed_metrics) {
         (Some(_), Some(fd)) => Some(scrape::Scrape::from_fd(fd)?),
         (Some(addr), None) => Some(scrape::Scrape::bind(addr)?),
@@ -296,6 +304,7 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
         parent,
         handed_over: false,
         unix_file,
+        steering,
     };
     let now = Instant::now();
     master.user_timer_due = master.hooks.timers.iter().map(|(period, _)| now + *period).collect();
@@ -454,6 +463,7 @@ impl Master<'_> {
                 self.command(cmd);
             }
             self.respawn_timers();
+            self.leave_timers(Instant::now());
             self.upgrade_timers(Instant::now());
             self.supervise(Instant::now());
             if let Some(e) = self.fatal.take() {
@@ -521,7 +531,7 @@ impl Master<'_> {
             consider(t);
         }
         for s in &self.slots {
-            if let Some(t) = s.respawn_at {
+            if let Some(t) = s.respawn_at.or(s.leave_at) {
                 consider(t);
             }
             for p in s.procs() {
