@@ -25,10 +25,10 @@
 #
 # Then (SSE=1) server-sent events: each forkring backend with one worker
 # holds $SSE_STREAMS streams of GET /stream (one event a second each) from
-# examples/sseload.rs for $SSE_DURATION seconds: server memory per stream
+# tools/src/bin/sseload.rs for $SSE_DURATION seconds: server memory per stream
 # and CPU time per event (nginx cannot produce events by itself).
 #
-# Then a fixed-rate run (examples/ratebench.rs) at $RATE requests/s for
+# Then a fixed-rate run (tools/src/bin/ratebench.rs) at $RATE requests/s for
 # every server, so that tail latency is compared at equal load rather than
 # at saturation, and (IPC=1) the IPC ring summary (cargo bench --bench ipc
 # -- summary). bench/report.py prints the tables and writes
@@ -857,12 +857,13 @@ install_tools
 ECHO_MODULE=$(echo_module || true)
 
 echo "bench: building forkring, ratebench and sseload (release)"
-cargo build --release --quiet --bin forkring --example ratebench --example sseload
+cargo build --release --quiet --bin forkring
+cargo build --release --quiet -p forkring-stress --bin ratebench --bin sseload
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 [[ $TARGET == /* ]] || TARGET=$ROOT/$TARGET
 BIN=$TARGET/release/forkring
-RATEBENCH=$TARGET/release/examples/ratebench
-SSELOAD=$TARGET/release/examples/sseload
+RATEBENCH=$TARGET/release/ratebench
+SSELOAD=$TARGET/release/sseload
 if [[ $IPC != 0 ]]; then
 	echo "bench: building the IPC benchmark"
 	cargo bench --bench ipc --no-run --quiet 2>/dev/null || cargo bench --bench ipc --no-run
