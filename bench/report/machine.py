@@ -50,7 +50,7 @@ def parameters_md(r):
     )
     if r.rates:
         o.append(
-            f"- fixed rate: `target/release/examples/ratebench --rate R --duration {m.get('rate_duration')}"
+            f"- fixed rate: `target/release/ratebench --rate R --duration {m.get('rate_duration')}"
             f" --warmup 1 --threads {m.get('rate_threads')} --conns {m.get('rate_conns')}` (RATE={m.get('rate_setting')})."
         )
     o.append("")

@@ -28,7 +28,7 @@ def measured_md(r):
         "- nginx serves the same bytes: `return 200 \"Hello, World!\"` and, for `POST /echo`, the echo module"
         " (`echo_read_request_body; echo_request_body;`, which answers chunked where forkring sends a"
         " Content-Length); `access_log off`, `keepalive_requests 1000000`, `listen ... reuseport` like"
-        " forkring's default; see `bench/nginx.conf.in`."
+        " forkring's default; see `tools/src/nginx.rs`."
     )
     o.append(
         "- With more than one worker nothing is pinned and the load generator shares the CPUs with the"
