@@ -101,7 +101,7 @@ fn forkring(ctx: &Ctx, wrk: &Path) -> Result<Outcome, String> {
     let dir: PathBuf = std::env::temp_dir().join(format!("forkring-stress-upgrade-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let bin = dir.join("forkring");
+    let bin = dir.join(forkring_stress::SERVER_BIN);
     install_build(&ctx.bin, &bin, "one")?;
     let mut f = Forkring::start(&bin, ctx.workers, &[], None)?;
     let addr = f.addr;
