@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{Client, Server};
+use common::Server;
+use forkring_testkit::client::Client;
+use forkring_testkit::need::{require, Need};
 
 fn check(server: &Server) {
     let mut c = Client::connect(server.addr);
@@ -21,6 +23,7 @@ fn peer_and_local_addresses_over_ipv4() {
 
 #[test]
 fn peer_and_local_addresses_over_ipv6() {
+    require(Need::Ipv6Loopback);
     let server = Server::start_on("[::1]:0", &["--workers", "1"]);
     check(&server);
 }

@@ -16,8 +16,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, HELLO};
+use common::Server;
+use forkring_testkit::client::Client;
+use forkring_testkit::need::{require, Need};
 use forkring_testkit::proc;
+use forkring_testkit::server::HELLO;
 
 /// The lifecycle events in the log, as `kind worker` (e.g. `ready 0.1`).
 fn events(server: &Server) -> Vec<String> {
@@ -377,12 +380,9 @@ fn workers_exit_when_the_master_is_killed() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn workers_drop_privileges() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: dropping privileges needs root");
-        return;
-    }
+    require(Need::Root);
     let server = Server::start(&["--workers", "1", "--user", "nobody"]);
     let ready = server.wait_line(&["ready 0.0"], Duration::from_secs(10));
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid_of(&ready))).unwrap();

@@ -10,8 +10,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{first_difference, pattern, show, Client, Server, HELLO};
+use common::Server;
+use forkring_testkit::bytes::{first_difference, pattern};
+use forkring_testkit::client::Client;
+use forkring_testkit::http::show;
 use forkring_testkit::proc::raise_nofile;
+use forkring_testkit::server::HELLO;
 
 #[test]
 fn a_thousand_concurrent_connections_are_all_answered() {

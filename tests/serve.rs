@@ -6,7 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{first_difference, pattern, show, Client, Server, HELLO};
+use common::Server;
+use forkring_testkit::bytes::{first_difference, pattern};
+use forkring_testkit::client::Client;
+use forkring_testkit::http::{show, CloseOutcome};
+use forkring_testkit::need::{require, Need};
+use forkring_testkit::server::HELLO;
 
 #[test]
 fn get_root_says_hello() {
@@ -157,7 +162,7 @@ fn pipelined_32_deep_in_one_write_answered_in_order() {
     }
     // Nothing beyond the 96 responses.
     match c.wait_close(Duration::from_millis(200)) {
-        common::CloseOutcome::Open { extra } => {
+        CloseOutcome::Open { extra } => {
             assert!(extra.is_empty(), "extra bytes: {}", show(&extra))
         }
         other => panic!("connection closed after pipelining: {other:?}"),
@@ -327,7 +332,7 @@ fn a_body_is_never_parsed_as_a_request() {
     let r = c.response();
     assert_eq!(r.status, 404, "the request after the body");
     match c.wait_close(Duration::from_millis(300)) {
-        common::CloseOutcome::Open { extra } => {
+        CloseOutcome::Open { extra } => {
             assert!(extra.is_empty(), "a third response: {}", show(&extra))
         }
         other => panic!("unexpected close: {other:?}"),
@@ -343,7 +348,7 @@ fn a_body_is_never_parsed_as_a_request() {
     let r = c.response();
     assert_eq!((r.status, r.body.as_slice()), (200, &inner[..]));
     match c.wait_close(Duration::from_millis(300)) {
-        common::CloseOutcome::Open { extra } => {
+        CloseOutcome::Open { extra } => {
             assert!(extra.is_empty(), "a second response: {}", show(&extra))
         }
         other => panic!("unexpected close: {other:?}"),
@@ -361,11 +366,7 @@ fn empty_lines_before_a_request_are_ignored() {
 
 #[test]
 fn serves_on_ipv6_loopback() {
-    // Skip where this machine cannot bind ::1 at all.
-    if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("skipped: cannot bind [::1]:0 here");
-        return;
-    }
+    require(Need::Ipv6Loopback);
     let srv = Server::start_on("[::1]:0", &[]);
     assert!(srv.addr.is_ipv6(), "server reported {}", srv.addr);
     let mut c = Client::connect(srv.addr);

@@ -9,8 +9,10 @@
 
 mod common;
 
-use common::{show, CloseOutcome, Server, IO_TIMEOUT};
+use common::Server;
+use forkring_testkit::client::IO_TIMEOUT;
 use forkring_testkit::corpus::{self, Expect, Group};
+use forkring_testkit::http::{show, CloseOutcome};
 
 /// Runs every case of `group` on its own connection and fails once,
 /// listing every case that went wrong.

@@ -12,8 +12,12 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
-use common::{first_difference, pattern, Server, HELLO};
+use common::Server;
+use forkring_testkit::bytes::{first_difference, pattern};
+use forkring_testkit::client::Client;
 use forkring_testkit::corpus::traversal_paths;
+use forkring_testkit::need::{require, Need};
+use forkring_testkit::server::HELLO;
 
 /// A directory tree for one test: `root/` is served; `secret` beside it
 /// must never be.
@@ -57,6 +61,7 @@ impl Drop for Tree {
 
 #[test]
 fn a_large_file_arrives_byte_exact() {
+    require(Need::Curl);
     let tree = Tree::new("big");
     let mut server = tree.server();
     let mut c = server.connect();
@@ -83,10 +88,11 @@ fn a_large_file_arrives_byte_exact() {
 
 #[test]
 fn ranges() {
+    require(Need::Curl);
     let tree = Tree::new("ranges");
     let mut server = tree.server();
     let mut c = server.connect();
-    let range = |c: &mut common::Client, path: &str, range: &str| {
+    let range = |c: &mut Client, path: &str, range: &str| {
         c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\nRange: {range}\r\n\r\n").as_bytes());
         c.response()
     };

@@ -4,8 +4,6 @@
 //! server's) is refused and left alone, and the file is gone after the
 //! cluster stops.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -13,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::HELLO;
+use forkring_testkit::server::HELLO;
 
 /// A fresh directory for this test's socket files, removed on drop.
 struct Dir(PathBuf);
