@@ -53,7 +53,7 @@ fn get_ok(addr: SocketAddr) {
 }
 
 #[test]
-fn start_and_stop_in_both_balance_modes() {
+fn a_cluster_starts_serves_and_stops_in_both_balance_modes() {
     for balance in ["reuseport", "shared"] {
         let mut server = Server::start(&["--workers", "2", "--balance", balance]);
         server.wait_line(&["ready 0.0"], Duration::from_secs(10));
@@ -73,7 +73,7 @@ fn start_and_stop_in_both_balance_modes() {
 }
 
 #[test]
-fn event_order_for_start_and_drain() {
+fn events_come_in_order_through_start_and_drain() {
     let mut server = Server::start(&["--workers", "1"]);
     server.wait_line(&["ready 0.0"], Duration::from_secs(10));
     server.signal(libc::SIGTERM);
@@ -402,7 +402,7 @@ fn workers_drop_privileges() {
 }
 
 #[test]
-fn serves_a_socket_passed_by_systemd() {
+fn a_socket_passed_by_systemd_is_served() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let fd = listener.as_raw_fd();

@@ -69,12 +69,12 @@ fn run_master() {
 }
 
 #[test]
-fn events_commands_env_and_reexec() {
+fn events_commands_and_worker_env_work_with_reexecuted_workers() {
     if std::env::var(ROLE).is_ok() {
         run_master();
         return;
     }
-    let mut master = SelfMaster::spawn(ROLE, "master", "events_commands_env_and_reexec");
+    let mut master = SelfMaster::spawn(ROLE, "master", "events_commands_and_worker_env_work_with_reexecuted_workers");
     let wait = Duration::from_secs(15);
     let addr: SocketAddr = master.wait_for("ADDR ", wait).trim_start_matches("ADDR ").parse().unwrap();
     master.wait_for("EVENT ready 0.0", wait);
@@ -102,7 +102,7 @@ fn events_commands_env_and_reexec() {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     assert_eq!(exe, std::env::current_exe().unwrap());
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    assert!(String::from_utf8_lossy(&cmdline).contains("events_commands_env_and_reexec"));
+    assert!(String::from_utf8_lossy(&cmdline).contains("events_commands_and_worker_env_work_with_reexecuted_workers"));
 
     // Disconnect slot 1 through the handle, then shut down.
     master.close_stdin();

@@ -45,7 +45,7 @@ fn a_thousand_concurrent_connections_are_all_answered() {
 }
 
 #[test]
-fn many_connections_sending_large_bodies_at_once() {
+fn many_connections_sending_large_bodies_at_once_each_get_their_own_back() {
     // Far more data arriving at once than the server's receive buffers
     // hold, spread over many connections.
     const N: usize = 400;

@@ -148,7 +148,7 @@ fn pipeline_batch(n: usize) -> (Vec<u8>, Vec<(u16, Vec<u8>)>) {
 }
 
 #[test]
-fn pipelined_32_deep_in_one_write_answered_in_order() {
+fn requests_pipelined_32_deep_in_one_write_are_answered_in_order() {
     let mut srv = Server::start(&[]);
     let mut c = srv.connect();
     let (wire, expect) = pipeline_batch(32);
@@ -171,7 +171,7 @@ fn pipelined_32_deep_in_one_write_answered_in_order() {
 }
 
 #[test]
-fn pipelined_requests_split_at_odd_boundaries() {
+fn pipelined_requests_split_at_odd_boundaries_are_answered_in_order() {
     let srv = Server::start(&[]);
     let mut c = srv.connect();
     let (wire, expect) = pipeline_batch(32);
@@ -196,7 +196,7 @@ fn pipelined_requests_split_at_odd_boundaries() {
 }
 
 #[test]
-fn request_sent_byte_by_byte() {
+fn a_request_sent_byte_by_byte_is_answered() {
     let srv = Server::start(&[]);
     let mut c = srv.connect();
     c.send_bytewise(b"GET / HTTP/1.1\r\nHost: bytewise\r\nUser-Agent: test\r\n\r\n", Duration::from_millis(2));
@@ -221,7 +221,7 @@ fn request_sent_byte_by_byte() {
 }
 
 #[test]
-fn echo_one_mebibyte_round_trip() {
+fn one_mebibyte_echoes_back_intact() {
     let mut srv = Server::start(&[]);
     let mut c = srv.connect();
     let body = pattern(1 << 20, 0x5eed);
@@ -283,7 +283,7 @@ fn expect_100_continue_waits_for_the_client() {
 }
 
 #[test]
-fn chunked_request_body_with_extensions_and_trailers() {
+fn a_chunked_body_with_extensions_and_trailers_is_decoded() {
     let srv = Server::start(&[]);
     let mut c = srv.connect();
     c.send(
@@ -365,7 +365,7 @@ fn empty_lines_before_a_request_are_ignored() {
 }
 
 #[test]
-fn serves_on_ipv6_loopback() {
+fn ipv6_loopback_is_served() {
     require(Need::Ipv6Loopback);
     let srv = Server::start_on("[::1]:0", &[]);
     assert!(srv.addr.is_ipv6(), "server reported {}", srv.addr);

@@ -87,7 +87,7 @@ fn a_large_file_arrives_byte_exact() {
 }
 
 #[test]
-fn ranges() {
+fn ranges_get_206_the_whole_file_or_416() {
     require(Need::Curl);
     let tree = Tree::new("ranges");
     let mut server = tree.server();
@@ -126,7 +126,7 @@ fn ranges() {
 }
 
 #[test]
-fn head_and_if_modified_since() {
+fn head_sends_no_body_and_an_unmodified_file_is_304() {
     let tree = Tree::new("head");
     let mut server = tree.server();
     let mut c = server.connect();

@@ -98,7 +98,7 @@ impl Drop for Running {
 }
 
 #[test]
-fn serves_a_unix_socket_with_its_mode_and_removes_it_on_exit() {
+fn a_unix_socket_is_served_with_its_mode_and_removed_on_exit() {
     let dir = Dir::new("unix-serve");
     let path = dir.0.join("app.sock");
     // A stale file from a server that is gone: bound, then closed.
