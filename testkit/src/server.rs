@@ -72,18 +72,18 @@ fn backend_line(value: Option<&str>) -> Option<&'static str> {
 }
 
 impl<P: Program> Server<P> {
-    /// Starts the demo server on `127.0.0.1:0` with extra `args`.
+    /// Starts `P` on `127.0.0.1:0` with extra `args`.
     pub fn start(args: &[&str]) -> Self {
         Self::start_on("127.0.0.1:0", args)
     }
 
-    /// Starts the demo server on `listen` with extra `args`; panics with the
+    /// Starts `P` on `listen` with extra `args`; panics with the
     /// server's log if it does not come up.
     pub fn start_on(listen: &str, args: &[&str]) -> Self {
         Self::try_start_on(listen, args).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Starts the demo server and waits (at most [`STARTUP`]) until it logs
+    /// Starts `P` (`--listen`, and `--workers 1` unless `args` say otherwise) and waits (at most [`STARTUP`]) until it logs
     /// its address and its backend.
     pub fn try_start_on(listen: &str, args: &[&str]) -> Result<Self, String> {
         let mut cmd = Command::new(P::PATH);
@@ -96,7 +96,7 @@ impl<P: Program> Server<P> {
         Self::spawn(cmd)
     }
 
-    /// Runs `cmd` (which must end up running the demo server) and waits
+    /// Runs `cmd` (which must end up running a forkring server) and waits
     /// like [`Server::try_start_on`].
     pub fn spawn(mut cmd: Command) -> Result<Self, String> {
         // A backend set on the command itself overrides the test's own.
