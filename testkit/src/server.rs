@@ -83,8 +83,9 @@ impl<P: Program> Server<P> {
         Self::try_start_on(listen, args).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Starts `P` (`--listen`, and `--workers 1` unless `args` say otherwise) and waits (at most [`STARTUP`]) until it logs
-    /// its address and its backend.
+    /// Starts `P` (`--listen`, and `--workers 1` unless `args` say
+    /// otherwise) and waits (at most [`STARTUP`]) until it logs its address
+    /// and its backend.
     pub fn try_start_on(listen: &str, args: &[&str]) -> Result<Self, String> {
         let mut cmd = Command::new(P::PATH);
         cmd.arg("--listen").arg(listen).args(args);
