@@ -16,8 +16,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, HELLO};
+use common::Server;
+use forkring_testkit::client::Client;
+use forkring_testkit::need::{require, Need};
 use forkring_testkit::proc;
+use forkring_testkit::server::HELLO;
 
 /// The lifecycle events in the log, as `kind worker` (e.g. `ready 0.1`).
 fn events(server: &Server) -> Vec<String> {
@@ -50,7 +53,7 @@ fn get_ok(addr: SocketAddr) {
 }
 
 #[test]
-fn start_and_stop_in_both_balance_modes() {
+fn a_cluster_starts_serves_and_stops_in_both_balance_modes() {
     for balance in ["reuseport", "shared"] {
         let mut server = Server::start(&["--workers", "2", "--balance", balance]);
         server.wait_line(&["ready 0.0"], Duration::from_secs(10));
@@ -70,7 +73,7 @@ fn start_and_stop_in_both_balance_modes() {
 }
 
 #[test]
-fn event_order_for_start_and_drain() {
+fn events_come_in_order_through_start_and_drain() {
     let mut server = Server::start(&["--workers", "1"]);
     server.wait_line(&["ready 0.0"], Duration::from_secs(10));
     server.signal(libc::SIGTERM);
@@ -412,12 +415,9 @@ fn workers_exit_when_the_master_is_killed() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn workers_drop_privileges() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: dropping privileges needs root");
-        return;
-    }
+    require(Need::Root);
     let server = Server::start(&["--workers", "1", "--user", "nobody"]);
     let ready = server.wait_line(&["ready 0.0"], Duration::from_secs(10));
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid_of(&ready))).unwrap();
@@ -437,7 +437,7 @@ fn workers_drop_privileges() {
 }
 
 #[test]
-fn serves_a_socket_passed_by_systemd() {
+fn a_socket_passed_by_systemd_is_served() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let fd = listener.as_raw_fd();

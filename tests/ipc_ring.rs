@@ -237,7 +237,7 @@ fn consume(c: &mut forkring::internals::ipc::Consumer, from: u64, to: u64, tag: 
 }
 
 #[test]
-fn ordering_of_small_messages() {
+fn small_messages_arrive_in_order() {
     let _g = serial();
     let ring = Ring::new(RingOptions::with_capacity(64 << 10)).unwrap();
     let (mut p, mut c) = (ring.producer().unwrap(), ring.consumer().unwrap());
@@ -270,7 +270,7 @@ fn ordering_of_small_messages() {
 }
 
 #[test]
-fn wrap_around_with_varied_sizes() {
+fn messages_of_varied_sizes_survive_every_wrap_around() {
     let _g = serial();
     // A 1 KiB ring with messages up to 496 bytes wraps every few messages,
     // with every amount of padding.
@@ -334,7 +334,7 @@ fn full_ring_returns_full_then_succeeds_after_drain() {
 }
 
 #[test]
-fn maximum_size_messages() {
+fn maximum_size_messages_pass_whole() {
     let _g = serial();
     let opts = RingOptions::new(256 << 10, RingOptions::largest_message(256 << 10));
     let ring = Ring::new(opts).unwrap();
@@ -381,7 +381,7 @@ fn maximum_size_messages() {
 }
 
 #[test]
-fn both_directions_at_once() {
+fn both_directions_carry_messages_at_once() {
     let _g = serial();
     let opts = RingOptions::with_capacity(16 << 10);
     let mut ch = Channel::new(ChannelOptions::new(opts, opts)).unwrap();
@@ -434,7 +434,7 @@ fn both_directions_at_once() {
 }
 
 #[test]
-fn two_million_checksummed_messages() {
+fn two_million_checksummed_messages_arrive_intact() {
     let _g = serial();
     let opts = RingOptions::default();
     let ring = Ring::new(opts).unwrap();
@@ -591,7 +591,7 @@ fn wakeups_are_never_lost() {
 }
 
 #[test]
-fn no_syscall_per_message_while_the_consumer_is_busy() {
+fn a_busy_consumer_costs_the_producer_no_syscall_per_message() {
     let _g = serial();
     let mut ch = Channel::new(ChannelOptions::default()).unwrap();
     let mut w = ch.worker().unwrap();

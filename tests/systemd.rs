@@ -3,7 +3,8 @@
 //! with `MONOTONIC_USEC=` on SIGHUP, then `READY=1`, and `STOPPING=1`) read
 //! from a `NOTIFY_SOCKET` the test binds; and socket activation through
 //! `systemd-socket-activate`, which passes a listening socket to the demo
-//! server for real (skipped, with a notice, where the tool is absent).
+//! server for real (ignored unless asked for, and failing where the tool is
+//! absent: `forkring_testkit::need`).
 
 mod common;
 
@@ -13,6 +14,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Server;
+use forkring_testkit::client::Client;
+use forkring_testkit::need::{require, Need};
 
 /// Reads datagrams until one contains `want`; returns it.
 fn expect(sock: &UnixDatagram, want: &str, within: Duration, seen: &mut Vec<String>) -> String {
@@ -113,12 +116,10 @@ fn workers_do_not_inherit_the_masters_notification_socket() {
 }
 
 #[test]
+#[ignore = "needs systemd-socket-activate"]
 fn socket_activation_passes_the_socket_for_real() {
+    require(Need::SocketActivate);
     let tool = "/usr/bin/systemd-socket-activate";
-    if !std::path::Path::new(tool).exists() {
-        eprintln!("NOTICE: {tool} is absent (Debian's systemd package); socket activation not tested");
-        return;
-    }
     // A free port: systemd-socket-activate binds it itself.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut cmd = Command::new(tool);
@@ -134,7 +135,7 @@ fn socket_activation_passes_the_socket_for_real() {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-                let mut c = common::Client::from_stream(stream);
+                let mut c = Client::from_stream(stream);
                 return c.get("/");
             }
             assert!(Instant::now() < deadline, "nothing listens on port {port}");

@@ -25,7 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server};
+use common::Server;
+use forkring_testkit::client::Client;
 use forkring_testkit::proc;
 
 /// The marker the demo binary keeps its build tag behind.
