@@ -2,13 +2,21 @@
 //! the words that mark frames, and the geometry a ring's options give it.
 //! What the words mean to each side is written in the ring's module doc.
 
+use std::io;
+
 use crate::config::RingOptions;
 use crate::ipc::shm::round_up;
 use crate::ipc::sync::{AtomicU32, AtomicU64};
 
-/// Bytes before a frame's payload.
-pub(super) const HEADER: usize = crate::config::FRAME_HEADER;
-const _: () = assert!(crate::config::MAX_RING_CAPACITY <= LEN_MASK as usize + 1);
+/// Bytes before a frame's payload: the header word and 4 bytes that keep
+/// payloads 8-aligned.
+pub(super) const HEADER: usize = 8;
+/// Smallest ring capacity accepted.
+const MIN_CAPACITY: usize = 64;
+/// Largest ring capacity accepted: a padding length must fit in the frame
+/// word's length bits.
+const MAX_CAPACITY: usize = 1 << 30;
+const _: () = assert!(MAX_CAPACITY <= LEN_MASK as usize + 1);
 /// Header bit: a committed message; the low bits are its length.
 pub(super) const MSG: u32 = 1 << 31;
 /// Header bit: padding to the end of the data; the low bits are its length.
@@ -30,6 +38,40 @@ pub(super) const fn frame_len(len: usize) -> usize {
 }
 
 impl RingOptions {
+    /// Options with `capacity` bytes of message data and messages up to
+    /// `max_message` bytes (checked when the ring is made).
+    pub fn new(capacity: usize, max_message: usize) -> RingOptions {
+        RingOptions { capacity, max_message }
+    }
+
+    /// Options with the given capacity (rounded up to a power of two) and
+    /// the largest message it allows.
+    pub fn with_capacity(capacity: usize) -> RingOptions {
+        let capacity = capacity.max(MIN_CAPACITY).next_power_of_two();
+        RingOptions { capacity, max_message: Self::largest_message(capacity) }
+    }
+
+    /// The largest `max_message` a ring of `capacity` bytes allows.
+    pub const fn largest_message(capacity: usize) -> usize {
+        capacity / 2 - 2 * HEADER
+    }
+
+    /// Checks the options.
+    pub fn validate(&self) -> io::Result<()> {
+        let bad = |what: String| Err(io::Error::new(io::ErrorKind::InvalidInput, what));
+        if !self.capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&self.capacity) {
+            return bad(format!("ring capacity {} is not a power of two in 64..=2^30", self.capacity));
+        }
+        if self.max_message > Self::largest_message(self.capacity) {
+            return bad(format!(
+                "ring max_message {} exceeds capacity/2 - 16 = {}",
+                self.max_message,
+                Self::largest_message(self.capacity)
+            ));
+        }
+        Ok(())
+    }
+
     /// Bytes of shared memory a ring with these options occupies (header and
     /// data), to reserve with [`crate::ipc::Layout::push`] at 128-byte
     /// alignment.
