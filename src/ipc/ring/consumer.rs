@@ -12,8 +12,8 @@ use std::time::Duration;
 use super::buf::Buf;
 use super::format::{frame_len, HEADER, LEN_MASK, MSG, PAD};
 use super::Ring;
-use crate::ipc::notify::Notifier;
 use crate::ipc::sync::{fence, Ordering};
+use crate::ipc::wake::WakeFd;
 
 /// Why messages could not be received.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +59,7 @@ pub struct Consumer {
     /// Set once a corrupt frame was found.
     poisoned: Option<RecvError>,
     /// The eventfd this consumer sleeps on.
-    notifier: Option<Arc<Notifier>>,
+    wake_fd: Option<Arc<WakeFd>>,
 }
 
 impl Consumer {
@@ -75,19 +75,19 @@ impl Consumer {
             h.waiting.0.store(sleep_seq, Ordering::Relaxed);
         }
         let generation = h.meta.0.ctrl.load(Ordering::Acquire) >> 1;
-        Consumer { ring, head, published: head, sleep_seq, generation, poisoned: None, notifier: None }
+        Consumer { ring, head, published: head, sleep_seq, generation, poisoned: None, wake_fd: None }
     }
 
     /// Attaches the eventfd this consumer sleeps on.
-    pub fn with_notifier(mut self, notifier: Arc<Notifier>) -> Consumer {
-        self.notifier = Some(notifier);
+    pub fn with_wake_fd(mut self, wake_fd: Arc<WakeFd>) -> Consumer {
+        self.wake_fd = Some(wake_fd);
         self
     }
 
     /// The eventfd attached, if any: register it with epoll or keep a read
     /// in flight on it in io_uring.
-    pub fn notifier(&self) -> Option<&Arc<Notifier>> {
-        self.notifier.as_ref()
+    pub fn wake_fd(&self) -> Option<&Arc<WakeFd>> {
+        self.wake_fd.as_ref()
     }
 
     /// The ring read.
@@ -255,17 +255,17 @@ impl Consumer {
     /// Blocks until a message is there, the eventfd is written, or
     /// `timeout` passes (`None`: no limit). Returns false on timeout. For a
     /// consumer that has nothing else to wait for; an event loop instead
-    /// polls [`Notifier::fd`] between [`Consumer::prepare_sleep`] and
+    /// polls [`WakeFd::fd`] between [`Consumer::prepare_sleep`] and
     /// [`Consumer::after_wake`].
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
-        let notifier = self
-            .notifier
+        let wake_fd = self
+            .wake_fd
             .clone()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "consumer has no notifier"))?;
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "consumer has no wake-up eventfd"))?;
         if !self.prepare_sleep() {
             return Ok(true);
         }
-        let woke = notifier.wait(timeout);
+        let woke = wake_fd.wait(timeout);
         self.after_wake();
         woke
     }

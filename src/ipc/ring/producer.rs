@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use super::format::{frame_len, HEADER, MSG, PAD};
 use super::Ring;
-use crate::ipc::notify::Notifier;
 use crate::ipc::sync::{fence, Ordering};
+use crate::ipc::wake::WakeFd;
 
 /// Why a message was not sent. Nothing was written in any case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,10 +60,10 @@ pub struct Producer {
     unsignalled: bool,
     /// The consumer's sleep (odd `waiting` value) this producer last woke.
     woken: u64,
-    /// Eventfd writes made by [`Producer::notify_if_waiting`].
+    /// Eventfd writes made by [`Producer::wake_if_waiting`].
     wakes: u64,
     /// The consumer's eventfd, written when it sleeps.
-    notifier: Option<Arc<Notifier>>,
+    wake_fd: Option<Arc<WakeFd>>,
     /// The consumer published a `head` no honest consumer could (past the
     /// tail, or more than a ring behind it): the producer sends nothing
     /// more.
@@ -78,28 +78,18 @@ impl Producer {
         let tail = h.tail.0.load(Ordering::Acquire);
         let head_cache = h.head.0.load(Ordering::Acquire);
         let ctrl = h.meta.0.ctrl.load(Ordering::Acquire);
-        Producer {
-            ring,
-            tail,
-            head_cache,
-            ctrl,
-            unsignalled: false,
-            woken: 0,
-            wakes: 0,
-            notifier: None,
-            corrupt: false,
-        }
+        Producer { ring, tail, head_cache, ctrl, unsignalled: false, woken: 0, wakes: 0, wake_fd: None, corrupt: false }
     }
 
     /// Attaches the eventfd the consumer sleeps on.
-    pub fn with_notifier(mut self, notifier: Arc<Notifier>) -> Producer {
-        self.notifier = Some(notifier);
+    pub fn with_wake_fd(mut self, wake_fd: Arc<WakeFd>) -> Producer {
+        self.wake_fd = Some(wake_fd);
         self
     }
 
     /// The eventfd attached, if any.
-    pub fn notifier(&self) -> Option<&Arc<Notifier>> {
-        self.notifier.as_ref()
+    pub fn wake_fd(&self) -> Option<&Arc<WakeFd>> {
+        self.wake_fd.as_ref()
     }
 
     /// The ring written.
@@ -113,7 +103,7 @@ impl Producer {
     }
 
     /// Copies `msg` into the ring as one message, without waking the
-    /// consumer: call [`Producer::notify_if_waiting`] after a batch, or use
+    /// consumer: call [`Producer::wake_if_waiting`] after a batch, or use
     /// [`Producer::send`].
     #[inline]
     pub fn try_send(&mut self, msg: &[u8]) -> Result<(), SendError> {
@@ -137,10 +127,10 @@ impl Producer {
         Ok(out)
     }
 
-    /// [`Producer::try_send`], then [`Producer::notify_if_waiting`].
+    /// [`Producer::try_send`], then [`Producer::wake_if_waiting`].
     pub fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
         self.try_send(msg)?;
-        self.notify_if_waiting();
+        self.wake_if_waiting();
         Ok(())
     }
 
@@ -212,7 +202,7 @@ impl Producer {
     /// Whether the consumer must be woken: true at most once per sleep of
     /// the consumer, and only if a message was committed since the last
     /// call. The caller then writes the eventfd
-    /// ([`Producer::notify_if_waiting`] does both).
+    /// ([`Producer::wake_if_waiting`] does both).
     #[inline]
     pub fn should_wake(&mut self) -> bool {
         if !std::mem::take(&mut self.unsignalled) {
@@ -246,11 +236,11 @@ impl Producer {
     /// message was committed since the last call. Returns whether it wrote.
     /// No system call while the consumer is awake.
     #[inline]
-    pub fn notify_if_waiting(&mut self) -> bool {
+    pub fn wake_if_waiting(&mut self) -> bool {
         if !self.should_wake() {
             return false;
         }
-        if let Some(n) = &self.notifier {
+        if let Some(n) = &self.wake_fd {
             n.wake();
         }
         self.wakes += 1;
