@@ -204,8 +204,9 @@ impl Consumer {
     fn publish(&mut self) {
         if self.head != self.published {
             // Pairs with the producer's `Acquire` load of `head` (in
-            // `Producer::reserve`): the reads of the released frames happen
-            // before the producer overwrites them.
+            // `Producer::load_head`, which `reserve` calls when its cached
+            // view is full): the reads of the released frames happen before
+            // the producer overwrites them.
             self.ring.header().head.0.store(self.head, Ordering::Release);
             self.published = self.head;
         }
@@ -214,7 +215,7 @@ impl Consumer {
     /// Whether no committed message waits (a cheap check of one word).
     pub fn is_empty(&self) -> bool {
         let off = self.head as usize & (self.ring.opts.capacity - 1);
-        // Pairs with the producer's commit, as in `recv_up_to`.
+        // Pairs with the producer's commit, as in `take`.
         self.ring.buf.header(off).load(Ordering::Acquire) == 0
     }
 

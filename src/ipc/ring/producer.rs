@@ -177,7 +177,7 @@ impl Producer {
         let word = MSG | len as u32;
         if r.pad == 0 {
             // The commit. Pairs with the consumer's `Acquire` load of this
-            // word (in `Consumer::recv_up_to`): the payload written before
+            // word (in `Consumer::take`): the payload written before
             // is visible to it once it sees the word.
             buf.header(r.at).store(word, Ordering::Release);
         } else {
