@@ -199,13 +199,13 @@ fn produce(p: &mut forkring::internals::ipc::Producer, from: u64, to: u64, tag: 
                 backoff.reset();
             }
             Err(SendError::Full) => {
-                p.notify_if_waiting();
+                p.wake_if_waiting();
                 backoff.snooze();
             }
             Err(_) => return 2,
         }
     }
-    p.notify_if_waiting();
+    p.wake_if_waiting();
     0
 }
 
@@ -403,7 +403,7 @@ fn both_directions_carry_messages_at_once() {
             while sent < N && end.try_send_with(len_of(sent, max), |b| fill(b, sent, tag)).is_ok() {
                 sent += 1;
             }
-            end.notify();
+            end.wake_if_waiting();
             end.recv_batch(|m| {
                 let want_len = len_of(got, max);
                 let ok = m.len() == want_len && (m.is_empty() || check(m) == Some((got, peer)));
@@ -571,7 +571,7 @@ fn wakeups_are_never_lost() {
             m.try_send(&seq.to_le_bytes()).unwrap();
             seq += 1;
         }
-        m.notify();
+        m.wake_if_waiting();
         // Sleep until the ack of the burst's last message arrives.
         let mut acked = false;
         while !acked {

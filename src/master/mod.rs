@@ -22,7 +22,7 @@
 //! crash accounting; [`reload`] commands, reload and scaling; [`events`]
 //! lifecycle events, worker messages and user timers; [`supervise`] the
 //! watchdog, recycling and systemd's watchdog; [`metrics`] and [`scrape`]
-//! the metrics and their listener; [`notify`] systemd; [`upgrade`] the
+//! the metrics and their listener; [`sd_notify`] systemd; [`upgrade`] the
 //! binary upgrade.
 //! The master knows nothing of HTTP or of the event-loop backends: a worker
 //! is started through the entry function it is given.
@@ -30,10 +30,10 @@
 mod api;
 mod events;
 mod metrics;
-mod notify;
 mod reload;
 mod respawn;
 mod scrape;
+mod sd_notify;
 mod signals;
 mod slot;
 mod spawn;
@@ -59,7 +59,7 @@ use crate::config::{Balance, Config, ListenAddr};
 use crate::listen::UnixSocketFile;
 use crate::sys::context;
 use crate::worker::WorkerId;
-use notify::notify;
+use sd_notify::notify;
 use slot::{Proc, ProcState, Slot};
 
 /// Phase of the whole cluster.
@@ -267,7 +267,7 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
     if let Some(s) = &scrape {
         log::info!("metrics on http://{}/metrics", s.local_addr()?);
     }
-    let sd_watchdog = notify::watchdog_interval();
+    let sd_watchdog = sd_notify::watchdog_interval();
     if let Some(d) = sd_watchdog {
         log::info!("systemd watchdog: every {d:?}");
     }

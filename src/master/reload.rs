@@ -9,7 +9,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use super::notify::{self, notify};
+use super::sd_notify::{self, notify};
 use super::slot::{Cause, ProcState, Slot};
 use super::{Command, Event, Master, Phase, KILL_GRACE};
 use crate::config::ListenAddr;
@@ -41,7 +41,7 @@ impl Master<'_> {
             Command::Reload => {
                 if self.phase == Phase::Running {
                     log::info!("rolling reload of {} slot(s)", self.slots.len());
-                    notify::reloading();
+                    sd_notify::reloading();
                     self.reload_notified = true;
                     // Slots already queued (a recycle) stay in place; a slot
                     // whose replacement is starting gets a fresh worker

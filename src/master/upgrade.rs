@@ -55,7 +55,7 @@ use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::notify::{self, notify};
+use super::sd_notify::{self, notify};
 use super::spawn::{close_all_but, max_fd, pidfd_open, write_stderr_errno};
 use super::{Event, Master, Phase, Token};
 use crate::listen::UnixSocketFile;
@@ -421,7 +421,7 @@ impl Master<'_> {
                 log::info!("upgrade: new master pid {pid}; waiting for its workers");
                 self.upgrade = Some(pending);
                 if !self.reload_notified {
-                    notify::reloading();
+                    sd_notify::reloading();
                 }
                 self.emit(Event::UpgradeStarted { pid });
             }
@@ -525,7 +525,7 @@ impl Master<'_> {
         );
         notify(&format!("MAINPID={}\nREADY=1\nSTATUS=upgraded: new master pid {}", u.pid, u.pid));
         // From now on the new master speaks to systemd.
-        notify::silence();
+        sd_notify::silence();
         self.reload_notified = false;
         self.handed_over = true;
         // Scrapes go to the new master, which holds the same listener.
