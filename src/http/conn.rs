@@ -8,17 +8,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::access::{AccessLog, Entry};
-use super::body::{BodyFlow, BodyPlan, BodyReader, UpgradeFn};
+use super::answer::{
+    fmt_u64, frame_chunk, plan_file, reason, Completion, Completions, FileBody, FileOut, Kind, Outcome, Pipe, Plan,
+    Response, UpgradeFn, LAST_CHUNK, STREAM_OUTPUT_ROOM,
+};
+use super::body::{BodyFlow, BodyPlan, BodyReader};
 use super::chunked::Decoder;
 use super::date::DateCache;
-use super::defer::{Completion, Completions, Outcome};
 use super::fields::{framing, version_status};
-use super::file::{self, FileBody, FileOut, Plan};
+use super::handler::Handler;
 use super::request::{Headers, Request, Version};
-use super::response::{fmt_u64, reason, Kind, Response};
 use super::scan::{quick_check, HeadScan, Scan};
-use super::stream::{self as body_stream, frame_chunk, LAST_CHUNK, STREAM_OUTPUT_ROOM};
-use super::Handler;
 use crate::config::{Limits, Timeouts};
 use crate::ipc::{Counter, Counters};
 
@@ -382,7 +382,7 @@ struct Busy {
 #[derive(Debug)]
 struct Streaming {
     /// What the writer and the loop share.
-    shared: Arc<body_stream::Shared>,
+    shared: Arc<Pipe>,
     /// Framed as chunks (HTTP/1.1); else the bytes as they are, ended by
     /// the close (HTTP/1.0).
     chunked: bool,
@@ -1571,7 +1571,7 @@ impl Conn {
 
     /// Sends the head of a streamed response and starts taking from its
     /// queue: chunked for HTTP/1.1, ended by the close for HTTP/1.0.
-    fn start_stream(&mut self, res: &mut Response, shared: Arc<body_stream::Shared>, a: &Answer<'_>, sh: &mut Shared) {
+    fn start_stream(&mut self, res: &mut Response, shared: Arc<Pipe>, a: &Answer<'_>, sh: &mut Shared) {
         let chunked = !a.http10;
         let close = a.close || !chunked;
         if let Some(c) = sh.counters {
@@ -1601,7 +1601,7 @@ impl Conn {
     fn start_file(&mut self, res: &mut Response, body: FileBody, a: &Answer<'_>, sh: &mut Shared) {
         let plan = match &a.conditional {
             Some(c) if res.status_code() == 200 => {
-                file::plan(c.range, c.if_range, c.if_modified_since, body.total, body.mtime)
+                plan_file(c.range, c.if_range, c.if_modified_since, body.total, body.mtime)
             }
             _ => Plan::Whole,
         };

@@ -189,7 +189,7 @@ fn reg_name_len(v: &[u8], colon: bool) -> usize {
 
 /// The bytes of a reg-name but `%` (unreserved and sub-delims), as a table:
 /// every `Host` value is checked.
-static REG_NAME: [bool; 256] = super::alnum_and(b"-._~!$&'()*+,;=");
+static REG_NAME: [bool; 256] = super::syntax::alnum_and(b"-._~!$&'()*+,;=");
 
 /// The inside of `[...]`: an IPv6 address, or `IPvFuture = "v" 1*HEXDIG "."
 /// 1*( unreserved / sub-delims / ":" )`.
