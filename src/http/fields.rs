@@ -1,7 +1,7 @@
 //! What the fields of a request head mean for the connection: the
 //! version, the body's framing (`Content-Length`, `Transfer-Encoding`), the
 //! `Host` authority, `Connection` and `Expect`. Pure functions over parsed
-//! bytes; the state machine in [`super::conn`] calls them once per head.
+//! bytes; the head parser (`conn/head.rs`) calls them once per head.
 
 use super::request::Version;
 

@@ -19,7 +19,7 @@ mod upgrade;
 
 pub(crate) use file::{plan as plan_file, FileBody, FileOut, Plan};
 pub use pipe::StreamError;
-pub(crate) use pipe::{frame_chunk, Pipe, LAST_CHUNK, STREAM_OUTPUT_ROOM};
+pub(crate) use pipe::{frame_chunk, Pipe, Ready, LAST_CHUNK, STREAM_OUTPUT_ROOM};
 pub use responder::Responder;
 pub(crate) use response::{fmt_u64, reason, Completions, Kind, Outcome};
 pub use response::{Completion, InvalidHeader, Response};

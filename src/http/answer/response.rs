@@ -15,7 +15,7 @@ use crate::http::syntax::is_tchar;
 /// The worker's mailbox as the runtime fills it: deferred answers are
 /// responses, stream notices name a pipe.
 pub(crate) type Completions = mailbox::Completions<Response, Arc<Pipe>>;
-/// One entry of the worker's mailbox ([`Completions`]).
+/// One entry of the worker's mailbox.
 pub type Completion = mailbox::Completion<Response, Arc<Pipe>>;
 /// What one entry of the worker's mailbox delivers.
 pub(crate) type Outcome = mailbox::Outcome<Response, Arc<Pipe>>;
