@@ -205,7 +205,7 @@ impl Conn {
 
     /// The connection's deadline passed. Returns true when it must close
     /// now; false when it answered a deferred request `504` instead (and
-    /// closes once that is sent), or waits on on a quiet stream's writer.
+    /// closes once that is sent), or waits on a quiet stream's writer.
     pub fn on_deadline(&mut self, sh: &mut Shared) -> bool {
         if !self.awaiting() {
             return !self.wait_on_quiet_stream(sh);
@@ -410,5 +410,62 @@ impl Conn {
             Ok(n) => Step::Done(n),
             Err(status) => Step::Fail(status),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Limits, Timeouts};
+    use crate::http::{Request, Response};
+
+    fn path(req: &Request<'_>, res: &mut Response) {
+        res.body(req.path());
+    }
+
+    fn worker() -> Shared {
+        Shared::new(Limits::default(), Timeouts::default())
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order_whatever_the_reads() {
+        let reqs =
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n";
+        for cut in 1..reqs.len() {
+            let mut sh = worker();
+            let mut c = Conn::new(&sh);
+            c.on_read(&reqs[..cut], &mut sh, &mut path);
+            c.on_read(&reqs[cut..], &mut sh, &mut path);
+            let text = String::from_utf8_lossy(c.output()).into_owned();
+            let bodies: Vec<&str> = text.split("\r\n\r\n").skip(1).map(|b| &b[..2]).collect();
+            assert_eq!(bodies, ["/a", "/b", "/c"], "cut at {cut}");
+            assert!(!c.has_pending_input() && !c.is_closing());
+        }
+    }
+
+    #[test]
+    fn a_full_output_holds_later_requests_back_until_it_drains() {
+        let mut sh = worker();
+        let mut c = Conn::new(&sh);
+        let mut big = |req: &Request<'_>, res: &mut Response| {
+            res.body_mut().resize(if req.path() == "/big" { OUTPUT_HIGH_WATER } else { 1 }, b'x');
+        };
+        c.on_read(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", &mut sh, &mut big);
+        assert!(c.has_pending_input(), "the second request waits");
+        let n = c.output_len();
+        c.consume_output(n, &mut sh);
+        c.resume(&mut sh, &mut big);
+        assert!(!c.has_pending_input());
+        assert!(c.output().ends_with(b"\r\n\r\nx"));
+    }
+
+    #[test]
+    fn a_request_cut_short_by_the_peers_end_gets_no_answer() {
+        let mut sh = worker();
+        let mut c = Conn::new(&sh);
+        c.on_read(b"GET / HTTP/1.1\r\nHo", &mut sh, &mut path);
+        c.on_eof(&mut sh);
+        assert!(c.is_closing() && !c.has_output() && !c.may_have_unread_input());
+        c.release(&mut sh);
     }
 }

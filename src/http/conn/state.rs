@@ -242,3 +242,37 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Limits, Timeouts};
+
+    #[test]
+    fn input_closed_after_a_request_is_unread_only_if_bytes_follow() {
+        let mut sh = Shared::new(Limits::default(), Timeouts::default());
+        let mut c = Conn::new(&sh);
+        c.close_after_request(&mut sh);
+        assert!(c.is_closing() && !c.may_have_unread_input());
+        let mut c = Conn::new(&sh);
+        c.pending.extend_from_slice(b"GET");
+        c.close_after_request(&mut sh);
+        assert!(c.may_have_unread_input(), "a later request was already read");
+        let mut c = Conn::new(&sh);
+        c.close_input(&mut sh);
+        assert!(c.may_have_unread_input(), "closed where more may follow");
+        c.peer_done = true;
+        c.close_input(&mut sh);
+        assert!(!c.may_have_unread_input(), "the peer sent its last byte");
+    }
+
+    #[test]
+    fn a_connections_share_of_the_body_budget_comes_back_whole() {
+        let mut sh = Shared::new(Limits::DEFAULT.with_max_buffered_bodies(10), Timeouts::default());
+        let mut c = Conn::new(&sh);
+        assert!(c.charge(&mut sh, 6) && c.charge(&mut sh, 4));
+        assert!(!c.charge(&mut sh, 1), "spent");
+        c.close_input(&mut sh);
+        assert!(sh.take_body_budget(10), "closing gives it back");
+    }
+}
