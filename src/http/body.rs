@@ -1,7 +1,5 @@
-//! Request bodies taken in pieces, and connections handed over after an
-//! upgrade.
-//!
-//! # Streamed bodies
+//! Request bodies taken in pieces: what a handler can ask of a body before
+//! any of it is read, and the flow control a reader has over it.
 //!
 //! When a request's head announces a body, the runtime asks the handler
 //! what to do with it ([`super::Handler::on_head`]), before any of the body
@@ -24,20 +22,12 @@
 //! any thread or from a worker timer. The wake-up is the one deferred
 //! responses use: the resume goes on the worker's completion queue, which
 //! writes the loop's eventfd.
-//!
-//! # Upgrades
-//!
-//! A handler that answers `101` with [`super::Response::upgrade`] gets the
-//! connection once the `101` is sent: an [`Upgraded`] holding the socket
-//! and the bytes the client sent after the request head.
 
 use std::fmt;
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use super::defer::{Completion, Completions, Outcome};
+use super::answer::{Completion, Completions, Outcome, Response};
 use super::request::Request;
-use super::response::Response;
 
 /// What the runtime does with a request body; see the [module
 /// docs](self).
@@ -163,46 +153,31 @@ impl Drop for Resume {
     }
 }
 
-/// What [`super::Response::upgrade`] hands over.
-pub(crate) type UpgradeFn = Box<dyn FnOnce(Upgraded) + Send>;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A connection taken over after `101 Switching Protocols`: its socket and
-/// the bytes the client sent after the request's head that the runtime had
-/// already received (they come first: a WebSocket client may send a frame
-/// right behind its handshake).
-///
-/// The socket is in **blocking** mode and close-on-exec, with nothing of
-/// the runtime's in flight on it (on io_uring, the connection's receive was
-/// cancelled and its last completion reaped before the hand-over): give it
-/// to a blocking protocol library on a pool thread
-/// ([`crate::worker::spawn_blocking`]), say as a `std::net::TcpStream` (or
-/// a `UnixStream` for a Unix listener). To use it from an event loop of
-/// your own, set it non-blocking again.
-pub struct Upgraded {
-    /// The socket.
-    fd: OwnedFd,
-    /// Bytes received after the request head.
-    read: Vec<u8>,
-}
-
-impl fmt::Debug for Upgraded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Upgraded").field("fd", &self.fd).field("read", &self.read.len()).finish()
-    }
-}
-
-impl Upgraded {
-    pub(crate) fn new(fd: OwnedFd, read: Vec<u8>) -> Upgraded {
-        Upgraded { fd, read }
+    #[test]
+    fn a_pause_resumes_through_the_mailbox_even_when_dropped() {
+        let q = Arc::new(Completions::new(|| {}));
+        let mut flow = BodyFlow::new(Some(&q), 4, 2);
+        assert!(!flow.paused());
+        let resume = flow.pause();
+        assert!(flow.paused());
+        let mut batch = Vec::new();
+        q.take(&mut batch);
+        assert!(batch.is_empty(), "nothing is posted before the resume");
+        drop(resume);
+        q.take(&mut batch);
+        assert!(matches!(&batch[..], [Completion { token: 4, seq: 2, outcome: Outcome::Resume }]));
     }
 
-    /// The bytes already received after the request's head (often none).
-    pub fn read_bytes(&self) -> &[u8] {
-        &self.read
-    }
-
-    /// The socket and the bytes already received.
-    pub fn into_parts(self) -> (OwnedFd, Vec<u8>) {
-        (self.fd, self.read)
+    #[test]
+    fn a_stop_carries_its_status() {
+        let mut flow = BodyFlow::new(None, 0, 1);
+        flow.stop(413);
+        assert_eq!(flow.stopped(), Some(413));
+        // Without a loop, a resume goes nowhere.
+        flow.pause().resume();
     }
 }

@@ -28,8 +28,8 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 
+use super::answer::Response;
 use super::request::Request;
-use super::response::Response;
 
 /// Why a path was not served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
