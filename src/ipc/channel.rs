@@ -67,6 +67,43 @@ pub struct Channel {
     counters: CountersRef,
     /// The master's end.
     master: MasterEnd,
+    /// Where the layout sits in the mapping, and the layout itself, as the
+    /// master made them: [`Channel::reset`] writes them again, so that a
+    /// re-executed worker reads the master's layout, never what a previous
+    /// worker may have scribbled there.
+    meta: (Region, MetaValues),
+}
+
+/// The values of [`Meta`], kept by the master.
+#[derive(Clone, Copy, Debug)]
+struct MetaValues {
+    /// Master to worker ring.
+    to_worker: Region,
+    /// Worker to master ring.
+    to_master: Region,
+    /// The counters' offset.
+    counters: usize,
+}
+
+impl MetaValues {
+    /// Writes the layout at `ptr`, the magic last (`Release`: an attacher
+    /// that reads the magic with `Acquire` sees the layout).
+    ///
+    /// # Safety
+    /// `ptr` points at the [`Meta`] of a live mapping.
+    unsafe fn write(&self, ptr: NonNull<Meta>) {
+        // SAFETY: forwarded from this function's contract; `Meta` is all
+        // atomics, so writing them through a shared reference is sound
+        // whatever another process does meanwhile.
+        let meta = unsafe { ptr.as_ref() };
+        meta.magic.store(0, Ordering::Relaxed);
+        meta.to_worker[0].store(self.to_worker.offset as u64, Ordering::Relaxed);
+        meta.to_worker[1].store(self.to_worker.len as u64, Ordering::Relaxed);
+        meta.to_master[0].store(self.to_master.offset as u64, Ordering::Relaxed);
+        meta.to_master[1].store(self.to_master.len as u64, Ordering::Relaxed);
+        meta.counters.store(self.counters as u64, Ordering::Relaxed);
+        meta.magic.store(MAGIC, Ordering::Release);
+    }
 }
 
 impl Channel {
@@ -82,28 +119,28 @@ impl Channel {
         let counters = layout.push(std::mem::size_of::<Counters>(), 128);
         let shm = Arc::new(Shm::new(layout.size())?);
         let meta_ptr = shm.region(meta)?.cast::<Meta>();
-        let m = Meta {
+        let values = MetaValues { to_worker, to_master, counters: counters.offset };
+        let zeroed = Meta {
             magic: AtomicU64::new(0),
-            to_worker: [AtomicU64::new(to_worker.offset as u64), AtomicU64::new(to_worker.len as u64)],
-            to_master: [AtomicU64::new(to_master.offset as u64), AtomicU64::new(to_master.len as u64)],
-            counters: AtomicU64::new(counters.offset as u64),
+            to_worker: [AtomicU64::new(0), AtomicU64::new(0)],
+            to_master: [AtomicU64::new(0), AtomicU64::new(0)],
+            counters: AtomicU64::new(0),
         };
         // SAFETY: a fresh mapping, page-aligned, large enough; unused so far.
-        unsafe { meta_ptr.as_ptr().write(m) };
+        unsafe { meta_ptr.as_ptr().write(zeroed) };
         let counters = CountersRef::init(shm.clone(), counters)?;
         // SAFETY: the mapping was made above; the layout gives each ring
         // its own bytes, and no one else has the mapping yet.
         let to_worker = unsafe { Ring::init(shm.clone(), to_worker, opts.to_worker)? };
         // SAFETY: as above.
         let to_master = unsafe { Ring::init(shm.clone(), to_master, opts.to_master)? };
-        // SAFETY: written just above; lives as long as `shm`.
-        let meta = unsafe { meta_ptr.as_ref() };
-        // `Release`: an attacher that reads the magic sees the layout.
-        meta.magic.store(MAGIC, Ordering::Release);
+        // SAFETY: the mapping's `Meta`, written just above; it lives as long
+        // as `shm`, which the rings hold.
+        unsafe { values.write(meta_ptr) };
         let worker_wake = Arc::new(WakeFd::new()?);
         let master_wake = Arc::new(WakeFd::new()?);
         let master = MasterEnd::claim(&to_worker, &to_master, &worker_wake, &master_wake)?;
-        Ok(Channel { to_worker, to_master, worker_wake, master_wake, counters, master })
+        Ok(Channel { to_worker, to_master, worker_wake, master_wake, counters, master, meta: (meta, values) })
     }
 
     /// The master's end.
@@ -117,11 +154,11 @@ impl Channel {
         WorkerEnd::claim(&self.to_worker, &self.to_master, &self.worker_wake, &self.master_wake, self.counters.clone())
     }
 
-    /// Prepares the channel for a new worker in the slot: empties both
-    /// rings, reopens them, bumps the generation, zeroes the counters'
-    /// gauges (totals are kept), drains stale wake-ups, and renews the
-    /// master's end (whose unread messages from the dead worker are
-    /// dropped). Call it after the old worker was reaped, before forking the
+    /// Prepares the channel for a new worker in the slot: writes the
+    /// layout again from the master's own copy, empties both rings, reopens
+    /// them, bumps the generation, zeroes the counters' gauges (totals are
+    /// kept), drains stale wake-ups, and renews the master's end (whose
+    /// unread messages from the dead worker are dropped). Call it after the old worker was reaped, before forking the
     /// new one.
     ///
     /// # Safety
@@ -129,6 +166,11 @@ impl Channel {
     /// As for [`Ring::reset`]: no thread or process other than the caller
     /// uses, or will use, the channel's old worker end.
     pub unsafe fn reset(&mut self) -> io::Result<()> {
+        let (region, values) = self.meta;
+        let ptr = self.to_worker.shm().region(region)?.cast::<Meta>();
+        // SAFETY: the region is this mapping's `Meta` (made in `new`), and
+        // the mapping lives as long as the rings that hold it.
+        unsafe { values.write(ptr) };
         // SAFETY: forwarded from this function's contract.
         unsafe {
             self.to_worker.reset();
@@ -557,6 +599,38 @@ mod tests {
         assert_eq!(ch.master().recv_batch(|m| assert_eq!(m, b"new")).unwrap(), 1);
         let s = ch.counters().snapshot();
         assert_eq!((s.requests, s.accepts, s.open_connections), (1, 1, 0));
+    }
+
+    #[test]
+    fn a_reset_writes_the_layout_again_for_the_next_worker() {
+        let mut ch = Channel::new(small()).unwrap();
+        let fds = |ch: &Channel| {
+            let f = ch.fds().expect("memfd available");
+            (
+                f.shm.try_clone_to_owned().unwrap(),
+                f.worker_wake.try_clone_to_owned().unwrap(),
+                f.master_wake.try_clone_to_owned().unwrap(),
+            )
+        };
+        // A worker scribbles over the layout in its mapping.
+        let (a, b, c) = fds(&ch);
+        let w = WorkerEnd::from_fds(a, b, c).unwrap();
+        let shm = ch.to_worker().shm();
+        // SAFETY: the mapping starts with its `Meta`, all atomics.
+        let meta = unsafe { &*shm.as_ptr().cast::<Meta>() };
+        meta.to_worker[0].store(u64::MAX / 2, Ordering::Relaxed);
+        meta.to_master[1].store(7, Ordering::Relaxed);
+        meta.counters.store(1, Ordering::Relaxed);
+        drop(w);
+        let (a, b, c) = fds(&ch);
+        assert!(WorkerEnd::from_fds(a, b, c).is_err(), "the scribbled layout is refused");
+        // The master resets the channel for the next worker: it attaches.
+        // SAFETY: the endpoints are this test's own and idle.
+        unsafe { ch.reset() }.unwrap();
+        let (a, b, c) = fds(&ch);
+        let mut w = WorkerEnd::from_fds(a, b, c).unwrap();
+        ch.master().send(b"after reset").unwrap();
+        assert_eq!(w.recv_batch(|m| assert_eq!(m, b"after reset")).unwrap(), 1);
     }
 
     #[test]
