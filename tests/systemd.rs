@@ -46,7 +46,7 @@ fn the_master_tells_systemd_its_state() {
     let path = dir.join("notify.sock");
     let _ = std::fs::remove_file(&path);
     let sock = UnixDatagram::bind(&path).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_forkring"));
+    let mut cmd = Command::new(forkring_testkit::target::binary("forkring-fixture"));
     cmd.args(["--listen", "127.0.0.1:0", "--workers", "2"])
         .env("NOTIFY_SOCKET", &path)
         .env("WATCHDOG_USEC", "400000")
@@ -96,7 +96,7 @@ fn socket_activation_passes_the_socket_for_real() {
     if let Ok(b) = std::env::var("FORKRING_BACKEND") {
         cmd.args(["-E", &format!("FORKRING_BACKEND={b}")]);
     }
-    cmd.args([env!("CARGO_BIN_EXE_forkring"), "--workers", "2"]);
+    cmd.arg(forkring_testkit::target::binary("forkring-fixture")).args(["--workers", "2"]);
     // The tool starts the service at the first connection, which waits in
     // the socket's backlog meanwhile and is then served: activation on
     // demand, as systemd does it.

@@ -12,17 +12,21 @@
 //! - [`corpus`]: the hostile-request vectors (request smuggling, limits) with
 //!   what the server must answer, the generated ones, and the fuzz seeds
 //!   made from them;
-//! - [`rng`]: the small deterministic generator behind every generated input.
+//! - [`rng`]: the small deterministic generator behind every generated input;
+//! - [`target`]: where the workspace's binaries and examples were built, for
+//!   the tests that run them.
 //!
 //! Where it stops: the kit never depends on `forkring` and never starts a
-//! server. Starting the demo server and the raw-socket test client stay in
-//! `tests/common`; the servers, load generators and scenarios of the stress
-//! harness stay in `tools/`; driving `forkring::http::Conn` stays with the
-//! fuzz target and the property tests. The kit only looks at a server from
-//! outside: its processes, its sockets, the bytes it writes.
+//! server (it only finds the programs that do). Starting the test server
+//! and the raw-socket test client stay in `tests/common`; the servers, load
+//! generators and scenarios of the stress harness stay in `tools/`; driving
+//! `forkring::http::Conn` stays with the fuzz target and the property
+//! tests. The kit only looks at a server from outside: its processes, its
+//! sockets, the bytes it writes.
 
 pub mod corpus;
 pub mod http;
 pub mod oracle;
 pub mod proc;
 pub mod rng;
+pub mod target;

@@ -82,7 +82,7 @@ impl Server {
     /// Starts the demo server and waits (at most [`STARTUP`]) until it logs
     /// its address and its backend.
     pub fn try_start_on(listen: &str, args: &[&str]) -> Result<Server, String> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_forkring"));
+        let mut cmd = Command::new(forkring_testkit::target::binary("forkring-fixture"));
         cmd.arg("--listen").arg(listen).args(args);
         // One worker unless the test asks for more: per-worker limits and
         // timings are then the server's.
