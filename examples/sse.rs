@@ -13,7 +13,7 @@
 //! cargo run --example sse                              # 127.0.0.1:3004
 //! curl -N localhost:3004/clock                         # data: 0, data: 1, ... a second apart
 //! curl -sN 'localhost:3004/count?n=1000000' | tail -3  # ends with data: 999999
-//! curl -sN 'localhost:3004/count?n=1000000' | pv -L 100k >/dev/null  # a slow reader holds ~64 KiB
+//! curl -sN --limit-rate 100k 'localhost:3004/count?n=1000000' >/dev/null  # a slow reader: the writer waits
 //! ```
 
 use std::cell::Cell;
