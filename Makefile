@@ -32,10 +32,11 @@ build:
 	$(CARGO) build --release --workspace --lib --bins --examples
 
 # The suite runs twice: forcing io_uring, then forcing epoll, so that neither
-# backend rots. The tests start the fixture (forkring-fixture) and the
-# examples, which the first line builds. Where the kernel refuses io_uring (seccomp, sysctl
+# backend rots. Where the kernel refuses io_uring (seccomp, sysctl
 # kernel.io_uring_disabled, gVisor) the first pass runs with `auto`, which
-# then falls back to epoll, and says so.
+# then falls back to epoll, and says so. The tests start the fixture
+# (forkring-fixture, a package of its own that `cargo test` of the root
+# package does not build): the first line builds it.
 test:
 	$(CARGO) build --workspace --all-targets
 	@if $(CARGO) run --quiet -p forkring-cli -- --check-uring; then \
