@@ -9,8 +9,8 @@ FUZZ_TARGET  ?= http_conn
 .PHONY: help run build test lint bench bench-micro bench-ipc loom stress scale fuzz fuzz-seeds clean
 
 help:
-	@echo "make run          build and start the demo cluster on $(LISTEN) (one worker per CPU)"
-	@echo "make build        release build of the library, the demo server and the examples"
+	@echo "make run          build and start the forkring server on $(LISTEN) (one worker per CPU)"
+	@echo "make build        release build of the library, the server, the test fixture and the examples"
 	@echo "make test         the test suite: backend-free tests once, the rest once per backend (io_uring, epoll)"
 	@echo "make lint         rustfmt check, clippy (whole workspace, warnings as errors), the layering check"
 	@echo "make bench        forkring (io_uring, epoll) beside nginx, may_minihttp and hyper: report in target/bench (installs wrk and nginx if missing)"
@@ -22,11 +22,14 @@ help:
 	@echo "make fuzz         fuzz FUZZ_TARGET (http_conn, ring_master) for FUZZ_SECONDS (installs cargo-fuzz if missing)"
 	@echo "make fuzz-seeds   rewrite the fuzz seeds made from the hostile-request corpus (testkit/)"
 
+# The product: the `forkring` binary of cli/ (crate forkring-cli).
 run:
-	$(CARGO) run --release -- --listen $(LISTEN)
+	$(CARGO) run --release -p forkring-cli -- --listen $(LISTEN)
 
+# The workspace's binaries (forkring, forkring-fixture, the harnesses) and
+# the examples.
 build:
-	$(CARGO) build --release --lib --bins --examples
+	$(CARGO) build --release --workspace --lib --bins --examples
 
 # The test files of tests/ that never start a server, a worker or a driver:
 # they run once, with the library's and the binaries' unit tests and the doc
@@ -44,10 +47,12 @@ TEST_PER_BACKEND   := --no-fail-fast $(addprefix --test ,$(BACKEND_TESTS)) $(TES
 # The backend tests run twice: forcing io_uring, then forcing epoll, so that
 # neither backend rots. Where the kernel refuses io_uring (seccomp, sysctl
 # kernel.io_uring_disabled, gVisor) the first pass runs with `auto`, which
-# then falls back to epoll, and says so.
+# then falls back to epoll, and says so. The tests start the fixture
+# (forkring-fixture, a package of its own that `cargo test` of the root
+# package does not build): the first line builds it.
 test:
-	$(CARGO) build --all-targets
-	@if $(CARGO) run --quiet --bin forkring -- --check-uring; then \
+	$(CARGO) build --workspace --all-targets
+	@if $(CARGO) run --quiet -p forkring-cli -- --check-uring; then \
 		echo "==> test suite, io_uring backend (FORKRING_BACKEND=uring)"; \
 		FORKRING_BACKEND=uring $(CARGO) test $(TEST_PER_BACKEND); \
 	else \
@@ -60,8 +65,9 @@ test:
 	@echo "==> backend-free tests, once: unit tests, $(BACKEND_FREE_TESTS), doc tests"
 	$(CARGO) test $(TEST_ONCE)
 	$(CARGO) test --no-fail-fast --doc
-	@echo "==> the test kit (corpus, oracle, fuzz seeds in step) and the stress harness's unit tests"
-	$(CARGO) test --no-fail-fast -p forkring-testkit -p forkring-stress
+	@echo "==> the test kit (corpus, oracle, fuzz seeds in step), the server's and the fixture's"
+	@echo "==> tests, and the stress harness's unit tests"
+	$(CARGO) test --no-fail-fast -p forkring-testkit -p forkring-cli -p forkring-fixture -p forkring-stress
 	$(CARGO) build --examples
 
 # Formatting, clippy on every crate and target of the workspace (and the
@@ -91,12 +97,13 @@ bench-ipc:
 loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release --lib ipc::
 
-# The stress harness (tools/, crate forkring-stress) against the release demo
-# server, nginx beside it; exits non-zero when a forkring bound fails.
+# The stress harness (tools/, crate forkring-stress) against the release test
+# fixture (forkring-fixture), nginx beside it; exits non-zero when a forkring
+# bound fails.
 # STRESS_ARGS passes options on, e.g. STRESS_ARGS="--only 1,5".
 stress:
 	bash tools/install-deps.sh
-	$(CARGO) build --release --bin forkring
+	$(CARGO) build --release -p forkring-fixture
 	$(CARGO) run --release -p forkring-stress --bin forkring-stress -- $(STRESS_ARGS)
 
 # The fleet harness (tools/src/bin/forkring-scale): three hosts, each a
@@ -107,7 +114,7 @@ stress:
 # SCALE_ARGS passes options on, e.g. SCALE_ARGS="--only 1,2".
 scale:
 	bash tools/install-deps.sh --scale
-	$(CARGO) build --release --bin forkring
+	$(CARGO) build --release -p forkring-fixture
 	$(CARGO) build --release -p forkring-stress --bin forkring-scale
 	target/release/forkring-scale $(SCALE_ARGS)
 

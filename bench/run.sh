@@ -69,7 +69,8 @@
 #   SERVER_CPU [0]                          CLIENT_CPU [1]
 #   OUT        report directory [target/bench]
 #   NGINX      nginx binary [found on PATH or in /usr/sbin]
-#   BASELINE   a forkring demo binary built from another commit [unset]: it
+#   BASELINE   a forkring server binary from another commit (the fixture, or an older
+#              commit's demo binary) [unset]: it
 #              joins the rotation as forkring-base-<backend>, one per backend
 #              in $BACKENDS, started with the same flags as the current build,
 #              and the report adds a table of current and baseline against
@@ -654,7 +655,7 @@ done
 NAME_W=15
 if [[ -n $BASELINE ]]; then
 	[[ -f $BASELINE && -x $BASELINE ]] || die "BASELINE=$BASELINE is not an executable file"
-	"$BASELINE" --version >/dev/null 2>&1 || die "BASELINE=$BASELINE does not answer --version; is it the forkring demo binary?"
+	"$BASELINE" --version >/dev/null 2>&1 || die "BASELINE=$BASELINE does not answer --version; is it a forkring server binary?"
 	for b in $BACKENDS; do
 		n=forkring-base-$b
 		((${#n} <= NAME_W)) || NAME_W=${#n}
@@ -664,7 +665,7 @@ fi
 install_tools
 
 # The server under test: its cargo package and binary (named nowhere else).
-SERVER_PKG=forkring SERVER_BIN=forkring
+SERVER_PKG=forkring-fixture SERVER_BIN=forkring-fixture
 echo "bench: building $SERVER_BIN, ratebench, sseload and forkring-harness (release)"
 cargo build --release --quiet -p "$SERVER_PKG" --bin "$SERVER_BIN"
 cargo build --release --quiet -p forkring-stress --bin ratebench --bin sseload --bin forkring-harness

@@ -120,7 +120,7 @@ fn every_answered_request_is_a_line_and_sigusr1_reopens_the_file() {
 fn an_access_log_the_workers_cannot_open_stops_the_cluster_at_start() {
     let dir = Dir::new("denied");
     let log = dir.0.join("no-such-dir").join("access.log");
-    let out = Command::new(env!("CARGO_BIN_EXE_forkring"))
+    let out = Command::new(forkring_testkit::target::binary("forkring-fixture"))
         .args(["--listen", "127.0.0.1:0", "--workers", "2", "--access-log", log.to_str().unwrap()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -38,7 +38,7 @@ fn peer_and_local_addresses_match_the_sockets_over_a_unix_socket() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("app.sock");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_forkring"))
+    let mut child = std::process::Command::new(forkring_testkit::target::binary("forkring-fixture"))
         .arg("--listen")
         .arg(format!("unix:{}", path.display()))
         .args(["--workers", "1", "--log", "warn"])

@@ -166,7 +166,7 @@ fn wait_served(served: &AtomicU64, target: u64, failures: &AtomicU64) {
 #[test]
 fn workers_dying_before_ready_stop_the_cluster() {
     // A worker that cannot switch to a missing user dies before it is ready.
-    let out = Command::new(env!("CARGO_BIN_EXE_forkring"))
+    let out = Command::new(forkring_testkit::target::binary("forkring-fixture"))
         .args(["--listen", "127.0.0.1:0", "--workers", "1", "--user", "no-such-user-forkring"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -444,12 +444,10 @@ fn a_socket_passed_by_systemd_is_served() {
     let mut cmd = Command::new("/bin/sh");
     // LISTEN_PID must be the pid of the process that reads it: the shell
     // sets it to its own pid, then execs the server.
-    cmd.arg("-c").arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"").arg(env!("CARGO_BIN_EXE_forkring")).args([
-        "--listen",
-        "127.0.0.1:1",
-        "--workers",
-        "2",
-    ]);
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
+        .arg(forkring_testkit::target::binary("forkring-fixture"))
+        .args(["--listen", "127.0.0.1:1", "--workers", "2"]);
     // SAFETY: dup2 is async-signal-safe; it runs in the child before exec.
     unsafe {
         use std::os::unix::process::CommandExt;

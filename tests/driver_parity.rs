@@ -36,7 +36,7 @@ fn start_socket_activated(listener: &TcpListener, args: &[&str]) -> Server {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@""#)
-        .arg(env!("CARGO_BIN_EXE_forkring"))
+        .arg(forkring_testkit::target::binary("forkring-fixture"))
         .args(args)
         .env_remove("LISTEN_PID")
         .env_remove("LISTEN_FDS")

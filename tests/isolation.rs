@@ -38,7 +38,7 @@ fn pid_of(line: &str) -> i32 {
 /// close-on-exec): a descriptor its master holds that no worker needs.
 /// With `no_memfd`, a seccomp filter makes `memfd_create` fail with ENOSYS.
 fn start(args: &[&str], extra: &File, no_memfd: bool) -> Result<Server, String> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_forkring"));
+    let mut cmd = Command::new(forkring_testkit::target::binary("forkring-fixture"));
     cmd.args(["--listen", "127.0.0.1:0"]).args(args);
     let fd = extra.as_raw_fd();
     // Classic BPF: load the syscall number (offset 0 of seccomp_data); if

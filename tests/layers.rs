@@ -14,8 +14,7 @@
 //! `super::` that climbs out of a top-level module); comments and string
 //! literals do not count. Names re-exported at the crate root
 //! (`crate::Event`) count as the module they come from. `lib.rs` (the
-//! root's re-exports) and `src/bin/` (which sees only the public API) are
-//! outside the layers.
+//! root's re-exports) is outside the layers.
 //!
 //! Inside every module with files of its own (`http`, `http/conn`,
 //! `driver/uring`, ...): its children form no circle. Each child module (a
@@ -721,12 +720,6 @@ fn the_check_catches_upward_and_sideways_imports() {
 /// lines and blank lines aside).
 const MAX_CODE_LINES: usize = 700;
 
-/// Files above [`MAX_CODE_LINES`] for now, each with why; an entry whose
-/// file is back under the limit (or gone) fails the check, so the list
-/// only shrinks.
-const ALLOWED_LARGE: &[(&str, &str)] =
-    &[("bin/forkring.rs", "the demo becomes a product crate and a test fixture on another branch")];
-
 /// Every `.rs` file under `src/`: its path relative to `src/`, and its text.
 fn src_files() -> Vec<(String, String)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -789,23 +782,12 @@ fn the_circle_check_catches_a_circle_between_files() {
 
 #[test]
 fn no_file_holds_more_than_700_lines_of_code() {
-    let mut large = Vec::new();
-    let files = src_files();
-    for (rel, src) in &files {
-        let n = code_lines(src);
-        let allowed = ALLOWED_LARGE.iter().any(|(path, _)| path == rel);
-        if n > MAX_CODE_LINES && !allowed {
-            large.push(format!("src/{rel}: {n} lines of code"));
-        }
-        if allowed && n <= MAX_CODE_LINES {
-            large.push(format!("src/{rel}: {n} lines of code, within the limit: remove it from ALLOWED_LARGE"));
-        }
-    }
-    for (path, _) in ALLOWED_LARGE {
-        if !files.iter().any(|(rel, _)| rel == path) {
-            large.push(format!("src/{path} is gone: remove it from ALLOWED_LARGE"));
-        }
-    }
+    let large: Vec<String> = src_files()
+        .iter()
+        .map(|(rel, src)| (rel, code_lines(src)))
+        .filter(|&(_, n)| n > MAX_CODE_LINES)
+        .map(|(rel, n)| format!("src/{rel}: {n} lines of code"))
+        .collect();
     assert!(large.is_empty(), "more than {MAX_CODE_LINES} lines of code:\n{}", large.join("\n"));
 }
 

@@ -32,7 +32,7 @@ fn cpu_ticks(pid: i32) -> u64 {
 
 #[test]
 fn an_inherited_ignored_sigchld_is_reset() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_forkring"));
+    let mut cmd = Command::new(forkring_testkit::target::binary("forkring-fixture"));
     cmd.args(["--listen", "127.0.0.1:0", "--workers", "2"]);
     // SAFETY: signal(2) is async-signal-safe; it runs in the child before
     // exec, and an ignored disposition survives exec.

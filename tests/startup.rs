@@ -65,7 +65,7 @@ fn deny_io_uring(cmd: &mut Command) {
 
 #[test]
 fn uring_refused_with_backend_uring_stops_the_cluster_at_once() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_forkring"));
+    let mut cmd = Command::new(forkring_testkit::target::binary("forkring-fixture"));
     cmd.args(["--listen", "127.0.0.1:0", "--workers", "2"])
         .env("FORKRING_BACKEND", "uring")
         .stdin(Stdio::null())
@@ -101,7 +101,7 @@ fn uring_refused_with_backend_uring_stops_the_cluster_at_once() {
 
 #[test]
 fn uring_refused_with_backend_auto_serves_on_epoll() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_forkring"));
+    let mut cmd = Command::new(forkring_testkit::target::binary("forkring-fixture"));
     cmd.args(["--listen", "127.0.0.1:0", "--workers", "1"]).env("FORKRING_BACKEND", "auto");
     deny_io_uring(&mut cmd);
     let server = Server::spawn(cmd).unwrap_or_else(|e| panic!("{e}"));

@@ -49,7 +49,7 @@ fn the_master_tells_systemd_its_state() {
     let path = dir.join("notify.sock");
     let _ = std::fs::remove_file(&path);
     let sock = UnixDatagram::bind(&path).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_forkring"));
+    let mut cmd = Command::new(forkring_testkit::target::binary("forkring-fixture"));
     cmd.args(["--listen", "127.0.0.1:0", "--workers", "2"])
         .env("NOTIFY_SOCKET", &path)
         .env("WATCHDOG_USEC", "400000")
@@ -94,7 +94,7 @@ fn workers_do_not_inherit_the_masters_notification_socket() {
     let sock = UnixDatagram::bind(&path).unwrap();
     // Re-executed workers: their environment at exec is what the master
     // gave them, and /proc shows it.
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_forkring"));
+    let mut cmd = Command::new(forkring_testkit::target::binary("forkring-fixture"));
     cmd.args(["--listen", "127.0.0.1:0", "--workers", "2", "--reexec"])
         .env("NOTIFY_SOCKET", &path)
         .env("WATCHDOG_USEC", "10000000")
@@ -127,7 +127,7 @@ fn socket_activation_passes_the_socket_for_real() {
     if let Ok(b) = std::env::var("FORKRING_BACKEND") {
         cmd.args(["-E", &format!("FORKRING_BACKEND={b}")]);
     }
-    cmd.args([env!("CARGO_BIN_EXE_forkring"), "--workers", "2"]);
+    cmd.arg(forkring_testkit::target::binary("forkring-fixture")).args(["--workers", "2"]);
     // The tool starts the service at the first connection, which waits in
     // the socket's backlog meanwhile and is then served: activation on
     // demand, as systemd does it.

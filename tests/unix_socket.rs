@@ -32,7 +32,7 @@ impl Drop for Dir {
 }
 
 fn command(path: &Path, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_forkring"));
+    let mut cmd = Command::new(forkring_testkit::target::binary("forkring-fixture"));
     cmd.arg("--listen").arg(format!("unix:{}", path.display())).args(["--workers", "2"]).args(extra);
     cmd
 }

@@ -43,7 +43,7 @@ fn scratch(name: &str) -> PathBuf {
 /// Installs at `dst` a copy of the demo binary whose build tag is `tag`,
 /// by rename, as an installer replaces a running binary.
 fn install_build(dst: &Path, tag: &str) {
-    let mut bytes = std::fs::read(env!("CARGO_BIN_EXE_forkring")).unwrap();
+    let mut bytes = std::fs::read(forkring_testkit::target::binary("forkring-fixture")).unwrap();
     let at =
         bytes.windows(TAG_MARKER.len()).position(|w| w == TAG_MARKER).expect("the build-tag marker") + TAG_MARKER.len();
     assert!(

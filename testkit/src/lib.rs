@@ -21,14 +21,16 @@
 //! - [`corpus`]: the hostile-request vectors (request smuggling, limits) with
 //!   what the server must answer, the generated ones, and the fuzz seeds
 //!   made from them;
-//! - [`rng`]: the small deterministic generator behind every generated input.
+//! - [`rng`]: the small deterministic generator behind every generated input;
+//! - [`target`]: where the workspace's binaries and examples were built, for
+//!   the tests that run them.
 //!
-//! Where it stops: the kit never depends on `forkring`. It starts a server
-//! only from a binary the test crate names (Cargo tells only that crate
-//! where its binaries are); the servers, load generators and scenarios of
-//! the stress harness stay in `tools/`; driving `forkring::http::Conn`
-//! stays with the fuzz target and the property tests. The kit only looks at
-//! a server from outside: its processes, its sockets, the bytes it writes.
+//! Where it stops: the kit never depends on `forkring`. It starts the
+//! workspace's test fixture (found beside the test, [`target`]); the
+//! servers, load generators and scenarios of the stress harness stay in
+//! `tools/`; driving `forkring::http::Conn` stays with the fuzz target and
+//! the property tests. The kit only looks at a server from outside: its
+//! processes, its sockets, the bytes it writes.
 
 pub mod bytes;
 pub mod client;
@@ -40,3 +42,4 @@ pub mod oracle;
 pub mod proc;
 pub mod rng;
 pub mod server;
+pub mod target;

@@ -9,12 +9,12 @@
 //! backend asked for is the one that runs. Every wait here is bounded: a
 //! test fails, it never hangs.
 //!
-//! Where it stops: which binary runs is the test crate's choice
-//! ([`Program`]: Cargo tells only that crate where the binary is); what
-//! the server must answer is each test's.
+//! The server is the workspace's test fixture, `forkring-fixture`
+//! (found beside the test by [`crate::target::binary`]): the product's
+//! routes and flags and those the tests need. Where it stops: what the
+//! server must answer is each test's.
 
 use std::io::{BufRead, BufReader};
-use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -31,18 +31,11 @@ pub const STARTUP: Duration = Duration::from_secs(10);
 /// The demo server's `GET /` body.
 pub const HELLO: &[u8] = b"Hello, World!";
 
-/// The binary a test starts as the server under test.
-///
-/// Cargo tells only the test crate of the package that builds a binary
-/// where that binary is (`env!("CARGO_BIN_EXE_<name>")`), so that crate
-/// names it here, once, and gives [`Server`] its type.
-pub trait Program {
-    /// The path of the binary.
-    const PATH: &'static str;
-}
+/// The binary the tests start as the server under test.
+pub const FIXTURE: &str = "forkring-fixture";
 
-/// A running `forkring` process of program `P`, killed and reaped on drop.
-pub struct Server<P: Program> {
+/// A running `forkring` server process, killed and reaped on drop.
+pub struct Server {
     /// The server process.
     child: Child,
     /// The address the server reported in its `listening on` log line.
@@ -51,8 +44,6 @@ pub struct Server<P: Program> {
     log: Arc<Mutex<Vec<String>>>,
     /// Its exit status, once seen.
     exited: Option<ExitStatus>,
-    /// Which binary it runs.
-    program: PhantomData<P>,
 }
 
 /// The log line the driver prints for the backend `FORKRING_BACKEND` asks
@@ -71,23 +62,23 @@ fn backend_line(value: Option<&str>) -> Option<&'static str> {
     }
 }
 
-impl<P: Program> Server<P> {
-    /// Starts `P` on `127.0.0.1:0` with extra `args`.
+impl Server {
+    /// Starts the fixture on `127.0.0.1:0` with extra `args`.
     pub fn start(args: &[&str]) -> Self {
         Self::start_on("127.0.0.1:0", args)
     }
 
-    /// Starts `P` on `listen` with extra `args`; panics with the
+    /// Starts the fixture on `listen` with extra `args`; panics with the
     /// server's log if it does not come up.
     pub fn start_on(listen: &str, args: &[&str]) -> Self {
         Self::try_start_on(listen, args).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Starts `P` (`--listen`, and `--workers 1` unless `args` say
+    /// Starts the fixture (`--listen`, and `--workers 1` unless `args` say
     /// otherwise) and waits (at most [`STARTUP`]) until it logs its address
     /// and its backend.
     pub fn try_start_on(listen: &str, args: &[&str]) -> Result<Self, String> {
-        let mut cmd = Command::new(P::PATH);
+        let mut cmd = Command::new(crate::target::binary(FIXTURE));
         cmd.arg("--listen").arg(listen).args(args);
         // One worker unless the test asks for more: per-worker limits and
         // timings are then the server's.
@@ -130,8 +121,7 @@ impl<P: Program> Server<P> {
                 }
             });
         }
-        let mut server =
-            Server { child, addr: SocketAddr::from(([0, 0, 0, 0], 0)), log, exited: None, program: PhantomData };
+        let mut server = Server { child, addr: SocketAddr::from(([0, 0, 0, 0], 0)), log, exited: None };
         let deadline = Instant::now() + STARTUP;
         let mut addr = None;
         let mut backend = None;
@@ -268,7 +258,7 @@ impl<P: Program> Server<P> {
     }
 }
 
-impl<P: Program> Drop for Server<P> {
+impl Drop for Server {
     fn drop(&mut self) {
         if self.exited.is_none() {
             // Workers first learned by pid, then the server itself: SIGKILL

@@ -1,6 +1,6 @@
-//! The demo server as the integration tests start it: a
-//! [`forkring_testkit::server::Server`] running the `forkring` binary that
-//! Cargo builds beside the tests (only this crate is told where it is).
+//! The server as the integration tests start it: the workspace's test
+//! fixture (`forkring-fixture`, the product's routes and flags and those
+//! the tests need), run by [`forkring_testkit::server::Server`].
 //!
 //! Everything else a test uses to look at a server from outside (the
 //! client, processes, bodies, a test binary run again as a cluster's
@@ -13,14 +13,4 @@
 //! lack is also `#[ignore = "needs …"]`, and `make test` runs it under
 //! `CI=true`. The whole policy is written in `testkit/src/need.rs`.
 
-use forkring_testkit::server::{self, Program};
-
-/// The demo server's binary.
-pub enum Demo {}
-
-impl Program for Demo {
-    const PATH: &'static str = env!("CARGO_BIN_EXE_forkring");
-}
-
-/// The demo server, started by a test.
-pub type Server = server::Server<Demo>;
+pub use forkring_testkit::server::Server;

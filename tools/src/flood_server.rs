@@ -2,7 +2,7 @@
 //! itself: `forkring-stress --flood-server --listen ADDR --workers N`.
 //!
 //! It is a forkring cluster whose workers answer `GET /` with
-//! `Hello, World!` (like the demo server) and echo every message the master
+//! `Hello, World!` (like the test fixture) and echo every message the master
 //! sends them, while the master keeps a window of messages in flight to each
 //! worker and checks every echo. Workers start with `reexec(true)`: a
 //! re-executed worker runs this same binary with the same arguments, and
@@ -39,7 +39,7 @@
 //! [`flood_on`] (a real-time signal) turns the flood on, [`flood_off`] off
 //! (the master takes SIGUSR1 and SIGUSR2 for itself; a signal handler sets a flag
 //! that the 1 ms timer reads). Everything is reported on stderr through
-//! the log, in the demo server's format (`forkring[PID] info: ...`), so the
+//! the log, in the test fixture's format (`forkring[PID] info: ...`), so the
 //! harness reads it like the demo's log:
 //!
 //! - the lifecycle events (`ready 0.0 pid=...`), `listening on`, `backend:`;

@@ -43,12 +43,12 @@ pub mod wrk;
 
 use std::path::PathBuf;
 
-/// The body the demo server and the nginx anchor answer `GET /` with.
+/// The body the test fixture and the nginx anchor answer `GET /` with.
 pub const HELLO: &[u8] = b"Hello, World!";
 
 /// The file name of the server the harnesses run, in cargo's release
 /// directory beside the harness's own binaries.
-pub const SERVER_BIN: &str = "forkring";
+pub const SERVER_BIN: &str = "forkring-fixture";
 
 /// The server binary beside the running program (`target/release/` when
 /// the harness runs from there).

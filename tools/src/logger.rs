@@ -1,12 +1,12 @@
 //! The `log` facade's output for the servers the harness runs itself (the
 //! flood server of `make stress`): stderr, one write per line, in the
-//! format of forkring's demo server, `forkring[PID] level: message`, which
+//! format of forkring's test fixture, `forkring[PID] level: message`, which
 //! is what the harness reads a server's lifecycle events from
 //! (`servers::parse_event`).
 
 use std::io::Write;
 
-/// Logs to stderr in the demo server's format.
+/// Logs to stderr in the test fixture's format.
 struct StderrLogger;
 
 static LOGGER: StderrLogger = StderrLogger;

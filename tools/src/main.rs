@@ -1,6 +1,6 @@
 //! forkring-stress: the `make stress` harness.
 //!
-//! It starts forkring clusters (the release demo binary) on 127.0.0.1, runs
+//! It starts forkring clusters (the release test fixture, forkring-fixture) on 127.0.0.1, runs
 //! load against them with its own bounded client (and wrk where a latency
 //! distribution is wanted), injects one fault per scenario, and prints one
 //! line per scenario with its figures and PASS or FAIL against the
@@ -30,7 +30,7 @@ forkring-stress: fault injection under load, forkring beside nginx (make stress)
 Usage: forkring-stress [OPTIONS]
 
 Options:
-  --bin PATH      the forkring demo binary [default: `{SERVER_BIN}` next to this
+  --bin PATH      the forkring test fixture [default: `{SERVER_BIN}` next to this
                   program, i.e. target/release/{SERVER_BIN}]
   --only LIST     run only these scenarios, e.g. 1,3,5 [default: all]
   --workers N     workers in the multi-worker scenarios [default: one per CPU]

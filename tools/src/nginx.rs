@@ -2,7 +2,7 @@
 //! configuration builder behind `make bench`'s, `make stress`'s and
 //! `make scale`'s nginx.
 //!
-//! Every configuration serves what forkring's demo server serves for the
+//! Every configuration serves what forkring's test fixture serves for the
 //! workload at hand: `GET /` answered `200 Hello, World!` with
 //! `access_log off` and keep-alive for up to a million requests, everything
 //! else 404; optionally `/ready` (the fleet's balancer checks it), `POST

@@ -1,5 +1,5 @@
 //! The stress harness's servers under test: a forkring cluster (the
-//! release demo binary) and the nginx anchor, each started on 127.0.0.1
+//! release test fixture) and the nginx anchor, each started on 127.0.0.1
 //! and killed by pid when dropped.
 //!
 //! forkring's master logs every worker lifecycle event on stderr
@@ -81,7 +81,7 @@ struct LogState {
     eof: bool,
 }
 
-/// A forkring demo server process.
+/// A forkring server process (the test fixture).
 pub struct Forkring {
     child: Child,
     /// The master's pid.
@@ -103,7 +103,7 @@ impl Forkring {
     }
 
     /// [`Forkring::start`] with `lead` before the usual arguments: a
-    /// program that logs like the demo server, e.g. the harness's own
+    /// program that logs like the test fixture, e.g. the harness's own
     /// `--flood-server`.
     pub fn start_with(
         bin: &Path,

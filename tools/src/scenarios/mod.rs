@@ -39,7 +39,7 @@ pub mod upgrade;
 
 /// What the scenarios need to know about the run.
 pub struct Ctx {
-    /// The release `forkring` demo binary.
+    /// The release test fixture (`forkring-fixture`).
     pub bin: PathBuf,
     /// nginx, when the anchor runs.
     pub nginx: Option<PathBuf>,
@@ -65,7 +65,7 @@ impl Ctx {
 /// Which server a scenario runs against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// The forkring demo server.
+    /// The forkring test fixture.
     Forkring,
     /// The nginx anchor.
     Nginx,

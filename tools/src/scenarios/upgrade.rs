@@ -3,7 +3,7 @@
 //! close`); 2 s in, the server's binary is replaced on disk and the master
 //! gets SIGUSR2. Every request must be answered.
 //!
-//! forkring: the demo binary is copied into a scratch directory with build
+//! forkring: the test fixture is copied into a scratch directory with build
 //! tag `one`, started from there, and replaced (by rename) with a copy
 //! tagged `two` before the signal; afterwards `GET /version` must name
 //! build `two`. Figures: from SIGUSR2 to the new master's workers serving
@@ -35,7 +35,7 @@ const CONNS: usize = 64;
 const RUN: Duration = Duration::from_secs(8);
 /// When, into the run, the upgrade starts.
 const AT: Duration = Duration::from_secs(2);
-/// The marker the demo binary keeps its build tag behind.
+/// The marker the test fixture keeps its build tag behind.
 const TAG_MARKER: &[u8] = b"@(#)forkring-build-tag=";
 
 pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
@@ -77,7 +77,7 @@ fn install_build(bin: &Path, dst: &Path, tag: &str) -> Result<(), String> {
     let at = bytes
         .windows(TAG_MARKER.len())
         .position(|w| w == TAG_MARKER)
-        .ok_or("no build-tag marker in the demo binary")?
+        .ok_or("no build-tag marker in the test fixture")?
         + TAG_MARKER.len();
     bytes[at..at + tag.len()].copy_from_slice(tag.as_bytes());
     let tmp = dst.with_extension("new");
