@@ -1,5 +1,4 @@
-//! Request bodies taken in pieces, and connections handed over after an
-//! upgrade.
+//! Request bodies taken in pieces.
 //!
 //! # Streamed bodies
 //!
@@ -24,15 +23,8 @@
 //! any thread or from a worker timer. The wake-up is the one deferred
 //! responses use: the resume goes on the worker's completion queue, which
 //! writes the loop's eventfd.
-//!
-//! # Upgrades
-//!
-//! A handler that answers `101` with [`super::Response::upgrade`] gets the
-//! connection once the `101` is sent: an [`Upgraded`] holding the socket
-//! and the bytes the client sent after the request head.
 
 use std::fmt;
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use super::defer::{Completion, Completions, Outcome};
@@ -160,49 +152,5 @@ impl Drop for Resume {
         if let Some(q) = self.queue.take() {
             q.push(Completion { token: self.token, seq: self.seq, outcome: Outcome::Resume });
         }
-    }
-}
-
-/// What [`super::Response::upgrade`] hands over.
-pub(crate) type UpgradeFn = Box<dyn FnOnce(Upgraded) + Send>;
-
-/// A connection taken over after `101 Switching Protocols`: its socket and
-/// the bytes the client sent after the request's head that the runtime had
-/// already received (they come first: a WebSocket client may send a frame
-/// right behind its handshake).
-///
-/// The socket is in **blocking** mode and close-on-exec, with nothing of
-/// the runtime's in flight on it (on io_uring, the connection's receive was
-/// cancelled and its last completion reaped before the hand-over): give it
-/// to a blocking protocol library on a pool thread
-/// ([`crate::worker::spawn_blocking`]), say as a `std::net::TcpStream` (or
-/// a `UnixStream` for a Unix listener). To use it from an event loop of
-/// your own, set it non-blocking again.
-pub struct Upgraded {
-    /// The socket.
-    fd: OwnedFd,
-    /// Bytes received after the request head.
-    read: Vec<u8>,
-}
-
-impl fmt::Debug for Upgraded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Upgraded").field("fd", &self.fd).field("read", &self.read.len()).finish()
-    }
-}
-
-impl Upgraded {
-    pub(crate) fn new(fd: OwnedFd, read: Vec<u8>) -> Upgraded {
-        Upgraded { fd, read }
-    }
-
-    /// The bytes already received after the request's head (often none).
-    pub fn read_bytes(&self) -> &[u8] {
-        &self.read
-    }
-
-    /// The socket and the bytes already received.
-    pub fn into_parts(self) -> (OwnedFd, Vec<u8>) {
-        (self.fd, self.read)
     }
 }

@@ -4,11 +4,12 @@
 use std::mem::{self, MaybeUninit};
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::access::{AccessLog, Entry};
-use super::body::{BodyFlow, BodyPlan, BodyReader, UpgradeFn};
+use super::body::{BodyFlow, BodyPlan, BodyReader};
 use super::chunked::Decoder;
 use super::date::DateCache;
 use super::defer::{Completion, Completions, Outcome};
@@ -18,6 +19,7 @@ use super::request::{Headers, Request, Version};
 use super::response::{fmt_u64, reason, Kind, Response};
 use super::scan::{quick_check, HeadScan, Scan};
 use super::stream::{self as body_stream, frame_chunk, LAST_CHUNK, STREAM_OUTPUT_ROOM};
+use super::upgrade::{UpgradeFn, UpgradePermit};
 use super::Handler;
 use crate::config::{Limits, Timeouts};
 use crate::ipc::{Counter, Counters};
@@ -69,6 +71,10 @@ pub struct Shared {
     deferred: usize,
     /// [`Timeouts::deferred`] in milliseconds.
     deferred_ms: u64,
+    /// Upgraded connections the worker holds, against
+    /// [`Limits::max_upgraded`]: counted from the `101` until the user's
+    /// side drops the connection, on whatever thread.
+    upgraded: Arc<AtomicUsize>,
     /// The access log, when there is one: lines are added as responses
     /// are framed and written once per turn ([`Shared::end_turn`]).
     access: Option<Box<AccessLog>>,
@@ -104,6 +110,7 @@ impl Shared {
             completions,
             deferred: 0,
             deferred_ms: millis(timeouts.deferred),
+            upgraded: Arc::default(),
             access: None,
             peers: Vec::new(),
         }
@@ -290,8 +297,9 @@ impl std::fmt::Debug for Reader {
     }
 }
 
-/// What takes an upgraded connection.
-struct Takeover(UpgradeFn);
+/// What takes an upgraded connection, and the connection's place under
+/// [`Limits::max_upgraded`] (given back if it closes before the hand-over).
+struct Takeover(UpgradeFn, UpgradePermit);
 
 impl std::fmt::Debug for Takeover {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -614,16 +622,18 @@ impl Conn {
         matches!(self.state, State::Upgrade) && !self.has_output()
     }
 
-    /// Takes what the handler gave to take an upgraded connection, and the
-    /// bytes received after the request head; the connection then
-    /// processes nothing more. `None` unless [`Conn::upgrade_ready`].
-    pub fn take_upgrade(&mut self) -> Option<(UpgradeFn, Vec<u8>)> {
+    /// Takes what the handler gave to take an upgraded connection, the
+    /// bytes received after the request head, and the connection's place
+    /// under [`Limits::max_upgraded`] (for the [`super::Upgraded`]); the
+    /// connection then processes nothing more. `None` unless
+    /// [`Conn::upgrade_ready`].
+    pub fn take_upgrade(&mut self) -> Option<(UpgradeFn, Vec<u8>, UpgradePermit)> {
         if !self.upgrade_ready() {
             return None;
         }
         let take = self.busy.as_mut()?.takeover.take()?;
         self.state = State::Closed;
-        Some((take.0, mem::take(&mut self.pending)))
+        Some((take.0, mem::take(&mut self.pending), take.1))
     }
 
     /// Answers the deferred request `seq` with `outcome` (a completion the
@@ -1514,7 +1524,8 @@ impl Conn {
     /// The handler answered `101` to take the connection: frames it and
     /// waits for the hand-over. False (the response is framed as any other)
     /// when it changed the status since, or when the request cannot be
-    /// upgraded (then the answer is `500`, or `503` while draining).
+    /// upgraded (then the answer is `500`, or `503` while draining or with
+    /// [`Limits::max_upgraded`] connections upgraded already).
     #[cold]
     fn upgrade(&mut self, req: &Request<'_>, res: &mut Response, take: UpgradeFn, sh: &mut Shared) -> bool {
         if res.status_code() != 101 {
@@ -1534,6 +1545,12 @@ impl Conn {
             res.set_error(503);
             return false;
         }
+        let Some(permit) = UpgradePermit::take(&sh.upgraded, sh.limits.max_upgraded, sh.counters) else {
+            log::warn!("{} upgraded connections held; answering 503", sh.limits.max_upgraded);
+            res.set_error(503);
+            res.close();
+            return false;
+        };
         if let Some(c) = sh.counters {
             c.inc(Counter::Requests);
             c.response(101);
@@ -1542,7 +1559,7 @@ impl Conn {
         res.write_upgrade(&mut out, sh.date.get());
         self.out = out;
         sh.res = mem::take(res);
-        self.busy().takeover = Some(Takeover(take));
+        self.busy().takeover = Some(Takeover(take, permit));
         self.state = State::Upgrade;
         self.scan = HeadScan::default();
         true

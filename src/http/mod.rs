@@ -25,6 +25,7 @@ mod response;
 mod scan;
 mod static_dir;
 mod stream;
+mod upgrade;
 
 pub use conn::{Conn, Shared, DRAIN_IDLE_GRACE_MS, OUTPUT_HIGH_WATER};
 
@@ -56,14 +57,15 @@ pub(crate) fn is_tchar(b: u8) -> bool {
 static TCHAR: [bool; 256] = alnum_and(b"!#$%&'*+-.^_`|~");
 
 pub use access::{request_reopen as reopen_access_log, AccessLog};
-pub(crate) use body::UpgradeFn;
-pub use body::{BodyFlow, BodyPlan, BodyReader, Resume, Upgraded};
+pub use body::{BodyFlow, BodyPlan, BodyReader, Resume};
 pub(crate) use defer::Completions;
 pub use defer::{Completion, Responder};
 pub use request::{Addr, Headers, Request, Version};
 pub use response::{InvalidHeader, Response};
 pub use static_dir::{content_type, Refusal, StaticDir};
 pub use stream::{Stream, StreamError, STREAM_QUEUE};
+pub(crate) use upgrade::{UpgradeFn, UpgradePermit};
+pub use upgrade::{Upgraded, UpgradedStream};
 
 /// The user's request handler. One instance per worker, made in the worker
 /// by the factory given to [`crate::Server::serve`], so its state needs no

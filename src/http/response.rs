@@ -5,11 +5,11 @@ use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
-use super::body::{UpgradeFn, Upgraded};
 use super::defer::{Completions, Responder};
 use super::file::FileBody;
 use super::is_tchar;
 use super::stream::{self, Stream, STREAM_QUEUE};
+use super::upgrade::{UpgradeFn, Upgraded};
 
 /// A response under construction. The runtime owns `Content-Length`,
 /// `Date` and `Connection`; the handler sets the rest.
