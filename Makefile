@@ -11,7 +11,7 @@ FUZZ_TARGET  ?= http_conn
 help:
 	@echo "make run          build and start the demo cluster on $(LISTEN) (one worker per CPU)"
 	@echo "make build        release build of the library, the demo server and the examples"
-	@echo "make test         the whole test suite, once per backend (io_uring, epoll)"
+	@echo "make test         the test suite: backend-free tests once, the rest once per backend (io_uring, epoll)"
 	@echo "make lint         rustfmt check, clippy (whole workspace, warnings as errors), the layering check"
 	@echo "make bench        forkring (io_uring, epoll) beside nginx, may_minihttp and hyper: report in target/bench (installs wrk and nginx if missing)"
 	@echo "make bench-micro  criterion benchmarks of the HTTP core"
@@ -28,22 +28,38 @@ run:
 build:
 	$(CARGO) build --release --lib --bins --examples
 
-# The suite runs twice: forcing io_uring, then forcing epoll, so that neither
-# backend rots. Where the kernel refuses io_uring (seccomp, sysctl
+# The test files of tests/ that never start a server, a worker or a driver:
+# they run once, with the library's and the binaries' unit tests and the doc
+# tests. Every other file of tests/ runs once per backend. tests/suite.rs
+# holds this list to the files (a new file that starts nothing must be added;
+# a listed file that starts something fails the check).
+BACKEND_FREE_TESTS := http_body http_core http_props ipc_ring layers stream_core suite
+BACKEND_TESTS      := $(filter-out $(BACKEND_FREE_TESTS),$(basename $(notdir $(wildcard tests/*.rs))))
+# Tests ignored for a need (root, promtool, systemd-socket-activate; see
+# testkit/src/need.rs) run too under CI=true, where a missing need fails them.
+TEST_IGNORED       := $(if $(filter true,$(CI)),-- --include-ignored)
+TEST_ONCE          := --no-fail-fast --lib --bins $(addprefix --test ,$(BACKEND_FREE_TESTS)) $(TEST_IGNORED)
+TEST_PER_BACKEND   := --no-fail-fast $(addprefix --test ,$(BACKEND_TESTS)) $(TEST_IGNORED)
+
+# The backend tests run twice: forcing io_uring, then forcing epoll, so that
+# neither backend rots. Where the kernel refuses io_uring (seccomp, sysctl
 # kernel.io_uring_disabled, gVisor) the first pass runs with `auto`, which
 # then falls back to epoll, and says so.
 test:
 	$(CARGO) build --all-targets
 	@if $(CARGO) run --quiet --bin forkring -- --check-uring; then \
 		echo "==> test suite, io_uring backend (FORKRING_BACKEND=uring)"; \
-		FORKRING_BACKEND=uring $(CARGO) test --no-fail-fast; \
+		FORKRING_BACKEND=uring $(CARGO) test $(TEST_PER_BACKEND); \
 	else \
 		echo "==> NOTICE: this kernel refuses io_uring; the io_uring pass runs with"; \
 		echo "==>         FORKRING_BACKEND=auto instead (which falls back to epoll)"; \
-		FORKRING_BACKEND=auto $(CARGO) test --no-fail-fast; \
+		FORKRING_BACKEND=auto $(CARGO) test $(TEST_PER_BACKEND); \
 	fi
 	@echo "==> test suite, epoll backend (FORKRING_BACKEND=epoll)"
-	FORKRING_BACKEND=epoll $(CARGO) test --no-fail-fast
+	FORKRING_BACKEND=epoll $(CARGO) test $(TEST_PER_BACKEND)
+	@echo "==> backend-free tests, once: unit tests, $(BACKEND_FREE_TESTS), doc tests"
+	$(CARGO) test $(TEST_ONCE)
+	$(CARGO) test --no-fail-fast --doc
 	@echo "==> the test kit (corpus, oracle, fuzz seeds in step) and the stress harness's unit tests"
 	$(CARGO) test --no-fail-fast -p forkring-testkit -p forkring-stress
 	$(CARGO) build --examples

@@ -25,10 +25,10 @@
 #
 # Then (SSE=1) server-sent events: each forkring backend with one worker
 # holds $SSE_STREAMS streams of GET /stream (one event a second each) from
-# examples/sseload.rs for $SSE_DURATION seconds: server memory per stream
+# tools/src/bin/sseload.rs for $SSE_DURATION seconds: server memory per stream
 # and CPU time per event (nginx cannot produce events by itself).
 #
-# Then a fixed-rate run (examples/ratebench.rs) at $RATE requests/s for
+# Then a fixed-rate run (tools/src/bin/ratebench.rs) at $RATE requests/s for
 # every server, so that tail latency is compared at equal load rather than
 # at saturation, and (IPC=1) the IPC ring summary (cargo bench --bench ipc
 # -- summary). bench/report.py prints the tables and writes
@@ -127,71 +127,33 @@ die() {
 }
 
 # ---------------------------------------------------------------- cleanup --
+#
+# Processes are handled by forkring-harness (tools/src/bin/forkring-harness.rs,
+# the harness library's process handling), built below. The script starts
+# each server itself, so that the server stays its child and is reaped here
+# with `wait`; the harness says when it is ready, stops it and what is left
+# of its tree, and reads its CPU time and memory.
 
 PIDS=() # every server this script started
 TMP=""
-POLICY_RC_CREATED=""
-
-# Prints a process's descendants (children first), from /proc.
-descendants() {
-	local root=$1 f s pid rest
-	local -A kids=()
-	for f in /proc/[0-9]*/stat; do
-		{ read -r s <"$f"; } 2>/dev/null || continue
-		pid=${f#/proc/}
-		pid=${pid%/stat}
-		rest=${s##*) }
-		# shellcheck disable=SC2086 # the fields are numbers and one letter
-		set -- $rest
-		kids[$2]+=" $pid"
-	done
-	local queue=("$root") p c
-	while ((${#queue[@]})); do
-		p=${queue[0]}
-		queue=("${queue[@]:1}")
-		for c in ${kids[$p]:-}; do
-			echo "$c"
-			queue+=("$c")
-		done
-	done
-}
+HARNESS="" # forkring-harness, once built
 
 # True while `pid` exists and is not a zombie.
 alive() {
-	local s
-	{ read -r s <"/proc/$1/stat"; } 2>/dev/null || return 1
-	s=${s##*) }
-	[[ ${s:0:1} != Z ]]
+	"$HARNESS" alive "$1"
 }
 
+# SIGTERM, SIGKILL after 5 s, then SIGKILL to what was below it; reaped.
 stop() {
-	local pid=$1 kids i
-	alive "$pid" || {
-		wait "$pid" 2>/dev/null || true
-		return 0
-	}
-	kids=$(descendants "$pid")
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 50; i++)); do
-		alive "$pid" || break
-		sleep 0.1
-	done
-	if alive "$pid"; then
-		echo "bench: process $pid did not stop on SIGTERM; killing it" >&2
-		kill -KILL "$pid" 2>/dev/null || true
-	fi
-	for i in $kids; do
-		if alive "$i"; then kill -KILL "$i" 2>/dev/null || true; fi
-	done
-	wait "$pid" 2>/dev/null || true
+	"$HARNESS" stop "$1" --timeout 5 || true
+	wait "$1" 2>/dev/null || true
 }
 
 cleanup() {
 	local pid
-	for pid in "${PIDS[@]}"; do
+	[[ -z $HARNESS ]] || for pid in "${PIDS[@]}"; do
 		stop "$pid"
 	done
-	[[ -n $POLICY_RC_CREATED ]] && rm -f /usr/sbin/policy-rc.d
 	[[ -n $TMP ]] && rm -rf "$TMP"
 	return 0
 }
@@ -200,125 +162,25 @@ trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- tools ----
 
-find_nginx() {
-	if [[ -n ${NGINX:-} ]]; then
-		return 0
-	fi
-	NGINX=$(command -v nginx || true)
-	[[ -z $NGINX && -x /usr/sbin/nginx ]] && NGINX=/usr/sbin/nginx
-	[[ -n $NGINX ]]
-}
-
-# The echo module (Debian: libnginx-mod-http-echo, which nginx-light
-# depends on) is how nginx answers POST /echo with the request body.
-echo_module() {
-	local dir
-	dir=$("$NGINX" -V 2>&1 | grep -o -- '--modules-path=[^ ]*' | cut -d= -f2 || true)
-	dir=${dir:-/usr/lib/nginx/modules}
-	[[ -f $dir/ngx_http_echo_module.so ]] && echo "$dir/ngx_http_echo_module.so"
-}
-
+# wrk, nginx and nginx's echo module (Debian: libnginx-mod-http-echo, which
+# nginx-light depends on; how nginx answers POST /echo with the request
+# body), installed with apt-get where missing (tools/install-deps.sh).
 install_tools() {
-	local want=()
-	command -v wrk >/dev/null || want+=(wrk)
-	if ! find_nginx; then
-		want+=(nginx)
-	elif [[ -z $(echo_module) ]]; then
-		want+=(echo)
-	fi
-	((${#want[@]})) || return 0
-	if ! command -v apt-get >/dev/null; then
-		[[ ${want[*]} == echo ]] && return 0
-		die "needs ${want[*]}, and there is no apt-get here to install them; install them and rerun"
-	fi
-	local sudo=()
-	if ((EUID != 0)); then
-		if ! command -v sudo >/dev/null; then
-			[[ ${want[*]} == echo ]] && return 0
-			die "needs ${want[*]}; run as root or install them"
-		fi
-		sudo=(sudo)
-	fi
-	echo "bench: ${want[*]} missing; installing the Debian packages with apt-get" \
-		"(wrk; nginx-light, or nginx where there is no nginx-light; libnginx-mod-http-echo)"
-	# The nginx package starts a system-wide nginx on port 80 where it can;
-	# the benchmark starts its own, so keep the package from doing so.
-	if ((EUID == 0)) && [[ ! -e /usr/sbin/policy-rc.d ]]; then
-		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-		chmod +x /usr/sbin/policy-rc.d
-		POLICY_RC_CREATED=1
-	fi
-	export DEBIAN_FRONTEND=noninteractive
-	echo "bench: apt-get update"
-	"${sudo[@]}" apt-get update -q
-	local pkg
-	for pkg in "${want[@]}"; do
-		case $pkg in
-		wrk)
-			echo "bench: apt-get install wrk"
-			"${sudo[@]}" apt-get install -y -q wrk
-			;;
-		nginx)
-			echo "bench: apt-get install nginx-light"
-			"${sudo[@]}" apt-get install -y -q nginx-light ||
-				{
-					echo "bench: no nginx-light; apt-get install nginx"
-					"${sudo[@]}" apt-get install -y -q nginx
-				}
-			;;
-		echo)
-			echo "bench: apt-get install libnginx-mod-http-echo"
-			"${sudo[@]}" apt-get install -y -q libnginx-mod-http-echo ||
-				echo "bench: could not install nginx's echo module; nginx sits out the post workload"
-			;;
-		esac
-	done
-	if [[ -n $POLICY_RC_CREATED ]]; then
-		rm -f /usr/sbin/policy-rc.d
-		POLICY_RC_CREATED=""
-	fi
-	command -v wrk >/dev/null || die "wrk is still missing after installing it"
-	find_nginx || die "nginx is still missing after installing it"
+	bash "$ROOT/tools/install-deps.sh" --bench || die "wrk and nginx are needed (above)"
+	[[ -n ${NGINX:-} ]] || NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+	ECHO_MODULE=$(bash "$ROOT/tools/install-deps.sh" --echo-module || true)
 }
 
 # ---------------------------------------------------------------- servers --
 
-# A TCP port on 127.0.0.1 that nothing is bound to (from /proc/net/tcp*).
-free_port() {
-	local used p i
-	used=$(awk 'NR > 1 { split($2, a, ":"); print a[2] }' /proc/net/tcp /proc/net/tcp6 2>/dev/null || true)
-	for ((i = 0; i < 200; i++)); do
-		p=$((20000 + RANDOM % 30000))
-		grep -qx "$(printf '%04X' "$p")" <<<"$used" || {
-			echo "$p"
-			return 0
-		}
-	done
-	die "found no free port"
-}
-
-# True if GET / on `port` answers 200 (bash's /dev/tcp; no curl needed).
-http_ok() (
-	exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
-	printf 'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3
-	IFS= read -r -t 2 line <&3 || exit 1
-	[[ $line == "HTTP/1."?" 200"* ]]
-) 2>/dev/null
-
-# Waits until a just-started server answers and `ready_cmd` (run with eval)
-# says all its workers are up; dies with the server's log if not.
+# Waits until the just-started server `pid` answers GET / on `port` and the
+# readiness options that follow (forkring-harness wait-ready's: --log-count
+# TEXT N, --children N) hold; dies, the harness having printed `log`, if not.
 wait_ready() {
-	local pid=$1 port=$2 name=$3 log=$4 ready_cmd=$5 i
-	for ((i = 0; i < 100; i++)); do
-		alive "$pid" || {
-			cat "$log" >&2
-			die "$name exited at start (log above)"
-		}
-		http_ok "$port" && eval "$ready_cmd" && return 0
-		sleep 0.1
-	done
-	cat "$log" >&2
-	die "$name does not answer GET / on 127.0.0.1:$port with all its workers up (log above)"
+	local pid=$1 port=$2 name=$3 log=$4
+	shift 4
+	"$HARNESS" wait-ready "$pid" --url "http://127.0.0.1:$port/" --log "$log" --name "$name" "$@" ||
+		die "$name did not start (above)"
 }
 
 declare -A PID_OF=() PORT_OF=() NOTE_OF=() LOG_OF=() NO_STATIC=()
@@ -330,7 +192,7 @@ CLI_PIN=() # the same for the client
 # forkring-BACKEND, or BINARY (the baseline) as NAME.
 start_forkring() {
 	local backend=$1 workers=$2 bin=${3:-$BIN} name=${4:-forkring-$1} port pid log static=()
-	port=$(free_port)
+	port=$("$HARNESS" free-port)
 	log="$TMP/$name-$workers.log"
 	# A baseline from before --static sits out the file workloads.
 	if "$bin" --help 2>/dev/null | grep -q -- '--static'; then
@@ -342,7 +204,7 @@ start_forkring() {
 		--backend "$backend" --log info "${static[@]}" >"$log" 2>&1 &
 	pid=$!
 	PIDS+=("$pid")
-	wait_ready "$pid" "$port" "$name" "$log" "(( \$(grep -c ' info: ready ' '$log') >= $workers ))"
+	wait_ready "$pid" "$port" "$name" "$log" --log-count ' info: ready ' "$workers"
 	PID_OF[$name]=$pid
 	PORT_OF[$name]=$port
 	LOG_OF[$name]=$log
@@ -350,41 +212,15 @@ start_forkring() {
 	SERVERS+=("$name")
 }
 
+# nginx with the configuration forkring-harness writes (the harness
+# library's one nginx configuration builder): GET /, POST /echo, the files
+# under /files/, reuseport, every path in its own directory.
 start_nginx() {
-	local workers=$1 name=nginx port pid dir="$TMP/nginx-$1" conf m temp="" user="" eopt=() mod echo_loc
-	port=$(free_port)
+	local workers=$1 name=nginx port pid dir="$TMP/nginx-$1" eopt=()
+	port=$("$HARNESS" free-port)
 	mkdir -p "$dir"
-	# As root, nginx would switch its workers to `nobody`, which cannot enter
-	# the private temp dir; run the workers as root too.
-	((EUID == 0)) && user="user root;"
-	# Every temp path a compiled-in module would otherwise create under /var.
-	for m in client_body proxy fastcgi uwsgi scgi; do
-		if [[ $m == client_body ]] || ! "$NGINX" -V 2>&1 | grep -q -- "--without-http_${m}_module"; then
-			temp+="    ${m}_temp_path $dir/$m;"$'\n'
-		fi
-	done
-	mod=""
-	echo_loc="        location = /echo { return 501; }"
-	if [[ -n $ECHO_MODULE ]]; then
-		mod="load_module $ECHO_MODULE;"
-		echo_loc="        location = /echo {
-            # Read the whole body into one memory buffer, then send it back.
-            client_body_buffer_size 64k;
-            client_body_in_single_buffer on;
-            echo_read_request_body;
-            echo_request_body;
-        }"
-	fi
-	conf=$(<bench/nginx.conf.in)
-	conf=${conf//@MODULES@/"$mod"}
-	conf=${conf//@USER@/"$user"}
-	conf=${conf//@WORKERS@/"$workers"}
-	conf=${conf//@DIR@/"$dir"}
-	conf=${conf//@PORT@/"$port"}
-	conf=${conf//@TEMP_PATHS@/"$temp"}
-	conf=${conf//@ECHO@/"$echo_loc"}
-	conf=${conf//@STATIC@/"$STATIC"}
-	printf '%s\n' "$conf" >"$dir/nginx.conf"
+	"$HARNESS" nginx-conf --nginx "$NGINX" --dir "$dir" --port "$port" --workers "$workers" --static "$STATIC" \
+		--echo-module "$ECHO_MODULE" || die "could not write nginx's configuration"
 	# -e keeps nginx from opening its compiled-in error log before it has
 	# read the configuration (nginx >= 1.19.5).
 	"$NGINX" -h 2>&1 | grep -q -- '^ *-e ' && eopt=(-e "$dir/nginx-error.log")
@@ -396,7 +232,7 @@ start_nginx() {
 	"${SRV_PIN[@]}" "$NGINX" -p "$dir/" -c "$dir/nginx.conf" "${eopt[@]}" >>"$dir/nginx.log" 2>&1 &
 	pid=$!
 	PIDS+=("$pid")
-	wait_ready "$pid" "$port" nginx "$dir/nginx.log" "(( \$(descendants $pid | wc -l) >= $workers ))"
+	wait_ready "$pid" "$port" nginx "$dir/nginx.log" --children "$workers"
 	PID_OF[$name]=$pid
 	PORT_OF[$name]=$port
 	LOG_OF[$name]=$dir/nginx-error.log
@@ -476,14 +312,14 @@ peer_version() {
 
 start_peer() {
 	local name=$1 workers=$2 port pid log args=()
-	port=$(free_port)
+	port=$("$HARNESS" free-port)
 	log="$TMP/$name-$workers.log"
 	[[ $name == hyper ]] && args=(--mode "$HYPER_MODE")
 	"${SRV_PIN[@]}" "$PEER_TARGET/release/$name" --listen "127.0.0.1:$port" --workers "$workers" "${args[@]}" \
 		>"$log" 2>&1 &
 	pid=$!
 	PIDS+=("$pid")
-	wait_ready "$pid" "$port" "$name" "$log" "(( \$(grep -c ' ready ' '$log') >= $workers ))"
+	wait_ready "$pid" "$port" "$name" "$log" --log-count ' ready ' "$workers"
 	PID_OF[$name]=$pid
 	PORT_OF[$name]=$port
 	LOG_OF[$name]=$log
@@ -557,39 +393,11 @@ probe_once() {
 
 TICKS=$(getconf CLK_TCK)
 
-# "ticks rss_kb" of `pid` and every live descendant: CPU clock ticks (user +
+# "ticks rss_kb" of `pid` and every process below it: CPU clock ticks (user +
 # system, including what each collected from children it already reaped)
 # and resident memory (VmRSS).
 tree_stats() {
-	local root=$1 f s pid rest ticks=0 rss=0 line
-	local -A kids=() own=()
-	for f in /proc/[0-9]*/stat; do
-		{ read -r s <"$f"; } 2>/dev/null || continue
-		pid=${f#/proc/}
-		pid=${pid%/stat}
-		rest=${s##*) }
-		# shellcheck disable=SC2086 # the fields are numbers and one letter
-		set -- $rest
-		# After the command name: $1 state, $2 ppid, $12 utime, $13 stime,
-		# $14 cutime, $15 cstime.
-		kids[$2]+=" $pid"
-		own[$pid]=$((${12} + ${13} + ${14} + ${15}))
-	done
-	local queue=("$root") p c
-	while ((${#queue[@]})); do
-		p=${queue[0]}
-		queue=("${queue[@]:1}")
-		ticks=$((ticks + ${own[$p]:-0}))
-		while read -r line; do
-			# shellcheck disable=SC2086 # "VmRSS: <n> kB"
-			set -- $line
-			[[ ${1:-} == VmRSS: ]] && rss=$((rss + $2))
-		done 2>/dev/null <"/proc/$p/status" || true
-		for c in ${kids[$p]:-}; do
-			queue+=("$c")
-		done
-	done
-	echo "$ticks $rss"
+	"$HARNESS" tree-usage "$1"
 }
 
 # Sets BUSY to the machine's busy CPU ticks so far (all CPUs, from
@@ -854,15 +662,18 @@ if [[ -n $BASELINE ]]; then
 fi
 
 install_tools
-ECHO_MODULE=$(echo_module || true)
 
-echo "bench: building forkring, ratebench and sseload (release)"
-cargo build --release --quiet --bin forkring --example ratebench --example sseload
+# The server under test: its cargo package and binary (named nowhere else).
+SERVER_PKG=forkring SERVER_BIN=forkring
+echo "bench: building $SERVER_BIN, ratebench, sseload and forkring-harness (release)"
+cargo build --release --quiet -p "$SERVER_PKG" --bin "$SERVER_BIN"
+cargo build --release --quiet -p forkring-stress --bin ratebench --bin sseload --bin forkring-harness
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 [[ $TARGET == /* ]] || TARGET=$ROOT/$TARGET
-BIN=$TARGET/release/forkring
-RATEBENCH=$TARGET/release/examples/ratebench
-SSELOAD=$TARGET/release/examples/sseload
+BIN=$TARGET/release/$SERVER_BIN
+RATEBENCH=$TARGET/release/ratebench
+SSELOAD=$TARGET/release/sseload
+HARNESS=$TARGET/release/forkring-harness
 if [[ $IPC != 0 ]]; then
 	echo "bench: building the IPC benchmark"
 	cargo bench --bench ipc --no-run --quiet 2>/dev/null || cargo bench --bench ipc --no-run
@@ -1020,7 +831,7 @@ if [[ $UPLOAD != 0 ]]; then
 		SERVERS=()
 		start_forkring "$backend" 1
 		name=forkring-$backend
-		worker=$(descendants "${PID_OF[$name]}" | head -n1)
+		worker=$("$HARNESS" descendants "${PID_OF[$name]}" | head -n1)
 		if ! "${CLI_PIN[@]}" python3 "$ROOT/bench/upload.py" "${PORT_OF[$name]}" "$worker" $((64 << 20)) >/dev/null ||
 			! line=$("${CLI_PIN[@]}" python3 "$ROOT/bench/upload.py" "${PORT_OF[$name]}" "$worker" "$UPLOAD"); then
 			NOTES+=("the streamed upload against $name failed")
@@ -1082,11 +893,11 @@ if [[ $WAITS != 0 ]]; then
 	done
 	if command -v node >/dev/null; then
 		SERVERS=()
-		port=$(free_port)
+		port=$("$HARNESS" free-port)
 		"${SRV_PIN[@]}" node "$ROOT/bench/node-wait.js" "$port" >"$TMP/node.log" 2>&1 &
 		PIDS+=("$!")
 		PID_OF[node]=$!
-		wait_ready "$!" "$port" node "$TMP/node.log" "grep -q listening '$TMP/node.log'"
+		wait_ready "$!" "$port" node "$TMP/node.log" --log-count listening 1
 		SERVERS+=(node)
 		measure_wait node "$port" "/delay?ms=10" $((WAIT_CONNS * 100))
 		meta node "$(node --version)"
@@ -1113,13 +924,13 @@ if [[ $SSE != 0 ]]; then
 			if [[ $b == node ]]; then
 				# Node's http server, one process, as the anchor.
 				name=node
-				port=$(free_port)
+				port=$("$HARNESS" free-port)
 				"${SRV_PIN[@]}" node "$ROOT/bench/node-wait.js" "$port" >"$TMP/node-sse.log" 2>&1 &
 				PIDS+=("$!")
 				PID_OF[node]=$!
 				PORT_OF[node]=$port
 				LOG_OF[node]="$TMP/node-sse.log"
-				wait_ready "$!" "$port" node "$TMP/node-sse.log" "grep -q listening '$TMP/node-sse.log'"
+				wait_ready "$!" "$port" node "$TMP/node-sse.log" --log-count listening 1
 				SERVERS+=(node)
 			else
 				start_forkring "$b" 1

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
-use forkring::internals::ipc::{Channel, ChannelOptions, Notifier, Region, Ring, RingOptions, SendError, Shm};
+use forkring::internals::ipc::{Channel, ChannelOptions, Region, Ring, RingOptions, SendError, Shm, WakeFd};
 
 /// Message size throughout.
 const SIZE: usize = 64;
@@ -168,7 +168,7 @@ struct RingOneWay {
     words: Words,
     sent: u64,
     /// Check for a sleeping consumer after every message (`send`) instead
-    /// of once per burst (`try_send`, then `notify_if_waiting`).
+    /// of once per burst (`try_send`, then `wake_if_waiting`).
     per_message_check: bool,
     _peer: Peer,
 }
@@ -210,14 +210,14 @@ impl Scenario for RingOneWay {
                 match r {
                     Ok(()) => break,
                     Err(SendError::Full) => {
-                        self.tx.notify_if_waiting();
+                        self.tx.wake_if_waiting();
                         std::hint::spin_loop();
                     }
                     Err(e) => panic!("{e}"),
                 }
             }
         }
-        self.tx.notify_if_waiting();
+        self.tx.wake_if_waiting();
         self.sent += iters;
         while self.words.get(0).load(Ordering::Acquire) < self.sent {
             std::hint::spin_loop();
@@ -289,7 +289,7 @@ impl RingRtt {
             let (tx, rx) = w.split();
             let n = rx.recv_batch(|m| while tx.try_send(m) == Err(SendError::Full) {}).unwrap_or(0);
             if n > 0 {
-                tx.notify_if_waiting();
+                tx.wake_if_waiting();
             } else if sleep {
                 let _ = rx.wait(None);
             } else {
@@ -436,16 +436,16 @@ impl Scenario for EventfdFloor {
 }
 
 /// The wake-up floor as the ring sleeps: non-blocking eventfds, each side
-/// waits in `poll` and then reads ([`Notifier::wait`]).
+/// waits in `poll` and then reads ([`WakeFd::wait`]).
 struct EventfdPollFloor {
-    ping: Arc<Notifier>,
-    pong: Arc<Notifier>,
+    ping: Arc<WakeFd>,
+    pong: Arc<WakeFd>,
     _peer: Peer,
 }
 
 impl EventfdPollFloor {
     fn new() -> EventfdPollFloor {
-        let (ping, pong) = (Arc::new(Notifier::new().unwrap()), Arc::new(Notifier::new().unwrap()));
+        let (ping, pong) = (Arc::new(WakeFd::new().unwrap()), Arc::new(WakeFd::new().unwrap()));
         let (pi, po) = (ping.clone(), pong.clone());
         let peer = Peer::spawn(move || {
             while pi.wait(None).unwrap_or(false) {
@@ -567,7 +567,7 @@ fn summary() {
     println!("forkring ipc: 64-byte messages between two processes (median of {runs} runs, and best)");
     println!();
     println!("one-way throughput");
-    row("ring, try_send + one notify per burst", ring_try, 1e-6, "M msg/s");
+    row("ring, try_send + one wake check per burst", ring_try, 1e-6, "M msg/s");
     row("ring, send (wake-up check per message)", ring_send, 1e-6, "M msg/s");
     row("socketpair, one write per message", sock, 1e-6, "M msg/s");
     let (m, b) = ratio(ring_try, sock);

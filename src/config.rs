@@ -13,19 +13,9 @@
 //! ```
 
 use std::fmt;
-use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// Bytes before a ring frame's payload (the ring's length word); the ring
-/// checks that it agrees.
-pub(crate) const FRAME_HEADER: usize = 8;
-/// Smallest ring capacity accepted.
-pub(crate) const MIN_RING_CAPACITY: usize = 64;
-/// Largest ring capacity accepted (a padding length must fit in the frame
-/// word's length bits).
-pub(crate) const MAX_RING_CAPACITY: usize = 1 << 30;
 
 /// Which event loop a worker runs.
 #[non_exhaustive]
@@ -458,6 +448,8 @@ impl ChannelOptions {
     }
 }
 
+// Plain data here; its methods, the ring's rules for these numbers, are
+// written beside the ring's frames (`ipc/ring/format.rs`).
 /// Capacity and message limit of a ring.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -472,42 +464,6 @@ pub struct RingOptions {
 impl Default for RingOptions {
     fn default() -> Self {
         RingOptions { capacity: 1 << 20, max_message: 64 << 10 }
-    }
-}
-
-impl RingOptions {
-    /// Options with `capacity` bytes of message data and messages up to
-    /// `max_message` bytes (checked when the ring is made).
-    pub fn new(capacity: usize, max_message: usize) -> RingOptions {
-        RingOptions { capacity, max_message }
-    }
-
-    /// Options with the given capacity (rounded up to a power of two) and
-    /// the largest message it allows.
-    pub fn with_capacity(capacity: usize) -> RingOptions {
-        let capacity = capacity.max(MIN_RING_CAPACITY).next_power_of_two();
-        RingOptions { capacity, max_message: Self::largest_message(capacity) }
-    }
-
-    /// The largest `max_message` a ring of `capacity` bytes allows.
-    pub const fn largest_message(capacity: usize) -> usize {
-        capacity / 2 - 2 * FRAME_HEADER
-    }
-
-    /// Checks the options.
-    pub fn validate(&self) -> io::Result<()> {
-        let bad = |what: String| Err(io::Error::new(io::ErrorKind::InvalidInput, what));
-        if !self.capacity.is_power_of_two() || !(MIN_RING_CAPACITY..=MAX_RING_CAPACITY).contains(&self.capacity) {
-            return bad(format!("ring capacity {} is not a power of two in 64..=2^30", self.capacity));
-        }
-        if self.max_message > Self::largest_message(self.capacity) {
-            return bad(format!(
-                "ring max_message {} exceeds capacity/2 - 16 = {}",
-                self.max_message,
-                Self::largest_message(self.capacity)
-            ));
-        }
-        Ok(())
     }
 }
 

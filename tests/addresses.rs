@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{Client, Server};
+use common::Server;
+use forkring_testkit::client::Client;
+use forkring_testkit::need::{require, Need};
 
 fn check(server: &Server) {
     let mut c = Client::connect(server.addr);
@@ -14,19 +16,20 @@ fn check(server: &Server) {
 }
 
 #[test]
-fn peer_and_local_addresses_over_ipv4() {
+fn peer_and_local_addresses_match_the_sockets_over_ipv4() {
     let server = Server::start(&["--workers", "1"]);
     check(&server);
 }
 
 #[test]
-fn peer_and_local_addresses_over_ipv6() {
+fn peer_and_local_addresses_match_the_sockets_over_ipv6() {
+    require(Need::Ipv6Loopback);
     let server = Server::start_on("[::1]:0", &["--workers", "1"]);
     check(&server);
 }
 
 #[test]
-fn peer_and_local_addresses_over_a_unix_socket() {
+fn peer_and_local_addresses_match_the_sockets_over_a_unix_socket() {
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
     use std::time::{Duration, Instant};

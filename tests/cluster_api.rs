@@ -6,17 +6,14 @@
 //! The test runs itself again as the master (`FORKRING_API_ROLE=master`);
 //! with `reexec`, the workers are further executions of this test binary.
 
-mod common;
-
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use forkring::worker::id as worker_id;
 use forkring::{Command as Ctl, Event, Request, Response, Server};
+use forkring_testkit::client::Client;
+use forkring_testkit::master::SelfMaster;
 
 const ROLE: &str = "FORKRING_API_ROLE";
 
@@ -72,47 +69,21 @@ fn run_master() {
 }
 
 #[test]
-fn events_commands_env_and_reexec() {
+fn events_commands_and_worker_env_work_with_reexecuted_workers() {
     if std::env::var(ROLE).is_ok() {
         run_master();
         return;
     }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "events_commands_env_and_reexec", "--nocapture", "--test-threads", "1"])
-        .env(ROLE, "master")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the master");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut lines = Vec::new();
-    let wait_for = |lines: &mut Vec<String>, what: &str| -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(l) = lines.iter().find(|l| l.contains(what)) {
-                return l.clone();
-            }
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(l) => lines.push(l),
-                Err(_) => panic!("no line with {what:?}; got {lines:#?}"),
-            }
-        }
-    };
-    let addr: SocketAddr = wait_for(&mut lines, "ADDR ").trim_start_matches("ADDR ").parse().unwrap();
-    wait_for(&mut lines, "EVENT ready 0.0");
-    wait_for(&mut lines, "EVENT ready 1.0");
+    let mut master = SelfMaster::spawn(ROLE, "master", "events_commands_and_worker_env_work_with_reexecuted_workers");
+    let wait = Duration::from_secs(15);
+    let addr: SocketAddr = master.wait_for("ADDR ", wait).trim_start_matches("ADDR ").parse().unwrap();
+    master.wait_for("EVENT ready 0.0", wait);
+    master.wait_for("EVENT ready 1.0", wait);
 
     // Both workers answer, each with its own environment and identity.
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..200 {
-        let mut c = common::Client::connect(addr);
+        let mut c = Client::connect(addr);
         let r = c.get("/");
         assert_eq!(r.status, 200);
         seen.insert(String::from_utf8(r.body).unwrap());
@@ -123,35 +94,25 @@ fn events_commands_env_and_reexec() {
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["slot-0 0.0", "slot-1 1.0"]);
 
     // Re-executed workers are separate programs: not plain forks.
-    let worker_pid = |lines: &mut Vec<String>, w: &str| -> i32 {
-        let l = wait_for(lines, &format!("EVENT ready {w}"));
+    let worker_pid = |master: &mut SelfMaster, w: &str| -> i32 {
+        let l = master.wait_for(&format!("EVENT ready {w}"), wait);
         l.split("pid=").nth(1).unwrap().parse().unwrap()
     };
-    let pid = worker_pid(&mut lines, "0.0");
+    let pid = worker_pid(&mut master, "0.0");
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     assert_eq!(exe, std::env::current_exe().unwrap());
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    assert!(String::from_utf8_lossy(&cmdline).contains("events_commands_env_and_reexec"));
+    assert!(String::from_utf8_lossy(&cmdline).contains("events_commands_and_worker_env_work_with_reexecuted_workers"));
 
     // Disconnect slot 1 through the handle, then shut down.
-    drop(child.stdin.take());
-    wait_for(&mut lines, "EVENT disconnect 1.0");
-    wait_for(&mut lines, "EVENT exit 1.0");
-    let exit = wait_for(&mut lines, "EVENT exit 0.0");
+    master.close_stdin();
+    master.wait_for("EVENT disconnect 1.0", wait);
+    master.wait_for("EVENT exit 1.0", wait);
+    let exit = master.wait_for("EVENT exit 0.0", wait);
     assert!(exit.contains("code=0") && exit.contains("requested=true"), "{exit}");
-    wait_for(&mut lines, "SERVE ok");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("master did not exit");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    master.wait_for("SERVE ok", wait);
+    let status = master.wait_exit(Duration::from_secs(10)).unwrap_or_else(|| panic!("master did not exit"));
     assert!(status.success());
     // Slot 1 stayed down after its disconnect: no second generation.
-    assert!(!lines.iter().any(|l| l.contains("EVENT fork 1.1")), "{lines:#?}");
+    assert!(!master.seen.iter().any(|l| l.contains("EVENT fork 1.1")), "{:#?}", master.seen);
 }

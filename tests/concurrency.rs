@@ -10,8 +10,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{first_difference, pattern, show, Client, Server, HELLO};
+use common::Server;
+use forkring_testkit::bytes::{first_difference, pattern};
+use forkring_testkit::client::Client;
+use forkring_testkit::http::show;
 use forkring_testkit::proc::raise_nofile;
+use forkring_testkit::server::HELLO;
 
 #[test]
 fn a_thousand_concurrent_connections_are_all_answered() {
@@ -41,7 +45,7 @@ fn a_thousand_concurrent_connections_are_all_answered() {
 }
 
 #[test]
-fn many_connections_sending_large_bodies_at_once() {
+fn many_connections_sending_large_bodies_at_once_each_get_their_own_back() {
     // Far more data arriving at once than the server's receive buffers
     // hold, spread over many connections.
     const N: usize = 400;

@@ -8,7 +8,9 @@ mod common;
 use std::thread;
 use std::time::Duration;
 
-use common::{Client, Server, HELLO};
+use common::Server;
+use forkring_testkit::client::Client;
+use forkring_testkit::server::HELLO;
 
 #[test]
 fn a_blocked_pool_thread_does_not_hold_up_other_connections() {

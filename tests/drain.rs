@@ -7,7 +7,9 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{CloseOutcome, Server, HELLO};
+use common::Server;
+use forkring_testkit::http::CloseOutcome;
+use forkring_testkit::server::HELLO;
 
 /// How long a drained server may take to exit.
 const EXIT_BOUND: Duration = Duration::from_secs(10);

@@ -11,7 +11,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Server, HELLO};
+use common::Server;
+use forkring_testkit::server::HELLO;
 
 /// The delay under test; long enough that a loaded test machine does not
 /// blur the phases.

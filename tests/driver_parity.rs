@@ -23,7 +23,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{show, CloseOutcome, Server, HELLO};
+use common::Server;
+use forkring_testkit::http::{show, CloseOutcome};
+use forkring_testkit::server::HELLO;
 
 /// Starts the demo server on `listener`, passed the systemd way: as
 /// descriptor 3, with `LISTEN_FDS=1` and `LISTEN_PID` set to the server's

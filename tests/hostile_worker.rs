@@ -13,8 +13,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, HELLO};
+use common::Server;
+use forkring_testkit::client::Client;
 use forkring_testkit::proc;
+use forkring_testkit::server::HELLO;
 
 /// Clock ticks per second of `/proc/<pid>/stat` CPU times on Linux.
 const TICKS_PER_SEC: u64 = 100;

@@ -642,12 +642,12 @@ fn for_each_case(f: impl Fn(&Case) -> Option<String>) {
 }
 
 #[test]
-fn table_whole() {
+fn every_table_case_holds_when_fed_whole() {
     for_each_case(|c| check(c, &feed(&c.input, LIMITS), "whole"));
 }
 
 #[test]
-fn table_split_in_two_everywhere() {
+fn every_table_case_holds_when_split_in_two_anywhere() {
     for_each_case(|c| {
         let whole = feed(&c.input, LIMITS);
         for at in 0..=c.input.len() {
@@ -665,7 +665,7 @@ fn table_split_in_two_everywhere() {
 }
 
 #[test]
-fn table_byte_by_byte() {
+fn every_table_case_holds_when_fed_byte_by_byte() {
     for_each_case(|c| {
         let whole = feed(&c.input, LIMITS);
         let run = feed_bytewise(&c.input, LIMITS);
@@ -689,7 +689,7 @@ fn pipelined_32() -> Vec<u8> {
 }
 
 #[test]
-fn pipelining_32_requests_answered_in_order() {
+fn thirty_two_pipelined_requests_are_answered_in_order() {
     let input = pipelined_32();
     let run = feed(&input, Limits::default());
     let resps = parse_responses(&run.out);
@@ -712,7 +712,7 @@ fn pipelining_32_requests_answered_in_order() {
 }
 
 #[test]
-fn pipelined_mixed_bodies_split_everywhere() {
+fn pipelined_mixed_bodies_get_the_same_answers_however_split() {
     let input = [
         "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
         "HEAD /b HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -759,7 +759,7 @@ fn head_response_has_length_and_no_body() {
 }
 
 #[test]
-fn connection_header_in_responses() {
+fn responses_carry_close_or_keep_alive_where_the_default_does_not_hold() {
     let r = parse_responses(&feed(GET.as_bytes(), LIMITS).out);
     assert_eq!(r[0].header("Connection"), None);
     let r = parse_responses(&feed(b"GET / HTTP/1.0\r\n\r\n", LIMITS).out);
@@ -774,7 +774,7 @@ fn connection_header_in_responses() {
 }
 
 #[test]
-fn expect_100_continue_before_the_body() {
+fn a_100_continue_is_sent_before_the_body() {
     let head = b"POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
     let mut sh = shared(LIMITS);
     let mut conn = Conn::new(&sh);
@@ -795,7 +795,7 @@ fn expect_100_continue_before_the_body() {
 }
 
 #[test]
-fn expect_100_continue_then_response_in_one_output() {
+fn a_100_continue_and_the_response_share_one_output() {
     let head = b"POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nTransfer-Encoding: chunked\r\n\r\n";
     let run = feed_parts(&[head, b"3\r\nabc\r\n0\r\n\r\n"], LIMITS);
     assert_eq!(status_lines(&run.out), [CONTINUE, OK]);
@@ -803,7 +803,7 @@ fn expect_100_continue_then_response_in_one_output() {
 }
 
 #[test]
-fn expect_100_continue_not_sent_when_the_body_is_refused() {
+fn no_100_continue_is_sent_when_the_body_is_refused() {
     let head = b"POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 65\r\n\r\n";
     let run = feed(head, LIMITS);
     assert_eq!(status_lines(&run.out), [TOO_LARGE]);
@@ -811,14 +811,14 @@ fn expect_100_continue_not_sent_when_the_body_is_refused() {
 }
 
 #[test]
-fn expect_100_continue_ignored_for_http_1_0() {
+fn expect_100_continue_is_ignored_for_http_1_0() {
     let head = b"POST /up HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
     let run = feed_parts(&[head, b"ok"], LIMITS);
     assert_eq!(status_lines(&run.out), [OK]);
 }
 
 #[test]
-fn body_limit_answered_before_any_body_byte() {
+fn the_body_limit_is_answered_before_any_body_byte() {
     let mut sh = shared(LIMITS);
     let mut conn = Conn::new(&sh);
     let mut app = App::default();
@@ -833,7 +833,7 @@ fn body_limit_answered_before_any_body_byte() {
 }
 
 #[test]
-fn chunked_limit_answered_when_the_size_line_ends() {
+fn the_chunked_limit_is_answered_when_the_size_line_ends() {
     let mut sh = shared(LIMITS);
     let mut conn = Conn::new(&sh);
     let mut app = App::default();
@@ -916,7 +916,7 @@ fn date_header_is_an_imf_fixdate() {
 }
 
 #[test]
-fn custom_response_headers_and_status() {
+fn custom_headers_and_status_are_sent_and_reserved_headers_refused() {
     let mut sh = shared(LIMITS);
     let mut conn = Conn::new(&sh);
     let mut h = |_: &Request<'_>, res: &mut Response| {
@@ -1002,7 +1002,7 @@ fn seen(input: &[u8]) -> Vec<Seen> {
 }
 
 #[test]
-fn request_accessors() {
+fn request_accessors_return_what_the_head_and_body_say() {
     let s = seen(
         b"PUT /a/b?x=1&y=2 HTTP/1.1\r\nHost: example.com\r\nContent-Type: text/plain\r\nX-Multi: 1\r\nx-multi: 2\r\nContent-Length: 2\r\n\r\nhi",
     );
@@ -1022,7 +1022,7 @@ fn request_accessors() {
 }
 
 #[test]
-fn request_path_and_query_forms() {
+fn every_request_target_form_splits_into_path_and_query() {
     let cases: &[(&str, &str, Option<&str>)] = &[
         ("/", "/", None),
         ("/p", "/p", None),
@@ -1047,7 +1047,7 @@ fn request_path_and_query_forms() {
 }
 
 #[test]
-fn request_version_and_keep_alive_flags() {
+fn request_version_and_keep_alive_follow_the_head() {
     let s = seen(b"GET / HTTP/1.0\r\n\r\n");
     assert_eq!(s[0].version, Some(Version::Http10));
     assert!(!s[0].keep_alive);

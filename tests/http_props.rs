@@ -520,7 +520,7 @@ fn valid_streams_reach_the_handler_exactly_once_each() {
 }
 
 #[test]
-fn valid_streams_byte_by_byte() {
+fn valid_streams_fed_byte_by_byte_give_the_same_calls_and_output() {
     for_each_seed("byte by byte", |seed| {
         let mut rng = Rng::new(seed);
         let limits = Limits::default();

@@ -16,8 +16,10 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, HELLO};
+use common::Server;
+use forkring_testkit::client::Client;
 use forkring_testkit::proc;
+use forkring_testkit::server::HELLO;
 
 /// The descriptor number the master inherits the marker file on.
 const EXTRA_FD: i32 = 47;

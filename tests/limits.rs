@@ -8,8 +8,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{show, Client, Server};
+use common::Server;
+use forkring_testkit::client::Client;
 use forkring_testkit::corpus::{self, MAX_BODY};
+use forkring_testkit::http::{show, CloseOutcome};
 
 fn server() -> Server {
     Server::start(&["--max-body", &MAX_BODY.to_string()])
@@ -121,10 +123,10 @@ fn declared_body_over_limit_is_answered_even_while_the_body_streams_in() {
     assert_eq!(r.status, 413);
     assert!(r.says_close());
     match c.wait_close(Duration::from_secs(10)) {
-        common::CloseOutcome::Closed { extra } => {
+        CloseOutcome::Closed { extra } => {
             assert!(extra.is_empty(), "bytes after the 413: {}", show(&extra))
         }
-        common::CloseOutcome::Open { .. } => panic!("connection still open 10 s after a 413"),
+        CloseOutcome::Open { .. } => panic!("connection still open 10 s after a 413"),
     }
     sender.join().unwrap();
 }

@@ -6,7 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Client, Server};
+use common::Server;
+use forkring_testkit::client::Client;
 use forkring_testkit::proc::{self, raise_nofile};
 
 /// Connections opened, each sending one request and staying open.

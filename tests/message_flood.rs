@@ -7,13 +7,13 @@
 //! The test runs itself again as the master (`FORKRING_FLOOD_ROLE=master`),
 //! with re-executed workers (the master has a consumer thread).
 
-mod common;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use forkring::{Event, Request, Response, SendError, Server};
+use forkring_testkit::client::Client;
+use forkring_testkit::master::SelfMaster;
 use forkring_testkit::proc;
 
 const ROLE: &str = "FORKRING_FLOOD_ROLE";
@@ -77,7 +77,7 @@ fn a_message_flood_keeps_the_master_bounded_and_reaches_the_worker_as_full() {
         return;
     }
     let mut master =
-        common::SelfMaster::spawn(ROLE, "a_message_flood_keeps_the_master_bounded_and_reaches_the_worker_as_full");
+        SelfMaster::spawn(ROLE, "master", "a_message_flood_keeps_the_master_bounded_and_reaches_the_worker_as_full");
     let pid = master.pid();
     let mut lines = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -104,7 +104,7 @@ fn a_message_flood_keeps_the_master_bounded_and_reaches_the_worker_as_full() {
             lines.push(l);
         }
     }
-    let mut c = common::Client::connect(addr.unwrap());
+    let mut c = Client::connect(addr.unwrap());
     let stats = String::from_utf8(c.get("/stats").body).unwrap();
     let exited = master.stop();
     let mut it = stats.split(' ').map(|v| v.parse::<u64>().unwrap());

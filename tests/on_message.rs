@@ -4,13 +4,13 @@
 //!
 //! The test runs itself again as the master (`FORKRING_ON_MESSAGE_ROLE`).
 
-mod common;
-
 use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use forkring::{Event, Handler, Request, Response, Server};
+use forkring_testkit::client::Client;
+use forkring_testkit::master::SelfMaster;
 
 const ROLE: &str = "FORKRING_ON_MESSAGE_ROLE";
 
@@ -60,7 +60,7 @@ fn a_panic_in_on_message_loses_only_that_message() {
         run_master();
         return;
     }
-    let mut master = common::SelfMaster::spawn(ROLE, "a_panic_in_on_message_loses_only_that_message");
+    let mut master = SelfMaster::spawn(ROLE, "master", "a_panic_in_on_message_loses_only_that_message");
     let rx = &master.lines;
     let mut lines: Vec<String> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -74,7 +74,7 @@ fn a_panic_in_on_message_loses_only_that_message() {
             lines.push(l);
         }
         if let (Some(a), true) = (addr, lines.iter().any(|l| l.starts_with("EVENT ready"))) {
-            body = common::Client::connect(a).get("/").body;
+            body = Client::connect(a).get("/").body;
         }
         thread::sleep(Duration::from_millis(20));
     }

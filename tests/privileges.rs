@@ -3,7 +3,8 @@
 //! dumpable, cannot gain privileges by exec, and still dies with its master;
 //! a master that would run its workers as root says so once.
 //!
-//! Switching users needs root: those checks are skipped otherwise.
+//! Switching users needs root: that test is ignored unless asked for, and
+//! fails where root is missing (`forkring_testkit::need`).
 
 mod common;
 
@@ -12,6 +13,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::Server;
+use forkring_testkit::client::Client;
+use forkring_testkit::need::{require, Need};
 use forkring_testkit::proc;
 
 /// The pid in an event line.
@@ -26,17 +29,10 @@ fn status_numbers(status: &str, key: &str) -> Vec<u32> {
     line.split_whitespace().skip(1).map(|v| v.parse().unwrap()).collect()
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 #[test]
+#[ignore = "needs root"]
 fn workers_switch_users_for_good_and_still_die_with_the_master() {
-    if !is_root() {
-        eprintln!("skipped: switching users needs root");
-        return;
-    }
+    require(Need::Root);
     let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("user nobody");
     let (uid, gid) = (nobody.uid.as_raw(), nobody.gid.as_raw());
     let mut server = Server::start(&["--workers", "2", "--user", "nobody"]);
@@ -51,7 +47,7 @@ fn workers_switch_users_for_good_and_still_die_with_the_master() {
         // Not dumpable: its /proc files belong to root, not to nobody.
         assert_eq!(std::fs::metadata(&path).unwrap().uid(), 0, "worker {pid} is dumpable");
     }
-    common::Client::connect(server.addr).get("/");
+    Client::connect(server.addr).get("/");
     assert!(!server.log_text().contains("workers run as root"), "{}", server.log_text());
 
     // The death signal was armed again after the switch.
@@ -78,5 +74,5 @@ fn root_workers_are_warned_about_once_and_gain_no_privileges() {
     server.signal(libc::SIGHUP);
     server.wait_line(&["ready 1.1"], Duration::from_secs(10));
     let warnings = server.log_text().matches("workers run as root").count();
-    assert_eq!(warnings, usize::from(is_root()), "{}", server.log_text());
+    assert_eq!(warnings, usize::from(Need::Root.is_met()), "{}", server.log_text());
 }

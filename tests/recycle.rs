@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server};
+use common::Server;
+use forkring_testkit::client::Client;
 
 fn metrics(server: &Server) -> String {
     let line = server.wait_line(&["metrics on http://"], Duration::from_secs(10));

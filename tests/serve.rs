@@ -6,7 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{first_difference, pattern, show, Client, Server, HELLO};
+use common::Server;
+use forkring_testkit::bytes::{first_difference, pattern};
+use forkring_testkit::client::Client;
+use forkring_testkit::http::{show, CloseOutcome};
+use forkring_testkit::need::{require, Need};
+use forkring_testkit::server::HELLO;
 
 #[test]
 fn get_root_says_hello() {
@@ -143,7 +148,7 @@ fn pipeline_batch(n: usize) -> (Vec<u8>, Vec<(u16, Vec<u8>)>) {
 }
 
 #[test]
-fn pipelined_32_deep_in_one_write_answered_in_order() {
+fn requests_pipelined_32_deep_in_one_write_are_answered_in_order() {
     let mut srv = Server::start(&[]);
     let mut c = srv.connect();
     let (wire, expect) = pipeline_batch(32);
@@ -157,7 +162,7 @@ fn pipelined_32_deep_in_one_write_answered_in_order() {
     }
     // Nothing beyond the 96 responses.
     match c.wait_close(Duration::from_millis(200)) {
-        common::CloseOutcome::Open { extra } => {
+        CloseOutcome::Open { extra } => {
             assert!(extra.is_empty(), "extra bytes: {}", show(&extra))
         }
         other => panic!("connection closed after pipelining: {other:?}"),
@@ -166,7 +171,7 @@ fn pipelined_32_deep_in_one_write_answered_in_order() {
 }
 
 #[test]
-fn pipelined_requests_split_at_odd_boundaries() {
+fn pipelined_requests_split_at_odd_boundaries_are_answered_in_order() {
     let srv = Server::start(&[]);
     let mut c = srv.connect();
     let (wire, expect) = pipeline_batch(32);
@@ -191,7 +196,7 @@ fn pipelined_requests_split_at_odd_boundaries() {
 }
 
 #[test]
-fn request_sent_byte_by_byte() {
+fn a_request_sent_byte_by_byte_is_answered() {
     let srv = Server::start(&[]);
     let mut c = srv.connect();
     c.send_bytewise(b"GET / HTTP/1.1\r\nHost: bytewise\r\nUser-Agent: test\r\n\r\n", Duration::from_millis(2));
@@ -216,7 +221,7 @@ fn request_sent_byte_by_byte() {
 }
 
 #[test]
-fn echo_one_mebibyte_round_trip() {
+fn one_mebibyte_echoes_back_intact() {
     let mut srv = Server::start(&[]);
     let mut c = srv.connect();
     let body = pattern(1 << 20, 0x5eed);
@@ -278,7 +283,7 @@ fn expect_100_continue_waits_for_the_client() {
 }
 
 #[test]
-fn chunked_request_body_with_extensions_and_trailers() {
+fn a_chunked_body_with_extensions_and_trailers_is_decoded() {
     let srv = Server::start(&[]);
     let mut c = srv.connect();
     c.send(
@@ -327,7 +332,7 @@ fn a_body_is_never_parsed_as_a_request() {
     let r = c.response();
     assert_eq!(r.status, 404, "the request after the body");
     match c.wait_close(Duration::from_millis(300)) {
-        common::CloseOutcome::Open { extra } => {
+        CloseOutcome::Open { extra } => {
             assert!(extra.is_empty(), "a third response: {}", show(&extra))
         }
         other => panic!("unexpected close: {other:?}"),
@@ -343,7 +348,7 @@ fn a_body_is_never_parsed_as_a_request() {
     let r = c.response();
     assert_eq!((r.status, r.body.as_slice()), (200, &inner[..]));
     match c.wait_close(Duration::from_millis(300)) {
-        common::CloseOutcome::Open { extra } => {
+        CloseOutcome::Open { extra } => {
             assert!(extra.is_empty(), "a second response: {}", show(&extra))
         }
         other => panic!("unexpected close: {other:?}"),
@@ -360,12 +365,8 @@ fn empty_lines_before_a_request_are_ignored() {
 }
 
 #[test]
-fn serves_on_ipv6_loopback() {
-    // Skip where this machine cannot bind ::1 at all.
-    if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("skipped: cannot bind [::1]:0 here");
-        return;
-    }
+fn ipv6_loopback_is_served() {
+    require(Need::Ipv6Loopback);
     let srv = Server::start_on("[::1]:0", &[]);
     assert!(srv.addr.is_ipv6(), "server reported {}", srv.addr);
     let mut c = Client::connect(srv.addr);

@@ -10,8 +10,10 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
-use common::{Client, Server, HELLO};
+use common::Server;
+use forkring_testkit::client::Client;
 use forkring_testkit::proc;
+use forkring_testkit::server::HELLO;
 
 /// The pid in an event line.
 fn pid_of(line: &str) -> i32 {

@@ -9,8 +9,10 @@
 
 mod common;
 
-use common::{show, CloseOutcome, Server, IO_TIMEOUT};
+use common::Server;
+use forkring_testkit::client::IO_TIMEOUT;
 use forkring_testkit::corpus::{self, Expect, Group};
+use forkring_testkit::http::{show, CloseOutcome};
 
 /// Runs every case of `group` on its own connection and fails once,
 /// listing every case that went wrong.
@@ -64,27 +66,27 @@ fn one(srv: &Server, wire: &[u8], want: u16) -> Result<(), String> {
 }
 
 #[test]
-fn content_length_and_transfer_encoding_together() {
+fn content_length_and_transfer_encoding_together_are_refused_and_closed() {
     check(Group::ClAndTe);
 }
 
 #[test]
-fn several_or_invalid_content_lengths() {
+fn several_or_invalid_content_lengths_are_refused_and_closed() {
     check(Group::ContentLength);
 }
 
 #[test]
-fn transfer_encoding_not_ending_in_chunked() {
+fn transfer_encoding_not_ending_in_chunked_is_refused_and_closed() {
     check(Group::TransferEncoding);
 }
 
 #[test]
-fn invalid_chunk_sizes() {
+fn invalid_chunk_sizes_are_refused_and_closed() {
     check(Group::Chunks);
 }
 
 #[test]
-fn header_syntax_vectors() {
+fn malformed_header_syntax_is_refused_and_closed() {
     check(Group::HeaderSyntax);
 }
 

@@ -15,7 +15,9 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, HELLO};
+use common::Server;
+use forkring_testkit::client::Client;
+use forkring_testkit::server::HELLO;
 
 /// `io_uring_setup`'s number: the same on every architecture (new system
 /// calls share one table since Linux 5.1).

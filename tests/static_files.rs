@@ -12,8 +12,12 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
-use common::{first_difference, pattern, Server, HELLO};
+use common::Server;
+use forkring_testkit::bytes::{first_difference, pattern};
+use forkring_testkit::client::Client;
 use forkring_testkit::corpus::traversal_paths;
+use forkring_testkit::need::{require, Need};
+use forkring_testkit::server::HELLO;
 
 /// A directory tree for one test: `root/` is served; `secret` beside it
 /// must never be.
@@ -57,6 +61,7 @@ impl Drop for Tree {
 
 #[test]
 fn a_large_file_arrives_byte_exact() {
+    require(Need::Curl);
     let tree = Tree::new("big");
     let mut server = tree.server();
     let mut c = server.connect();
@@ -82,11 +87,12 @@ fn a_large_file_arrives_byte_exact() {
 }
 
 #[test]
-fn ranges() {
+fn ranges_get_206_the_whole_file_or_416() {
+    require(Need::Curl);
     let tree = Tree::new("ranges");
     let mut server = tree.server();
     let mut c = server.connect();
-    let range = |c: &mut common::Client, path: &str, range: &str| {
+    let range = |c: &mut Client, path: &str, range: &str| {
         c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\nRange: {range}\r\n\r\n").as_bytes());
         c.response()
     };
@@ -120,7 +126,7 @@ fn ranges() {
 }
 
 #[test]
-fn head_and_if_modified_since() {
+fn head_sends_no_body_and_an_unmodified_file_is_304() {
     let tree = Tree::new("head");
     let mut server = tree.server();
     let mut c = server.connect();

@@ -61,7 +61,7 @@ fn drain(conn: &mut Conn, sh: &mut Shared) -> String {
 }
 
 #[test]
-fn chunks_then_the_end_then_the_next_request() {
+fn a_stream_sends_chunks_then_its_end_then_the_next_answer() {
     let (mut sh, mut conn, mut app) = setup();
     conn.on_read(b"GET /s HTTP/1.1\r\nHost: t\r\n\r\nGET /after HTTP/1.1\r\nHost: t\r\n\r\n", &mut sh, &mut app);
     let head = drain(&mut conn, &mut sh);

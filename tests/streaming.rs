@@ -11,8 +11,10 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Server, HELLO};
+use common::Server;
 use forkring_testkit::http::Framing;
+use forkring_testkit::need::{require, Need};
+use forkring_testkit::server::HELLO;
 
 /// The body `/stream?n=N` sends (without padding).
 fn events(n: u64) -> Vec<u8> {
@@ -21,6 +23,7 @@ fn events(n: u64) -> Vec<u8> {
 
 #[test]
 fn curl_reads_a_chunked_event_stream() {
+    require(Need::Curl);
     let mut server = Server::start(&[]);
     let url = format!("http://{}/stream?n=5&ms=20", server.addr);
     let out = Command::new("curl")

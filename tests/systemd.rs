@@ -3,7 +3,8 @@
 //! with `MONOTONIC_USEC=` on SIGHUP, then `READY=1`, and `STOPPING=1`) read
 //! from a `NOTIFY_SOCKET` the test binds; and socket activation through
 //! `systemd-socket-activate`, which passes a listening socket to the demo
-//! server for real (skipped, with a notice, where the tool is absent).
+//! server for real (ignored unless asked for, and failing where the tool is
+//! absent: `forkring_testkit::need`).
 
 mod common;
 
@@ -13,6 +14,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Server;
+use forkring_testkit::client::Client;
+use forkring_testkit::need::{require, Need};
 
 /// Reads datagrams until one contains `want`; returns it.
 fn expect(sock: &UnixDatagram, want: &str, within: Duration, seen: &mut Vec<String>) -> String {
@@ -83,12 +86,40 @@ fn the_master_tells_systemd_its_state() {
 }
 
 #[test]
-fn socket_activation_passes_the_socket_for_real() {
-    let tool = "/usr/bin/systemd-socket-activate";
-    if !std::path::Path::new(tool).exists() {
-        eprintln!("NOTICE: {tool} is absent (Debian's systemd package); socket activation not tested");
-        return;
+fn workers_do_not_inherit_the_masters_notification_socket() {
+    let dir = std::env::temp_dir().join(format!("forkring-notify-env-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let sock = UnixDatagram::bind(&path).unwrap();
+    // Re-executed workers: their environment at exec is what the master
+    // gave them, and /proc shows it.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_forkring"));
+    cmd.args(["--listen", "127.0.0.1:0", "--workers", "2", "--reexec"])
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "10000000")
+        .env_remove("WATCHDOG_PID");
+    let server = Server::spawn(cmd).unwrap_or_else(|e| panic!("{e}"));
+    let mut seen = Vec::new();
+    expect(&sock, "READY=1", Duration::from_secs(10), &mut seen);
+    let workers = forkring_testkit::proc::descendants(server.pid());
+    assert_eq!(workers.len(), 2, "{}", server.log_text());
+    for pid in workers {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        for var in environ.split(|&b| b == 0) {
+            let var = String::from_utf8_lossy(var);
+            assert!(!var.starts_with("NOTIFY_SOCKET=") && !var.starts_with("WATCHDOG_USEC="), "worker {pid} has {var}");
+        }
     }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+#[ignore = "needs systemd-socket-activate"]
+fn socket_activation_passes_the_socket_for_real() {
+    require(Need::SocketActivate);
+    let tool = "/usr/bin/systemd-socket-activate";
     // A free port: systemd-socket-activate binds it itself.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut cmd = Command::new(tool);
@@ -104,7 +135,7 @@ fn socket_activation_passes_the_socket_for_real() {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-                let mut c = common::Client::from_stream(stream);
+                let mut c = Client::from_stream(stream);
                 return c.get("/");
             }
             assert!(Instant::now() < deadline, "nothing listens on port {port}");

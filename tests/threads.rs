@@ -8,17 +8,14 @@
 //! with re-exec, the workers are further executions of it. Every process is
 //! killed by pid and reaped when the test ends.
 
-mod common;
-
-use std::io::{BufRead, BufReader, Write};
+use std::io::BufRead;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use forkring::{Command as Ctl, Event, Request, Response, Server};
-use forkring_testkit::proc;
+use forkring_testkit::client::Client;
+use forkring_testkit::master::SelfMaster;
 
 const ROLE: &str = "FORKRING_THREADS_ROLE";
 
@@ -79,95 +76,17 @@ fn run_master(role: &str) {
     }
 }
 
-/// The master process, and its stdout as lines; killed (with every worker)
-/// and reaped on drop.
-struct Master {
-    /// The master process.
-    child: Child,
-    /// Lines of its stdout.
-    rx: mpsc::Receiver<String>,
-    /// Lines read so far.
-    lines: Vec<String>,
-}
-
-impl Master {
-    fn start(test: &str, role: &str) -> Master {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", test, "--nocapture", "--test-threads", "1"])
-            .env(ROLE, role)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the master");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Master { child, rx, lines: Vec::new() }
-    }
-
-    /// The first line containing `what`, waiting at most `timeout`.
-    fn wait_for(&mut self, what: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(l) = self.lines.iter().find(|l| l.contains(what)) {
-                return l.clone();
-            }
-            match self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(l) => self.lines.push(l),
-                Err(_) => panic!("no line with {what:?} within {timeout:?}; got {:#?}", self.lines),
-            }
-        }
-    }
-
-    fn command(&mut self, cmd: &str) {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        writeln!(stdin, "{cmd}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Waits at most `timeout` for the master to exit; whether it did.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return Some(s);
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Master {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let workers = proc::descendants(self.child.id() as i32);
-            let _ = self.child.kill();
-            for pid in workers {
-                // A pid just read as a descendant of the master.
-                let _ = proc::signal(pid, libc::SIGKILL);
-            }
-        }
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn plain_fork_from_a_master_with_threads_is_refused() {
     if let Ok(role) = std::env::var(ROLE) {
         run_master(&role);
         return;
     }
-    let mut master = Master::start("plain_fork_from_a_master_with_threads_is_refused", "plain");
+    let mut master = SelfMaster::spawn(ROLE, "plain", "plain_fork_from_a_master_with_threads_is_refused");
     let line = master.wait_for("SERVE ", Duration::from_secs(10));
     assert!(line.contains("SERVE err"), "a threaded master must not fork: {line}");
     assert!(line.contains("threads") && line.contains("reexec"), "the error names re-exec: {line}");
-    assert!(!master.lines.iter().any(|l| l.contains("EVENT fork")), "nothing was forked: {:#?}", master.lines);
+    assert!(!master.seen.iter().any(|l| l.contains("EVENT fork")), "nothing was forked: {:#?}", master.seen);
     master.wait_exit(Duration::from_secs(10)).expect("the master exits");
 }
 
@@ -177,7 +96,7 @@ fn reexec_serves_while_another_thread_holds_the_environment_lock() {
         run_master(&role);
         return;
     }
-    let mut master = Master::start("reexec_serves_while_another_thread_holds_the_environment_lock", "reexec");
+    let mut master = SelfMaster::spawn(ROLE, "reexec", "reexec_serves_while_another_thread_holds_the_environment_lock");
     let addr: SocketAddr =
         master.wait_for("ADDR ", Duration::from_secs(15)).trim_start_matches("ADDR ").parse().unwrap();
     for generation in 0..3 {
@@ -185,7 +104,7 @@ fn reexec_serves_while_another_thread_holds_the_environment_lock() {
             master.wait_for(&format!("EVENT ready {slot}.{generation}"), Duration::from_secs(15));
         }
         for _ in 0..10 {
-            let mut c = common::Client::connect(addr);
+            let mut c = Client::connect(addr);
             let r = c.get("/");
             assert_eq!((r.status, r.body.as_slice()), (200, &b"threads"[..]));
         }

@@ -10,7 +10,10 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{show, CloseOutcome, Server, HELLO};
+use common::Server;
+use forkring_testkit::client::Client;
+use forkring_testkit::http::{show, CloseOutcome};
+use forkring_testkit::server::HELLO;
 
 /// Longest a deadline may be overshot (sweep interval, a loaded machine).
 const LATE: Duration = Duration::from_millis(2500);
@@ -73,7 +76,7 @@ fn trickling_header_is_closed_after_the_header_timeout() {
 
 /// Sends an empty line every `every` until the server closes `c` (or 5 s
 /// pass); returns how long after `t0` it closed.
-fn send_empty_lines_until_closed(c: &mut common::Client, t0: Instant, every: Duration) -> Duration {
+fn send_empty_lines_until_closed(c: &mut Client, t0: Instant, every: Duration) -> Duration {
     loop {
         if c.try_send(b"\r\n").is_err() {
             return t0.elapsed();

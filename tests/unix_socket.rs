@@ -4,8 +4,6 @@
 //! server's) is refused and left alone, and the file is gone after the
 //! cluster stops.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -13,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::HELLO;
+use forkring_testkit::server::HELLO;
 
 /// A fresh directory for this test's socket files, removed on drop.
 struct Dir(PathBuf);
@@ -100,7 +98,7 @@ impl Drop for Running {
 }
 
 #[test]
-fn serves_a_unix_socket_with_its_mode_and_removes_it_on_exit() {
+fn a_unix_socket_is_served_with_its_mode_and_removed_on_exit() {
     let dir = Dir::new("unix-serve");
     let path = dir.0.join("app.sock");
     // A stale file from a server that is gone: bound, then closed.

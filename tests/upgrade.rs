@@ -25,7 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server};
+use common::Server;
+use forkring_testkit::client::Client;
 use forkring_testkit::proc;
 
 /// The marker the demo binary keeps its build tag behind.
@@ -269,6 +270,26 @@ fn a_failed_upgrade_keeps_the_old_master_serving_and_says_why() {
 
     // The failures leave nothing behind: a good binary takes over.
     install_build(&bin, "two");
+    server.signal(libc::SIGUSR2);
+    let new = Adopted(upgraded(&server));
+    assert!(server.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", server.log_text());
+    assert_eq!(version(server.addr), "forkring 0.1.0 (build two)\n");
+    drop(new);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_upgrade_refuses_a_binary_others_could_have_written() {
+    let (dir, bin, mut server) = serving_build_one("writable");
+    install_build(&bin, "two");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o777)).unwrap();
+    server.signal(libc::SIGUSR2);
+    let line = server.wait_line(&["upgrade failed:", "refusing to execute"], Duration::from_secs(10));
+    assert!(line.contains("writable by its group or others (mode 777)"), "{line}");
+    server.assert_healthy();
+    assert_eq!(version(server.addr), "forkring 0.1.0 (build one)\n");
+    // The same file, made private, is executed.
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     server.signal(libc::SIGUSR2);
     let new = Adopted(upgraded(&server));
     assert!(server.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", server.log_text());

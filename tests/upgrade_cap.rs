@@ -10,17 +10,17 @@
 //! The end-to-end test runs itself again as the master
 //! (`FORKRING_UPGRADE_CAP_ROLE`).
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use common::Client;
 use forkring::internals::ipc::{Counter, Counters};
 use forkring::internals::{Conn, Shared};
 use forkring::{Event, Handler, Limits, Request, Response, Server, Timeouts, Upgraded};
+use forkring_testkit::client::Client;
+use forkring_testkit::master::SelfMaster;
+use forkring_testkit::server::STARTUP;
 
 const ROLE: &str = "FORKRING_UPGRADE_CAP_ROLE";
 
@@ -177,9 +177,9 @@ fn a_worker_serves_up_to_its_cap_of_upgraded_connections_and_refuses_the_next() 
         return;
     }
     let master =
-        common::SelfMaster::spawn(ROLE, "a_worker_serves_up_to_its_cap_of_upgraded_connections_and_refuses_the_next");
+        SelfMaster::spawn(ROLE, "master", "a_worker_serves_up_to_its_cap_of_upgraded_connections_and_refuses_the_next");
     let addr: SocketAddr = loop {
-        let line = master.lines.recv_timeout(common::STARTUP).expect("the master says where it listens");
+        let line = master.lines.recv_timeout(STARTUP).expect("the master says where it listens");
         if let Some(a) = line.strip_prefix("ADDR ") {
             break a.parse().unwrap();
         }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{pattern, Server};
+use common::Server;
+use forkring_testkit::bytes::pattern;
+use forkring_testkit::http::Response;
 use forkring_testkit::proc;
 
 /// The worker of a one-worker server.
@@ -102,7 +104,7 @@ fn answer(length: u64, crc: u32) -> String {
 
 /// Uploads `blocks` copies of `block` with a `Content-Length`; the
 /// response.
-fn upload(server: &Server, block: &[u8], blocks: usize) -> common::Response {
+fn upload(server: &Server, block: &[u8], blocks: usize) -> Response {
     let mut c = server.connect();
     let total = block.len() * blocks;
     c.send(format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {total}\r\n\r\n").as_bytes());

@@ -16,8 +16,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server};
+use common::Server;
 use forkring::{Event, Request, Response, Server as Cluster};
+use forkring_testkit::client::Client;
+use forkring_testkit::master::SelfMaster;
 use forkring_testkit::proc;
 
 const ROLE: &str = "FORKRING_WATCHDOG_ROLE";
@@ -102,7 +104,7 @@ fn a_stopped_and_a_spinning_worker_are_replaced_while_the_others_serve() {
         return;
     }
     let mut master =
-        common::SelfMaster::spawn(ROLE, "a_stopped_and_a_spinning_worker_are_replaced_while_the_others_serve");
+        SelfMaster::spawn(ROLE, "master", "a_stopped_and_a_spinning_worker_are_replaced_while_the_others_serve");
     let mut addr = None::<SocketAddr>;
     let mut pids = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(20);

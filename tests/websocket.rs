@@ -88,7 +88,7 @@ fn echo<S: std::io::Read + std::io::Write>(mut ws: tungstenite::WebSocket<S>) {
 }
 
 #[test]
-fn websocket_echo_over_tcp() {
+fn the_websocket_example_echoes_over_tcp() {
     let (_ex, addr) = Example::start("127.0.0.1:0");
     let stream = TcpStream::connect(&addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -103,7 +103,7 @@ fn websocket_echo_over_tcp() {
 }
 
 #[test]
-fn websocket_echo_over_a_unix_socket() {
+fn the_websocket_example_echoes_over_a_unix_socket() {
     let dir = std::env::temp_dir().join(format!("forkring-ws-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

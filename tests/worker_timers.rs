@@ -6,8 +6,6 @@
 //! The test runs itself again as the master (`FORKRING_TIMERS_ROLE`), with
 //! re-executed workers (the test harness runs tests in threads).
 
-mod common;
-
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -15,6 +13,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use forkring::{Event, Request, Response, Server};
+use forkring_testkit::client::Client;
+use forkring_testkit::master::SelfMaster;
 use forkring_testkit::proc;
 
 const ROLE: &str = "FORKRING_TIMERS_ROLE";
@@ -52,7 +52,7 @@ fn worker_timers_run_on_the_loop() {
         run_master();
         return;
     }
-    let mut master = common::SelfMaster::spawn(ROLE, "worker_timers_run_on_the_loop");
+    let mut master = SelfMaster::spawn(ROLE, "master", "worker_timers_run_on_the_loop");
     let (mut addr, mut worker) = (None::<SocketAddr>, None::<i32>);
     let deadline = Instant::now() + Duration::from_secs(15);
     while addr.is_none() || worker.is_none() {
@@ -70,7 +70,7 @@ fn worker_timers_run_on_the_loop() {
     }
     let (addr, worker) = (addr.unwrap(), worker.unwrap());
     let get = || {
-        let body = common::Client::connect(addr).get("/").body;
+        let body = Client::connect(addr).get("/").body;
         let v: Vec<u64> = String::from_utf8(body).unwrap().split(' ').map(|x| x.parse().unwrap()).collect();
         (v[0], v[1], v[2])
     };

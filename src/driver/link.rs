@@ -114,7 +114,7 @@ impl Link {
     /// it registered) and call [`Link::deliver`] every turn.
     pub(crate) fn inbox_fd(&self) -> Option<RawFd> {
         let inbox = self.inbox.as_ref()?.borrow();
-        inbox.consumer.notifier().map(|n| n.fd().as_raw_fd())
+        inbox.consumer.wake_fd().map(|n| n.fd().as_raw_fd())
     }
 
     /// Resets the inbox eventfd after it fired.

@@ -15,6 +15,9 @@
 //! A reopen (the master forwards `SIGUSR1`, logrotate's convention) is
 //! asked for from the signal handler through an atomic and carried out at
 //! the next write.
+//!
+//! What a line says of its request is read here too ([`LineRequest`]), and
+//! kept for a deferred request until it is answered ([`LoggedRequest`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -24,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::date::format_clf;
+use super::request::{Request, Version};
 
 /// Set by the worker's `SIGUSR1` handler: reopen the file at the next write.
 static REOPEN: AtomicBool = AtomicBool::new(false);
@@ -67,6 +71,95 @@ pub(crate) struct Entry<'a> {
     pub referer: Option<&'a [u8]>,
     pub user_agent: Option<&'a [u8]>,
     pub micros: u64,
+}
+
+impl<'a> Entry<'a> {
+    /// The line for a response with `status` and `bytes` of body to the
+    /// request `req` (`None`: one refused before its head could be read)
+    /// from `peer`, which took `micros`.
+    pub(crate) fn new(
+        peer: &'a str,
+        req: Option<LineRequest<'a>>,
+        status: u16,
+        bytes: Option<usize>,
+        micros: u64,
+    ) -> Entry<'a> {
+        Entry {
+            peer,
+            request: req.as_ref().map(|r| (r.method, r.target, r.version)),
+            status,
+            bytes,
+            referer: req.as_ref().and_then(|r| r.referer),
+            user_agent: req.as_ref().and_then(|r| r.user_agent),
+            micros,
+        }
+    }
+}
+
+/// What an access log line says of its request, borrowed from the request
+/// or from a deferred request's [`LoggedRequest`].
+pub(crate) struct LineRequest<'a> {
+    method: &'a str,
+    target: &'a str,
+    version: &'static str,
+    referer: Option<&'a [u8]>,
+    user_agent: Option<&'a [u8]>,
+}
+
+impl<'a> LineRequest<'a> {
+    /// What the line says of `r`.
+    pub(crate) fn of(r: &'a Request<'_>) -> LineRequest<'a> {
+        LineRequest {
+            method: r.method,
+            target: r.target,
+            version: version_text(r.version),
+            referer: r.header("referer"),
+            user_agent: r.header("user-agent"),
+        }
+    }
+}
+
+/// A deferred request's fields for its access log line, kept until it is
+/// answered.
+#[derive(Debug)]
+pub(crate) struct LoggedRequest {
+    method: String,
+    target: String,
+    version: &'static str,
+    referer: Option<Vec<u8>>,
+    user_agent: Option<Vec<u8>>,
+}
+
+impl LoggedRequest {
+    /// A copy of what the line says of `r`.
+    pub(crate) fn of(r: &Request<'_>) -> LoggedRequest {
+        LoggedRequest {
+            method: r.method.to_owned(),
+            target: r.target.to_owned(),
+            version: version_text(r.version),
+            referer: r.header("referer").map(<[u8]>::to_vec),
+            user_agent: r.header("user-agent").map(<[u8]>::to_vec),
+        }
+    }
+
+    /// The line's request part.
+    pub(crate) fn line(&self) -> LineRequest<'_> {
+        LineRequest {
+            method: &self.method,
+            target: &self.target,
+            version: self.version,
+            referer: self.referer.as_deref(),
+            user_agent: self.user_agent.as_deref(),
+        }
+    }
+}
+
+/// The protocol's name in a request line.
+fn version_text(v: Version) -> &'static str {
+    match v {
+        Version::Http10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    }
 }
 
 impl AccessLog {
@@ -266,5 +359,29 @@ mod tests {
             micros: 1,
         });
         assert!(s.contains(&format!("\"{}...\"", "a".repeat(FIELD_MAX))), "{s}");
+    }
+
+    #[test]
+    fn a_deferred_request_logs_what_the_request_said() {
+        let fields = [
+            httparse::Header { name: "User-Agent", value: b"ua/1" },
+            httparse::Header { name: "Referer", value: b"http://r/" },
+        ];
+        let req = Request {
+            method: "POST",
+            target: "/t?q",
+            version: Version::Http10,
+            headers: crate::http::Headers { fields: &fields },
+            body: b"",
+            keep_alive: false,
+            socket: -1,
+        };
+        let kept = LoggedRequest::of(&req);
+        for r in [LineRequest::of(&req), kept.line()] {
+            let s = line(&Entry::new("-", Some(r), 201, Some(3), 5));
+            assert!(s.ends_with("] \"POST /t?q HTTP/1.0\" 201 3 \"http://r/\" \"ua/1\" 5\n"), "{s}");
+        }
+        let s = line(&Entry::new("10.0.0.1", None, 400, None, 0));
+        assert!(s.starts_with("10.0.0.1 - - [") && s.ends_with("] \"-\" 400 - \"-\" \"-\" 0\n"), "{s}");
     }
 }

@@ -1,6 +1,5 @@
-//! Request bodies taken in pieces.
-//!
-//! # Streamed bodies
+//! Request bodies taken in pieces: what a handler can ask of a body before
+//! any of it is read, and the flow control a reader has over it.
 //!
 //! When a request's head announces a body, the runtime asks the handler
 //! what to do with it ([`super::Handler::on_head`]), before any of the body
@@ -27,9 +26,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::defer::{Completion, Completions, Outcome};
+use super::answer::{Completion, Completions, Outcome, Response};
 use super::request::Request;
-use super::response::Response;
 
 /// What the runtime does with a request body; see the [module
 /// docs](self).
@@ -152,5 +150,34 @@ impl Drop for Resume {
         if let Some(q) = self.queue.take() {
             q.push(Completion { token: self.token, seq: self.seq, outcome: Outcome::Resume });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pause_resumes_through_the_mailbox_even_when_dropped() {
+        let q = Arc::new(Completions::new(|| {}));
+        let mut flow = BodyFlow::new(Some(&q), 4, 2);
+        assert!(!flow.paused());
+        let resume = flow.pause();
+        assert!(flow.paused());
+        let mut batch = Vec::new();
+        q.take(&mut batch);
+        assert!(batch.is_empty(), "nothing is posted before the resume");
+        drop(resume);
+        q.take(&mut batch);
+        assert!(matches!(&batch[..], [Completion { token: 4, seq: 2, outcome: Outcome::Resume }]));
+    }
+
+    #[test]
+    fn a_stop_carries_its_status() {
+        let mut flow = BodyFlow::new(None, 0, 1);
+        flow.stop(413);
+        assert_eq!(flow.stopped(), Some(413));
+        // Without a loop, a resume goes nowhere.
+        flow.pause().resume();
     }
 }

@@ -8,7 +8,7 @@
 //! framing error, the kind of leniency that lets two parsers disagree about
 //! where a body ends.
 
-use super::is_tchar;
+use super::syntax::is_tchar;
 
 /// Where the decoder is inside the chunked framing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

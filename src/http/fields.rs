@@ -1,7 +1,7 @@
 //! What the fields of a request head mean for the connection: the
 //! version, the body's framing (`Content-Length`, `Transfer-Encoding`), the
 //! `Host` authority, `Connection` and `Expect`. Pure functions over parsed
-//! bytes; the state machine in [`super::conn`] calls them once per head.
+//! bytes; the head parser (`conn/head.rs`) calls them once per head.
 
 use super::request::Version;
 
@@ -189,7 +189,7 @@ fn reg_name_len(v: &[u8], colon: bool) -> usize {
 
 /// The bytes of a reg-name but `%` (unreserved and sub-delims), as a table:
 /// every `Host` value is checked.
-static REG_NAME: [bool; 256] = super::alnum_and(b"-._~!$&'()*+,;=");
+static REG_NAME: [bool; 256] = super::syntax::alnum_and(b"-._~!$&'()*+,;=");
 
 /// The inside of `[...]`: an IPv6 address, or `IPvFuture = "v" 1*HEXDIG "."
 /// 1*( unreserved / sub-delims / ":" )`.

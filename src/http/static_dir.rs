@@ -8,8 +8,12 @@
 //! the directory with `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`,
 //! so the kernel itself refuses any resolution (a symbolic link included)
 //! that would step outside it. Where `openat2` is missing (Linux before
-//! 5.6) the path is canonicalised and checked to lie under the directory
-//! instead. Directories are not listed, and only regular files are served.
+//! 5.6, or refused by a seccomp filter) the path is walked one component
+//! at a time with `O_NOFOLLOW`, so no symbolic link is followed at all.
+//! Directories are not listed, and only regular files are served: the
+//! type is looked at before the file is opened, so a FIFO or a device is
+//! never opened (an open can block, or act, on those). Names that start
+//! with a dot can be refused ([`StaticDir::dotfiles`]).
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -24,8 +28,8 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 
+use super::answer::Response;
 use super::request::Request;
-use super::response::Response;
 
 /// Why a path was not served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,8 +89,10 @@ static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 pub struct StaticDir {
     /// The directory, opened `O_PATH`.
     root: OwnedFd,
-    /// Its canonical path, for the fallback check.
+    /// Its canonical path.
     root_path: PathBuf,
+    /// Whether names starting with `.` are served.
+    dotfiles: bool,
 }
 
 impl StaticDir {
@@ -97,7 +103,16 @@ impl StaticDir {
         // SAFETY: `open` just returned this descriptor and nothing else
         // owns it.
         let root = unsafe { OwnedFd::from_raw_fd(raw) };
-        Ok(StaticDir { root, root_path })
+        Ok(StaticDir { root, root_path, dotfiles: true })
+    }
+
+    /// Whether a path with a segment starting with `.` (`.git/config`,
+    /// `.env`) is served (`true`, the default) or answered `404` as if it
+    /// did not exist. Refuse them where the directory may hold files
+    /// meant to stay private.
+    pub fn dotfiles(mut self, serve: bool) -> StaticDir {
+        self.dotfiles = serve;
+        self
     }
 
     /// The directory's canonical path.
@@ -109,17 +124,38 @@ impl StaticDir {
     /// relative to the directory, without its query) names.
     pub fn open(&self, url_path: &str) -> Result<File, Refusal> {
         let rel = decode_path(url_path)?;
+        if !self.dotfiles && rel.iter().any(|seg| seg.as_bytes().starts_with(b".")) {
+            return Err(Refusal::NotFound);
+        }
+        // The type first, without following a final link (the open below
+        // resolves links, beneath the directory): a FIFO or a device is
+        // refused before anything opens it.
+        match nix::sys::stat::fstatat(
+            Some(self.root.as_raw_fd()),
+            rel.as_path(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) => {
+                let kind = st.st_mode & libc::S_IFMT;
+                if kind != libc::S_IFREG && kind != libc::S_IFLNK {
+                    return Err(Refusal::NotFound);
+                }
+            }
+            Err(e) => return Err(refusal(e)),
+        }
         let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
         let raw = if NO_OPENAT2.load(Ordering::Relaxed) {
-            self.open_checked(&rel, flags)?
+            self.open_walking(&rel, flags)?
         } else {
             let how =
                 OpenHow::new().flags(flags).resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
             match nix::fcntl::openat2(self.root.as_raw_fd(), rel.as_path(), how) {
                 Ok(fd) => fd,
-                Err(Errno::ENOSYS) => {
+                // Missing, or refused by a seccomp filter (which answers
+                // EPERM for calls it does not know).
+                Err(Errno::ENOSYS | Errno::EPERM) => {
                     NO_OPENAT2.store(true, Ordering::Relaxed);
-                    self.open_checked(&rel, flags)?
+                    self.open_walking(&rel, flags)?
                 }
                 Err(e) => return Err(refusal(e)),
             }
@@ -127,24 +163,37 @@ impl StaticDir {
         // SAFETY: the open above just returned this descriptor and nothing
         // else owns it.
         let file = File::from(unsafe { OwnedFd::from_raw_fd(raw) });
+        // A link may name what is not a regular file; so may a file swapped
+        // in since the look above (O_NONBLOCK kept that open from waiting).
         match file.metadata() {
             Ok(m) if m.is_file() => Ok(file),
             _ => Err(Refusal::NotFound),
         }
     }
 
-    /// The fallback without `openat2`: canonicalise, check the result lies
-    /// under the directory, and open that (not following a final symbolic
-    /// link, so that one swapped in meanwhile is refused).
-    fn open_checked(&self, rel: &Path, flags: OFlag) -> Result<i32, Refusal> {
-        let full = std::fs::canonicalize(self.root_path.join(rel)).map_err(|e| match e.raw_os_error() {
-            Some(code) => refusal(Errno::from_raw(code)),
-            None => Refusal::NotFound,
-        })?;
-        if !full.starts_with(&self.root_path) {
-            return Err(Refusal::Forbidden);
+    /// The fallback without `openat2`: each directory of `rel` is opened
+    /// beneath the one before with `O_NOFOLLOW`, then the file the same
+    /// way, so no symbolic link is followed and nothing outside the
+    /// directory can be reached (the segments hold no `..`).
+    fn open_walking(&self, rel: &Path, flags: OFlag) -> Result<i32, Refusal> {
+        let mut dir: Option<OwnedFd> = None;
+        let mut segments = rel.iter().peekable();
+        while let Some(seg) = segments.next() {
+            let at = dir.as_ref().unwrap_or(&self.root).as_raw_fd();
+            if segments.peek().is_none() {
+                return nix::fcntl::openat(Some(at), seg, flags | OFlag::O_NOFOLLOW, Mode::empty()).map_err(refusal);
+            }
+            let step = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let raw = nix::fcntl::openat(Some(at), seg, step, Mode::empty()).map_err(|e| match e {
+                // A link, or a file where a directory should be.
+                Errno::ENOTDIR => Refusal::NotFound,
+                e => refusal(e),
+            })?;
+            // SAFETY: `openat` just returned this descriptor and nothing
+            // else owns it.
+            dir = Some(unsafe { OwnedFd::from_raw_fd(raw) });
         }
-        nix::fcntl::open(&full, flags | OFlag::O_NOFOLLOW, Mode::empty()).map_err(refusal)
+        Err(Refusal::NotFound)
     }
 
     /// Answers `req` with the file `url_path` names (see
@@ -296,5 +345,80 @@ mod tests {
         assert_eq!(dir.open("nothing").err(), Some(Refusal::NotFound));
         assert_eq!(dir.open("..%2fsecret").err(), Some(Refusal::Forbidden));
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// A directory with a file, a dotfile, a FIFO, a device node and links.
+    fn odd_tree(name: &str) -> (PathBuf, PathBuf) {
+        let base = std::env::temp_dir().join(format!("forkring-static-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let root = base.join("root");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::create_dir_all(root.join(".git")).unwrap();
+        std::fs::write(root.join("sub/in.txt"), b"in").unwrap();
+        std::fs::write(root.join(".env"), b"secret").unwrap();
+        std::fs::write(root.join(".git/config"), b"secret").unwrap();
+        std::fs::write(base.join("secret"), b"secret").unwrap();
+        nix::unistd::mkfifo(&root.join("fifo"), Mode::from_bits_truncate(0o644)).unwrap();
+        std::os::unix::fs::symlink("fifo", root.join("fifo-link")).unwrap();
+        std::os::unix::fs::symlink("sub/in.txt", root.join("in-link")).unwrap();
+        std::os::unix::fs::symlink("../secret", root.join("out-link")).unwrap();
+        std::os::unix::fs::symlink("..", root.join("sub/up")).unwrap();
+        (base, root)
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_being_opened() {
+        let (base, root) = odd_tree("fifo");
+        let dir = StaticDir::new(&root).unwrap();
+        // Opening a FIFO for reading without O_NONBLOCK would wait for a
+        // writer; with it, the open succeeds. Neither happens: no open.
+        assert_eq!(dir.open("fifo").err(), Some(Refusal::NotFound));
+        // Through a link, the open (non-blocking) happens and the type
+        // check after it refuses.
+        assert_eq!(dir.open("fifo-link").err(), Some(Refusal::NotFound));
+        // A device node, where one exists to look at.
+        if Path::new("/dev/null").exists() {
+            let null = StaticDir::new("/dev").unwrap();
+            assert_eq!(null.open("null").err(), Some(Refusal::NotFound));
+        }
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn dotfiles_are_refused_when_asked() {
+        let (base, root) = odd_tree("dot");
+        let served = StaticDir::new(&root).unwrap();
+        assert!(served.open(".env").is_ok());
+        let refused = StaticDir::new(&root).unwrap().dotfiles(false);
+        for p in [".env", ".git/config", "%2egit/config", "sub/%2e%2e/.env"] {
+            assert!(refused.open(p).is_err(), "{p}");
+        }
+        assert_eq!(refused.open(".env").err(), Some(Refusal::NotFound));
+        assert_eq!(refused.open("%2egit/config").err(), Some(Refusal::NotFound));
+        assert!(refused.open("sub/in.txt").is_ok());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn the_walk_without_openat2_follows_no_link() {
+        let (base, root) = odd_tree("walk");
+        let dir = StaticDir::new(&root).unwrap();
+        let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+        let ok = |p: &str| dir.open_walking(Path::new(p), flags).map(|fd| drop(unsafe_owned(fd)));
+        assert_eq!(ok("sub/in.txt"), Ok(()));
+        assert_eq!(ok(".env"), Ok(()));
+        // Links are refused, whether they stay inside or not.
+        assert_eq!(ok("in-link"), Err(Refusal::Forbidden));
+        assert_eq!(ok("out-link"), Err(Refusal::Forbidden));
+        assert_eq!(ok("sub/up/secret").err().map(Refusal::status), Some(404));
+        assert_eq!(ok("nothing"), Err(Refusal::NotFound));
+        assert_eq!(ok("sub/in.txt/x"), Err(Refusal::NotFound));
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// Takes ownership of a descriptor a test just opened.
+    fn unsafe_owned(fd: i32) -> OwnedFd {
+        // SAFETY: the caller just opened `fd` and nothing else owns it.
+        unsafe { OwnedFd::from_raw_fd(fd) }
     }
 }

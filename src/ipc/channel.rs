@@ -30,9 +30,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::counters::{Counter, Counters};
-use super::notify::Notifier;
 use super::ring::{Consumer, Producer, RecvError, Ring, SendError};
 use super::shm::{Layout, Region, Shm};
+use super::wake::WakeFd;
 use crate::config::ChannelOptions;
 
 /// "FRKCHAN1": marks an initialised channel mapping.
@@ -60,9 +60,9 @@ pub struct Channel {
     /// Worker to master.
     to_master: Ring,
     /// The eventfd the worker sleeps on.
-    worker_wake: Arc<Notifier>,
+    worker_wake: Arc<WakeFd>,
     /// The eventfd the master sleeps on (for this slot).
-    master_wake: Arc<Notifier>,
+    master_wake: Arc<WakeFd>,
     /// The slot's counters.
     counters: CountersRef,
     /// The master's end.
@@ -100,8 +100,8 @@ impl Channel {
         let meta = unsafe { meta_ptr.as_ref() };
         // `Release`: an attacher that reads the magic sees the layout.
         meta.magic.store(MAGIC, Ordering::Release);
-        let worker_wake = Arc::new(Notifier::new()?);
-        let master_wake = Arc::new(Notifier::new()?);
+        let worker_wake = Arc::new(WakeFd::new()?);
+        let master_wake = Arc::new(WakeFd::new()?);
         let master = MasterEnd::claim(&to_worker, &to_master, &worker_wake, &master_wake)?;
         Ok(Channel { to_worker, to_master, worker_wake, master_wake, counters, master })
     }
@@ -217,7 +217,7 @@ pub struct ChannelFds<'a> {
 ///
 /// Sending: [`Duplex::send`] commits and wakes the peer if it sleeps;
 /// [`Duplex::try_send`] only commits, for a batch followed by one
-/// [`Duplex::notify`]. Receiving: [`Duplex::recv_batch`] drains.
+/// [`Duplex::wake_if_waiting`]. Receiving: [`Duplex::recv_batch`] drains.
 /// Sleeping (in an event loop): when a turn found no work, call
 /// [`Duplex::prepare_sleep`]; if it returns true, wait on [`Duplex::fd`]
 /// along with everything else; after waking call [`Duplex::after_wake`] and
@@ -240,7 +240,7 @@ impl Duplex {
     }
 
     /// Commits one message without waking the peer; follow a batch with
-    /// [`Duplex::notify`].
+    /// [`Duplex::wake_if_waiting`].
     #[inline]
     pub fn try_send(&mut self, msg: &[u8]) -> Result<(), SendError> {
         let r = self.tx.try_send(msg);
@@ -270,8 +270,8 @@ impl Duplex {
     /// Wakes the peer if it sleeps and messages were committed since the
     /// last wake-up check. Returns whether it wrote the eventfd.
     #[inline]
-    pub fn notify(&mut self) -> bool {
-        self.tx.notify_if_waiting()
+    pub fn wake_if_waiting(&mut self) -> bool {
+        self.tx.wake_if_waiting()
     }
 
     /// Hands every waiting message to `f` (see [`Consumer::recv_batch`]).
@@ -331,8 +331,8 @@ impl Duplex {
 
     /// The eventfd this side sleeps on: readable when the peer woke it.
     pub fn fd(&self) -> BorrowedFd<'_> {
-        // Both ends are always made with notifiers.
-        self.rx.notifier().map(|n| n.fd()).expect("channel consumer has a notifier")
+        // Both ends are always made with their eventfds.
+        self.rx.wake_fd().map(|n| n.fd()).expect("channel consumer has a wake-up eventfd")
     }
 
     /// Both halves at once, e.g. to answer messages from inside
@@ -370,11 +370,11 @@ impl MasterEnd {
     fn claim(
         to_worker: &Ring,
         to_master: &Ring,
-        worker_wake: &Arc<Notifier>,
-        master_wake: &Arc<Notifier>,
+        worker_wake: &Arc<WakeFd>,
+        master_wake: &Arc<WakeFd>,
     ) -> io::Result<Self> {
-        let tx = to_worker.producer()?.with_notifier(worker_wake.clone());
-        let rx = to_master.consumer()?.with_notifier(master_wake.clone());
+        let tx = to_worker.producer()?.with_wake_fd(worker_wake.clone());
+        let rx = to_master.consumer()?.with_wake_fd(master_wake.clone());
         Ok(MasterEnd { io: Duplex { tx, rx, counters: None } })
     }
 }
@@ -407,12 +407,12 @@ impl WorkerEnd {
     fn claim(
         to_worker: &Ring,
         to_master: &Ring,
-        worker_wake: &Arc<Notifier>,
-        master_wake: &Arc<Notifier>,
+        worker_wake: &Arc<WakeFd>,
+        master_wake: &Arc<WakeFd>,
         counters: CountersRef,
     ) -> io::Result<Self> {
-        let rx = to_worker.consumer()?.with_notifier(worker_wake.clone());
-        let tx = to_master.producer()?.with_notifier(master_wake.clone());
+        let rx = to_worker.consumer()?.with_wake_fd(worker_wake.clone());
+        let tx = to_master.producer()?.with_wake_fd(master_wake.clone());
         Ok(WorkerEnd { io: Duplex { tx, rx, counters: Some(counters) }, generation: to_worker.generation() })
     }
 
@@ -438,8 +438,8 @@ impl WorkerEnd {
         let to_master = Ring::attach(shm.clone(), region(&meta.to_master))?;
         let offset = meta.counters.load(Ordering::Relaxed) as usize;
         let counters = CountersRef::attach(shm.clone(), Region { offset, len: std::mem::size_of::<Counters>() })?;
-        let worker_wake = Arc::new(Notifier::from_fd(worker_wake));
-        let master_wake = Arc::new(Notifier::from_fd(master_wake));
+        let worker_wake = Arc::new(WakeFd::from_fd(worker_wake));
+        let master_wake = Arc::new(WakeFd::from_fd(master_wake));
         WorkerEnd::claim(&to_worker, &to_master, &worker_wake, &master_wake, counters)
     }
 

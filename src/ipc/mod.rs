@@ -17,7 +17,7 @@
 //!   The frame's length word, written last, is the commit; the consumer
 //!   publishes its `head` once per batch; a full ring answers
 //!   [`SendError::Full`] at once.
-//! - [`Notifier`]: the eventfd a consumer sleeps on. The producer writes it
+//! - [`WakeFd`]: the eventfd a consumer sleeps on. The producer writes it
 //!   only when the consumer said it is going to sleep (an odd number in the
 //!   ring's `waiting` word), once per sleep, so a busy consumer costs the
 //!   producer no system call.
@@ -50,16 +50,16 @@
 
 mod channel;
 mod counters;
-mod notify;
 mod ring;
 mod shm;
+mod wake;
 
 pub use crate::config::{ChannelOptions, RingOptions};
 pub use channel::{Channel, ChannelFds, Duplex, MasterEnd, WorkerEnd};
 pub use counters::{Counter, Counters, Histogram, SharedCounters, Snapshot, LATENCY_BOUNDS_US, LATENCY_BUCKETS};
-pub use notify::Notifier;
 pub use ring::{ClaimError, Consumer, Producer, RecvError, Ring, SendError};
 pub use shm::{page_size, Layout, Region, Shm};
+pub use wake::WakeFd;
 
 /// The atomics the ring protocol uses: `std`'s, or `loom`'s when the ring is
 /// being model-checked.

@@ -22,7 +22,7 @@
 //! crash accounting; [`reload`] commands, reload and scaling; [`events`]
 //! lifecycle events, worker messages and user timers; [`supervise`] the
 //! watchdog, recycling and systemd's watchdog; [`metrics`] and [`scrape`]
-//! the metrics and their listener; [`notify`] systemd; [`upgrade`] the
+//! the metrics and their listener; [`sd_notify`] systemd; [`upgrade`] the
 //! binary upgrade.
 //! The master knows nothing of HTTP or of the event-loop backends: a worker
 //! is started through the entry function it is given.
@@ -30,13 +30,14 @@
 mod api;
 mod events;
 mod metrics;
-mod notify;
 mod reload;
 mod respawn;
 mod scrape;
+mod sd_notify;
 mod signals;
 mod slot;
 mod spawn;
+mod steering;
 mod supervise;
 mod upgrade;
 
@@ -58,7 +59,7 @@ use crate::config::{Balance, Config, ListenAddr};
 use crate::listen::UnixSocketFile;
 use crate::sys::context;
 use crate::worker::WorkerId;
-use notify::notify;
+use sd_notify::notify;
 use slot::{Proc, ProcState, Slot};
 
 /// Phase of the whole cluster.
@@ -150,6 +151,9 @@ struct Master<'a> {
     handed_over: bool,
     /// The Unix socket file this master removes when it is done, if any.
     unix_file: Option<UnixSocketFile>,
+    /// The program choosing among the slots' own sockets (reuseport mode),
+    /// when the master steers their group.
+    steering: Option<steering::Steering>,
 }
 
 /// Time past the drain timeout after which the master kills a worker.
@@ -249,7 +253,11 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
         .map_err(|e| context(e.into(), "signal(SIGCHLD)"))?;
     let (mask, sigfd) = signals::block()?;
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| context(e.into(), "epoll_create1"))?;
+    // Sockets from a service manager joined their group in an order this
+    // master cannot know; its own, or a previous master's, in slot order.
+    let group_known = inherited.is_none() || parent.is_some();
     let (shared_listener, per_slot, addr, unix_file) = bind(config, inherited, parent.is_some())?;
+    let steering = per_slot.as_deref().filter(|_| group_known).and_then(steering::Steering::start);
     let scrape = match (config.metrics.as_deref(), handed_metrics) {
         (Some(_), Some(fd)) => Some(scrape::Scrape::from_fd(fd)?),
         (Some(addr), None) => Some(scrape::Scrape::bind(addr)?),
@@ -259,7 +267,7 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
     if let Some(s) = &scrape {
         log::info!("metrics on http://{}/metrics", s.local_addr()?);
     }
-    let sd_watchdog = notify::watchdog_interval();
+    let sd_watchdog = sd_notify::watchdog_interval();
     if let Some(d) = sd_watchdog {
         log::info!("systemd watchdog: every {d:?}");
     }
@@ -296,6 +304,7 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
         parent,
         handed_over: false,
         unix_file,
+        steering,
     };
     let now = Instant::now();
     master.user_timer_due = master.hooks.timers.iter().map(|(period, _)| now + *period).collect();
@@ -454,6 +463,7 @@ impl Master<'_> {
                 self.command(cmd);
             }
             self.respawn_timers();
+            self.leave_timers(Instant::now());
             self.upgrade_timers(Instant::now());
             self.supervise(Instant::now());
             if let Some(e) = self.fatal.take() {
@@ -521,7 +531,7 @@ impl Master<'_> {
             consider(t);
         }
         for s in &self.slots {
-            if let Some(t) = s.respawn_at {
+            if let Some(t) = s.respawn_at.or(s.leave_at) {
                 consider(t);
             }
             for p in s.procs() {

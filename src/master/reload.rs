@@ -9,7 +9,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use super::notify::{self, notify};
+use super::sd_notify::{self, notify};
 use super::slot::{Cause, ProcState, Slot};
 use super::{Command, Event, Master, Phase, KILL_GRACE};
 use crate::config::ListenAddr;
@@ -41,7 +41,7 @@ impl Master<'_> {
             Command::Reload => {
                 if self.phase == Phase::Running {
                     log::info!("rolling reload of {} slot(s)", self.slots.len());
-                    notify::reloading();
+                    sd_notify::reloading();
                     self.reload_notified = true;
                     // Slots already queued (a recycle) stay in place; a slot
                     // whose replacement is starting gets a fresh worker
@@ -229,6 +229,7 @@ impl Master<'_> {
         self.slots.push(Slot::new(listener));
         let slot = self.slots.len() - 1;
         log::info!("scale up: slot {slot}");
+        self.steer_joined(slot);
         self.spawn(slot)
     }
 
@@ -243,6 +244,25 @@ impl Master<'_> {
         log::info!("scale down: slot {slot}");
         self.slots[slot].removing = true;
         self.slots[slot].respawn_at = None;
+        let now = Instant::now();
+        self.slots[slot].leave_at = Some(self.steer_away(slot, now));
+        self.leave_timers(now);
+    }
+
+    /// Drains the workers of the slots being removed whose time has come
+    /// (see [`Master::steer_away`]).
+    pub(super) fn leave_timers(&mut self, now: Instant) {
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].leave_at.is_some_and(|t| t <= now) {
+                self.slots[slot].leave_at = None;
+                self.leave(slot);
+            }
+        }
+        self.pop_removed();
+    }
+
+    /// Drains the workers of slot `slot`, being removed.
+    fn leave(&mut self, slot: usize) {
         // The master's copy of the socket goes now, so the socket leaves the
         // reuseport group when the draining worker, having accepted what is
         // queued, closes its copy.
@@ -251,14 +271,14 @@ impl Master<'_> {
             self.slots[slot].retiring.push(p);
         }
         self.drain_all_of(slot);
-        self.pop_removed();
     }
 
     /// Drops removed slots from the end of the table once their workers
-    /// are gone.
+    /// are gone (and with them the last copy of the slot's socket).
     pub(super) fn pop_removed(&mut self) {
-        while self.slots.last().is_some_and(|s| s.removing && s.procs().count() == 0) {
+        while self.slots.last().is_some_and(|s| s.removing && s.leave_at.is_none() && s.procs().count() == 0) {
             self.slots.pop();
+            self.steer_left(self.slots.len());
         }
     }
 }

@@ -1,14 +1,19 @@
 //! The metrics listener: `GET /metrics` (the Prometheus text format),
 //! `GET /ready` and `GET /live`, served by the master on its own loop.
 //!
-//! The master must never wait on a scraper, which may be slow or hostile.
-//! So: the sockets are non-blocking and sit in the master's epoll set; a
-//! request head is at most [`MAX_REQUEST`] bytes; at most [`MAX_CONNS`]
-//! connections are open at once (one more is accepted and closed at once);
-//! each connection has [`CONN_TIMEOUT`] in all, to send its request and
-//! read its answer; at most [`ACCEPTS_PER_TURN`] accepts per turn. Every
-//! answer closes its connection. This is not the HTTP core: it reads one
-//! request line and writes one fixed-form response.
+//! The master must never wait on a scraper, which may be slow or hostile,
+//! and a balancer's health check must never wait behind one. So: the
+//! sockets are non-blocking and sit in the master's epoll set; a request
+//! head is at most [`MAX_REQUEST`] bytes and must arrive within
+//! [`HEAD_TIMEOUT`]; at most [`MAX_CONNS`] connections are open at once,
+//! and when they are, a new one takes the place of the oldest that has
+//! not sent its request yet (it is closed), so idle connections cannot
+//! keep a probe out; each connection has [`CONN_TIMEOUT`] in all, to send
+//! its request and read its answer; at most [`ACCEPTS_PER_TURN`] accepts
+//! per turn. So a flood of scrapes costs the master at most
+//! [`ACCEPTS_PER_TURN`] + [`MAX_CONNS`] answers a turn, and the loop's other
+//! work comes between turns. Every answer closes its connection. This is not the HTTP core: it reads one request
+//! line and writes one fixed-form response.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -23,9 +28,12 @@ use crate::sys::context;
 /// Largest request head read.
 const MAX_REQUEST: usize = 4096;
 /// Most scrape connections open at once.
-pub(super) const MAX_CONNS: usize = 8;
-/// Time a connection has to send its request and read the answer.
+pub(super) const MAX_CONNS: usize = 32;
+/// Time a connection has to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(1);
+/// Time a connection has in all, to send its request and read the answer.
 const CONN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Most connections accepted per loop turn.
 const ACCEPTS_PER_TURN: usize = 16;
 
@@ -49,7 +57,11 @@ struct ScrapeConn {
     output: Vec<u8>,
     /// Bytes of `output` sent.
     written: usize,
-    /// When the connection is closed, done or not.
+    /// When it was accepted: the oldest waiting connection makes room
+    /// for a new one.
+    opened: Instant,
+    /// When the connection is closed: [`HEAD_TIMEOUT`] after it opened
+    /// until its request is in, then [`CONN_TIMEOUT`] after it opened.
     deadline: Instant,
 }
 
@@ -136,6 +148,14 @@ impl Scrape {
         self.listener.as_raw_fd()
     }
 
+    /// The connection open longest that has not sent its whole request.
+    fn oldest_waiting(&self) -> Option<usize> {
+        (0..MAX_CONNS)
+            .filter_map(|i| self.conns[i].as_ref().filter(|c| c.output.is_empty()).map(|c| (c.opened, i)))
+            .min()
+            .map(|(_, i)| i)
+    }
+
     /// The earliest connection deadline.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.conns.iter().flatten().map(|c| c.deadline).min()
@@ -160,10 +180,22 @@ impl Master<'_> {
                     return;
                 }
             };
-            let Some(i) = scrape.conns.iter().position(Option::is_none) else {
-                // Full: this one is closed at once (dropped).
-                log::debug!("metrics: {MAX_CONNS} connections open; closing a new one");
-                continue;
+            let i = match scrape.conns.iter().position(Option::is_none) {
+                Some(i) => i,
+                // Full: the oldest connection still waiting for its request
+                // makes room; when every one is being answered, the new
+                // one is closed at once (dropped).
+                None => match scrape.oldest_waiting() {
+                    Some(i) => {
+                        log::debug!("metrics: {MAX_CONNS} connections open; closing the oldest idle one");
+                        self.scrape_close(i);
+                        i
+                    }
+                    None => {
+                        log::debug!("metrics: {MAX_CONNS} connections answering; closing a new one");
+                        continue;
+                    }
+                },
             };
             if stream.set_nonblocking(true).is_err() {
                 continue;
@@ -172,12 +204,14 @@ impl Master<'_> {
             if self.epoll.add(stream.as_fd(), ev).is_err() {
                 continue;
             }
+            let now = Instant::now();
             let conn = ScrapeConn {
                 stream,
                 input: Vec::new(),
                 output: Vec::new(),
                 written: 0,
-                deadline: Instant::now() + CONN_TIMEOUT,
+                opened: now,
+                deadline: now + HEAD_TIMEOUT,
             };
             if let Some(scrape) = &mut self.scrape {
                 scrape.conns[i] = Some(conn);
@@ -214,6 +248,7 @@ impl Master<'_> {
             let Some(conn) = self.scrape.as_mut().and_then(|s| s.conns[i].as_mut()) else { return };
             conn.output = output;
             conn.input = Vec::new();
+            conn.deadline = conn.opened + CONN_TIMEOUT;
             let ev = EpollEvent::new(EpollFlags::EPOLLOUT, Token::Scrape(i).encode());
             let mut ev = ev;
             if self.epoll.modify(conn.stream.as_fd(), &mut ev).is_err() {

@@ -99,6 +99,9 @@ pub(super) struct Slot {
     pub(super) parked: bool,
     /// Being removed (scale down): its socket closes once its worker exits.
     pub(super) removing: bool,
+    /// When a slot being removed has its worker drained (new connections
+    /// are steered away from its socket until then); `None` once done.
+    pub(super) leave_at: Option<Instant>,
     /// Shared-memory channels of the slot's workers: one per live worker
     /// (old and new overlap during a reload), reused after a reap.
     pub(super) channels: Vec<SlotChannel>,
@@ -127,6 +130,7 @@ impl Slot {
             respawn_at: None,
             parked: false,
             removing: false,
+            leave_at: None,
             channels: Vec::new(),
             replace_for: None,
         }

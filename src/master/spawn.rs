@@ -132,7 +132,7 @@ impl Master<'_> {
         let shm = ch.fds().map(|f| f.shm.as_raw_fd());
         let end = ch.master();
         let mut wakes = vec![end.fd().as_raw_fd()];
-        wakes.extend(end.producer().notifier().map(|n| n.fd().as_raw_fd()));
+        wakes.extend(end.producer().wake_fd().map(|n| n.fd().as_raw_fd()));
         (shm, wakes)
     }
 

@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use super::metrics::{self, Cluster, Metrics};
-use super::notify::{self, notify};
+use super::sd_notify::{self, notify};
 use super::slot::{Cause, ProcState};
 use super::{Master, Phase};
 use crate::ipc::Counter;
@@ -202,7 +202,7 @@ impl Master<'_> {
 
     /// Sends `STATUS=` to systemd when what it says changed.
     fn update_status(&mut self) {
-        if !notify::enabled() {
+        if !sd_notify::enabled() {
             return;
         }
         let ready = self

@@ -55,7 +55,7 @@ use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::notify::{self, notify};
+use super::sd_notify::{self, notify};
 use super::spawn::{close_all_but, max_fd, pidfd_open, write_stderr_errno};
 use super::{Event, Master, Phase, Token};
 use crate::listen::UnixSocketFile;
@@ -165,10 +165,48 @@ pub(super) fn take() -> (Option<Parent>, Option<OwnedFd>) {
     (Some(Parent { pid, chan, unix_file }), metrics)
 }
 
+/// Opens the binary an upgrade is about to execute and checks it: a
+/// regular file owned by root or by this process's user, and writable by
+/// neither its group nor others (a master running as root must not run
+/// what another user could have written). Returns the open ELF file to
+/// execute through its descriptor, or `None` for a script (run by name,
+/// as its interpreter opens it by name).
+fn checked_binary(path: &Path) -> io::Result<Option<OwnedFd>> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let refuse = |why: String| {
+        io::Error::new(io::ErrorKind::PermissionDenied, format!("refusing to execute {}: {why}", path.display()))
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| context(e, format_args!("upgrade: open {}", path.display())))?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(refuse("not a regular file".to_owned()));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(refuse(format!("owned by uid {}, neither root nor this process's user ({me})", meta.uid())));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(refuse(format!("writable by its group or others (mode {:o})", meta.mode() & 0o7777)));
+    }
+    let mut magic = [0u8; 4];
+    let elf = std::os::unix::fs::FileExt::read_exact_at(&file, &mut magic, 0).is_ok() && magic == *b"\x7fELF";
+    Ok(elf.then(|| OwnedFd::from(file)))
+}
+
 /// Everything the child needs, prepared before the fork.
 struct Launch {
-    /// The binary.
+    /// The binary's path, executed by name when it is not an ELF file (an
+    /// interpreter opens a script by name anyway).
     path: CString,
+    /// The binary as checked ([`checked_binary`]), executed through this
+    /// descriptor, so that what runs is the file that was checked even if
+    /// the path changes meanwhile; `None` for a script.
+    exe: Option<OwnedFd>,
     /// The strings `argv` points into.
     _args: Vec<CString>,
     /// Null-terminated `argv`.
@@ -204,6 +242,7 @@ impl Launch {
         let cstr = |bytes: &[u8]| {
             CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in an exec string"))
         };
+        let exe = checked_binary(path)?;
         let path = cstr(path.as_os_str().as_bytes())?;
         let args = std::env::args_os().map(|a| cstr(a.as_bytes())).collect::<io::Result<Vec<_>>>()?;
         let n = listeners.len() as RawFd;
@@ -265,8 +304,11 @@ impl Launch {
         }
         let mut keep: Vec<RawFd> = vec![0, 1, 2];
         keep.extend(moves.iter().map(|&(_, at)| at));
+        // Close-on-exec: it goes with the exec it serves.
+        keep.extend(exe.as_ref().map(AsRawFd::as_raw_fd));
         Ok(Launch {
             path,
+            exe,
             _args: args,
             argv,
             _env: env,
@@ -315,10 +357,28 @@ impl Launch {
             std::ptr::copy_nonoverlapping(digits[d..].as_ptr(), self.pid_at, len);
             *self.pid_at.add(len) = 0;
         }
-        // SAFETY: the path and both arrays are null-terminated and point
-        // into strings this child's copy of the parent keeps; execve returns
-        // only on failure.
-        unsafe { libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr()) };
+        match &self.exe {
+            // SAFETY: `exe` is open (kept by `close_all_but`), the empty
+            // path with AT_EMPTY_PATH names it, and both arrays are
+            // null-terminated and point into strings this child's copy of
+            // the parent keeps; execveat returns only on failure.
+            Some(exe) => unsafe {
+                libc::syscall(
+                    libc::SYS_execveat,
+                    exe.as_raw_fd(),
+                    c"".as_ptr(),
+                    self.argv.as_ptr(),
+                    self.envp.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                );
+            },
+            // SAFETY: the path and both arrays are null-terminated and point
+            // into strings this child's copy of the parent keeps; execve
+            // returns only on failure.
+            None => unsafe {
+                libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr());
+            },
+        }
         self.fail(io::Error::last_os_error().raw_os_error().unwrap_or(0), b"forkring: upgrade: execve failed, errno ")
     }
 
@@ -361,7 +421,7 @@ impl Master<'_> {
                 log::info!("upgrade: new master pid {pid}; waiting for its workers");
                 self.upgrade = Some(pending);
                 if !self.reload_notified {
-                    notify::reloading();
+                    sd_notify::reloading();
                 }
                 self.emit(Event::UpgradeStarted { pid });
             }
@@ -465,7 +525,7 @@ impl Master<'_> {
         );
         notify(&format!("MAINPID={}\nREADY=1\nSTATUS=upgraded: new master pid {}", u.pid, u.pid));
         // From now on the new master speaks to systemd.
-        notify::silence();
+        sd_notify::silence();
         self.reload_notified = false;
         self.handed_over = true;
         // Scrapes go to the new master, which holds the same listener.

@@ -75,10 +75,15 @@ fn identity_env(id: WorkerId) -> [(&'static str, String); 2] {
     [(ID_ENV, id.slot.to_string()), (GENERATION_ENV, id.generation.to_string())]
 }
 
-/// Whether the master sets `key` itself in a re-executed worker's
-/// environment (a value inherited from the master's own must not stay).
+/// What the master keeps to itself: systemd's notification socket and
+/// watchdog are the master's (a worker that wrote `READY=1` or `MAINPID=`
+/// there, under `NotifyAccess=all`, would speak for the service).
+const MASTER_ONLY_ENV: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"];
+
+/// Whether `key` of the master's environment stays out of a re-executed
+/// worker's: the master sets it itself, or keeps it to itself.
 pub(crate) fn is_exec_env(key: &[u8]) -> bool {
-    [WORKER_ENV, ID_ENV, GENERATION_ENV].iter().any(|k| k.as_bytes() == key)
+    [WORKER_ENV, ID_ENV, GENERATION_ENV].iter().chain(&MASTER_ONLY_ENV).any(|k| k.as_bytes() == key)
 }
 
 /// The worker side, right after fork: returns the exit code.
@@ -91,6 +96,9 @@ where
     super::set_id(id);
     // The master is single-threaded, and so is this copy of it: changing
     // the environment cannot race with a reader.
+    for k in MASTER_ONLY_ENV {
+        std::env::remove_var(k);
+    }
     for (k, v) in identity_env(id) {
         std::env::set_var(k, v);
     }

@@ -6,6 +6,15 @@
 //!   resident memory, state), signals by pid, reaping, the open-file limit;
 //! - [`http`]: one strict HTTP/1.1 response reader over a blocking
 //!   `TcpStream`, with bounded waits, and the wait for the server's close;
+//! - [`client`]: the raw-socket test client that sends requests and reads
+//!   answers with it;
+//! - [`server`]: a server process started by a test, read from its log and
+//!   killed with its workers on drop;
+//! - [`master`]: a test binary run again as the master of a cluster the
+//!   test embeds;
+//! - [`need`]: what a test needs from the machine (root, IPv6, a program)
+//!   and the policy when it is missing;
+//! - [`bytes`]: reproducible bodies and where two bodies part;
 //! - [`oracle`]: the checks every response stream of the HTTP core must
 //!   pass, whatever the input (used by the fuzz target and the property
 //!   tests);
@@ -14,15 +23,20 @@
 //!   made from them;
 //! - [`rng`]: the small deterministic generator behind every generated input.
 //!
-//! Where it stops: the kit never depends on `forkring` and never starts a
-//! server. Starting the demo server and the raw-socket test client stay in
-//! `tests/common`; the servers, load generators and scenarios of the stress
-//! harness stay in `tools/`; driving `forkring::http::Conn` stays with the
-//! fuzz target and the property tests. The kit only looks at a server from
-//! outside: its processes, its sockets, the bytes it writes.
+//! Where it stops: the kit never depends on `forkring`. It starts a server
+//! only from a binary the test crate names (Cargo tells only that crate
+//! where its binaries are); the servers, load generators and scenarios of
+//! the stress harness stay in `tools/`; driving `forkring::http::Conn`
+//! stays with the fuzz target and the property tests. The kit only looks at
+//! a server from outside: its processes, its sockets, the bytes it writes.
 
+pub mod bytes;
+pub mod client;
 pub mod corpus;
 pub mod http;
+pub mod master;
+pub mod need;
 pub mod oracle;
 pub mod proc;
 pub mod rng;
+pub mod server;

@@ -58,7 +58,6 @@
 //! they sent), `w_full` (their sends refused `Full`).
 
 use std::cell::RefCell;
-use std::io::Write;
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -173,7 +172,7 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logger(opts.log);
+    forkring_stress::logger::init(opts.log);
     // SAFETY: the handler only stores to an atomic; sigaction reads a
     // zeroed, then filled, local struct.
     unsafe {
@@ -486,42 +485,6 @@ impl Flood {
             w.ring_sent,
             w.ring_full
         )
-    }
-}
-
-/// Logs to stderr in the demo server's format (`forkring[PID] info: ...`),
-/// one write per line, so the harness parses it like the demo's log.
-struct StderrLogger;
-
-static LOGGER: StderrLogger = StderrLogger;
-
-fn init_logger(level: log::LevelFilter) {
-    let _ = log::set_logger(&LOGGER);
-    log::set_max_level(level);
-}
-
-impl log::Log for StderrLogger {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level()
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let level = match record.level() {
-            log::Level::Error => "error",
-            log::Level::Warn => "warn",
-            log::Level::Info => "info",
-            log::Level::Debug => "debug",
-            log::Level::Trace => "trace",
-        };
-        let line = format!("forkring[{}] {level}: {}\n", std::process::id(), record.args());
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
-    }
-
-    fn flush(&self) {
-        let _ = std::io::stderr().flush();
     }
 }
 

@@ -13,28 +13,25 @@
 //! on Ctrl-C.
 
 mod flood_server;
-mod load;
-mod nginx;
-mod paced;
-mod procs;
 mod scenarios;
-mod servers;
-mod wrk;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use forkring_stress::{nginx, procs, servers, SERVER_BIN};
 use scenarios::{Ctx, Target};
 
-const USAGE: &str = "\
+fn usage() -> String {
+    format!(
+        "\
 forkring-stress: fault injection under load, forkring beside nginx (make stress)
 
 Usage: forkring-stress [OPTIONS]
 
 Options:
-  --bin PATH      the forkring demo binary [default: `forkring` next to this
-                  program, i.e. target/release/forkring]
+  --bin PATH      the forkring demo binary [default: `{SERVER_BIN}` next to this
+                  program, i.e. target/release/{SERVER_BIN}]
   --only LIST     run only these scenarios, e.g. 1,3,5 [default: all]
   --workers N     workers in the multi-worker scenarios [default: one per CPU]
   --no-nginx      skip the nginx anchor lines
@@ -47,7 +44,9 @@ Scenarios: 1 rolling reload, 2 kill -9 worker, 3 graceful stop, 4 master
 SIGKILL, 5 slowloris, 6 hostile bytes, 7 idle connections, 8 message flood.
 Exit status: 0 when every forkring bound holds, 1 when one fails, 2 on a
 usage error.
-";
+"
+    )
+}
 
 struct Args {
     bin: Option<PathBuf>,
@@ -97,7 +96,7 @@ fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(Some(a)) => a,
         Ok(None) => {
-            print!("{USAGE}");
+            print!("{}", usage());
             return ExitCode::SUCCESS;
         }
         Err(e) => {
@@ -126,10 +125,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args, nofile: u64) -> ExitCode {
     let started = Instant::now();
-    let bin = args.bin.unwrap_or_else(|| {
-        let exe = std::env::current_exe().unwrap_or_default();
-        exe.parent().map(|d| d.join("forkring")).unwrap_or_else(|| PathBuf::from("forkring"))
-    });
+    let bin = args.bin.unwrap_or_else(forkring_stress::server_bin_beside_me);
     if !bin.is_file() {
         eprintln!(
             "forkring-stress: no forkring binary at {} (build it with `cargo build --release`, or pass --bin)",
@@ -138,8 +134,8 @@ fn run(args: Args, nofile: u64) -> ExitCode {
         return ExitCode::from(2);
     }
     let cpus = procs::cpus();
-    let nginx = if args.nginx { servers::find_nginx() } else { None };
-    let wrk = servers::find_on_path("wrk");
+    let nginx = if args.nginx { nginx::find() } else { None };
+    let wrk = procs::find_on_path("wrk");
     let ctx =
         Ctx { bin: bin.clone(), nginx: nginx.clone(), wrk: wrk.clone(), workers: args.workers.unwrap_or(cpus), cpus };
 
@@ -160,7 +156,7 @@ fn run(args: Args, nofile: u64) -> ExitCode {
         bin.display(),
         ctx.workers,
         match &nginx {
-            Some(n) => servers::nginx_version(n),
+            Some(n) => nginx::version(n),
             None if args.nginx => "nginx not found: no anchor lines".to_owned(),
             None => "nginx skipped".to_owned(),
         },

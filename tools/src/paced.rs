@@ -1,144 +1,394 @@
-//! A client at a fixed request rate: what the slowloris scenario calls a
-//! normal client. wrk measures at saturation, where its p99 is the queue of
-//! its own closed loop (a request waits for the one before it on its
-//! connection, and a stall of either side's CPU shows as latency); a normal
-//! client asks when it needs to, whatever the server is doing.
+//! The open-loop client: requests at a fixed rate, latency counted from
+//! each request's due time. `make stress`'s slowloris scenario calls it its
+//! normal client; `make bench` runs it as `ratebench` to compare tail
+//! latency at equal load rather than at saturation.
 //!
-//! One thread, `conns` keep-alive connections, `GET /`. Request `n` is due
-//! at `start + n / rate` and goes out on connection `n % conns`, behind any
-//! answer that connection still owes (pipelined, not held back). Its
-//! latency is counted from that due time to its answer's last byte, so a
-//! server that stalls is charged for every request it delays, not only the
-//! first (no coordinated omission).
+//! A saturating client such as wrk measures its own closed loop: a request
+//! waits for the one before it on its connection, and a stall of either
+//! side's CPU shows as latency. A paced client asks when it needs to,
+//! whatever the server is doing. Request `n` is due at `start + n / rate`
+//! and goes out, round robin, on the next of the client's live keep-alive
+//! connections, behind any answer that connection still owes (pipelined,
+//! not held back). Its latency is counted from that due time to its
+//! answer's last byte, so a server that stalls is charged for every
+//! request it delays, not only the first (no coordinated omission). The
+//! service time from the actual write, and how late the write came behind
+//! the schedule (the client's own lag, its floor), are counted beside it.
+//! Requests due in the first [`Plan::warmup`] are sent but not counted.
 //!
-//! The thread polls instead of sleeping, and so keeps its CPU busy: on a VM
-//! a CPU that sleeps between requests takes tens of microseconds to wake,
-//! which the figure would charge to the server (in three rounds of the
-//! slowloris scenario at 5,000 requests/s, quiet and attacked, both
-//! servers: medians of 128–162 µs sleeping on a `timerfd`, 60–86 µs
-//! polling).
+//! Two ways to wait for the next due time ([`Wait`]), each kept for the
+//! figures a caller relies on:
 //!
-//! Every answer is checked (status 200, the body the harness expects);
-//! anything else, a request that cannot be written, an answer missing a
-//! second after the last request was due, or a connection that fails counts
-//! as an error. Bounded: the run ends `dur` plus that second after it
-//! starts, whatever comes.
+//! - [`Wait::Poll`]: one thread per sender polls its connections (epoll,
+//!   never blocking) and so keeps its CPU busy. On a VM a CPU that sleeps
+//!   between requests takes tens of microseconds to wake, which the figure
+//!   would charge to the server (in three rounds of the slowloris scenario
+//!   at 5,000 requests/s, quiet and attacked, both servers: medians of
+//!   128–162 µs sleeping on a `timerfd`, 60–86 µs polling). The stress
+//!   harness measures so.
+//! - [`Wait::Sleep`]: each sender thread sleeps until its next request is
+//!   due, and one reader thread per connection blocks on its answers:
+//!   what `make bench`'s fixed-rate figures have always been measured
+//!   with, for every server alike.
+//!
+//! Every answer is checked ([`Check`]); a wrong answer, a request that
+//! cannot be written on any connection, and an answer still missing
+//! [`Plan::drain`] after the last request was due count as errors.
+//! Bounded: the run ends `drain` after the last request was due, whatever
+//! comes.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::load::{Histogram, HELLO};
-use crate::procs;
+use forkring_testkit::http::{find, parse_head, HEAD_LIMIT};
 
-const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: stress\r\n\r\n";
-/// How long answers may lag behind the last due time.
-const DRAIN: Duration = Duration::from_secs(1);
+use crate::epoll::{self, Epoll};
+use crate::histogram::Histogram;
+use crate::{procs, HELLO};
 
-/// What a paced run measured.
-#[derive(Clone, Default)]
-pub struct Paced {
-    /// Latency from each request's due time to its answer, in µs.
+/// How the client waits for the next due time (see the module's text).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Polling, one busy thread per sender.
+    Poll,
+    /// Sleeping senders and a blocking reader thread per connection.
+    Sleep,
+}
+
+/// What an answer must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// `200` with the body `Hello, World!`: anything else is an error and
+    /// is not timed.
+    Hello,
+    /// Any answer is timed; one without a 2xx status is also an error.
+    Success,
+}
+
+/// One paced run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The server.
+    pub addr: SocketAddr,
+    /// The bytes of one request (sent as they are, again and again).
+    pub request: Vec<u8>,
+    /// Requests per second, in all.
+    pub rate: f64,
+    /// How long requests are sent, warm-up included.
+    pub duration: Duration,
+    /// The first part of `duration`, whose requests are sent but not
+    /// counted.
+    pub warmup: Duration,
+    /// Sender threads: thread `t` sends requests `t`, `t + threads`, ...
+    pub threads: usize,
+    /// Keep-alive connections per sender thread.
+    pub conns: usize,
+    /// How long answers may lag behind the last due time.
+    pub drain: Duration,
+    /// How to wait.
+    pub wait: Wait,
+    /// What an answer must be.
+    pub check: Check,
+    /// The CPU every thread of the client is pinned to.
+    pub cpu: Option<usize>,
+}
+
+impl Plan {
+    /// `GET /` (as the stress harness sends it) at `rate` for `duration`
+    /// over `conns` connections of one polling thread, each answer
+    /// checked for `Hello, World!`, a second of drain, no warm-up.
+    pub fn hello(addr: SocketAddr, conns: usize, rate: u32, duration: Duration) -> Plan {
+        Plan {
+            addr,
+            request: b"GET / HTTP/1.1\r\nHost: stress\r\n\r\n".to_vec(),
+            rate: f64::from(rate.max(1)),
+            duration,
+            warmup: Duration::ZERO,
+            threads: 1,
+            conns,
+            drain: Duration::from_secs(1),
+            wait: Wait::Poll,
+            check: Check::Hello,
+            cpu: None,
+        }
+    }
+}
+
+/// What a paced run counted. Only requests due after the warm-up count.
+#[derive(Clone, Debug)]
+pub struct Tally {
+    /// Requests written.
+    pub sent: u64,
+    /// Requests that could not be written on any live connection (or came
+    /// due too late, after the run's end).
+    pub unsent: u64,
+    /// Answers received.
+    pub answered: u64,
+    /// Of those, answers the check refused.
+    pub bad: u64,
+    /// Connections that failed (a read error, an end with answers owed, a
+    /// response that cannot be read).
+    pub failed_conns: u64,
+    /// Latency from each request's due time to its answer.
     pub latency: Histogram,
-    /// Requests due.
-    pub due: u64,
-    /// Requests answered with 200 and the expected body.
-    pub ok: u64,
-    /// Everything else (see the module's text).
-    pub errors: u64,
+    /// Service time from each request's write to its answer.
+    pub service: Histogram,
+    /// How late each request was written behind its due time.
+    pub lag: Histogram,
 }
 
-/// Sends `rate` requests a second to `addr` over `conns` connections for
-/// `dur`, from a thread pinned to `cpu` if given.
-pub fn run(addr: SocketAddr, conns: usize, rate: u32, dur: Duration, cpu: Option<usize>) -> Result<Paced, String> {
-    std::thread::Builder::new()
-        .name("paced".into())
-        .spawn(move || {
-            if let Some(cpu) = cpu {
-                procs::pin_to(cpu).map_err(|e| format!("pin the paced client to CPU {cpu}: {e}"))?;
-            }
-            drive(addr, conns.max(1), rate.max(1), dur)
-        })
-        .map_err(|e| format!("start the paced client: {e}"))?
-        .join()
-        .map_err(|_| "the paced client panicked".to_owned())?
+impl Tally {
+    fn new(wait: Wait) -> Tally {
+        // Sleeping, the client's own floor is in the tens of microseconds:
+        // nanoseconds keep its lag figures apart; polling, microseconds
+        // are the stress harness's unit.
+        let h = || if wait == Wait::Sleep { Histogram::nanos() } else { Histogram::micros() };
+        Tally { sent: 0, unsent: 0, answered: 0, bad: 0, failed_conns: 0, latency: h(), service: h(), lag: h() }
+    }
+
+    fn merge(&mut self, o: &Tally) {
+        self.sent += o.sent;
+        self.unsent += o.unsent;
+        self.answered += o.answered;
+        self.bad += o.bad;
+        self.failed_conns += o.failed_conns;
+        self.latency.merge(&o.latency);
+        self.service.merge(&o.service);
+        self.lag.merge(&o.lag);
+    }
+
+    /// Requests due: written or not.
+    pub fn due(&self) -> u64 {
+        self.sent + self.unsent
+    }
+
+    /// Answers the check accepted.
+    pub fn ok(&self) -> u64 {
+        self.answered - self.bad
+    }
+
+    /// Requests written and never answered.
+    pub fn unanswered(&self) -> u64 {
+        self.sent.saturating_sub(self.answered)
+    }
+
+    /// Every request due that did not get an answer the check accepted.
+    pub fn errors(&self) -> u64 {
+        self.bad + self.unanswered() + self.unsent
+    }
+
+    /// Counts one answer to a request due at `due`, written at `written`,
+    /// complete at `now`.
+    fn answer(&mut self, check: Check, a: &Answer, buf: &[u8], due: Instant, written: Instant, now: Instant) {
+        self.answered += 1;
+        let good = match check {
+            Check::Hello => a.status == 200 && buf[a.body.clone()] == *HELLO,
+            Check::Success => (200..300).contains(&a.status),
+        };
+        if !good {
+            self.bad += 1;
+        }
+        if good || check == Check::Success {
+            self.latency.record(now.saturating_duration_since(due));
+            self.service.record(now.saturating_duration_since(written));
+        }
+    }
 }
 
-/// One keep-alive connection and the due times of the answers it owes.
-struct Conn {
+/// When each request is due.
+#[derive(Clone, Copy)]
+struct Schedule {
+    start: Instant,
+    /// Requests due before this are not counted.
+    counted_from: Instant,
+    rate: f64,
+    /// Requests in all.
+    total: u64,
+}
+
+impl Schedule {
+    fn due(&self, n: u64) -> Instant {
+        self.start + Duration::from_secs_f64(n as f64 / self.rate)
+    }
+
+    fn counted(&self, due: Instant) -> bool {
+        due >= self.counted_from
+    }
+}
+
+/// Sends the plan's requests; what they met.
+pub fn run(plan: &Plan) -> Result<Tally, String> {
+    if !(plan.rate > 0.0 && plan.rate.is_finite()) {
+        return Err(format!("rate {} is not a positive number", plan.rate));
+    }
+    let (threads, conns) = (plan.threads.max(1), plan.conns.max(1));
+    // Connected before the clock starts.
+    let mut groups = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let mut g = Vec::with_capacity(conns);
+        for _ in 0..conns {
+            let s = TcpStream::connect_timeout(&plan.addr, Duration::from_secs(2))
+                .map_err(|e| format!("connect {}: {e}", plan.addr))?;
+            let _ = s.set_nodelay(true);
+            g.push(s);
+        }
+        groups.push(g);
+    }
+    // The threads start within the lead.
+    let start = Instant::now() + Duration::from_millis(50);
+    let sched = Schedule {
+        start,
+        counted_from: start + plan.warmup,
+        rate: plan.rate,
+        total: (plan.duration.as_secs_f64() * plan.rate).ceil() as u64,
+    };
+    let request: Arc<[u8]> = plan.request.clone().into();
+    let mut senders = Vec::with_capacity(threads);
+    for (t, streams) in groups.into_iter().enumerate() {
+        let plan = plan.clone();
+        let request = Arc::clone(&request);
+        let (first, step) = (t as u64, threads as u64);
+        let h = thread::Builder::new()
+            .name(format!("paced-{t}"))
+            .spawn(move || {
+                if let Some(cpu) = plan.cpu {
+                    procs::pin_to(cpu).map_err(|e| format!("pin the paced client to CPU {cpu}: {e}"))?;
+                }
+                let order = Order { first, step };
+                match plan.wait {
+                    Wait::Poll => poll(streams, &request, sched, order, &plan),
+                    Wait::Sleep => sleep(streams, &request, sched, order, &plan),
+                }
+            })
+            .map_err(|e| format!("start the paced client: {e}"))?;
+        senders.push(h);
+    }
+    let mut tally = Tally::new(plan.wait);
+    for h in senders {
+        tally.merge(&h.join().map_err(|_| "a paced client thread panicked".to_owned())??);
+    }
+    Ok(tally)
+}
+
+/// Which requests of the schedule a sender thread sends.
+#[derive(Clone, Copy)]
+struct Order {
+    first: u64,
+    step: u64,
+}
+
+impl Order {
+    fn requests(self, total: u64) -> impl Iterator<Item = u64> {
+        (self.first..total).step_by(self.step as usize)
+    }
+}
+
+/// Round robin over the live ones of `n` connections: the next live index
+/// from `*next` on, if any.
+fn next_live(n: usize, next: &mut usize, live: impl Fn(usize) -> bool) -> Option<usize> {
+    for _ in 0..n {
+        let i = *next;
+        *next = (*next + 1) % n;
+        if live(i) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+// ------------------------------------------------------------------ polling
+
+/// One connection of a polling sender: the (due, written) times of the
+/// answers it owes.
+struct PollConn {
     stream: TcpStream,
-    owed: VecDeque<Instant>,
+    owed: VecDeque<(Instant, Instant)>,
     buf: Vec<u8>,
     broken: bool,
 }
 
-fn drive(addr: SocketAddr, conns: usize, rate: u32, dur: Duration) -> Result<Paced, String> {
+fn poll(streams: Vec<TcpStream>, request: &[u8], sched: Schedule, order: Order, plan: &Plan) -> Result<Tally, String> {
     let ep = Epoll::new().map_err(|e| format!("epoll: {e}"))?;
-    let mut cs = Vec::with_capacity(conns);
-    for i in 0..conns {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut cs = Vec::with_capacity(streams.len());
+    for (i, stream) in streams.into_iter().enumerate() {
         stream.set_nonblocking(true).map_err(|e| e.to_string())?;
-        ep.add(stream.as_raw_fd(), i).map_err(|e| format!("epoll_ctl: {e}"))?;
-        cs.push(Conn { stream, owed: VecDeque::new(), buf: Vec::with_capacity(4096), broken: false });
+        ep.add(stream.as_raw_fd(), epoll::IN, i).map_err(|e| format!("epoll_ctl: {e}"))?;
+        cs.push(PollConn { stream, owed: VecDeque::new(), buf: Vec::with_capacity(4096), broken: false });
     }
-    let period = Duration::from_secs(1) / rate;
-    let total = (dur.as_secs_f64() * f64::from(rate)) as u64;
-    let mut out = Paced::default();
-    let start = Instant::now();
-    let end = start + dur + DRAIN;
-    let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+    let mut out = Tally::new(Wait::Poll);
+    let end = sched.start + plan.duration + plan.drain;
+    let mut todo = order.requests(sched.total).peekable();
+    let mut next = 0;
+    let mut events = epoll::events(64);
     loop {
         let now = Instant::now();
-        if now >= end || (out.due >= total && cs.iter().all(|c| c.owed.is_empty())) {
+        if now >= end || (todo.peek().is_none() && cs.iter().all(|c| c.owed.is_empty())) {
             break;
         }
         // Every request due by now goes out, each stamped with its own due
         // time.
-        while out.due < total {
-            let due = start + period * (out.due as u32 + 1);
+        while let Some(&n) = todo.peek() {
+            let due = sched.due(n);
             if due > now {
                 break;
             }
-            let c = &mut cs[out.due as usize % conns];
-            out.due += 1;
-            if c.broken || !matches!(c.stream.write(REQUEST), Ok(k) if k == REQUEST.len()) {
+            todo.next();
+            let counted = sched.counted(due);
+            let mut sent = false;
+            while let Some(i) = next_live(cs.len(), &mut next, |i| !cs[i].broken) {
+                let c = &mut cs[i];
+                let written = Instant::now();
+                if matches!(c.stream.write(request), Ok(k) if k == request.len()) {
+                    c.owed.push_back((due, written));
+                    if counted {
+                        out.sent += 1;
+                        out.lag.record(written.saturating_duration_since(due));
+                    }
+                    sent = true;
+                    break;
+                }
                 // A partial write would leave the connection out of step:
                 // it is retired with what it owes.
-                retire(c, &ep, &mut out);
-                out.errors += 1;
-                continue;
+                retire(c, &ep, &mut out, &sched);
             }
-            c.owed.push_back(due);
+            if !sent && counted {
+                out.unsent += 1;
+            }
         }
-        let n = ep.poll(&mut events).map_err(|e| format!("epoll_wait: {e}"))?;
+        let n = ep.wait(&mut events, 0).map_err(|e| format!("epoll_wait: {e}"))?;
         for ev in &events[..n] {
-            let c = &mut cs[ev.u64 as usize];
-            if read_answers(c, &mut out).is_err() {
-                retire(c, &ep, &mut out);
+            let c = &mut cs[epoll::token(ev)];
+            if read_answers(c, plan.check, &sched, &mut out).is_err() {
+                retire(c, &ep, &mut out, &sched);
             }
         }
     }
-    out.errors += cs.iter().map(|c| c.owed.len() as u64).sum::<u64>();
-    out.errors += total - out.due;
+    // What never came due before the end (a thread starved past the drain).
+    out.unsent += todo.filter(|&n| sched.counted(sched.due(n))).count() as u64;
     Ok(out)
 }
 
-/// Counts what `c` owes as failed and takes it out of use.
-fn retire(c: &mut Conn, ep: &Epoll, out: &mut Paced) {
-    out.errors += c.owed.len() as u64;
-    c.owed.clear();
+/// Takes `c` out of use; what it owes stays unanswered.
+fn retire(c: &mut PollConn, ep: &Epoll, out: &mut Tally, sched: &Schedule) {
     if !c.broken {
         c.broken = true;
         ep.remove(c.stream.as_raw_fd());
+        if c.owed.iter().any(|&(due, _)| sched.counted(due)) {
+            out.failed_conns += 1;
+        }
     }
+    c.owed.clear();
 }
 
 /// Reads what `c` has and counts every whole answer in it. An error means
 /// the connection is of no further use.
-fn read_answers(c: &mut Conn, out: &mut Paced) -> Result<(), ()> {
+fn read_answers(c: &mut PollConn, check: Check, sched: &Schedule, out: &mut Tally) -> Result<(), ()> {
     let mut chunk = [0u8; 16 * 1024];
     loop {
         match c.stream.read(&mut chunk) {
@@ -150,74 +400,215 @@ fn read_answers(c: &mut Conn, out: &mut Paced) -> Result<(), ()> {
         }
     }
     let now = Instant::now();
-    while let Some(end) = answer_end(&c.buf)? {
-        let good = c.buf.starts_with(b"HTTP/1.1 200 ") && c.buf[..end].ends_with(HELLO);
-        c.buf.drain(..end);
-        let Some(due) = c.owed.pop_front() else { return Err(()) };
-        if good {
-            out.ok += 1;
-            out.latency.record(now.saturating_duration_since(due));
-        } else {
-            out.errors += 1;
+    while let Some(a) = answer(&c.buf).map_err(|_| ())? {
+        let Some((due, written)) = c.owed.pop_front() else { return Err(()) };
+        if sched.counted(due) {
+            out.answer(check, &a, &c.buf, due, written, now);
         }
+        c.buf.drain(..a.len);
     }
     Ok(())
 }
 
-/// Where the first whole answer in `buf` ends, if one is there: a head and
-/// a `Content-Length` body (the servers under test frame `GET /` so).
-fn answer_end(buf: &[u8]) -> Result<Option<usize>, ()> {
-    let Some(head_end) = forkring_testkit::http::find(buf, b"\r\n\r\n").map(|i| i + 4) else {
-        return if buf.len() > forkring_testkit::http::HEAD_LIMIT { Err(()) } else { Ok(None) };
+// ----------------------------------------------------------------- sleeping
+
+/// What a sleeping sender and the reader of one of its connections share.
+struct SleepConn {
+    /// Due time and write time of each request sent and not yet answered.
+    inflight: Mutex<VecDeque<(Instant, Instant)>>,
+    sent: AtomicU64,
+    answered: AtomicU64,
+    dead: AtomicBool,
+}
+
+fn sleep(
+    mut streams: Vec<TcpStream>,
+    request: &[u8],
+    sched: Schedule,
+    order: Order,
+    plan: &Plan,
+) -> Result<Tally, String> {
+    let conns: Vec<Arc<SleepConn>> = streams
+        .iter()
+        .map(|_| {
+            Arc::new(SleepConn {
+                inflight: Mutex::new(VecDeque::new()),
+                sent: AtomicU64::new(0),
+                answered: AtomicU64::new(0),
+                dead: AtomicBool::new(false),
+            })
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::with_capacity(streams.len());
+    for (s, c) in streams.iter().zip(&conns) {
+        let s = s.try_clone().map_err(|e| format!("clone socket: {e}"))?;
+        let (c, stop, check, cpu) = (Arc::clone(c), Arc::clone(&stop), plan.check, plan.cpu);
+        let h = thread::Builder::new()
+            .name("paced-reader".into())
+            .spawn(move || {
+                if let Some(cpu) = cpu {
+                    let _ = procs::pin_to(cpu);
+                }
+                reader(s, &c, check, &sched, &stop)
+            })
+            .map_err(|e| format!("start a reader: {e}"))?;
+        readers.push(h);
+    }
+
+    let mut out = Tally::new(Wait::Sleep);
+    let mut next = 0;
+    for n in order.requests(sched.total) {
+        let due = sched.due(n);
+        let now = Instant::now();
+        if due > now {
+            thread::sleep(due - now);
+        }
+        let counted = sched.counted(due);
+        let mut sent = false;
+        while let Some(i) = next_live(conns.len(), &mut next, |i| !conns[i].dead.load(Ordering::SeqCst)) {
+            let written = Instant::now();
+            conns[i].inflight.lock().unwrap_or_else(|e| e.into_inner()).push_back((due, written));
+            if streams[i].write_all(request).is_err() {
+                conns[i].dead.store(true, Ordering::SeqCst);
+                conns[i].inflight.lock().unwrap_or_else(|e| e.into_inner()).pop_back();
+                continue;
+            }
+            conns[i].sent.fetch_add(1, Ordering::SeqCst);
+            if counted {
+                out.lag.record(written.saturating_duration_since(due));
+                out.sent += 1;
+            }
+            sent = true;
+            break;
+        }
+        if !sent && counted {
+            out.unsent += 1;
+        }
+    }
+    // Give the last answers time to arrive, then stop the readers.
+    let deadline = Instant::now() + plan.drain;
+    while Instant::now() < deadline
+        && conns.iter().any(|c| {
+            !c.dead.load(Ordering::SeqCst) && c.answered.load(Ordering::SeqCst) < c.sent.load(Ordering::SeqCst)
+        })
+    {
+        thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::SeqCst);
+    for h in readers {
+        out.merge(&h.join().map_err(|_| "a reader thread panicked".to_owned())?);
+    }
+    Ok(out)
+}
+
+/// Reads answers on `stream` until `stop`, matching each to its due time.
+fn reader(mut stream: TcpStream, conn: &SleepConn, check: Check, sched: &Schedule, stop: &AtomicBool) -> Tally {
+    let mut st = Tally::new(Wait::Sleep);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let fail = |st: &mut Tally, why: &str| {
+        eprintln!("paced client: {why}");
+        st.failed_conns += 1;
+        conn.dead.store(true, Ordering::SeqCst);
     };
-    let resp = forkring_testkit::http::parse_head(&buf[..head_end - 4]).map_err(|_| ())?;
-    let len: usize = resp.header("Content-Length").and_then(|v| v.parse().ok()).ok_or(())?;
-    Ok((buf.len() >= head_end + len).then_some(head_end + len))
-}
-
-struct Epoll {
-    fd: OwnedFd,
-}
-
-impl Epoll {
-    fn new() -> io::Result<Epoll> {
-        // SAFETY: epoll_create1 returns a new descriptor or -1.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is new and owned by nothing else.
-        Ok(Epoll { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
-    }
-
-    fn add(&self, fd: RawFd, token: usize) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token as u64 };
-        // SAFETY: registers a live descriptor; `ev` is a local.
-        if unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn remove(&self, fd: RawFd) {
-        // SAFETY: deregisters a descriptor; a null event is allowed for DEL.
-        unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
-    }
-
-    /// What is ready now, without waiting.
-    fn poll(&self, events: &mut [libc::epoll_event]) -> io::Result<usize> {
+    loop {
+        // Every complete answer out of the buffer first.
         loop {
-            // SAFETY: `events` has room for its length.
-            let n = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, 0) };
-            if n >= 0 {
-                return Ok(n as usize);
+            match answer(&buf) {
+                Ok(None) => break,
+                Err(why) => {
+                    fail(&mut st, &why);
+                    return st;
+                }
+                Ok(Some(a)) => {
+                    let now = Instant::now();
+                    let Some((due, written)) = conn.inflight.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+                    else {
+                        fail(&mut st, "an answer to no request");
+                        return st;
+                    };
+                    conn.answered.fetch_add(1, Ordering::SeqCst);
+                    if sched.counted(due) {
+                        st.answer(check, &a, &buf, due, written, now);
+                    }
+                    buf.drain(..a.len);
+                }
             }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+        }
+        if stop.load(Ordering::SeqCst) {
+            return st;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                let owed = !conn.inflight.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
+                if owed || !stop.load(Ordering::SeqCst) {
+                    st.failed_conns += 1;
+                }
+                conn.dead.store(true, Ordering::SeqCst);
+                return st;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                st.failed_conns += 1;
+                conn.dead.store(true, Ordering::SeqCst);
+                return st;
             }
         }
     }
+}
+
+// ------------------------------------------------------------------ answers
+
+/// One whole answer at the start of a buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Answer {
+    /// Its bytes, head and body.
+    len: usize,
+    /// Its status.
+    status: u16,
+    /// Where its body lies (still chunked, if it was sent so).
+    body: std::ops::Range<usize>,
+}
+
+/// The first whole answer in `buf`, if one is there. Its body is framed by
+/// `Content-Length` or chunked (without trailer fields), or is absent (1xx,
+/// 204, 304); an answer that runs to the close cannot be one of several on
+/// a connection, and is an error.
+fn answer(buf: &[u8]) -> Result<Option<Answer>, String> {
+    let Some(head_end) = find(buf, b"\r\n\r\n").map(|i| i + 4) else {
+        return if buf.len() > HEAD_LIMIT { Err("response head too long".into()) } else { Ok(None) };
+    };
+    let resp = parse_head(&buf[..head_end - 4])?;
+    let status = resp.status;
+    if status / 100 == 1 || status == 204 || status == 304 {
+        return Ok(Some(Answer { len: head_end, status, body: head_end..head_end }));
+    }
+    if resp.header("Transfer-Encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        let mut at = head_end;
+        loop {
+            let Some(eol) = find(&buf[at..], b"\r\n") else { return Ok(None) };
+            let line = String::from_utf8_lossy(&buf[at..at + eol]);
+            let size_text = line.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(size_text, 16).map_err(|_| format!("bad chunk size: {size_text:?}"))?;
+            at += eol + 2;
+            if size == 0 {
+                return Ok((buf.len() >= at + 2).then(|| Answer { len: at + 2, status, body: head_end..at + 2 }));
+            }
+            if buf.len() < at + size + 2 {
+                return Ok(None);
+            }
+            at += size + 2;
+        }
+    }
+    let len: usize = match resp.header("Content-Length") {
+        Some(v) => v.parse().map_err(|_| format!("bad Content-Length: {v:?}"))?,
+        None => return Err(format!("a {status} answer framed by the close")),
+    };
+    Ok((buf.len() >= head_end + len).then(|| Answer { len: head_end + len, status, body: head_end..head_end + len }))
 }
 
 #[cfg(test)]
@@ -239,7 +630,7 @@ mod tests {
                     let mut chunk = [0u8; 4096];
                     while let Ok(k @ 1..) = s.read(&mut chunk) {
                         pending.extend_from_slice(&chunk[..k]);
-                        while let Some(i) = forkring_testkit::http::find(&pending, b"\r\n\r\n") {
+                        while let Some(i) = find(&pending, b"\r\n\r\n") {
                             pending.drain(..i + 4);
                             if s.write_all(answer).is_err() {
                                 return;
@@ -252,26 +643,43 @@ mod tests {
         addr
     }
 
+    fn plan(addr: SocketAddr, conns: usize, rate: u32, ms: u64) -> Plan {
+        Plan::hello(addr, conns, rate, Duration::from_millis(ms))
+    }
+
     #[test]
     fn every_due_request_is_answered_and_timed() {
         let addr = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, World!", 3);
-        let r = run(addr, 3, 1000, Duration::from_millis(300), None).unwrap();
-        assert_eq!((r.due, r.ok, r.errors), (300, 300, 0));
-        assert!(r.latency.quantile(1.0) > 0);
+        let r = run(&plan(addr, 3, 1000, 300)).unwrap();
+        assert_eq!((r.due(), r.ok(), r.errors()), (300, 300, 0));
+        assert!(r.latency.quantile(1.0).unwrap() > Duration::ZERO);
     }
 
     #[test]
     fn wrong_answers_and_missing_ones_are_errors() {
         let addr = serve(b"HTTP/1.1 404 Not Found\r\nContent-Length: 13\r\n\r\nHello, World!", 2);
-        let r = run(addr, 2, 1000, Duration::from_millis(100), None).unwrap();
-        assert_eq!((r.due, r.ok, r.errors), (100, 0, 100));
+        let r = run(&plan(addr, 2, 1000, 100)).unwrap();
+        assert_eq!((r.due(), r.ok(), r.errors()), (100, 0, 100));
         // A server that never answers: every request is still due, and
         // failed once the drain second is over.
         let silent = TcpListener::bind("127.0.0.1:0").unwrap();
         let t0 = Instant::now();
-        let r = run(silent.local_addr().unwrap(), 2, 1000, Duration::from_millis(100), None).unwrap();
-        assert_eq!((r.due, r.ok, r.errors), (100, 0, 100));
+        let r = run(&plan(silent.local_addr().unwrap(), 2, 1000, 100)).unwrap();
+        assert_eq!((r.due(), r.ok(), r.errors()), (100, 0, 100));
         assert!(t0.elapsed() < Duration::from_secs(3), "bounded by the drain second");
+    }
+
+    #[test]
+    fn sleeping_senders_count_only_after_the_warm_up() {
+        let addr = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, World!", 4);
+        let mut p = plan(addr, 2, 1000, 400);
+        p.wait = Wait::Sleep;
+        p.threads = 2;
+        p.warmup = Duration::from_millis(100);
+        p.check = Check::Success;
+        let r = run(&p).unwrap();
+        assert_eq!((r.due(), r.answered, r.errors(), r.failed_conns), (300, 300, 0, 0));
+        assert_eq!((r.latency.len(), r.service.len(), r.lag.len()), (300, 300, 300));
     }
 
     #[test]
@@ -279,9 +687,14 @@ mod tests {
         let one = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, World!";
         let mut two = one.to_vec();
         two.extend_from_slice(one);
-        assert_eq!(answer_end(&two), Ok(Some(one.len())));
-        assert_eq!(answer_end(&one[..one.len() - 1]), Ok(None));
-        assert_eq!(answer_end(b"HTTP/1.1 200 OK\r\n"), Ok(None));
-        assert_eq!(answer_end(b"HTTP/1.1 200 OK\r\n\r\n"), Err(()), "no Content-Length");
+        let end = |b: &[u8]| answer(b).map(|a| a.map(|a| a.len)).map_err(|_| ());
+        assert_eq!(end(&two), Ok(Some(one.len())));
+        assert_eq!(end(&one[..one.len() - 1]), Ok(None));
+        assert_eq!(end(b"HTTP/1.1 200 OK\r\n"), Ok(None));
+        assert_eq!(end(b"HTTP/1.1 200 OK\r\n\r\n"), Err(()), "no Content-Length");
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n";
+        assert_eq!(end(chunked), Ok(Some(chunked.len())));
+        assert_eq!(end(&chunked[..chunked.len() - 1]), Ok(None));
+        assert_eq!(end(b"HTTP/1.1 204 No Content\r\n\r\nX"), Ok(Some(27)));
     }
 }

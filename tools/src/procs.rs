@@ -7,18 +7,27 @@
 //! subreaper: a worker orphaned by a killed master becomes its child, so it
 //! can neither escape nor linger as somebody else's zombie.
 //!
+//! Beside the registry: the lifecycle every harness gives a server it
+//! starts ([`wait_ready`] after the start, [`stop`] at the end: SIGTERM,
+//! then SIGKILL for what is left of its tree), the CPU time and memory of a
+//! process tree ([`tree_usage`], what `make bench` charges a server), a free
+//! loopback port, and finding programs on `PATH`.
+//!
 //! Reading `/proc` about one process (state, parent, descendants, memory),
 //! signals by pid and reaping are `forkring_testkit::proc`'s; this module
 //! keeps the harness's own policy (the registry, the interrupt handler, the
-//! subreaper) and what only the harness asks (sockets held, CPU pinning).
+//! subreaper, the stop sequence) and what only the harness asks (sockets
+//! held, CPU pinning, children's CPU time).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io;
+use std::net::TcpListener;
+use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use forkring_testkit::proc::{signal, stat, wait_gone};
+use forkring_testkit::proc::{self, alive, signal, stat, wait_gone};
 
 /// The inodes of the sockets `pid` holds open.
 fn socket_inodes(pid: i32) -> HashSet<u64> {
@@ -241,4 +250,147 @@ pub fn steal(cpu: Option<usize>) -> Option<Duration> {
     // SAFETY: sysconf takes a constant and returns a value.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     (hz > 0).then(|| Duration::from_secs_f64(ticks as f64 / hz as f64))
+}
+
+/// Finds an executable `name` on `PATH`.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on now (the kernel's
+/// choice for a socket bound to port 0, closed again). Another program can
+/// take it before the caller's server does: callers that can, retry.
+pub fn free_port() -> io::Result<u16> {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port())
+}
+
+/// Why a server did not become ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotReady {
+    /// The process ended first.
+    Exited,
+    /// The timeout passed first.
+    Timeout,
+}
+
+/// Waits at most `timeout` for the just-started process `pid` to be ready,
+/// as `ready` says (asked every 20 ms); fails as soon as `pid` has ended.
+pub fn wait_ready(pid: i32, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<(), NotReady> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !alive(pid) {
+            return Err(NotReady::Exited);
+        }
+        if ready() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(NotReady::Timeout);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How [`stop`] ended a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// It was not running.
+    NotRunning,
+    /// It exited on SIGTERM within the grace time.
+    Terminated,
+    /// It outlived the grace time and was killed.
+    Killed,
+}
+
+/// Stops `pid` and everything below it: SIGTERM to `pid`, up to `grace`
+/// for it to end, SIGKILL if it has not; then SIGKILL to each process that
+/// was below it when the stop began and still runs (a worker its master
+/// left behind). A zombie counts as ended; reaping it is its parent's work.
+pub fn stop(pid: i32, grace: Duration) -> Stopped {
+    if !alive(pid) {
+        return Stopped::NotRunning;
+    }
+    let below = proc::descendants(pid);
+    let _ = signal(pid, libc::SIGTERM);
+    let deadline = Instant::now() + grace;
+    let mut how = Stopped::Terminated;
+    while alive(pid) {
+        if Instant::now() >= deadline {
+            let _ = signal(pid, libc::SIGKILL);
+            how = Stopped::Killed;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for p in below {
+        if alive(p) {
+            let _ = signal(p, libc::SIGKILL);
+        }
+    }
+    how
+}
+
+/// What a process tree has used: CPU time in clock ticks (user and system,
+/// with what each process collected from the children it already reaped)
+/// and resident memory in KiB (VmRSS), summed over `pid` and every process
+/// below it.
+pub fn tree_usage(pid: i32) -> (u64, u64) {
+    // One pass over /proc: each process's parent and its CPU ticks.
+    let mut kids: HashMap<i32, Vec<i32>> = HashMap::new();
+    let mut ticks: HashMap<i32, u64> = HashMap::new();
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            let Some((ppid, t)) = parent_and_ticks(p) else { continue };
+            kids.entry(ppid).or_default().push(p);
+            ticks.insert(p, t);
+        }
+    }
+    let (mut cpu, mut rss) = (0, 0);
+    let mut queue = std::collections::VecDeque::from([pid]);
+    while let Some(p) = queue.pop_front() {
+        cpu += ticks.get(&p).copied().unwrap_or(0);
+        rss += proc::vm_rss_kib(p).unwrap_or(0);
+        queue.extend(kids.get(&p).into_iter().flatten().copied());
+    }
+    (cpu, rss)
+}
+
+/// The parent of `pid` and its CPU ticks with its reaped children's
+/// (`utime + stime + cutime + cstime` of `/proc/<pid>/stat`).
+fn parent_and_ticks(pid: i32) -> Option<(i32, u64)> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = s.get(s.rfind(')')? + 2..)?.split_whitespace().collect();
+    // After the command name: [0] state, [1] ppid, ..., [11] utime,
+    // [12] stime, [13] cutime, [14] cstime.
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+    Some((f.get(1)?.parse().ok()?, n(11)? + n(12)? + n(13)? + n(14)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_child_is_gone_and_its_tree_was_counted() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+        let pid = child.id() as i32;
+        let me = std::process::id() as i32;
+        let (_, rss) = tree_usage(me);
+        assert!(rss >= proc::vm_rss_kib(me).unwrap_or(0), "the tree holds at least this process's memory");
+        assert!(rss > proc::vm_rss_kib(me).unwrap_or(0), "and the child's");
+        wait_ready(pid, Duration::from_secs(1), || true).expect("a running child is ready at once");
+        assert_eq!(stop(pid, Duration::from_secs(5)), Stopped::Terminated);
+        let _ = child.wait();
+        assert_eq!(stop(pid, Duration::from_secs(5)), Stopped::NotRunning);
+        assert_eq!(wait_ready(pid, Duration::from_secs(1), || true), Err(NotReady::Exited));
+    }
+
+    #[test]
+    fn a_free_port_can_be_bound() {
+        let port = free_port().expect("a port");
+        assert!(port > 0);
+        assert!(TcpListener::bind(("127.0.0.1", port)).is_ok());
+    }
 }

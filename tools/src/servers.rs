@@ -1,6 +1,6 @@
-//! The servers under test: a forkring cluster (the release demo binary) and
-//! the nginx anchor, each started on 127.0.0.1 and killed by pid when
-//! dropped.
+//! The stress harness's servers under test: a forkring cluster (the
+//! release demo binary) and the nginx anchor, each started on 127.0.0.1
+//! and killed by pid when dropped.
 //!
 //! forkring's master logs every worker lifecycle event on stderr
 //! (`forkring[PID] info: ready 0.1 pid=1234`); a reader thread keeps that
@@ -11,17 +11,17 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use forkring_testkit::http;
 use forkring_testkit::proc;
 
-use crate::load::RESPONSE_LIMIT;
+use crate::nginx;
+use crate::probe::{get_once, wait_serving};
 use crate::procs;
 
 /// Most log lines kept per server (a count of the rest is kept).
@@ -368,34 +368,6 @@ fn ready_table(events: &[Event]) -> BTreeMap<usize, (u64, i32)> {
     table
 }
 
-/// Waits at most `timeout` until `GET /` on `addr` answers 200.
-pub fn wait_serving(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::from("no attempt");
-    while Instant::now() < deadline {
-        match get_once(addr, Duration::from_secs(1)) {
-            Ok(200) => return Ok(()),
-            Ok(s) => last = format!("status {s}"),
-            Err(e) => last = e,
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Err(last)
-}
-
-/// One `GET /` on a new connection; its status.
-pub fn get_once(addr: SocketAddr, timeout: Duration) -> Result<u16, String> {
-    use std::io::Write;
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: stress\r\nConnection: close\r\n\r\n").map_err(|e| format!("send: {e}"))?;
-    let mut buf = Vec::new();
-    http::read_response(&mut s, &mut buf, false, RESPONSE_LIMIT)
-        .map(|r| r.status)
-        .map_err(|e| format!("{:?} {}", e.fail, e.detail))
-}
-
 /// Settings of one nginx run.
 #[derive(Clone, Debug)]
 pub struct NginxConfig {
@@ -420,32 +392,6 @@ pub struct Nginx {
     seen: Mutex<Vec<i32>>,
 }
 
-/// Finds nginx on PATH or in /usr/sbin.
-pub fn find_nginx() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("NGINX") {
-        return Some(PathBuf::from(p));
-    }
-    find_on_path("nginx").or_else(|| {
-        let p = PathBuf::from("/usr/sbin/nginx");
-        p.exists().then_some(p)
-    })
-}
-
-/// Finds an executable `name` on PATH.
-pub fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
-}
-
-/// nginx's version string, e.g. `nginx/1.22.1`.
-pub fn nginx_version(bin: &Path) -> String {
-    Command::new(bin)
-        .arg("-v")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stderr).trim().trim_start_matches("nginx version: ").to_owned())
-        .unwrap_or_else(|_| "nginx".into())
-}
-
 impl Nginx {
     /// Starts nginx from a temporary prefix on a free loopback port, pinned
     /// to `cpu` if given, and waits until its workers run and it answers.
@@ -463,7 +409,7 @@ impl Nginx {
     }
 
     fn try_start(bin: &Path, cfg: &NginxConfig, cpu: Option<usize>) -> Result<Nginx, String> {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+        let port = procs::free_port().map_err(|e| e.to_string())?;
         let dir = std::env::temp_dir().join(format!("forkring-stress-nginx-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         let conf = dir.join("nginx.conf");
@@ -583,55 +529,15 @@ impl Drop for Nginx {
     }
 }
 
-/// The configuration: like `bench/nginx.conf.in` (return 200 "Hello,
-/// World!", access log off), with the worker count, connection limit and
-/// header timeout of the scenario, and every temp path inside `dir`.
+/// The configuration: `GET /` answered `Hello, World!`, with the worker
+/// count, connection limit and header timeout of the scenario, and every
+/// path inside `dir`.
 fn nginx_conf(bin: &Path, dir: &Path, port: u16, cfg: &NginxConfig) -> String {
-    let d = dir.display();
-    // As root, nginx would switch its workers to `nobody`, which cannot
-    // enter the private temp dir.
-    // SAFETY: geteuid cannot fail.
-    let user = if unsafe { libc::geteuid() } == 0 { "user root;" } else { "" };
-    let temp = crate::nginx::temp_paths(bin, dir);
-    let nofile = cfg.connections * 2 + 64;
-    format!(
-        "{user}
-worker_processes {workers};
-worker_rlimit_nofile {nofile};
-daemon off;
-master_process on;
-pid {d}/nginx.pid;
-error_log {d}/nginx-error.log notice;
-
-events {{
-    worker_connections {conns};
-}}
-
-http {{
-    access_log off;
-    server_tokens off;
-    default_type text/plain;
-    keepalive_requests 1000000;
-    keepalive_timeout 75s;
-    client_header_timeout {ht}ms;
-{temp}
-    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-
-        location = / {{
-            return 200 \"Hello, World!\";
-        }}
-
-        location / {{
-            return 404;
-        }}
-    }}
-}}
-",
-        workers = cfg.workers,
-        conns = cfg.connections,
-        ht = cfg.header_timeout_ms,
-    )
+    let mut c = nginx::Conf::new(dir, format!("127.0.0.1:{port}"), cfg.workers);
+    c.connections = cfg.connections;
+    c.rlimit_nofile = Some(cfg.connections * 2 + 64);
+    c.header_timeout = Some(Duration::from_millis(cfg.header_timeout_ms));
+    c.render(bin)
 }
 
 #[cfg(test)]

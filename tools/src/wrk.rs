@@ -1,11 +1,16 @@
-//! Running `wrk` and reading its report: used where a latency distribution
+//! Running `wrk` and reading its report: wherever a latency distribution
 //! from a well-known, event-driven client is worth more than the harness's
-//! own counting (the slowloris scenario's "normal client").
+//! own counting (the slowloris and idle scenarios' keep-alive load, the
+//! binary upgrade under load, the fleet's load at the balancer).
+//!
+//! Where it stops: one wrk process, started with the options of [`Wrk`],
+//! waited for, its report read. Which runs a scenario makes, and what it
+//! concludes, is the scenario's.
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::procs;
@@ -25,29 +30,104 @@ pub struct WrkResult {
     pub errors: u64,
 }
 
-/// Runs `wrk -t1 -c<conns> -d<secs>s --latency http://addr/`, pinned to
-/// `cpu` if given. wrk stops by itself after the duration; the harness also
-/// registers it for the final cleanup.
-pub fn run(wrk: &Path, addr: SocketAddr, conns: usize, dur: Duration, cpu: Option<usize>) -> Result<WrkResult, String> {
-    let mut cmd = Command::new(wrk);
-    cmd.args(["-t1", &format!("-c{conns}"), &format!("-d{}s", dur.as_secs().max(1)), "--latency"])
-        .arg(format!("http://{addr}/"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(cpu) = cpu {
-        // SAFETY: the closure runs between fork and exec and only makes the
-        // sched_setaffinity system call.
-        unsafe { cmd.pre_exec(move || procs::pin_to(cpu)) };
+/// One wrk run to make: `wrk -t1 -c<conns> -d<secs>s [--timeout <t>s]
+/// --latency [-H 'Connection: close'] http://<addr>/`.
+#[derive(Clone, Debug)]
+pub struct Wrk {
+    /// The wrk binary.
+    pub bin: PathBuf,
+    /// Where to send `GET /`.
+    pub addr: SocketAddr,
+    /// Connections.
+    pub conns: usize,
+    /// How long it runs (whole seconds, at least one).
+    pub duration: Duration,
+    /// wrk's own request timeout (`--timeout`), when not its default.
+    pub timeout: Option<Duration>,
+    /// A new connection per request (`Connection: close`).
+    pub close: bool,
+    /// The CPU to pin it to.
+    pub cpu: Option<usize>,
+}
+
+impl Wrk {
+    /// Keep-alive `GET /` on `conns` connections for `duration`, wrk's
+    /// default timeout, not pinned.
+    pub fn new(bin: &Path, addr: SocketAddr, conns: usize, duration: Duration) -> Wrk {
+        Wrk { bin: bin.to_path_buf(), addr, conns, duration, timeout: None, close: false, cpu: None }
     }
-    let child = cmd.spawn().map_err(|e| format!("start {}: {e}", wrk.display()))?;
-    procs::register(child.id() as i32);
-    let out = child.wait_with_output().map_err(|e| format!("wait for wrk: {e}"))?;
+
+    /// Starts it. wrk stops by itself after its duration; the harness
+    /// also registers it for the final cleanup.
+    pub fn spawn(&self) -> Result<Running, String> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["-t1", &format!("-c{}", self.conns), &format!("-d{}s", self.duration.as_secs().max(1))]);
+        if let Some(t) = self.timeout {
+            cmd.args(["--timeout", &format!("{}s", t.as_secs())]);
+        }
+        cmd.arg("--latency");
+        if self.close {
+            cmd.args(["-H", "Connection: close"]);
+        }
+        cmd.arg(format!("http://{}/", self.addr)).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some(cpu) = self.cpu {
+            // SAFETY: the closure runs between fork and exec and only makes
+            // the sched_setaffinity system call.
+            unsafe { cmd.pre_exec(move || procs::pin_to(cpu)) };
+        }
+        let child = cmd.spawn().map_err(|e| format!("start {}: {e}", self.bin.display()))?;
+        procs::register(child.id() as i32);
+        Ok(Running { child, duration: self.duration })
+    }
+
+    /// Runs it to the end; its report.
+    pub fn run(&self) -> Result<WrkResult, String> {
+        self.spawn()?.wait()
+    }
+}
+
+/// A wrk process running.
+pub struct Running {
+    child: Child,
+    duration: Duration,
+}
+
+impl Running {
+    /// Waits for the report.
+    pub fn wait(self) -> Result<WrkResult, String> {
+        report(self.child.wait_with_output())
+    }
+
+    /// Waits for the report at most `margin` past wrk's duration; past
+    /// that, wrk is killed and its report is lost.
+    pub fn wait_at_most(self, margin: Duration) -> Result<WrkResult, String> {
+        let pid = self.child.id() as i32;
+        let child = self.child;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        // The waiting thread has not reaped wrk before it exits, so the
+        // pid is still wrk's.
+        let out = match rx.recv_timeout(self.duration + margin) {
+            Ok(out) => out,
+            Err(_) => {
+                let _ = forkring_testkit::proc::signal(pid, libc::SIGKILL);
+                rx.recv().map_err(|e| e.to_string())?
+            }
+        };
+        report(out)
+    }
+}
+
+/// The report in wrk's output, or why there is none.
+fn report(out: std::io::Result<std::process::Output>) -> Result<WrkResult, String> {
+    let out = out.map_err(|e| format!("wait for wrk: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         return Err(format!("wrk failed ({}): {}{}", out.status, text, String::from_utf8_lossy(&out.stderr)));
     }
-    parse(&text).ok_or_else(|| format!("could not read wrk's output:\n{text}"))
+    parse(&text).ok_or_else(|| format!("could not read wrk's output:\n{text}{}", String::from_utf8_lossy(&out.stderr)))
 }
 
 /// Reads wrk's `--latency` report.

@@ -23,8 +23,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::{median_max, Ctx, Outcome, Run, Target};
-use crate::load::{Load, LoadConfig, Stats};
-use crate::servers::Forkring;
+use forkring_stress::closed_loop::{Load, LoadConfig, Stats};
+use forkring_stress::servers::Forkring;
 
 /// The run.
 pub const RUN: Option<Run> = Some(run);
@@ -92,14 +92,14 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
         for flooding in [round % 2 == 1, round % 2 == 0] {
             if !flooding {
                 let q = measure(PHASE);
-                quiet_p99.push(Duration::from_micros(q.latency.quantile(0.99)));
+                quiet_p99.push(q.latency.quantile(0.99).unwrap_or_default());
                 quiet.merge(q);
                 continue;
             }
             switch(&srv, crate::flood_server::flood_on(), "on")?;
             let f = measure(PHASE);
             let off = kv(&switch(&srv, crate::flood_server::flood_off(), "off")?);
-            flood_p99.push(Duration::from_micros(f.latency.quantile(0.99)));
+            flood_p99.push(f.latency.quantile(0.99).unwrap_or_default());
             flood.merge(f);
             flood_us += off.get("phase_us").copied().unwrap_or(0);
             flood_sent += off.get("phase_sent").copied().unwrap_or(0);
@@ -108,7 +108,7 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
     }
     // Nothing in flight any more, then a graceful stop and the final counts.
     let drained = wait_drained(&srv, Duration::from_secs(3));
-    let still_serving = crate::servers::get_once(addr, Duration::from_secs(2)) == Ok(200);
+    let still_serving = forkring_stress::probe::get_once(addr, Duration::from_secs(2)) == Ok(200);
     srv.signal(libc::SIGTERM);
     let status = srv.wait_exit(Duration::from_secs(15));
     let fin = srv
@@ -152,8 +152,8 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
         super::us(f_med.as_secs_f64() * 1e6),
         list(&quiet_p99),
         list(&flood_p99),
-        super::us(quiet.latency.quantile(0.99) as f64),
-        super::us(flood.latency.quantile(0.99) as f64),
+        super::us(super::quantile_us(&quiet.latency, 0.99)),
+        super::us(super::quantile_us(&flood.latency, 0.99)),
         rps(&quiet),
         rps(&flood),
     );

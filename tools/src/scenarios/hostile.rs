@@ -22,8 +22,9 @@ use forkring_testkit::http::{self, CloseOutcome, Fail};
 use forkring_testkit::rng::Rng;
 
 use super::{Ctx, Outcome, Target};
-use crate::load::{HELLO, RESPONSE_LIMIT};
-use crate::servers::Forkring;
+use forkring_stress::probe::RESPONSE_LIMIT;
+use forkring_stress::servers::Forkring;
+use forkring_stress::HELLO;
 
 /// How many times the fixed vectors are sent.
 const ROUNDS: usize = 4;
@@ -113,7 +114,7 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
     let took = started.elapsed();
     stop.store(true, Ordering::SeqCst);
     let (health_ok, health_failed) = health.join().map_err(|_| "the health client panicked".to_owned())?;
-    let still_serving = crate::servers::get_once(srv.addr, Duration::from_secs(2)) == Ok(200);
+    let still_serving = forkring_stress::probe::get_once(srv.addr, Duration::from_secs(2)) == Ok(200);
     let master_running = srv.wait_exit(Duration::ZERO).is_none();
     let crashes = srv.crashes();
 

@@ -21,8 +21,9 @@ use std::time::Duration;
 use super::{Ctx, Outcome, Server, Target};
 use forkring_testkit::{http, proc};
 
-use crate::load::{HELLO, RESPONSE_LIMIT};
-use crate::servers::NginxConfig;
+use forkring_stress::probe::RESPONSE_LIMIT;
+use forkring_stress::servers::NginxConfig;
+use forkring_stress::HELLO;
 
 const CONNS: usize = 10_000;
 const THREADS: usize = 8;
@@ -85,11 +86,15 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
     let warm = measure(&srv)?;
     // Then a keep-alive load: what the server holds after serving for a while.
     let load = match &ctx.wrk {
-        Some(w) => crate::wrk::run(w, addr, LOAD_CONNS, LOAD, client_cpu).map(|r| (r.requests, r.errors))?,
+        Some(w) => {
+            forkring_stress::wrk::Wrk { cpu: client_cpu, ..forkring_stress::wrk::Wrk::new(w, addr, LOAD_CONNS, LOAD) }
+                .run()
+                .map(|r| (r.requests, r.errors))?
+        }
         None => {
-            let l = crate::load::Load::start(
+            let l = forkring_stress::closed_loop::Load::start(
                 addr,
-                crate::load::LoadConfig::new(LOAD_CONNS, 0, LOAD + Duration::from_secs(5)),
+                forkring_stress::closed_loop::LoadConfig::new(LOAD_CONNS, 0, LOAD + Duration::from_secs(5)),
             );
             std::thread::sleep(LOAD);
             let st = l.finish();
@@ -150,7 +155,7 @@ fn measure(srv: &Server) -> Result<Idle, String> {
     // Let the server settle (deferred frees, lingering work), then measure.
     std::thread::sleep(Duration::from_secs(1));
     let with = srv.rss();
-    let held: usize = srv.worker_pids().iter().map(|&p| crate::procs::tcp_held(p, addr.port()).len()).sum();
+    let held: usize = srv.worker_pids().iter().map(|&p| forkring_stress::procs::tcp_held(p, addr.port()).len()).sum();
     // They are still alive and served.
     let mut still = 0;
     for (s, buf) in conns.iter_mut().step_by(CONNS / 100) {

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use forkring_testkit::proc;
 
 use super::{median_max, ms, nginx_default, sleep_until, Ctx, Outcome, Server, Target};
-use crate::load::{Load, LoadConfig};
-use crate::procs;
+use forkring_stress::closed_loop::{Load, LoadConfig};
+use forkring_stress::procs;
 
 const KILLS: usize = 10;
 const KEEPALIVE: usize = 16;
@@ -157,7 +157,7 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
         Server::Forkring(f) => f.crashes().iter().filter(|e| !killed.contains(&e.pid)).count(),
         Server::Nginx(_) => 0,
     };
-    let still_serving = crate::servers::get_once(srv.addr(), Duration::from_secs(2)) == Ok(200);
+    let still_serving = forkring_stress::probe::get_once(srv.addr(), Duration::from_secs(2)) == Ok(200);
     // In kill order: a slot's respawn delay grows with its crash streak.
     let per_kill: Vec<String> = kills
         .iter()

@@ -21,7 +21,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::servers::{Forkring, Nginx, NginxConfig};
+use forkring_stress::histogram::Histogram;
+use forkring_stress::servers::{Forkring, Nginx, NginxConfig};
 
 pub mod flood;
 pub mod hostile;
@@ -294,6 +295,11 @@ pub fn us(v: f64) -> String {
     } else {
         format!("{v:.0} µs")
     }
+}
+
+/// The `q` quantile of `h` in microseconds; 0 when `h` is empty.
+pub fn quantile_us(h: &Histogram, q: f64) -> f64 {
+    h.quantile(q).map_or(0.0, |d| d.as_micros() as f64)
 }
 
 /// Median and maximum of `v` (sorted in place); `None` when empty.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use forkring_testkit::proc;
 
 use super::{ms, nginx_default, Ctx, Outcome, Server, Target};
-use crate::load::{Load, LoadConfig};
+use forkring_stress::closed_loop::{Load, LoadConfig};
 
 pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
     let mut srv = Server::start(ctx, target, ctx.workers, &[], nginx_default(), None)?;

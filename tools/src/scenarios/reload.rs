@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::{nginx_default, Ctx, Outcome, Server, Target};
-use crate::load::{Load, LoadConfig};
+use forkring_stress::closed_loop::{Load, LoadConfig};
 
 /// Reloads, one a second.
 const RELOADS: u32 = 10;
@@ -43,7 +43,7 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
             eprintln!("{l}");
         }
     }
-    let still_serving = crate::servers::get_once(srv.addr(), Duration::from_secs(2)) == Ok(200);
+    let still_serving = forkring_stress::probe::get_once(srv.addr(), Duration::from_secs(2)) == Ok(200);
     let replaced = match &srv {
         Server::Forkring(f) => f.events().iter().filter(|e| e.kind == "ready" && e.generation > 0).count(),
         Server::Nginx(_) => seen.difference(&initial).count(),
@@ -90,7 +90,7 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
         "served {}, {}, {reloads}{replaced} workers replaced, p99 {}",
         stats.ok,
         stats.failed_summary(),
-        super::us(stats.latency.quantile(0.99) as f64)
+        super::us(super::quantile_us(&stats.latency, 0.99))
     );
     if crashes > 0 {
         figures.push_str(&format!(", {crashes} worker crash(es)"));

@@ -18,8 +18,9 @@ use forkring_testkit::http::{self, Fail};
 use forkring_testkit::proc;
 
 use super::{ms, Ctx, Outcome, Target};
-use crate::load::{Load, LoadConfig, RESPONSE_LIMIT};
-use crate::servers::Forkring;
+use forkring_stress::closed_loop::{Load, LoadConfig};
+use forkring_stress::probe::RESPONSE_LIMIT;
+use forkring_stress::servers::Forkring;
 
 const KEEPALIVE: usize = 16;
 const CLOSE: usize = 4;
@@ -71,7 +72,7 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
     for (s, sent) in burst.iter_mut() {
         let mut buf = Vec::new();
         match http::read_response(s, &mut buf, false, RESPONSE_LIMIT) {
-            Ok(r) if *sent && r.status == 200 && r.body == crate::load::HELLO => {}
+            Ok(r) if *sent && r.status == 200 && r.body == forkring_stress::HELLO => {}
             _ => burst_unanswered += 1,
         }
     }

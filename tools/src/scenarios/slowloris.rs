@@ -1,7 +1,7 @@
 //! Scenario 5: slowloris. 1,000 connections send a request head one byte at
 //! a time (one byte per connection every 200 ms, never finishing it) while a
 //! normal client, [`CLIENT_RATE`] requests a second over [`CLIENT_CONNS`]
-//! keep-alive connections (`crate::paced`), measures its p99 latency from
+//! keep-alive connections (`forkring_stress::paced`), measures its p99 latency from
 //! each request's due time; the same client without them is the baseline. A
 //! normal client asks at its own pace; a saturating one such as wrk measures
 //! its own closed loop (here its p99 over the attack came out below its
@@ -52,9 +52,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{median_max, ms, us, Ctx, Outcome, Server, Target};
-use crate::paced;
-use crate::servers::NginxConfig;
+use super::{median_max, ms, quantile_us, us, Ctx, Outcome, Server, Target};
+use forkring_stress::epoll::{self, Epoll};
+use forkring_stress::paced;
+use forkring_stress::servers::NginxConfig;
 
 /// Slow connections held open during the attack.
 const SLOW: usize = 1000;
@@ -173,17 +174,17 @@ impl Side {
 
     /// The normal client over `d`, from `cpu`.
     fn measure(&self, server_cpu: Option<usize>, cpu: Option<usize>, d: Duration) -> Result<Measured, String> {
-        let before = crate::procs::steal(server_cpu);
+        let before = forkring_stress::procs::steal(server_cpu);
         let t0 = Instant::now();
-        let r = paced::run(self.srv.addr(), CLIENT_CONNS, CLIENT_RATE, d, cpu)?;
-        let steal = match (before, crate::procs::steal(server_cpu)) {
+        let r = paced::run(&paced::Plan { cpu, ..paced::Plan::hello(self.srv.addr(), CLIENT_CONNS, CLIENT_RATE, d) })?;
+        let steal = match (before, forkring_stress::procs::steal(server_cpu)) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64() * 1e3 / t0.elapsed().as_secs_f64()),
             _ => None,
         };
         Ok(Measured {
-            p50: r.latency.quantile(0.5) as f64,
-            p99: r.latency.quantile(0.99) as f64,
-            errors: r.errors,
+            p50: quantile_us(&r.latency, 0.5),
+            p99: quantile_us(&r.latency, 0.99),
+            errors: r.errors(),
             steal,
         })
     }
@@ -232,7 +233,7 @@ impl Side {
         let (base_p50, attacked_p50) = (p50(&base), p50(&attacked));
         let (base, attacked) = (p99(&base), p99(&attacked));
         let addr = srv.addr();
-        let still_serving = crate::servers::get_once(addr, Duration::from_secs(2)) == Ok(200);
+        let still_serving = forkring_stress::probe::get_once(addr, Duration::from_secs(2)) == Ok(200);
 
         let base_med = median_f(&base);
         let att_med = median_f(&attacked);
@@ -407,22 +408,20 @@ struct Slow {
 /// header timeout plus 3 s after the stop.
 fn attack(addr: SocketAddr, cpu: Option<usize>, ctl: &Control, close_at_stop: bool) -> Report {
     if let Some(cpu) = cpu {
-        let _ = crate::procs::pin_to(cpu);
+        let _ = forkring_stress::procs::pin_to(cpu);
     }
 
     let mut rep = Report::default();
-    // SAFETY: epoll_create1 returns a new descriptor or -1.
-    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if ep < 0 {
+    let Ok(ep) = Epoll::new() else {
         rep.connect_errors = SLOW;
         return rep;
-    }
+    };
     let mut slots: Vec<Option<Slow>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
     let mut open = 0usize;
     let mut stop_at: Option<Instant> = None;
     let hard_end = Instant::now() + Duration::from_secs(60);
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut events = epoll::events(256);
     let started = Instant::now();
     let mut drained_at = Instant::now();
     loop {
@@ -471,9 +470,7 @@ fn attack(addr: SocketAddr, cpu: Option<usize>, ctl: &Control, close_at_stop: bo
                 slots.push(None);
                 slots.len() - 1
             });
-            let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32, u64: i as u64 };
-            // SAFETY: registers a live descriptor with our epoll.
-            unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev) };
+            let _ = ep.add(fd.as_raw_fd(), epoll::IN | epoll::RDHUP, i);
             let t = Instant::now();
             // The first byte at a random-enough point of the period, the
             // next ones a period apart.
@@ -491,16 +488,15 @@ fn attack(addr: SocketAddr, cpu: Option<usize>, ctl: &Control, close_at_stop: bo
         ctl.open.store(open, Ordering::Relaxed);
         // Closes and answers.
         let call_start = Instant::now();
-        // SAFETY: `events` has room for its length.
-        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, 1) };
+        let n = ep.wait(&mut events, 1).unwrap_or(0);
         // What this call returns became ready after the last call that
         // returned everything ready had started.
         let lo = drained_at;
-        if (n.max(0) as usize) < events.len() {
+        if n < events.len() {
             drained_at = call_start;
         }
-        for ev in events.iter().take(n.max(0) as usize) {
-            let i = ev.u64 as usize;
+        for ev in &events[..n] {
+            let i = epoll::token(ev);
             let Some(slow) = slots[i].as_mut() else { continue };
             let mut buf = [0u8; 4096];
             let closed = loop {
@@ -561,8 +557,6 @@ fn attack(addr: SocketAddr, cpu: Option<usize>, ctl: &Control, close_at_stop: bo
         drop(s);
     }
     ctl.open.store(0, Ordering::Relaxed);
-    // SAFETY: closes the epoll descriptor made above.
-    unsafe { libc::close(ep) };
     rep
 }
 

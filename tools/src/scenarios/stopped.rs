@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use forkring_testkit::proc;
 
 use super::{ms, Ctx, Outcome, Target};
-use crate::load::{Load, LoadConfig};
-use crate::procs;
-use crate::servers::Forkring;
+use forkring_stress::closed_loop::{Load, LoadConfig};
+use forkring_stress::procs;
+use forkring_stress::servers::Forkring;
 
 /// The watchdog's timeout.
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -42,7 +42,7 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
     let stats = load.finish();
     let unexplained = stats.failures.iter().filter(|fl| !fl.port.is_some_and(|p| held.contains(&p))).count();
     let gone = proc::wait_gone(pid, Duration::from_secs(2));
-    let still_serving = crate::servers::get_once(f.addr, Duration::from_secs(2)) == Ok(200);
+    let still_serving = forkring_stress::probe::get_once(f.addr, Duration::from_secs(2)) == Ok(200);
     let other_crashes = f.crashes().iter().filter(|e| e.pid != pid).count();
     let show = |d: Option<Duration>| d.map_or("never".to_owned(), ms);
     let mut figures = format!(

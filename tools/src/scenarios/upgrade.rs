@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 use forkring_testkit::proc;
 
 use super::{ms, Ctx, Outcome, Target};
-use crate::procs;
-use crate::servers::Forkring;
-use crate::wrk::{self, WrkResult};
+use forkring_stress::procs;
+use forkring_stress::servers::Forkring;
+use forkring_stress::wrk::{Wrk, WrkResult};
 
 /// wrk connections, in each of the two runs.
 const CONNS: usize = 64;
@@ -49,17 +49,7 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
 /// Runs wrk on `/` for [`RUN`] with [`CONNS`] connections, keep-alive or
 /// one connection per request.
 fn wrk_run(wrk: &Path, addr: SocketAddr, close: bool) -> Result<WrkResult, String> {
-    let mut cmd = Command::new(wrk);
-    cmd.args(["-t1", &format!("-c{CONNS}"), &format!("-d{}s", RUN.as_secs()), "--latency"]);
-    if close {
-        cmd.args(["-H", "Connection: close"]);
-    }
-    cmd.arg(format!("http://{addr}/")).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().map_err(|e| format!("start {}: {e}", wrk.display()))?;
-    procs::register(child.id() as i32);
-    let out = child.wait_with_output().map_err(|e| format!("wait for wrk: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    wrk::parse(&text).ok_or_else(|| format!("could not read wrk's output:\n{text}"))
+    Wrk { close, ..Wrk::new(wrk, addr, CONNS, RUN) }.run()
 }
 
 /// Both wrk runs, in threads.
@@ -111,7 +101,7 @@ fn forkring(ctx: &Ctx, wrk: &Path) -> Result<Outcome, String> {
     let dir: PathBuf = std::env::temp_dir().join(format!("forkring-stress-upgrade-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let bin = dir.join("forkring");
+    let bin = dir.join(forkring_stress::SERVER_BIN);
     install_build(&ctx.bin, &bin, "one")?;
     let mut f = Forkring::start(&bin, ctx.workers, &[], None)?;
     let addr = f.addr;
@@ -224,7 +214,7 @@ impl Daemon {
                 procs::register(pid);
                 let kids = proc::children(pid);
                 kids.iter().for_each(|&k| procs::register(k));
-                if kids.len() >= workers && crate::servers::get_once(addr, Duration::from_secs(1)) == Ok(200) {
+                if kids.len() >= workers && forkring_stress::probe::get_once(addr, Duration::from_secs(1)) == Ok(200) {
                     return Ok((daemon, addr));
                 }
             }

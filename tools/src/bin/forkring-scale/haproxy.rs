@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use forkring_testkit::proc;
 
+use forkring_stress::procs;
+
 use crate::host::{Kind, PORT};
 use crate::net;
-use crate::procs;
 
 /// The port HAProxy listens on, on the bridge's address.
 pub const FRONT_PORT: u16 = 8000;
@@ -43,7 +44,7 @@ pub struct Haproxy {
 
 /// Finds haproxy on PATH or in /usr/sbin.
 pub fn find() -> Option<PathBuf> {
-    crate::find_on_path("haproxy").or_else(|| {
+    procs::find_on_path("haproxy").or_else(|| {
         let p = PathBuf::from("/usr/sbin/haproxy");
         p.exists().then_some(p)
     })

@@ -2,16 +2,15 @@
 //! anchor) started with `ip netns exec` in the host's namespace, listening
 //! on the host's address.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use forkring_stress::{nginx, probe, procs};
 use forkring_testkit::proc;
 
 use crate::net;
-use crate::procs;
 
 /// The port every host serves on.
 pub const PORT: u16 = 8080;
@@ -111,7 +110,7 @@ impl Host {
             Kind::Nginx => {
                 let bin = self.bins.nginx.clone().ok_or("no nginx")?;
                 let conf = self.dir.join("nginx.conf");
-                std::fs::write(&conf, nginx_conf(&bin, &self.dir, &ip)).map_err(|e| e.to_string())?;
+                std::fs::write(&conf, nginx_conf(&self.dir, &ip).render(&bin)).map_err(|e| e.to_string())?;
                 // nginx takes SIGUSR2 (binary upgrade) only in a master
                 // whose parent is no longer the one it started with: it
                 // runs as a daemon, started by a shell that then leaves, and
@@ -238,45 +237,18 @@ impl Drop for Host {
     }
 }
 
-/// One `GET path` on a new connection: the status.
+/// One `GET path` on a new connection, a second for each step: the status.
 pub fn get(addr: SocketAddr, path: &str) -> Result<u16, String> {
-    let t = Duration::from_secs(1);
-    let mut s = TcpStream::connect_timeout(&addr, t).map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(t)).map_err(|e| e.to_string())?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: scale\r\nConnection: close\r\n\r\n").as_bytes())
-        .map_err(|e| format!("send: {e}"))?;
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf);
-    text.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("no status from {addr}{path}"))
+    probe::get(addr, path, Duration::from_secs(1))
 }
 
 /// nginx as a host: two workers, `Hello, World!` on `/`, 200 on `/ready`
 /// (it has no readiness of its own: the balancer sees it go when its
-/// listener closes).
-fn nginx_conf(bin: &Path, dir: &Path, ip: &str) -> String {
-    let d = dir.display();
-    let temp = crate::nginx::temp_paths(bin, dir);
-    format!(
-        "user root;
-worker_processes 2;
-daemon on;
-master_process on;
-pid {d}/nginx.pid;
-error_log {d}/error.log notice;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    server_tokens off;
-    default_type text/plain;
-    keepalive_requests 1000000;
-{temp}    server {{
-        listen {ip}:{PORT} backlog=4096;
-        location = / {{ return 200 \"Hello, World!\"; }}
-        location = /ready {{ return 200 \"ready\"; }}
-        location / {{ return 404; }}
-    }}
-}}
-"
-    )
+/// listener closes); a daemon, for its binary upgrade (see [`Host::start`]).
+fn nginx_conf(dir: &Path, ip: &str) -> nginx::Conf {
+    let mut c = nginx::Conf::new(dir, format!("{ip}:{PORT}"), 2);
+    c.error_log = dir.join("error.log");
+    c.daemon = true;
+    c.ready_route = true;
+    c
 }

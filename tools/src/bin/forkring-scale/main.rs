@@ -16,37 +16,31 @@
 //! started, and those in its own namespaces), never by name. It refuses to
 //! run, saying why, where it cannot create namespaces.
 
-#[path = "../../nginx.rs"]
-mod nginx;
-#[allow(dead_code)]
-#[path = "../../procs.rs"]
-mod procs;
-#[allow(dead_code)]
-#[path = "../../wrk.rs"]
-mod wrk;
-
 mod haproxy;
 mod host;
-mod load;
 mod net;
 mod scenarios;
+mod wrk_pair;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use forkring_stress::{procs, SERVER_BIN};
 use host::{Bins, Host, Kind};
 use scenarios::Fleet;
 
-const USAGE: &str = "\
+fn usage() -> String {
+    format!(
+        "\
 forkring-scale: a fleet of forkring hosts behind HAProxy, restarted, killed,
 scaled and upgraded under load; nginx hosts beside it as the anchor (make scale)
 
 Usage: forkring-scale [OPTIONS]
 
 Options:
-  --bin PATH      the forkring demo binary [default: `forkring` next to this
-                  program, i.e. target/release/forkring]
+  --bin PATH      the forkring demo binary [default: `{SERVER_BIN}` next to this
+                  program, i.e. target/release/{SERVER_BIN}]
   --only LIST     run only these scenarios, e.g. 1,3 [default: all]
   --no-nginx      skip the nginx anchor lines
   -h, --help      print this help
@@ -56,12 +50,8 @@ Environment: FORKRING_BACKEND (passed on to forkring), NGINX (nginx binary).
 Scenarios: 1 rolling restart, 2 host dies, 3 scale out/in, 4 rolling upgrade.
 Exit status: 0 when every forkring bound holds, 1 when one fails, 2 on a
 usage error, 3 when this machine cannot run the fleet.
-";
-
-/// Finds an executable `name` on PATH.
-pub fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+"
+    )
 }
 
 struct Args {
@@ -93,7 +83,7 @@ fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(Some(a)) => a,
         Ok(None) => {
-            print!("{USAGE}");
+            print!("{}", usage());
             return ExitCode::SUCCESS;
         }
         Err(e) => {
@@ -131,10 +121,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> ExitCode {
     let started = Instant::now();
-    let forkring = args.bin.unwrap_or_else(|| {
-        let exe = std::env::current_exe().unwrap_or_default();
-        exe.parent().map(|d| d.join("forkring")).unwrap_or_else(|| PathBuf::from("forkring"))
-    });
+    let forkring = args.bin.unwrap_or_else(forkring_stress::server_bin_beside_me);
     if !forkring.is_file() {
         eprintln!("forkring-scale: no forkring binary at {} (cargo build --release, or --bin)", forkring.display());
         return ExitCode::from(2);
@@ -143,18 +130,11 @@ fn run(args: Args) -> ExitCode {
         eprintln!("scale: haproxy not found (apt-get install haproxy; `make scale` installs it); not running");
         return ExitCode::from(3);
     };
-    let Some(wrk) = find_on_path("wrk") else {
+    let Some(wrk) = procs::find_on_path("wrk") else {
         eprintln!("scale: wrk not found (apt-get install wrk; `make scale` installs it); not running");
         return ExitCode::from(3);
     };
-    let nginx = if args.nginx {
-        std::env::var_os("NGINX").map(PathBuf::from).or_else(|| find_on_path("nginx")).or_else(|| {
-            let p = PathBuf::from("/usr/sbin/nginx");
-            p.exists().then_some(p)
-        })
-    } else {
-        None
-    };
+    let nginx = if args.nginx { forkring_stress::nginx::find() } else { None };
     let bins = Bins { forkring: forkring.clone(), nginx: nginx.clone() };
     let run_dir = std::env::temp_dir().join(format!("forkring-scale-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&run_dir);
@@ -213,8 +193,8 @@ fn run_fleet(
         bins.forkring.display(),
         host::DRAIN_DELAY_MS,
         bins.nginx.as_ref().map_or("nginx not found: no anchor lines".to_owned(), |n| n.display().to_string()),
-        load::KEEPALIVE,
-        load::CLOSE,
+        wrk_pair::KEEPALIVE,
+        wrk_pair::CLOSE,
     );
     let mut passed = 0;
     let mut failed = Vec::new();

@@ -1,4 +1,4 @@
-//! The scenarios: each runs under the load of `load.rs` against a fleet of
+//! The scenarios: each runs under the load of `wrk_pair.rs` against a fleet of
 //! three hosts behind HAProxy, and returns its figures and whether its bound
 //! held.
 
@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::haproxy::{Haproxy, CHECK_TIMEOUT_MS, FALL, INTER_MS, RISE};
 use crate::host::{self, Host, Kind, DRAIN_DELAY_MS};
-use crate::load::Load;
+use crate::wrk_pair::Load;
 
 /// The fleet of one run: the hosts (h1..h3 serving, h4 idle until scale
 /// out) and the balancer.
@@ -236,7 +236,7 @@ fn upgrade_host(f: &mut Fleet, i: usize) -> Result<Duration, String> {
         std::thread::sleep(Duration::from_millis(10));
     }
     let new = new.ok_or_else(|| format!("h{}: no new master 20 s after SIGUSR2: {}", h.n, h.log_tail(6)))?;
-    crate::procs::register(new);
+    forkring_stress::procs::register(new);
     if kind == Kind::Nginx {
         std::thread::sleep(Duration::from_millis(200));
         h.signal(libc::SIGWINCH);

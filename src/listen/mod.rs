@@ -1,9 +1,11 @@
-//! Binding listening sockets.
+//! Binding listening sockets, and steering a reuseport group ([`steer`]).
+
+pub mod steer;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
@@ -133,15 +135,17 @@ pub fn bind_unix(path: &Path, backlog: i32, mode: Option<u32>) -> io::Result<(Ow
         socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)
             .map_err(|e| context(e.into(), "socket"))?;
     let addr = socket::UnixAddr::new(path).map_err(|e| what(e.into(), "address"))?;
-    socket::bind(fd.as_raw_fd(), &addr).map_err(|e| what(e.into(), "bind"))?;
+    // The file gets its mode as it is made, through the umask: a chmod by
+    // path afterwards would follow a link put there meanwhile. (The umask
+    // is the process's: the master binds before it starts anything else.)
+    let umask = mode.map(|m| nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(!m & 0o777)));
+    let bound = socket::bind(fd.as_raw_fd(), &addr);
+    if let Some(old) = umask {
+        nix::sys::stat::umask(old);
+    }
+    bound.map_err(|e| what(e.into(), "bind"))?;
     let meta = std::fs::symlink_metadata(path).map_err(|e| what(e, "stat"))?;
     let file = UnixSocketFile { path: path.to_path_buf(), id: (meta.dev(), meta.ino()) };
-    if let Some(mode) = mode {
-        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
-            file.remove();
-            return Err(what(e, "chmod"));
-        }
-    }
     // Plain integer arguments on the socket made above.
     if let Err(e) = syscall!(listen(fd.as_raw_fd(), backlog)) {
         file.remove();

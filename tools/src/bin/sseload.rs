@@ -1,6 +1,7 @@
 //! Server-sent events load for `make bench`: opens many streams to
 //! `GET /stream` on one server and counts the events that arrive, from one
-//! thread with epoll (no thread per stream on this side either).
+//! thread with epoll (`forkring_stress::epoll`: no thread per stream on
+//! this side either).
 //!
 //! ```text
 //! sseload --addr 127.0.0.1:8080 --streams 10000 --duration 10 [--path /stream?n=1000000&ms=1000]
@@ -13,9 +14,10 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use forkring_stress::epoll::{self, Epoll};
 
 struct Opts {
     addr: SocketAddr,
@@ -61,12 +63,12 @@ fn main() {
             std::process::exit(2);
         }
     };
-    raise_nofile(o.streams as u64 + 64);
-    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).expect("epoll_create1");
+    forkring_testkit::proc::raise_nofile(o.streams as u64 + 64);
+    let ep = Epoll::new().expect("epoll_create1");
     let req = format!("GET {} HTTP/1.1\r\nHost: bench\r\n\r\n", o.path);
     let mut conns = Vec::with_capacity(o.streams);
     let mut errors = 0u64;
-    for i in 0..o.streams {
+    for _ in 0..o.streams {
         let sock = match TcpStream::connect_timeout(&o.addr, Duration::from_secs(5)) {
             Ok(s) => s,
             Err(e) => {
@@ -77,13 +79,14 @@ fn main() {
         };
         let _ = (&sock).write_all(req.as_bytes());
         sock.set_nonblocking(true).expect("nonblocking");
-        epoll.add(&sock, EpollEvent::new(EpollFlags::EPOLLIN, i as u64)).expect("epoll_ctl");
+        // The token is the stream's index among those that connected.
+        ep.add(sock.as_raw_fd(), epoll::IN, conns.len()).expect("epoll_ctl");
         conns.push(Some(Conn { sock, head: false, last: 0 }));
     }
     let mut events = 0u64;
     let mut heads = 0usize;
     let mut buf = vec![0u8; 64 * 1024];
-    let mut evs = vec![EpollEvent::empty(); 1024];
+    let mut evs = epoll::events(1024);
     let mut counting: Option<Instant> = None;
     let ready_by = Instant::now() + Duration::from_secs(30);
     loop {
@@ -98,15 +101,15 @@ fn main() {
                 break;
             }
         }
-        let n = epoll.wait(&mut evs, EpollTimeout::from(100u16)).unwrap_or(0);
+        let n = ep.wait(&mut evs, 100).unwrap_or(0);
         for ev in &evs[..n] {
-            let i = ev.data() as usize;
+            let i = epoll::token(ev);
             let Some(c) = conns[i].as_mut() else { continue };
             loop {
                 match c.sock.read(&mut buf) {
                     Ok(0) => {
                         errors += 1;
-                        let _ = epoll.delete(&c.sock);
+                        ep.remove(c.sock.as_raw_fd());
                         conns[i] = None;
                         break;
                     }
@@ -128,7 +131,7 @@ fn main() {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(_) => {
                         errors += 1;
-                        let _ = epoll.delete(&c.sock);
+                        ep.remove(c.sock.as_raw_fd());
                         conns[i] = None;
                         break;
                     }
@@ -140,19 +143,4 @@ fn main() {
     println!("RESULT streams={heads} events={events} seconds={secs:.3} errors={errors}");
     // The sockets close on exit; the server's writers learn at their next
     // event.
-}
-
-/// Raises the soft limit on open files to what `want` needs (within the
-/// hard limit).
-fn raise_nofile(want: u64) {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes into the local struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return;
-    }
-    if lim.rlim_cur < want {
-        lim.rlim_cur = want.min(lim.rlim_max);
-        // SAFETY: setrlimit reads the local struct it is given.
-        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
-    }
 }

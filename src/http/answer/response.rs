@@ -1,15 +1,24 @@
-//! The response a handler fills in, and its framing into bytes.
+//! The response a handler fills in (a whole one, or the head of a
+//! stream, file or upgrade), and its framing into bytes.
 
 use std::fmt;
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
-use super::defer::{Completions, Responder};
 use super::file::FileBody;
-use super::is_tchar;
-use super::stream::{self, Stream, STREAM_QUEUE};
+use super::pipe::Pipe;
 use super::upgrade::{UpgradeFn, Upgraded};
+use crate::http::mailbox;
+use crate::http::syntax::is_tchar;
+
+/// The worker's mailbox as the runtime fills it: deferred answers are
+/// responses, stream notices name a pipe.
+pub(crate) type Completions = mailbox::Completions<Response, Arc<Pipe>>;
+/// One entry of the worker's mailbox.
+pub type Completion = mailbox::Completion<Response, Arc<Pipe>>;
+/// What one entry of the worker's mailbox delivers.
+pub(crate) type Outcome = mailbox::Outcome<Response, Arc<Pipe>>;
 
 /// A response under construction. The runtime owns `Content-Length`,
 /// `Date` and `Connection`; the handler sets the rest.
@@ -49,8 +58,8 @@ pub(crate) enum Kind {
     /// The bytes in `body`, with a `Content-Length`.
     #[default]
     Bytes,
-    /// A stream of unknown length, fed through a [`Stream`].
-    Stream(Arc<stream::Shared>),
+    /// A stream of unknown length, fed through a [`super::Stream`].
+    Stream(Arc<Pipe>),
     /// A file (or, by the request's `Range`, a part of it).
     File(FileBody),
 }
@@ -182,27 +191,6 @@ impl Response {
         &mut self.body
     }
 
-    /// Makes the body a stream of unknown length and returns its writer:
-    /// sent with `Transfer-Encoding: chunked` to an HTTP/1.1 client, and
-    /// ended by closing the connection for an HTTP/1.0 one. Whatever was in
-    /// the body is dropped. The writer is `Send`: feed it from the loop (a
-    /// [`crate::worker::every`] timer) or from any thread; see [`Stream`]
-    /// for its backpressure and its end. The connection answers no later
-    /// request before the stream ends.
-    ///
-    /// Outside a handler (a response made with [`Response::new`]) the
-    /// stream returned is closed: use [`Responder::stream`] to stream a
-    /// deferred answer.
-    pub fn stream(&mut self) -> Stream {
-        let (queue, token) = match self.deferral {
-            Deferral::Offered(_, token, _) => (self.queue.clone(), token),
-            _ => (None, 0),
-        };
-        let stream = Stream::new(queue, token, STREAM_QUEUE);
-        self.set_kind(Kind::Stream(stream.shared().clone()));
-        stream
-    }
-
     /// Makes the body the file `file` (a regular file, open for reading):
     /// sent without copying it through user space. Whatever was in the
     /// body is dropped. When the status is `200` and the response is the
@@ -228,9 +216,9 @@ impl Response {
         }
     }
 
-    /// Makes the body the stream `shared` (a deferred response's).
-    pub(crate) fn set_stream(&mut self, shared: Arc<stream::Shared>) {
-        self.set_kind(Kind::Stream(shared));
+    /// Makes the body the stream whose pipe is `pipe`.
+    pub(crate) fn set_stream(&mut self, pipe: Arc<Pipe>) {
+        self.set_kind(Kind::Stream(pipe));
     }
 
     /// Takes what the body is, leaving `Bytes`.
@@ -252,32 +240,6 @@ impl Response {
 
     pub(crate) fn wants_close(&self) -> bool {
         self.close
-    }
-
-    /// Answers later: returns the [`Responder`] for this request, to be
-    /// completed from any thread (say, with work given to
-    /// [`crate::worker::spawn_blocking`]) or from the worker's loop (a
-    /// [`crate::worker::after`] timer). What the handler put in `self` is
-    /// dropped. The connection answers no later request before this one,
-    /// so pipelined responses keep their order.
-    ///
-    /// The request gets `503` at once when the worker already waits on
-    /// [`crate::Limits::max_deferred`] responders (the responder returned
-    /// then does nothing), `504` when [`crate::Timeouts::deferred`] passes
-    /// first, and `500` when the responder is dropped unsent. Outside a
-    /// handler, or called twice, it returns a responder that does nothing.
-    pub fn defer(&mut self) -> Responder {
-        match std::mem::replace(&mut self.deferral, Deferral::Taken) {
-            Deferral::Offered(room, token, seq) => {
-                Responder::new(if room { self.queue.clone() } else { None }, token, seq)
-            }
-            other => {
-                if matches!(other, Deferral::None) {
-                    self.deferral = Deferral::None;
-                }
-                Responder::new(None, 0, 0)
-            }
-        }
     }
 
     /// Takes the connection after this response, which becomes
@@ -314,6 +276,30 @@ impl Response {
     /// Offers the handler the right to defer (see [`Response::defer`]).
     pub(crate) fn offer_deferral(&mut self, room: bool, token: u64, seq: u64) {
         self.deferral = Deferral::Offered(room, token, seq);
+    }
+
+    /// Takes the offer to defer, for a responder: where its completion
+    /// goes (`None` when there is no room, nothing was offered, or it was
+    /// taken before), the connection's token and the request's number.
+    pub(super) fn claim_deferral(&mut self) -> (Option<Arc<Completions>>, u64, u64) {
+        match std::mem::replace(&mut self.deferral, Deferral::Taken) {
+            Deferral::Offered(room, token, seq) => (if room { self.queue.clone() } else { None }, token, seq),
+            other => {
+                if matches!(other, Deferral::None) {
+                    self.deferral = Deferral::None;
+                }
+                (None, 0, 0)
+            }
+        }
+    }
+
+    /// Where a stream made now sends its notices, and for which
+    /// connection: `None` outside a handler.
+    pub(super) fn offered_queue(&self) -> (Option<Arc<Completions>>, u64) {
+        match self.deferral {
+            Deferral::Offered(_, token, _) => (self.queue.clone(), token),
+            _ => (None, 0),
+        }
     }
 
     /// Sets where responders made from this response send completions.

@@ -1,6 +1,8 @@
-//! The harness's own load client: a bounded number of threads, each one
-//! client with one connection at a time, sending `GET /` and checking every
-//! answer (status 200, body `Hello, World!`).
+//! The harness's own closed-loop load client: a bounded number of threads,
+//! each one client with one connection at a time, sending `GET /` and
+//! checking every answer (status 200, body `Hello, World!`); each client
+//! sends its next request when the last is answered. (The open-loop client,
+//! which sends on a schedule whatever the answers do, is `paced`.)
 //!
 //! Two modes: keep-alive (one connection reused until the server says
 //! `Connection: close` or something fails) and connection-per-request
@@ -20,82 +22,15 @@ use std::time::{Duration, Instant};
 
 use forkring_testkit::http::{self, Fail};
 
-/// The body the demo server and the nginx anchor answer `GET /` with.
-pub const HELLO: &[u8] = b"Hello, World!";
-/// Longest time one response may take in all, however it trickles in (each
-/// single read is bounded by the stream's own timeout).
-pub const RESPONSE_LIMIT: Duration = Duration::from_secs(30);
+use crate::histogram::Histogram;
+use crate::probe::RESPONSE_LIMIT;
+use crate::HELLO;
 
 const REQ_KEEPALIVE: &[u8] = b"GET / HTTP/1.1\r\nHost: stress\r\n\r\n";
 const REQ_CLOSE: &[u8] = b"GET / HTTP/1.1\r\nHost: stress\r\nConnection: close\r\n\r\n";
 
 /// Failures remembered one by one, per thread (counts are kept beyond).
 const FAILURES_KEPT: usize = 20_000;
-
-/// A latency histogram in microseconds: exact below 128 µs, then 64
-/// sub-buckets per power of two (under 1.6 % error).
-#[derive(Clone)]
-pub struct Histogram {
-    counts: Vec<u64>,
-    total: u64,
-}
-
-impl Default for Histogram {
-    fn default() -> Self {
-        Histogram { counts: vec![0; 128 + 57 * 64], total: 0 }
-    }
-}
-
-impl Histogram {
-    fn index(us: u64) -> usize {
-        if us < 128 {
-            return us as usize;
-        }
-        let msb = 63 - us.leading_zeros() as u64;
-        let shift = msb - 6;
-        (128 + (msb - 7) * 64 + ((us >> shift) - 64)) as usize
-    }
-
-    fn value(i: usize) -> u64 {
-        if i < 128 {
-            return i as u64;
-        }
-        let k = (i - 128) as u64;
-        let msb = k / 64 + 7;
-        (64 + k % 64) << (msb - 6)
-    }
-
-    /// Records one latency.
-    pub fn record(&mut self, d: Duration) {
-        let i = Self::index(d.as_micros().min(u64::MAX as u128) as u64).min(self.counts.len() - 1);
-        self.counts[i] += 1;
-        self.total += 1;
-    }
-
-    /// Adds `other`'s samples.
-    pub fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a += b;
-        }
-        self.total += other.total;
-    }
-
-    /// The `q` quantile (0..1) in microseconds; 0 when empty.
-    pub fn quantile(&self, q: f64) -> u64 {
-        if self.total == 0 {
-            return 0;
-        }
-        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
-        let mut seen = 0;
-        for (i, c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Self::value(i);
-            }
-        }
-        Self::value(self.counts.len() - 1)
-    }
-}
 
 /// One failed request.
 #[derive(Clone, Debug)]
@@ -121,7 +56,7 @@ pub struct Failure {
 }
 
 /// What a load run counted.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub struct Stats {
     /// Requests answered correctly.
     pub ok: u64,
@@ -131,12 +66,26 @@ pub struct Stats {
     pub failed: [u64; 6],
     /// The first failures, one by one.
     pub failures: Vec<Failure>,
-    /// Latency of the correct answers.
+    /// Latency of the correct answers, in microseconds.
     pub latency: Histogram,
     /// Connections opened.
     pub connections: u64,
     /// Responses that said `Connection: close` on a keep-alive connection.
     pub closed_by_server: u64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            ok: 0,
+            ok_after_mark: 0,
+            failed: [0; 6],
+            failures: Vec::new(),
+            latency: Histogram::micros(),
+            connections: 0,
+            closed_by_server: 0,
+        }
+    }
 }
 
 impl Stats {
@@ -204,8 +153,8 @@ impl LoadConfig {
     }
 }
 
-/// Flags shared by the client threads.
-struct Shared {
+/// What the client threads are told, all at once.
+struct Flags {
     stop: AtomicBool,
     no_new_connections: AtomicBool,
     /// Nanoseconds after `epoch` of the mark; 0 while unset.
@@ -215,14 +164,14 @@ struct Shared {
 
 /// A running load.
 pub struct Load {
-    shared: Arc<Shared>,
+    flags: Arc<Flags>,
     threads: Vec<JoinHandle<Stats>>,
 }
 
 impl Load {
     /// Starts the clients against `addr`.
     pub fn start(addr: SocketAddr, cfg: LoadConfig) -> Load {
-        let shared = Arc::new(Shared {
+        let flags = Arc::new(Flags {
             stop: AtomicBool::new(false),
             no_new_connections: AtomicBool::new(false),
             mark_ns: AtomicU64::new(0),
@@ -231,27 +180,27 @@ impl Load {
         let mut threads = Vec::new();
         for i in 0..cfg.keepalive + cfg.close {
             let keepalive = i < cfg.keepalive;
-            let shared = Arc::clone(&shared);
+            let flags = Arc::clone(&flags);
             let t = std::thread::Builder::new()
                 .name(format!("load-{i}"))
                 .stack_size(256 * 1024)
-                .spawn(move || client(addr, keepalive, cfg, &shared))
+                .spawn(move || client(addr, keepalive, cfg, &flags))
                 .expect("spawn a load thread");
             threads.push(t);
         }
-        Load { shared, threads }
+        Load { flags, threads }
     }
 
     /// Marks now: failures record whether their connection was established
     /// before it, and answers after it are counted apart.
     pub fn mark(&self) {
-        let ns = self.shared.epoch.elapsed().as_nanos().max(1) as u64;
-        self.shared.mark_ns.store(ns, Ordering::SeqCst);
+        let ns = self.flags.epoch.elapsed().as_nanos().max(1) as u64;
+        self.flags.mark_ns.store(ns, Ordering::SeqCst);
     }
 
     /// Clients finish with the connection they have and open no other.
     pub fn stop_new_connections(&self) {
-        self.shared.no_new_connections.store(true, Ordering::SeqCst);
+        self.flags.no_new_connections.store(true, Ordering::SeqCst);
     }
 
     /// Whether every client has ended by itself.
@@ -261,7 +210,7 @@ impl Load {
 
     /// Stops the clients and adds up what they counted.
     pub fn finish(self) -> Stats {
-        self.shared.stop.store(true, Ordering::SeqCst);
+        self.flags.stop.store(true, Ordering::SeqCst);
         let mut total = Stats::default();
         for t in self.threads {
             match t.join() {
@@ -284,11 +233,11 @@ struct Conn {
     last_answer: Option<Instant>,
 }
 
-fn client(addr: SocketAddr, keepalive: bool, cfg: LoadConfig, sh: &Shared) -> Stats {
+fn client(addr: SocketAddr, keepalive: bool, cfg: LoadConfig, sh: &Flags) -> Stats {
     let mut st = Stats::default();
     let hard_stop = Instant::now() + cfg.max_run;
     let mut conn: Option<Conn> = None;
-    let marked = |sh: &Shared| sh.mark_ns.load(Ordering::SeqCst);
+    let marked = |sh: &Flags| sh.mark_ns.load(Ordering::SeqCst);
     while !sh.stop.load(Ordering::Relaxed) && Instant::now() < hard_stop {
         if conn.is_none() {
             if sh.no_new_connections.load(Ordering::SeqCst) {
@@ -358,31 +307,5 @@ fn fail(st: &mut Stats, f: Fail, port: Option<u16>, idle: Option<Duration>, befo
     st.failed[Fail::ALL.iter().position(|&k| k == f).expect("a known kind")] += 1;
     if st.failures.len() < FAILURES_KEPT {
         st.failures.push(Failure { at: Instant::now(), fail: f, port, reused, before_mark, got, idle });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_buckets_round_trip() {
-        for us in [0u64, 1, 127, 128, 129, 1000, 4095, 4096, 123_456, 10_000_000] {
-            let i = Histogram::index(us);
-            let v = Histogram::value(i);
-            assert!(v <= us, "{us}: bucket starts at {v}");
-            assert!(us - v <= us / 64 + 1, "{us}: bucket {v} too coarse");
-        }
-    }
-
-    #[test]
-    fn quantiles() {
-        let mut h = Histogram::default();
-        for us in 1..=100u64 {
-            h.record(Duration::from_micros(us));
-        }
-        assert_eq!(h.quantile(0.5), 50);
-        assert_eq!(h.quantile(0.99), 99);
-        assert_eq!(h.quantile(1.0), 100);
     }
 }

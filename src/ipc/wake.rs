@@ -14,22 +14,22 @@ use std::time::Duration;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 /// An eventfd (non-blocking, close-on-exec) used as a wake-up signal.
-pub struct Notifier {
+pub struct WakeFd {
     /// The eventfd.
     fd: OwnedFd,
 }
 
-impl Notifier {
+impl WakeFd {
     /// Creates an eventfd.
-    pub fn new() -> io::Result<Notifier> {
-        Ok(Notifier { fd: crate::sys::eventfd()? })
+    pub fn new() -> io::Result<WakeFd> {
+        Ok(WakeFd { fd: crate::sys::eventfd()? })
     }
 
     /// Wraps an eventfd received from elsewhere (a re-executed worker's
-    /// inherited descriptor). It should be non-blocking: [`Notifier::drain`]
+    /// inherited descriptor). It should be non-blocking: [`WakeFd::drain`]
     /// reads it when it may not be signalled.
-    pub fn from_fd(fd: OwnedFd) -> Notifier {
-        Notifier { fd }
+    pub fn from_fd(fd: OwnedFd) -> WakeFd {
+        WakeFd { fd }
     }
 
     /// The descriptor, to register with epoll or read from io_uring. It
@@ -71,8 +71,8 @@ impl Notifier {
     }
 }
 
-impl fmt::Debug for Notifier {
+impl fmt::Debug for WakeFd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Notifier").field("fd", &self.fd.as_raw_fd()).finish()
+        f.debug_struct("WakeFd").field("fd", &self.fd.as_raw_fd()).finish()
     }
 }

@@ -1,9 +1,7 @@
-//! Connections handed over after an upgrade, and the cap on how many one
-//! worker holds.
-//!
-//! A handler that answers `101` with [`super::Response::upgrade`] gets the
-//! connection once the `101` is sent: an [`Upgraded`] holding the socket
-//! and the bytes the client sent after the request head.
+//! Connections handed over after `101 Switching Protocols`: what a handler
+//! that answers with [`super::Response::upgrade`] gets once the `101` is
+//! sent (an [`Upgraded`] holding the socket and the bytes the client sent
+//! after the request head), and the cap on how many one worker holds.
 //!
 //! An upgraded connection leaves the driver (and `max_connections`), so it
 //! counts against a cap of its own, [`crate::Limits::max_upgraded`] per

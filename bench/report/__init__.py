@@ -1,0 +1,14 @@
+"""make bench's report, one module per part of it. Standard library only,
+no network.
+
+- data: what bench/run.sh measured, read back, and the figures drawn from it
+- fmt: how a figure is written
+- terminal: the tables printed at the end of a run
+- document: report.md, section by section:
+  summary, baseline (against BASELINE), peers (against may_minihttp and
+  hyper, and what each server sends), machine (machine, tools, parameters),
+  saturation (under wrk), fixed_rate (ratebench), sse (server-sent
+  events), method (how the figures are measured and made again)
+- chart: report.svg
+- main: the command line (bench/report.py)
+"""
