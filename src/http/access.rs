@@ -257,12 +257,16 @@ impl Drop for AccessLog {
     }
 }
 
+/// Opens the log for appending. A symbolic link in the log's own place is
+/// refused (`O_NOFOLLOW`): the log is opened by the worker, often after a
+/// reopen signal, and a link swapped in by whoever can write the directory
+/// must not redirect its lines into another file.
 fn open(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o640)
-        .custom_flags(libc::O_CLOEXEC)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| io::Error::new(e.kind(), format!("access log {}: {e}", path.display())))
 }
@@ -383,5 +387,22 @@ mod tests {
         }
         let s = line(&Entry::new("10.0.0.1", None, 400, None, 0));
         assert!(s.starts_with("10.0.0.1 - - [") && s.ends_with("] \"-\" 400 - \"-\" \"-\" 0\n"), "{s}");
+    }
+
+    #[test]
+    fn a_link_in_the_logs_place_is_refused() {
+        let dir = std::env::temp_dir().join(format!("forkring-access-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("elsewhere");
+        std::fs::write(&target, b"").unwrap();
+        let link = dir.join("access.log");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = AccessLog::open(&link).err().expect("a link is not opened");
+        assert!(err.to_string().contains(&format!("os error {}", libc::ELOOP)), "{err}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"");
+        std::fs::remove_file(&link).unwrap();
+        assert!(AccessLog::open(&link).is_ok(), "a plain path is opened");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

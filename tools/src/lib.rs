@@ -11,6 +11,8 @@
 //!   cluster read from its log and the nginx anchor;
 //! - [`nginx`]: finding nginx and the one builder of its configuration;
 //! - [`wrk`]: running wrk and reading its report;
+//! - [`netstat`]: the kernel's counters of dropped and reset TCP
+//!   connections, host-wide;
 //! - [`closed_loop`]: the harness's own checking client, one request in
 //!   flight per connection;
 //! - [`paced`]: the open-loop client, requests at a fixed rate with latency
@@ -31,6 +33,7 @@ pub mod closed_loop;
 pub mod epoll;
 pub mod histogram;
 pub mod logger;
+pub mod netstat;
 pub mod nginx;
 pub mod paced;
 pub mod probe;

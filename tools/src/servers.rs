@@ -377,6 +377,8 @@ pub struct NginxConfig {
     pub connections: usize,
     /// `client_header_timeout`, in milliseconds.
     pub header_timeout_ms: u64,
+    /// `listen ... reuseport`: a socket per worker, as forkring's default.
+    pub reuseport: bool,
 }
 
 /// An nginx master process with its temporary prefix directory.
@@ -530,13 +532,14 @@ impl Drop for Nginx {
 }
 
 /// The configuration: `GET /` answered `Hello, World!`, with the worker
-/// count, connection limit and header timeout of the scenario, and every
-/// path inside `dir`.
+/// count, connection limit, header timeout and listener of the scenario,
+/// and every path inside `dir`.
 fn nginx_conf(bin: &Path, dir: &Path, port: u16, cfg: &NginxConfig) -> String {
     let mut c = nginx::Conf::new(dir, format!("127.0.0.1:{port}"), cfg.workers);
     c.connections = cfg.connections;
     c.rlimit_nofile = Some(cfg.connections * 2 + 64);
     c.header_timeout = Some(Duration::from_millis(cfg.header_timeout_ms));
+    c.reuseport = cfg.reuseport;
     c.render(bin)
 }
 
@@ -553,6 +556,17 @@ mod tests {
         assert_eq!((e.kind.as_str(), e.requested, e.how.as_str()), ("exit", Some(false), "signal=9"));
         assert!(parse_event("forkring[77] info: listening on 127.0.0.1:4000", now).is_none());
         assert!(parse_event("forkring[78] info: backend: epoll (configured)", now).is_none());
+    }
+
+    #[test]
+    fn the_nginx_listener_is_reuseport_when_asked() {
+        let cfg = NginxConfig { workers: 4, connections: 4096, header_timeout_ms: 10_000, reuseport: true };
+        let bin = Path::new("/nonexistent/nginx");
+        let text = nginx_conf(bin, Path::new("/tmp/run"), 8080, &cfg);
+        assert!(text.contains("worker_processes 4;"), "{text}");
+        assert!(text.contains("listen 127.0.0.1:8080 backlog=4096 reuseport;"), "{text}");
+        let text = nginx_conf(bin, Path::new("/tmp/run"), 8080, &NginxConfig { reuseport: false, ..cfg });
+        assert!(text.contains("listen 127.0.0.1:8080 backlog=4096;"), "{text}");
     }
 
     #[test]

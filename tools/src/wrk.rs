@@ -1,7 +1,8 @@
 //! Running `wrk` and reading its report: wherever a latency distribution
 //! from a well-known, event-driven client is worth more than the harness's
 //! own counting (the slowloris and idle scenarios' keep-alive load, the
-//! binary upgrade under load, the fleet's load at the balancer).
+//! binary upgrade under load, scaling under connection-per-request load,
+//! the fleet's load at the balancer).
 //!
 //! Where it stops: one wrk process, started with the options of [`Wrk`],
 //! waited for, its report read. Which runs a scenario makes, and what it
@@ -28,6 +29,42 @@ pub struct WrkResult {
     pub p99_us: f64,
     /// Socket errors (connect, read, write, timeout) plus non-2xx answers.
     pub errors: u64,
+    /// The same errors by kind.
+    pub kinds: ErrorKinds,
+}
+
+/// wrk's failed requests by kind: its `Socket errors:` line and its
+/// `Non-2xx or 3xx responses:` line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ErrorKinds {
+    /// `connect()` failed.
+    pub connect: u64,
+    /// A read failed (`ECONNRESET`, say) or met the end of the stream
+    /// before the whole response.
+    pub read: u64,
+    /// A write failed (`ECONNRESET`, `EPIPE`).
+    pub write: u64,
+    /// No response within wrk's timeout.
+    pub timeout: u64,
+    /// Answered with a status other than 2xx or 3xx.
+    pub status: u64,
+}
+
+impl ErrorKinds {
+    /// Requests whose connection the server reset or closed unanswered:
+    /// the failed reads and writes. Over loopback nothing else drops a
+    /// connection once it is established.
+    pub fn resets(&self) -> u64 {
+        self.read + self.write
+    }
+
+    /// `connect 0, read 2, write 0, timeout 0, non-2xx 0`.
+    pub fn text(&self) -> String {
+        format!(
+            "connect {}, read {}, write {}, timeout {}, non-2xx {}",
+            self.connect, self.read, self.write, self.timeout, self.status
+        )
+    }
 }
 
 /// One wrk run to make: `wrk -t1 -c<conns> -d<secs>s [--timeout <t>s]
@@ -153,12 +190,24 @@ pub fn parse(text: &str) -> Option<WrkResult> {
             ["Socket", "errors:", rest @ ..] => {
                 // connect 0, read 0, write 0, timeout 0
                 for w in rest.chunks(2) {
-                    if let [_, n] = w {
-                        r.errors += n.trim_end_matches(',').parse::<u64>().unwrap_or(0);
+                    if let [kind, n] = w {
+                        let n = n.trim_end_matches(',').parse::<u64>().unwrap_or(0);
+                        match *kind {
+                            "connect" => r.kinds.connect += n,
+                            "read" => r.kinds.read += n,
+                            "write" => r.kinds.write += n,
+                            "timeout" => r.kinds.timeout += n,
+                            _ => {}
+                        }
+                        r.errors += n;
                     }
                 }
             }
-            ["Non-2xx", "or", "3xx", "responses:", n] => r.errors += n.parse::<u64>().unwrap_or(0),
+            ["Non-2xx", "or", "3xx", "responses:", n] => {
+                let n = n.parse::<u64>().unwrap_or(0);
+                r.kinds.status += n;
+                r.errors += n;
+            }
             _ => {}
         }
     }
@@ -207,7 +256,28 @@ Transfer/sec:     10.04MB
         assert_eq!(r.p99_us, 219.0);
         assert_eq!(r.p50_us, 80.0);
         assert_eq!(r.errors, 7);
+        assert_eq!(r.kinds, ErrorKinds { connect: 0, read: 2, write: 0, timeout: 1, status: 4 });
+        assert_eq!(r.kinds.resets(), 2);
         assert!((r.rps - 84887.89).abs() < 0.01);
         assert_eq!(duration_us("1.50ms"), Some(1500.0));
+    }
+
+    #[test]
+    fn reads_each_kind_of_error_and_a_report_without_any() {
+        let head = "Running 22s test @ http://127.0.0.1:4000/
+  1 threads and 32 connections
+  Latency Distribution
+     50%    1.10ms
+     99%    9.87ms
+  201350 requests in 22.00s, 25.73MB read
+";
+        let tail = "Requests/sec:   9152.18\nTransfer/sec:      1.17MB\n";
+        let clean = parse(&format!("{head}{tail}")).unwrap();
+        assert_eq!((clean.requests, clean.errors, clean.kinds), (201_350, 0, ErrorKinds::default()));
+        let text = format!("{head}  Socket errors: connect 5, read 17, write 3, timeout 2\n{tail}");
+        let r = parse(&text).unwrap();
+        assert_eq!(r.kinds, ErrorKinds { connect: 5, read: 17, write: 3, timeout: 2, status: 0 });
+        assert_eq!((r.errors, r.kinds.resets()), (27, 20));
+        assert_eq!(r.kinds.text(), "connect 5, read 17, write 3, timeout 2, non-2xx 0");
     }
 }

@@ -59,7 +59,7 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
     if nofile < (CONNS + 512) as u64 {
         return Err(format!("the open-file limit is {nofile}; {CONNS} connections need more"));
     }
-    let nginx = || NginxConfig { workers: 1, connections: CONNS + 1024, header_timeout_ms: 10_000 };
+    let nginx = || NginxConfig { connections: CONNS + 1024, ..super::nginx_default() };
     let (server_cpu, client_cpu) = ctx.pinning();
 
     // A fresh server: nothing served before the connections.

@@ -13,8 +13,9 @@
 //! | 8 | ring message flood (master <-> workers) while serving HTTP | no lost or bad message; p99 within 2x of the quiet run |
 //! | 9 | binary upgrade (SIGUSR2) under wrk, 64 keep-alive + 64 connection-per-request | 0 failed requests |
 //! | 10 | SIGSTOP a worker, `--worker-timeout 1`, under load | replaced within 2 s; failures only on its connections |
+//! | 11 | SIGTTOU/SIGTTIN alternating every 500 ms for 20 s under connection-per-request wrk, `--balance reuseport` then `shared` | 0 failed requests, 0 resets |
 //!
-//! nginx runs the scenarios that apply to it (1, 2, 4, 5, 7, 9) with the same
+//! nginx runs the scenarios that apply to it (1, 2, 4, 5, 7, 9, 11) with the same
 //! load and the same measurement; its line is the anchor, printed under
 //! forkring's, and never decides the exit status.
 
@@ -30,6 +31,7 @@ pub mod idle;
 pub mod kill;
 pub mod orphans;
 pub mod reload;
+pub mod scale;
 pub mod shutdown;
 pub mod slowloris;
 pub mod stopped;
@@ -189,6 +191,14 @@ pub fn all() -> Vec<Scenario> {
             nginx: false,
             missing: "",
         },
+        Scenario {
+            id: 11,
+            name: "scale down/up",
+            bound: "0 failed requests, 0 resets (wrk, connection-per-request), in reuseport and shared mode; every TTOU/TTIN done",
+            run: Some(scale::run),
+            nginx: true,
+            missing: "",
+        },
     ]
 }
 
@@ -265,7 +275,7 @@ impl Server {
 
 /// nginx settings for the scenarios that do not care.
 pub fn nginx_default() -> NginxConfig {
-    NginxConfig { workers: 1, connections: 4096, header_timeout_ms: 10_000 }
+    NginxConfig { workers: 1, connections: 4096, header_timeout_ms: 10_000, reuseport: false }
 }
 
 /// Sleeps until `t` (no-op if past).
