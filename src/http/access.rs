@@ -398,7 +398,7 @@ mod tests {
         std::fs::write(&target, b"").unwrap();
         let link = dir.join("access.log");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        let err = AccessLog::open(&link).err().expect("a link is not opened");
+        let Err(err) = AccessLog::open(&link) else { panic!("a link is not opened") };
         assert!(err.to_string().contains(&format!("os error {}", libc::ELOOP)), "{err}");
         assert_eq!(std::fs::read(&target).unwrap(), b"");
         std::fs::remove_file(&link).unwrap();
