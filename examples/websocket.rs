@@ -57,12 +57,18 @@ fn websocket(req: &Request<'_>, res: &mut Response, unix: bool) {
 
 /// Echoes text and binary messages until the client closes.
 fn echo(conn: Upgraded, unix: bool) {
-    let (fd, read) = conn.into_parts();
     // The socket is blocking; the bytes the runtime already read (a frame
-    // sent right behind the handshake) come first.
+    // sent right behind the handshake) come first. The connection counts
+    // against the worker's cap of upgraded ones until the stream is dropped.
     let result = match unix {
-        false => serve(WebSocket::from_partially_read(TcpStream::from(fd), read, Role::Server, None)),
-        true => serve(WebSocket::from_partially_read(UnixStream::from(fd), read, Role::Server, None)),
+        false => {
+            let (stream, read) = conn.into_parts::<TcpStream>();
+            serve(WebSocket::from_partially_read(stream, read, Role::Server, None))
+        }
+        true => {
+            let (stream, read) = conn.into_parts::<UnixStream>();
+            serve(WebSocket::from_partially_read(stream, read, Role::Server, None))
+        }
     };
     if let Err(e) = result {
         eprintln!("websocket: {e}");

@@ -360,6 +360,15 @@ pub struct Limits {
     pub max_buffered_bodies: usize,
     /// Most deferred responses one worker waits on at once: `503` beyond.
     pub max_deferred: usize,
+    /// Most upgraded connections ([`crate::Response::upgrade`]) one worker
+    /// holds at once: an upgrade beyond is answered `503` with
+    /// `Connection: close`. A connection counts from its `101` until the
+    /// [`crate::Upgraded`] (or the [`crate::UpgradedStream`] made of it)
+    /// is dropped. An upgraded connection has left the event loop, and
+    /// [`Config::max_connections`] with it: this cap bounds the sockets
+    /// (and, served on the worker's pool, the threads) they hold. Raise it
+    /// for a service whose upgraded connections are its main traffic.
+    pub max_upgraded: usize,
 }
 
 impl Limits {
@@ -368,8 +377,8 @@ impl Limits {
     pub const HEADERS_CAP: usize = 256;
 
     /// The defaults: 16 KiB of head, 100 fields, 8 KiB of target, 8 MiB of
-    /// body, 256 MiB of bodies buffered and 16,384 deferred responses per
-    /// worker.
+    /// body, 256 MiB of bodies buffered, 16,384 deferred responses and
+    /// 1,024 upgraded connections per worker.
     pub const DEFAULT: Limits = Limits {
         max_head: 16 * 1024,
         max_headers: 100,
@@ -377,6 +386,7 @@ impl Limits {
         max_body: 8 * 1024 * 1024,
         max_buffered_bodies: 256 * 1024 * 1024,
         max_deferred: 16 * 1024,
+        max_upgraded: 1024,
     };
 
     /// With `max_head` as the largest header block.
@@ -402,6 +412,11 @@ impl Limits {
     /// With `max_deferred` as the most deferred responses a worker waits on.
     pub const fn with_max_deferred(self, max_deferred: usize) -> Limits {
         Limits { max_deferred, ..self }
+    }
+
+    /// With `max_upgraded` as the most upgraded connections a worker holds.
+    pub const fn with_max_upgraded(self, max_upgraded: usize) -> Limits {
+        Limits { max_upgraded, ..self }
     }
 
     /// With `max_buffered_bodies` as the most body bytes a worker buffers.

@@ -65,7 +65,7 @@ pub use config::{
 };
 pub use http::{
     Addr, BodyFlow, BodyPlan, BodyReader, Handler, Headers, InvalidHeader, Request, Responder, Response, Resume,
-    Stream, StreamError, Upgraded, Version, STREAM_QUEUE,
+    Stream, StreamError, Upgraded, UpgradedStream, Version, STREAM_QUEUE,
 };
 pub use ipc::{Histogram, SendError, Snapshot};
 pub use master::{

@@ -232,7 +232,7 @@ fn an_upgrade_keeps_the_bytes_after_the_head() {
     assert!(out.contains("Connection: Upgrade\r\nUpgrade: x\r\n\r\n"), "{out}");
     assert!(!out.contains("Content-Length"));
     assert!(conn.upgrade_ready());
-    let (_, read) = conn.take_upgrade().expect("the hand-over");
+    let (_, read, _) = conn.take_upgrade().expect("the hand-over");
     assert_eq!(read, b"first frame");
     // A request that did not ask for an upgrade cannot be upgraded.
     let (mut sh, mut conn, mut app, _) = setup();

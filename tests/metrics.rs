@@ -82,6 +82,7 @@ fn metrics_pass_promtool_and_follow_the_requests() {
     assert!(sum(&body, "forkring_request_duration_seconds_count") >= 51.0, "{body}");
     assert!(body.contains("forkring_responses_total{slot=\"0\",class=\"4xx\"}"), "{body}");
     assert!(sum(&body, "forkring_open_connections") >= 1.0, "{body}");
+    assert!(body.contains("forkring_upgraded_connections{slot=\"0\"} 0"), "{body}");
     assert!(body.contains("forkring_workers{state=\"ready\"} 2"), "{body}");
     assert!(body.contains("forkring_request_duration_seconds_bucket{slot=\"1\",le=\"+Inf\"}"), "{body}");
     assert!(!body.contains("pid"), "series carry slots, never pids\n{body}");

@@ -1,19 +1,20 @@
 //! Per-worker state every connection of a worker shares: the limits and
 //! timeouts, the clock and the cached `Date`, the scratch response, a pool
 //! of spare buffers, the budgets of buffered bodies and of deferred
-//! responses, the counters in shared memory, the mailbox and the access
-//! log.
+//! responses, the count of upgraded connections, the counters in shared
+//! memory, the mailbox and the access log.
 //!
 //! Where it stops: it holds what connections share and keeps the budgets'
 //! books; what a connection does with it is the connection's
 //! ([`super::Conn`]).
 
 use std::os::fd::RawFd;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::access::{AccessLog, Entry, LineRequest};
-use super::answer::{Completion, Completions, Response};
+use super::answer::{Completion, Completions, Response, UpgradePermit};
 use super::date::DateCache;
 use super::peers::PeerNames;
 use crate::config::{Limits, Timeouts};
@@ -72,6 +73,10 @@ pub struct Shared {
     /// Deferred responses the worker waits on, against
     /// [`Limits::max_deferred`].
     deferred: usize,
+    /// Upgraded connections the worker holds, against
+    /// [`Limits::max_upgraded`]: counted from the `101` until the user's
+    /// side drops the connection, on whatever thread.
+    upgraded: Arc<AtomicUsize>,
     /// The access log, when there is one: lines are added as responses
     /// are framed and written once per turn ([`Shared::end_turn`]).
     access: Option<Box<AccessLog>>,
@@ -105,6 +110,7 @@ impl Shared {
             body_bytes: 0,
             completions,
             deferred: 0,
+            upgraded: Arc::default(),
             access: None,
             peers: PeerNames::default(),
         }
@@ -279,6 +285,13 @@ impl Shared {
     /// its connection closed).
     pub(super) fn deferred_ended(&mut self) {
         self.deferred -= 1;
+    }
+
+    /// A place for one more upgraded connection under
+    /// [`Limits::max_upgraded`], held by the connection until the user's
+    /// side drops it; `None` when every place is taken.
+    pub(super) fn upgrade_place(&self) -> Option<UpgradePermit> {
+        UpgradePermit::take(&self.upgraded, self.limits.max_upgraded, self.counters)
     }
 
     /// Whether there is an access log.

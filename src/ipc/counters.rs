@@ -53,10 +53,14 @@ pub enum Counter {
     RingReceived,
     /// Worker sends refused with `Full`.
     RingFull,
+    /// Upgraded connections held now, against
+    /// [`crate::Limits::max_upgraded`] (a gauge, updated from any of the
+    /// worker's threads with [`Counters::add_shared`]).
+    UpgradedConnections,
 }
 
 /// How many counters there are.
-const N: usize = Counter::RingFull as usize + 1;
+const N: usize = Counter::UpgradedConnections as usize + 1;
 
 /// Upper bounds of the latency histogram's buckets, in microseconds (the
 /// last bucket, past the last bound, is `+Inf`).
@@ -190,11 +194,12 @@ impl Counters {
         self.v[c as usize].load(Ordering::Relaxed)
     }
 
-    /// Zeroes the gauges (open connections): the master calls this when a
-    /// slot's worker has died, before forking its replacement, since the
-    /// dead worker's connections died with it. Totals are kept.
+    /// Zeroes the gauges (open and upgraded connections): the master calls
+    /// this when a slot's worker has died, before forking its replacement,
+    /// since the dead worker's connections died with it. Totals are kept.
     pub fn reset_gauges(&self) {
         self.v[Counter::OpenConnections as usize].store(0, Ordering::Relaxed);
+        self.v[Counter::UpgradedConnections as usize].store(0, Ordering::Relaxed);
     }
 
     /// Reads every counter.
@@ -217,6 +222,7 @@ impl Counters {
             ring_sent: g(Counter::RingSent),
             ring_received: g(Counter::RingReceived),
             ring_full: g(Counter::RingFull),
+            upgraded_connections: g(Counter::UpgradedConnections),
             latency: Histogram {
                 buckets: std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
                 sum_us: self.latency_sum_us.load(Ordering::Relaxed),
@@ -304,6 +310,8 @@ pub struct Snapshot {
     pub ring_received: u64,
     /// Worker sends refused with `Full`.
     pub ring_full: u64,
+    /// Upgraded connections held (a gauge).
+    pub upgraded_connections: u64,
     /// Request latencies.
     pub latency: Histogram,
 }
@@ -332,6 +340,7 @@ impl AddAssign for Snapshot {
         self.ring_sent = self.ring_sent.wrapping_add(o.ring_sent);
         self.ring_received = self.ring_received.wrapping_add(o.ring_received);
         self.ring_full = self.ring_full.wrapping_add(o.ring_full);
+        self.upgraded_connections = self.upgraded_connections.wrapping_add(o.upgraded_connections);
         self.latency += o.latency;
     }
 }
@@ -392,7 +401,10 @@ mod tests {
         c.connection_opened();
         c.connection_opened();
         c.connection_closed();
+        c.add_shared(Counter::UpgradedConnections, 2);
+        c.add_shared(Counter::UpgradedConnections, u64::MAX);
         let s = c.snapshot();
+        assert_eq!(s.upgraded_connections, 1);
         assert_eq!(s.requests, 1);
         assert_eq!(s.responses, [0, 1, 0, 1, 1]);
         assert_eq!((s.bytes_in, s.bytes_out, s.accepts, s.open_connections), (100, 7, 2, 1));
@@ -401,6 +413,7 @@ mod tests {
         assert_eq!(total, s + s);
         c.reset_gauges();
         assert_eq!(c.snapshot().open_connections, 0);
+        assert_eq!(c.snapshot().upgraded_connections, 0);
         assert_eq!(c.snapshot().accepts, 2);
     }
 

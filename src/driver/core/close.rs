@@ -7,7 +7,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use crate::http::{Conn, Shared, UpgradeFn, Upgraded};
+use crate::http::{Conn, Shared, UpgradeFn, UpgradePermit, Upgraded};
 
 /// How a closing connection keeps discarding input after its last
 /// response, so that the client reads that response instead of a reset.
@@ -61,15 +61,17 @@ pub(crate) fn linger(fd: RawFd, sh: &Shared) -> io::Result<u64> {
 
 /// Hands an upgraded connection over to what the handler gave
 /// ([`crate::Response::upgrade`]), on the loop: the socket switched to
-/// blocking mode, with the bytes already received after the request head.
-/// The backend calls it once nothing of its own is in flight on `fd`, and
-/// has already forgotten the connection.
-pub(crate) fn hand_over(fd: OwnedFd, take: UpgradeFn, read: Vec<u8>) {
+/// blocking mode, with the bytes already received after the request head
+/// and the connection's place under [`crate::Limits::max_upgraded`], which
+/// goes back when the user's side drops the socket (or here, if the hand-
+/// over fails). The backend calls it once nothing of its own is in flight
+/// on `fd`, and has already forgotten the connection.
+pub(crate) fn hand_over(fd: OwnedFd, take: UpgradeFn, read: Vec<u8>, permit: UpgradePermit) {
     if let Err(e) = crate::sys::set_blocking(fd.as_raw_fd()) {
         log::warn!("upgrade: {e}; closing the connection");
         return;
     }
-    let up = Upgraded::new(fd, read);
+    let up = Upgraded::new(fd, read, permit);
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| take(up))).is_err() {
         log::error!("the taker of an upgraded connection panicked");
     }

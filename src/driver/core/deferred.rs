@@ -12,8 +12,9 @@ use super::backend::{Backend, Connection};
 use crate::driver::slab::Key;
 
 /// Delivers every completion taken this turn to its connection (the
-/// connection's slab key travels in the completion's token; one closed
-/// since, or no longer taking completions, is skipped), and has the
+/// connection's slab key travels in the completion's token, and a key is
+/// never issued twice; one closed since, or no longer taking completions,
+/// is skipped), and has the
 /// backend serve each connection the completion gave output.
 pub(crate) fn complete_deferred<'a, B: Backend<'a>>(b: &mut B) {
     let (core, _, _) = b.parts();

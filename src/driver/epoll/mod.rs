@@ -215,8 +215,8 @@ impl<'a, H: Handler> Driver<'a, H> {
         let taken = c.http.take_upgrade();
         c.http.release(&mut self.core.sh);
         self.core.sh.count_close();
-        if let Some((take, read)) = taken {
-            core::hand_over(c.fd, take, read);
+        if let Some((take, read, permit)) = taken {
+            core::hand_over(c.fd, take, read, permit);
         }
     }
 
@@ -259,7 +259,9 @@ impl<'a, H: Handler> Driver<'a, H> {
         if self.core.draining() {
             http.start_drain(&self.core.sh);
         }
-        let key = self.conns.insert(Connection::new(fd, http));
+        let Some(key) = self.conns.insert(Connection::new(fd, http)) else {
+            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "connection table full"));
+        };
         if let Some(c) = self.conns.get_mut(key) {
             c.http.set_token(key.pack());
             c.http.set_socket(raw);

@@ -6,9 +6,11 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 
+use crate::driver::slab::KEYS_END;
+
 /// What an epoll event refers to, carried in `epoll_event.u64`: a packed
-/// slab [`Key`](crate::driver::slab::Key) (56 bits), or one of the
-/// reserved values below.
+/// slab [`Key`](crate::driver::slab::Key), or one of the reserved values
+/// below (every packed key is below [`KEYS_END`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Token(pub(super) u64);
 
@@ -18,6 +20,7 @@ pub(super) const LISTENER: Token = Token(u64::MAX);
 pub(super) const WAKE: Token = Token(u64::MAX - 1);
 /// The eventfd of the ring from the master.
 pub(super) const INBOX: Token = Token(u64::MAX - 2);
+const _: () = assert!(INBOX.0 >= KEYS_END);
 
 /// An epoll instance.
 pub(super) struct Epoll {

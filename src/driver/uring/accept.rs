@@ -78,7 +78,11 @@ impl<H: Handler> Driver<'_, '_, H> {
         if self.core.draining() {
             http.start_drain(&self.core.sh);
         }
-        let key = self.conns.insert(Connection::new(fd, http));
+        let Some(key) = self.conns.insert(Connection::new(fd, http)) else {
+            log::warn!("connection table full; closing a new connection");
+            self.core.sh.count_close();
+            return;
+        };
         if let Some(c) = self.conns.get_mut(key) {
             c.http.set_token(key.pack());
             c.http.set_socket(c.fd.as_raw_fd());

@@ -113,8 +113,8 @@ impl<H: Handler> Driver<'_, '_, H> {
         let taken = c.http.take_upgrade();
         c.http.release(&mut self.core.sh);
         self.core.sh.count_close();
-        if let Some((take, read)) = taken {
-            core::hand_over(c.fd, take, read);
+        if let Some((take, read, permit)) = taken {
+            core::hand_over(c.fd, take, read, permit);
         }
     }
 }

@@ -25,15 +25,15 @@ impl<H: Handler> Driver<'_, '_, H> {
             self.io.inflight = self.io.inflight.saturating_sub(1);
         }
         match token.op() {
-            Some(Op::Recv) => self.on_recv(token.key(), res, flags),
-            Some(Op::Send) => self.on_send(token.key(), res),
+            Some(Op::Recv) => self.on_recv(token.key(&self.conns), res, flags),
+            Some(Op::Send) => self.on_send(token.key(&self.conns), res),
             Some(Op::Accept) => self.on_accept(res, flags),
             Some(Op::Wake) => self.on_wake(res, flags),
             Some(Op::Timer) => self.on_timer(res),
             Some(Op::Inbox) => self.on_inbox(flags),
-            Some(Op::Close) => self.on_close(token.key(), res),
-            Some(Op::SpliceIn) => self.on_splice_in(token.key(), res),
-            Some(Op::SpliceOut) => self.on_splice_out(token.key(), res),
+            Some(Op::Close) => self.on_close(token.key(&self.conns), res),
+            Some(Op::SpliceIn) => self.on_splice_in(token.key(&self.conns), res),
+            Some(Op::SpliceOut) => self.on_splice_out(token.key(&self.conns), res),
             Some(Op::Cancel | Op::Probe | Op::PollOut) | None => {}
         }
     }

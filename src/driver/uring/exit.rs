@@ -54,7 +54,7 @@ impl<H: Handler> Driver<'_, '_, H> {
                         };
                     }
                     if token.op() == Some(Op::Send) {
-                        if let Some(c) = self.conns.get_mut(token.key()) {
+                        if let Some(c) = self.conns.get_mut(token.key(&self.conns)) {
                             c.sending = false;
                         }
                     }

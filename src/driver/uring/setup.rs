@@ -203,8 +203,8 @@ fn probe_multishot_recv(ring: &mut Ring) -> io::Result<()> {
     let (ours, peer) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)?;
     nix::unistd::write(&peer, b"x")?;
 
-    let recv_token = Token::new(Op::Probe, Key { idx: 0, gen: 0 }).0;
-    let cancel_token = Token::new(Op::Probe, Key { idx: 1, gen: 0 }).0;
+    let recv_token = Token::new(Op::Probe, Key::new(0, 0)).0;
+    let cancel_token = Token::new(Op::Probe, Key::new(1, 0)).0;
     let recv = opcode::RecvMulti::new(types::Fd(ours.as_raw_fd()), BUF_GROUP).build().user_data(recv_token);
     // SAFETY: the recv writes only into provided buffers, which stay mapped
     // as long as the ring; `ours` stays open until the recv has ended below.

@@ -90,8 +90,5 @@ pub(super) fn timeout(ts: &Timespec) -> Entry {
 /// when it succeeds.
 #[inline]
 pub(super) fn cancel(target: Token) -> Entry {
-    opcode::AsyncCancel::new(target.0)
-        .build()
-        .flags(Flags::SKIP_SUCCESS)
-        .user_data(Token::new(Op::Cancel, target.key()).0)
+    opcode::AsyncCancel::new(target.0).build().flags(Flags::SKIP_SUCCESS).user_data(target.with_op(Op::Cancel).0)
 }

@@ -1,7 +1,7 @@
 //! The user data of io_uring submissions: what an operation was and, for a
 //! connection's operations, which slab slot and which occupant of it.
 
-use crate::driver::slab::Key;
+use crate::driver::slab::{Key, Slab, IDX_BITS};
 
 /// What a submission was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,35 +55,57 @@ impl Op {
 
 /// The user data of a submission:
 ///
-/// | bits  | 63..56 | 55..32           | 31..0      |
-/// |-------|--------|------------------|------------|
-/// | field | [`Op`] | slot generation  | slab slot  |
+/// | bits  | 63..56 | 55..24                        | 23..0     |
+/// |-------|--------|-------------------------------|-----------|
+/// | field | [`Op`] | slot generation, low 32 bits  | slab slot |
 ///
-/// The lower 56 bits are the connection's packed slab [`Key`]: the
-/// generation (24 bits, wrapping) changes each time a slot is freed, so a
-/// completion or cancel aimed at a slot's previous connection can never
-/// touch the next one.
+/// The user data holds the operation beside the connection, so it keeps
+/// only the low [`KERNEL_GEN_BITS`] bits of the slot's generation, not a
+/// whole [`Key`]. That is enough here: a connection's slot is freed only
+/// once none of its operations is left in the kernel, so a completion
+/// always finds the occupant it was submitted for, and the generation is
+/// a second check. The token that crosses threads (responders, streams,
+/// resumes) is the whole key ([`Key::pack`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Token(pub(super) u64);
+
+/// Bits of a slot's generation the user data keeps.
+const KERNEL_GEN_BITS: u32 = 32;
+/// Mask of the slot bits.
+const SLOT_MASK: u64 = (1 << IDX_BITS) - 1;
+/// Mask of the kept generation bits.
+const GEN_MASK: u64 = (1 << KERNEL_GEN_BITS) - 1;
+/// Where the operation starts.
+const OP_SHIFT: u32 = IDX_BITS + KERNEL_GEN_BITS;
+const _: () = assert!(OP_SHIFT == 56);
 
 impl Token {
     /// The token of operation `op` on connection `key`.
     pub(super) fn new(op: Op, key: Key) -> Token {
-        Token(((op as u64) << 56) | key.pack())
+        Token((op as u64) << OP_SHIFT | (key.gen() & GEN_MASK) << IDX_BITS | u64::from(key.idx()))
     }
 
     /// A token of an operation that belongs to no connection.
     pub(super) fn of(op: Op) -> Token {
-        Token((op as u64) << 56)
+        Token((op as u64) << OP_SHIFT)
+    }
+
+    /// This token with operation `op` instead (a cancel names its target's
+    /// connection).
+    pub(super) fn with_op(self, op: Op) -> Token {
+        Token((op as u64) << OP_SHIFT | self.0 & ((1 << OP_SHIFT) - 1))
     }
 
     pub(super) fn op(self) -> Option<Op> {
-        Op::from_u8((self.0 >> 56) as u8)
+        Op::from_u8((self.0 >> OP_SHIFT) as u8)
     }
 
-    /// The connection the operation belongs to.
-    pub(super) fn key(self) -> Key {
-        Key::unpack(self.0 & ((1 << 56) - 1))
+    /// The connection the operation belongs to, if it still holds its
+    /// slot in `conns` (otherwise a key that matches no connection).
+    #[inline]
+    pub(super) fn key<T>(self, conns: &Slab<T>) -> Key {
+        let idx = (self.0 & SLOT_MASK) as u32;
+        conns.key_by_low_gen(idx, self.0 >> IDX_BITS & GEN_MASK, KERNEL_GEN_BITS)
     }
 }
 
@@ -93,7 +115,12 @@ mod tests {
 
     #[test]
     fn tokens_round_trip() {
-        let key = Key { idx: 123_456, gen: (1 << 24) - 1 };
+        let mut conns = Slab::default();
+        let first = conns.insert(()).unwrap();
+        conns.remove(first);
+        // A generation wider than the user data keeps.
+        conns.age(first.idx(), (1 << 33) + 5);
+        let key = conns.insert(()).unwrap();
         for op in [
             Op::Accept,
             Op::Recv,
@@ -103,14 +130,24 @@ mod tests {
             Op::Timer,
             Op::Probe,
             Op::Inbox,
+            Op::Close,
             Op::SpliceIn,
             Op::PollOut,
             Op::SpliceOut,
         ] {
             let t = Token::new(op, key);
             assert_eq!(t.op(), Some(op));
-            assert_eq!(t.key(), key);
+            assert_eq!(t.key(&conns), key);
+            assert_eq!(t.with_op(Op::Cancel).op(), Some(Op::Cancel));
+            assert_eq!(t.with_op(Op::Cancel).key(&conns), key);
         }
         assert_eq!(Token(0).op(), None);
+        // The slot's next occupant is not the one a token was made for.
+        let stale = Token::new(Op::Recv, key);
+        conns.remove(key);
+        let next = conns.insert(()).unwrap();
+        assert_eq!(next.idx(), key.idx());
+        assert_eq!(conns.get_mut(stale.key(&conns)), None);
+        assert_eq!(Token::new(Op::Recv, next).key(&conns), next);
     }
 }

@@ -1,9 +1,10 @@
 //! What a handler can give back, in one place: a whole [`Response`] (the
 //! fast path), a deferred one through a [`Responder`], a streamed body fed
 //! through a [`Stream`], a file body ([`Response::file`]), and the
-//! hand-over of an upgraded connection ([`Upgraded`]). The bytes of each
-//! head are written here ([`Response`]'s framing); when they are written,
-//! and what the connection does around them, is the connection's.
+//! hand-over of an upgraded connection ([`Upgraded`], with its place under
+//! [`crate::Limits::max_upgraded`]). The bytes of each head are written
+//! here ([`Response`]'s framing); when they are written, and what the
+//! connection does around them, is the connection's.
 //!
 //! The files depend on each other one way: `response` names the kinds of
 //! body (`pipe`, `file`, `upgrade`); `stream` and `responder` name the
@@ -24,5 +25,5 @@ pub use responder::Responder;
 pub(crate) use response::{fmt_u64, reason, Completions, Kind, Outcome};
 pub use response::{Completion, InvalidHeader, Response};
 pub use stream::{Stream, STREAM_QUEUE};
-pub(crate) use upgrade::UpgradeFn;
-pub use upgrade::Upgraded;
+pub(crate) use upgrade::{UpgradeFn, UpgradePermit};
+pub use upgrade::{Upgraded, UpgradedStream};

@@ -43,7 +43,7 @@ use intake::Intake;
 use output::Output;
 use state::State;
 
-use super::answer::{Completion, Outcome, UpgradeFn};
+use super::answer::{Completion, Outcome, UpgradeFn, UpgradePermit};
 use super::handler::Handler;
 use super::scan::HeadScan;
 use super::worker_state::Shared;
@@ -152,16 +152,18 @@ impl Conn {
         matches!(self.state, State::Upgrade) && !self.has_output()
     }
 
-    /// Takes what the handler gave to take an upgraded connection, and the
-    /// bytes received after the request head; the connection then
-    /// processes nothing more. `None` unless [`Conn::upgrade_ready`].
-    pub fn take_upgrade(&mut self) -> Option<(UpgradeFn, Vec<u8>)> {
+    /// Takes what the handler gave to take an upgraded connection, the
+    /// bytes received after the request head, and the connection's place
+    /// under [`crate::Limits::max_upgraded`] (for the [`crate::Upgraded`]);
+    /// the connection then processes nothing more. `None` unless
+    /// [`Conn::upgrade_ready`].
+    pub fn take_upgrade(&mut self) -> Option<(UpgradeFn, Vec<u8>, UpgradePermit)> {
         if !self.upgrade_ready() {
             return None;
         }
         let take = self.busy.as_mut()?.takeover.take()?;
         self.state = State::Closed;
-        Some((take.0, mem::take(&mut self.pending)))
+        Some((take.0, mem::take(&mut self.pending), take.1))
     }
 
     /// Answers the deferred request `seq` with `outcome` (a completion the

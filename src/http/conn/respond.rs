@@ -188,7 +188,8 @@ impl Conn {
     /// The handler answered `101` to take the connection: frames it and
     /// waits for the hand-over. False (the response is framed as any other)
     /// when it changed the status since, or when the request cannot be
-    /// upgraded (then the answer is `500`, or `503` while draining).
+    /// upgraded (then the answer is `500`, or `503` while draining or with
+    /// [`crate::Limits::max_upgraded`] connections upgraded already).
     #[cold]
     fn upgrade(&mut self, req: &Request<'_>, res: &mut Response, take: UpgradeFn, sh: &mut Shared) -> bool {
         if res.status_code() != 101 {
@@ -208,12 +209,18 @@ impl Conn {
             res.set_error(503);
             return false;
         }
+        let Some(permit) = sh.upgrade_place() else {
+            log::warn!("{} upgraded connections held; answering 503", sh.limits.max_upgraded);
+            res.set_error(503);
+            res.close();
+            return false;
+        };
         if let Some(c) = sh.counters {
             c.inc(Counter::Requests);
         }
         self.out.emit(res, Frame { close: false, ..CLOSING }, Body::Switch, sh);
         sh.res = mem::take(res);
-        self.busy().takeover = Some(Takeover(take));
+        self.busy().takeover = Some(Takeover(take, permit));
         self.state = State::Upgrade;
         self.scan = HeadScan::default();
         true
@@ -356,7 +363,7 @@ mod tests {
         assert_eq!(status(c.output()), "101");
         let n = c.output_len();
         c.consume_output(n, &mut sh);
-        let (_, early) = c.take_upgrade().expect("ready once the 101 is out");
+        let (_, early, _) = c.take_upgrade().expect("ready once the 101 is out");
         assert_eq!(early, b"EARLY");
         let mut c = Conn::new(&sh);
         c.on_read(GET, &mut sh, &mut up);

@@ -15,7 +15,7 @@ use std::time::Instant;
 use super::decode::Body;
 use super::output::{Output, OUTPUT_HIGH_WATER};
 use crate::http::access::LoggedRequest;
-use crate::http::answer::{FileOut, Pipe, UpgradeFn};
+use crate::http::answer::{FileOut, Pipe, UpgradeFn, UpgradePermit};
 use crate::http::body::BodyReader;
 use crate::http::scan::HeadScan;
 use crate::http::worker_state::Shared;
@@ -117,8 +117,10 @@ impl fmt::Debug for Reader {
     }
 }
 
-/// What takes an upgraded connection.
-pub(super) struct Takeover(pub(super) UpgradeFn);
+/// What takes an upgraded connection, and the connection's place under
+/// [`crate::Limits::max_upgraded`] (given back if it closes before the
+/// hand-over).
+pub(super) struct Takeover(pub(super) UpgradeFn, pub(super) UpgradePermit);
 
 impl fmt::Debug for Takeover {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
