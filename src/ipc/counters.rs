@@ -53,10 +53,13 @@ pub enum Counter {
     RingReceived,
     /// Worker sends refused with `Full`.
     RingFull,
+    /// Bytes of request bodies the worker's connections hold now, against
+    /// its body budget (a gauge).
+    BodyBytes,
 }
 
 /// How many counters there are.
-const N: usize = Counter::RingFull as usize + 1;
+const N: usize = Counter::BodyBytes as usize + 1;
 
 /// Upper bounds of the latency histogram's buckets, in microseconds (the
 /// last bucket, past the last bound, is `+Inf`).
@@ -150,6 +153,13 @@ impl Counters {
         self.inc(c);
     }
 
+    /// Sets the gauge `c` to `v`. One writer, as [`Counters::add`].
+    #[inline]
+    pub fn set(&self, c: Counter, v: u64) {
+        // `Relaxed`: as in `add`.
+        self.v[c as usize].store(v, Ordering::Relaxed);
+    }
+
     /// Counts an accepted connection: one more accept, one more open.
     #[inline]
     pub fn connection_opened(&self) {
@@ -190,11 +200,13 @@ impl Counters {
         self.v[c as usize].load(Ordering::Relaxed)
     }
 
-    /// Zeroes the gauges (open connections): the master calls this when a
-    /// slot's worker has died, before forking its replacement, since the
-    /// dead worker's connections died with it. Totals are kept.
+    /// Zeroes the gauges (open connections, body bytes held): the master
+    /// calls this when a slot's worker has died, before forking its
+    /// replacement, since the dead worker's connections died with it.
+    /// Totals are kept.
     pub fn reset_gauges(&self) {
         self.v[Counter::OpenConnections as usize].store(0, Ordering::Relaxed);
+        self.v[Counter::BodyBytes as usize].store(0, Ordering::Relaxed);
     }
 
     /// Reads every counter.
@@ -217,6 +229,7 @@ impl Counters {
             ring_sent: g(Counter::RingSent),
             ring_received: g(Counter::RingReceived),
             ring_full: g(Counter::RingFull),
+            body_bytes: g(Counter::BodyBytes),
             latency: Histogram {
                 buckets: std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
                 sum_us: self.latency_sum_us.load(Ordering::Relaxed),
@@ -304,6 +317,9 @@ pub struct Snapshot {
     pub ring_received: u64,
     /// Worker sends refused with `Full`.
     pub ring_full: u64,
+    /// Bytes of request bodies held now, against the worker's body budget
+    /// (a gauge).
+    pub body_bytes: u64,
     /// Request latencies.
     pub latency: Histogram,
 }
@@ -332,6 +348,7 @@ impl AddAssign for Snapshot {
         self.ring_sent = self.ring_sent.wrapping_add(o.ring_sent);
         self.ring_received = self.ring_received.wrapping_add(o.ring_received);
         self.ring_full = self.ring_full.wrapping_add(o.ring_full);
+        self.body_bytes = self.body_bytes.wrapping_add(o.body_bytes);
         self.latency += o.latency;
     }
 }
@@ -392,15 +409,18 @@ mod tests {
         c.connection_opened();
         c.connection_opened();
         c.connection_closed();
+        c.set(Counter::BodyBytes, 300);
         let s = c.snapshot();
         assert_eq!(s.requests, 1);
         assert_eq!(s.responses, [0, 1, 0, 1, 1]);
         assert_eq!((s.bytes_in, s.bytes_out, s.accepts, s.open_connections), (100, 7, 2, 1));
+        assert_eq!(s.body_bytes, 300);
         let total: Snapshot = [s, s].into_iter().sum();
         assert_eq!(total.accepts, 4);
         assert_eq!(total, s + s);
         c.reset_gauges();
         assert_eq!(c.snapshot().open_connections, 0);
+        assert_eq!(c.snapshot().body_bytes, 0);
         assert_eq!(c.snapshot().accepts, 2);
     }
 

@@ -252,6 +252,13 @@ impl Metrics {
         per_slot(out, "forkring_received_bytes_total", "counter", "Bytes received from clients.", |c| c.bytes_in);
         per_slot(out, "forkring_sent_bytes_total", "counter", "Bytes sent to clients.", |c| c.bytes_out);
         per_slot(out, "forkring_open_connections", "gauge", "Client connections open.", |c| c.open_connections);
+        per_slot(
+            out,
+            "forkring_body_bytes",
+            "gauge",
+            "Bytes of request bodies held, against the worker's body budget.",
+            |c| c.body_bytes,
+        );
         per_slot(out, "forkring_accepts_total", "counter", "Client connections accepted.", |c| c.accepts);
         per_slot(out, "forkring_parse_errors_total", "counter", "Requests rejected as malformed.", |c| c.parse_errors);
         head(out, "forkring_ring_messages_total", "counter", "Messages through the shared-memory rings, by direction.");
