@@ -354,9 +354,11 @@ pub struct Limits {
     /// soon as a declared length exceeds it, before the body is read.
     pub max_body: usize,
     /// Most bytes of request bodies one worker buffers at once, over all its
-    /// connections (a declared `Content-Length` counts in full as soon as
-    /// its head arrives): `503` beyond it, so that many slow uploads cannot
-    /// take a worker's memory.
+    /// connections: `503` beyond it, so that many uploads together cannot
+    /// take a worker's memory. A body is charged as its bytes arrive (a
+    /// declared `Content-Length` is a promise, not memory), and refused when
+    /// its next bytes would go over; a declared length larger than the whole
+    /// budget, which could never fit, is refused before the body is read.
     pub max_buffered_bodies: usize,
     /// Most deferred responses one worker waits on at once: `503` beyond.
     pub max_deferred: usize,
@@ -369,6 +371,47 @@ pub struct Limits {
     /// (and, served on the worker's pool, the threads) they hold. Raise it
     /// for a service whose upgraded connections are its main traffic.
     pub max_upgraded: usize,
+    /// The slowest a client may send a request body, once its grace is
+    /// over: `408` and the connection closes. Measured per connection,
+    /// while the server waits for the body's bytes (a streamed body whose
+    /// reader paused it is not timed while paused); `None`: no minimum.
+    pub min_body_rate: Option<MinDataRate>,
+}
+
+/// A minimum data rate with a grace period, as
+/// [`Limits::min_body_rate`] applies it: the bytes received since the body
+/// began, divided by the time it has been waited on, must stay at or above
+/// `bytes_per_second` once `grace` has passed.
+///
+/// The rate is an average over the whole body, so bytes sent early count
+/// for later pauses; each pause is still bounded by [`Timeouts::idle`].
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MinDataRate {
+    /// Bytes a second, at least 1.
+    pub bytes_per_second: u64,
+    /// Time from the start of a body during which no rate is asked.
+    pub grace: Duration,
+}
+
+impl MinDataRate {
+    /// The default: 240 bytes a second after 5 s (Kestrel's figures: a
+    /// client on a very slow link passes, one that holds a body open with a
+    /// trickle does not).
+    pub const DEFAULT: MinDataRate = MinDataRate { bytes_per_second: 240, grace: Duration::from_secs(5) };
+
+    /// At least `bytes_per_second` (raised to 1 if 0) once `grace` has
+    /// passed.
+    pub const fn new(bytes_per_second: u64, grace: Duration) -> MinDataRate {
+        let bytes_per_second = if bytes_per_second == 0 { 1 } else { bytes_per_second };
+        MinDataRate { bytes_per_second, grace }
+    }
+}
+
+impl Default for MinDataRate {
+    fn default() -> Self {
+        MinDataRate::DEFAULT
+    }
 }
 
 impl Limits {
@@ -378,7 +421,8 @@ impl Limits {
 
     /// The defaults: 16 KiB of head, 100 fields, 8 KiB of target, 8 MiB of
     /// body, 256 MiB of bodies buffered, 16,384 deferred responses and
-    /// 1,024 upgraded connections per worker.
+    /// 1,024 upgraded connections per worker, and bodies sent at 240 bytes
+    /// a second at least after 5 s ([`MinDataRate::DEFAULT`]).
     pub const DEFAULT: Limits = Limits {
         max_head: 16 * 1024,
         max_headers: 100,
@@ -387,6 +431,7 @@ impl Limits {
         max_buffered_bodies: 256 * 1024 * 1024,
         max_deferred: 16 * 1024,
         max_upgraded: 1024,
+        min_body_rate: Some(MinDataRate::DEFAULT),
     };
 
     /// With `max_head` as the largest header block.
@@ -422,6 +467,12 @@ impl Limits {
     /// With `max_buffered_bodies` as the most body bytes a worker buffers.
     pub const fn with_max_buffered_bodies(self, max_buffered_bodies: usize) -> Limits {
         Limits { max_buffered_bodies, ..self }
+    }
+
+    /// With `min_body_rate` as the slowest a request body may arrive after
+    /// its grace; `None`: no minimum.
+    pub const fn with_min_body_rate(self, min_body_rate: Option<MinDataRate>) -> Limits {
+        Limits { min_body_rate, ..self }
     }
 }
 

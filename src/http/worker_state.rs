@@ -43,6 +43,10 @@ pub struct Shared {
     pub(super) idle_ms: u64,
     /// [`Timeouts::deferred`] in milliseconds.
     pub(super) deferred_ms: u64,
+    /// [`Limits::min_body_rate`]'s bytes a second; 0: no minimum.
+    pub(super) body_rate: u64,
+    /// [`Limits::min_body_rate`]'s grace in milliseconds.
+    pub(super) body_grace_ms: u64,
     /// When the worker started: the origin of [`Shared::now_ms`].
     start: Instant,
     /// When the current loop turn began (read once per turn, in
@@ -64,9 +68,8 @@ pub struct Shared {
     draining: bool,
     /// The worker's counters in shared memory, when it has any.
     pub(super) counters: Option<&'static Counters>,
-    /// Bytes of request bodies the worker's connections hold or have been
-    /// promised (a declared `Content-Length` still arriving), against
-    /// [`Limits::max_buffered_bodies`].
+    /// Bytes of request bodies the worker's connections hold (charged as
+    /// they arrive), against [`Limits::max_buffered_bodies`].
     body_bytes: usize,
     /// Where responders send their completions.
     pub(super) completions: Arc<Completions>,
@@ -98,6 +101,8 @@ impl Shared {
             header_ms: millis(timeouts.header),
             idle_ms: millis(timeouts.idle),
             deferred_ms: millis(timeouts.deferred),
+            body_rate: limits.min_body_rate.map_or(0, |r| r.bytes_per_second.max(1)),
+            body_grace_ms: limits.min_body_rate.map_or(0, |r| millis(r.grace)),
             start: Instant::now(),
             turn_at: Instant::now(),
             now_ms: 0,
@@ -174,6 +179,7 @@ impl Shared {
     /// now on (the worker's page in shared memory, read by the master).
     pub fn set_counters(&mut self, counters: &'static Counters) {
         self.counters = Some(counters);
+        self.publish_body_bytes();
     }
 
     /// Counts an accepted connection.
@@ -254,6 +260,7 @@ impl Shared {
         match self.body_bytes.checked_add(n) {
             Some(total) if total <= self.limits.max_buffered_bodies => {
                 self.body_bytes = total;
+                self.publish_body_bytes();
                 true
             }
             _ => false,
@@ -262,7 +269,24 @@ impl Shared {
 
     /// Gives `n` bytes of the body budget back.
     pub(super) fn return_body_budget(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
         self.body_bytes -= n;
+        self.publish_body_bytes();
+    }
+
+    /// Bytes of the body budget in use.
+    #[cfg(test)]
+    pub(super) fn body_bytes(&self) -> usize {
+        self.body_bytes
+    }
+
+    /// Shows the body budget in use to the master ([`Counter::BodyBytes`]).
+    fn publish_body_bytes(&self) {
+        if let Some(c) = self.counters {
+            c.set(Counter::BodyBytes, self.body_bytes as u64);
+        }
     }
 
     /// Whether one more deferred response fits under

@@ -57,10 +57,13 @@ pub enum Counter {
     /// [`crate::Limits::max_upgraded`] (a gauge, updated from any of the
     /// worker's threads with [`Counters::add_shared`]).
     UpgradedConnections,
+    /// Bytes of request bodies the worker's connections hold now, against
+    /// its body budget (a gauge).
+    BodyBytes,
 }
 
 /// How many counters there are.
-const N: usize = Counter::UpgradedConnections as usize + 1;
+const N: usize = Counter::BodyBytes as usize + 1;
 
 /// Upper bounds of the latency histogram's buckets, in microseconds (the
 /// last bucket, past the last bound, is `+Inf`).
@@ -154,6 +157,13 @@ impl Counters {
         self.inc(c);
     }
 
+    /// Sets the gauge `c` to `v`. One writer, as [`Counters::add`].
+    #[inline]
+    pub fn set(&self, c: Counter, v: u64) {
+        // `Relaxed`: as in `add`.
+        self.v[c as usize].store(v, Ordering::Relaxed);
+    }
+
     /// Counts an accepted connection: one more accept, one more open.
     #[inline]
     pub fn connection_opened(&self) {
@@ -194,12 +204,14 @@ impl Counters {
         self.v[c as usize].load(Ordering::Relaxed)
     }
 
-    /// Zeroes the gauges (open and upgraded connections): the master calls
-    /// this when a slot's worker has died, before forking its replacement,
-    /// since the dead worker's connections died with it. Totals are kept.
+    /// Zeroes the gauges (open and upgraded connections, body bytes held):
+    /// the master calls this when a slot's worker has died, before forking
+    /// its replacement, since the dead worker's connections died with it.
+    /// Totals are kept.
     pub fn reset_gauges(&self) {
         self.v[Counter::OpenConnections as usize].store(0, Ordering::Relaxed);
         self.v[Counter::UpgradedConnections as usize].store(0, Ordering::Relaxed);
+        self.v[Counter::BodyBytes as usize].store(0, Ordering::Relaxed);
     }
 
     /// Reads every counter.
@@ -223,6 +235,7 @@ impl Counters {
             ring_received: g(Counter::RingReceived),
             ring_full: g(Counter::RingFull),
             upgraded_connections: g(Counter::UpgradedConnections),
+            body_bytes: g(Counter::BodyBytes),
             latency: Histogram {
                 buckets: std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
                 sum_us: self.latency_sum_us.load(Ordering::Relaxed),
@@ -312,6 +325,9 @@ pub struct Snapshot {
     pub ring_full: u64,
     /// Upgraded connections held (a gauge).
     pub upgraded_connections: u64,
+    /// Bytes of request bodies held now, against the worker's body budget
+    /// (a gauge).
+    pub body_bytes: u64,
     /// Request latencies.
     pub latency: Histogram,
 }
@@ -341,6 +357,7 @@ impl AddAssign for Snapshot {
         self.ring_received = self.ring_received.wrapping_add(o.ring_received);
         self.ring_full = self.ring_full.wrapping_add(o.ring_full);
         self.upgraded_connections = self.upgraded_connections.wrapping_add(o.upgraded_connections);
+        self.body_bytes = self.body_bytes.wrapping_add(o.body_bytes);
         self.latency += o.latency;
     }
 }
@@ -403,17 +420,20 @@ mod tests {
         c.connection_closed();
         c.add_shared(Counter::UpgradedConnections, 2);
         c.add_shared(Counter::UpgradedConnections, u64::MAX);
+        c.set(Counter::BodyBytes, 300);
         let s = c.snapshot();
         assert_eq!(s.upgraded_connections, 1);
         assert_eq!(s.requests, 1);
         assert_eq!(s.responses, [0, 1, 0, 1, 1]);
         assert_eq!((s.bytes_in, s.bytes_out, s.accepts, s.open_connections), (100, 7, 2, 1));
+        assert_eq!(s.body_bytes, 300);
         let total: Snapshot = [s, s].into_iter().sum();
         assert_eq!(total.accepts, 4);
         assert_eq!(total, s + s);
         c.reset_gauges();
         assert_eq!(c.snapshot().open_connections, 0);
         assert_eq!(c.snapshot().upgraded_connections, 0);
+        assert_eq!(c.snapshot().body_bytes, 0);
         assert_eq!(c.snapshot().accepts, 2);
     }
 

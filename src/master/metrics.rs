@@ -259,6 +259,13 @@ impl Metrics {
             "Connections handed over after an upgrade and still held.",
             |c| c.upgraded_connections,
         );
+        per_slot(
+            out,
+            "forkring_body_bytes",
+            "gauge",
+            "Bytes of request bodies held, against the worker's body budget.",
+            |c| c.body_bytes,
+        );
         per_slot(out, "forkring_accepts_total", "counter", "Client connections accepted.", |c| c.accepts);
         per_slot(out, "forkring_parse_errors_total", "counter", "Requests rejected as malformed.", |c| c.parse_errors);
         head(out, "forkring_ring_messages_total", "counter", "Messages through the shared-memory rings, by direction.");

@@ -10,13 +10,30 @@
 //!   waited on, [`crate::Timeouts::idle`]; progress on a send restarts it;
 //! - **deferred**: a deferred response must come within
 //!   [`crate::Timeouts::deferred`], or the request is answered `504`;
+//! - **body rate**: while a request body is waited on, the client must keep
+//!   up [`crate::Limits::min_body_rate`] once its grace is over, or the
+//!   request is answered `408` and the connection closes. The rate is the
+//!   body's bytes over the time the client has had to send them (a pause
+//!   its reader chose does not count): if nothing more came, the body
+//!   would fall below it at `from + max(grace, received / rate)`, so that
+//!   instant is the deadline, one sum per read, never a timer per byte. It
+//!   is the earlier of it and the idle timeout;
 //! - **drain**: a draining worker waits on an idle connection at most
 //!   [`DRAIN_IDLE_GRACE_MS`], whichever comes first.
 //!
 //! Lingering after a close is the driver's ([`Conn::may_have_unread_input`]).
 
-use super::state::{Conn, State};
+use super::state::{BodyClock, Conn, State};
 use crate::http::worker_state::{Shared, DRAIN_IDLE_GRACE_MS};
+
+impl BodyClock {
+    /// When the body falls below the minimum rate if nothing more comes
+    /// (`sh.body_rate` is not 0).
+    fn expiry(&self, sh: &Shared) -> u64 {
+        let earned = self.received.saturating_mul(1000) / sh.body_rate;
+        self.from_ms.saturating_add(earned.max(sh.body_grace_ms))
+    }
+}
 
 impl Conn {
     /// When the connection's current wait expires, in [`Shared::now_ms`]
@@ -70,10 +87,53 @@ impl Conn {
         self.header_timer = false;
     }
 
-    /// Waits as an idle connection does (less while draining).
+    /// Waits as an idle connection does (less while draining); a body
+    /// being received waits no longer than its rate allows.
     pub(super) fn wait_idle(&mut self, sh: &Shared) {
         self.header_timer = false;
         self.deadline = sh.now_ms + sh.idle_wait();
+        if let Some(expiry) = self.body_rate_expiry(sh) {
+            self.deadline = self.deadline.min(expiry);
+        }
+    }
+
+    /// A body starts to be waited on: its clock starts now.
+    pub(super) fn start_body_clock(&mut self, sh: &Shared) {
+        self.busy().body_clock = BodyClock { from_ms: sh.now_ms, received: 0, paused_at: 0 };
+    }
+
+    /// `n` more bytes of the body arrived.
+    pub(super) fn body_received(&mut self, n: usize) {
+        let clock = &mut self.busy().body_clock;
+        clock.received = clock.received.saturating_add(n as u64);
+    }
+
+    /// The reader paused the body: the client is not timed until it
+    /// resumes ([`Conn::resume_body_clock`]).
+    pub(super) fn pause_body_clock(&mut self, sh: &Shared) {
+        self.busy().body_clock.paused_at = sh.now_ms;
+    }
+
+    /// The reader resumed the body: the pause is not the client's time.
+    pub(super) fn resume_body_clock(&mut self, sh: &Shared) {
+        let clock = &mut self.busy().body_clock;
+        clock.from_ms = clock.from_ms.saturating_add(sh.now_ms.saturating_sub(clock.paused_at));
+    }
+
+    /// When the body being received falls below the minimum rate if
+    /// nothing more comes; `None` when none is timed (no minimum, no body
+    /// under way, or one its reader paused).
+    fn body_rate_expiry(&self, sh: &Shared) -> Option<u64> {
+        if sh.body_rate == 0 || !matches!(self.state, State::Body(_)) {
+            return None;
+        }
+        let b = self.busy.as_ref()?;
+        (!b.body_paused).then(|| b.body_clock.expiry(sh))
+    }
+
+    /// The body being received came too slowly: its time is up.
+    pub(super) fn body_too_slow(&self, sh: &Shared) -> bool {
+        self.body_rate_expiry(sh).is_some_and(|expiry| expiry <= sh.now_ms)
     }
 
     /// Waits on a response body being sent: the idle timeout, restarted by
@@ -122,13 +182,14 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Limits, Timeouts};
+    use crate::config::{Limits, MinDataRate, Timeouts};
     use crate::http::{Request, Response};
     use std::time::Duration;
 
     const HEADER: u64 = 5_000;
     const IDLE: u64 = 60_000;
     const DEFERRED: u64 = 30_000;
+    const GRACE: u64 = 5_000;
 
     fn worker() -> Shared {
         let t = Timeouts::default()
@@ -213,6 +274,64 @@ mod tests {
         assert!(!c.on_deadline(&mut sh), "answered, not closed at once");
         assert!(c.output().starts_with(b"HTTP/1.1 504 "));
         assert!(c.is_closing());
+    }
+
+    /// A body of `len` declared bytes whose head and `sent` bytes arrive
+    /// at `now`, on a worker that asks 240 bytes a second after 5 s.
+    fn body_under_way(sh: &mut Shared, now: u64, len: usize, sent: usize) -> Conn {
+        sh.now_ms = now;
+        let mut c = Conn::new(sh);
+        let mut req = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n").into_bytes();
+        req.resize(req.len() + sent, b'x');
+        c.on_read(&req, sh, &mut hello);
+        c
+    }
+
+    #[test]
+    fn a_body_below_the_minimum_rate_after_its_grace_is_answered_408() {
+        assert_eq!(Limits::default().min_body_rate, Some(MinDataRate::new(240, Duration::from_secs(5))));
+        let mut sh = worker();
+        // 1,000 bytes would last 4.2 s at 240 bytes a second: the grace
+        // (5 s) is the longer.
+        let mut c = body_under_way(&mut sh, 1_000, 8 << 20, 1_000);
+        assert_eq!(c.deadline(), 1_000 + GRACE);
+        sh.now_ms = 1_000 + GRACE - 1;
+        assert!(!c.body_too_slow(&sh));
+        sh.now_ms = 1_000 + GRACE;
+        assert!(!c.on_deadline(&mut sh), "answered, then closed");
+        assert!(c.output().starts_with(b"HTTP/1.1 408 ") && c.is_closing());
+        assert!(sh.take_body_budget(Limits::default().max_buffered_bodies), "its bytes were given back");
+    }
+
+    #[test]
+    fn a_body_that_keeps_the_rate_is_given_time_for_every_byte() {
+        let mut sh = worker();
+        // 2,400 bytes at once are 10 s at the minimum rate.
+        let mut c = body_under_way(&mut sh, 0, 8 << 20, 2_400);
+        assert_eq!(c.deadline(), 10_000);
+        sh.now_ms = 9_000;
+        c.on_read(&[b'x'; 240], &mut sh, &mut hello);
+        assert_eq!(c.deadline(), 11_000, "the average over the whole body");
+        // Sends restart the idle wait, never past the rate's deadline.
+        sh.now_ms = 9_500;
+        c.consume_output(0, &mut sh);
+        assert_eq!(c.deadline(), 11_000);
+        sh.now_ms = 11_000;
+        assert!(!c.on_deadline(&mut sh));
+        assert!(c.output().starts_with(b"HTTP/1.1 408 "));
+    }
+
+    #[test]
+    fn the_idle_timeout_still_ends_a_pause_and_no_minimum_means_none() {
+        let t = Timeouts::default().with_idle(Duration::from_millis(3_000));
+        let mut sh = Shared::new(Limits::default(), t);
+        let mut c = body_under_way(&mut sh, 0, 100, 10);
+        assert_eq!(c.deadline(), 3_000, "the idle timeout comes first");
+        sh.now_ms = 3_000;
+        assert!(c.on_deadline(&mut sh) && !c.has_output(), "closed as before, without a 408");
+        let mut sh = Shared::new(Limits::DEFAULT.with_min_body_rate(None), Timeouts::default());
+        let c = body_under_way(&mut sh, 0, 100, 1);
+        assert_eq!(c.deadline(), Timeouts::default().idle.as_millis() as u64, "no minimum: only the idle timeout");
     }
 
     #[test]

@@ -26,8 +26,8 @@ impl Body {
         }
     }
 
-    /// Whether the body's size is learned as it arrives (and so charged
-    /// then), rather than declared up front.
+    /// Whether the body is chunked (its pieces must be de-chunked for a
+    /// reader), rather than of a declared length.
     pub(super) fn is_chunked(&self) -> bool {
         matches!(self, Body::Chunked(_))
     }

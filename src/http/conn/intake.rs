@@ -5,14 +5,29 @@
 //! ([`crate::Handler::on_head`]), before any of it is read and before a
 //! `100 Continue` goes out. A body taken **whole** is collected behind its
 //! head (kept in the connection's busy part), against
-//! [`crate::Limits::max_body`] and the worker's budget of buffered bodies
-//! (a declared length is charged at once, a chunked body as it arrives);
-//! then the handler answers the request. A **streamed** body goes to its
-//! reader piece by piece, de-chunked; the reader may pause it (the
-//! connection then reads nothing more until the [`crate::Resume`] comes
-//! back through the mailbox) or stop it with a status, and answers the
-//! request at the body's end. A **refused** body is never read: the
-//! handler's answer goes out and the connection closes.
+//! [`crate::Limits::max_body`] and the worker's budget of buffered bodies;
+//! then the handler answers the request.
+//!
+//! The budget ([`crate::Limits::max_buffered_bodies`]) bounds the memory a
+//! worker's connections hold in bodies, so it is charged with what is
+//! held: each read's bytes as they arrive, a declared `Content-Length`
+//! and a chunked body alike, and refused (`503`) at the read that would
+//! take it over. A declared length is a promise that costs nothing until
+//! its bytes come: charging it up front would let a few clients that
+//! declare large bodies and send them slowly refuse every other upload
+//! with memory the worker never holds. Only a declared length larger than
+//! the whole budget, which could never fit, is refused before its body is
+//! read. A client that sends its body too slowly is the deadline room's
+//! (`deadline`, the body rate); the body's clock starts here, when it
+//! begins to be waited on.
+//!
+//! A **streamed** body goes to its reader piece by piece, de-chunked, and
+//! holds nothing in the budget; the reader may pause it (the connection
+//! then reads nothing more until the [`crate::Resume`] comes back through
+//! the mailbox, and the client is not timed meanwhile) or stop it with a
+//! status, and answers the request at the body's end. A **refused** body
+//! is never read: the handler's answer goes out and the connection
+//! closes.
 //!
 //! Where it stops: the framing of the body's bytes is
 //! [`super::decode`]'s; the answer is [`super::respond`]'s.
@@ -74,6 +89,7 @@ impl Conn {
                 b.body_seq += 1;
                 b.body_paused = false;
                 self.state = State::Body(Body::new(head.framing.length));
+                self.start_body_clock(sh);
                 // The handler took the body: the client may send it, if it
                 // has not already.
                 if head.expects_continue() && buf.len() == head.len {
@@ -85,17 +101,16 @@ impl Conn {
     }
 
     /// The body of `head`, to be collected whole, is not all in `buf`:
-    /// keeps the head and collects the body behind it. A declared length
-    /// is charged against the worker's body budget at once: beyond it the
-    /// answer is `503` before any of the body is read.
+    /// keeps the head and collects the body behind it, charged as it
+    /// arrives. A declared length larger than the whole body budget is
+    /// answered `503` before any of the body is read.
     pub(super) fn await_body(&mut self, head: &Head<'_, '_>, buf: &[u8], sh: &mut Shared) -> Result<usize, u16> {
-        if let Some(len) = head.framing.length {
-            if !self.charge(sh, len as usize) {
-                return Err(503);
-            }
+        if head.framing.length.is_some_and(|len| len > sh.limits.max_buffered_bodies as u64) {
+            return Err(503);
         }
         self.hold_head(&buf[..head.len], sh);
         self.state = State::Body(Body::new(head.framing.length));
+        self.start_body_clock(sh);
         if head.expects_continue() {
             self.send_continue(sh);
         }
@@ -118,13 +133,10 @@ impl Conn {
         let b = self.busy.get_or_insert_with(Box::default);
         let before = b.held.len();
         let result = body.collect(input, &mut b.held, sh.limits.max_body.saturating_add(b.head_len));
-        // A chunked body is charged as it arrives.
-        let grown = body.is_chunked().then(|| b.held.len() - before);
-        if let Some(grown) = grown {
-            if !self.charge(sh, grown) {
-                self.fail(503, sh);
-                return Intake::Failed;
-            }
+        let grown = b.held.len() - before;
+        if !self.charge(sh, grown) {
+            self.fail(503, sh);
+            return Intake::Failed;
         }
         match result {
             Ok(Some(n)) => {
@@ -132,7 +144,10 @@ impl Conn {
                 self.answer_held(sh, |q, r| handler.handle(q, r));
                 Intake::Ended(n)
             }
-            Ok(None) => Intake::Wait(input.len()),
+            Ok(None) => {
+                self.body_received(input.len());
+                Intake::Wait(input.len())
+            }
             Err(status) => {
                 self.fail(status, sh);
                 Intake::Failed
@@ -153,7 +168,10 @@ impl Conn {
                 Intake::Ended(used)
             }
             // Not ended: all of `input` was body.
-            Ok((used, false)) => Intake::Wait(used),
+            Ok((used, false)) => {
+                self.body_received(used);
+                Intake::Wait(used)
+            }
             Err(status) => {
                 self.fail(status, sh);
                 Intake::Failed
@@ -189,7 +207,10 @@ impl Conn {
         if let Some(status) = stopped {
             return Err(status);
         }
-        self.busy().body_paused = paused && !ended;
+        if paused && !ended {
+            self.busy().body_paused = true;
+            self.pause_body_clock(sh);
+        }
         Ok((used, ended))
     }
 
@@ -203,13 +224,14 @@ impl Conn {
 
     /// The paused body `seq` may go on (its reader's resume came back
     /// through the mailbox); false when the resume is stale.
-    pub(super) fn unpause(&mut self, seq: u64) -> bool {
+    pub(super) fn unpause(&mut self, seq: u64, sh: &Shared) -> bool {
         if matches!(self.state, State::Closed) {
             return false;
         }
         match self.busy.as_mut().filter(|b| b.body_seq == seq && b.body_paused) {
             Some(b) => {
                 b.body_paused = false;
+                self.resume_body_clock(sh);
                 true
             }
             None => false,
@@ -311,7 +333,7 @@ mod tests {
     }
 
     #[test]
-    fn a_body_over_the_worker_budget_is_refused_before_it_is_read() {
+    fn a_declared_body_larger_than_the_whole_budget_is_refused_before_it_is_read() {
         let mut sh = Shared::new(Limits::DEFAULT.with_max_buffered_bodies(10), Timeouts::default());
         let mut c = Conn::new(&sh);
         c.on_read(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nabc", &mut sh, &mut echo);
@@ -321,6 +343,34 @@ mod tests {
         c.on_read(chunked, &mut sh, &mut echo);
         assert!(c.output().starts_with(b"HTTP/1.1 503 "), "charged as it arrives");
         assert!(sh.take_body_budget(10), "and given back");
+    }
+
+    #[test]
+    fn a_declared_body_is_charged_as_its_bytes_arrive_and_refused_at_the_read_that_goes_over() {
+        let mut sh = Shared::new(Limits::DEFAULT.with_max_buffered_bodies(1000), Timeouts::default());
+        let head = |len: usize| format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n");
+        let mut a = Conn::new(&sh);
+        a.on_read(format!("{}{}", head(800), "a".repeat(100)).as_bytes(), &mut sh, &mut echo);
+        assert_eq!(sh.body_bytes(), 100, "what arrived, not what was declared");
+        // Another body of 800 fits beside A's 100 bytes: its client is let
+        // send it.
+        let mut b = Conn::new(&sh);
+        let expect = format!("{}Expect: 100-continue\r\n\r\n", &head(800)[..head(800).len() - 2]);
+        b.on_read(expect.as_bytes(), &mut sh, &mut echo);
+        assert_eq!(b.output(), CONTINUE);
+        b.on_read("b".repeat(500).as_bytes(), &mut sh, &mut echo);
+        assert_eq!(sh.body_bytes(), 600);
+        // A's next 500 bytes would hold 1,100: refused at that read, and
+        // A's share comes back.
+        a.on_read("a".repeat(500).as_bytes(), &mut sh, &mut echo);
+        assert!(a.output().starts_with(b"HTTP/1.1 503 ") && a.is_closing());
+        assert_eq!(sh.body_bytes(), 500, "only B's bytes are held");
+        b.on_read("b".repeat(300).as_bytes(), &mut sh, &mut echo);
+        assert_eq!(body_of(b.output()), "b".repeat(800).as_bytes());
+        assert_eq!(sh.body_bytes(), 0, "answered: every byte given back");
+        a.release(&mut sh);
+        b.release(&mut sh);
+        assert_eq!(sh.body_bytes(), 0);
     }
 
     #[test]
@@ -363,5 +413,33 @@ mod tests {
         assert!(c.complete(completion, &mut sh, &mut h));
         assert_eq!(p.borrow().got, [b"ab".to_vec(), b"cdef".to_vec()]);
         assert_eq!(body_of(c.output()), b"6", "the reader answered at the end");
+    }
+
+    #[test]
+    fn a_body_its_reader_paused_is_not_timed_while_paused() {
+        const IDLE: u64 = 60_000;
+        let rate = crate::MinDataRate::new(240, std::time::Duration::from_secs(5));
+        let t = Timeouts::default().with_idle(std::time::Duration::from_millis(IDLE));
+        let mut sh = Shared::new(Limits::DEFAULT.with_min_body_rate(Some(rate)), t);
+        let p = std::rc::Rc::new(std::cell::RefCell::new(Pieces { pause: true, ..Pieces::default() }));
+        let mut h = Streamed(p.clone());
+        let mut c = Conn::new(&sh);
+        c.on_read(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nab", &mut sh, &mut h);
+        assert_eq!(c.deadline(), IDLE, "paused by the server: only the idle timeout runs");
+        sh.now_ms = 30_000;
+        assert!(!c.body_too_slow(&sh), "the server's own pause is not the client's slowness");
+        c.on_read(b"cdef", &mut sh, &mut h);
+        assert!(!c.has_output());
+        p.borrow_mut().pause = false;
+        p.borrow_mut().resume.take().unwrap().resume();
+        let mut batch = Vec::new();
+        sh.take_completions(&mut batch);
+        assert!(c.complete(batch.pop().unwrap(), &mut sh, &mut h));
+        // 6 bytes, and the client has been timed for no time at all: the
+        // grace starts over from the resume.
+        assert_eq!(c.deadline(), 30_000 + 5_000);
+        sh.now_ms = 35_000;
+        assert!(!c.on_deadline(&mut sh), "answered, then closed");
+        assert!(c.output().starts_with(b"HTTP/1.1 408 ") && c.is_closing());
     }
 }

@@ -15,7 +15,7 @@
 //! | `respond` | answering: respond, refuse, defer, a deferred completion, upgrade, fail |
 //! | `send` | sending stream and file bodies |
 //! | `output` | the output buffer, the one emit path, and the drivers' two output protocols |
-//! | `deadline` | header, idle, deferred and drain deadlines |
+//! | `deadline` | header, idle, deferred, body-rate and drain deadlines |
 //! | `guard` | calling user code so that a panic costs one request |
 //!
 //! The per-worker state every connection shares is [`super::Shared`].
@@ -176,7 +176,7 @@ impl Conn {
     pub fn complete<H: Handler>(&mut self, completion: Completion, sh: &mut Shared, handler: &mut H) -> bool {
         match completion.outcome {
             Outcome::Resume => {
-                if !self.unpause(completion.seq) {
+                if !self.unpause(completion.seq, sh) {
                     return false;
                 }
                 self.run_pending(sh, handler);
@@ -206,9 +206,15 @@ impl Conn {
     }
 
     /// The connection's deadline passed. Returns true when it must close
-    /// now; false when it answered a deferred request `504` instead (and
-    /// closes once that is sent), or waits on a quiet stream's writer.
+    /// now; false when it answered a deferred request `504` or a body that
+    /// came too slowly `408` instead (and closes once that is sent), or
+    /// waits on a quiet stream's writer.
     pub fn on_deadline(&mut self, sh: &mut Shared) -> bool {
+        if self.body_too_slow(sh) {
+            log::debug!("a request body came slower than the minimum rate; answering 408");
+            self.fail(408, sh);
+            return false;
+        }
         if !self.awaiting() {
             return !self.wait_on_quiet_stream(sh);
         }

@@ -98,6 +98,8 @@ pub(super) struct Busy {
     /// The reader paused the body: nothing more is delivered or read until
     /// it resumes.
     pub(super) body_paused: bool,
+    /// How fast the body being received arrives (in [`State::Body`]).
+    pub(super) body_clock: BodyClock,
     /// What takes the connection once its `101` is sent.
     pub(super) takeover: Option<Takeover>,
     /// The streamed body being sent: no later request is answered before
@@ -106,6 +108,21 @@ pub(super) struct Busy {
     /// The file body being sent, after the output: no later request is
     /// answered before it is out.
     pub(super) file: Option<Box<FileOut>>,
+}
+
+/// How fast a request body arrives, for [`crate::Limits::min_body_rate`]:
+/// the time the client has had to send it, and what it sent. The
+/// deadline room reads it (`deadline`).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct BodyClock {
+    /// When the body began to be waited on, in [`Shared::now_ms`] time,
+    /// moved later by each pause its reader made: `now - from_ms` is the
+    /// time the client has had.
+    pub(super) from_ms: u64,
+    /// Bytes of the body received so far, as sent (chunk framing too).
+    pub(super) received: u64,
+    /// When the reader paused the body (while [`Busy::body_paused`]).
+    pub(super) paused_at: u64,
 }
 
 /// The reader of a streamed request body.
