@@ -170,9 +170,13 @@ pub struct Config {
     /// `0o660`; `None` keeps what the umask gives.
     pub unix_mode: Option<u32>,
     /// Threads of each worker's blocking-work pool
-    /// ([`crate::worker::spawn_blocking`]), started in the worker on first
-    /// use.
+    /// ([`crate::worker::spawn_blocking`], [`crate::Response::blocking`]),
+    /// started in the worker on first use.
     pub pool: usize,
+    /// Jobs each worker's blocking-work pool holds waiting for a thread;
+    /// past them a job is refused at once (a [`crate::Response::blocking`]
+    /// request gets `503`). `None`: as many as the pool has threads.
+    pub pool_queue: Option<usize>,
     /// Address of the master's metrics listener (`GET /metrics`, `/ready`,
     /// `/live`), e.g. `127.0.0.1:9100`; `None`: no listener.
     pub metrics: Option<String>,
@@ -247,6 +251,7 @@ impl Default for Config {
             pin: false,
             ipc: ChannelOptions::default(),
             pool: 64,
+            pool_queue: None,
             unix_mode: None,
             metrics: None,
             drain_delay: Duration::ZERO,

@@ -436,24 +436,29 @@ fn demo(req: &Request<'_>, res: &mut Response) {
             }
         },
         // Answered later, by a pool thread that blocks for `ms`: a route
-        // that calls a blocking client.
+        // that calls a blocking client (503 at once when the pool or the
+        // deferred requests are full).
         "/sleep" => match wait_ms(req) {
-            Some(ms) => {
-                let responder = res.defer();
-                forkring::worker::spawn_blocking(move || {
-                    std::thread::sleep(Duration::from_millis(ms));
-                    responder.send(slept(ms));
-                });
-            }
+            Some(ms) => res.blocking(move || {
+                std::thread::sleep(Duration::from_millis(ms));
+                slept(ms)
+            }),
             None => bad_wait(res),
         },
         // Answered later, by a timer on the worker's loop, with no thread:
         // the wait of a service that calls another over the network.
         "/delay" => match wait_ms(req) {
-            Some(ms) => {
-                let responder = res.defer();
-                forkring::worker::after(Duration::from_millis(ms), move || responder.send(slept(ms)));
-            }
+            Some(ms) => match res.try_defer() {
+                Ok(responder) => {
+                    forkring::worker::after(Duration::from_millis(ms), move || responder.send(slept(ms)));
+                }
+                Err(_) => {
+                    res.status(503)
+                        .header("Retry-After", "1")
+                        .header("Content-Type", "text/plain")
+                        .body("Service Unavailable\n");
+                }
+            },
             None => bad_wait(res),
         },
         "/version" => match req.method() {

@@ -29,8 +29,10 @@ mod syntax;
 mod worker_state;
 
 pub use access::{request_reopen as reopen_access_log, AccessLog};
-pub use answer::{Completion, InvalidHeader, Responder, Response, Stream, StreamError, Upgraded, STREAM_QUEUE};
-pub(crate) use answer::{Completions, UpgradeFn};
+pub use answer::{
+    Completion, InvalidHeader, Refused, Responder, Response, Stream, StreamError, Upgraded, STREAM_QUEUE,
+};
+pub(crate) use answer::{Completions, Job, Spawner, UpgradeFn};
 pub use body::{BodyFlow, BodyPlan, BodyReader, Resume};
 pub use conn::{Conn, OUTPUT_HIGH_WATER};
 pub use handler::Handler;
