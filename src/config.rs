@@ -363,7 +363,9 @@ pub struct Limits {
     /// its head arrives): `503` beyond it, so that many slow uploads cannot
     /// take a worker's memory.
     pub max_buffered_bodies: usize,
-    /// Most deferred responses one worker waits on at once: `503` beyond.
+    /// Most deferred responses one worker waits on at once: `503` beyond
+    /// ([`crate::Response::try_defer`] tells the handler so, before it
+    /// starts any work for the request).
     pub max_deferred: usize,
 }
 

@@ -40,7 +40,7 @@ impl fmt::Debug for Responder {
 
 impl Responder {
     /// A responder that does nothing (its request is answered otherwise).
-    fn idle() -> Responder {
+    fn inert() -> Responder {
         Responder { queue: None, live: None, token: 0, seq: 0 }
     }
 
@@ -143,9 +143,9 @@ impl Response {
             Claim::Granted(queue, token, seq, live) => Responder { queue: Some(queue), live: Some(live), token, seq },
             Claim::NoRoom => {
                 self.refuse_deferral();
-                Responder::idle()
+                Responder::inert()
             }
-            Claim::NotOffered | Claim::Taken => Responder::idle(),
+            Claim::NotOffered | Claim::Taken => Responder::inert(),
         }
     }
 

@@ -17,9 +17,12 @@ pub(crate) type UpgradeFn = Box<dyn FnOnce(Upgraded) + Send>;
 /// the runtime's in flight on it (on io_uring, the connection's receive was
 /// cancelled and its last completion reaped before the hand-over): give it
 /// to a blocking protocol library on a pool thread
-/// ([`crate::worker::spawn_blocking`]), say as a `std::net::TcpStream` (or
-/// a `UnixStream` for a Unix listener). To use it from an event loop of
-/// your own, set it non-blocking again.
+/// ([`crate::worker::spawn_blocking`]; when the pool is full the job is
+/// dropped, and the connection closed with it), say as a
+/// `std::net::TcpStream` (or a `UnixStream` for a Unix listener). A
+/// connection holds its thread for its whole life: size
+/// [`crate::Config::pool`] for them. To use it from an event loop of your
+/// own, set it non-blocking again.
 pub struct Upgraded {
     /// The socket.
     fd: OwnedFd,

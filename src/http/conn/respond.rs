@@ -44,7 +44,7 @@ impl Conn {
         let answered = guarded(|| answer(req, &mut res)).is_some();
         let deferred = answered && res.take_deferred();
         if let Some(live) = res.take_live() {
-            self.keep_live(live, deferred && room);
+            self.keep_live(live, seq, deferred && room);
         }
         if deferred {
             if room {
@@ -129,10 +129,12 @@ impl Conn {
     }
 
     /// Takes the connection's word back from the handler's call. A
-    /// responder the handler took that is not waited on after all (the
-    /// handler panicked, which closes the connection) is told so.
-    fn keep_live(&mut self, live: Live, waits: bool) {
-        if !waits {
+    /// responder the handler took for request `seq` that is not waited on
+    /// after all (the handler panicked, which closes the connection) is
+    /// told so. (Only a claim writes the word during the call: a request
+    /// that took no responder leaves the shared line alone.)
+    fn keep_live(&mut self, live: Live, seq: u64, waits: bool) {
+        if !waits && live.is(seq) {
             live.clear();
         }
         self.busy().live = Some(live);
