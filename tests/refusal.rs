@@ -1,7 +1,9 @@
-//! Refusal reaches the handler, on real sockets, on both backends: past the
-//! deferred cap a request is answered `503` without its work being queued,
-//! so the work admitted before it, and the work admitted after it, run in
-//! their own time; and the pool's gauges in `/metrics` come back to zero.
+//! Refusal reaches the handler, on real sockets, on both backends, through
+//! the demo's `/sleep` (`Response::blocking`): past the deferred cap, or
+//! past the pool's queue, a request is answered `503` at once without its
+//! work being queued, so the work admitted before it, and the work
+//! admitted after it, run in their own time; queued work whose client has
+//! left is skipped; and the pool's gauges in `/metrics` come back to zero.
 
 mod common;
 
@@ -153,5 +155,45 @@ fn past_the_pools_queue_work_is_refused_at_once() {
         thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(server.connect().get("/sleep?ms=1").status, 200);
+    server.assert_healthy();
+}
+
+#[test]
+fn queued_work_of_a_client_that_left_is_skipped() {
+    // One thread and one place in its queue.
+    let mut server = Server::start(&["--workers", "1", "--pool", "1", "--metrics", "127.0.0.1:0"]);
+    let maddr = metrics_addr(&server);
+    server.wait_line(&["ready 0.0"], Duration::from_secs(10));
+    let mut running = server.connect();
+    running.send(b"GET /sleep?ms=1000 HTTP/1.1\r\nHost: t\r\n\r\n");
+    // A long job (10 s) waits for the thread; its client leaves.
+    let mut leaving = server.connect();
+    leaving.send(b"GET /sleep?ms=10000 HTTP/1.1\r\nHost: t\r\n\r\n");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = scrape(maddr);
+        if gauge(&text, "forkring_pool_queued") == Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the second job was not queued\n{text}");
+        thread::sleep(Duration::from_millis(10));
+    }
+    leaving.reset();
+    loop {
+        let text = scrape(maddr);
+        if gauge(&text, "forkring_open_connections") == Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the connection that left is still open\n{text}");
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(running.response().status, 200);
+    // The thread skips the job nobody waits for: the next one runs at once.
+    let mut next = server.connect();
+    next.send(b"GET /sleep?ms=1 HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = next
+        .try_response_within(false, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("GET /sleep?ms=1 behind a skipped job: {e}\n{}", server.log_text()));
+    assert_eq!(r.status, 200);
     server.assert_healthy();
 }
