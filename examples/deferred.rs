@@ -1,7 +1,11 @@
-//! Answering later from the worker's blocking pool: the handler takes a
-//! `Responder` with `res.defer()`, gives it to a pool thread with
-//! `forkring::worker::spawn_blocking`, and returns at once; the loop goes
-//! on serving every other connection while the thread blocks.
+//! Answering later from the worker's blocking pool: `res.blocking(f)` runs
+//! `f` on a pool thread and sends the response it returns; the handler
+//! returns at once and the loop goes on serving every other connection
+//! while the thread blocks. It also answers `503` with `Retry-After` at once
+//! when the pool's queue or the deferred requests are full, and skips `f`
+//! when the client has gone before a thread picks it up. (The long way,
+//! for work that ends elsewhere: `res.try_defer()` for a `Responder`,
+//! `forkring::worker::spawn_blocking`, `Responder::is_live`.)
 //!
 //! ```text
 //! cargo run --example deferred                # 127.0.0.1:3002, one worker
@@ -23,19 +27,19 @@ fn main() -> std::io::Result<()> {
         .listen(listen)
         .workers(1)
         // Threads of each worker's pool, started in the worker on first
-        // use (never in the master).
+        // use (never in the master), and the jobs it queues beyond them.
         .pool(8)
+        .pool_queue(64)
         .serve(|| {
             |req: &Request<'_>, res: &mut Response| match req.path() {
                 "/report" => {
                     let ms = query_ms(req).unwrap_or(100).min(10_000);
-                    let responder = res.defer();
-                    forkring::worker::spawn_blocking(move || {
+                    res.blocking(move || {
                         // A blocking call: a database client, a slow disk.
                         std::thread::sleep(Duration::from_millis(ms));
                         let mut res = Response::new();
                         res.header("Content-Type", "text/plain").body(format!("report ready after {ms} ms\n"));
-                        responder.send(res);
+                        res
                     });
                 }
                 "/" => {

@@ -51,8 +51,14 @@ fn websocket(req: &Request<'_>, res: &mut Response, unix: bool) {
     };
     res.header("Upgrade", "websocket").header("Sec-WebSocket-Accept", derive_accept_key(key));
     // Runs on the worker's loop once the 101 is out: the echo itself
-    // blocks, so it goes to the worker's pool.
-    res.upgrade(move |conn| forkring::worker::spawn_blocking(move || echo(conn, unix)));
+    // blocks, so it goes to the worker's pool. When every thread is busy
+    // and the pool's queue is full, the connection is closed (dropped with
+    // the job) rather than left waiting for a thread.
+    res.upgrade(move |conn| {
+        if let Err(e) = forkring::worker::spawn_blocking(move || echo(conn, unix)) {
+            eprintln!("websocket: {e}; closing the connection");
+        }
+    });
 }
 
 /// Echoes text and binary messages until the client closes.

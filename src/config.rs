@@ -170,9 +170,13 @@ pub struct Config {
     /// `0o660`; `None` keeps what the umask gives.
     pub unix_mode: Option<u32>,
     /// Threads of each worker's blocking-work pool
-    /// ([`crate::worker::spawn_blocking`]), started in the worker on first
-    /// use.
+    /// ([`crate::worker::spawn_blocking`], [`crate::Response::blocking`]),
+    /// started in the worker on first use.
     pub pool: usize,
+    /// Jobs each worker's blocking-work pool holds waiting for a thread;
+    /// past them a job is refused at once (a [`crate::Response::blocking`]
+    /// request gets `503`). `None`: as many as the pool has threads.
+    pub pool_queue: Option<usize>,
     /// Address of the master's metrics listener (`GET /metrics`, `/ready`,
     /// `/live`), e.g. `127.0.0.1:9100`; `None`: no listener.
     pub metrics: Option<String>,
@@ -247,6 +251,7 @@ impl Default for Config {
             pin: false,
             ipc: ChannelOptions::default(),
             pool: 64,
+            pool_queue: None,
             unix_mode: None,
             metrics: None,
             drain_delay: Duration::ZERO,
@@ -360,7 +365,9 @@ pub struct Limits {
     /// its next bytes would go over; a declared length larger than the whole
     /// budget, which could never fit, is refused before the body is read.
     pub max_buffered_bodies: usize,
-    /// Most deferred responses one worker waits on at once: `503` beyond.
+    /// Most deferred responses one worker waits on at once: `503` beyond
+    /// ([`crate::Response::try_defer`] tells the handler so, before it
+    /// starts any work for the request).
     pub max_deferred: usize,
     /// Most upgraded connections ([`crate::Response::upgrade`]) one worker
     /// holds at once: an upgrade beyond is answered `503` with

@@ -64,8 +64,8 @@ pub use config::{
     Recycle, Respawn, RingOptions, Timeouts,
 };
 pub use http::{
-    Addr, BodyFlow, BodyPlan, BodyReader, Handler, Headers, InvalidHeader, Request, Responder, Response, Resume,
-    Stream, StreamError, Upgraded, UpgradedStream, Version, STREAM_QUEUE,
+    Addr, BodyFlow, BodyPlan, BodyReader, Handler, Headers, InvalidHeader, Refused, Request, Responder, Response,
+    Resume, Stream, StreamError, Upgraded, UpgradedStream, Version, STREAM_QUEUE,
 };
 pub use ipc::{Histogram, SendError, Snapshot};
 pub use master::{

@@ -126,6 +126,17 @@ impl Server {
         self
     }
 
+    /// Jobs each worker's blocking-work pool holds waiting for a thread
+    /// (at least one; default: as many as [`Server::pool`] threads). Past
+    /// them a job is refused at once: [`crate::worker::spawn_blocking`]
+    /// returns [`crate::worker::PoolFull`] and [`crate::Response::blocking`]
+    /// answers `503`, so that a burst costs refusals, not a queue that
+    /// every later request waits behind.
+    pub fn pool_queue(mut self, jobs: usize) -> Self {
+        self.config.pool_queue = Some(jobs.max(1));
+        self
+    }
+
     /// Serves Prometheus metrics (`GET /metrics`), readiness (`GET /ready`:
     /// 200 while a worker is ready and the cluster is not draining, 503
     /// otherwise) and liveness (`GET /live`) on `addr`, from the master's

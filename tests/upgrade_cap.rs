@@ -41,7 +41,10 @@ impl Handler for Echo {
             return;
         }
         res.header("Upgrade", "echo");
-        res.upgrade(|conn| forkring::worker::spawn_blocking(move || echo(conn)));
+        res.upgrade(|conn| {
+            // A full pool drops the job, and the connection with it.
+            let _ = forkring::worker::spawn_blocking(move || echo(conn));
+        });
     }
 }
 

@@ -9,7 +9,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-use crate::http::Handler;
+use crate::http::{Handler, Spawner};
 use crate::ipc::{Consumer, Counter, Counters};
 
 /// Most messages from the master a worker handles per loop turn.
@@ -63,6 +63,9 @@ pub(crate) struct Link {
     /// The worker's access log, opened before the loop starts, until the
     /// loop's core takes it.
     access_log: RefCell<Option<AccessLog>>,
+    /// The worker's blocking pool, for `Response::blocking`; `None`: no
+    /// pool (those requests are answered `503`).
+    spawner: Option<Spawner>,
 }
 
 impl Link {
@@ -71,7 +74,7 @@ impl Link {
         let wake = crate::sys::eventfd()?;
         WAKE_FD.store(wake.as_raw_fd(), Ordering::SeqCst);
         DRAIN.store(false, Ordering::SeqCst);
-        Ok(Link { wake, inbox: None, access_log: RefCell::new(None) })
+        Ok(Link { wake, inbox: None, access_log: RefCell::new(None), spawner: None })
     }
 
     /// The eventfd that becomes readable when a drain is asked for.
@@ -92,6 +95,16 @@ impl Link {
     /// Attaches the worker's ring from the master.
     pub(crate) fn set_inbox(&mut self, inbox: Inbox) {
         self.inbox = Some(RefCell::new(inbox));
+    }
+
+    /// Hands the loop the worker's blocking pool.
+    pub(crate) fn set_spawner(&mut self, spawner: Spawner) {
+        self.spawner = Some(spawner);
+    }
+
+    /// The worker's blocking pool, if it has one.
+    pub(crate) fn spawner(&self) -> Option<Spawner> {
+        self.spawner
     }
 
     /// Hands the loop the worker's access log.

@@ -30,9 +30,10 @@ mod worker_state;
 
 pub use access::{request_reopen as reopen_access_log, AccessLog};
 pub use answer::{
-    Completion, InvalidHeader, Responder, Response, Stream, StreamError, Upgraded, UpgradedStream, STREAM_QUEUE,
+    Completion, InvalidHeader, Refused, Responder, Response, Stream, StreamError, Upgraded, UpgradedStream,
+    STREAM_QUEUE,
 };
-pub(crate) use answer::{Completions, UpgradeFn, UpgradePermit};
+pub(crate) use answer::{Completions, Job, Spawner, UpgradeFn, UpgradePermit};
 pub use body::{BodyFlow, BodyPlan, BodyReader, Resume};
 pub use conn::{Conn, OUTPUT_HIGH_WATER};
 pub use handler::Handler;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::access::{AccessLog, Entry, LineRequest};
-use super::answer::{Completion, Completions, Response, UpgradePermit};
+use super::answer::{Completion, Completions, Response, Spawner, UpgradePermit};
 use super::date::DateCache;
 use super::peers::PeerNames;
 use crate::config::{Limits, Timeouts};
@@ -213,6 +213,12 @@ impl Shared {
     pub(crate) fn set_completions(&mut self, completions: Arc<Completions>) {
         self.res.set_queue(completions.clone());
         self.completions = completions;
+    }
+
+    /// Makes [`Response::blocking`] queue its work with `spawner` (the
+    /// worker's blocking pool).
+    pub(crate) fn set_spawner(&mut self, spawner: Spawner) {
+        self.res.set_spawner(spawner);
     }
 
     /// Takes the completed deferred responses queued so far into `batch`

@@ -60,10 +60,15 @@ pub enum Counter {
     /// Bytes of request bodies the worker's connections hold now, against
     /// its body budget (a gauge).
     BodyBytes,
+    /// Jobs queued for the worker's blocking pool and not yet taken by a
+    /// thread (a gauge).
+    PoolQueued,
+    /// Threads of the worker's blocking pool running a job (a gauge).
+    PoolBusy,
 }
 
 /// How many counters there are.
-const N: usize = Counter::BodyBytes as usize + 1;
+const N: usize = Counter::PoolBusy as usize + 1;
 
 /// Upper bounds of the latency histogram's buckets, in microseconds (the
 /// last bucket, past the last bound, is `+Inf`).
@@ -204,14 +209,21 @@ impl Counters {
         self.v[c as usize].load(Ordering::Relaxed)
     }
 
-    /// Zeroes the gauges (open and upgraded connections, body bytes held):
-    /// the master calls this when a slot's worker has died, before forking
-    /// its replacement, since the dead worker's connections died with it.
-    /// Totals are kept.
+    /// Zeroes the gauges (open and upgraded connections, body bytes held,
+    /// the blocking pool's queue and busy threads): the master calls this
+    /// when a slot's worker has died, before forking its replacement, since
+    /// the dead worker's connections and threads died with it. Totals are
+    /// kept.
     pub fn reset_gauges(&self) {
-        self.v[Counter::OpenConnections as usize].store(0, Ordering::Relaxed);
-        self.v[Counter::UpgradedConnections as usize].store(0, Ordering::Relaxed);
-        self.v[Counter::BodyBytes as usize].store(0, Ordering::Relaxed);
+        for c in [
+            Counter::OpenConnections,
+            Counter::UpgradedConnections,
+            Counter::BodyBytes,
+            Counter::PoolQueued,
+            Counter::PoolBusy,
+        ] {
+            self.v[c as usize].store(0, Ordering::Relaxed);
+        }
     }
 
     /// Reads every counter.
@@ -236,6 +248,8 @@ impl Counters {
             ring_full: g(Counter::RingFull),
             upgraded_connections: g(Counter::UpgradedConnections),
             body_bytes: g(Counter::BodyBytes),
+            pool_queued: g(Counter::PoolQueued),
+            pool_busy: g(Counter::PoolBusy),
             latency: Histogram {
                 buckets: std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
                 sum_us: self.latency_sum_us.load(Ordering::Relaxed),
@@ -328,6 +342,11 @@ pub struct Snapshot {
     /// Bytes of request bodies held now, against the worker's body budget
     /// (a gauge).
     pub body_bytes: u64,
+    /// Jobs queued for the blocking pool, not yet taken by a thread (a
+    /// gauge).
+    pub pool_queued: u64,
+    /// Threads of the blocking pool running a job (a gauge).
+    pub pool_busy: u64,
     /// Request latencies.
     pub latency: Histogram,
 }
@@ -358,6 +377,8 @@ impl AddAssign for Snapshot {
         self.ring_full = self.ring_full.wrapping_add(o.ring_full);
         self.upgraded_connections = self.upgraded_connections.wrapping_add(o.upgraded_connections);
         self.body_bytes = self.body_bytes.wrapping_add(o.body_bytes);
+        self.pool_queued = self.pool_queued.wrapping_add(o.pool_queued);
+        self.pool_busy = self.pool_busy.wrapping_add(o.pool_busy);
         self.latency += o.latency;
     }
 }
@@ -430,10 +451,15 @@ mod tests {
         let total: Snapshot = [s, s].into_iter().sum();
         assert_eq!(total.accepts, 4);
         assert_eq!(total, s + s);
+        c.add_shared(Counter::PoolQueued, 2);
+        c.add_shared(Counter::PoolBusy, 1);
+        c.add_shared(Counter::PoolQueued, u64::MAX);
+        assert_eq!((c.snapshot().pool_queued, c.snapshot().pool_busy), (1, 1));
         c.reset_gauges();
         assert_eq!(c.snapshot().open_connections, 0);
         assert_eq!(c.snapshot().upgraded_connections, 0);
         assert_eq!(c.snapshot().body_bytes, 0);
+        assert_eq!((c.snapshot().pool_queued, c.snapshot().pool_busy), (0, 0));
         assert_eq!(c.snapshot().accepts, 2);
     }
 

@@ -285,6 +285,10 @@ impl Metrics {
         per_slot(out, "forkring_ring_full_total", "counter", "Worker sends refused because the ring was full.", |c| {
             c.ring_full
         });
+        per_slot(out, "forkring_pool_queued", "gauge", "Jobs waiting for a thread of the blocking pool.", |c| {
+            c.pool_queued
+        });
+        per_slot(out, "forkring_pool_busy", "gauge", "Threads of the blocking pool running a job.", |c| c.pool_busy);
         head(
             out,
             "forkring_request_duration_seconds",

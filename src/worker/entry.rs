@@ -160,9 +160,11 @@ where
     H: Handler,
     F: Fn() -> H,
 {
-    super::pool::set_size(config.pool);
+    super::pool::configure(config.pool, config.pool_queue);
     lifeline::send(lifeline.as_fd(), Msg::Online);
     let mut link = Link::new()?;
+    // `Response::blocking` reaches the pool through the loop.
+    link.set_spawner(super::pool::submit);
     super::signals::install()?;
     // The master blocked its signals for its signalfd, and they stay
     // blocked until the drain handler is in place: a SIGTERM that comes

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 pub(crate) use entry::{exec_env, is_exec_env, reexec_worker, run_forked, serve, CannotStart, Credentials, Start};
-pub use pool::spawn_blocking;
+pub use pool::{spawn_blocking, PoolFull};
 
 use crate::driver::Inbox;
 use crate::ipc::{Counter, Counters, Producer, SendError, WorkerEnd};
@@ -167,6 +167,7 @@ fn install(end: WorkerEnd) -> Inbox {
     // end keeps mapped for the life of the process; `split` borrows the
     // rings' halves, not the counters.
     let counters: &'static Counters = unsafe { &*counters };
+    pool::set_counters(counters);
     let (producer, consumer) = end.split();
     // A second install (never done) would keep the first outbox.
     let _ = OUTBOX.set(Outbox { locked: AtomicBool::new(false), producer: UnsafeCell::new(producer), counters });

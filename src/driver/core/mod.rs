@@ -103,6 +103,9 @@ impl<'a> Core<'a> {
         if let Some(log) = link.take_access_log() {
             sh.set_access_log(log);
         }
+        if let Some(spawner) = link.spawner() {
+            sh.set_spawner(spawner);
+        }
         // Responders, on any thread, wake the loop through its eventfd.
         sh.set_completions(Arc::new(Completions::new(super::link::wake_loop)));
         sh.tick();

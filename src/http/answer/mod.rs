@@ -7,11 +7,15 @@
 //! connection does around them, is the connection's.
 //!
 //! The files depend on each other one way: `response` names the kinds of
-//! body (`pipe`, `file`, `upgrade`); `stream` and `responder` name the
-//! response, and add the methods that make their kind
-//! ([`Response::stream`], [`Response::defer`]).
+//! body (`pipe`, `file`, `upgrade`) and the word that says whether a
+//! deferred request still waits (`live`); `stream` and `responder` name
+//! the response, and add the methods that make their kind
+//! ([`Response::stream`], [`Response::defer`]); `blocking` builds on the
+//! responder ([`Response::blocking`]).
 
+mod blocking;
 mod file;
+mod live;
 mod pipe;
 mod responder;
 mod response;
@@ -19,10 +23,11 @@ mod stream;
 mod upgrade;
 
 pub(crate) use file::{plan as plan_file, FileBody, FileOut, Plan};
+pub(crate) use live::Live;
 pub use pipe::StreamError;
 pub(crate) use pipe::{frame_chunk, Pipe, Ready, LAST_CHUNK, STREAM_OUTPUT_ROOM};
-pub use responder::Responder;
-pub(crate) use response::{fmt_u64, reason, Completions, Kind, Outcome};
+pub use responder::{Refused, Responder};
+pub(crate) use response::{fmt_u64, reason, Completions, Job, Kind, Outcome, Spawner};
 pub use response::{Completion, InvalidHeader, Response};
 pub use stream::{Stream, STREAM_QUEUE};
 pub(crate) use upgrade::{UpgradeFn, UpgradePermit};

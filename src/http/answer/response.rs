@@ -7,6 +7,7 @@ use std::io;
 use std::sync::Arc;
 
 use super::file::FileBody;
+use super::live::Live;
 use super::pipe::Pipe;
 use super::upgrade::{UpgradeFn, Upgraded};
 use crate::http::mailbox;
@@ -19,6 +20,14 @@ pub(crate) type Completions = mailbox::Completions<Response, Arc<Pipe>>;
 pub type Completion = mailbox::Completion<Response, Arc<Pipe>>;
 /// What one entry of the worker's mailbox delivers.
 pub(crate) type Outcome = mailbox::Outcome<Response, Arc<Pipe>>;
+
+/// A piece of blocking work for the worker's pool.
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
+
+/// Queues a [`Job`] on the worker's blocking pool, or hands it back when
+/// the pool is full. The worker installs its pool's at start; this layer
+/// names no code above it, so it is reached through this pointer.
+pub(crate) type Spawner = fn(Job) -> Result<(), Job>;
 
 /// A response under construction. The runtime owns `Content-Length`,
 /// `Date` and `Connection`; the handler sets the rest.
@@ -37,6 +46,14 @@ pub struct Response {
     /// Where responders send their completions: set once on the worker's
     /// scratch response (so offering costs no reference count per request).
     queue: Option<Arc<Completions>>,
+    /// The worker's blocking pool ([`Response::blocking`]): set once on the
+    /// worker's scratch response; `None` outside a worker.
+    spawner: Option<Spawner>,
+    /// The connection's word that says which deferred request it waits on
+    /// (see [`Live`]), lent for the handler's call (or made when the
+    /// handler defers on a connection that never did), so that taking the
+    /// responder sets it at once.
+    live: Option<Live>,
     /// What takes the connection after a `101` ([`Response::upgrade`]).
     upgrade: Option<Upgrade>,
     /// What the body is: `body`, a stream, or a file.
@@ -76,6 +93,20 @@ enum Deferral {
     /// nothing), the connection's token and the request's number.
     Offered(bool, u64, u64),
     /// Taken: the handler holds the responder.
+    Taken,
+}
+
+/// What became of a handler's claim to defer ([`Response::claim_deferral`]).
+#[derive(Debug)]
+pub(super) enum Claim {
+    /// Granted: where the completion goes, the connection's token, the
+    /// request's number and the connection's word, already set to it.
+    Granted(Arc<Completions>, u64, u64, Live),
+    /// Too many deferred requests: the offer stays, without room.
+    NoRoom,
+    /// Nothing was offered (outside a handler).
+    NotOffered,
+    /// The responder was taken before.
     Taken,
 }
 
@@ -120,6 +151,8 @@ impl Response {
             invalid: false,
             deferral: Deferral::None,
             queue: None,
+            spawner: None,
+            live: None,
             upgrade: None,
             kind: Kind::Bytes,
         }
@@ -278,19 +311,40 @@ impl Response {
         self.deferral = Deferral::Offered(room, token, seq);
     }
 
-    /// Takes the offer to defer, for a responder: where its completion
-    /// goes (`None` when there is no room, nothing was offered, or it was
-    /// taken before), the connection's token and the request's number.
-    pub(super) fn claim_deferral(&mut self) -> (Option<Arc<Completions>>, u64, u64) {
-        match std::mem::replace(&mut self.deferral, Deferral::Taken) {
-            Deferral::Offered(room, token, seq) => (if room { self.queue.clone() } else { None }, token, seq),
-            other => {
-                if matches!(other, Deferral::None) {
-                    self.deferral = Deferral::None;
-                }
-                (None, 0, 0)
+    /// Claims the offer to defer, for a responder. When granted, the
+    /// offer is taken and the connection's word says the request waits;
+    /// otherwise nothing changes.
+    pub(super) fn claim_deferral(&mut self) -> Claim {
+        match self.deferral {
+            Deferral::Offered(true, token, seq) => {
+                let Some(queue) = self.queue.clone() else { return Claim::NotOffered };
+                let live = self.live.get_or_insert_with(Live::new);
+                live.set(seq);
+                let live = live.clone();
+                self.deferral = Deferral::Taken;
+                Claim::Granted(queue, token, seq, live)
             }
+            Deferral::Offered(false, ..) => Claim::NoRoom,
+            Deferral::None => Claim::NotOffered,
+            Deferral::Taken => Claim::Taken,
         }
+    }
+
+    /// Takes the offer without a responder: the request is answered `503`
+    /// (no room).
+    pub(super) fn refuse_deferral(&mut self) {
+        if matches!(self.deferral, Deferral::Offered(false, ..)) {
+            self.deferral = Deferral::Taken;
+        }
+    }
+
+    /// Undoes a granted claim: the request no longer waits (a responder
+    /// made for it posts nothing) and is answered by this response.
+    pub(super) fn withdraw_deferral(&mut self) {
+        if let Some(live) = &self.live {
+            live.clear();
+        }
+        self.deferral = Deferral::None;
     }
 
     /// Where a stream made now sends its notices, and for which
@@ -305,6 +359,30 @@ impl Response {
     /// Sets where responders made from this response send completions.
     pub(crate) fn set_queue(&mut self, queue: Arc<Completions>) {
         self.queue = Some(queue);
+    }
+
+    /// Sets the worker's blocking pool, for [`Response::blocking`].
+    pub(crate) fn set_spawner(&mut self, spawner: Spawner) {
+        self.spawner = Some(spawner);
+    }
+
+    /// The worker's blocking pool, if this response has one.
+    pub(super) fn spawner(&self) -> Option<Spawner> {
+        self.spawner
+    }
+
+    /// Lends the connection's word (if it has one) for the handler's call.
+    #[inline]
+    pub(crate) fn lend_live(&mut self, live: Option<Live>) {
+        self.live = live;
+    }
+
+    /// Takes the connection's word back after the handler's call (made
+    /// during it, when the handler deferred on a connection that never
+    /// had).
+    #[inline]
+    pub(crate) fn take_live(&mut self) -> Option<Live> {
+        self.live.take()
     }
 
     /// Whether the handler deferred, and withdraws the offer either way.

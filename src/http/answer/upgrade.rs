@@ -78,10 +78,12 @@ impl Drop for UpgradePermit {
 /// the runtime's in flight on it (on io_uring, the connection's receive was
 /// cancelled and its last completion reaped before the hand-over): give it
 /// to a blocking protocol library on a pool thread
-/// ([`crate::worker::spawn_blocking`]), say as an
+/// ([`crate::worker::spawn_blocking`]; when the pool is full the job is
+/// dropped, and the connection closed with it), say as an
 /// [`UpgradedStream<TcpStream>`](UpgradedStream) (or `<UnixStream>` for a
-/// Unix listener). To use it from an event loop of your own, set it
-/// non-blocking again.
+/// Unix listener). A connection holds its thread for its whole life: size
+/// [`crate::Config::pool`] for them. To use it from an event loop of your
+/// own, set it non-blocking again.
 ///
 /// The connection counts against the worker's
 /// [`crate::Limits::max_upgraded`] until this value, or the

@@ -218,7 +218,7 @@ impl Conn {
         if !self.awaiting() {
             return !self.wait_on_quiet_stream(sh);
         }
-        self.busy().awaiting = None;
+        self.busy().stop_awaiting();
         sh.deferred_ended();
         log::debug!("a deferred response took too long; answering 504");
         self.fail(504, sh);
@@ -262,7 +262,7 @@ impl Conn {
     pub fn release(mut self, sh: &mut Shared) {
         self.refund(sh);
         if let Some(mut b) = self.busy.take() {
-            if b.awaiting.take().is_some() {
+            if b.stop_awaiting().is_some() {
                 sh.deferred_ended();
             }
             if let Some(st) = b.stream.take() {

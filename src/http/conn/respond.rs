@@ -15,7 +15,7 @@ use super::output::{Body, Frame};
 use super::send::{Answer, Conditional};
 use super::state::{Awaiting, Conn, State, Takeover};
 use crate::http::access::{LineRequest, LoggedRequest};
-use crate::http::answer::{reason, Outcome, Response, UpgradeFn};
+use crate::http::answer::{reason, Live, Outcome, Response, UpgradeFn};
 use crate::http::request::{Request, Version};
 use crate::http::scan::HeadScan;
 use crate::http::worker_state::Shared;
@@ -38,8 +38,15 @@ impl Conn {
         let room = sh.deferred_room();
         let seq = self.busy.as_ref().map_or(0, |b| b.deferred_seq) + 1;
         res.offer_deferral(room, self.token, seq);
+        if let Some(b) = self.busy.as_mut() {
+            res.lend_live(b.live.take());
+        }
         let answered = guarded(|| answer(req, &mut res)).is_some();
-        if answered && res.take_deferred() {
+        let deferred = answered && res.take_deferred();
+        if let Some(live) = res.take_live() {
+            self.keep_live(live, seq, deferred && room);
+        }
+        if deferred {
             if room {
                 self.defer(req, &mut res, sh);
                 return;
@@ -121,6 +128,18 @@ impl Conn {
         self.close_input(sh);
     }
 
+    /// Takes the connection's word back from the handler's call. A
+    /// responder the handler took for request `seq` that is not waited on
+    /// after all (the handler panicked, which closes the connection) is
+    /// told so. (Only a claim writes the word during the call: a request
+    /// that took no responder leaves the shared line alone.)
+    fn keep_live(&mut self, live: Live, seq: u64, waits: bool) {
+        if !waits && live.is(seq) {
+            live.clear();
+        }
+        self.busy().live = Some(live);
+    }
+
     /// Waits for the responder the handler took for `req`.
     fn defer(&mut self, req: &Request<'_>, res: &mut Response, sh: &mut Shared) {
         let b = self.busy();
@@ -150,9 +169,10 @@ impl Conn {
     /// its responder's drop). False when the completion is stale: the
     /// request was answered at its deadline, or is not this connection's.
     pub(super) fn answer_deferred(&mut self, seq: u64, outcome: Outcome, sh: &mut Shared) -> bool {
-        let Some(a) = self.busy.as_mut().and_then(|b| b.awaiting.take_if(|a| a.seq == seq)) else {
+        let Some(b) = self.busy.as_mut().filter(|b| b.awaiting.as_ref().is_some_and(|a| a.seq == seq)) else {
             return false;
         };
+        let Some(a) = b.stop_awaiting() else { unreachable!("checked just above") };
         sh.deferred_ended();
         let mut res = match outcome {
             Outcome::Done(res) => res,
@@ -313,7 +333,163 @@ mod tests {
         let late = kept.borrow_mut().pop().unwrap();
         assert!(!c.on_deadline(&mut sh), "answered 504 instead");
         late.send(Response::new());
-        assert!(!c.complete(take(&sh), &mut sh, &mut h), "stale: answered at its deadline");
+        let mut batch = Vec::new();
+        sh.take_completions(&mut batch);
+        assert!(batch.is_empty(), "a responder whose request timed out posts nothing");
+        // One that read the word an instant before the deadline still
+        // posts: the connection drops it.
+        let raced = Completion { token: 0, seq: 2, outcome: Outcome::Done(Response::new()) };
+        assert!(!c.complete(raced, &mut sh, &mut h), "stale: answered at its deadline");
+    }
+
+    /// Whether the connection's word says it waits on a deferred request.
+    fn word_waits(c: &Conn) -> bool {
+        c.busy.as_ref().and_then(|b| b.live.as_ref()).is_some_and(|l| !l.is(0))
+    }
+
+    #[test]
+    fn a_responder_is_live_while_its_request_waits() {
+        let mut sh = worker();
+        let kept = RefCell::new(Vec::new());
+        let mut h = |_: &Request<'_>, res: &mut Response| kept.borrow_mut().push(res.defer());
+        // Taken, then completed.
+        let mut c = Conn::new(&sh);
+        c.on_read(GET, &mut sh, &mut h);
+        let r = kept.borrow_mut().pop().unwrap();
+        assert!(r.is_live() && word_waits(&c), "the deferral was taken");
+        r.send(Response::new());
+        assert!(c.complete(take(&sh), &mut sh, &mut h));
+        assert!(!word_waits(&c), "completed");
+        // Taken again on the same connection, then timed out.
+        c.on_read(GET, &mut sh, &mut h);
+        let r = kept.borrow_mut().pop().unwrap();
+        assert!(r.is_live());
+        assert!(!c.on_deadline(&mut sh));
+        assert!(!r.is_live(), "answered 504");
+        c.release(&mut sh);
+        // Taken, then the connection released (the client left).
+        let mut c = Conn::new(&sh);
+        c.on_read(GET, &mut sh, &mut h);
+        let r = kept.borrow_mut().pop().unwrap();
+        assert!(r.is_live());
+        let mut other = Conn::new(&sh);
+        other.on_read(GET, &mut sh, &mut h);
+        let refused = kept.borrow_mut().pop().unwrap();
+        assert!(!refused.is_live(), "refused past the cap, from the start");
+        assert_eq!(status(other.output()), "503");
+        c.release(&mut sh);
+        assert!(!r.is_live(), "its connection is gone");
+        drop((r, refused));
+        let mut batch = Vec::new();
+        sh.take_completions(&mut batch);
+        assert!(batch.is_empty(), "neither posts anything");
+        // A panicking handler's responder is not waited on either.
+        let mut c = Conn::new(&sh);
+        c.on_read(GET, &mut sh, &mut |_: &Request<'_>, res: &mut Response| {
+            kept.borrow_mut().push(res.defer());
+            panic!("a handler's bug");
+        });
+        assert_eq!(status(c.output()), "500");
+        assert!(!kept.borrow_mut().pop().unwrap().is_live());
+        assert!(sh.deferred_room());
+    }
+
+    #[test]
+    fn try_defer_past_the_cap_leaves_the_answer_to_the_handler() {
+        let mut sh = worker();
+        let mut kept = Vec::new();
+        let mut h = |_: &Request<'_>, res: &mut Response| match res.try_defer() {
+            Ok(r) => kept.push(r),
+            Err(e) => {
+                assert_eq!(e, crate::http::Refused::TooManyDeferred);
+                assert_eq!(res.try_defer().unwrap_err(), crate::http::Refused::TooManyDeferred, "still refused");
+                res.status(503).header("Retry-After", "2").body(e.to_string());
+            }
+        };
+        let mut first = Conn::new(&sh);
+        first.on_read(GET, &mut sh, &mut h);
+        assert!(!first.has_output(), "deferred");
+        let mut second = Conn::new(&sh);
+        second.on_read(GET, &mut sh, &mut h);
+        let text = String::from_utf8_lossy(second.output()).into_owned();
+        assert!(text.starts_with("HTTP/1.1 503 ") && text.contains("\r\nRetry-After: 2\r\n"), "{text}");
+        assert!(text.ends_with("too many deferred requests") && !second.is_closing(), "{text}");
+        assert_eq!(kept.len(), 1);
+        let mut plain = Response::new();
+        assert_eq!(plain.try_defer().unwrap_err(), crate::http::Refused::NotInHandler);
+        let mut twice = |_: &Request<'_>, res: &mut Response| {
+            let r = res.try_defer();
+            assert_eq!(res.try_defer().unwrap_err(), crate::http::Refused::AlreadyDeferred);
+            drop(r);
+        };
+        first.release(&mut sh);
+        let mut c = Conn::new(&sh);
+        c.on_read(GET, &mut sh, &mut twice);
+    }
+
+    /// Jobs queued by [`keep_job`].
+    static JOBS: std::sync::Mutex<Vec<crate::http::Job>> = std::sync::Mutex::new(Vec::new());
+
+    fn keep_job(job: crate::http::Job) -> Result<(), crate::http::Job> {
+        JOBS.lock().unwrap().push(job);
+        Ok(())
+    }
+
+    fn full(job: crate::http::Job) -> Result<(), crate::http::Job> {
+        Err(job)
+    }
+
+    #[test]
+    fn blocking_work_answers_503_when_refused_and_is_skipped_once_its_client_left() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let mut h = move |_: &Request<'_>, res: &mut Response| {
+            let r = r.clone();
+            res.blocking(move || {
+                r.fetch_add(1, Ordering::Relaxed);
+                let mut res = Response::new();
+                res.body("done");
+                res
+            });
+        };
+        let refused = |c: &Conn| {
+            let text = String::from_utf8_lossy(c.output()).into_owned();
+            text.starts_with("HTTP/1.1 503 ") && text.contains("\r\nRetry-After: 1\r\n") && !c.is_closing()
+        };
+        // No pool (outside a worker), then a full one: 503 at once.
+        let mut sh = worker();
+        let mut c = Conn::new(&sh);
+        c.on_read(GET, &mut sh, &mut h);
+        assert!(refused(&c), "{:?}", String::from_utf8_lossy(c.output()));
+        sh.set_spawner(full);
+        let mut c = Conn::new(&sh);
+        c.on_read(GET, &mut sh, &mut h);
+        assert!(refused(&c), "{:?}", String::from_utf8_lossy(c.output()));
+        assert!(sh.deferred_room(), "nothing deferred");
+        let mut batch = Vec::new();
+        sh.take_completions(&mut batch);
+        assert!(batch.is_empty());
+        // Queued: the first request's client stays, the second's leaves
+        // before a thread takes its job.
+        sh.set_spawner(keep_job);
+        let mut stays = Conn::new(&sh);
+        stays.on_read(GET, &mut sh, &mut h);
+        sh.limits.max_deferred = 2;
+        let mut leaves = Conn::new(&sh);
+        leaves.on_read(GET, &mut sh, &mut h);
+        assert!(!stays.has_output() && !leaves.has_output(), "both deferred");
+        leaves.release(&mut sh);
+        let jobs: Vec<_> = std::mem::take(&mut *JOBS.lock().unwrap());
+        assert_eq!(jobs.len(), 2);
+        for job in jobs {
+            job();
+        }
+        assert_eq!(ran.load(Ordering::Relaxed), 1, "the work of the client that left never ran");
+        assert!(stays.complete(take(&sh), &mut sh, &mut h));
+        assert!(stays.output().starts_with(b"HTTP/1.1 200 ") && stays.output().ends_with(b"done"));
+        assert_eq!(ran.load(Ordering::Relaxed), 1);
     }
 
     #[test]

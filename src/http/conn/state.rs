@@ -15,7 +15,7 @@ use std::time::Instant;
 use super::decode::Body;
 use super::output::{Output, OUTPUT_HIGH_WATER};
 use crate::http::access::LoggedRequest;
-use crate::http::answer::{FileOut, Pipe, UpgradeFn, UpgradePermit};
+use crate::http::answer::{FileOut, Live, Pipe, UpgradeFn, UpgradePermit};
 use crate::http::body::BodyReader;
 use crate::http::scan::HeadScan;
 use crate::http::worker_state::Shared;
@@ -89,6 +89,9 @@ pub(super) struct Busy {
     /// The deferred request the connection waits on: no later request is
     /// answered before it.
     pub(super) awaiting: Option<Box<Awaiting>>,
+    /// The word the connection shares with its responders, saying which
+    /// deferred request it waits on (made the first time it defers).
+    pub(super) live: Option<Live>,
     /// The reader of the body being streamed (in [`State::Body`]); `None`
     /// when the body is collected whole.
     pub(super) reader: Option<Reader>,
@@ -123,6 +126,17 @@ pub(super) struct BodyClock {
     pub(super) received: u64,
     /// When the reader paused the body (while [`Busy::body_paused`]).
     pub(super) paused_at: u64,
+}
+
+impl Busy {
+    /// Stops waiting on the deferred request: its responder no longer
+    /// counts it live.
+    pub(super) fn stop_awaiting(&mut self) -> Option<Box<Awaiting>> {
+        if let Some(live) = &self.live {
+            live.clear();
+        }
+        self.awaiting.take()
+    }
 }
 
 /// The reader of a streamed request body.
