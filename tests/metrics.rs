@@ -120,8 +120,10 @@ fn a_hostile_scraper_cannot_stall_the_master() {
     // The master still runs its loop: a reload completes, the workers serve.
     server.signal(libc::SIGHUP);
     server.wait_line(&["ready 0.1"], Duration::from_secs(10));
+    // The reload counts once the old worker has gone.
+    server.wait_line(&["exit 0.0", "requested=true"], Duration::from_secs(10));
     server.assert_healthy();
-    // Once the idle scrapers' time is up, a scrape works again.
+    // A scrape works (a new connection takes an idle one's place).
     let start = Instant::now();
     let (status, _, body) = loop {
         let mut s = TcpStream::connect(maddr).unwrap();
