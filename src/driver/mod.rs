@@ -84,6 +84,7 @@ use crate::http::Handler;
 mod core;
 mod epoll;
 mod link;
+mod peers;
 mod slab;
 pub(crate) mod timers;
 mod uring;

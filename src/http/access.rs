@@ -27,6 +27,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::date::format_clf;
+
+/// Where the access log's client addresses come from: the driver, which
+/// owns the sockets (and so the `getpeername`), gives one to the
+/// per-worker state with the log.
+pub(crate) trait PeerNames: Send + std::fmt::Debug {
+    /// The client's address for the connection (`socket`, `token`) as the
+    /// log writes it: an IP address, `unix:`, or `-` when unknown.
+    fn name(&mut self, socket: std::os::fd::RawFd, token: u64) -> &str;
+}
 use super::request::{Request, Version};
 
 /// Set by the worker's `SIGUSR1` handler: reopen the file at the next write.
@@ -243,11 +252,6 @@ impl AccessLog {
             }
         }
         self.buf.clear();
-    }
-
-    /// Bytes buffered and not written yet.
-    pub fn pending(&self) -> usize {
-        self.buf.len()
     }
 }
 

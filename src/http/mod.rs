@@ -21,13 +21,13 @@ mod date;
 mod fields;
 mod handler;
 mod mailbox;
-mod peers;
 mod request;
 mod scan;
 mod static_dir;
 mod syntax;
 mod worker_state;
 
+pub(crate) use access::PeerNames;
 pub use access::{request_reopen as reopen_access_log, AccessLog};
 pub use answer::{
     Completion, InvalidHeader, Refused, Responder, Response, Stream, StreamError, Upgraded, UpgradedStream,

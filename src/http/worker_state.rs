@@ -13,10 +13,9 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::access::{AccessLog, Entry, LineRequest};
+use super::access::{AccessLog, Entry, LineRequest, PeerNames};
 use super::answer::{Completion, Completions, Response, Spawner, UpgradePermit};
 use super::date::DateCache;
-use super::peers::PeerNames;
 use crate::config::{Limits, Timeouts};
 use crate::ipc::{Counter, Counters};
 
@@ -83,8 +82,8 @@ pub struct Shared {
     /// The access log, when there is one: lines are added as responses
     /// are framed and written once per turn ([`Shared::end_turn`]).
     access: Option<Box<AccessLog>>,
-    /// The access log's client addresses.
-    peers: PeerNames,
+    /// The access log's client addresses, from the driver (with the log).
+    peers: Option<Box<dyn PeerNames>>,
 }
 
 impl Shared {
@@ -117,7 +116,7 @@ impl Shared {
             deferred: 0,
             upgraded: Arc::default(),
             access: None,
-            peers: PeerNames::default(),
+            peers: None,
         }
     }
 
@@ -151,8 +150,9 @@ impl Shared {
     }
 
     /// Logs every answered request to `log` from now on.
-    pub fn set_access_log(&mut self, log: AccessLog) {
+    pub(crate) fn set_access_log(&mut self, log: AccessLog, peers: Box<dyn PeerNames>) {
         self.access = Some(Box::new(log));
+        self.peers = Some(peers);
     }
 
     /// Milliseconds since the worker started, as of the last [`Shared::tick`].
@@ -345,7 +345,7 @@ impl Shared {
         since: Instant,
     ) {
         let micros = since.elapsed().as_micros() as u64;
-        let peer = self.peers.name(socket, token);
+        let peer = self.peers.as_mut().map_or("-", |p| p.name(socket, token));
         if let Some(log) = &mut self.access {
             log.record(&Entry::new(peer, req, status, bytes, micros));
         }

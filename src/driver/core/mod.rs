@@ -101,7 +101,7 @@ impl<'a> Core<'a> {
             sh.set_counters(c);
         }
         if let Some(log) = link.take_access_log() {
-            sh.set_access_log(log);
+            sh.set_access_log(log, Box::<super::peers::PeerCache>::default());
         }
         if let Some(spawner) = link.spawner() {
             sh.set_spawner(spawner);

@@ -1,28 +1,26 @@
-//! The access log's client addresses, read once per connection.
-//!
-//! This is the one system call (`getpeername`) the protocol core makes on
-//! its own, and it belongs to the driver, which owns the sockets: it is
-//! kept here, behind [`PeerNames::name`] and used from one place
-//! ([`super::Shared`]'s access-log line), so that moving it to the driver
-//! changes that one call.
+//! The access log's client addresses, read once per connection: the
+//! driver owns the sockets, so it asks the kernel (`getpeername`), and the
+//! protocol core, which writes the log's lines, asks it through
+//! [`PeerNames`].
 
 use std::os::fd::RawFd;
 
+use crate::http::PeerNames;
 use crate::sys::{peer_name, SockName};
 
 /// Client addresses as text by socket number, each with the token of the
 /// connection it was read for (a socket number is reused, a token is not).
 #[derive(Debug, Default)]
-pub(crate) struct PeerNames {
+pub(crate) struct PeerCache {
     /// Indexed by socket number.
     by_socket: Vec<(u64, Box<str>)>,
 }
 
-impl PeerNames {
+impl PeerNames for PeerCache {
     /// The client's address for the connection (`socket`, `token`) as the
     /// access log writes it: an IP address, `unix:`, or `-` when unknown.
     /// Asks the kernel once per connection.
-    pub(crate) fn name(&mut self, socket: RawFd, token: u64) -> &str {
+    fn name(&mut self, socket: RawFd, token: u64) -> &str {
         let Ok(i) = usize::try_from(socket) else { return "-" };
         if !self.by_socket.get(i).is_some_and(|(t, _)| *t == token) {
             let text: Box<str> = match peer_name(socket) {
@@ -48,7 +46,7 @@ mod tests {
 
     #[test]
     fn names_are_read_once_per_connection_and_by_family() {
-        let mut names = PeerNames::default();
+        let mut names = PeerCache::default();
         assert_eq!(names.name(-1, 1), "-", "no socket");
         let (a, _b) = UnixStream::pair().unwrap();
         assert_eq!(names.name(a.as_raw_fd(), 1), "unix:");
