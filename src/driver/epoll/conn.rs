@@ -69,6 +69,11 @@ impl core::Connection for Connection {
         &mut self.http
     }
 
+    #[inline]
+    fn socket(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
     /// Output is sent from the protocol state's own buffer, never taken.
     #[inline]
     fn output_taken(&self) -> bool {

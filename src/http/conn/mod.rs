@@ -242,6 +242,14 @@ impl Conn {
         self.shorten_for_drain(sh);
     }
 
+    /// The drain's grace of an idle connection ran out while bytes of its
+    /// last response were still on their way to the client (the driver
+    /// sees them unacknowledged at the socket): the client cannot have
+    /// sent its next request yet, so the grace starts again.
+    pub fn await_delivery(&mut self, sh: &Shared) {
+        self.wait_idle(sh);
+    }
+
     /// No further input will be processed: once the output is sent, the
     /// connection closes.
     pub fn is_closing(&self) -> bool {
