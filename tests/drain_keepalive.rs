@@ -40,6 +40,9 @@ const LARGE: usize = 16 << 20;
 const ECHO: usize = 8 << 20;
 /// The client's receive buffer while a large answer is in flight.
 const SMALL_RCVBUF: i32 = 64 * 1024;
+/// How long a client stops reading in the middle of a body: far beyond
+/// the drain's idle grace, far below the idle timeout.
+const STALL: Duration = Duration::from_secs(1);
 /// A bound on every wait for the server (log lines, heads, closes).
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -103,9 +106,10 @@ fn wait_for(c: &Client, needle: &[u8]) {
 /// Reads an answer framed by `Content-Length` straight off the socket,
 /// its body compared with `expected` as it comes, and returns its head as
 /// soon as the last byte is in: the next request then follows at once, as
-/// a keep-alive client's does. With `pace`, each read of at most 64 KiB is
-/// followed by that pause: a slow link, or a slow client.
-fn read_promptly(c: &mut Client, expected: &[u8], pace: Option<Duration>) -> Response {
+/// a keep-alive client's does. After each read of at most 64 KiB, `pause`
+/// (given the body bytes read so far) may say how long to wait: a slow
+/// link, or a client that stalls.
+fn read_promptly(c: &mut Client, expected: &[u8], mut pause: impl FnMut(usize) -> Option<Duration>) -> Response {
     let mut got = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     let head_end = loop {
@@ -127,8 +131,8 @@ fn read_promptly(c: &mut Client, expected: &[u8], pace: Option<Duration>) -> Res
         assert!(n > 0, "the connection ended after {at} of {} body bytes", expected.len());
         assert!(chunk[..n] == expected[at..at + n], "the body differs from byte {at} on");
         at += n;
-        if let Some(pause) = pace {
-            thread::sleep(pause);
+        if let Some(p) = pause(at) {
+            thread::sleep(p);
         }
     }
     head
@@ -199,7 +203,7 @@ fn a_file_in_flight_at_a_reload_is_followed_by_the_next_request() {
     c.send(b"GET /files/big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
     wait_for_head(&c);
     reload(&srv);
-    kept_alive(&read_promptly(&mut c, &dir.big, None));
+    kept_alive(&read_promptly(&mut c, &dir.big, |_| None));
     next_request_is_answered_with_close(&mut c);
     closes_cleanly(&mut c);
     drained(&srv);
@@ -217,7 +221,27 @@ fn a_file_read_slowly_at_a_reload_is_followed_by_the_next_request() {
     // The last of the file reaches the client long after the server has
     // handed it to the kernel: the client's next request comes later than
     // the drain's grace after the server's last send.
-    kept_alive(&read_promptly(&mut c, &dir.big, Some(Duration::from_millis(5))));
+    kept_alive(&read_promptly(&mut c, &dir.big, |_| Some(Duration::from_millis(5))));
+    next_request_is_answered_with_close(&mut c);
+    closes_cleanly(&mut c);
+    drained(&srv);
+}
+
+#[test]
+fn a_file_whose_reader_stalls_during_a_drain_arrives_whole() {
+    let dir = Dir::new("stall");
+    let srv = server(&["--static", dir.path.to_str().unwrap()]);
+    let mut c = srv.connect();
+    c.set_recv_buffer(SMALL_RCVBUF);
+    c.send(b"GET /files/big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    wait_for_head(&c);
+    reload(&srv);
+    // A client that stops reading for a while, far less than the idle
+    // timeout, in the middle of the body: a body being sent is waited on
+    // as long as while serving, however short the drain's idle grace.
+    let mut stalled = false;
+    let stall = |at: usize| (at >= LARGE / 4 && !std::mem::replace(&mut stalled, true)).then_some(STALL);
+    kept_alive(&read_promptly(&mut c, &dir.big, stall));
     next_request_is_answered_with_close(&mut c);
     closes_cleanly(&mut c);
     drained(&srv);
@@ -251,7 +275,26 @@ fn a_large_whole_answer_in_flight_at_a_reload_is_followed_by_the_next_request() 
     c.send(&req);
     wait_for_head(&c);
     reload(&srv);
-    kept_alive(&read_promptly(&mut c, &body, None));
+    kept_alive(&read_promptly(&mut c, &body, |_| None));
+    next_request_is_answered_with_close(&mut c);
+    closes_cleanly(&mut c);
+    drained(&srv);
+}
+
+#[test]
+fn a_large_whole_answer_whose_reader_stalls_during_a_drain_arrives_whole() {
+    let srv = server(&[]);
+    let mut c = srv.connect();
+    c.set_recv_buffer(SMALL_RCVBUF);
+    let body = pattern(ECHO, 9);
+    let mut req = format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {ECHO}\r\n\r\n").into_bytes();
+    req.extend_from_slice(&body);
+    c.send(&req);
+    wait_for_head(&c);
+    reload(&srv);
+    let mut stalled = false;
+    let stall = |at: usize| (at >= ECHO / 4 && !std::mem::replace(&mut stalled, true)).then_some(STALL);
+    kept_alive(&read_promptly(&mut c, &body, stall));
     next_request_is_answered_with_close(&mut c);
     closes_cleanly(&mut c);
     drained(&srv);
@@ -287,6 +330,29 @@ fn an_upload_under_way_at_a_reload_is_answered_with_close() {
     assert_eq!(interim.status, 100, "{interim:?}");
     reload(&srv);
     c.send(&body);
+    let r = c.response();
+    assert_eq!(r.status, 200, "{r:?}");
+    let length = format!("\"length\": {}", body.len());
+    assert!(String::from_utf8_lossy(&r.body).contains(&length), "{}", show_cut(&r.body, 200));
+    assert!(r.says_close(), "framed during the drain: {:?}", r.headers);
+    closes_cleanly(&mut c);
+    drained(&srv);
+}
+
+#[test]
+fn an_upload_that_pauses_during_a_drain_is_answered_with_close() {
+    let srv = server(&[]);
+    let mut c = srv.connect();
+    let body = pattern(1 << 20, 4);
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut req = format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    req.extend_from_slice(first);
+    c.send(&req);
+    reload(&srv);
+    // The rest of the body comes after a pause far beyond the drain's idle
+    // grace, far below the idle timeout.
+    thread::sleep(STALL);
+    c.send(rest);
     let r = c.response();
     assert_eq!(r.status, 200, "{r:?}");
     let length = format!("\"length\": {}", body.len());

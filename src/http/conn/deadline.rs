@@ -70,10 +70,12 @@ impl Conn {
         self.header_timer = false;
     }
 
-    /// Waits as an idle connection does (less while draining).
+    /// Waits as an idle connection does: less while draining, but only
+    /// between requests; a body still arriving or a response still being
+    /// sent is waited on as long as while serving.
     pub(super) fn wait_idle(&mut self, sh: &Shared) {
         self.header_timer = false;
-        self.deadline = sh.now_ms + sh.idle_wait();
+        self.deadline = sh.now_ms + if self.is_idle() { sh.idle_wait() } else { sh.idle_ms };
     }
 
     /// Waits on a response body being sent: the idle timeout, restarted by

@@ -361,6 +361,24 @@ mod tests {
     }
 
     #[test]
+    fn a_body_being_sent_during_a_drain_is_waited_on_as_while_serving() {
+        let mut sh = Shared::new(Limits::default(), Timeouts::default());
+        let mut c = Conn::new(&sh);
+        c.on_read(GET, &mut sh, &mut |_: &Request<'_>, res: &mut Response| {
+            res.file(file_of(b"0123456789")).unwrap();
+        });
+        let n = c.output_len();
+        c.consume_output(n, &mut sh);
+        sh.set_draining();
+        c.start_drain(&sh);
+        sh.now_ms = 1_000;
+        c.file_sent(4, &mut sh);
+        assert_eq!(c.deadline(), 1_000 + sh.idle_ms, "the drain's grace is not for a body under way");
+        c.file_sent(6, &mut sh);
+        assert_eq!(c.deadline(), 1_000 + DRAIN_IDLE_GRACE_MS, "once it is out, the connection is idle");
+    }
+
+    #[test]
     fn a_stream_whose_head_went_out_before_a_drain_keeps_the_next_request() {
         let mut sh = Shared::new(Limits::default(), Timeouts::default());
         let mut c = Conn::new(&sh);
