@@ -161,6 +161,20 @@ fn finish_load(runs: Vec<(&'static str, Running)>) -> Result<(String, bool), Str
     Ok((text.join(", "), clean))
 }
 
+/// Waits until `until`, noting when the (old) master `f` exits.
+fn watch_exit(f: &mut Forkring, until: Instant, exit: &mut Option<(std::process::ExitStatus, Instant)>) {
+    loop {
+        if exit.is_none() {
+            *exit = f.wait_exit(Duration::ZERO).map(|s| (s, Instant::now()));
+        }
+        let now = Instant::now();
+        if now >= until {
+            return;
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(5)));
+    }
+}
+
 /// The `n`-th fault's moment, counted from `t0`, wrk's start.
 fn moment(t0: Instant, n: u32) -> Instant {
     t0 + FIRST + EVERY * n
@@ -191,17 +205,21 @@ fn forkring(ctx: &Ctx, wrk: &Path, dir: &Scratch, backend: &str) -> Result<Outco
     let ready = f.line_times("upgrade: workers ready").first().map(|&t| t.saturating_duration_since(u0));
     // Then, while the old master drains its workers, the new one scales
     // down and up, and reloads.
+    let mut old_exit = None;
     let mut last = Instant::now();
     if let Some(p) = new_master {
         let next = moment(t0, RELOADS + 2).max(Instant::now());
         for (i, sig) in [libc::SIGTTOU, libc::SIGTTIN, libc::SIGHUP].into_iter().enumerate() {
-            sleep_until(next + EVERY * i as u32);
+            watch_exit(&mut f, next + EVERY * i as u32, &mut old_exit);
             last = Instant::now();
             let _ = proc::signal(p, sig);
         }
     }
-    let old_exit = f.wait_exit(Duration::from_secs(30));
-    let exited = old_exit.map(|_| u0.elapsed());
+    if old_exit.is_none() {
+        old_exit = f.wait_exit(Duration::from_secs(30)).map(|s| (s, Instant::now()));
+    }
+    let exited = old_exit.map(|(_, at)| at.saturating_duration_since(u0));
+    let old_exit = old_exit.map(|(s, _)| s);
     let _ = f.wait_line("scale down: slot", 0, Duration::from_secs(5));
     let _ = f.wait_line("scale up: slot", 0, Duration::from_secs(5));
     let _ = f.wait_line("rolling reload of", RELOADS as usize, Duration::from_secs(5));
