@@ -243,9 +243,9 @@ impl Conn {
     }
 
     /// The drain's grace of an idle connection ran out while bytes of its
-    /// last response were still on their way to the client (the driver
-    /// sees them unacknowledged at the socket): the client cannot have
-    /// sent its next request yet, so the grace starts again.
+    /// last response were still on their way to the client (in the
+    /// driver's send, or unacknowledged at the socket): the client cannot
+    /// have sent its next request yet, so the grace starts again.
     pub fn await_delivery(&mut self, sh: &Shared) {
         self.wait_idle(sh);
     }
