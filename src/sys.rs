@@ -33,6 +33,15 @@ pub(crate) fn context(err: io::Error, what: impl std::fmt::Display) -> io::Error
     io::Error::new(err.kind(), format!("{what}: {err}"))
 }
 
+/// Bytes written to stream socket `fd` that have not reached its peer:
+/// not yet acknowledged (TCP) or not yet read (a Unix socket). `SIOCOUTQ`.
+pub(crate) fn unacked(fd: RawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SIOCOUTQ writes one `int`, here a local that outlives the call.
+    syscall!(ioctl(fd, libc::TIOCOUTQ, &mut n as *mut libc::c_int))?;
+    Ok(n.max(0) as usize)
+}
+
 /// Creates a non-blocking, close-on-exec eventfd.
 pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     let fd = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)

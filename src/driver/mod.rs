@@ -24,8 +24,10 @@
 //!   [`start_drain`](crate::http::Conn::start_drain) on every connection:
 //!   idle ones then expire after a short grace (a request already on the
 //!   wire is answered rather than cut off), busy ones finish their current
-//!   request, answered with `Connection: close`; the driver returns when no
-//!   connection is left;
+//!   request: answered with `Connection: close`, or, when its head went
+//!   out before the drain without it, followed by the same grace as an
+//!   idle connection's (which starts again while the last of the response
+//!   is still on its way); the driver returns when no connection is left;
 //! - the driver owns the worker's copy of the listener, and when draining
 //!   starts it takes every connection queued on it
 //!   ([`Core::close_listener`](core::Core::close_listener), past

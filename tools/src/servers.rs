@@ -112,7 +112,29 @@ impl Forkring {
         args: &[&str],
         cpu: Option<usize>,
     ) -> Result<Forkring, String> {
+        Forkring::launch(Command::new(bin), bin, lead, workers, args, cpu)
+    }
+
+    /// [`Forkring::start`] (not pinned) on the backend `backend` (`uring`,
+    /// `epoll`), whatever `FORKRING_BACKEND` the harness runs with: the
+    /// variable, which overrides `--backend`, is set for the server, and a
+    /// binary upgrade's new master inherits it.
+    pub fn start_on(bin: &Path, backend: &str, workers: usize, args: &[&str]) -> Result<Forkring, String> {
         let mut cmd = Command::new(bin);
+        cmd.env("FORKRING_BACKEND", backend);
+        Forkring::launch(cmd, bin, &[], workers, args, None)
+    }
+
+    /// Runs `cmd` (the program `bin`) with `lead`, the usual arguments and
+    /// `args`, and waits as [`Forkring::start`] says.
+    fn launch(
+        mut cmd: Command,
+        bin: &Path,
+        lead: &[&str],
+        workers: usize,
+        args: &[&str],
+        cpu: Option<usize>,
+    ) -> Result<Forkring, String> {
         cmd.args(lead);
         cmd.args(["--listen", "127.0.0.1:0", "--workers", &workers.to_string(), "--log", "info"]).args(args);
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
@@ -379,6 +401,9 @@ pub struct NginxConfig {
     pub header_timeout_ms: u64,
     /// `listen ... reuseport`: a socket per worker, as forkring's default.
     pub reuseport: bool,
+    /// Files served under `/files/` from this directory, as the test
+    /// fixture's `--static`.
+    pub files: Option<PathBuf>,
 }
 
 /// An nginx master process with its temporary prefix directory.
@@ -540,6 +565,7 @@ fn nginx_conf(bin: &Path, dir: &Path, port: u16, cfg: &NginxConfig) -> String {
     c.rlimit_nofile = Some(cfg.connections * 2 + 64);
     c.header_timeout = Some(Duration::from_millis(cfg.header_timeout_ms));
     c.reuseport = cfg.reuseport;
+    c.files = cfg.files.clone();
     c.render(bin)
 }
 
@@ -560,7 +586,8 @@ mod tests {
 
     #[test]
     fn the_nginx_listener_is_reuseport_when_asked() {
-        let cfg = NginxConfig { workers: 4, connections: 4096, header_timeout_ms: 10_000, reuseport: true };
+        let cfg =
+            NginxConfig { workers: 4, connections: 4096, header_timeout_ms: 10_000, reuseport: true, files: None };
         let bin = Path::new("/nonexistent/nginx");
         let text = nginx_conf(bin, Path::new("/tmp/run"), 8080, &cfg);
         assert!(text.contains("worker_processes 4;"), "{text}");

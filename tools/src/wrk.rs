@@ -68,13 +68,18 @@ impl ErrorKinds {
 }
 
 /// One wrk run to make: `wrk -t1 -c<conns> -d<secs>s [--timeout <t>s]
-/// --latency [-H 'Connection: close'] http://<addr>/`.
+/// --latency [-H 'Connection: close'] [-s <script>] http://<addr><path>`.
 #[derive(Clone, Debug)]
 pub struct Wrk {
     /// The wrk binary.
     pub bin: PathBuf,
-    /// Where to send `GET /`.
+    /// Where to send the requests.
     pub addr: SocketAddr,
+    /// The request target, `/` unless set.
+    pub path: String,
+    /// A Lua script that shapes the request (wrk's `-s`: a method, a
+    /// body, fields), when not a plain `GET`.
+    pub script: Option<PathBuf>,
     /// Connections.
     pub conns: usize,
     /// How long it runs (whole seconds, at least one).
@@ -89,9 +94,19 @@ pub struct Wrk {
 
 impl Wrk {
     /// Keep-alive `GET /` on `conns` connections for `duration`, wrk's
-    /// default timeout, not pinned.
+    /// default timeout, no script, not pinned.
     pub fn new(bin: &Path, addr: SocketAddr, conns: usize, duration: Duration) -> Wrk {
-        Wrk { bin: bin.to_path_buf(), addr, conns, duration, timeout: None, close: false, cpu: None }
+        Wrk {
+            bin: bin.to_path_buf(),
+            addr,
+            path: "/".to_owned(),
+            script: None,
+            conns,
+            duration,
+            timeout: None,
+            close: false,
+            cpu: None,
+        }
     }
 
     /// Starts it. wrk stops by itself after its duration; the harness
@@ -106,7 +121,13 @@ impl Wrk {
         if self.close {
             cmd.args(["-H", "Connection: close"]);
         }
-        cmd.arg(format!("http://{}/", self.addr)).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some(script) = &self.script {
+            cmd.arg("-s").arg(script);
+        }
+        cmd.arg(format!("http://{}{}", self.addr, self.path))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         if let Some(cpu) = self.cpu {
             // SAFETY: the closure runs between fork and exec and only makes
             // the sched_setaffinity system call.

@@ -5,6 +5,8 @@
 //! Both are implemented once per backend and called monomorphically: no
 //! dynamic dispatch on the loop.
 
+use std::os::fd::RawFd;
+
 use super::Core;
 use crate::driver::slab::{Key, Slab};
 use crate::http::{Conn, Handler};
@@ -38,6 +40,9 @@ pub(crate) trait Connection {
 
     /// Its protocol state, to change.
     fn http_mut(&mut self) -> &mut Conn;
+
+    /// Its socket.
+    fn socket(&self) -> RawFd;
 
     /// Whether output the backend took out of the protocol state is not all
     /// sent yet (the io_uring loop's send in the kernel; the epoll loop

@@ -23,7 +23,8 @@
 //! Entering the drain stops accepting; once the backend has no accept left
 //! in the kernel it hands the listener to [`Core::close_listener`], which
 //! takes in what is queued and closes it. Idle connections expire after
-//! [`crate::http::DRAIN_IDLE_GRACE_MS`]; the sweep runs every
+//! [`crate::http::DRAIN_IDLE_GRACE_MS`], once their last response has left
+//! the backend and the kernel (see [`sweep()`]); the sweep runs every
 //! [`DRAIN_SWEEP_MS`](sweep::DRAIN_SWEEP_MS) while draining (and every
 //! [`Core::sweep_interval_ms`] otherwise), so a
 //! deadline is enforced at most that late on either backend.

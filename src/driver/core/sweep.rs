@@ -5,6 +5,8 @@
 //! ([`crate::http::Conn::deadline`]); how a connection is closed or served
 //! again is the backend's ([`Backend`]).
 
+use std::os::fd::RawFd;
+
 use super::backend::{Backend, Connection, Phase};
 use super::Core;
 use crate::config::Config;
@@ -133,11 +135,33 @@ pub(crate) fn sweep<'a, B: Backend<'a>>(b: &mut B) {
 /// stream with output stuck in the kernel (a client that stopped reading
 /// closes like any other); or one whose protocol state gives up
 /// ([`crate::http::Conn::on_deadline`], which answers a deferred request
-/// `504` instead).
+/// `504` instead). A draining idle connection whose last response has not
+/// all reached the client yet stays ([`unacked`]).
 fn timed_out<C: Connection>(c: &mut C, sh: &mut Shared) -> bool {
-    matches!(c.phase(), Phase::Linger { .. })
-        || (c.output_taken() && c.http().is_streaming())
-        || c.http_mut().on_deadline(sh)
+    if matches!(c.phase(), Phase::Linger { .. }) || (c.output_taken() && c.http().is_streaming()) {
+        return true;
+    }
+    if sh.draining() && c.http().is_idle() && (c.output_taken() || unacked(c.socket())) {
+        c.http_mut().await_delivery(sh);
+        return false;
+    }
+    c.http_mut().on_deadline(sh)
+}
+
+/// Whether bytes sent on `socket` have not all reached the peer.
+///
+/// A draining worker gives an idle keep-alive connection
+/// [`DRAIN_IDLE_GRACE_MS`] for a request that may be on its way; its
+/// client sends that request only once it has the last response whole.
+/// The grace runs from the connection's last send, but the last of that
+/// response may then still be in the backend's send (io_uring) or in the
+/// kernel (up to a socket buffer, megabytes), which a slow link takes far
+/// longer than the grace to carry: closing at the grace would close under
+/// the request the client sends once it has them. So the grace starts
+/// again while any is on its way, bounded by the drain's timeout. One
+/// `ioctl`, only for a draining connection whose grace has run out.
+fn unacked(socket: RawFd) -> bool {
+    crate::sys::unacked(socket).is_ok_and(|n| n > 0)
 }
 
 #[cfg(test)]

@@ -69,6 +69,11 @@ impl core::Connection for Connection {
         &mut self.http
     }
 
+    #[inline]
+    fn socket(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
     /// Output is sent from the protocol state's own buffer, never taken.
     #[inline]
     fn output_taken(&self) -> bool {
@@ -138,11 +143,13 @@ impl Connection {
                             self.http.file_failed(sh);
                         }
                         Ok(n) => {
+                            // A short count does not say the socket is
+                            // full: a signal (the SIGTERM that asks for a
+                            // drain) stops sendfile after a part too, and
+                            // then no edge would ever come to go on. The
+                            // next call says EAGAIN if it is full.
                             sh.count_bytes(0, n);
                             self.http.file_sent(n as u64, sh);
-                            if n < want {
-                                self.writable = false;
-                            }
                             self.http.resume(sh, handler);
                         }
                         Err(Errno::EAGAIN) => self.writable = false,

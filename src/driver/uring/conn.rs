@@ -6,7 +6,7 @@
 //! [`super::complete`]'s.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use super::submit::Multishot;
 use crate::driver::core::{self, Phase};
@@ -162,6 +162,11 @@ impl core::Connection for Connection {
     #[inline]
     fn http_mut(&mut self) -> &mut Conn {
         &mut self.http
+    }
+
+    #[inline]
+    fn socket(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 
     /// A send of output taken from the protocol state has not finished.

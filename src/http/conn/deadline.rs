@@ -87,11 +87,13 @@ impl Conn {
         self.header_timer = false;
     }
 
-    /// Waits as an idle connection does (less while draining); a body
-    /// being received waits no longer than its rate allows.
+    /// Waits as an idle connection does: less while draining, but only
+    /// between requests; a body still arriving or a response still being
+    /// sent is waited on as long as while serving. A body being received
+    /// waits no longer than its rate allows.
     pub(super) fn wait_idle(&mut self, sh: &Shared) {
         self.header_timer = false;
-        self.deadline = sh.now_ms + sh.idle_wait();
+        self.deadline = sh.now_ms + if self.is_idle() { sh.idle_wait() } else { sh.idle_ms };
         if let Some(expiry) = self.body_rate_expiry(sh) {
             self.deadline = self.deadline.min(expiry);
         }

@@ -232,14 +232,28 @@ impl Conn {
         self.settle(sh);
     }
 
-    /// The worker started draining: an idle connection closes after
-    /// [`super::DRAIN_IDLE_GRACE_MS`] (at its deadline), a busy one after
-    /// its current response, which carries `Connection: close`.
+    /// The worker started draining: every response framed from now on
+    /// carries `Connection: close`, and the connection closes after it.
+    /// An idle connection closes after [`super::DRAIN_IDLE_GRACE_MS`] (at
+    /// its deadline), and so does one whose response, its head sent before
+    /// the drain without `close`, ends during it: that head promised the
+    /// client a next request, which may be on the wire already, so a
+    /// request that comes within the grace is answered (with `close`)
+    /// instead of being cut off (a client learns that a connection closes
+    /// only from a response; RFC 9112 §9.6).
     pub fn start_drain(&mut self, sh: &Shared) {
         if let Some(st) = self.stream() {
             st.pipe.set_draining();
         }
         self.shorten_for_drain(sh);
+    }
+
+    /// The drain's grace of an idle connection ran out while bytes of its
+    /// last response were still on their way to the client (in the
+    /// driver's send, or unacknowledged at the socket): the client cannot
+    /// have sent its next request yet, so the grace starts again.
+    pub fn await_delivery(&mut self, sh: &Shared) {
+        self.wait_idle(sh);
     }
 
     /// No further input will be processed: once the output is sent, the

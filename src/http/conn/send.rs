@@ -162,9 +162,13 @@ impl Conn {
                 if st.chunked {
                     self.out.buf(sh).extend_from_slice(LAST_CHUNK);
                 }
-                if st.close || sh.draining() {
+                if st.close {
                     self.close_input(sh);
                 } else {
+                    // Its head promised the client a next request, which
+                    // may be on its way already, even when the worker has
+                    // begun draining since: the connection waits as an
+                    // idle one does (see `Conn::start_drain`).
                     self.wait_idle(sh);
                 }
             } else {
@@ -207,7 +211,10 @@ impl Conn {
         if f.remaining == 0 {
             let close = f.close;
             b.file = None;
-            if close || sh.draining() {
+            // Without `close` in its head, a next request may be on its
+            // way: the wait below is an idle connection's, cut to the
+            // drain's grace while draining (see `Conn::start_drain`).
+            if close {
                 self.close_input(sh);
             }
         }
@@ -227,6 +234,7 @@ impl Conn {
 mod tests {
     use super::*;
     use crate::config::{Limits, Timeouts};
+    use crate::http::worker_state::DRAIN_IDLE_GRACE_MS;
     use crate::http::Request;
     use std::io::Write;
 
@@ -291,6 +299,101 @@ mod tests {
         w.end();
         c.refill(&mut sh);
         assert!(c.output().ends_with(b"0\r\n\r\n") && !c.is_streaming() && !c.is_closing());
+    }
+
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    fn hello(_: &Request<'_>, res: &mut Response) {
+        res.body("hi");
+    }
+
+    /// What a connection whose response ended during a drain does with
+    /// the request after it: answers it with `Connection: close`, then
+    /// closes with nothing of the client's unread.
+    fn answers_the_next_request_with_close(c: &mut Conn, sh: &mut Shared) {
+        let n = c.output_len();
+        c.consume_output(n, sh);
+        assert!(!c.is_closing() && c.is_idle(), "its head promised a next request");
+        assert!(c.deadline() <= sh.now_ms + DRAIN_IDLE_GRACE_MS, "waited on as an idle one");
+        c.on_read(GET, sh, &mut hello);
+        let out = String::from_utf8_lossy(c.output()).into_owned();
+        assert!(out.starts_with("HTTP/1.1 200 ") && out.contains("\r\nConnection: close\r\n"), "{out}");
+        assert!(c.is_closing() && !c.may_have_unread_input());
+    }
+
+    #[test]
+    fn a_file_whose_head_went_out_before_a_drain_keeps_the_next_request() {
+        let mut sh = Shared::new(Limits::default(), Timeouts::default());
+        let mut c = Conn::new(&sh);
+        c.on_read(GET, &mut sh, &mut |_: &Request<'_>, res: &mut Response| {
+            res.file(file_of(b"0123456789")).unwrap();
+        });
+        let n = c.output_len();
+        c.consume_output(n, &mut sh);
+        sh.set_draining();
+        c.start_drain(&sh);
+        c.file_sent(10, &mut sh);
+        answers_the_next_request_with_close(&mut c, &mut sh);
+    }
+
+    #[test]
+    fn a_request_that_waited_behind_a_file_is_answered_when_a_drain_comes() {
+        let mut sh = Shared::new(Limits::default(), Timeouts::default());
+        let mut c = Conn::new(&sh);
+        let mut h = |req: &Request<'_>, res: &mut Response| {
+            if req.path() == "/f" {
+                res.file(file_of(b"0123456789")).unwrap();
+            } else {
+                res.body("next");
+            }
+        };
+        c.on_read(b"GET /f HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", &mut sh, &mut h);
+        assert!(c.has_pending_input(), "the second waits for the file");
+        sh.set_draining();
+        c.start_drain(&sh);
+        let n = c.output_len();
+        c.consume_output(n, &mut sh);
+        c.file_sent(10, &mut sh);
+        c.resume(&mut sh, &mut h);
+        let out = String::from_utf8_lossy(c.output()).into_owned();
+        assert!(out.contains("\r\nConnection: close\r\n") && out.ends_with("next"), "{out}");
+        assert!(c.is_closing() && !c.may_have_unread_input());
+    }
+
+    #[test]
+    fn a_body_being_sent_during_a_drain_is_waited_on_as_while_serving() {
+        let mut sh = Shared::new(Limits::default(), Timeouts::default());
+        let mut c = Conn::new(&sh);
+        c.on_read(GET, &mut sh, &mut |_: &Request<'_>, res: &mut Response| {
+            res.file(file_of(b"0123456789")).unwrap();
+        });
+        let n = c.output_len();
+        c.consume_output(n, &mut sh);
+        sh.set_draining();
+        c.start_drain(&sh);
+        sh.now_ms = 1_000;
+        c.file_sent(4, &mut sh);
+        assert_eq!(c.deadline(), 1_000 + sh.idle_ms, "the drain's grace is not for a body under way");
+        c.file_sent(6, &mut sh);
+        assert_eq!(c.deadline(), 1_000 + DRAIN_IDLE_GRACE_MS, "once it is out, the connection is idle");
+    }
+
+    #[test]
+    fn a_stream_whose_head_went_out_before_a_drain_keeps_the_next_request() {
+        let mut sh = Shared::new(Limits::default(), Timeouts::default());
+        let mut c = Conn::new(&sh);
+        let mut writer = None;
+        c.on_read(GET, &mut sh, &mut |_: &Request<'_>, res: &mut Response| {
+            writer = Some(res.stream());
+        });
+        let w = writer.take().unwrap();
+        sh.set_draining();
+        c.start_drain(&sh);
+        assert!(w.is_draining(), "the writer is told, to end early");
+        w.end();
+        c.refill(&mut sh);
+        assert!(c.output().ends_with(b"0\r\n\r\n") && !c.is_streaming());
+        answers_the_next_request_with_close(&mut c, &mut sh);
     }
 
     #[test]

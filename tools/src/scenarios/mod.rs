@@ -14,8 +14,9 @@
 //! | 9 | binary upgrade (SIGUSR2) under wrk, 64 keep-alive + 64 connection-per-request | 0 failed requests |
 //! | 10 | SIGSTOP a worker, `--worker-timeout 1`, under load | replaced within 2 s; failures only on its connections |
 //! | 11 | SIGTTOU/SIGTTIN alternating every 500 ms for 20 s under connection-per-request wrk, `--balance reuseport` then `shared` | 0 failed requests, 0 resets |
+//! | 12 | rolling reloads, a binary upgrade, a scale-down and up under keep-alive wrk on every kind of answer (whole, file, stream, deferred, upload), on both backends | 0 failed requests of any kind |
 //!
-//! nginx runs the scenarios that apply to it (1, 2, 4, 5, 7, 9, 11) with the same
+//! nginx runs the scenarios that apply to it (1, 2, 4, 5, 7, 9, 11, 12) with the same
 //! load and the same measurement; its line is the anchor, printed under
 //! forkring's, and never decides the exit status.
 
@@ -28,6 +29,7 @@ use forkring_stress::servers::{Forkring, Nginx, NginxConfig};
 pub mod flood;
 pub mod hostile;
 pub mod idle;
+pub mod keepalive;
 pub mod kill;
 pub mod orphans;
 pub mod reload;
@@ -199,6 +201,15 @@ pub fn all() -> Vec<Scenario> {
             nginx: true,
             missing: "",
         },
+        Scenario {
+            id: 12,
+            name: "keep-alive drains",
+            bound: "0 failed requests (wrk, 32 keep-alive connections on each of whole, file, stream, deferred, upload) \
+                    through 5 reloads, an upgrade, a scale-down and up; io_uring and epoll",
+            run: Some(keepalive::run),
+            nginx: true,
+            missing: "",
+        },
     ]
 }
 
@@ -275,7 +286,7 @@ impl Server {
 
 /// nginx settings for the scenarios that do not care.
 pub fn nginx_default() -> NginxConfig {
-    NginxConfig { workers: 1, connections: 4096, header_timeout_ms: 10_000, reuseport: false }
+    NginxConfig { workers: 1, connections: 4096, header_timeout_ms: 10_000, reuseport: false, files: None }
 }
 
 /// Sleeps until `t` (no-op if past).

@@ -162,6 +162,7 @@ impl Side {
             connections: 4 * SLOW + 1024,
             header_timeout_ms: HEADER_TIMEOUT.as_millis() as u64,
             reuseport: false,
+            files: None,
         };
         Ok(Side {
             srv: Server::start(ctx, target, 1, &["--header-timeout", &ht], nginx, cpu)?,
