@@ -4,7 +4,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use forkring::internals::ipc::SharedCounters;
-use forkring::internals::{Conn, Shared};
+use forkring::internals::{Conn, WorkerState};
 use forkring::{Limits, Request, Response, Timeouts};
 
 /// What wrk sends, plus the headers a browser-ish client adds.
@@ -73,7 +73,7 @@ fn run_with<H: forkring::Handler>(
     mut handler: H,
     counted: bool,
 ) {
-    let mut sh = Shared::new(Limits::default(), Timeouts::default());
+    let mut sh = WorkerState::new(Limits::default(), Timeouts::default());
     if counted {
         let page: &'static SharedCounters = Box::leak(Box::new(SharedCounters::new().expect("counters page")));
         sh.set_counters(page);

@@ -78,7 +78,7 @@ pub use worker::WorkerId;
 /// part of the API, and may change at any time.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::http::{Completion, Conn, Shared, DRAIN_IDLE_GRACE_MS, OUTPUT_HIGH_WATER};
+    pub use crate::http::{Completion, Conn, WorkerState, DRAIN_IDLE_GRACE_MS, OUTPUT_HIGH_WATER};
 
     /// The shared-memory rings and counters.
     pub mod ipc {

@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use forkring::internals::{Conn, Shared};
+use forkring::internals::{Conn, WorkerState};
 use forkring::{BodyFlow, BodyPlan, BodyReader, Handler, Limits, Request, Response, Resume, Timeouts};
 
 /// What the readers saw.
@@ -78,15 +78,15 @@ impl Handler for App {
     }
 }
 
-fn setup() -> (Shared, Conn, App, Rc<RefCell<Seen>>) {
-    let mut sh = Shared::new(Limits::DEFAULT.with_max_body(16), Timeouts::default());
+fn setup() -> (WorkerState, Conn, App, Rc<RefCell<Seen>>) {
+    let mut sh = WorkerState::new(Limits::DEFAULT.with_max_body(16), Timeouts::default());
     sh.tick();
     let conn = Conn::new(&sh);
     let seen = Rc::new(RefCell::new(Seen::default()));
     (sh, conn, App { seen: seen.clone() }, seen)
 }
 
-fn output(conn: &mut Conn, sh: &mut Shared) -> String {
+fn output(conn: &mut Conn, sh: &mut WorkerState) -> String {
     let out = String::from_utf8_lossy(conn.output()).into_owned();
     let n = conn.output().len();
     conn.consume_output(n, sh);

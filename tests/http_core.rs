@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use forkring::internals::{Conn, Shared};
+use forkring::internals::{Conn, WorkerState};
 use forkring::{Limits, Request, Response, Timeouts, Version};
 
 // ---------------------------------------------------------------------------
@@ -99,8 +99,8 @@ struct Run {
     calls: Vec<Call>,
 }
 
-fn shared(limits: Limits) -> Shared {
-    let mut sh = Shared::new(limits, Timeouts::default());
+fn shared(limits: Limits) -> WorkerState {
+    let mut sh = WorkerState::new(limits, Timeouts::default());
     sh.tick();
     sh
 }
@@ -1150,7 +1150,7 @@ fn draining_closes_after_the_current_response() {
 #[test]
 fn deadlines_follow_the_request_cycle() {
     let timeouts = Timeouts::DEFAULT.with_header(Duration::from_millis(100)).with_idle(Duration::from_millis(5000));
-    let mut sh = Shared::new(LIMITS, timeouts);
+    let mut sh = WorkerState::new(LIMITS, timeouts);
     sh.tick();
     let now = sh.now_ms();
     let mut conn = Conn::new(&sh);
@@ -1174,7 +1174,7 @@ fn deadlines_follow_the_request_cycle() {
 #[test]
 fn empty_lines_never_restart_or_extend_the_header_timer() {
     let timeouts = Timeouts::DEFAULT.with_header(Duration::from_millis(100)).with_idle(Duration::from_millis(5000));
-    let mut sh = Shared::new(LIMITS, timeouts);
+    let mut sh = WorkerState::new(LIMITS, timeouts);
     sh.tick();
     let start = sh.now_ms();
     let mut conn = Conn::new(&sh);
@@ -1213,7 +1213,7 @@ fn empty_lines_never_restart_or_extend_the_header_timer() {
 fn draining_shortens_the_idle_wait_only() {
     use forkring::internals::DRAIN_IDLE_GRACE_MS;
     let timeouts = Timeouts::DEFAULT.with_header(Duration::from_millis(1000)).with_idle(Duration::from_millis(60_000));
-    let mut sh = Shared::new(LIMITS, timeouts);
+    let mut sh = WorkerState::new(LIMITS, timeouts);
     sh.tick();
     let mut app = App::default();
     let mut idle = Conn::new(&sh);
@@ -1255,7 +1255,7 @@ fn unbounded_body_limit_is_usable() {
 fn unbounded_timeouts_never_expire() {
     const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
     let timeouts = Timeouts::DEFAULT.with_header(Duration::MAX).with_idle(Duration::MAX).with_drain(Duration::MAX);
-    let mut sh = Shared::new(LIMITS, timeouts);
+    let mut sh = WorkerState::new(LIMITS, timeouts);
     std::thread::sleep(Duration::from_millis(2));
     sh.tick();
     let mut conn = Conn::new(&sh);
@@ -1389,7 +1389,7 @@ fn answered(res: &str) -> Response {
 }
 
 /// Takes the completions queued in `sh` and hands each to `conn`.
-fn deliver(conn: &mut Conn, sh: &mut Shared, app: &mut Deferring) -> usize {
+fn deliver(conn: &mut Conn, sh: &mut WorkerState, app: &mut Deferring) -> usize {
     let mut batch = Vec::new();
     sh.take_completions(&mut batch);
     batch.into_iter().map(|c| conn.complete(c, sh, app) as usize).sum()
@@ -1422,7 +1422,7 @@ fn deferred_responses_keep_pipelined_order() {
 fn deferred_responses_are_capped_timed_and_answered_when_dropped() {
     let limits = LIMITS.with_max_deferred(1);
     let timeouts = Timeouts::DEFAULT.with_deferred(Duration::from_millis(100));
-    let mut sh = Shared::new(limits, timeouts);
+    let mut sh = WorkerState::new(limits, timeouts);
     sh.tick();
     let mut app = Deferring::default();
     let later = b"GET /later HTTP/1.1\r\nHost: t\r\n\r\n";

@@ -17,7 +17,7 @@
 
 use std::panic::{self, AssertUnwindSafe};
 
-use forkring::internals::{Conn, Shared};
+use forkring::internals::{Conn, WorkerState};
 use forkring::Handler;
 use forkring::{Limits, Request, Response, Timeouts};
 use forkring_testkit::oracle::{check_run, comparable, Call, Run, CALL_HEADER, HEAD_HEADER};
@@ -91,7 +91,7 @@ impl Handler for Recorder {
 /// share of the output is "sent", through `consume_output` or
 /// `take_output`, the way a driver would.
 fn drive(input: &[u8], cuts: &[usize], limits: Limits, rng: &mut Rng) -> Run {
-    let mut sh = Shared::new(limits, Timeouts::default());
+    let mut sh = WorkerState::new(limits, Timeouts::default());
     sh.tick();
     let mut conn = Conn::new(&sh);
     let mut rec = Recorder::default();

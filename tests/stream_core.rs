@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use forkring::internals::{Conn, Shared};
+use forkring::internals::{Conn, WorkerState};
 use forkring::{Limits, Request, Response, Stream, StreamError, Timeouts, STREAM_QUEUE};
 
 #[derive(Default)]
@@ -31,8 +31,8 @@ impl forkring::Handler for App {
     }
 }
 
-fn setup() -> (Shared, Conn, App) {
-    let mut sh = Shared::new(Limits::default(), Timeouts::default());
+fn setup() -> (WorkerState, Conn, App) {
+    let mut sh = WorkerState::new(Limits::default(), Timeouts::default());
     sh.tick();
     let mut conn = Conn::new(&sh);
     conn.set_token(1);
@@ -41,7 +41,7 @@ fn setup() -> (Shared, Conn, App) {
 
 /// Hands every queued completion (responders, stream notifications) to
 /// `conn`.
-fn deliver(conn: &mut Conn, sh: &mut Shared, app: &mut App) {
+fn deliver(conn: &mut Conn, sh: &mut WorkerState, app: &mut App) {
     let mut batch = Vec::new();
     sh.take_completions(&mut batch);
     for c in batch {
@@ -50,7 +50,7 @@ fn deliver(conn: &mut Conn, sh: &mut Shared, app: &mut App) {
 }
 
 /// Takes all output as text, marking it sent.
-fn drain(conn: &mut Conn, sh: &mut Shared) -> String {
+fn drain(conn: &mut Conn, sh: &mut WorkerState) -> String {
     let mut all = Vec::new();
     while conn.has_output() {
         let out = conn.output().to_vec();

@@ -16,7 +16,7 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use forkring::internals::ipc::{Counter, Counters};
-use forkring::internals::{Conn, Shared};
+use forkring::internals::{Conn, WorkerState};
 use forkring::{Event, Handler, Limits, Request, Response, Server, Timeouts, Upgraded};
 use forkring_testkit::client::Client;
 use forkring_testkit::master::SelfMaster;
@@ -64,7 +64,7 @@ fn echo(conn: Upgraded) {
     }
 }
 
-fn output(conn: &mut Conn, sh: &mut Shared) -> String {
+fn output(conn: &mut Conn, sh: &mut WorkerState) -> String {
     let out = String::from_utf8_lossy(conn.output()).into_owned();
     let n = conn.output().len();
     conn.consume_output(n, sh);
@@ -72,7 +72,7 @@ fn output(conn: &mut Conn, sh: &mut Shared) -> String {
 }
 
 /// A connection of `sh` that asked for an upgrade; its first answer.
-fn ask(sh: &mut Shared) -> (Conn, String) {
+fn ask(sh: &mut WorkerState) -> (Conn, String) {
     let mut conn = Conn::new(sh);
     conn.on_read(UPGRADE, sh, &mut Echo);
     let out = output(&mut conn, sh);
@@ -82,7 +82,7 @@ fn ask(sh: &mut Shared) -> (Conn, String) {
 #[test]
 fn the_cap_is_counted_from_the_101_to_the_drop_of_the_connection() {
     let counters: &'static Counters = Box::leak(Box::default());
-    let mut sh = Shared::new(Limits::DEFAULT.with_max_upgraded(CAP), Timeouts::default());
+    let mut sh = WorkerState::new(Limits::DEFAULT.with_max_upgraded(CAP), Timeouts::default());
     sh.set_counters(counters);
     sh.tick();
     let (mut a, out) = ask(&mut sh);

@@ -18,7 +18,7 @@
 //! `cargo run -p forkring-testkit --bin fuzz-seeds`).
 #![no_main]
 
-use forkring::internals::{Conn, Shared};
+use forkring::internals::{Conn, WorkerState};
 use forkring::Handler;
 use forkring::{Limits, Request, Response, Timeouts};
 use forkring_testkit::oracle::{check_run, Call, Run, CALL_HEADER, HEAD_HEADER};
@@ -73,7 +73,7 @@ fn limits(sel: u8) -> Limits {
 /// Feeds `payload` cut at `cuts`; between reads drains output as `drain`
 /// says (0: never, 1: half, 2: take_output, 3: all).
 fn drive(payload: &[u8], cuts: &[usize], limits: Limits, drain: u8) -> Run {
-    let mut sh = Shared::new(limits, Timeouts::default());
+    let mut sh = WorkerState::new(limits, Timeouts::default());
     sh.tick();
     let mut conn = Conn::new(&sh);
     let mut rec = Recorder::default();

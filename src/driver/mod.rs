@@ -12,7 +12,7 @@
 //!   possible (every pipelined response of one read in one send);
 //! - a connection whose [`deadline`](crate::http::Conn::deadline) has
 //!   passed is closed; the clock and the `Date` header are refreshed once
-//!   per loop turn by [`tick`](crate::http::Shared::tick);
+//!   per loop turn by [`tick`](crate::http::WorkerState::tick);
 //! - a connection with more than
 //!   [`OUTPUT_HIGH_WATER`](crate::http::OUTPUT_HIGH_WATER) bytes of output
 //!   not yet sent is not read from until it drops below;

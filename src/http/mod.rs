@@ -4,7 +4,7 @@
 //! Nothing here moves bytes on a socket (a handler's
 //! [`Request::peer_addr`] only asks the kernel for an address, when
 //! called). A driver owns one [`Conn`] per connection
-//! and one [`Shared`] per worker; it feeds received bytes to
+//! and one [`WorkerState`] per worker; it feeds received bytes to
 //! [`Conn::on_read`] and sends what [`Conn::output`] holds. Tests and the
 //! fuzzer drive the same code with byte slices.
 //!
@@ -39,4 +39,4 @@ pub use conn::{Conn, OUTPUT_HIGH_WATER};
 pub use handler::Handler;
 pub use request::{Addr, Headers, Request, Version};
 pub use static_dir::{content_type, Refusal, StaticDir};
-pub use worker_state::{Shared, DRAIN_IDLE_GRACE_MS};
+pub use worker_state::{WorkerState, DRAIN_IDLE_GRACE_MS};

@@ -33,7 +33,7 @@ const POOL_MAX_LEN: usize = 1024;
 /// header, the scratch response and a pool of spare buffers (so that idle
 /// connections hold none and busy ones allocate none).
 #[derive(Debug)]
-pub struct Shared {
+pub struct WorkerState {
     /// The limits in force.
     pub(super) limits: Limits,
     /// [`Timeouts::header`] in milliseconds.
@@ -46,15 +46,15 @@ pub struct Shared {
     pub(super) body_rate: u64,
     /// [`Limits::min_body_rate`]'s grace in milliseconds.
     pub(super) body_grace_ms: u64,
-    /// When the worker started: the origin of [`Shared::now_ms`].
+    /// When the worker started: the origin of [`WorkerState::now_ms`].
     start: Instant,
     /// When the current loop turn began (read once per turn, in
-    /// [`Shared::tick`]).
+    /// [`WorkerState::tick`]).
     pub(super) turn_at: Instant,
     /// Milliseconds since `start`, as of the turn's start.
     pub(super) now_ms: u64,
     /// Requests answered at once during this turn, whose latency is
-    /// counted by [`Shared::end_turn`] with one clock read for all.
+    /// counted by [`WorkerState::end_turn`] with one clock read for all.
     answered: u64,
     /// The `Date` header's value, refreshed once a second.
     pub(super) date: DateCache,
@@ -80,22 +80,22 @@ pub struct Shared {
     /// side drops the connection, on whatever thread.
     upgraded: Arc<AtomicUsize>,
     /// The access log, when there is one: lines are added as responses
-    /// are framed and written once per turn ([`Shared::end_turn`]).
+    /// are framed and written once per turn ([`WorkerState::end_turn`]).
     access: Option<Box<AccessLog>>,
     /// The access log's client addresses, from the driver (with the log).
     peers: Option<Box<dyn PeerNames>>,
 }
 
-impl Shared {
+impl WorkerState {
     /// State for one worker.
-    pub fn new(limits: Limits, timeouts: Timeouts) -> Shared {
+    pub fn new(limits: Limits, timeouts: Timeouts) -> WorkerState {
         let mut limits = limits;
         limits.max_headers = limits.max_headers.min(Limits::HEADERS_CAP);
         // Until a driver sets one whose wake-up reaches its loop.
         let completions = Arc::new(Completions::new(|| {}));
         let mut res = Response::new();
         res.set_queue(completions.clone());
-        Shared {
+        WorkerState {
             limits,
             header_ms: millis(timeouts.header),
             idle_ms: millis(timeouts.idle),
@@ -155,7 +155,7 @@ impl Shared {
         self.peers = Some(peers);
     }
 
-    /// Milliseconds since the worker started, as of the last [`Shared::tick`].
+    /// Milliseconds since the worker started, as of the last [`WorkerState::tick`].
     pub fn now_ms(&self) -> u64 {
         self.now_ms
     }
@@ -364,7 +364,7 @@ mod tests {
 
     #[test]
     fn the_body_budget_is_taken_whole_or_not_at_all() {
-        let mut sh = Shared::new(Limits::DEFAULT.with_max_buffered_bodies(100), Timeouts::default());
+        let mut sh = WorkerState::new(Limits::DEFAULT.with_max_buffered_bodies(100), Timeouts::default());
         assert!(sh.take_body_budget(60));
         assert!(!sh.take_body_budget(41), "over the budget: nothing taken");
         assert!(sh.take_body_budget(40));
@@ -375,7 +375,7 @@ mod tests {
 
     #[test]
     fn deferred_responses_are_capped() {
-        let mut sh = Shared::new(Limits::DEFAULT.with_max_deferred(2), Timeouts::default());
+        let mut sh = WorkerState::new(Limits::DEFAULT.with_max_deferred(2), Timeouts::default());
         sh.deferred_started();
         assert!(sh.deferred_room());
         sh.deferred_started();
@@ -388,17 +388,17 @@ mod tests {
     #[test]
     fn a_draining_worker_waits_less_on_idle_connections() {
         let t = Timeouts::default().with_idle(Duration::from_secs(30));
-        let mut sh = Shared::new(Limits::default(), t);
+        let mut sh = WorkerState::new(Limits::default(), t);
         assert_eq!(sh.idle_wait(), 30_000);
         sh.set_draining();
         assert_eq!(sh.idle_wait(), DRAIN_IDLE_GRACE_MS);
-        let never = Shared::new(Limits::default(), Timeouts::default().with_idle(Duration::MAX));
+        let never = WorkerState::new(Limits::default(), Timeouts::default().with_idle(Duration::MAX));
         assert_eq!(never.idle_ms, u64::MAX / 4, "never, without overflow");
     }
 
     #[test]
     fn spare_buffers_are_kept_within_bounds() {
-        let mut sh = Shared::new(Limits::default(), Timeouts::default());
+        let mut sh = WorkerState::new(Limits::default(), Timeouts::default());
         sh.recycle(Vec::with_capacity(POOL_MAX_CAPACITY + 1));
         sh.recycle(Vec::new());
         assert_eq!(sh.pool.len(), 0, "too large, or nothing to keep");

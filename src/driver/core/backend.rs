@@ -18,7 +18,7 @@ pub(crate) enum Phase {
     Open,
     /// The last response is out and the write side shut down; input is
     /// read and dropped until the peer's EOF or `until` (in
-    /// [`crate::http::Shared::now_ms`] time), so that the client reads
+    /// [`crate::http::WorkerState::now_ms`] time), so that the client reads
     /// that response instead of a reset ([`super::linger`]).
     Linger {
         /// When the lingering ends.

@@ -7,7 +7,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use crate::http::{Conn, Shared, UpgradeFn, UpgradePermit, Upgraded};
+use crate::http::{Conn, UpgradeFn, UpgradePermit, Upgraded, WorkerState};
 
 /// How a closing connection keeps discarding input after its last
 /// response, so that the client reads that response instead of a reset.
@@ -52,8 +52,8 @@ pub(crate) fn last_output(http: &Conn, peer_eof: bool) -> bool {
 }
 
 /// Starts a lingering close of `fd`: shuts down its write side and returns
-/// when the lingering ends (in [`Shared::now_ms`] time).
-pub(crate) fn linger(fd: RawFd, sh: &Shared) -> io::Result<u64> {
+/// when the lingering ends (in [`WorkerState::now_ms`] time).
+pub(crate) fn linger(fd: RawFd, sh: &WorkerState) -> io::Result<u64> {
     // Plain integer arguments on a socket the connection owns.
     syscall!(shutdown(fd, libc::SHUT_WR))?;
     Ok(sh.now_ms() + LINGER_MS)

@@ -43,7 +43,7 @@ use std::time::Instant;
 use super::link::Link;
 use super::timers;
 use crate::config::Config;
-use crate::http::{Completion, Completions, Shared};
+use crate::http::{Completion, Completions, WorkerState};
 
 use accept::drain_listener;
 use sweep::sweep_interval_ms;
@@ -60,7 +60,7 @@ enum State {
     /// Accepting and serving.
     Serving,
     /// Not accepting; serving what is left until `until` (in
-    /// [`Shared::now_ms`] time).
+    /// [`WorkerState::now_ms`] time).
     Draining {
         /// When the drain gives up on the connections left.
         until: u64,
@@ -74,7 +74,7 @@ pub(crate) struct Core<'a> {
     /// The drain flag, the wake-up eventfd and the messages from the master.
     pub(crate) link: &'a Link,
     /// Per-worker protocol state shared by every connection.
-    pub(crate) sh: Shared,
+    pub(crate) sh: WorkerState,
     /// The worker's copy of the listening socket, until draining closes it.
     pub(crate) listener: Option<OwnedFd>,
     /// Serving or draining.
@@ -97,7 +97,7 @@ pub(crate) struct Core<'a> {
 impl<'a> Core<'a> {
     /// The shared state of a loop that serves `listener`.
     pub(crate) fn new(config: &'a Config, link: &'a Link, listener: OwnedFd) -> Core<'a> {
-        let mut sh = Shared::new(config.limits, config.timeouts);
+        let mut sh = WorkerState::new(config.limits, config.timeouts);
         if let Some(c) = link.counters() {
             sh.set_counters(c);
         }

@@ -10,7 +10,7 @@ use std::os::fd::RawFd;
 use super::backend::{Backend, Connection, Phase};
 use super::Core;
 use crate::config::Config;
-use crate::http::{Shared, DRAIN_IDLE_GRACE_MS};
+use crate::http::{WorkerState, DRAIN_IDLE_GRACE_MS};
 
 /// Most connections one sweep closes for their deadline. When a thousand
 /// slow clients time out together, closing them all in one turn holds
@@ -137,7 +137,7 @@ pub(crate) fn sweep<'a, B: Backend<'a>>(b: &mut B) {
 /// ([`crate::http::Conn::on_deadline`], which answers a deferred request
 /// `504` instead). A draining idle connection whose last response has not
 /// all reached the client yet stays ([`unacked`]).
-fn timed_out<C: Connection>(c: &mut C, sh: &mut Shared) -> bool {
+fn timed_out<C: Connection>(c: &mut C, sh: &mut WorkerState) -> bool {
     if matches!(c.phase(), Phase::Linger { .. }) || (c.output_taken() && c.http().is_streaming()) {
         return true;
     }

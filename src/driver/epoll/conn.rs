@@ -13,7 +13,7 @@ use nix::errno::Errno;
 use nix::sys::sendfile::sendfile64;
 
 use crate::driver::core::{self, After, Phase};
-use crate::http::{Conn, Handler, Shared, OUTPUT_HIGH_WATER};
+use crate::http::{Conn, Handler, WorkerState, OUTPUT_HIGH_WATER};
 
 /// Most bytes of a file body one `sendfile` call is asked to move; the
 /// socket's send buffer bounds what is actually in flight.
@@ -98,7 +98,7 @@ impl Connection {
     /// reads while output stays under the high-water mark, then sends
     /// everything framed in one call; repeats while a complete send leaves
     /// input to read.
-    pub(super) fn drive<H: Handler>(&mut self, sh: &mut Shared, buf: &mut [u8], handler: &mut H) -> Step {
+    pub(super) fn drive<H: Handler>(&mut self, sh: &mut WorkerState, buf: &mut [u8], handler: &mut H) -> Step {
         if let Phase::Linger { .. } = self.phase {
             return self.discard(buf);
         }
@@ -212,7 +212,7 @@ impl Connection {
     /// response, and what it still sends is read and dropped (closing with
     /// unread input would send a reset, which can destroy that response in
     /// the peer's receive buffer).
-    fn linger(&mut self, sh: &Shared, buf: &mut [u8]) -> Step {
+    fn linger(&mut self, sh: &WorkerState, buf: &mut [u8]) -> Step {
         match core::linger(self.fd.as_raw_fd(), sh) {
             Ok(until) => self.phase = Phase::Linger { until },
             Err(e) => return quiet_close("shutdown", &e),

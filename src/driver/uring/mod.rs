@@ -145,7 +145,7 @@ struct Driver<'r, 'a, H> {
     inbox_armed: bool,
     /// A timeout is in the kernel, due at `timer_due`.
     timer_armed: bool,
-    /// When the armed timeout fires (in `Shared::now_ms` time).
+    /// When the armed timeout fires (in `WorkerState::now_ms` time).
     timer_due: u64,
     /// A cancel of the armed timeout was submitted.
     timer_cancelling: bool,

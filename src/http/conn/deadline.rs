@@ -1,5 +1,5 @@
 //! When a connection's current wait ends ([`Conn::deadline`], in
-//! [`Shared::now_ms`] time), and which wait it is. The driver enforces the
+//! [`WorkerState::now_ms`] time), and which wait it is. The driver enforces the
 //! deadline; this file decides it:
 //!
 //! - **header**: a head under way, or a new connection before its first
@@ -24,19 +24,19 @@
 //! Lingering after a close is the driver's ([`Conn::may_have_unread_input`]).
 
 use super::state::{BodyClock, Conn, State};
-use crate::http::worker_state::{Shared, DRAIN_IDLE_GRACE_MS};
+use crate::http::worker_state::{WorkerState, DRAIN_IDLE_GRACE_MS};
 
 impl BodyClock {
     /// When the body falls below the minimum rate if nothing more comes
     /// (`sh.body_rate` is not 0).
-    fn expiry(&self, sh: &Shared) -> u64 {
+    fn expiry(&self, sh: &WorkerState) -> u64 {
         let earned = self.received.saturating_mul(1000) / sh.body_rate;
         self.from_ms.saturating_add(earned.max(sh.body_grace_ms))
     }
 }
 
 impl Conn {
-    /// When the connection's current wait expires, in [`Shared::now_ms`]
+    /// When the connection's current wait expires, in [`WorkerState::now_ms`]
     /// time: header timeout while a head is incomplete (and before the
     /// first request), idle timeout otherwise.
     pub fn deadline(&self) -> u64 {
@@ -44,7 +44,7 @@ impl Conn {
     }
 
     /// Re-arms the timer for whatever the connection waits on now.
-    pub(super) fn rearm(&mut self, sh: &Shared) {
+    pub(super) fn rearm(&mut self, sh: &WorkerState) {
         if self.awaiting() {
             // The deferred response's deadline, set when it was deferred.
             return;
@@ -73,7 +73,7 @@ impl Conn {
     /// Starts the header timer unless it runs already; bytes that are not
     /// yet a request (a head under way, empty lines before one) never
     /// extend it.
-    pub(super) fn hold_header_timer(&mut self, sh: &Shared) {
+    pub(super) fn hold_header_timer(&mut self, sh: &WorkerState) {
         if !self.header_timer {
             self.header_timer = true;
             self.deadline = sh.now_ms + sh.header_ms;
@@ -91,7 +91,7 @@ impl Conn {
     /// between requests; a body still arriving or a response still being
     /// sent is waited on as long as while serving. A body being received
     /// waits no longer than its rate allows.
-    pub(super) fn wait_idle(&mut self, sh: &Shared) {
+    pub(super) fn wait_idle(&mut self, sh: &WorkerState) {
         self.header_timer = false;
         self.deadline = sh.now_ms + if self.is_idle() { sh.idle_wait() } else { sh.idle_ms };
         if let Some(expiry) = self.body_rate_expiry(sh) {
@@ -100,7 +100,7 @@ impl Conn {
     }
 
     /// A body starts to be waited on: its clock starts now.
-    pub(super) fn start_body_clock(&mut self, sh: &Shared) {
+    pub(super) fn start_body_clock(&mut self, sh: &WorkerState) {
         self.busy().body_clock = BodyClock { from_ms: sh.now_ms, received: 0, paused_at: 0 };
     }
 
@@ -112,12 +112,12 @@ impl Conn {
 
     /// The reader paused the body: the client is not timed until it
     /// resumes ([`Conn::resume_body_clock`]).
-    pub(super) fn pause_body_clock(&mut self, sh: &Shared) {
+    pub(super) fn pause_body_clock(&mut self, sh: &WorkerState) {
         self.busy().body_clock.paused_at = sh.now_ms;
     }
 
     /// The reader resumed the body: the pause is not the client's time.
-    pub(super) fn resume_body_clock(&mut self, sh: &Shared) {
+    pub(super) fn resume_body_clock(&mut self, sh: &WorkerState) {
         let clock = &mut self.busy().body_clock;
         clock.from_ms = clock.from_ms.saturating_add(sh.now_ms.saturating_sub(clock.paused_at));
     }
@@ -125,7 +125,7 @@ impl Conn {
     /// When the body being received falls below the minimum rate if
     /// nothing more comes; `None` when none is timed (no minimum, no body
     /// under way, or one its reader paused).
-    fn body_rate_expiry(&self, sh: &Shared) -> Option<u64> {
+    fn body_rate_expiry(&self, sh: &WorkerState) -> Option<u64> {
         if sh.body_rate == 0 || !matches!(self.state, State::Body(_)) {
             return None;
         }
@@ -134,19 +134,19 @@ impl Conn {
     }
 
     /// The body being received came too slowly: its time is up.
-    pub(super) fn body_too_slow(&self, sh: &Shared) -> bool {
+    pub(super) fn body_too_slow(&self, sh: &WorkerState) -> bool {
         self.body_rate_expiry(sh).is_some_and(|expiry| expiry <= sh.now_ms)
     }
 
     /// Waits on a response body being sent: the idle timeout, restarted by
     /// every send that makes progress.
-    pub(super) fn wait_on_send(&mut self, sh: &Shared) {
+    pub(super) fn wait_on_send(&mut self, sh: &WorkerState) {
         self.header_timer = false;
         self.deadline = sh.now_ms + sh.idle_ms;
     }
 
     /// Waits on a deferred response.
-    pub(super) fn wait_deferred(&mut self, sh: &Shared) {
+    pub(super) fn wait_deferred(&mut self, sh: &WorkerState) {
         self.deadline = sh.now_ms + sh.deferred_ms;
         self.header_timer = false;
     }
@@ -154,7 +154,7 @@ impl Conn {
     /// A send made progress: restarts the wait, and a connection back to
     /// idle gets the idle timeout. A running header timer keeps running:
     /// the client owes a head whatever the server sends.
-    pub(super) fn restart_on_send(&mut self, sh: &Shared) {
+    pub(super) fn restart_on_send(&mut self, sh: &WorkerState) {
         if !self.header_timer || self.paused() {
             self.wait_idle(sh);
         }
@@ -164,7 +164,7 @@ impl Conn {
     /// writer is quiet (nothing left to send) waits on the writer, not on
     /// the client, since server-sent events may be minutes apart. True
     /// when it waits on.
-    pub(super) fn wait_on_quiet_stream(&mut self, sh: &Shared) -> bool {
+    pub(super) fn wait_on_quiet_stream(&mut self, sh: &WorkerState) -> bool {
         if self.stream().is_some() && self.out.is_empty() {
             self.deadline = sh.now_ms + sh.idle_ms;
             return true;
@@ -174,7 +174,7 @@ impl Conn {
 
     /// The worker started draining: an idle connection's wait ends after
     /// [`DRAIN_IDLE_GRACE_MS`] at most.
-    pub(super) fn shorten_for_drain(&mut self, sh: &Shared) {
+    pub(super) fn shorten_for_drain(&mut self, sh: &WorkerState) {
         if self.is_idle() {
             self.deadline = self.deadline.min(sh.now_ms + DRAIN_IDLE_GRACE_MS);
         }
@@ -193,12 +193,12 @@ mod tests {
     const DEFERRED: u64 = 30_000;
     const GRACE: u64 = 5_000;
 
-    fn worker() -> Shared {
+    fn worker() -> WorkerState {
         let t = Timeouts::default()
             .with_header(Duration::from_millis(HEADER))
             .with_idle(Duration::from_millis(IDLE))
             .with_deferred(Duration::from_millis(DEFERRED));
-        Shared::new(Limits::default(), t)
+        WorkerState::new(Limits::default(), t)
     }
 
     fn hello(_: &Request<'_>, res: &mut Response) {
@@ -280,7 +280,7 @@ mod tests {
 
     /// A body of `len` declared bytes whose head and `sent` bytes arrive
     /// at `now`, on a worker that asks 240 bytes a second after 5 s.
-    fn body_under_way(sh: &mut Shared, now: u64, len: usize, sent: usize) -> Conn {
+    fn body_under_way(sh: &mut WorkerState, now: u64, len: usize, sent: usize) -> Conn {
         sh.now_ms = now;
         let mut c = Conn::new(sh);
         let mut req = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n").into_bytes();
@@ -326,12 +326,12 @@ mod tests {
     #[test]
     fn the_idle_timeout_still_ends_a_pause_and_no_minimum_means_none() {
         let t = Timeouts::default().with_idle(Duration::from_millis(3_000));
-        let mut sh = Shared::new(Limits::default(), t);
+        let mut sh = WorkerState::new(Limits::default(), t);
         let mut c = body_under_way(&mut sh, 0, 100, 10);
         assert_eq!(c.deadline(), 3_000, "the idle timeout comes first");
         sh.now_ms = 3_000;
         assert!(c.on_deadline(&mut sh) && !c.has_output(), "closed as before, without a 408");
-        let mut sh = Shared::new(Limits::DEFAULT.with_min_body_rate(None), Timeouts::default());
+        let mut sh = WorkerState::new(Limits::DEFAULT.with_min_body_rate(None), Timeouts::default());
         let c = body_under_way(&mut sh, 0, 100, 1);
         assert_eq!(c.deadline(), Timeouts::default().idle.as_millis() as u64, "no minimum: only the idle timeout");
     }

@@ -42,7 +42,7 @@ use crate::http::answer::Response;
 use crate::http::body::{BodyFlow, BodyPlan};
 use crate::http::handler::Handler;
 use crate::http::request::Request;
-use crate::http::worker_state::Shared;
+use crate::http::worker_state::WorkerState;
 
 /// The interim response that lets a client waiting on
 /// `Expect: 100-continue` send its body.
@@ -68,7 +68,7 @@ impl Conn {
         &mut self,
         head: &Head<'_, '_>,
         buf: &[u8],
-        sh: &mut Shared,
+        sh: &mut WorkerState,
         handler: &mut H,
     ) -> Option<Result<usize, u16>> {
         let request = head.request(&[], self.socket);
@@ -104,7 +104,7 @@ impl Conn {
     /// keeps the head and collects the body behind it, charged as it
     /// arrives. A declared length larger than the whole body budget is
     /// answered `503` before any of the body is read.
-    pub(super) fn await_body(&mut self, head: &Head<'_, '_>, buf: &[u8], sh: &mut Shared) -> Result<usize, u16> {
+    pub(super) fn await_body(&mut self, head: &Head<'_, '_>, buf: &[u8], sh: &mut WorkerState) -> Result<usize, u16> {
         if head.framing.length.is_some_and(|len| len > sh.limits.max_buffered_bodies as u64) {
             return Err(503);
         }
@@ -119,13 +119,13 @@ impl Conn {
 
     /// Lets a client that waits for it send its body: the one place a
     /// `100 Continue` is written.
-    fn send_continue(&mut self, sh: &mut Shared) {
+    fn send_continue(&mut self, sh: &mut WorkerState) {
         self.out.buf(sh).extend_from_slice(CONTINUE);
     }
 
     /// Takes the body's bytes at the front of `input`: collects them, or
     /// hands them to the reader; at the body's end, answers its request.
-    pub(super) fn take_body<H: Handler>(&mut self, input: &[u8], sh: &mut Shared, handler: &mut H) -> Intake {
+    pub(super) fn take_body<H: Handler>(&mut self, input: &[u8], sh: &mut WorkerState, handler: &mut H) -> Intake {
         if self.busy.as_ref().is_some_and(|b| b.reader.is_some()) {
             return self.stream_body(input, sh);
         }
@@ -157,7 +157,7 @@ impl Conn {
 
     /// Hands the reader the next piece of a streamed body, unless it
     /// paused the body.
-    fn stream_body(&mut self, input: &[u8], sh: &mut Shared) -> Intake {
+    fn stream_body(&mut self, input: &[u8], sh: &mut WorkerState) -> Intake {
         if self.body_paused() {
             return Intake::Wait(0);
         }
@@ -182,7 +182,7 @@ impl Conn {
     /// Hands the reader one piece of `input` (as much of it as the body
     /// takes); returns how many bytes were used and whether the body ended,
     /// or the status to fail with.
-    fn stream_piece(&mut self, input: &[u8], sh: &mut Shared) -> Result<(usize, bool), u16> {
+    fn stream_piece(&mut self, input: &[u8], sh: &mut WorkerState) -> Result<(usize, bool), u16> {
         let State::Body(body) = &mut self.state else { unreachable!("a body is streamed only in State::Body") };
         let chunked = body.is_chunked();
         let mut decoded = if chunked { sh.buffer() } else { Vec::new() };
@@ -215,7 +215,7 @@ impl Conn {
     }
 
     /// The streamed body ended: its reader answers the request.
-    fn end_stream(&mut self, sh: &mut Shared) {
+    fn end_stream(&mut self, sh: &mut WorkerState) {
         let b = self.busy();
         b.body_paused = false;
         let Some(Reader(mut reader)) = b.reader.take() else { return };
@@ -224,7 +224,7 @@ impl Conn {
 
     /// The paused body `seq` may go on (its reader's resume came back
     /// through the mailbox); false when the resume is stale.
-    pub(super) fn unpause(&mut self, seq: u64, sh: &Shared) -> bool {
+    pub(super) fn unpause(&mut self, seq: u64, sh: &WorkerState) -> bool {
         if matches!(self.state, State::Closed) {
             return false;
         }
@@ -239,7 +239,7 @@ impl Conn {
     }
 
     /// Keeps `head` at the front of `held`, for its body to follow.
-    fn hold_head(&mut self, head: &[u8], sh: &mut Shared) {
+    fn hold_head(&mut self, head: &[u8], sh: &mut WorkerState) {
         let b = self.busy();
         if b.held.capacity() == 0 {
             b.held = sh.buffer();
@@ -251,7 +251,7 @@ impl Conn {
 
     /// Answers the request whose head (and body, when collected) is in
     /// `held` with `answer`.
-    fn answer_held(&mut self, sh: &mut Shared, answer: impl FnOnce(&Request<'_>, &mut Response)) {
+    fn answer_held(&mut self, sh: &mut WorkerState, answer: impl FnOnce(&Request<'_>, &mut Response)) {
         let b = self.busy();
         let held = mem::take(&mut b.held);
         let head_len = mem::take(&mut b.head_len);
@@ -321,7 +321,7 @@ mod tests {
 
     #[test]
     fn a_chunked_body_is_collected_across_reads_and_charged_as_it_arrives() {
-        let mut sh = Shared::new(Limits::DEFAULT.with_max_buffered_bodies(1 << 20), Timeouts::default());
+        let mut sh = WorkerState::new(Limits::DEFAULT.with_max_buffered_bodies(1 << 20), Timeouts::default());
         let mut c = Conn::new(&sh);
         let req =
             b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\n5\r\npedia\r\n0\r\n\r\n";
@@ -334,7 +334,7 @@ mod tests {
 
     #[test]
     fn a_declared_body_larger_than_the_whole_budget_is_refused_before_it_is_read() {
-        let mut sh = Shared::new(Limits::DEFAULT.with_max_buffered_bodies(10), Timeouts::default());
+        let mut sh = WorkerState::new(Limits::DEFAULT.with_max_buffered_bodies(10), Timeouts::default());
         let mut c = Conn::new(&sh);
         c.on_read(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nabc", &mut sh, &mut echo);
         assert!(c.output().starts_with(b"HTTP/1.1 503 "));
@@ -347,7 +347,7 @@ mod tests {
 
     #[test]
     fn a_declared_body_is_charged_as_its_bytes_arrive_and_refused_at_the_read_that_goes_over() {
-        let mut sh = Shared::new(Limits::DEFAULT.with_max_buffered_bodies(1000), Timeouts::default());
+        let mut sh = WorkerState::new(Limits::DEFAULT.with_max_buffered_bodies(1000), Timeouts::default());
         let head = |len: usize| format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n");
         let mut a = Conn::new(&sh);
         a.on_read(format!("{}{}", head(800), "a".repeat(100)).as_bytes(), &mut sh, &mut echo);
@@ -375,7 +375,7 @@ mod tests {
 
     #[test]
     fn continue_is_sent_once_and_only_to_a_client_that_waits() {
-        let mut sh = Shared::new(Limits::default(), Timeouts::default());
+        let mut sh = WorkerState::new(Limits::default(), Timeouts::default());
         let mut c = Conn::new(&sh);
         let head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n";
         c.on_read(head, &mut sh, &mut echo);
@@ -394,7 +394,7 @@ mod tests {
 
     #[test]
     fn a_streamed_body_pauses_and_goes_on_when_resumed() {
-        let mut sh = Shared::new(Limits::default(), Timeouts::default());
+        let mut sh = WorkerState::new(Limits::default(), Timeouts::default());
         let p = std::rc::Rc::new(std::cell::RefCell::new(Pieces { pause: true, ..Pieces::default() }));
         let mut h = Streamed(p.clone());
         let mut c = Conn::new(&sh);
@@ -420,7 +420,7 @@ mod tests {
         const IDLE: u64 = 60_000;
         let rate = crate::MinDataRate::new(240, std::time::Duration::from_secs(5));
         let t = Timeouts::default().with_idle(std::time::Duration::from_millis(IDLE));
-        let mut sh = Shared::new(Limits::DEFAULT.with_min_body_rate(Some(rate)), t);
+        let mut sh = WorkerState::new(Limits::DEFAULT.with_min_body_rate(Some(rate)), t);
         let p = std::rc::Rc::new(std::cell::RefCell::new(Pieces { pause: true, ..Pieces::default() }));
         let mut h = Streamed(p.clone());
         let mut c = Conn::new(&sh);

@@ -18,7 +18,7 @@
 //! | `deadline` | header, idle, deferred, body-rate and drain deadlines |
 //! | `guard` | calling user code so that a panic costs one request |
 //!
-//! The per-worker state every connection shares is [`super::Shared`].
+//! The per-worker state every connection shares is [`super::WorkerState`].
 
 mod deadline;
 mod decode;
@@ -46,7 +46,7 @@ use state::State;
 use super::answer::{Completion, Outcome, UpgradeFn, UpgradePermit};
 use super::handler::Handler;
 use super::scan::HeadScan;
-use super::worker_state::Shared;
+use super::worker_state::WorkerState;
 
 /// What became of the bytes at the front of a buffer in [`State::Head`].
 enum Step {
@@ -62,7 +62,7 @@ enum Step {
 impl Conn {
     /// A freshly accepted connection; its first request must arrive within
     /// the header timeout.
-    pub fn new(sh: &Shared) -> Conn {
+    pub fn new(sh: &WorkerState) -> Conn {
         Conn {
             pending: Vec::new(),
             scan: HeadScan::default(),
@@ -80,7 +80,7 @@ impl Conn {
 
     /// Processes received bytes: every complete request is answered by
     /// `handler`, in order, and its response appended to the output.
-    pub fn on_read<H: Handler>(&mut self, data: &[u8], sh: &mut Shared, handler: &mut H) {
+    pub fn on_read<H: Handler>(&mut self, data: &[u8], sh: &mut WorkerState, handler: &mut H) {
         if matches!(self.state, State::Closed) {
             self.unread |= !data.is_empty();
             return;
@@ -107,7 +107,7 @@ impl Conn {
     /// Answers requests held back while the output was above
     /// [`OUTPUT_HIGH_WATER`]; drivers call it when the output has dropped
     /// below and [`Conn::has_pending_input`] says there is something.
-    pub fn resume<H: Handler>(&mut self, sh: &mut Shared, handler: &mut H) {
+    pub fn resume<H: Handler>(&mut self, sh: &mut WorkerState, handler: &mut H) {
         if matches!(self.state, State::Closed) || self.pending.is_empty() || self.paused() {
             return;
         }
@@ -138,7 +138,7 @@ impl Conn {
     /// Nor while a streamed body is paused by its reader (flow control:
     /// the client's send blocks once the kernel's buffers are full), nor
     /// once a `101` is framed (the rest is the new protocol's).
-    pub fn wants_input(&self, sh: &Shared) -> bool {
+    pub fn wants_input(&self, sh: &WorkerState) -> bool {
         if self.body_paused() || matches!(self.state, State::Upgrade) {
             return false;
         }
@@ -167,13 +167,13 @@ impl Conn {
     }
 
     /// Answers the deferred request `seq` with `outcome` (a completion the
-    /// driver took from [`Shared::take_completions`] for this connection),
+    /// driver took from [`WorkerState::take_completions`] for this connection),
     /// then the requests that waited behind it. Returns false when the
     /// completion is stale (the request was answered at its deadline).
     ///
     /// A resume of a paused body ([`crate::Resume`]) lets the body go on;
     /// a stream's notice takes from the stream this connection sends.
-    pub fn complete<H: Handler>(&mut self, completion: Completion, sh: &mut Shared, handler: &mut H) -> bool {
+    pub fn complete<H: Handler>(&mut self, completion: Completion, sh: &mut WorkerState, handler: &mut H) -> bool {
         match completion.outcome {
             Outcome::Resume => {
                 if !self.unpause(completion.seq, sh) {
@@ -209,7 +209,7 @@ impl Conn {
     /// now; false when it answered a deferred request `504` or a body that
     /// came too slowly `408` instead (and closes once that is sent), or
     /// waits on a quiet stream's writer.
-    pub fn on_deadline(&mut self, sh: &mut Shared) -> bool {
+    pub fn on_deadline(&mut self, sh: &mut WorkerState) -> bool {
         if self.body_too_slow(sh) {
             log::debug!("a request body came slower than the minimum rate; answering 408");
             self.fail(408, sh);
@@ -227,7 +227,7 @@ impl Conn {
 
     /// The peer will send nothing more. A request cut short gets no answer;
     /// output already framed is still sent, then the connection closes.
-    pub fn on_eof(&mut self, sh: &mut Shared) {
+    pub fn on_eof(&mut self, sh: &mut WorkerState) {
         self.peer_done = true;
         self.settle(sh);
     }
@@ -241,7 +241,7 @@ impl Conn {
     /// request that comes within the grace is answered (with `close`)
     /// instead of being cut off (a client learns that a connection closes
     /// only from a response; RFC 9112 §9.6).
-    pub fn start_drain(&mut self, sh: &Shared) {
+    pub fn start_drain(&mut self, sh: &WorkerState) {
         if let Some(st) = self.stream() {
             st.pipe.set_draining();
         }
@@ -252,7 +252,7 @@ impl Conn {
     /// last response were still on their way to the client (in the
     /// driver's send, or unacknowledged at the socket): the client cannot
     /// have sent its next request yet, so the grace starts again.
-    pub fn await_delivery(&mut self, sh: &Shared) {
+    pub fn await_delivery(&mut self, sh: &WorkerState) {
         self.wait_idle(sh);
     }
 
@@ -273,7 +273,7 @@ impl Conn {
     }
 
     /// Returns every buffer to the pool; call when the connection closes.
-    pub fn release(mut self, sh: &mut Shared) {
+    pub fn release(mut self, sh: &mut WorkerState) {
         self.refund(sh);
         if let Some(mut b) = self.busy.take() {
             if b.stop_awaiting().is_some() {
@@ -308,7 +308,7 @@ impl Conn {
     }
 
     /// Marks `n` bytes of [`Conn::output`] as sent.
-    pub fn consume_output(&mut self, n: usize, sh: &mut Shared) {
+    pub fn consume_output(&mut self, n: usize, sh: &mut WorkerState) {
         self.out.consume(n, sh);
         self.restart_on_send(sh);
         self.refill(sh);
@@ -316,13 +316,13 @@ impl Conn {
 
     /// Moves the pending output out, for a driver that must keep the bytes
     /// still while the kernel sends them. Give the buffer back with
-    /// [`Shared::recycle`] and report completion with [`Conn::on_sent`].
+    /// [`WorkerState::recycle`] and report completion with [`Conn::on_sent`].
     pub fn take_output(&mut self) -> Vec<u8> {
         self.out.take()
     }
 
     /// A send taken with [`Conn::take_output`] progressed.
-    pub fn on_sent(&mut self, sh: &Shared) {
+    pub fn on_sent(&mut self, sh: &WorkerState) {
         self.restart_on_send(sh);
     }
 
@@ -330,7 +330,7 @@ impl Conn {
 
     /// Processes `pending`, unless paused. An incomplete head at its front
     /// is only scanned on from where the last read left it.
-    fn run_pending<H: Handler>(&mut self, sh: &mut Shared, handler: &mut H) {
+    fn run_pending<H: Handler>(&mut self, sh: &mut WorkerState, handler: &mut H) {
         if self.paused() {
             return;
         }
@@ -346,7 +346,7 @@ impl Conn {
     }
 
     /// Frees what a closed connection no longer needs and re-arms the timer.
-    fn settle(&mut self, sh: &mut Shared) {
+    fn settle(&mut self, sh: &mut WorkerState) {
         // After the peer's end, only complete requests held back by the
         // high-water mark are worth keeping; once they are answered (or if
         // there are none) the connection is done.
@@ -361,7 +361,7 @@ impl Conn {
 
     /// Runs the state machine over `buf`; returns how many bytes it used.
     /// Bytes not used are the start of an incomplete head.
-    fn process<H: Handler>(&mut self, buf: &[u8], sh: &mut Shared, handler: &mut H) -> usize {
+    fn process<H: Handler>(&mut self, buf: &[u8], sh: &mut WorkerState, handler: &mut H) -> usize {
         let mut pos = 0;
         loop {
             match self.state {
@@ -394,7 +394,7 @@ impl Conn {
 
     /// Parses a head at the front of `buf` and answers it, or sets up the
     /// wait for its body.
-    fn take_head<H: Handler>(&mut self, buf: &[u8], sh: &mut Shared, handler: &mut H) -> Step {
+    fn take_head<H: Handler>(&mut self, buf: &[u8], sh: &mut WorkerState, handler: &mut H) -> Step {
         let mut room = head::slots();
         let head = match head::parse(buf, &mut self.scan, &sh.limits, &mut room) {
             Parse::Partial => return Step::Partial,
@@ -445,8 +445,8 @@ mod tests {
         res.body(req.path());
     }
 
-    fn worker() -> Shared {
-        Shared::new(Limits::default(), Timeouts::default())
+    fn worker() -> WorkerState {
+        WorkerState::new(Limits::default(), Timeouts::default())
     }
 
     #[test]

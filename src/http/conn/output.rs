@@ -15,7 +15,7 @@
 //!   submitted them returns, so they must not move: the driver takes them
 //!   with [`Conn::take_output`] and keeps them until the send completes,
 //!   reports progress with [`Conn::on_sent`], gives the buffer back with
-//!   [`crate::http::Shared::recycle`], and, with no send in flight, calls
+//!   [`crate::http::WorkerState::recycle`], and, with no send in flight, calls
 //!   [`Conn::refill`] to take more of a streamed body.
 //!
 //! Either way a file body goes after every byte of the output:
@@ -38,7 +38,7 @@
 use std::mem;
 
 use crate::http::answer::Response;
-use crate::http::worker_state::Shared;
+use crate::http::worker_state::WorkerState;
 
 /// Output not yet sent beyond which a driver stops reading from the
 /// connection: a client that does not read its responses stops being read.
@@ -100,7 +100,7 @@ impl Output {
 
     /// Marks `n` bytes as sent; the buffer goes back to the pool once all
     /// of it is.
-    pub(super) fn consume(&mut self, n: usize, sh: &mut Shared) {
+    pub(super) fn consume(&mut self, n: usize, sh: &mut WorkerState) {
         self.sent += n;
         debug_assert!(self.sent <= self.buf.len());
         if self.sent >= self.buf.len() {
@@ -120,7 +120,7 @@ impl Output {
     }
 
     /// The buffer to append to, taken from the pool if there is none.
-    pub(super) fn buf(&mut self, sh: &mut Shared) -> &mut Vec<u8> {
+    pub(super) fn buf(&mut self, sh: &mut WorkerState) -> &mut Vec<u8> {
         if self.buf.capacity() == 0 {
             self.buf = sh.buffer();
         }
@@ -132,7 +132,7 @@ impl Output {
     /// (meaningful for [`Body::Later`]). An invalid response becomes a
     /// `500` here. Every response a connection sends goes through this.
     #[inline]
-    pub(super) fn emit(&mut self, res: &mut Response, frame: Frame, body: Body, sh: &mut Shared) -> bool {
+    pub(super) fn emit(&mut self, res: &mut Response, frame: Frame, body: Body, sh: &mut WorkerState) -> bool {
         if let Some(c) = sh.counters {
             c.response(res.status_code());
         }
@@ -156,7 +156,7 @@ impl Output {
     }
 
     /// Gives the buffer back to the pool.
-    pub(super) fn release(self, sh: &mut Shared) {
+    pub(super) fn release(self, sh: &mut WorkerState) {
         sh.recycle(self.buf);
     }
 }
@@ -169,7 +169,7 @@ mod tests {
     const OPEN: Frame = Frame { head_only: false, close: false, keep_alive_10: false };
 
     fn emitted(res: &mut Response, frame: Frame, body: Body) -> (String, bool) {
-        let mut sh = Shared::new(Limits::default(), Timeouts::default());
+        let mut sh = WorkerState::new(Limits::default(), Timeouts::default());
         let mut out = Output::default();
         let bodyless = out.emit(res, frame, body, &mut sh);
         let text = String::from_utf8(out.take()).unwrap();
@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn sent_bytes_leave_the_front_and_an_empty_output_frees_its_buffer() {
-        let mut sh = Shared::new(Limits::default(), Timeouts::default());
+        let mut sh = WorkerState::new(Limits::default(), Timeouts::default());
         let mut out = Output::default();
         out.buf(&mut sh).extend_from_slice(b"abcdef");
         out.consume(2, &mut sh);

@@ -18,7 +18,7 @@ use crate::http::access::{LineRequest, LoggedRequest};
 use crate::http::answer::{reason, Live, Outcome, Response, UpgradeFn};
 use crate::http::request::{Request, Version};
 use crate::http::scan::HeadScan;
-use crate::http::worker_state::Shared;
+use crate::http::worker_state::WorkerState;
 use crate::ipc::Counter;
 
 /// How an error response is framed: it closes the connection.
@@ -29,7 +29,7 @@ impl Conn {
     pub(super) fn respond(
         &mut self,
         req: &Request<'_>,
-        sh: &mut Shared,
+        sh: &mut WorkerState,
         answer: impl FnOnce(&Request<'_>, &mut Response),
     ) {
         self.stop_header_timer();
@@ -91,7 +91,7 @@ impl Conn {
     /// it (a GET or HEAD's `Range` and conditional fields apply to a file)
     /// and starts sending the body.
     #[cold]
-    fn respond_with_body(&mut self, req: &Request<'_>, res: &mut Response, frame: Frame, sh: &mut Shared) {
+    fn respond_with_body(&mut self, req: &Request<'_>, res: &mut Response, frame: Frame, sh: &mut WorkerState) {
         if let Some(c) = sh.counters {
             c.inc(Counter::Requests);
         }
@@ -115,7 +115,7 @@ impl Conn {
 
     /// Answers a request whose body the handler refused, with `res`, and
     /// closes: the body is never read.
-    pub(super) fn refuse(&mut self, req: &Request<'_>, mut res: Response, sh: &mut Shared) {
+    pub(super) fn refuse(&mut self, req: &Request<'_>, mut res: Response, sh: &mut WorkerState) {
         if let Some(c) = sh.counters {
             c.inc(Counter::Requests);
         }
@@ -141,7 +141,7 @@ impl Conn {
     }
 
     /// Waits for the responder the handler took for `req`.
-    fn defer(&mut self, req: &Request<'_>, res: &mut Response, sh: &mut Shared) {
+    fn defer(&mut self, req: &Request<'_>, res: &mut Response, sh: &mut WorkerState) {
         let b = self.busy();
         b.deferred_seq += 1;
         let seq = b.deferred_seq;
@@ -168,7 +168,7 @@ impl Conn {
     /// Answers the deferred request `seq` with `outcome` (a response, or
     /// its responder's drop). False when the completion is stale: the
     /// request was answered at its deadline, or is not this connection's.
-    pub(super) fn answer_deferred(&mut self, seq: u64, outcome: Outcome, sh: &mut Shared) -> bool {
+    pub(super) fn answer_deferred(&mut self, seq: u64, outcome: Outcome, sh: &mut WorkerState) -> bool {
         let Some(b) = self.busy.as_mut().filter(|b| b.awaiting.as_ref().is_some_and(|a| a.seq == seq)) else {
             return false;
         };
@@ -211,7 +211,7 @@ impl Conn {
     /// upgraded (then the answer is `500`, or `503` while draining or with
     /// [`crate::Limits::max_upgraded`] connections upgraded already).
     #[cold]
-    fn upgrade(&mut self, req: &Request<'_>, res: &mut Response, take: UpgradeFn, sh: &mut Shared) -> bool {
+    fn upgrade(&mut self, req: &Request<'_>, res: &mut Response, take: UpgradeFn, sh: &mut WorkerState) -> bool {
         if res.status_code() != 101 {
             return false;
         }
@@ -247,7 +247,7 @@ impl Conn {
     }
 
     /// Answers with an error status and closes.
-    pub(super) fn fail(&mut self, status: u16, sh: &mut Shared) {
+    pub(super) fn fail(&mut self, status: u16, sh: &mut WorkerState) {
         log::debug!("request rejected: {status} {}", reason(status));
         if let Some(c) = sh.counters {
             c.inc(Counter::ParseErrors);
@@ -272,15 +272,15 @@ mod tests {
 
     const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
 
-    fn worker() -> Shared {
-        Shared::new(Limits::DEFAULT.with_max_deferred(1), Timeouts::default())
+    fn worker() -> WorkerState {
+        WorkerState::new(Limits::DEFAULT.with_max_deferred(1), Timeouts::default())
     }
 
     fn status(out: &[u8]) -> &str {
         std::str::from_utf8(&out[9..12]).unwrap()
     }
 
-    fn take(sh: &Shared) -> Completion {
+    fn take(sh: &WorkerState) -> Completion {
         let mut batch = Vec::new();
         sh.take_completions(&mut batch);
         assert_eq!(batch.len(), 1);

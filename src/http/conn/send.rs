@@ -15,7 +15,7 @@ use crate::http::answer::{
     fmt_u64, frame_chunk, plan_file, FileBody, FileOut, Kind, Pipe, Plan, Response, LAST_CHUNK, STREAM_OUTPUT_ROOM,
 };
 use crate::http::date::format_imf;
-use crate::http::worker_state::Shared;
+use crate::http::worker_state::WorkerState;
 
 /// How to frame an answer whose body is a stream or a file: what the
 /// request said.
@@ -43,7 +43,7 @@ impl Conn {
     /// Frames a response whose body is a stream or a file, and starts
     /// sending that body.
     #[cold]
-    pub(super) fn start_body(&mut self, res: &mut Response, a: &Answer<'_>, sh: &mut Shared) {
+    pub(super) fn start_body(&mut self, res: &mut Response, a: &Answer<'_>, sh: &mut WorkerState) {
         match res.take_kind() {
             Kind::Bytes => {
                 self.out.emit(res, a.frame, Body::Whole, sh);
@@ -58,7 +58,7 @@ impl Conn {
 
     /// Sends the head of a streamed response and starts taking from its
     /// pipe: chunked for HTTP/1.1, ended by the close for HTTP/1.0.
-    fn start_stream(&mut self, res: &mut Response, pipe: Arc<Pipe>, a: &Answer<'_>, sh: &mut Shared) {
+    fn start_stream(&mut self, res: &mut Response, pipe: Arc<Pipe>, a: &Answer<'_>, sh: &mut WorkerState) {
         let chunked = !a.http10;
         let close = a.frame.close || !chunked;
         let frame = Frame { close, keep_alive_10: a.frame.keep_alive_10 && !close, ..a.frame };
@@ -80,7 +80,7 @@ impl Conn {
 
     /// Sends the head of a file response (after `Range` and
     /// `If-Modified-Since`) and queues its bytes after it.
-    fn start_file(&mut self, res: &mut Response, body: FileBody, a: &Answer<'_>, sh: &mut Shared) {
+    fn start_file(&mut self, res: &mut Response, body: FileBody, a: &Answer<'_>, sh: &mut WorkerState) {
         let plan = match &a.conditional {
             Some(c) if res.status_code() == 200 => {
                 plan_file(c.range, c.if_range, c.if_modified_since, body.total, body.mtime)
@@ -140,7 +140,7 @@ impl Conn {
     /// has; a driver that sends with [`Conn::take_output`] calls it when
     /// its send is done. Requests held back by the stream are then
     /// answered through [`Conn::resume`].
-    pub fn refill(&mut self, sh: &mut Shared) {
+    pub fn refill(&mut self, sh: &mut WorkerState) {
         let Some(st) = self.stream() else { return };
         let pipe = st.pipe.clone();
         let chunked = st.chunked;
@@ -202,7 +202,7 @@ impl Conn {
     }
 
     /// Marks `n` bytes of the file part as sent.
-    pub fn file_sent(&mut self, n: u64, sh: &mut Shared) {
+    pub fn file_sent(&mut self, n: u64, sh: &mut WorkerState) {
         let Some(b) = self.busy.as_mut() else { return };
         let Some(f) = &mut b.file else { return };
         let n = n.min(f.remaining);
@@ -223,7 +223,7 @@ impl Conn {
 
     /// The file body cannot be sent (it shrank, or reading it failed): the
     /// response cannot be completed, so the connection closes.
-    pub fn file_failed(&mut self, sh: &mut Shared) {
+    pub fn file_failed(&mut self, sh: &mut WorkerState) {
         if self.busy.as_mut().and_then(|b| b.file.take()).is_some() {
             self.close_input(sh);
         }
@@ -251,7 +251,7 @@ mod tests {
     }
 
     fn serve(req: &[u8]) -> (String, Option<(u64, u64)>, bool) {
-        let mut sh = Shared::new(Limits::default(), Timeouts::default());
+        let mut sh = WorkerState::new(Limits::default(), Timeouts::default());
         let mut c = Conn::new(&sh);
         c.on_read(req, &mut sh, &mut |_: &Request<'_>, res: &mut Response| {
             res.file(file_of(b"0123456789")).unwrap();
@@ -286,7 +286,7 @@ mod tests {
 
     #[test]
     fn a_stream_is_framed_as_chunks_and_ended_by_its_writer() {
-        let mut sh = Shared::new(Limits::default(), Timeouts::default());
+        let mut sh = WorkerState::new(Limits::default(), Timeouts::default());
         let mut c = Conn::new(&sh);
         let mut writer = None;
         c.on_read(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &mut sh, &mut |_: &Request<'_>, res: &mut Response| {
@@ -310,7 +310,7 @@ mod tests {
     /// What a connection whose response ended during a drain does with
     /// the request after it: answers it with `Connection: close`, then
     /// closes with nothing of the client's unread.
-    fn answers_the_next_request_with_close(c: &mut Conn, sh: &mut Shared) {
+    fn answers_the_next_request_with_close(c: &mut Conn, sh: &mut WorkerState) {
         let n = c.output_len();
         c.consume_output(n, sh);
         assert!(!c.is_closing() && c.is_idle(), "its head promised a next request");
@@ -323,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_file_whose_head_went_out_before_a_drain_keeps_the_next_request() {
-        let mut sh = Shared::new(Limits::default(), Timeouts::default());
+        let mut sh = WorkerState::new(Limits::default(), Timeouts::default());
         let mut c = Conn::new(&sh);
         c.on_read(GET, &mut sh, &mut |_: &Request<'_>, res: &mut Response| {
             res.file(file_of(b"0123456789")).unwrap();
@@ -338,7 +338,7 @@ mod tests {
 
     #[test]
     fn a_request_that_waited_behind_a_file_is_answered_when_a_drain_comes() {
-        let mut sh = Shared::new(Limits::default(), Timeouts::default());
+        let mut sh = WorkerState::new(Limits::default(), Timeouts::default());
         let mut c = Conn::new(&sh);
         let mut h = |req: &Request<'_>, res: &mut Response| {
             if req.path() == "/f" {
@@ -362,7 +362,7 @@ mod tests {
 
     #[test]
     fn a_body_being_sent_during_a_drain_is_waited_on_as_while_serving() {
-        let mut sh = Shared::new(Limits::default(), Timeouts::default());
+        let mut sh = WorkerState::new(Limits::default(), Timeouts::default());
         let mut c = Conn::new(&sh);
         c.on_read(GET, &mut sh, &mut |_: &Request<'_>, res: &mut Response| {
             res.file(file_of(b"0123456789")).unwrap();
@@ -380,7 +380,7 @@ mod tests {
 
     #[test]
     fn a_stream_whose_head_went_out_before_a_drain_keeps_the_next_request() {
-        let mut sh = Shared::new(Limits::default(), Timeouts::default());
+        let mut sh = WorkerState::new(Limits::default(), Timeouts::default());
         let mut c = Conn::new(&sh);
         let mut writer = None;
         c.on_read(GET, &mut sh, &mut |_: &Request<'_>, res: &mut Response| {
@@ -398,7 +398,7 @@ mod tests {
 
     #[test]
     fn a_stream_dropped_before_its_end_closes_the_connection() {
-        let mut sh = Shared::new(Limits::default(), Timeouts::default());
+        let mut sh = WorkerState::new(Limits::default(), Timeouts::default());
         let mut c = Conn::new(&sh);
         let mut writer = None;
         c.on_read(b"GET / HTTP/1.0\r\n\r\n", &mut sh, &mut |_: &Request<'_>, res: &mut Response| {

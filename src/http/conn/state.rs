@@ -18,7 +18,7 @@ use crate::http::access::LoggedRequest;
 use crate::http::answer::{FileOut, Live, Pipe, UpgradeFn, UpgradePermit};
 use crate::http::body::BodyReader;
 use crate::http::scan::HeadScan;
-use crate::http::worker_state::Shared;
+use crate::http::worker_state::WorkerState;
 
 /// Where the connection is in the request cycle.
 #[derive(Debug)]
@@ -50,7 +50,7 @@ pub struct Conn {
     pub(super) out: Output,
     /// Where the connection is in the request cycle.
     pub(super) state: State,
-    /// When the connection's current wait ends, in [`Shared::now_ms`] time.
+    /// When the connection's current wait ends, in [`WorkerState::now_ms`] time.
     pub(super) deadline: u64,
     /// The driver's token for this connection, carried by its responders.
     pub(super) token: u64,
@@ -82,7 +82,7 @@ pub(super) struct Busy {
     pub(super) held: Vec<u8>,
     /// Length of the head at the front of `held`.
     pub(super) head_len: usize,
-    /// This connection's share of [`Shared`]'s body budget.
+    /// This connection's share of [`WorkerState`]'s body budget.
     pub(super) body_charged: usize,
     /// Requests deferred on this connection so far (the last one's number).
     pub(super) deferred_seq: u64,
@@ -118,7 +118,7 @@ pub(super) struct Busy {
 /// deadline room reads it (`deadline`).
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct BodyClock {
-    /// When the body began to be waited on, in [`Shared::now_ms`] time,
+    /// When the body began to be waited on, in [`WorkerState::now_ms`] time,
     /// moved later by each pause its reader made: `now - from_ms` is the
     /// time the client has had.
     pub(super) from_ms: u64,
@@ -235,7 +235,7 @@ impl Conn {
 
     /// Takes `n` more bytes of the worker's body budget for this
     /// connection; false (nothing taken) when the budget is spent.
-    pub(super) fn charge(&mut self, sh: &mut Shared, n: usize) -> bool {
+    pub(super) fn charge(&mut self, sh: &mut WorkerState, n: usize) -> bool {
         if !sh.take_body_budget(n) {
             return false;
         }
@@ -244,7 +244,7 @@ impl Conn {
     }
 
     /// Gives this connection's share of the body budget back.
-    pub(super) fn refund(&mut self, sh: &mut Shared) {
+    pub(super) fn refund(&mut self, sh: &mut WorkerState) {
         if let Some(b) = self.busy.as_mut() {
             sh.return_body_budget(b.body_charged);
             b.body_charged = 0;
@@ -254,14 +254,14 @@ impl Conn {
     /// Closes the input right after a complete request was answered:
     /// nothing of the client's is left unread unless later bytes are
     /// already buffered (or arrive).
-    pub(super) fn close_after_request(&mut self, sh: &mut Shared) {
+    pub(super) fn close_after_request(&mut self, sh: &mut WorkerState) {
         let unread = self.unread || !self.pending.is_empty();
         self.close_input(sh);
         self.unread = unread;
     }
 
     /// Closes the input where more of it may follow (see [`Conn::unread`]).
-    pub(super) fn close_input(&mut self, sh: &mut Shared) {
+    pub(super) fn close_input(&mut self, sh: &mut WorkerState) {
         self.unread = !self.peer_done;
         self.refund(sh);
         self.state = State::Closed;
@@ -283,7 +283,7 @@ mod tests {
 
     #[test]
     fn input_closed_after_a_request_is_unread_only_if_bytes_follow() {
-        let mut sh = Shared::new(Limits::default(), Timeouts::default());
+        let mut sh = WorkerState::new(Limits::default(), Timeouts::default());
         let mut c = Conn::new(&sh);
         c.close_after_request(&mut sh);
         assert!(c.is_closing() && !c.may_have_unread_input());
@@ -301,7 +301,7 @@ mod tests {
 
     #[test]
     fn a_connections_share_of_the_body_budget_comes_back_whole() {
-        let mut sh = Shared::new(Limits::DEFAULT.with_max_buffered_bodies(10), Timeouts::default());
+        let mut sh = WorkerState::new(Limits::DEFAULT.with_max_buffered_bodies(10), Timeouts::default());
         let mut c = Conn::new(&sh);
         assert!(c.charge(&mut sh, 6) && c.charge(&mut sh, 4));
         assert!(!c.charge(&mut sh, 1), "spent");
