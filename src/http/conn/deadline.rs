@@ -87,11 +87,14 @@ impl Conn {
         self.header_timer = false;
     }
 
-    /// Waits as an idle connection does (less while draining); a body
-    /// being received waits no longer than its rate allows.
+    /// Waits as an idle connection does (less while draining, when it has
+    /// nothing to send: the drain's grace is for idle connections, and a
+    /// reader of a response under way keeps the idle timeout between its
+    /// reads); a body being received waits no longer than its rate
+    /// allows.
     pub(super) fn wait_idle(&mut self, sh: &Shared) {
         self.header_timer = false;
-        self.deadline = sh.now_ms + sh.idle_wait();
+        self.deadline = sh.now_ms + if self.is_idle() { sh.idle_wait() } else { sh.idle_ms };
         if let Some(expiry) = self.body_rate_expiry(sh) {
             self.deadline = self.deadline.min(expiry);
         }
@@ -258,6 +261,25 @@ mod tests {
         let before = busy.deadline();
         busy.start_drain(&sh);
         assert_eq!(busy.deadline(), before, "a head under way keeps its own timer");
+    }
+
+    #[test]
+    fn a_draining_worker_waits_the_idle_timeout_on_a_response_being_sent() {
+        let mut sh = worker();
+        let mut c = Conn::new(&sh);
+        let mut big = |_: &Request<'_>, res: &mut Response| {
+            res.body_mut().resize(1 << 20, b'x');
+        };
+        c.on_read(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &mut sh, &mut big);
+        sh.set_draining();
+        sh.now_ms = 1_000;
+        c.start_drain(&sh);
+        c.consume_output(1000, &mut sh);
+        assert_eq!(c.deadline(), 1_000 + IDLE, "a slow reader is no idle connection");
+        sh.now_ms = 2_000;
+        let n = c.output_len();
+        c.consume_output(n, &mut sh);
+        assert_eq!(c.deadline(), 2_000 + DRAIN_IDLE_GRACE_MS, "all sent: idle, the grace");
     }
 
     #[test]
