@@ -132,6 +132,10 @@ impl Connection {
                     // straight from the page cache to the socket.
                     let want = remaining.min(FILE_CHUNK as u64) as usize;
                     let mut off = offset as libc::off64_t;
+                    // A short transfer is no sign of a full socket here (a
+                    // signal, or the page cache, can end a sendfile early,
+                    // and then no edge would come): only `EAGAIN` clears
+                    // `writable`.
                     match sendfile64(self.fd.as_fd(), file, Some(&mut off), want) {
                         Ok(0) => {
                             log::warn!("a file body ended early (the file shrank); closing the connection");
@@ -140,9 +144,6 @@ impl Connection {
                         Ok(n) => {
                             sh.count_bytes(0, n);
                             self.http.file_sent(n as u64, sh);
-                            if n < want {
-                                self.writable = false;
-                            }
                             self.http.resume(sh, handler);
                         }
                         Err(Errno::EAGAIN) => self.writable = false,
