@@ -180,6 +180,7 @@ impl WorkerState {
     pub fn set_counters(&mut self, counters: &'static Counters) {
         self.counters = Some(counters);
         self.publish_body_bytes();
+        self.publish_deferred();
     }
 
     /// Counts an accepted connection.
@@ -309,12 +310,22 @@ impl WorkerState {
     /// One more deferred response is waited on.
     pub(super) fn deferred_started(&mut self) {
         self.deferred += 1;
+        self.publish_deferred();
     }
 
     /// A deferred response is no longer waited on (answered, timed out, or
     /// its connection closed).
     pub(super) fn deferred_ended(&mut self) {
         self.deferred -= 1;
+        self.publish_deferred();
+    }
+
+    /// Shows the deferred responses waited on to the master
+    /// ([`Counter::DeferredInFlight`]).
+    fn publish_deferred(&self) {
+        if let Some(c) = self.counters {
+            c.set(Counter::DeferredInFlight, self.deferred as u64);
+        }
     }
 
     /// A place for one more upgraded connection under

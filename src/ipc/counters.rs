@@ -65,10 +65,13 @@ pub enum Counter {
     PoolQueued,
     /// Threads of the worker's blocking pool running a job (a gauge).
     PoolBusy,
+    /// Deferred responses the worker waits on now, against
+    /// [`crate::Limits::max_deferred`] (a gauge).
+    DeferredInFlight,
 }
 
 /// How many counters there are.
-const N: usize = Counter::PoolBusy as usize + 1;
+const N: usize = Counter::DeferredInFlight as usize + 1;
 
 /// Upper bounds of the latency histogram's buckets, in microseconds (the
 /// last bucket, past the last bound, is `+Inf`).
@@ -210,7 +213,8 @@ impl Counters {
     }
 
     /// Zeroes the gauges (open and upgraded connections, body bytes held,
-    /// the blocking pool's queue and busy threads): the master calls this
+    /// the blocking pool's queue and busy threads, deferred responses in
+    /// flight): the master calls this
     /// when a slot's worker has died, before forking its replacement, since
     /// the dead worker's connections and threads died with it. Totals are
     /// kept.
@@ -221,6 +225,7 @@ impl Counters {
             Counter::BodyBytes,
             Counter::PoolQueued,
             Counter::PoolBusy,
+            Counter::DeferredInFlight,
         ] {
             self.v[c as usize].store(0, Ordering::Relaxed);
         }
@@ -250,6 +255,7 @@ impl Counters {
             body_bytes: g(Counter::BodyBytes),
             pool_queued: g(Counter::PoolQueued),
             pool_busy: g(Counter::PoolBusy),
+            deferred_in_flight: g(Counter::DeferredInFlight),
             latency: Histogram {
                 buckets: std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
                 sum_us: self.latency_sum_us.load(Ordering::Relaxed),
@@ -347,6 +353,8 @@ pub struct Snapshot {
     pub pool_queued: u64,
     /// Threads of the blocking pool running a job (a gauge).
     pub pool_busy: u64,
+    /// Deferred responses waited on now (a gauge).
+    pub deferred_in_flight: u64,
     /// Request latencies.
     pub latency: Histogram,
 }
@@ -379,6 +387,7 @@ impl AddAssign for Snapshot {
         self.body_bytes = self.body_bytes.wrapping_add(o.body_bytes);
         self.pool_queued = self.pool_queued.wrapping_add(o.pool_queued);
         self.pool_busy = self.pool_busy.wrapping_add(o.pool_busy);
+        self.deferred_in_flight = self.deferred_in_flight.wrapping_add(o.deferred_in_flight);
         self.latency += o.latency;
     }
 }
@@ -455,7 +464,10 @@ mod tests {
         c.add_shared(Counter::PoolBusy, 1);
         c.add_shared(Counter::PoolQueued, u64::MAX);
         assert_eq!((c.snapshot().pool_queued, c.snapshot().pool_busy), (1, 1));
+        c.set(Counter::DeferredInFlight, 3);
+        assert_eq!(c.snapshot().deferred_in_flight, 3);
         c.reset_gauges();
+        assert_eq!(c.snapshot().deferred_in_flight, 0);
         assert_eq!(c.snapshot().open_connections, 0);
         assert_eq!(c.snapshot().upgraded_connections, 0);
         assert_eq!(c.snapshot().body_bytes, 0);

@@ -289,6 +289,13 @@ impl Metrics {
             c.pool_queued
         });
         per_slot(out, "forkring_pool_busy", "gauge", "Threads of the blocking pool running a job.", |c| c.pool_busy);
+        per_slot(
+            out,
+            "forkring_deferred_in_flight",
+            "gauge",
+            "Deferred responses waited on, against the worker's cap.",
+            |c| c.deferred_in_flight,
+        );
         head(
             out,
             "forkring_request_duration_seconds",

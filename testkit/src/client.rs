@@ -17,7 +17,7 @@ use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::Duration;
 
-use crate::http::{self as kit_http, show, CloseOutcome, Framing, Response};
+use crate::http::{self as kit_http, show, CloseOutcome, Framing, ReadError, Response};
 
 /// Default bound on any single client-side wait (one response, one close).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,9 +94,14 @@ impl Client {
     /// chunked, or to the close: a streamed body) within `timeout`; panics
     /// on any error.
     pub fn response_any(&mut self, head_request: bool, timeout: Duration) -> Response {
+        self.try_response_any(head_request, timeout).unwrap_or_else(|e| panic!("reading a response: {e}"))
+    }
+
+    /// [`Client::response_any`], saying how the read failed instead of
+    /// panicking.
+    pub fn try_response_any(&mut self, head_request: bool, timeout: Duration) -> Result<Response, ReadError> {
         self.stream.set_read_timeout(Some(timeout.min(IO_TIMEOUT))).unwrap();
         kit_http::read_response(&mut self.stream, &mut self.buf, head_request, timeout)
-            .unwrap_or_else(|e| panic!("reading a response: {e}"))
     }
 
     /// Reads one response to a non-HEAD request; panics on any error.

@@ -137,6 +137,10 @@ impl Connection {
                     // straight from the page cache to the socket.
                     let want = remaining.min(FILE_CHUNK as u64) as usize;
                     let mut off = offset as libc::off64_t;
+                    // A short transfer is no sign of a full socket here (a
+                    // signal, or the page cache, can end a sendfile early,
+                    // and then no edge would come): only `EAGAIN` clears
+                    // `writable`.
                     match sendfile64(self.fd.as_fd(), file, Some(&mut off), want) {
                         Ok(0) => {
                             log::warn!("a file body ended early (the file shrank); closing the connection");

@@ -6,10 +6,11 @@
 //!
 //! - Connections are registered edge-triggered for input, output and peer
 //!   hang-up. Each keeps two readiness bits, `readable` and `writable`, that
-//!   an event sets and a `WouldBlock` (or a short transfer) clears, so the
-//!   loop knows without a system call whether trying again can make progress,
-//!   and an edge is never lost when the loop stops early on purpose (output
-//!   above [`crate::http::OUTPUT_HIGH_WATER`]).
+//!   an event sets and a `WouldBlock` (or a short read or send, never a
+//!   short `sendfile`) clears, so the loop knows without a system call
+//!   whether trying again can make progress, and an edge is never lost when
+//!   the loop stops early on purpose (output above
+//!   [`crate::http::OUTPUT_HIGH_WATER`]).
 //! - Every connection reads into one worker-wide buffer; the protocol state
 //!   copies only the incomplete tail of a read, so an idle connection holds
 //!   no buffer.

@@ -99,6 +99,11 @@ impl<H: Handler> Driver<'_, '_, H> {
         if res != -libc::ECANCELED || c.phase == Phase::Open {
             log::debug!("splice to a socket: {}", errno(-res));
         }
+        // Marked first: a connection already closing (its client reset it
+        // while this splice waited for room) is freed by the reconcile
+        // now that nothing of it is in the kernel; `close` alone would
+        // leave it, and its socket, to nobody.
+        self.mark(key);
         self.close(key);
     }
 }

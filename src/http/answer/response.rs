@@ -402,7 +402,14 @@ impl Response {
         if !self.is_bytes() {
             self.set_kind(Kind::Bytes);
         }
-        // A handler that once built a huge response should not pin it.
+        self.shed();
+    }
+
+    /// Frees a huge body or head a handler built in this (reused)
+    /// response: a handler that once built a huge response should not pin
+    /// it, not even until the next request.
+    #[inline]
+    pub(crate) fn shed(&mut self) {
         if self.body.capacity() > 1 << 20 {
             self.body = Vec::new();
         }

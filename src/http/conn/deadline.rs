@@ -263,6 +263,25 @@ mod tests {
     }
 
     #[test]
+    fn a_draining_worker_waits_the_idle_timeout_on_a_response_being_sent() {
+        let mut sh = worker();
+        let mut c = Conn::new(&sh);
+        let mut big = |_: &Request<'_>, res: &mut Response| {
+            res.body_mut().resize(1 << 20, b'x');
+        };
+        c.on_read(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &mut sh, &mut big);
+        sh.set_draining();
+        sh.now_ms = 1_000;
+        c.start_drain(&sh);
+        c.consume_output(1000, &mut sh);
+        assert_eq!(c.deadline(), 1_000 + IDLE, "a slow reader is no idle connection");
+        sh.now_ms = 2_000;
+        let n = c.output_len();
+        c.consume_output(n, &mut sh);
+        assert_eq!(c.deadline(), 2_000 + DRAIN_IDLE_GRACE_MS, "all sent: idle, the grace");
+    }
+
+    #[test]
     fn a_deferred_response_has_its_own_deadline_then_a_504() {
         let mut sh = worker();
         sh.now_ms = 7;

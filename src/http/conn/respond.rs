@@ -81,6 +81,8 @@ impl Conn {
             sh.log_access(self.socket, self.token, Some(LineRequest::of(req)), res.status_code(), bytes, sh.turn_at);
         }
         self.out.emit(&mut res, frame, Body::Whole, sh);
+        // Framed: an idle worker holds no huge body until its next request.
+        res.shed();
         sh.res = res;
         if close {
             self.close_after_request(sh);
@@ -285,6 +287,17 @@ mod tests {
         sh.take_completions(&mut batch);
         assert_eq!(batch.len(), 1);
         batch.pop().unwrap()
+    }
+
+    #[test]
+    fn a_huge_whole_answer_is_not_pinned_after_it_is_framed() {
+        let mut sh = worker();
+        let mut c = Conn::new(&sh);
+        c.on_read(GET, &mut sh, &mut |_: &Request<'_>, res: &mut Response| {
+            res.body_mut().resize(4 << 20, b'x');
+        });
+        assert_eq!(c.output_len() - c.output().windows(4).position(|w| w == b"\r\n\r\n").unwrap() - 4, 4 << 20);
+        assert!(sh.res.body_mut().capacity() <= 1 << 20, "the scratch response holds the body");
     }
 
     #[test]

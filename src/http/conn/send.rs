@@ -73,6 +73,12 @@ impl Conn {
             }
             return;
         }
+        if sh.draining() {
+            // A stream that starts during a drain (a deferred one, or one
+            // asked for on a connection still open) is told at once, as
+            // the streams under way were when the drain began.
+            pipe.set_draining();
+        }
         self.busy().stream = Some(Box::new(Streaming { pipe, chunked, close }));
         self.wait_on_send(sh);
         self.refill(sh);
@@ -394,6 +400,18 @@ mod tests {
         c.refill(&mut sh);
         assert!(c.output().ends_with(b"0\r\n\r\n") && !c.is_streaming());
         answers_the_next_request_with_close(&mut c, &mut sh);
+    }
+
+    #[test]
+    fn a_stream_that_starts_during_a_drain_is_told_at_once() {
+        let mut sh = WorkerState::new(Limits::default(), Timeouts::default());
+        sh.set_draining();
+        let mut c = Conn::new(&sh);
+        let mut writer = None;
+        c.on_read(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &mut sh, &mut |_: &Request<'_>, res: &mut Response| {
+            writer = Some(res.stream());
+        });
+        assert!(writer.unwrap().is_draining());
     }
 
     #[test]
