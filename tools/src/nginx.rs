@@ -84,6 +84,11 @@ pub struct Conf {
     pub echo: Option<Echo>,
     /// Files served under `/files/` from this directory.
     pub files: Option<PathBuf>,
+    /// `POST /upload` spooled: nginx reads the whole body (to disk past
+    /// 16 KiB, each body its own temporary file, at most 16 MiB) before
+    /// it hands it to a second server on a Unix socket in `dir`, which
+    /// answers `200`. A slow body then costs its own connection only.
+    pub spool_uploads: bool,
 }
 
 impl Conf {
@@ -104,7 +109,13 @@ impl Conf {
             ready_route: false,
             echo: None,
             files: None,
+            spool_uploads: false,
         }
+    }
+
+    /// The Unix socket of the server behind `/upload` ([`Conf::spool_uploads`]).
+    pub fn upload_socket(&self) -> PathBuf {
+        self.dir.join("upload.sock")
     }
 
     /// The pid file nginx writes.
@@ -198,7 +209,37 @@ impl Conf {
                 files.display()
             );
         }
-        let _ = write!(c, "\n        location / {{\n            return 404;\n        }}\n    }}\n}}\n");
+        if self.spool_uploads {
+            let _ = write!(
+                c,
+                "
+        location = /upload {{
+            client_max_body_size 16m;
+            client_body_buffer_size 16k;
+            proxy_request_buffering on;
+            proxy_pass http://unix:{}:/stored;
+        }}
+",
+                self.upload_socket().display()
+            );
+        }
+        let _ = write!(c, "\n        location / {{\n            return 404;\n        }}\n    }}\n");
+        if self.spool_uploads {
+            let _ = write!(
+                c,
+                "
+    server {{
+        listen unix:{};
+
+        location / {{
+            return 200 \"stored\";
+        }}
+    }}
+",
+                self.upload_socket().display()
+            );
+        }
+        c.push_str("}\n");
         c
     }
 }
@@ -253,6 +294,7 @@ mod tests {
             assert!(text.contains(want), "{want:?} missing from\n{text}");
         }
         assert!(!text.contains("/ready"));
+        assert!(!text.contains("/upload"));
         assert!(!text.contains("load_module"));
         assert_eq!(text.matches('{').count(), text.matches('}').count(), "balanced blocks");
     }
@@ -269,5 +311,24 @@ mod tests {
         assert!(text.contains("location = /ready"));
         assert!(text.contains("daemon on;"));
         assert!(!text.contains("reuseport"));
+    }
+
+    #[test]
+    fn spooled_uploads_go_to_a_second_server_on_a_socket_in_the_run_directory() {
+        let mut c = Conf::new(Path::new("/tmp/run"), "127.0.0.1:8080".into(), 1);
+        c.spool_uploads = true;
+        let text = c.render(Path::new("/nonexistent/nginx"));
+        for want in [
+            "location = /upload {",
+            "proxy_request_buffering on;",
+            "proxy_pass http://unix:/tmp/run/upload.sock:/stored;",
+            "listen unix:/tmp/run/upload.sock;",
+            "client_body_temp_path /tmp/run/client_body;",
+            "proxy_temp_path /tmp/run/proxy;",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from\n{text}");
+        }
+        assert_eq!(text.matches("server {").count(), 2);
+        assert_eq!(text.matches('{').count(), text.matches('}').count(), "balanced blocks");
     }
 }

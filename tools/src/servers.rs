@@ -404,6 +404,10 @@ pub struct NginxConfig {
     /// Files served under `/files/` from this directory, as the test
     /// fixture's `--static`.
     pub files: Option<PathBuf>,
+    /// `GET /ready` answered `200` (nginx has no separate health listener).
+    pub ready_route: bool,
+    /// `POST /upload` with nginx's body spooling ([`nginx::Conf::spool_uploads`]).
+    pub spool_uploads: bool,
 }
 
 /// An nginx master process with its temporary prefix directory.
@@ -566,6 +570,8 @@ fn nginx_conf(bin: &Path, dir: &Path, port: u16, cfg: &NginxConfig) -> String {
     c.header_timeout = Some(Duration::from_millis(cfg.header_timeout_ms));
     c.reuseport = cfg.reuseport;
     c.files = cfg.files.clone();
+    c.ready_route = cfg.ready_route;
+    c.spool_uploads = cfg.spool_uploads;
     c.render(bin)
 }
 
@@ -586,8 +592,15 @@ mod tests {
 
     #[test]
     fn the_nginx_listener_is_reuseport_when_asked() {
-        let cfg =
-            NginxConfig { workers: 4, connections: 4096, header_timeout_ms: 10_000, reuseport: true, files: None };
+        let cfg = NginxConfig {
+            workers: 4,
+            connections: 4096,
+            header_timeout_ms: 10_000,
+            reuseport: true,
+            files: None,
+            ready_route: false,
+            spool_uploads: false,
+        };
         let bin = Path::new("/nonexistent/nginx");
         let text = nginx_conf(bin, Path::new("/tmp/run"), 8080, &cfg);
         assert!(text.contains("worker_processes 4;"), "{text}");

@@ -15,8 +15,9 @@
 //! | 10 | SIGSTOP a worker, `--worker-timeout 1`, under load | replaced within 2 s; failures only on its connections |
 //! | 11 | SIGTTOU/SIGTTIN alternating every 500 ms for 20 s under connection-per-request wrk, `--balance reuseport` then `shared` | 0 failed requests, 0 resets |
 //! | 12 | rolling reloads, a binary upgrade, a scale-down and up under keep-alive wrk on every kind of answer (whole, file, stream, deferred, upload), on both backends | 0 failed requests of any kind |
+//! | 13 | a pool flood, 40 trickling bodies and 32 idle health connections at once, beside a normal client | 0 errors for the normal client; the pool's next job in its own time; every gauge back to 0 |
 //!
-//! nginx runs the scenarios that apply to it (1, 2, 4, 5, 7, 9, 11, 12) with the same
+//! nginx runs the scenarios that apply to it (1, 2, 4, 5, 7, 9, 11, 12, 13) with the same
 //! load and the same measurement; its line is the anchor, printed under
 //! forkring's, and never decides the exit status.
 
@@ -34,6 +35,7 @@ pub mod kill;
 pub mod orphans;
 pub mod reload;
 pub mod scale;
+pub mod seams;
 pub mod shutdown;
 pub mod slowloris;
 pub mod stopped;
@@ -210,6 +212,16 @@ pub fn all() -> Vec<Scenario> {
             nginx: true,
             missing: "",
         },
+        Scenario {
+            id: 13,
+            name: "seams attacked",
+            bound: "0 errors for the normal client (paced GET /, small uploads, /ready probes) beside a pool flood, \
+                    40 trickling bodies and 32 idle health connections; the pool's next job within 10 + 100 ms; \
+                    pool, deferred and body gauges back to 0",
+            run: Some(seams::run),
+            nginx: true,
+            missing: "",
+        },
     ]
 }
 
@@ -286,7 +298,15 @@ impl Server {
 
 /// nginx settings for the scenarios that do not care.
 pub fn nginx_default() -> NginxConfig {
-    NginxConfig { workers: 1, connections: 4096, header_timeout_ms: 10_000, reuseport: false, files: None }
+    NginxConfig {
+        workers: 1,
+        connections: 4096,
+        header_timeout_ms: 10_000,
+        reuseport: false,
+        files: None,
+        ready_route: false,
+        spool_uploads: false,
+    }
 }
 
 /// Sleeps until `t` (no-op if past).

@@ -161,8 +161,7 @@ impl Side {
             workers: 1,
             connections: 4 * SLOW + 1024,
             header_timeout_ms: HEADER_TIMEOUT.as_millis() as u64,
-            reuseport: false,
-            files: None,
+            ..super::nginx_default()
         };
         Ok(Side {
             srv: Server::start(ctx, target, 1, &["--header-timeout", &ht], nginx, cpu)?,
