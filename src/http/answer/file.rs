@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io;
 use std::time::UNIX_EPOCH;
 
-use crate::http::date::parse_imf;
+use crate::http::date::parse_http_date;
 
 /// A file to send as a response body.
 #[derive(Debug)]
@@ -57,7 +57,7 @@ pub(crate) fn plan(
     mtime: Option<u64>,
 ) -> Plan {
     if let (Some(ims), Some(mtime)) = (if_modified_since, mtime) {
-        if parse_imf(ims).is_some_and(|since| mtime <= since) {
+        if parse_http_date(ims).is_some_and(|since| mtime <= since) {
             return Plan::NotModified;
         }
     }
@@ -65,7 +65,7 @@ pub(crate) fn plan(
     // A validator that does not match the file (or that cannot be
     // compared: an entity tag, since none is sent) means the whole file.
     if let Some(v) = if_range {
-        let current = mtime.zip(parse_imf(v)).is_some_and(|(m, d)| m == d);
+        let current = mtime.zip(parse_http_date(v)).is_some_and(|(m, d)| m == d);
         if !current {
             return Plan::Whole;
         }
