@@ -544,3 +544,46 @@ impl fmt::Display for ListenAddr {
         }
     }
 }
+
+/// An error that trying again cannot fix: the configuration must change
+/// first (an address that is not one, a file in a socket's way, a worker
+/// that cannot start with these settings). [`crate::Server::serve`]
+/// returns it inside an [`std::io::Error`]; [`ConfigError::is`] tells it
+/// apart, so that a program can exit with status 78 (`EX_CONFIG` of
+/// sysexits.h), which a systemd unit with `RestartPreventExitStatus=78`
+/// does not restart.
+///
+/// ```
+/// let e = std::io::Error::other("bind 127.0.0.1:80: Address already in use");
+/// assert!(!forkring::ConfigError::is(&e));
+/// ```
+#[derive(Debug)]
+pub struct ConfigError {
+    /// What is wrong, in one line.
+    message: String,
+}
+
+impl ConfigError {
+    /// The exit status for a configuration error: `EX_CONFIG` of
+    /// sysexits.h.
+    pub const EXIT_STATUS: u8 = 78;
+
+    /// An `io::Error` (of kind `InvalidInput`) carrying a `ConfigError`
+    /// that says `message`.
+    pub fn io(message: impl Into<String>) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, ConfigError { message: message.into() })
+    }
+
+    /// Whether `e` carries a `ConfigError`.
+    pub fn is(e: &std::io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<ConfigError>())
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}

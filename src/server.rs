@@ -257,7 +257,7 @@ impl Server {
         F: Fn() -> H,
     {
         let Server { mut config, mut hooks } = self;
-        if let Some(b) = Backend::from_env().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))? {
+        if let Some(b) = Backend::from_env().map_err(|e| crate::config::ConfigError::io(e.to_string()))? {
             config.backend = b;
         }
         if let Some((id, listener, lifeline, ring)) = crate::worker::reexec_worker()? {
@@ -273,7 +273,7 @@ impl Server {
             return result;
         }
         if config.workers == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "workers must be at least 1"));
+            return Err(crate::config::ConfigError::io("workers must be at least 1"));
         }
         let entry = |start| crate::worker::run_forked(&config, &factory, start);
         match master::run(&config, &mut hooks, &entry)? {

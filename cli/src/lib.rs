@@ -7,8 +7,7 @@
 //!   make;
 //! - [`App`]: the product's routes (`/`, `/echo`, `/files/`);
 //! - [`parse`], [`prepare`], [`served`]: from the command line to an exit
-//!   status, with one-line usage errors (status 2) and failures to start
-//!   (status 1);
+//!   status ([`EXIT_USAGE`], [`EXIT_CONFIG`], 1), with one-line errors;
 //! - [`init_logger`]: the log on stderr, `forkring[PID] LEVEL: message`.
 //!
 //! Where it stops: routes that exist only for tests and benchmarks are the
@@ -30,6 +29,23 @@ pub use app::{method_not_allowed, App, ROUTES};
 pub use logger::init_logger;
 pub use options::{at_least_one, millis, number, Level, Millis, Options};
 
+/// The exit status of a bad flag or environment variable: `EX_USAGE` of
+/// sysexits.h.
+pub const EXIT_USAGE: u8 = 64;
+
+/// The exit status of a configuration that cannot serve (an address that is
+/// not one, a `--static` directory that is not there, a worker that cannot
+/// start with these settings): `EX_CONFIG` of sysexits.h, which systemd's
+/// `RestartPreventExitStatus=78` keeps from being restarted in a loop.
+pub const EXIT_CONFIG: u8 = forkring::ConfigError::EXIT_STATUS;
+
+/// What `--help` says after the flags: the exit statuses.
+pub const EXIT_STATUSES: &str = "\
+Exit status: 0 after a clean shutdown; 64 for a bad flag or environment
+variable; 78 for a configuration that cannot serve (a bad address, a
+missing --static directory or --user, a worker that cannot start); 1 for
+any other failure (an address in use, workers killed at the drain timeout).";
+
 /// What `--help` says after the flags: the signals the master answers.
 pub const SIGNALS: &str = "\
 Signals to the master:
@@ -50,7 +66,7 @@ logged at info level.";
 /// Parses the process's arguments with `cmd`. `Err` holds the exit status
 /// when there is nothing to serve: `--help` and `--version` print and
 /// succeed; a bad flag prints one line (`NAME: what is wrong (see
-/// --help)`) and exits with status 2.
+/// --help)`) and exits with status [`EXIT_USAGE`].
 pub fn parse<T: clap::FromArgMatches>(cmd: clap::Command) -> Result<T, ExitCode> {
     let name = cmd.get_name().to_owned();
     cmd.try_get_matches().and_then(|m| T::from_arg_matches(&m)).map_err(|e| usage(&name, e))
@@ -66,7 +82,7 @@ fn usage(name: &str, e: clap::Error) -> ExitCode {
         }
         _ => {
             eprintln!("{name}: {} (see --help)", one_line(&e.to_string()));
-            ExitCode::from(2)
+            ExitCode::from(EXIT_USAGE)
         }
     }
 }
@@ -78,36 +94,43 @@ fn one_line(text: &str) -> &str {
 }
 
 /// What every server binary does between parsing and serving: refuses a
-/// bad `FORKRING_BACKEND` (status 2), sets up the log (`rust_log`: the
-/// `RUST_LOG` value to honour, if any), logs `version`, and checks
-/// `--static` so that a typo fails the start instead of every request
-/// (status 1). Returns the builder the flags make.
+/// bad `FORKRING_BACKEND` (status [`EXIT_USAGE`]), sets up the log
+/// (`rust_log`: the `RUST_LOG` value to honour, if any), logs `version`, and
+/// checks `--static` so that a typo fails the start instead of every
+/// request (status [`EXIT_CONFIG`]). Returns the builder the flags make.
 pub fn prepare(options: &Options, version: &str, rust_log: Option<&str>) -> Result<Server, ExitCode> {
     // The library reads FORKRING_BACKEND itself; checking it here turns a
     // typo into a usage error instead of a failed start.
     if let Err(e) = Backend::from_env() {
         eprintln!("forkring: {}: {e}", Backend::ENV);
-        return Err(ExitCode::from(2));
+        return Err(ExitCode::from(EXIT_USAGE));
     }
     init_logger(options.log.map(log::LevelFilter::from), rust_log);
     log::info!("{version}");
     if let Some(dir) = &options.static_dir {
         if let Err(e) = StaticDir::new(dir) {
             eprintln!("forkring: --static {}: {}", dir.display(), strip_os_error(&e.to_string()));
-            return Err(ExitCode::FAILURE);
+            return Err(ExitCode::from(EXIT_CONFIG));
         }
     }
     Ok(options.server())
 }
 
-/// The exit status of a served cluster: 0 after a clean shutdown, 1 (with
-/// the reason on stderr) when it could not start or stopped on an error.
+/// The exit status of a served cluster: 0 after a clean shutdown;
+/// [`EXIT_CONFIG`] (with the reason on stderr) when the configuration
+/// cannot serve ([`forkring::ConfigError`]), the master's own or a
+/// worker's that could not start; 1 when it could not start or stopped on
+/// any other error.
 pub fn served(result: io::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("forkring: {}", strip_os_error(&e.to_string()));
-            ExitCode::FAILURE
+            if forkring::ConfigError::is(&e) {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

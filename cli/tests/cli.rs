@@ -74,12 +74,43 @@ fn help_lists_the_routes_and_exactly_the_flags_the_server_has() {
 }
 
 #[test]
-fn a_bad_flag_is_one_line_and_status_2() {
+fn a_bad_flag_is_one_line_and_status_64() {
     let out = forkring().args(["--workers", "0"]).output().expect("run forkring");
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("forkring: ") && err.contains("--workers"), "{err}");
+}
+
+#[test]
+fn a_configuration_that_cannot_serve_exits_78() {
+    let dir = std::env::temp_dir().join(format!("forkring-cli-config-{}", std::process::id()));
+    let missing = dir.join("missing");
+    let not_a_socket = dir.join("file");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(&not_a_socket, b"x").unwrap();
+    let unix = format!("unix:{}", not_a_socket.display());
+    for args in [
+        vec!["--listen", "127.0.0.1:0", "--static", missing.to_str().unwrap()],
+        vec!["--listen", "not an address"],
+        vec!["--listen", unix.as_str()],
+        // The worker cannot start: the master stops with its status.
+        vec!["--listen", "127.0.0.1:0", "--workers", "2", "--user", "no-such-user-of-forkring"],
+    ] {
+        let out = forkring().args(&args).stdin(Stdio::null()).output().expect("run forkring");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{args:?}\n{err}");
+        assert!(err.lines().any(|l| l.starts_with("forkring: ")), "{args:?}: the reason is said\n{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_address_in_use_exits_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = forkring().args(["--listen", &addr]).stdin(Stdio::null()).output().expect("run forkring");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
 
 #[test]

@@ -256,7 +256,8 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
     // Sockets from a service manager joined their group in an order this
     // master cannot know; its own, or a previous master's, in slot order.
     let group_known = inherited.is_none() || parent.is_some();
-    let (shared_listener, per_slot, addr, unix_file) = bind(config, inherited, parent.is_some())?;
+    let (shared_listener, per_slot, addr, unix_file) =
+        bind(config, inherited, parent.is_some()).map_err(crate::listen::config_error)?;
     let steering = per_slot.as_deref().filter(|_| group_known).and_then(steering::Steering::start);
     let scrape = match (config.metrics.as_deref(), handed_metrics) {
         (Some(_), Some(fd)) => Some(scrape::Scrape::from_fd(fd)?),

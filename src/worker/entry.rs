@@ -108,8 +108,9 @@ where
     let user = match user.transpose() {
         Ok(user) => user,
         Err(e) => {
+            // A user that does not exist: trying again will not help.
             log::error!("worker {id}: {e}");
-            return 1;
+            return super::EXIT_CANNOT_START;
         }
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -283,7 +284,7 @@ impl Credentials {
     pub(crate) fn resolve(name: &str) -> io::Result<Credentials> {
         let u = User::from_name(name)
             .map_err(|e| io::Error::other(format!("look up user {name}: {e}")))?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no such user: {name}")))?;
+            .ok_or_else(|| crate::config::ConfigError::io(format!("no such user: {name}")))?;
         let cname =
             CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "user name with NUL"))?;
         let mut groups = nix::unistd::getgrouplist(&cname, u.gid)
