@@ -152,7 +152,7 @@ fn to_epoch(year: i64, month: i64, day: u64, secs: u64) -> Option<u64> {
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     };
-    if year < 1970 || year > 9999 || day == 0 || day > len {
+    if !(1970..=9999).contains(&year) || day == 0 || day > len {
         return None;
     }
     Some(days_from_civil(year, month, day as i64) as u64 * 86_400 + secs)
