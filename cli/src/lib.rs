@@ -15,6 +15,7 @@
 //! nothing of command lines.
 
 mod app;
+mod duration;
 mod logger;
 mod options;
 
@@ -26,8 +27,9 @@ use forkring::files::StaticDir;
 use forkring::{Backend, Server};
 
 pub use app::{method_not_allowed, App, ROUTES};
+pub use duration::{parse_duration, Bare};
 pub use logger::init_logger;
-pub use options::{at_least_one, millis, number, Level, Millis, Options};
+pub use options::{at_least_one, millis, number, seconds, Level, Millis, Options};
 
 /// The exit status of a bad flag or environment variable: `EX_USAGE` of
 /// sysexits.h.
@@ -247,6 +249,57 @@ mod tests {
         ] {
             assert!(parse(args).is_err(), "{args:?} should be refused");
         }
+    }
+
+    #[test]
+    fn every_time_flag_takes_units_and_a_bare_number_keeps_its_old_unit() {
+        let o = parse(&[
+            "--header-timeout",
+            "2s",
+            "--idle-timeout",
+            "1m30s",
+            "--drain-timeout",
+            "25s",
+            "--drain-delay",
+            "1.5s",
+            "--worker-timeout",
+            "250ms",
+        ])
+        .expect("units parse");
+        assert_eq!(o.timeouts().header, Duration::from_secs(2));
+        assert_eq!(o.timeouts().idle, Duration::from_secs(90));
+        assert_eq!(o.timeouts().drain, Duration::from_secs(25));
+        assert_eq!(o.drain_delay, Some(Millis(Duration::from_millis(1500))));
+        assert_eq!(o.worker_timeout, Some(Duration::from_millis(250)));
+        // Bare numbers: milliseconds, but seconds for --worker-timeout.
+        let o = parse(&["--drain-timeout", "25000", "--worker-timeout", "30"]).expect("bare numbers parse");
+        assert_eq!(o.timeouts().drain, Duration::from_secs(25));
+        assert_eq!(o.worker_timeout, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_bad_duration_names_its_flag_and_the_bare_unit() {
+        for (flag, value, unit) in [
+            ("--header-timeout", "10x", "milliseconds"),
+            ("--idle-timeout", "1 s", "milliseconds"),
+            ("--drain-timeout", "s", "milliseconds"),
+            ("--drain-delay", "5 s", "milliseconds"),
+            ("--worker-timeout", "30sec", "seconds"),
+        ] {
+            let e = parse(&[flag, value]).expect_err(value);
+            let line = one_line(&e.to_string()).to_owned();
+            assert!(line.contains(flag), "{line}");
+            assert!(line.contains("expected a duration such as 30s") && line.contains(unit), "{line}");
+        }
+        let line = one_line(&parse(&["--worker-timeout", "2d"]).expect_err("too long").to_string()).to_owned();
+        assert!(line.contains("--worker-timeout") && line.contains("between 100ms and 24h"), "{line}");
+    }
+
+    #[test]
+    fn the_help_shows_defaults_with_their_units() {
+        let help = Options::augment_args(Command::new("forkring")).render_help().to_string();
+        assert!(help.contains("[default: 10s]") || help.contains("[default: 30s]"), "{help}");
+        assert!(help.contains("a bare number is seconds") && help.contains("a bare number is milliseconds"), "{help}");
     }
 
     #[test]
