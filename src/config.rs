@@ -136,10 +136,11 @@ impl Default for Timeouts {
 #[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Address to bind, e.g. `127.0.0.1:8080`, `[::1]:8080`, or
+    /// Addresses to bind, each e.g. `127.0.0.1:8080`, `[::1]:8080`, or
     /// `unix:/run/app.sock` (a Unix domain socket: every worker accepts on
-    /// it, as in [`Balance::Shared`]).
-    pub listen: String,
+    /// it, as in [`Balance::Shared`]); every worker serves every one.
+    /// Empty: [`DEFAULT_LISTEN`].
+    pub listen: Vec<String>,
     /// Number of worker processes.
     pub workers: usize,
     /// Event-loop backend.
@@ -229,6 +230,9 @@ impl Recycle {
     }
 }
 
+/// The address served when [`Config::listen`] names none.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
 /// One worker per CPU.
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -237,7 +241,7 @@ pub fn default_workers() -> usize {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: "127.0.0.1:8080".to_owned(),
+            listen: Vec::new(),
             workers: default_workers(),
             backend: Backend::Auto,
             limits: Limits::default(),

@@ -60,7 +60,7 @@ pub mod files {
 }
 
 pub use config::{
-    default_workers, Backend, Balance, ChannelOptions, Config, ConfigError, Limits, ListenAddr, MinDataRate,
+    default_workers, Backend, Balance, ChannelOptions, Config, ConfigError, Limits, DEFAULT_LISTEN, ListenAddr, MinDataRate,
     ParseBackendError, Recycle, Respawn, RingOptions, Timeouts,
 };
 pub use http::{

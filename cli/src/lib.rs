@@ -181,7 +181,7 @@ mod tests {
     #[test]
     fn without_flags_the_library_defaults_hold() {
         let o = parse(&[]).expect("no flags parse");
-        assert_eq!(o.listen, "127.0.0.1:8080");
+        assert_eq!(o.listen, ["127.0.0.1:8080"]);
         assert_eq!(o.workers, None);
         assert_eq!(o.backend, Backend::Auto);
         assert_eq!(o.timeouts(), Timeouts::default());
@@ -202,7 +202,7 @@ mod tests {
             .split_whitespace()
             .collect();
         let o = parse(&args).expect("every flag parses");
-        assert_eq!(o.listen, "[::1]:9000");
+        assert_eq!(o.listen, ["[::1]:9000"]);
         assert_eq!(o.workers, Some(1));
         assert_eq!(o.backend, Backend::Epoll);
         assert_eq!(o.timeouts().header, Duration::from_millis(250));
@@ -249,6 +249,14 @@ mod tests {
         ] {
             assert!(parse(args).is_err(), "{args:?} should be refused");
         }
+    }
+
+    #[test]
+    fn listen_repeats() {
+        let o = parse(&["--listen", "127.0.0.1:8080", "--listen", "[::1]:8080", "--listen=unix:/run/f.sock"])
+            .expect("three addresses parse");
+        assert_eq!(o.listen, ["127.0.0.1:8080", "[::1]:8080", "unix:/run/f.sock"]);
+        assert_eq!(o.server().config().listen, o.listen);
     }
 
     #[test]

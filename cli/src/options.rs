@@ -21,9 +21,10 @@ use forkring::{Backend, Balance, Limits, Recycle, Respawn, Server, Timeouts};
 #[derive(Args, Clone, Debug)]
 pub struct Options {
     /// address to bind, host:port ([::1]:8080 for IPv6),
-    /// or unix:PATH for a Unix domain socket
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080", value_parser = address, verbatim_doc_comment)]
-    pub listen: String,
+    /// or unix:PATH for a Unix domain socket; repeat it
+    /// to serve several (every worker serves them all)
+    #[arg(long, value_name = "ADDR", default_value = forkring::DEFAULT_LISTEN, value_parser = address, action = clap::ArgAction::Append, verbatim_doc_comment)]
+    pub listen: Vec<String>,
 
     /// permissions of the unix:PATH socket file, e.g. 660
     /// [default: umask]
@@ -208,8 +209,11 @@ impl Options {
     pub fn server(&self) -> Server {
         let mut respawn = Respawn::default();
         respawn.enabled = !self.no_respawn;
-        let mut server = Server::builder()
-            .listen(self.listen.as_str())
+        let mut server = Server::builder();
+        for addr in &self.listen {
+            server = server.listen(addr.as_str());
+        }
+        let mut server = server
             .workers(self.workers.unwrap_or_else(forkring::default_workers))
             .backend(self.backend)
             .timeouts(self.timeouts())
