@@ -190,9 +190,10 @@ fn systemd_restarts(unit: &str, code: i32) -> bool {
 }
 
 /// The cluster under the unit's restart policy, run by the test as systemd
-/// would (this environment has no systemd as its init to run the unit):
-/// a worker that cannot start (no such `--user`) stops the master with
-/// status 78, and the policy stops there instead of looping.
+/// would (the test environment need not have systemd as its init to run
+/// the unit): a worker that cannot start (its `--access-log` cannot be
+/// opened) stops the master with status 78, and the policy stops there
+/// instead of looping.
 #[test]
 fn a_configuration_error_stops_the_unit_instead_of_looping() {
     let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/forkring.service")).unwrap();
@@ -200,12 +201,14 @@ fn a_configuration_error_stops_the_unit_instead_of_looping() {
     assert!(prevent.iter().any(|v| v.split_whitespace().any(|s| s == "78")), "RestartPreventExitStatus lists 78");
     // A crash is still restarted.
     assert!(systemd_restarts(&unit, 1) && systemd_restarts(&unit, 101));
+    let dir = std::env::temp_dir().join(format!("forkring-unit-78-{}", std::process::id()));
+    let log_path = dir.join("missing/access.log");
     let mut starts = 0;
     let mut statuses = Vec::new();
     loop {
         starts += 1;
         let mut cmd = Command::new(forkring_testkit::target::binary("forkring-fixture"));
-        cmd.args(["--listen", "127.0.0.1:0", "--workers", "2", "--user", "no-such-user-of-forkring"])
+        cmd.args(["--listen", "127.0.0.1:0", "--workers", "2", "--access-log", log_path.to_str().unwrap()])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
@@ -223,7 +226,7 @@ fn a_configuration_error_stops_the_unit_instead_of_looping() {
         let log = String::from_utf8_lossy(&out.stderr);
         let code = out.status.code().expect("an exit status, not a signal");
         statuses.push(code);
-        assert!(log.contains("no such user"), "the reason is in the log\n{log}");
+        assert!(log.contains("access.log"), "the reason is in the log\n{log}");
         let forks = log.lines().filter(|l| l.contains(": fork ")).count();
         assert!(forks <= 2, "{forks} forks: the master respawned the slots\n{log}");
         if !systemd_restarts(&unit, code) || starts == 3 {

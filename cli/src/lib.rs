@@ -45,7 +45,7 @@ pub const EXIT_CONFIG: u8 = forkring::ConfigError::EXIT_STATUS;
 pub const EXIT_STATUSES: &str = "\
 Exit status: 0 after a clean shutdown; 64 for a bad flag or environment
 variable; 78 for a configuration that cannot serve (a bad address, a
-missing --static directory or --user, a worker that cannot start); 1 for
+missing --static directory, a worker that cannot start); 1 for
 any other failure (an address in use, workers killed at the drain timeout).";
 
 /// What `--help` says after the flags: the signals the master answers.

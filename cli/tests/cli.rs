@@ -86,6 +86,7 @@ fn a_bad_flag_is_one_line_and_status_64() {
 fn a_configuration_that_cannot_serve_exits_78() {
     let dir = std::env::temp_dir().join(format!("forkring-cli-config-{}", std::process::id()));
     let missing = dir.join("missing");
+    let missing_log = dir.join("missing/access.log");
     let not_a_socket = dir.join("file");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(&not_a_socket, b"x").unwrap();
@@ -94,8 +95,9 @@ fn a_configuration_that_cannot_serve_exits_78() {
         vec!["--listen", "127.0.0.1:0", "--static", missing.to_str().unwrap()],
         vec!["--listen", "not an address"],
         vec!["--listen", unix.as_str()],
-        // The worker cannot start: the master stops with its status.
-        vec!["--listen", "127.0.0.1:0", "--workers", "2", "--user", "no-such-user-of-forkring"],
+        // The worker cannot start (it cannot open its access log): the
+        // master stops with its status.
+        vec!["--listen", "127.0.0.1:0", "--workers", "2", "--access-log", missing_log.to_str().unwrap()],
     ] {
         let out = forkring().args(&args).stdin(Stdio::null()).output().expect("run forkring");
         let err = String::from_utf8_lossy(&out.stderr);

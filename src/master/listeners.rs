@@ -153,11 +153,7 @@ fn adopt(config: &Config, fds: Vec<OwnedFd>, upgraded: bool) -> io::Result<Bound
     // The number of slots: that of the first address with a socket per
     // slot, else one per worker.
     let per_slot = |n: usize| n > 1 && (n == config.workers || upgraded);
-    let slots = order
-        .iter()
-        .map(|a| groups[&a.to_string()].len())
-        .find(|&n| per_slot(n))
-        .unwrap_or(config.workers);
+    let slots = order.iter().map(|a| groups[&a.to_string()].len()).find(|&n| per_slot(n)).unwrap_or(config.workers);
     let mut bound =
         Bound { listeners: Vec::new(), slots: (0..slots).map(|_| Vec::new()).collect(), unix_files: Vec::new() };
     for addr in order {

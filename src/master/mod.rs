@@ -252,7 +252,8 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
     // Sockets from a service manager joined their group in an order this
     // master cannot know; its own, or a previous master's, in slot order.
     let group_known = inherited.is_none() || parent.is_some();
-    let bound = listeners::bind(config, inherited, parent.is_some(), group_known).map_err(crate::listen::config_error)?;
+    let bound =
+        listeners::bind(config, inherited, parent.is_some(), group_known).map_err(crate::listen::config_error)?;
     let scrape = match (config.metrics.as_deref(), handed_metrics) {
         (Some(_), Some(fd)) => Some(scrape::Scrape::from_fd(fd)?),
         (Some(addr), None) => Some(scrape::Scrape::bind(addr)?),

@@ -443,8 +443,12 @@ impl Master<'_> {
         for (k, l) in self.listeners.iter().enumerate() {
             match &l.shared {
                 Some(fd) => listeners.push(fd.as_raw_fd()),
-                None => listeners
-                    .extend(self.slots.iter().filter_map(|s| s.listeners.get(k).and_then(Option::as_ref)).map(|fd| fd.as_raw_fd())),
+                None => listeners.extend(
+                    self.slots
+                        .iter()
+                        .filter_map(|s| s.listeners.get(k).and_then(Option::as_ref))
+                        .map(|fd| fd.as_raw_fd()),
+                ),
             }
         }
         if listeners.is_empty() {

@@ -111,9 +111,10 @@ where
     let user = match user.transpose() {
         Ok(user) => user,
         Err(e) => {
-            // A user that does not exist: trying again will not help.
+            // A look-up that failed (a user directory that is not up yet,
+            // say) counts as a crash, not as a worker that cannot start.
             log::error!("worker {id}: {e}");
-            return super::EXIT_CANNOT_START;
+            return 1;
         }
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -291,7 +292,7 @@ impl Credentials {
     pub(crate) fn resolve(name: &str) -> io::Result<Credentials> {
         let u = User::from_name(name)
             .map_err(|e| io::Error::other(format!("look up user {name}: {e}")))?
-            .ok_or_else(|| crate::config::ConfigError::io(format!("no such user: {name}")))?;
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no such user: {name}")))?;
         let cname =
             CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "user name with NUL"))?;
         let mut groups = nix::unistd::getgrouplist(&cname, u.gid)
