@@ -85,7 +85,7 @@ pub(super) fn bind(
                 continue;
             }
             let sockets: Vec<&OwnedFd> = bound.slots.iter().filter_map(|s| s[k].as_ref()).collect();
-            l.steering = Steering::start(&sockets);
+            l.steering = Steering::start(&l.addr, &sockets);
         }
     }
     // One line per address, the address last on it (tools read it).

@@ -27,6 +27,7 @@
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
+use crate::config::ListenAddr;
 use crate::listen::steer::{self, Group};
 
 use super::Master;
@@ -45,10 +46,11 @@ pub(super) struct Steering {
 }
 
 impl Steering {
-    /// Steering for `slots` sockets the master bound itself, in slot order,
-    /// or `None` (said once in the log) where the kernel migrates requests
-    /// itself or refuses the program.
-    pub(super) fn start(sockets: &[impl AsFd]) -> Option<Steering> {
+    /// Steering for the sockets on `addr` the master bound itself (or
+    /// took from the master it replaces), in slot order, or `None` (said
+    /// once in the log) where the kernel migrates requests itself or
+    /// refuses the program.
+    pub(super) fn start(addr: &ListenAddr, sockets: &[impl AsFd]) -> Option<Steering> {
         if steer::migration_on() {
             log::info!(
                 "reuseport: net.ipv4.tcp_migrate_req is on, so a departing worker's queued connections move to the others"
@@ -57,18 +59,18 @@ impl Steering {
         }
         let positions: Vec<u32> = (0..sockets.len() as u32).collect();
         if sockets.len() > steer::MAX_POSITIONS {
-            log::warn!("reuseport: {} sockets are too many to steer; scaling down may reset handshakes in flight (--balance shared avoids it)", sockets.len());
+            log::warn!("reuseport: {} sockets on {addr} are too many to steer; scaling down may reset handshakes in flight (--balance shared avoids it)", sockets.len());
             return None;
         }
         match sockets.first().map(|s| steer::attach(s.as_fd(), &positions)) {
             Some(Ok(())) => {
                 log::info!(
-                    "reuseport: steering new connections among the live workers (a scale-down drains without resets)"
+                    "reuseport: steering new connections on {addr} among the live workers (a scale-down drains without resets)"
                 );
                 Some(Steering { group: Group::new(0..sockets.len()) })
             }
             Some(Err(e)) => {
-                log::warn!("reuseport: cannot attach a steering program ({e}); scaling down may reset handshakes in flight (--balance shared avoids it)");
+                log::warn!("reuseport: cannot attach a steering program on {addr} ({e}); scaling down may reset handshakes in flight (--balance shared avoids it)");
                 None
             }
             None => None,
