@@ -2,8 +2,9 @@
 //! `--listen 127.0.0.1:0 --listen [::1]:0 --listen unix:PATH` in both
 //! balance modes; every worker holds a socket of every address (read from
 //! `/proc`), each address answers and tells the handler which one it is
-//! (`Request::local`), and a rolling reload and a scale-down and up under
-//! load over all three lose nothing.
+//! (`Request::local`), with plain-fork and re-executed workers; and a
+//! rolling reload and a scale-down and up under load over all three lose
+//! nothing.
 
 mod common;
 
@@ -163,9 +164,11 @@ fn socket_inodes(pid: u32) -> HashSet<u64> {
 
 /// Every worker holds a listening socket of every address, and each
 /// address answers, telling the handler which address it came in on.
-fn every_worker_serves_every_address(balance: &str) {
-    let dir = Dir::new(balance);
-    let (mut server, targets) = start(&dir, &["--workers", "2", "--balance", balance]);
+fn every_worker_serves_every_address(balance: &str, extra: &[&str]) {
+    let dir = Dir::new(&format!("{balance}{}", extra.len()));
+    let mut args = vec!["--workers", "2", "--balance", balance];
+    args.extend(extra);
+    let (mut server, targets) = start(&dir, &args);
     server.wait_line(&["ready 0.0"], Duration::from_secs(10));
     server.wait_line(&["ready 1.0"], Duration::from_secs(10));
     let pids = ready_pids(&server);
@@ -199,12 +202,17 @@ fn every_worker_serves_every_address(balance: &str) {
 
 #[test]
 fn three_addresses_are_served_by_every_worker_with_reuseport() {
-    every_worker_serves_every_address("reuseport");
+    every_worker_serves_every_address("reuseport", &[]);
+}
+
+#[test]
+fn three_addresses_are_served_by_re_executed_workers() {
+    every_worker_serves_every_address("reuseport", &["--reexec"]);
 }
 
 #[test]
 fn three_addresses_are_served_by_every_worker_with_one_shared_socket() {
-    every_worker_serves_every_address("shared");
+    every_worker_serves_every_address("shared", &[]);
 }
 
 /// Fresh connections to each of `targets` in turn until `stop`; a refused

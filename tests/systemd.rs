@@ -235,3 +235,51 @@ fn a_configuration_error_stops_the_unit_instead_of_looping() {
     }
     assert_eq!(statuses, [78], "one start, stopped by status 78");
 }
+
+#[test]
+#[ignore = "needs systemd-socket-activate"]
+fn socket_activation_passes_several_sockets_and_all_are_served() {
+    require(Need::SocketActivate);
+    require(Need::Ipv6Loopback);
+    let dir = std::env::temp_dir().join(format!("forkring-activate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("f.sock");
+    let v4 = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let v6 = TcpListener::bind("[::1]:0").unwrap().local_addr().unwrap();
+    let mut cmd = Command::new("/usr/bin/systemd-socket-activate");
+    cmd.args(["-l", &v4.to_string(), "-l", &v6.to_string(), "-l", sock.to_str().unwrap()]);
+    if let Ok(b) = std::env::var("FORKRING_BACKEND") {
+        cmd.args(["-E", &format!("FORKRING_BACKEND={b}")]);
+    }
+    cmd.arg(forkring_testkit::target::binary("forkring-fixture")).args(["--workers", "2"]);
+    // The tool starts the service at the first connection.
+    let first = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(stream) = std::net::TcpStream::connect(v4) {
+                return Client::from_stream(stream).get("/");
+            }
+            assert!(Instant::now() < deadline, "nothing listens on {v4}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let mut server = Server::spawn(cmd).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(first.join().unwrap().status, 200);
+    server.wait_line(&["ready 1.0"], Duration::from_secs(10));
+    for a in [v4.to_string(), v6.to_string(), format!("unix:{}", sock.display())] {
+        server.wait_line(&[&format!("using inherited socket {a}")], Duration::from_secs(5));
+    }
+    for a in [v4, v6] {
+        assert_eq!(Client::connect(a).get("/").status, 200, "{a}");
+    }
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    std::io::Write::write_all(&mut s, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()), "{}", server.log_text());
+    let _ = std::fs::remove_dir_all(&dir);
+}
