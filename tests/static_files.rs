@@ -195,6 +195,17 @@ fn conditional_requests_take_every_http_date_form() {
         let r = c.response();
         assert_eq!((r.status, r.body.len()), (200, 20), "If-Modified-Since: {date}");
     }
+    // If-Unmodified-Since in each form: the whole file while it holds,
+    // 412 when the file is newer than the date.
+    for date in [&modified, &rfc850, &asctime] {
+        c.send(format!("GET /files/small.txt HTTP/1.1\r\nHost: t\r\nIf-Unmodified-Since: {date}\r\n\r\n").as_bytes());
+        let r = c.response();
+        assert_eq!((r.status, r.body.len()), (200, 20), "If-Unmodified-Since: {date}");
+    }
+    for date in ["Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994"] {
+        c.send(format!("GET /files/small.txt HTTP/1.1\r\nHost: t\r\nIf-Unmodified-Since: {date}\r\n\r\n").as_bytes());
+        assert_eq!(c.response().status, 412, "If-Unmodified-Since: {date}");
+    }
     // A malformed date is ignored: the whole file, and the connection goes on.
     c.send(b"GET /files/small.txt HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: Sun Nov 6 08:49:37 1994\r\n\r\n");
     assert_eq!(c.response().status, 200);
