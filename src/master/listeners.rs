@@ -175,3 +175,47 @@ fn adopt(config: &Config, fds: Vec<OwnedFd>, upgraded: bool) -> io::Result<Bound
     }
     Ok(bound)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// Inherited sockets are grouped by address: two of one address for two
+    /// workers give one per slot; one of an address is shared.
+    #[test]
+    fn inherited_sockets_are_grouped_by_address() {
+        let mut config = Config::default();
+        config.workers = 2;
+        let first = crate::listen::bind_addr("127.0.0.1:0".parse().unwrap(), true, 16).unwrap();
+        let ListenAddr::Tcp(port_addr) = crate::listen::local_addr(&first).unwrap() else { panic!() };
+        let second = crate::listen::bind_addr(port_addr, true, 16).unwrap();
+        let other = crate::listen::bind_addr("127.0.0.1:0".parse().unwrap(), false, 16).unwrap();
+        let raw = [first.as_raw_fd(), other.as_raw_fd(), second.as_raw_fd()];
+        let bound = adopt(&config, vec![first, other, second], false).unwrap();
+        assert_eq!(bound.listeners.len(), 2);
+        assert_eq!(bound.listeners[0].addr, ListenAddr::Tcp(port_addr));
+        assert!(bound.listeners[0].shared.is_none());
+        assert!(bound.listeners[1].shared.as_ref().is_some_and(|fd| fd.as_raw_fd() == raw[1]));
+        assert_eq!(bound.slots.len(), 2);
+        let own: Vec<i32> = bound.slots.iter().map(|s| s[0].as_ref().unwrap().as_raw_fd()).collect();
+        assert_eq!(own, [raw[0], raw[2]]);
+        assert!(bound.slots.iter().all(|s| s[1].is_none()));
+    }
+
+    /// Where the count of an address's sockets is not the workers', the
+    /// first is shared (a service manager's mistake, said in the log).
+    #[test]
+    fn a_group_of_another_size_serves_its_first_socket() {
+        let mut config = Config::default();
+        config.workers = 3;
+        let first = crate::listen::bind_addr("127.0.0.1:0".parse().unwrap(), true, 16).unwrap();
+        let ListenAddr::Tcp(addr) = crate::listen::local_addr(&first).unwrap() else { panic!() };
+        let second = crate::listen::bind_addr(addr, true, 16).unwrap();
+        let raw = first.as_raw_fd();
+        let bound = adopt(&config, vec![first, second], false).unwrap();
+        assert_eq!(bound.slots.len(), 3);
+        assert_eq!(bound.listeners.len(), 1);
+        assert!(bound.listeners[0].shared.as_ref().is_some_and(|fd| fd.as_raw_fd() == raw));
+    }
+}
