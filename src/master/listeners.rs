@@ -185,8 +185,7 @@ mod tests {
     /// workers give one per slot; one of an address is shared.
     #[test]
     fn inherited_sockets_are_grouped_by_address() {
-        let mut config = Config::default();
-        config.workers = 2;
+        let config = Config { workers: 2, ..Config::default() };
         let first = crate::listen::bind_addr("127.0.0.1:0".parse().unwrap(), true, 16).unwrap();
         let ListenAddr::Tcp(port_addr) = crate::listen::local_addr(&first).unwrap() else { panic!() };
         let second = crate::listen::bind_addr(port_addr, true, 16).unwrap();
@@ -207,8 +206,7 @@ mod tests {
     /// first is shared (a service manager's mistake, said in the log).
     #[test]
     fn a_group_of_another_size_serves_its_first_socket() {
-        let mut config = Config::default();
-        config.workers = 3;
+        let config = Config { workers: 3, ..Config::default() };
         let first = crate::listen::bind_addr("127.0.0.1:0".parse().unwrap(), true, 16).unwrap();
         let ListenAddr::Tcp(addr) = crate::listen::local_addr(&first).unwrap() else { panic!() };
         let second = crate::listen::bind_addr(addr, true, 16).unwrap();
