@@ -136,10 +136,11 @@ impl Default for Timeouts {
 #[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Address to bind, e.g. `127.0.0.1:8080`, `[::1]:8080`, or
+    /// Addresses to bind, each e.g. `127.0.0.1:8080`, `[::1]:8080`, or
     /// `unix:/run/app.sock` (a Unix domain socket: every worker accepts on
-    /// it, as in [`Balance::Shared`]).
-    pub listen: String,
+    /// it, as in [`Balance::Shared`]); every worker serves every one.
+    /// Empty: [`DEFAULT_LISTEN`].
+    pub listen: Vec<String>,
     /// Number of worker processes.
     pub workers: usize,
     /// Event-loop backend.
@@ -229,6 +230,9 @@ impl Recycle {
     }
 }
 
+/// The address served when [`Config::listen`] names none.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
 /// One worker per CPU.
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -237,7 +241,7 @@ pub fn default_workers() -> usize {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: "127.0.0.1:8080".to_owned(),
+            listen: Vec::new(),
             workers: default_workers(),
             backend: Backend::Auto,
             limits: Limits::default(),
@@ -544,3 +548,46 @@ impl fmt::Display for ListenAddr {
         }
     }
 }
+
+/// An error that trying again cannot fix: the configuration must change
+/// first (an address that is not one, a file in a socket's way, a worker
+/// that cannot start with these settings). [`crate::Server::serve`]
+/// returns it inside an [`std::io::Error`]; [`ConfigError::is`] tells it
+/// apart, so that a program can exit with status 78 (`EX_CONFIG` of
+/// sysexits.h), which a systemd unit with `RestartPreventExitStatus=78`
+/// does not restart.
+///
+/// ```
+/// let e = std::io::Error::other("bind 127.0.0.1:80: Address already in use");
+/// assert!(!forkring::ConfigError::is(&e));
+/// ```
+#[derive(Debug)]
+pub struct ConfigError {
+    /// What is wrong, in one line.
+    message: String,
+}
+
+impl ConfigError {
+    /// The exit status for a configuration error: `EX_CONFIG` of
+    /// sysexits.h.
+    pub const EXIT_STATUS: u8 = 78;
+
+    /// An `io::Error` (of kind `InvalidInput`) carrying a `ConfigError`
+    /// that says `message`.
+    pub fn io(message: impl Into<String>) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, ConfigError { message: message.into() })
+    }
+
+    /// Whether `e` carries a `ConfigError`.
+    pub fn is(e: &std::io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<ConfigError>())
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}

@@ -60,8 +60,8 @@ pub mod files {
 }
 
 pub use config::{
-    default_workers, Backend, Balance, ChannelOptions, Config, Limits, ListenAddr, MinDataRate, ParseBackendError,
-    Recycle, Respawn, RingOptions, Timeouts,
+    default_workers, Backend, Balance, ChannelOptions, Config, ConfigError, Limits, ListenAddr, MinDataRate,
+    ParseBackendError, Recycle, Respawn, RingOptions, Timeouts, DEFAULT_LISTEN,
 };
 pub use http::{
     Addr, BodyFlow, BodyPlan, BodyReader, Handler, Headers, InvalidHeader, Refused, Request, Responder, Response,

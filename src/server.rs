@@ -37,9 +37,23 @@ impl Server {
         Server { config, hooks: Hooks::new() }
     }
 
-    /// Address to bind.
+    /// Adds an address to bind: `host:port` (`127.0.0.1:8080`,
+    /// `[::1]:8080`) or `unix:PATH`. Call it once per address; every
+    /// worker serves every one (TCP over IPv4 and IPv6 and a Unix socket
+    /// together, say). Without any: [`crate::DEFAULT_LISTEN`].
+    ///
+    /// ```no_run
+    /// forkring::Server::builder()
+    ///     .listen("127.0.0.1:8080")
+    ///     .listen("[::1]:8080")
+    ///     .listen("unix:/run/app.sock")
+    ///     .serve(|| |_req: &forkring::Request<'_>, res: &mut forkring::Response| {
+    ///         res.body_mut().extend_from_slice(b"hi");
+    ///     })
+    ///     .unwrap();
+    /// ```
     pub fn listen(mut self, addr: impl Into<String>) -> Self {
-        self.config.listen = addr.into();
+        self.config.listen.push(addr.into());
         self
     }
 
@@ -257,11 +271,11 @@ impl Server {
         F: Fn() -> H,
     {
         let Server { mut config, mut hooks } = self;
-        if let Some(b) = Backend::from_env().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))? {
+        if let Some(b) = Backend::from_env().map_err(|e| crate::config::ConfigError::io(e.to_string()))? {
             config.backend = b;
         }
-        if let Some((id, listener, lifeline, ring)) = crate::worker::reexec_worker()? {
-            let result = crate::worker::serve(&config, &factory, id, listener, lifeline, Some(ring));
+        if let Some((id, listeners, lifeline, ring)) = crate::worker::reexec_worker()? {
+            let result = crate::worker::serve(&config, &factory, id, listeners, lifeline, Some(ring));
             if let Err(e) = &result {
                 if crate::worker::CannotStart::is(e) {
                     // As a forked worker would: tell the master this will
@@ -273,7 +287,7 @@ impl Server {
             return result;
         }
         if config.workers == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "workers must be at least 1"));
+            return Err(crate::config::ConfigError::io("workers must be at least 1"));
         }
         let entry = |start| crate::worker::run_forked(&config, &factory, start);
         match master::run(&config, &mut hooks, &entry)? {

@@ -1,7 +1,8 @@
 //! File bodies on real sockets, on both backends, through the demo's
 //! `--static DIR` at `/files/`: an 8 MiB file byte-exact, `Range` (`206`,
 //! suffix and open ranges, several ranges answered whole, `416`), `HEAD`,
-//! `Last-Modified` and `If-Modified-Since` (`304`), pipelined order around
+//! `Last-Modified` and `If-Modified-Since` (`304`, with a date in each of
+//! HTTP's three forms), pipelined order around
 //! a file, a slow reader with bounded worker memory, and every path
 //! traversal attempt refused.
 
@@ -154,6 +155,60 @@ fn head_sends_no_body_and_an_unmodified_file_is_304() {
     // Other methods are refused.
     let r = c.post("/files/small.txt", "text/plain", b"x");
     assert_eq!(r.status, 405);
+    server.assert_healthy();
+}
+
+/// `imf` (`Sun, 06 Nov 1994 08:49:37 GMT`) in the two obsolete forms a
+/// recipient must accept too (RFC 9110 §5.6.7): RFC 850
+/// (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime
+/// (`Sun Nov  6 08:49:37 1994`).
+fn obsolete_forms(imf: &str) -> [String; 2] {
+    let long = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+    let (wd, day, month, year, time) = (&imf[0..3], &imf[5..7], &imf[8..11], &imf[12..16], &imf[17..25]);
+    let weekday = long.iter().find(|d| d.starts_with(wd)).expect("a weekday");
+    let padded = format!("{:>2}", day.trim_start_matches('0'));
+    [format!("{weekday}, {day}-{month}-{} {time} GMT", &year[2..]), format!("{wd} {month} {padded} {time} {year}")]
+}
+
+#[test]
+fn conditional_requests_take_every_http_date_form() {
+    let tree = Tree::new("dates");
+    let mut server = tree.server();
+    let mut c = server.connect();
+    let r = c.get("/files/small.txt");
+    let modified = r.header("Last-Modified").expect("Last-Modified").to_owned();
+    let [rfc850, asctime] = obsolete_forms(&modified);
+    for date in [&modified, &rfc850, &asctime] {
+        c.send(format!("GET /files/small.txt HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: {date}\r\n\r\n").as_bytes());
+        let r = c.response();
+        assert_eq!((r.status, r.body.len()), (304, 0), "If-Modified-Since: {date}");
+        c.send(
+            format!("GET /files/small.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=0-3\r\nIf-Range: {date}\r\n\r\n")
+                .as_bytes(),
+        );
+        let r = c.response();
+        assert_eq!((r.status, &r.body[..]), (206, &b"0123"[..]), "If-Range: {date}");
+    }
+    // Older dates in each form: the whole file.
+    for date in ["Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994"] {
+        c.send(format!("GET /files/small.txt HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: {date}\r\n\r\n").as_bytes());
+        let r = c.response();
+        assert_eq!((r.status, r.body.len()), (200, 20), "If-Modified-Since: {date}");
+    }
+    // If-Unmodified-Since in each form: the whole file while it holds,
+    // 412 when the file is newer than the date.
+    for date in [&modified, &rfc850, &asctime] {
+        c.send(format!("GET /files/small.txt HTTP/1.1\r\nHost: t\r\nIf-Unmodified-Since: {date}\r\n\r\n").as_bytes());
+        let r = c.response();
+        assert_eq!((r.status, r.body.len()), (200, 20), "If-Unmodified-Since: {date}");
+    }
+    for date in ["Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994"] {
+        c.send(format!("GET /files/small.txt HTTP/1.1\r\nHost: t\r\nIf-Unmodified-Since: {date}\r\n\r\n").as_bytes());
+        assert_eq!(c.response().status, 412, "If-Unmodified-Since: {date}");
+    }
+    // A malformed date is ignored: the whole file, and the connection goes on.
+    c.send(b"GET /files/small.txt HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: Sun Nov 6 08:49:37 1994\r\n\r\n");
+    assert_eq!(c.response().status, 200);
     server.assert_healthy();
 }
 

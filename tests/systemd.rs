@@ -4,7 +4,9 @@
 //! from a `NOTIFY_SOCKET` the test binds; and socket activation through
 //! `systemd-socket-activate`, which passes a listening socket to the demo
 //! server for real (ignored unless asked for, and failing where the tool is
-//! absent: `forkring_testkit::need`).
+//! absent: `forkring_testkit::need`); and the unit file's restart policy
+//! (`contrib/forkring.service`) applied to a cluster whose worker cannot
+//! start: it exits 78 once, and the policy does not restart it.
 
 mod common;
 
@@ -155,4 +157,129 @@ fn socket_activation_passes_the_socket_for_real() {
     // by its pid stops the cluster.
     server.signal(libc::SIGTERM);
     assert!(server.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()), "{}", server.log_text());
+}
+
+/// The values of `key=` in the `[Service]` section of a unit file.
+fn unit_values<'a>(unit: &'a str, key: &str) -> Vec<&'a str> {
+    let mut section = "";
+    let mut out = Vec::new();
+    for line in unit.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line;
+        } else if section == "[Service]" {
+            if let Some(v) = line.strip_prefix(key).and_then(|r| r.strip_prefix('=')) {
+                out.push(v.trim());
+            }
+        }
+    }
+    out
+}
+
+/// Whether systemd restarts a service that exited with `code`, by its
+/// `Restart=on-failure` and `RestartPreventExitStatus=` (systemd.service(5):
+/// a non-zero exit status is a failure; a status listed in
+/// `RestartPreventExitStatus=` is never restarted).
+fn systemd_restarts(unit: &str, code: i32) -> bool {
+    assert_eq!(unit_values(unit, "Restart"), ["on-failure"], "the unit restarts on failure");
+    let prevent: Vec<i32> = unit_values(unit, "RestartPreventExitStatus")
+        .iter()
+        .flat_map(|v| v.split_whitespace())
+        .map(|s| s.parse().expect("a numeric exit status"))
+        .collect();
+    code != 0 && !prevent.contains(&code)
+}
+
+/// The cluster under the unit's restart policy, run by the test as systemd
+/// would (the test environment need not have systemd as its init to run
+/// the unit): a worker that cannot start (its `--access-log` cannot be
+/// opened) stops the master with status 78, and the policy stops there
+/// instead of looping.
+#[test]
+fn a_configuration_error_stops_the_unit_instead_of_looping() {
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/forkring.service")).unwrap();
+    let prevent = unit_values(&unit, "RestartPreventExitStatus");
+    assert!(prevent.iter().any(|v| v.split_whitespace().any(|s| s == "78")), "RestartPreventExitStatus lists 78");
+    // A crash is still restarted.
+    assert!(systemd_restarts(&unit, 1) && systemd_restarts(&unit, 101));
+    let dir = std::env::temp_dir().join(format!("forkring-unit-78-{}", std::process::id()));
+    let log_path = dir.join("missing/access.log");
+    let mut starts = 0;
+    let mut statuses = Vec::new();
+    loop {
+        starts += 1;
+        let mut cmd = Command::new(forkring_testkit::target::binary("forkring-fixture"));
+        cmd.args(["--listen", "127.0.0.1:0", "--workers", "2", "--access-log", log_path.to_str().unwrap()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn the fixture");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().expect("try_wait").is_none() {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("output");
+                panic!("still running after 10 s\n{}", String::from_utf8_lossy(&out.stderr));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().expect("output");
+        let log = String::from_utf8_lossy(&out.stderr);
+        let code = out.status.code().expect("an exit status, not a signal");
+        statuses.push(code);
+        assert!(log.contains("access.log"), "the reason is in the log\n{log}");
+        let forks = log.lines().filter(|l| l.contains(": fork ")).count();
+        assert!(forks <= 2, "{forks} forks: the master respawned the slots\n{log}");
+        if !systemd_restarts(&unit, code) || starts == 3 {
+            break;
+        }
+    }
+    assert_eq!(statuses, [78], "one start, stopped by status 78");
+}
+
+#[test]
+#[ignore = "needs systemd-socket-activate"]
+fn socket_activation_passes_several_sockets_and_all_are_served() {
+    require(Need::SocketActivate);
+    require(Need::Ipv6Loopback);
+    let dir = std::env::temp_dir().join(format!("forkring-activate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("f.sock");
+    let v4 = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let v6 = TcpListener::bind("[::1]:0").unwrap().local_addr().unwrap();
+    let mut cmd = Command::new("/usr/bin/systemd-socket-activate");
+    cmd.args(["-l", &v4.to_string(), "-l", &v6.to_string(), "-l", sock.to_str().unwrap()]);
+    if let Ok(b) = std::env::var("FORKRING_BACKEND") {
+        cmd.args(["-E", &format!("FORKRING_BACKEND={b}")]);
+    }
+    cmd.arg(forkring_testkit::target::binary("forkring-fixture")).args(["--workers", "2"]);
+    // The tool starts the service at the first connection.
+    let first = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(stream) = std::net::TcpStream::connect(v4) {
+                return Client::from_stream(stream).get("/");
+            }
+            assert!(Instant::now() < deadline, "nothing listens on {v4}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let mut server = Server::spawn(cmd).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(first.join().unwrap().status, 200);
+    server.wait_line(&["ready 1.0"], Duration::from_secs(10));
+    for a in [v4.to_string(), v6.to_string(), format!("unix:{}", sock.display())] {
+        server.wait_line(&[&format!("using inherited socket {a}")], Duration::from_secs(5));
+    }
+    for a in [v4, v6] {
+        assert_eq!(Client::connect(a).get("/").status, 200, "{a}");
+    }
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    std::io::Write::write_all(&mut s, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()), "{}", server.log_text());
+    let _ = std::fs::remove_dir_all(&dir);
 }

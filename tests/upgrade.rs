@@ -447,3 +447,57 @@ fn re_executed_workers_keep_their_masters_build_until_the_upgrade() {
     drop(new);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_upgrade_hands_over_every_listen_address() {
+    forkring_testkit::need::require(forkring_testkit::need::Need::Ipv6Loopback);
+    let (dir, bin) = build_one("three");
+    let sock = dir.join("web.sock");
+    let unix = format!("unix:{}", sock.display());
+    let args = ["--listen", "127.0.0.1:0", "--listen", "[::1]:0", "--listen", &unix, "--workers", "2"];
+    let mut server = start(&bin, &args, &[]);
+    server.wait_line(&["ready 1.0"], Duration::from_secs(10));
+    server.wait_line(&["ready 0.0"], Duration::from_secs(10));
+    let tcp: Vec<SocketAddr> = server
+        .log_text()
+        .lines()
+        .filter_map(|l| l.split("listening on ").nth(1))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    assert_eq!(tcp.len(), 2, "{}", server.log_text());
+    let ask_unix = || -> String {
+        let mut s = UnixStream::connect(&sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /version HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out.rsplit("\r\n\r\n").next().unwrap().to_owned()
+    };
+    for &a in &tcp {
+        assert_eq!(version(a), "forkring 0.1.0 (build one)\n");
+    }
+    assert_eq!(ask_unix(), "forkring 0.1.0 (build one)\n");
+    install_build(&bin, "two");
+    server.signal(libc::SIGUSR2);
+    let new = Adopted(upgraded(&server));
+    let status = server.wait_exit(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "the old master's exit: {status:?}\n{}", server.log_text());
+    // The new master took a socket per worker of each TCP address, and the
+    // one Unix socket.
+    let log = server.log_text();
+    for a in &tcp {
+        assert!(log.contains(&format!("using 2 inherited sockets on {a}, one per worker")), "{a}\n{log}");
+    }
+    assert!(log.contains(&format!("using inherited socket {unix}")), "{log}");
+    for &a in &tcp {
+        assert_eq!(version(a), "forkring 0.1.0 (build two)\n");
+    }
+    assert!(sock.exists(), "the old master removed the socket file it handed over\n{log}");
+    assert_eq!(ask_unix(), "forkring 0.1.0 (build two)\n");
+    proc::signal(new.0, libc::SIGTERM).unwrap();
+    assert!(proc::wait_gone(new.0, Duration::from_secs(10)), "{}", server.log_text());
+    assert!(!sock.exists(), "the new master left the socket file\n{}", server.log_text());
+    // Reaped by `wait_gone`: its pid is no longer ours to signal.
+    std::mem::forget(new);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,8 +7,7 @@
 //!   make;
 //! - [`App`]: the product's routes (`/`, `/echo`, `/files/`);
 //! - [`parse`], [`prepare`], [`served`]: from the command line to an exit
-//!   status, with one-line usage errors (status 2) and failures to start
-//!   (status 1);
+//!   status ([`EXIT_USAGE`], [`EXIT_CONFIG`], 1), with one-line errors;
 //! - [`init_logger`]: the log on stderr, `forkring[PID] LEVEL: message`.
 //!
 //! Where it stops: routes that exist only for tests and benchmarks are the
@@ -16,6 +15,7 @@
 //! nothing of command lines.
 
 mod app;
+mod duration;
 mod logger;
 mod options;
 
@@ -27,8 +27,26 @@ use forkring::files::StaticDir;
 use forkring::{Backend, Server};
 
 pub use app::{method_not_allowed, App, ROUTES};
+pub use duration::{parse_duration, Bare};
 pub use logger::init_logger;
-pub use options::{at_least_one, millis, number, Level, Millis, Options};
+pub use options::{at_least_one, millis, number, seconds, Level, Millis, Options};
+
+/// The exit status of a bad flag or environment variable: `EX_USAGE` of
+/// sysexits.h.
+pub const EXIT_USAGE: u8 = 64;
+
+/// The exit status of a configuration that cannot serve (an address that is
+/// not one, a `--static` directory that is not there, a worker that cannot
+/// start with these settings): `EX_CONFIG` of sysexits.h, which systemd's
+/// `RestartPreventExitStatus=78` keeps from being restarted in a loop.
+pub const EXIT_CONFIG: u8 = forkring::ConfigError::EXIT_STATUS;
+
+/// What `--help` says after the flags: the exit statuses.
+pub const EXIT_STATUSES: &str = "\
+Exit status: 0 after a clean shutdown; 64 for a bad flag or environment
+variable; 78 for a configuration that cannot serve (a bad address, a
+missing --static directory, a worker that cannot start); 1 for
+any other failure (an address in use, workers killed at the drain timeout).";
 
 /// What `--help` says after the flags: the signals the master answers.
 pub const SIGNALS: &str = "\
@@ -50,7 +68,7 @@ logged at info level.";
 /// Parses the process's arguments with `cmd`. `Err` holds the exit status
 /// when there is nothing to serve: `--help` and `--version` print and
 /// succeed; a bad flag prints one line (`NAME: what is wrong (see
-/// --help)`) and exits with status 2.
+/// --help)`) and exits with status [`EXIT_USAGE`].
 pub fn parse<T: clap::FromArgMatches>(cmd: clap::Command) -> Result<T, ExitCode> {
     let name = cmd.get_name().to_owned();
     cmd.try_get_matches().and_then(|m| T::from_arg_matches(&m)).map_err(|e| usage(&name, e))
@@ -66,7 +84,7 @@ fn usage(name: &str, e: clap::Error) -> ExitCode {
         }
         _ => {
             eprintln!("{name}: {} (see --help)", one_line(&e.to_string()));
-            ExitCode::from(2)
+            ExitCode::from(EXIT_USAGE)
         }
     }
 }
@@ -78,36 +96,43 @@ fn one_line(text: &str) -> &str {
 }
 
 /// What every server binary does between parsing and serving: refuses a
-/// bad `FORKRING_BACKEND` (status 2), sets up the log (`rust_log`: the
-/// `RUST_LOG` value to honour, if any), logs `version`, and checks
-/// `--static` so that a typo fails the start instead of every request
-/// (status 1). Returns the builder the flags make.
+/// bad `FORKRING_BACKEND` (status [`EXIT_USAGE`]), sets up the log
+/// (`rust_log`: the `RUST_LOG` value to honour, if any), logs `version`, and
+/// checks `--static` so that a typo fails the start instead of every
+/// request (status [`EXIT_CONFIG`]). Returns the builder the flags make.
 pub fn prepare(options: &Options, version: &str, rust_log: Option<&str>) -> Result<Server, ExitCode> {
     // The library reads FORKRING_BACKEND itself; checking it here turns a
     // typo into a usage error instead of a failed start.
     if let Err(e) = Backend::from_env() {
         eprintln!("forkring: {}: {e}", Backend::ENV);
-        return Err(ExitCode::from(2));
+        return Err(ExitCode::from(EXIT_USAGE));
     }
     init_logger(options.log.map(log::LevelFilter::from), rust_log);
     log::info!("{version}");
     if let Some(dir) = &options.static_dir {
         if let Err(e) = StaticDir::new(dir) {
             eprintln!("forkring: --static {}: {}", dir.display(), strip_os_error(&e.to_string()));
-            return Err(ExitCode::FAILURE);
+            return Err(ExitCode::from(EXIT_CONFIG));
         }
     }
     Ok(options.server())
 }
 
-/// The exit status of a served cluster: 0 after a clean shutdown, 1 (with
-/// the reason on stderr) when it could not start or stopped on an error.
+/// The exit status of a served cluster: 0 after a clean shutdown;
+/// [`EXIT_CONFIG`] (with the reason on stderr) when the configuration
+/// cannot serve ([`forkring::ConfigError`]), the master's own or a
+/// worker's that could not start; 1 when it could not start or stopped on
+/// any other error.
 pub fn served(result: io::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("forkring: {}", strip_os_error(&e.to_string()));
-            ExitCode::FAILURE
+            if forkring::ConfigError::is(&e) {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -156,7 +181,7 @@ mod tests {
     #[test]
     fn without_flags_the_library_defaults_hold() {
         let o = parse(&[]).expect("no flags parse");
-        assert_eq!(o.listen, "127.0.0.1:8080");
+        assert_eq!(o.listen, ["127.0.0.1:8080"]);
         assert_eq!(o.workers, None);
         assert_eq!(o.backend, Backend::Auto);
         assert_eq!(o.timeouts(), Timeouts::default());
@@ -177,7 +202,7 @@ mod tests {
             .split_whitespace()
             .collect();
         let o = parse(&args).expect("every flag parses");
-        assert_eq!(o.listen, "[::1]:9000");
+        assert_eq!(o.listen, ["[::1]:9000"]);
         assert_eq!(o.workers, Some(1));
         assert_eq!(o.backend, Backend::Epoll);
         assert_eq!(o.timeouts().header, Duration::from_millis(250));
@@ -224,6 +249,65 @@ mod tests {
         ] {
             assert!(parse(args).is_err(), "{args:?} should be refused");
         }
+    }
+
+    #[test]
+    fn listen_repeats() {
+        let o = parse(&["--listen", "127.0.0.1:8080", "--listen", "[::1]:8080", "--listen=unix:/run/f.sock"])
+            .expect("three addresses parse");
+        assert_eq!(o.listen, ["127.0.0.1:8080", "[::1]:8080", "unix:/run/f.sock"]);
+        assert_eq!(o.server().config().listen, o.listen);
+    }
+
+    #[test]
+    fn every_time_flag_takes_units_and_a_bare_number_keeps_its_old_unit() {
+        let o = parse(&[
+            "--header-timeout",
+            "2s",
+            "--idle-timeout",
+            "1m30s",
+            "--drain-timeout",
+            "25s",
+            "--drain-delay",
+            "1.5s",
+            "--worker-timeout",
+            "250ms",
+        ])
+        .expect("units parse");
+        assert_eq!(o.timeouts().header, Duration::from_secs(2));
+        assert_eq!(o.timeouts().idle, Duration::from_secs(90));
+        assert_eq!(o.timeouts().drain, Duration::from_secs(25));
+        assert_eq!(o.drain_delay, Some(Millis(Duration::from_millis(1500))));
+        assert_eq!(o.worker_timeout, Some(Duration::from_millis(250)));
+        // Bare numbers: milliseconds, but seconds for --worker-timeout.
+        let o = parse(&["--drain-timeout", "25000", "--worker-timeout", "30"]).expect("bare numbers parse");
+        assert_eq!(o.timeouts().drain, Duration::from_secs(25));
+        assert_eq!(o.worker_timeout, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_bad_duration_names_its_flag_and_the_bare_unit() {
+        for (flag, value, unit) in [
+            ("--header-timeout", "10x", "milliseconds"),
+            ("--idle-timeout", "1 s", "milliseconds"),
+            ("--drain-timeout", "s", "milliseconds"),
+            ("--drain-delay", "5 s", "milliseconds"),
+            ("--worker-timeout", "30sec", "seconds"),
+        ] {
+            let e = parse(&[flag, value]).expect_err(value);
+            let line = one_line(&e.to_string()).to_owned();
+            assert!(line.contains(flag), "{line}");
+            assert!(line.contains("expected a duration such as 30s") && line.contains(unit), "{line}");
+        }
+        let line = one_line(&parse(&["--worker-timeout", "2d"]).expect_err("too long").to_string()).to_owned();
+        assert!(line.contains("--worker-timeout") && line.contains("between 100ms and 24h"), "{line}");
+    }
+
+    #[test]
+    fn the_help_shows_defaults_with_their_units() {
+        let help = Options::augment_args(Command::new("forkring")).render_help().to_string();
+        assert!(help.contains("[default: 10s]") || help.contains("[default: 30s]"), "{help}");
+        assert!(help.contains("a bare number is seconds") && help.contains("a bare number is milliseconds"), "{help}");
     }
 
     #[test]

@@ -26,8 +26,9 @@ fn about() -> String {
 fn after_help() -> String {
     format!(
         "Logging: RUST_LOG (env_logger's syntax, e.g. warn,forkring::master=debug)\n\
-         sets the levels; --log sets the default level over it.\n\n{}",
-        forkring_cli::SIGNALS
+         sets the levels; --log sets the default level over it.\n\n{}\n\n{}",
+        forkring_cli::SIGNALS,
+        forkring_cli::EXIT_STATUSES
     )
 }
 

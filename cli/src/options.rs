@@ -13,15 +13,18 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+
+use crate::duration::{format_duration, parse_duration, Bare};
 use forkring::{Backend, Balance, Limits, Recycle, Respawn, Server, Timeouts};
 
 /// The flags every forkring server binary takes.
 #[derive(Args, Clone, Debug)]
 pub struct Options {
     /// address to bind, host:port ([::1]:8080 for IPv6),
-    /// or unix:PATH for a Unix domain socket
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080", value_parser = address, verbatim_doc_comment)]
-    pub listen: String,
+    /// or unix:PATH for a Unix domain socket; repeat it
+    /// to serve several (every worker serves them all)
+    #[arg(long, value_name = "ADDR", default_value = forkring::DEFAULT_LISTEN, value_parser = address, action = clap::ArgAction::Append, verbatim_doc_comment)]
+    pub listen: Vec<String>,
 
     /// permissions of the unix:PATH socket file, e.g. 660
     /// [default: umask]
@@ -44,15 +47,15 @@ pub struct Options {
     #[arg(long, value_name = "BACKEND", default_value = "auto", value_parser = backend, verbatim_doc_comment)]
     pub backend: Backend,
 
-    /// time a client has to send a whole request head,
-    /// in milliseconds
-    #[arg(long, value_name = "MS", default_value_t = Millis(Timeouts::DEFAULT.header), value_parser = millis, verbatim_doc_comment)]
+    /// time a client has to send a whole request head
+    /// (30s, 250ms, 1m; a bare number is milliseconds)
+    #[arg(long, value_name = "DURATION", default_value_t = Millis(Timeouts::DEFAULT.header), value_parser = millis, verbatim_doc_comment)]
     pub header_timeout: Millis,
 
     /// time an idle keep-alive connection is kept, and
-    /// the longest pause within a body or response, in
-    /// milliseconds
-    #[arg(long, value_name = "MS", default_value_t = Millis(Timeouts::DEFAULT.idle), value_parser = millis, verbatim_doc_comment)]
+    /// the longest pause within a body or response
+    /// (30s, 250ms; a bare number is milliseconds)
+    #[arg(long, value_name = "DURATION", default_value_t = Millis(Timeouts::DEFAULT.idle), value_parser = millis, verbatim_doc_comment)]
     pub idle_timeout: Millis,
 
     /// largest request body; larger ones get 413
@@ -69,14 +72,16 @@ pub struct Options {
     pub max_connections: usize,
 
     /// time workers get to finish on shutdown or
-    /// reload before they are killed, in milliseconds
-    #[arg(long, value_name = "MS", default_value_t = Millis(Timeouts::DEFAULT.drain), value_parser = millis, verbatim_doc_comment)]
+    /// reload before they are killed (25s, 1m; a bare
+    /// number is milliseconds)
+    #[arg(long, value_name = "DURATION", default_value_t = Millis(Timeouts::DEFAULT.drain), value_parser = millis, verbatim_doc_comment)]
     pub drain_timeout: Millis,
 
     /// on SIGTERM, keep serving this long after /ready
     /// turned 503, then drain (a load balancer's health
-    /// check notices first), in milliseconds [default: 0]
-    #[arg(long, value_name = "MS", value_parser = millis, verbatim_doc_comment)]
+    /// check notices first) (5s, 500ms; a bare number is
+    /// milliseconds) [default: 0]
+    #[arg(long, value_name = "DURATION", value_parser = millis, verbatim_doc_comment)]
     pub drain_delay: Option<Millis>,
 
     /// drop to this user in the workers (bind as root)
@@ -109,9 +114,9 @@ pub struct Options {
     pub access_log: Option<PathBuf>,
 
     /// kill and replace a worker whose event loop has not
-    /// turned for SECS seconds (a stuck handler, a stopped
-    /// process)
-    #[arg(long, value_name = "SECS", value_parser = seconds, verbatim_doc_comment)]
+    /// turned for this long (a stuck handler, a stopped
+    /// process) (30s, 2m, 1.5s; a bare number is seconds)
+    #[arg(long, value_name = "DURATION", value_parser = seconds, verbatim_doc_comment)]
     pub worker_timeout: Option<Duration>,
 
     /// replace a worker after it served N requests, as a
@@ -163,14 +168,15 @@ impl From<Level> for log::LevelFilter {
     }
 }
 
-/// A duration given in whole milliseconds; prints as its milliseconds, so
-/// that `--help` shows the library's defaults as they are.
+/// A duration of a flag whose bare numbers are milliseconds ([`millis`]);
+/// prints with its unit (`10s`, `250ms`), so that `--help` shows the
+/// library's defaults as a user would write them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Millis(pub Duration);
 
 impl fmt::Display for Millis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.as_millis())
+        format_duration(self.0, f)
     }
 }
 
@@ -203,8 +209,11 @@ impl Options {
     pub fn server(&self) -> Server {
         let mut respawn = Respawn::default();
         respawn.enabled = !self.no_respawn;
-        let mut server = Server::builder()
-            .listen(self.listen.as_str())
+        let mut server = Server::builder();
+        for addr in &self.listen {
+            server = server.listen(addr.as_str());
+        }
+        let mut server = server
             .workers(self.workers.unwrap_or_else(forkring::default_workers))
             .backend(self.backend)
             .timeouts(self.timeouts())
@@ -249,22 +258,25 @@ pub fn at_least_one<T: FromStr + PartialOrd + From<u8>>(v: &str) -> Result<T, St
     Ok(n)
 }
 
-/// Milliseconds, at least 1.
+/// A duration of at least 1 ms, with its unit (`30s`, `250ms`, `2m`,
+/// `1h30m`, `1.5s`) or a bare number of milliseconds (as these flags
+/// always took).
 pub fn millis(v: &str) -> Result<Millis, String> {
-    let ms: u64 = number(v)?;
-    if ms == 0 {
-        return Err("must be at least 1 ms".to_owned());
+    let d = parse_duration(v, Bare::Millis)?;
+    if d < Duration::from_millis(1) {
+        return Err("must be at least 1ms".to_owned());
     }
-    Ok(Millis(Duration::from_millis(ms)))
+    Ok(Millis(d))
 }
 
-/// Seconds, fractions allowed, from 0.1 to a day.
-fn seconds(v: &str) -> Result<Duration, String> {
-    let secs: f64 = v.parse().map_err(|_| format!("expected seconds, got {v:?}"))?;
-    if !(0.1..=86_400.0).contains(&secs) {
-        return Err("must be between 0.1 and 86400 seconds".to_owned());
+/// A duration from 100 ms to a day, with its unit or a bare number of
+/// seconds, fractions allowed (as `--worker-timeout` always took).
+pub fn seconds(v: &str) -> Result<Duration, String> {
+    let d = parse_duration(v, Bare::Secs)?;
+    if !(Duration::from_millis(100)..=Duration::from_secs(86_400)).contains(&d) {
+        return Err("must be between 100ms and 24h".to_owned());
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
 /// A listening address: anything but empty (the library parses the rest).

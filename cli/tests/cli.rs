@@ -74,12 +74,45 @@ fn help_lists_the_routes_and_exactly_the_flags_the_server_has() {
 }
 
 #[test]
-fn a_bad_flag_is_one_line_and_status_2() {
+fn a_bad_flag_is_one_line_and_status_64() {
     let out = forkring().args(["--workers", "0"]).output().expect("run forkring");
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("forkring: ") && err.contains("--workers"), "{err}");
+}
+
+#[test]
+fn a_configuration_that_cannot_serve_exits_78() {
+    let dir = std::env::temp_dir().join(format!("forkring-cli-config-{}", std::process::id()));
+    let missing = dir.join("missing");
+    let missing_log = dir.join("missing/access.log");
+    let not_a_socket = dir.join("file");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(&not_a_socket, b"x").unwrap();
+    let unix = format!("unix:{}", not_a_socket.display());
+    for args in [
+        vec!["--listen", "127.0.0.1:0", "--static", missing.to_str().unwrap()],
+        vec!["--listen", "not an address"],
+        vec!["--listen", unix.as_str()],
+        // The worker cannot start (it cannot open its access log): the
+        // master stops with its status.
+        vec!["--listen", "127.0.0.1:0", "--workers", "2", "--access-log", missing_log.to_str().unwrap()],
+    ] {
+        let out = forkring().args(&args).stdin(Stdio::null()).output().expect("run forkring");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{args:?}\n{err}");
+        assert!(err.lines().any(|l| l.starts_with("forkring: ")), "{args:?}: the reason is said\n{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_address_in_use_exits_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = forkring().args(["--listen", &addr]).stdin(Stdio::null()).output().expect("run forkring");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
 
 #[test]
@@ -198,5 +231,84 @@ fn the_server_answers_hello_echo_and_files_and_stops_on_sigterm() {
 
     let status = server.stop();
     assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A port free on both 127.0.0.1 and ::1 just now (the kernel picks it for
+/// IPv4; tried on IPv6 too, a few times).
+fn port_free_on_both() -> u16 {
+    for _ in 0..20 {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = v4.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("::1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on both 127.0.0.1 and ::1");
+}
+
+/// `forkring --listen 127.0.0.1:P --listen [::1]:P --listen unix:PATH`
+/// serves on all three, and stops on SIGTERM with status 0, removing the
+/// socket file.
+#[test]
+fn repeated_listen_serves_ipv4_ipv6_and_a_unix_socket() {
+    assert!(std::net::TcpListener::bind("[::1]:0").is_ok(), "needs an IPv6 loopback address");
+    let dir = std::env::temp_dir().join(format!("forkring-cli-listen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("f.sock");
+    let port = port_free_on_both();
+    let (v4, v6) = (format!("127.0.0.1:{port}"), format!("[::1]:{port}"));
+    let unix = format!("unix:{}", sock.display());
+    let mut child = forkring()
+        .args(["--listen", &v4, "--listen", &v6, "--listen", &unix, "--workers", "2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn forkring");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut server = Server { child, addr: v4.parse().unwrap(), log: rx };
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(seen.contains(" info: ready 0.") && seen.contains(" info: ready 1.")) {
+        match server.log.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+            Err(_) => panic!("forkring did not serve within 10 s\n{seen}"),
+        }
+    }
+    for a in [&v4, &v6, &unix] {
+        assert!(seen.contains(&format!("listening on {a}\n")), "{a}\n{seen}");
+    }
+    let request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    for addr in [v4.parse::<SocketAddr>().unwrap(), v6.parse().unwrap()] {
+        server.addr = addr;
+        for _ in 0..10 {
+            let r = server.ask(request);
+            assert_eq!((r.status, &r.body[..]), (200, &b"Hello, World!"[..]), "{addr}");
+        }
+    }
+    for _ in 0..10 {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).expect("connect to the unix socket");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut s, &mut out).unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("Hello, World!"), "{unix}: {text}");
+    }
+    let status = server.stop();
+    assert!(status.success(), "{status:?}");
+    assert!(!sock.exists(), "the socket file is removed on exit");
     let _ = std::fs::remove_dir_all(&dir);
 }

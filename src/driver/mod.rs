@@ -2,7 +2,9 @@
 //!
 //! Every driver provides the same contract:
 //!
-//! - it serves the (non-blocking) `listener` until the worker is drained
+//! - it serves every one of its (non-blocking) `listeners` (one per
+//!   address the cluster serves: TCP over IPv4 or IPv6, a Unix socket)
+//!   alike until the worker is drained
 //!   ([`Link::draining`]) and every connection is closed, or the drain
 //!   timeout passes, and then returns `Ok(())` (or, when the listener
 //!   became unusable, that error, after the same drain);
@@ -28,8 +30,8 @@
 //!   out before the drain without it, followed by the same grace as an
 //!   idle connection's (which starts again while the last of the response
 //!   is still on its way); the driver returns when no connection is left;
-//! - the driver owns the worker's copy of the listener, and when draining
-//!   starts it takes every connection queued on it
+//! - the driver owns the worker's copy of each listener, and when draining
+//!   starts it takes every connection queued on each
 //!   ([`Core::close_listener`](core::Core::close_listener), past
 //!   `max_connections` if need be) and closes it at once. A socket of a
 //!   SO_REUSEPORT group that closes resets what is queued on it, and while
@@ -93,13 +95,14 @@ mod uring;
 
 pub(crate) use link::{drain_from_signal, Inbox, Link};
 
-/// Runs the event loop chosen by `config.backend` on `listener` (the
-/// worker's own copy, closed when draining starts) and returns the backend
+/// Runs the event loop chosen by `config.backend` on `listeners` (the
+/// worker's own copies, one per address served, closed when draining
+/// starts) and returns the backend
 /// that actually ran. `ready` is called once the loop is set up and about
 /// to accept: an error returned before that means the worker cannot start.
 pub(crate) fn run<H: Handler>(
     config: &Config,
-    listener: OwnedFd,
+    listeners: Vec<OwnedFd>,
     handler: &mut H,
     link: &Link,
     ready: impl FnOnce(),
@@ -112,21 +115,21 @@ pub(crate) fn run<H: Handler>(
     match config.backend {
         Backend::Epoll => {
             log::info!("backend: epoll (configured)");
-            epoll::run(config, listener, handler, link, ready).map(|()| Backend::Epoll)
+            epoll::run(config, listeners, handler, link, ready).map(|()| Backend::Epoll)
         }
         Backend::Uring => {
             let ring = uring::setup(config).map_err(|e| crate::sys::context(e, "io_uring refused"))?;
             log::info!("backend: io_uring ({})", ring.describe());
-            ring.run(config, listener, handler, link, ready).map(|()| Backend::Uring)
+            ring.run(config, listeners, handler, link, ready).map(|()| Backend::Uring)
         }
         Backend::Auto => match uring::setup(config) {
             Ok(ring) => {
                 log::info!("backend: io_uring ({})", ring.describe());
-                ring.run(config, listener, handler, link, ready).map(|()| Backend::Uring)
+                ring.run(config, listeners, handler, link, ready).map(|()| Backend::Uring)
             }
             Err(e) if uring::is_refusal(&e) => {
                 log::info!("backend: epoll (io_uring refused: {e})");
-                epoll::run(config, listener, handler, link, ready).map(|()| Backend::Epoll)
+                epoll::run(config, listeners, handler, link, ready).map(|()| Backend::Epoll)
             }
             Err(e) => Err(e),
         },

@@ -10,15 +10,29 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
 
-use crate::config::ListenAddr;
+use crate::config::{ConfigError, ListenAddr};
 use crate::sys::context;
+
+/// `e`, from binding a listen address, as a [`ConfigError`] when trying
+/// again cannot help: an address that is not one, a file in a Unix
+/// socket's way or a missing directory, a permission refused (a port below
+/// 1024 without the capability). An address in use or not (yet) on this
+/// host stays a plain error: a restart may find it free.
+pub fn config_error(e: io::Error) -> io::Error {
+    use io::ErrorKind::*;
+    if ConfigError::is(&e) || !matches!(e.kind(), InvalidInput | AlreadyExists | PermissionDenied | NotFound) {
+        return e;
+    }
+    ConfigError::io(e.to_string())
+}
 
 /// Resolves `addr` (`host:port`) to one socket address.
 pub fn resolve(addr: &str) -> io::Result<SocketAddr> {
+    // An address that does not resolve is a configuration error.
     addr.to_socket_addrs()
-        .map_err(|e| context(e, format_args!("resolve {addr}")))?
+        .map_err(|e| ConfigError::io(format!("resolve {addr}: {e}")))?
         .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{addr}: no address")))
+        .ok_or_else(|| ConfigError::io(format!("{addr}: no address")))
 }
 
 /// Binds a non-blocking, close-on-exec TCP listener on `sa`.

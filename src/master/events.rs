@@ -276,8 +276,11 @@ impl Master<'_> {
                 }
                 (ProcState::Online, Some(Msg::Listening)) => {
                     p.state = ProcState::Listening;
-                    let addr = self.addr.clone();
-                    self.emit(Event::Listening { worker: id, pid, addr });
+                    // The first address served (each worker serves them all).
+                    let addr = self.listeners.first().map(|l| l.addr.clone());
+                    if let Some(addr) = addr {
+                        self.emit(Event::Listening { worker: id, pid, addr });
+                    }
                 }
                 (ProcState::Listening, Some(Msg::Ready)) => {
                     p.state = ProcState::Ready;

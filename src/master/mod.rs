@@ -29,6 +29,7 @@
 
 mod api;
 mod events;
+mod listeners;
 mod metrics;
 mod reload;
 mod respawn;
@@ -55,7 +56,7 @@ pub(crate) use events::Hooks;
 pub use metrics::{Metrics, Restarts, SlotMetrics, WorkerState};
 pub(crate) use spawn::Entry;
 
-use crate::config::{Balance, Config, ListenAddr};
+use crate::config::Config;
 use crate::listen::UnixSocketFile;
 use crate::sys::context;
 use crate::worker::WorkerId;
@@ -92,11 +93,9 @@ struct Master<'a> {
     entry: &'a Entry<'a>,
     /// The process table, by slot index.
     slots: Vec<Slot>,
-    /// The one socket every worker accepts on (shared mode, or one
-    /// inherited socket); `None` when each slot has its own.
-    shared_listener: Option<OwnedFd>,
-    /// The address the cluster serves.
-    addr: ListenAddr,
+    /// The addresses the cluster serves, each with its shared socket or
+    /// its steering; every worker serves every one.
+    listeners: Vec<listeners::Listener>,
     /// The epoll instance of the master loop.
     epoll: Epoll,
     /// Signals, read as data (they are blocked).
@@ -149,11 +148,8 @@ struct Master<'a> {
     parent: Option<upgrade::Parent>,
     /// This master handed the service over to a new one and is draining.
     handed_over: bool,
-    /// The Unix socket file this master removes when it is done, if any.
-    unix_file: Option<UnixSocketFile>,
-    /// The program choosing among the slots' own sockets (reuseport mode),
-    /// when the master steers their group.
-    steering: Option<steering::Steering>,
+    /// The Unix socket files this master removes when it is done.
+    unix_files: Vec<UnixSocketFile>,
 }
 
 /// Time past the drain timeout after which the master kills a worker.
@@ -256,14 +252,13 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
     // Sockets from a service manager joined their group in an order this
     // master cannot know; its own, or a previous master's, in slot order.
     let group_known = inherited.is_none() || parent.is_some();
-    let (shared_listener, per_slot, addr, unix_file) = bind(config, inherited, parent.is_some())?;
-    let steering = per_slot.as_deref().filter(|_| group_known).and_then(steering::Steering::start);
+    let bound =
+        listeners::bind(config, inherited, parent.is_some(), group_known).map_err(crate::listen::config_error)?;
     let scrape = match (config.metrics.as_deref(), handed_metrics) {
         (Some(_), Some(fd)) => Some(scrape::Scrape::from_fd(fd)?),
         (Some(addr), None) => Some(scrape::Scrape::bind(addr)?),
         (None, _) => None,
     };
-    log::info!("listening on {addr}");
     if let Some(s) = &scrape {
         log::info!("metrics on http://{}/metrics", s.local_addr()?);
     }
@@ -277,8 +272,7 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
         hooks,
         entry,
         slots: Vec::new(),
-        shared_listener,
-        addr,
+        listeners: bound.listeners,
         epoll,
         sigfd,
         wake: crate::sys::eventfd()?,
@@ -303,8 +297,7 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
         upgrade: None,
         parent,
         handed_over: false,
-        unix_file,
-        steering,
+        unix_files: bound.unix_files,
     };
     let now = Instant::now();
     master.user_timer_due = master.hooks.timers.iter().map(|(period, _)| now + *period).collect();
@@ -314,12 +307,8 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
         master.watch(s.fd(), Token::Metrics)?;
     }
     master.hooks.wake.store(master.wake.as_raw_fd(), Ordering::Release);
-    let slot_fds: Vec<Option<OwnedFd>> = match per_slot {
-        Some(fds) => fds.into_iter().map(Some).collect(),
-        None => (0..config.workers).map(|_| None).collect(),
-    };
-    for listener in slot_fds {
-        master.slots.push(Slot::new(listener));
+    for sockets in bound.slots {
+        master.slots.push(Slot::new(sockets));
     }
     for i in 0..master.slots.len() {
         master.spawn(i)?;
@@ -327,67 +316,14 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
     let outcome = master.run_loop();
     master.hooks.wake.store(-1, Ordering::Release);
     signals::unblock(&mask);
-    // The socket file goes with the cluster (once every worker is gone),
-    // unless a new master took it over.
-    if let Some(file) = master.unix_file.take().filter(|_| !master.handed_over) {
-        file.remove();
+    // The socket files go with the cluster (once every worker is gone),
+    // unless a new master took them over.
+    if !master.handed_over {
+        for file in master.unix_files.drain(..) {
+            file.remove();
+        }
     }
     outcome
-}
-
-/// The listening sockets: one shared socket, or one per slot, the address
-/// they serve, and the Unix socket file this process made, if any.
-type Listeners = (Option<OwnedFd>, Option<Vec<OwnedFd>>, ListenAddr, Option<UnixSocketFile>);
-
-/// Opens the listening sockets (or takes the inherited ones). Sockets
-/// handed over by an upgrade are all kept, one slot each when there are
-/// several (closing one would reset the connections queued in it).
-fn bind(config: &Config, inherited: Option<Vec<OwnedFd>>, upgraded: bool) -> io::Result<Listeners> {
-    Ok(match inherited {
-        Some(fds) if fds.len() > 1 && (fds.len() == config.workers || upgraded) => {
-            let addr = crate::listen::local_addr(&fds[0])?;
-            log::info!("using {} inherited sockets, one per worker", fds.len());
-            (None, Some(fds), addr, None)
-        }
-        Some(mut fds) => {
-            if fds.len() > 1 {
-                log::warn!("{} inherited sockets for {} workers: serving the first", fds.len(), config.workers);
-            }
-            let fd = fds.swap_remove(0);
-            let addr = crate::listen::local_addr(&fd)?;
-            log::info!("using inherited socket {addr}");
-            (Some(fd), None, addr, None)
-        }
-        None if crate::listen::unix_path(&config.listen).is_some() => {
-            // A Unix socket has no SO_REUSEPORT group: every worker accepts
-            // on the one socket.
-            let path = crate::listen::unix_path(&config.listen).unwrap_or(std::path::Path::new(""));
-            let (fd, file) = crate::listen::bind_unix(path, config.backlog, config.unix_mode)?;
-            (Some(fd), None, ListenAddr::Unix(path.to_path_buf()), Some(file))
-        }
-        None => {
-            let sa = crate::listen::resolve(&config.listen)?;
-            match config.balance {
-                Balance::Shared => {
-                    let fd = crate::listen::bind_addr(sa, false, config.backlog)?;
-                    let addr = crate::listen::local_addr(&fd)?;
-                    (Some(fd), None, addr, None)
-                }
-                Balance::ReusePort => {
-                    // A plain bind first: SO_REUSEPORT alone would let this
-                    // cluster join another program's group on a port in
-                    // use (same user) instead of failing. It also picks the
-                    // port once for port 0.
-                    let addr = crate::listen::probe_addr(sa)?;
-                    let mut fds = Vec::with_capacity(config.workers);
-                    for _ in 0..config.workers {
-                        fds.push(crate::listen::bind_addr(addr, true, config.backlog)?);
-                    }
-                    (None, Some(fds), ListenAddr::Tcp(addr), None)
-                }
-            }
-        }
-    })
 }
 
 impl Master<'_> {

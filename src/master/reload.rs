@@ -216,17 +216,20 @@ impl Master<'_> {
         self.finish_reload();
     }
 
-    /// Adds a slot (with its own socket in reuseport mode) and forks its
-    /// worker.
+    /// Adds a slot (with its own socket per reuseport address) and forks
+    /// its worker.
     fn add_slot(&mut self) -> io::Result<()> {
-        let listener = match (&self.shared_listener, &self.addr) {
-            (Some(_), _) => None,
-            (None, ListenAddr::Tcp(addr)) => Some(crate::listen::bind_addr(*addr, true, self.config.backlog)?),
-            (None, other) => {
-                return Err(io::Error::new(io::ErrorKind::Unsupported, format!("one socket per slot on {other}")))
-            }
-        };
-        self.slots.push(Slot::new(listener));
+        let mut sockets = Vec::with_capacity(self.listeners.len());
+        for l in &self.listeners {
+            sockets.push(match (&l.shared, &l.addr) {
+                (Some(_), _) => None,
+                (None, ListenAddr::Tcp(addr)) => Some(crate::listen::bind_addr(*addr, true, self.config.backlog)?),
+                (None, other) => {
+                    return Err(io::Error::new(io::ErrorKind::Unsupported, format!("one socket per slot on {other}")))
+                }
+            });
+        }
+        self.slots.push(Slot::new(sockets));
         let slot = self.slots.len() - 1;
         log::info!("scale up: slot {slot}");
         self.steer_joined(slot);
@@ -263,10 +266,10 @@ impl Master<'_> {
 
     /// Drains the workers of slot `slot`, being removed.
     fn leave(&mut self, slot: usize) {
-        // The master's copy of the socket goes now, so the socket leaves the
-        // reuseport group when the draining worker, having accepted what is
-        // queued, closes its copy.
-        self.slots[slot].listener = None;
+        // The master's copies of the sockets go now, so each socket leaves
+        // its reuseport group when the draining worker, having accepted
+        // what is queued, closes its copy.
+        self.slots[slot].listeners.clear();
         if let Some(p) = self.slots[slot].current.take() {
             self.slots[slot].retiring.push(p);
         }

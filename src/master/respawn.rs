@@ -88,8 +88,8 @@ impl Master<'_> {
                 // The worker said it cannot start for a reason that will
                 // not change (its log says which): stop now, not after a
                 // string of respawns.
-                self.fatal = Some(io::Error::other(format!(
-                    "the worker of slot {slot} cannot start (see its log above); stopping"
+                self.fatal = Some(crate::config::ConfigError::io(format!(
+                    "the worker of slot {slot} cannot start with this configuration (see its log above); stopping"
                 )));
                 return;
             }

@@ -1,6 +1,6 @@
 //! The process table: a fixed list of slots, each with the worker that
-//! serves it, the older workers still draining, its listener and its
-//! shared-memory channels.
+//! serves it, the older workers still draining, its own listening sockets
+//! and its shared-memory channels.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -81,8 +81,10 @@ pub(super) enum Cause {
 /// One slot of the process table.
 #[derive(Debug)]
 pub(super) struct Slot {
-    /// This slot's own socket (reuseport mode); `None` uses the shared one.
-    pub(super) listener: Option<OwnedFd>,
+    /// This slot's own socket per listener (by the master's listener
+    /// index: reuseport mode); `None` where the listener's shared socket
+    /// serves. Emptied when the slot leaves.
+    pub(super) listeners: Vec<Option<OwnedFd>>,
     /// The worker serving the slot.
     pub(super) current: Option<Proc>,
     /// Older workers draining after a reload or disconnect.
@@ -119,9 +121,9 @@ pub(super) struct SlotChannel {
 }
 
 impl Slot {
-    pub(super) fn new(listener: Option<OwnedFd>) -> Slot {
+    pub(super) fn new(listeners: Vec<Option<OwnedFd>>) -> Slot {
         Slot {
-            listener,
+            listeners,
             current: None,
             retiring: Vec::new(),
             next_generation: 0,

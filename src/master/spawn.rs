@@ -5,8 +5,8 @@
 //!
 //! A worker may be compromised, so it gets only what it needs: its own
 //! channel's mapping (every other channel is `MADV_DONTFORK` at the fork)
-//! and, besides stdin, stdout and stderr, exactly its listener, its
-//! lifeline and its channel's three descriptors; everything else is closed,
+//! and, besides stdin, stdout and stderr, exactly its listeners (one per
+//! address served), its lifeline and its channel's three descriptors; everything else is closed,
 //! whoever opened it.
 //!
 //! Everything the child needs is prepared in the master, before the fork:
@@ -117,12 +117,15 @@ impl Exec {
 }
 
 impl Master<'_> {
-    /// The listener the worker of `slot` accepts on.
-    fn listener_of(&self, slot: usize) -> RawFd {
-        match &self.slots[slot].listener {
-            Some(fd) => fd.as_raw_fd(),
-            None => self.shared_listener.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
-        }
+    /// The listeners the worker of `slot` accepts on, by listener index:
+    /// the slot's own socket, or the listener's shared one.
+    fn listeners_of(&self, slot: usize) -> Vec<RawFd> {
+        let own = &self.slots[slot].listeners;
+        self.listeners
+            .iter()
+            .enumerate()
+            .filter_map(|(k, l)| own.get(k).and_then(Option::as_ref).or(l.shared.as_ref()).map(|fd| fd.as_raw_fd()))
+            .collect()
     }
 
     /// The memfd (if the mapping has one) and the two eventfds of channel
@@ -159,10 +162,10 @@ impl Master<'_> {
         self.slots[slot].respawn_at = None;
         let id = WorkerId { slot, generation };
         let (master_end, worker_end) = crate::lifeline::pair()?;
-        let listener = self.listener_of(slot);
+        let listeners = self.listeners_of(slot);
         let channel = self.slots[slot].take_channel(generation, self.config.ipc)?;
         let env: Vec<(String, String)> = self.hooks.worker_env.as_ref().map(|f| f(slot)).unwrap_or_default();
-        let prepared = self.prepare_child(id, channel, listener, worker_end.as_raw_fd(), &env);
+        let prepared = self.prepare_child(id, channel, &listeners, worker_end.as_raw_fd(), &env);
         let (keep, exec) = match prepared {
             Ok(p) => p,
             Err(e) => {
@@ -196,7 +199,7 @@ impl Master<'_> {
                 // SAFETY: _exit ends the child at once (see below).
                 Err(_) => unsafe { libc::_exit(1) },
             };
-            let code = (self.entry)(Start { id, listener, lifeline: worker_end, ring, env, user });
+            let code = (self.entry)(Start { id, listeners, lifeline: worker_end, ring, env, user });
             // SAFETY: _exit ends the child without running the parent's
             // atexit handlers or flushing its copied stdio buffers.
             unsafe { libc::_exit(code) };
@@ -257,12 +260,13 @@ impl Master<'_> {
         &mut self,
         id: WorkerId,
         channel: usize,
-        listener: RawFd,
+        listeners: &[RawFd],
         lifeline: RawFd,
         env: &[(String, String)],
     ) -> io::Result<(Vec<RawFd>, Option<Exec>)> {
         let (shm, wakes) = self.channel_fds(id.slot, channel);
-        let mut keep = vec![0, 1, 2, listener, lifeline];
+        let mut keep = vec![0, 1, 2, lifeline];
+        keep.extend(listeners);
         keep.extend(shm);
         keep.extend(&wakes);
         keep.retain(|&fd| fd >= 0);
@@ -278,7 +282,7 @@ impl Master<'_> {
                 ));
             };
             let ring = [f.shm, f.worker_wake, f.master_wake].map(|fd| fd.as_raw_fd());
-            let vars = crate::worker::exec_env(id, listener, lifeline, ring);
+            let vars = crate::worker::exec_env(id, listeners, lifeline, ring);
             Some(Exec::prepare(&vars, env)?)
         } else {
             None

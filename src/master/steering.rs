@@ -1,7 +1,8 @@
 //! Scaling down without a reset in reuseport mode.
 //!
-//! Each slot has its own socket in one `SO_REUSEPORT` group. When a slot
-//! leaves (scale down), its socket must stop receiving new handshakes
+//! Each slot has its own socket in one `SO_REUSEPORT` group per TCP address
+//! served (each group steered on its own, by the same rule). When a slot
+//! leaves (scale down), its sockets must stop receiving new handshakes
 //! before anything closes it: a handshake still in flight on a socket when
 //! its last descriptor closes is reset by the kernel. So the master, which
 //! holds every slot's socket, keeps a program on the group
@@ -26,6 +27,7 @@
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
+use crate::config::ListenAddr;
 use crate::listen::steer::{self, Group};
 
 use super::Master;
@@ -35,7 +37,8 @@ use super::Master;
 /// round trip, so this covers round trips up to a quarter of a second.
 pub(super) const STEER_GRACE: Duration = Duration::from_millis(250);
 
-/// The group of the slots' own sockets, when the master steers it.
+/// The group of the slots' own sockets on one address, when the master
+/// steers it.
 #[derive(Debug)]
 pub(super) struct Steering {
     /// Slot indices in the kernel's order of the group.
@@ -43,10 +46,11 @@ pub(super) struct Steering {
 }
 
 impl Steering {
-    /// Steering for `slots` sockets the master bound itself, in slot order,
-    /// or `None` (said once in the log) where the kernel migrates requests
-    /// itself or refuses the program.
-    pub(super) fn start(sockets: &[impl AsFd]) -> Option<Steering> {
+    /// Steering for the sockets on `addr` the master bound itself (or
+    /// took from the master it replaces), in slot order, or `None` (said
+    /// once in the log) where the kernel migrates requests itself or
+    /// refuses the program.
+    pub(super) fn start(addr: &ListenAddr, sockets: &[impl AsFd]) -> Option<Steering> {
         if steer::migration_on() {
             log::info!(
                 "reuseport: net.ipv4.tcp_migrate_req is on, so a departing worker's queued connections move to the others"
@@ -55,18 +59,18 @@ impl Steering {
         }
         let positions: Vec<u32> = (0..sockets.len() as u32).collect();
         if sockets.len() > steer::MAX_POSITIONS {
-            log::warn!("reuseport: {} sockets are too many to steer; scaling down may reset handshakes in flight (--balance shared avoids it)", sockets.len());
+            log::warn!("reuseport: {} sockets on {addr} are too many to steer; scaling down may reset handshakes in flight (--balance shared avoids it)", sockets.len());
             return None;
         }
         match sockets.first().map(|s| steer::attach(s.as_fd(), &positions)) {
             Some(Ok(())) => {
                 log::info!(
-                    "reuseport: steering new connections among the live workers (a scale-down drains without resets)"
+                    "reuseport: steering new connections on {addr} among the live workers (a scale-down drains without resets)"
                 );
                 Some(Steering { group: Group::new(0..sockets.len()) })
             }
             Some(Err(e)) => {
-                log::warn!("reuseport: cannot attach a steering program ({e}); scaling down may reset handshakes in flight (--balance shared avoids it)");
+                log::warn!("reuseport: cannot attach a steering program on {addr} ({e}); scaling down may reset handshakes in flight (--balance shared avoids it)");
                 None
             }
             None => None,
@@ -75,25 +79,31 @@ impl Steering {
 }
 
 impl Master<'_> {
-    /// Writes the group's program again: every slot's socket but those of
-    /// slots being removed.
+    /// Writes each steered group's program again: every slot's socket but
+    /// those of slots being removed.
     fn steer(&mut self) {
-        let Some(st) = &self.steering else { return };
-        let positions = st.group.positions(|k| self.slots.get(k).is_some_and(|s| !s.removing));
-        // Any socket of the group will do; a live slot's is held here.
-        let Some(socket) = self.slots.iter().find(|s| !s.removing).and_then(|s| s.listener.as_ref()) else { return };
-        if positions.is_empty() {
-            return;
-        }
-        if let Err(e) = steer::attach(socket.as_fd(), &positions) {
-            log::warn!("reuseport: steering program: {e}");
+        for k in 0..self.listeners.len() {
+            let Some(st) = &self.listeners[k].steering else { continue };
+            let positions = st.group.positions(|s| self.slots.get(s).is_some_and(|s| !s.removing));
+            // Any socket of the group will do; a live slot's is held here.
+            let socket =
+                self.slots.iter().filter(|s| !s.removing).find_map(|s| s.listeners.get(k).and_then(Option::as_ref));
+            let Some(socket) = socket else { continue };
+            if positions.is_empty() {
+                continue;
+            }
+            if let Err(e) = steer::attach(socket.as_fd(), &positions) {
+                log::warn!("reuseport: steering program on {}: {e}", self.listeners[k].addr);
+            }
         }
     }
 
-    /// A new slot's socket joined the group (at its end).
+    /// A new slot's sockets joined their groups (at their ends).
     pub(super) fn steer_joined(&mut self, slot: usize) {
-        if let Some(st) = &mut self.steering {
-            st.group.joined(slot);
+        for l in &mut self.listeners {
+            if let Some(st) = &mut l.steering {
+                st.group.joined(slot);
+            }
         }
         self.steer();
     }
@@ -103,18 +113,20 @@ impl Master<'_> {
     /// steered, after [`STEER_GRACE`] otherwise.
     pub(super) fn steer_away(&mut self, slot: usize, now: Instant) -> Instant {
         debug_assert!(self.slots[slot].removing);
-        if self.steering.is_none() {
+        if self.listeners.iter().all(|l| l.steering.is_none()) {
             return now;
         }
         self.steer();
         now + STEER_GRACE
     }
 
-    /// Slot `slot`'s socket has left the group (its last descriptor
-    /// closed): the positions after it shift.
+    /// Slot `slot`'s sockets have left their groups (their last
+    /// descriptors closed): the positions after them shift.
     pub(super) fn steer_left(&mut self, slot: usize) {
-        if let Some(st) = &mut self.steering {
-            st.group.left(slot);
+        for l in &mut self.listeners {
+            if let Some(st) = &mut l.steering {
+                st.group.left(slot);
+            }
         }
         self.steer();
     }

@@ -128,8 +128,9 @@ pub(super) struct Parent {
     pid: i32,
     /// The hand-back channel.
     chan: OwnedFd,
-    /// The Unix socket file, adopted once this master has said it is ready.
-    unix_file: Option<(u64, u64)>,
+    /// The Unix socket files (device and inode), adopted once this master
+    /// has said it is ready.
+    unix_files: Vec<(u64, u64)>,
 }
 
 /// What a new master takes from the environment an old master set: the way
@@ -157,12 +158,16 @@ pub(super) fn take() -> (Option<Parent>, Option<OwnedFd>) {
     };
     let Some(chan) = own(fd) else { return (None, None) };
     let metrics = number(metrics).and_then(own);
-    let unix_file = unix.and_then(|v| {
-        let (dev, ino) = v.split_once(':')?;
-        Some((dev.parse().ok()?, ino.parse().ok()?))
-    });
+    let unix_files = unix
+        .iter()
+        .flat_map(|v| v.split(','))
+        .filter_map(|f| {
+            let (dev, ino) = f.split_once(':')?;
+            Some((dev.parse().ok()?, ino.parse().ok()?))
+        })
+        .collect();
     log::info!("started by a binary upgrade from pid {pid}");
-    (Some(Parent { pid, chan, unix_file }), metrics)
+    (Some(Parent { pid, chan, unix_files }), metrics)
 }
 
 /// Opens the binary an upgrade is about to execute and checks it: a
@@ -237,7 +242,7 @@ impl Launch {
         listeners: &[RawFd],
         chan: RawFd,
         metrics: Option<RawFd>,
-        unix_file: Option<(u64, u64)>,
+        unix_files: &[(u64, u64)],
     ) -> io::Result<Launch> {
         let cstr = |bytes: &[u8]| {
             CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in an exec string"))
@@ -270,8 +275,9 @@ impl Launch {
         if let Some(at) = metrics_at {
             ours.push((METRICS_VAR, at.to_string()));
         }
-        if let Some((dev, ino)) = unix_file {
-            ours.push((UNIX_VAR, format!("{dev}:{ino}")));
+        if !unix_files.is_empty() {
+            let ids: Vec<String> = unix_files.iter().map(|(dev, ino)| format!("{dev}:{ino}")).collect();
+            ours.push((UNIX_VAR, ids.join(",")));
         }
         for (k, v) in ours {
             env.push(entry(OsStr::new(k), OsStr::new(&v)));
@@ -431,10 +437,20 @@ impl Master<'_> {
 
     /// Forks and executes the new master; returns the upgrade under way.
     fn launch(&mut self, path: &Path) -> io::Result<Pending> {
-        let listeners: Vec<RawFd> = match &self.shared_listener {
-            Some(fd) => vec![fd.as_raw_fd()],
-            None => self.slots.iter().filter_map(|s| s.listener.as_ref().map(|l| l.as_raw_fd())).collect(),
-        };
+        // Listener by listener: its shared socket, or every slot's own in
+        // slot order (the new master groups them by address again).
+        let mut listeners: Vec<RawFd> = Vec::new();
+        for (k, l) in self.listeners.iter().enumerate() {
+            match &l.shared {
+                Some(fd) => listeners.push(fd.as_raw_fd()),
+                None => listeners.extend(
+                    self.slots
+                        .iter()
+                        .filter_map(|s| s.listeners.get(k).and_then(Option::as_ref))
+                        .map(|fd| fd.as_raw_fd()),
+                ),
+            }
+        }
         if listeners.is_empty() {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no listening socket to hand over"));
         }
@@ -445,9 +461,9 @@ impl Master<'_> {
             SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         )
         .map_err(|e| context(e.into(), "socketpair"))?;
-        let unix_file = self.unix_file.as_ref().map(UnixSocketFile::id);
+        let unix_files: Vec<(u64, u64)> = self.unix_files.iter().map(UnixSocketFile::id).collect();
         let metrics = self.scrape.as_ref().map(|s| s.fd());
-        let launch = Launch::prepare(path, &listeners, theirs.as_raw_fd(), metrics, unix_file)?;
+        let launch = Launch::prepare(path, &listeners, theirs.as_raw_fd(), metrics, &unix_files)?;
         let max_fd = max_fd();
         // SAFETY: the child makes only async-signal-safe calls (`Launch::run`)
         // and leaves through `execve` or `_exit`.
@@ -616,8 +632,15 @@ impl Master<'_> {
         match socket::send(parent.chan.as_raw_fd(), &[READY], MsgFlags::MSG_NOSIGNAL) {
             Ok(_) => {
                 log::info!("upgrade: workers ready; the old master (pid {}) hands over", parent.pid);
-                if let (Some(id), crate::config::ListenAddr::Unix(path)) = (parent.unix_file, &self.addr) {
-                    self.unix_file = Some(UnixSocketFile::adopt(path.clone(), id));
+                // Each Unix socket file the old master made, by the file now
+                // at each of this master's Unix addresses.
+                for l in &self.listeners {
+                    let crate::config::ListenAddr::Unix(path) = &l.addr else { continue };
+                    let Ok(meta) = std::fs::symlink_metadata(path) else { continue };
+                    let id = (std::os::unix::fs::MetadataExt::dev(&meta), std::os::unix::fs::MetadataExt::ino(&meta));
+                    if parent.unix_files.contains(&id) {
+                        self.unix_files.push(UnixSocketFile::adopt(path.clone(), id));
+                    }
                 }
                 true
             }

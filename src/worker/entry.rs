@@ -24,7 +24,8 @@ use crate::lifeline::{self, Msg};
 use crate::sys::context;
 
 /// Environment variable that marks a re-executed worker:
-/// `slot:generation:listener:lifeline:shm:worker_wake:master_wake`.
+/// `slot:generation:listeners:lifeline:shm:worker_wake:master_wake`, where
+/// `listeners` is a comma-separated list of descriptors.
 const WORKER_ENV: &str = "FORKRING_WORKER";
 /// Environment variable with the worker's slot.
 const ID_ENV: &str = "FORKRING_WORKER_ID";
@@ -37,8 +38,9 @@ const GENERATION_ENV: &str = "FORKRING_WORKER_GENERATION";
 pub(crate) struct Start {
     /// Which worker this is.
     pub(crate) id: WorkerId,
-    /// The slot's listening socket (the child's inherited copy).
-    pub(crate) listener: RawFd,
+    /// The slot's listening sockets, one per address served (the child's
+    /// inherited copies).
+    pub(crate) listeners: Vec<RawFd>,
     /// The worker's end of its lifeline.
     pub(crate) lifeline: OwnedFd,
     /// The worker's end of its channel, claimed in the child.
@@ -57,14 +59,15 @@ pub(crate) struct Start {
 /// Built by the master before it forks.
 pub(crate) fn exec_env(
     id: WorkerId,
-    listener: RawFd,
+    listeners: &[RawFd],
     lifeline: RawFd,
     ring: [RawFd; 3],
 ) -> [(&'static str, String); 3] {
     let [shm, worker_wake, master_wake] = ring;
     let [slot, generation] = identity_env(id);
+    let listeners = listeners.iter().map(|fd| fd.to_string()).collect::<Vec<_>>().join(",");
     [
-        (WORKER_ENV, format!("{}:{}:{listener}:{lifeline}:{shm}:{worker_wake}:{master_wake}", id.slot, id.generation)),
+        (WORKER_ENV, format!("{}:{}:{listeners}:{lifeline}:{shm}:{worker_wake}:{master_wake}", id.slot, id.generation)),
         slot,
         generation,
     ]
@@ -92,7 +95,7 @@ where
     H: Handler,
     F: Fn() -> H,
 {
-    let Start { id, listener, lifeline, ring, env, user } = start;
+    let Start { id, listeners, lifeline, ring, env, user } = start;
     super::set_id(id);
     // The master is single-threaded, and so is this copy of it: changing
     // the environment cannot race with a reader.
@@ -108,12 +111,14 @@ where
     let user = match user.transpose() {
         Ok(user) => user,
         Err(e) => {
+            // A look-up that failed (a user directory that is not up yet,
+            // say) counts as a crash, not as a worker that cannot start.
             log::error!("worker {id}: {e}");
             return 1;
         }
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        serve_as(config, factory, id, listener, lifeline, Some(*ring), user.as_ref())
+        serve_as(config, factory, id, listeners, lifeline, Some(*ring), user.as_ref())
     })) {
         Ok(Ok(())) => 0,
         Ok(Err(e)) => {
@@ -134,7 +139,7 @@ pub(crate) fn serve<H, F>(
     config: &Config,
     factory: &F,
     id: WorkerId,
-    listener: RawFd,
+    listeners: Vec<RawFd>,
     lifeline: OwnedFd,
     ring: Option<WorkerEnd>,
 ) -> io::Result<()>
@@ -143,7 +148,7 @@ where
     F: Fn() -> H,
 {
     let user = config.user.as_deref().map(Credentials::resolve).transpose()?;
-    serve_as(config, factory, id, listener, lifeline, ring, user.as_ref())
+    serve_as(config, factory, id, listeners, lifeline, ring, user.as_ref())
 }
 
 /// Runs the worker: privileges, pinning, messages, handler, event loop.
@@ -151,7 +156,7 @@ fn serve_as<H, F>(
     config: &Config,
     factory: &F,
     id: WorkerId,
-    listener: RawFd,
+    listeners: Vec<RawFd>,
     lifeline: OwnedFd,
     ring: Option<WorkerEnd>,
     user: Option<&Credentials>,
@@ -181,17 +186,18 @@ where
         pin_to_cpu(id.slot)?;
     }
     harden(user)?;
-    // SAFETY: this descriptor is the worker's own copy of the slot's
-    // socket: inherited across fork (the copy of the master's owner in this
+    // SAFETY: these descriptors are the worker's own copies of the slot's
+    // sockets: inherited across fork (the copy of the master's owner in this
     // process is never dropped, the child leaves through `_exit`) or passed
-    // across exec for this worker alone. The driver closes it when draining.
-    let listener = unsafe { OwnedFd::from_raw_fd(listener) };
+    // across exec for this worker alone. The driver closes them when
+    // draining.
+    let listeners: Vec<OwnedFd> = listeners.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect();
     lifeline::send(lifeline.as_fd(), Msg::Listening);
     let mut handler = factory();
     // Ready only once the loop is set up: a worker whose loop cannot run
     // (io_uring refused with `--backend uring`) never says it is.
     let mut ready = false;
-    let result = crate::driver::run(config, listener, &mut handler, &link, || {
+    let result = crate::driver::run(config, listeners, &mut handler, &link, || {
         lifeline::send(lifeline.as_fd(), Msg::Ready);
         ready = true;
     });
@@ -230,29 +236,32 @@ impl std::error::Error for CannotStart {
 }
 
 /// What a re-executed worker was handed.
-pub(crate) type Reexec = (WorkerId, RawFd, OwnedFd, WorkerEnd);
+pub(crate) type Reexec = (WorkerId, Vec<RawFd>, OwnedFd, WorkerEnd);
 
 /// In a re-executed worker: the identity and descriptors the master passed.
 pub(crate) fn reexec_worker() -> io::Result<Option<Reexec>> {
     let Ok(v) = std::env::var(WORKER_ENV) else { return Ok(None) };
     std::env::remove_var(WORKER_ENV);
     let bad = || io::Error::new(io::ErrorKind::InvalidInput, format!("{WORKER_ENV}={v:?}: malformed"));
-    let nums: Vec<i64> = v.split(':').map(|p| p.parse::<i64>()).collect::<Result<_, _>>().map_err(|_| bad())?;
-    let &[slot, generation, listener, lifeline, shm, worker_wake, master_wake] = nums.as_slice() else {
+    let parts: Vec<&str> = v.split(':').collect();
+    let &[slot, generation, listeners, lifeline, shm, worker_wake, master_wake] = parts.as_slice() else {
         return Err(bad());
     };
-    let fds = [listener, lifeline, shm, worker_wake, master_wake].map(|fd| fd as RawFd);
-    for fd in fds {
+    let num = |p: &str| p.parse::<i64>().map_err(|_| bad());
+    let (slot, generation) = (num(slot)?, num(generation)?);
+    let listeners: Vec<RawFd> =
+        listeners.split(',').map(|p| p.parse::<RawFd>().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    let fds = [num(lifeline)?, num(shm)?, num(worker_wake)?, num(master_wake)?].map(|fd| fd as RawFd);
+    for &fd in listeners.iter().chain(&fds) {
         crate::sys::set_cloexec(fd, true).map_err(|e| context(e, format_args!("{WORKER_ENV}: fd {fd}")))?;
     }
     // SAFETY: the master passed these descriptors across exec for this
     // worker alone (checked open just above); each is owned once.
-    let [lifeline, shm, worker_wake, master_wake] =
-        unsafe { [fds[1], fds[2], fds[3], fds[4]].map(|fd| OwnedFd::from_raw_fd(fd)) };
+    let [lifeline, shm, worker_wake, master_wake] = unsafe { fds.map(|fd| OwnedFd::from_raw_fd(fd)) };
     let end = WorkerEnd::from_fds(shm, worker_wake, master_wake)?;
     let id = WorkerId { slot: slot as usize, generation: generation as u64 };
     super::set_id(id);
-    Ok(Some((id, fds[0], lifeline, end)))
+    Ok(Some((id, listeners, lifeline, end)))
 }
 
 /// Pins this process to CPU `slot` (modulo the CPU count).

@@ -129,12 +129,14 @@ impl Server {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(rest) = line.split("listening on ").nth(1) {
+                    // The first TCP address, where there are several; a Unix
+                    // socket's (`unix:PATH`) is the test's to know.
+                    if let Some(rest) = line.split("listening on ").nth(1).filter(|r| !r.trim().starts_with("unix:")) {
                         let a: SocketAddr = rest
                             .trim()
                             .parse()
                             .map_err(|e| format!("unparsable address in {line:?}: {e}\n{}", server.log_text()))?;
-                        addr = Some(a);
+                        addr.get_or_insert(a);
                     }
                     if let Some(i) = line.find("backend: ") {
                         backend = Some(line[i..].to_owned());

@@ -55,7 +55,7 @@ impl Core<'_> {
     /// Whether the loop may accept with `live` connections open.
     pub(crate) fn may_accept(&self, live: usize) -> bool {
         !self.draining()
-            && self.listener.is_some()
+            && self.listeners.iter().any(Option::is_some)
             && live < self.config.max_connections.max(1)
             && self.sh.now_ms() >= self.accept_paused_until
     }

@@ -75,8 +75,10 @@ pub(crate) struct Core<'a> {
     pub(crate) link: &'a Link,
     /// Per-worker protocol state shared by every connection.
     pub(crate) sh: WorkerState,
-    /// The worker's copy of the listening socket, until draining closes it.
-    pub(crate) listener: Option<OwnedFd>,
+    /// The worker's copies of its listening sockets (one per address it
+    /// serves), each until draining closes it; a listener's index is the
+    /// one the backend names it by.
+    pub(crate) listeners: Vec<Option<OwnedFd>>,
     /// Serving or draining.
     state: State,
     /// No accept before this time (after running out of resources).
@@ -95,8 +97,8 @@ pub(crate) struct Core<'a> {
 }
 
 impl<'a> Core<'a> {
-    /// The shared state of a loop that serves `listener`.
-    pub(crate) fn new(config: &'a Config, link: &'a Link, listener: OwnedFd) -> Core<'a> {
+    /// The shared state of a loop that serves `listeners`.
+    pub(crate) fn new(config: &'a Config, link: &'a Link, listeners: Vec<OwnedFd>) -> Core<'a> {
         let mut sh = WorkerState::new(config.limits, config.timeouts);
         if let Some(c) = link.counters() {
             sh.set_counters(c);
@@ -116,7 +118,7 @@ impl<'a> Core<'a> {
             config,
             link,
             sh,
-            listener: Some(listener),
+            listeners: listeners.into_iter().map(Some).collect(),
             state: State::Serving,
             accept_paused_until: 0,
             accept_failing: false,
@@ -181,7 +183,7 @@ impl<'a> Core<'a> {
     /// while it goes on, else what the loop returns.
     pub(crate) fn drain_result(&mut self, live: usize) -> Option<io::Result<()>> {
         let State::Draining { until } = self.state else { return None };
-        if live == 0 && self.listener.is_none() {
+        if live == 0 && self.listeners.iter().all(Option::is_none) {
             log::info!("drained");
         } else if self.sh.now_ms() >= until {
             log::warn!("drain timeout: closing {live} connections");
@@ -191,12 +193,12 @@ impl<'a> Core<'a> {
         Some(self.failure.take().map_or(Ok(()), Err))
     }
 
-    /// Once draining, with no accept of the backend's left in the kernel:
-    /// takes every connection queued on the listener and closes it. The
-    /// backend serves what is returned like its other connections.
-    pub(crate) fn close_listener(&mut self) -> Vec<OwnedFd> {
+    /// Once draining, with no accept of the backend's left in the kernel
+    /// on listener `index`: takes every connection queued on it and closes
+    /// it. The backend serves what is returned like its other connections.
+    pub(crate) fn close_listener(&mut self, index: usize) -> Vec<OwnedFd> {
         debug_assert!(self.draining());
-        match self.listener.take() {
+        match self.listeners.get_mut(index).and_then(Option::take) {
             Some(listener) => drain_listener(self.config.backlog, listener),
             None => Vec::new(),
         }

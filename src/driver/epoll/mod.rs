@@ -16,11 +16,12 @@
 //!   no buffer.
 //! - All reads of a turn are followed by one send of everything the
 //!   protocol state framed, so pipelined responses leave together.
-//! - The listener is edge-triggered too, and accepting happens once per turn,
+//! - The listeners (one per address served, each registered under its own
+//!   token) are edge-triggered too, and accepting happens once per turn,
 //!   after the events: a slab slot freed and reused within one turn can never
 //!   receive an event that was meant for its previous owner.
-//! - Draining takes the listener out of the set, accepts what is queued on
-//!   it and closes it, all before the next wait.
+//! - Draining takes the listeners out of the set, accepts what is queued on
+//!   them and closes them, all before the next wait.
 //!
 //! Where it stops: HTTP belongs to [`Conn`]; what to do about the listener,
 //! accept errors, the drain, deadlines and closing belongs to
@@ -42,7 +43,7 @@ use crate::config::Config;
 use crate::http::{Conn, Handler};
 use crate::sys::context;
 use conn::{Connection, Step};
-use poller::{Epoll, Token, INBOX, LISTENER, WAKE};
+use poller::{Epoll, Token, INBOX, WAKE};
 
 /// The worker-wide receive buffer.
 const READ_BUF: usize = 64 * 1024;
@@ -63,16 +64,16 @@ const READ_ENDS: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u
 /// Events after which a send can make progress (or report the error).
 const WRITE_READY: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
 
-/// Serves `listener` until the worker is drained; see the contract in
+/// Serves `listeners` until the worker is drained; see the contract in
 /// [`super`].
 pub(crate) fn run<H: Handler>(
     config: &Config,
-    listener: OwnedFd,
+    listeners: Vec<OwnedFd>,
     handler: &mut H,
     link: &Link,
     ready: impl FnOnce(),
 ) -> io::Result<()> {
-    let mut driver = Driver::new(config, listener, handler, link)?;
+    let mut driver = Driver::new(config, listeners, handler, link)?;
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
     ready();
     driver.serve(&mut events)
@@ -90,14 +91,21 @@ struct Driver<'a, H> {
     conns: Slab<Connection>,
     /// The receive buffer every connection reads into.
     buf: Box<[u8]>,
-    /// Connections may be waiting in the backlog: set by an event, cleared
-    /// when `accept4` says `WouldBlock`.
-    accept_ready: bool,
+    /// Connections may be waiting in each listener's backlog: set by an
+    /// event, cleared when `accept4` says `WouldBlock`.
+    accept_ready: Vec<bool>,
 }
 
 impl<'a, H: Handler> Driver<'a, H> {
-    fn new(config: &'a Config, listener: OwnedFd, handler: &'a mut H, link: &'a Link) -> io::Result<Driver<'a, H>> {
-        crate::sys::set_nonblocking(listener.as_raw_fd()).map_err(|e| context(e, "listener"))?;
+    fn new(
+        config: &'a Config,
+        listeners: Vec<OwnedFd>,
+        handler: &'a mut H,
+        link: &'a Link,
+    ) -> io::Result<Driver<'a, H>> {
+        if listeners.len() > poller::MAX_LISTENERS {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} listeners", listeners.len())));
+        }
         let epoll = Epoll::new().map_err(|e| context(e, "epoll_create1"))?;
         epoll.add(link.wake_fd(), libc::EPOLLIN as u32, WAKE).map_err(|e| context(e, "epoll_ctl(wake fd)"))?;
         if let Some(fd) = link.inbox_fd() {
@@ -106,20 +114,24 @@ impl<'a, H: Handler> Driver<'a, H> {
         // EPOLLEXCLUSIVE wakes one waiter, not all, when several workers
         // share one listening socket; kernels before 4.5 refuse it.
         let interest = (libc::EPOLLIN | libc::EPOLLET) as u32;
-        epoll
-            .add(listener.as_raw_fd(), interest | libc::EPOLLEXCLUSIVE as u32, LISTENER)
-            .or_else(|e| match e.raw_os_error() {
-                Some(libc::EINVAL) => epoll.add(listener.as_raw_fd(), interest, LISTENER),
-                _ => Err(e),
-            })
-            .map_err(|e| context(e, "epoll_ctl(listener)"))?;
+        for (i, listener) in listeners.iter().enumerate() {
+            let fd = listener.as_raw_fd();
+            crate::sys::set_nonblocking(fd).map_err(|e| context(e, "listener"))?;
+            epoll
+                .add(fd, interest | libc::EPOLLEXCLUSIVE as u32, Token::listener(i))
+                .or_else(|e| match e.raw_os_error() {
+                    Some(libc::EINVAL) => epoll.add(fd, interest, Token::listener(i)),
+                    _ => Err(e),
+                })
+                .map_err(|e| context(e, "epoll_ctl(listener)"))?;
+        }
         Ok(Driver {
-            core: Core::new(config, link, listener),
+            accept_ready: vec![true; listeners.len()],
+            core: Core::new(config, link, listeners),
             handler,
             epoll,
             conns: Slab::default(),
             buf: vec![0u8; READ_BUF].into_boxed_slice(),
-            accept_ready: true,
         })
     }
 
@@ -148,10 +160,12 @@ impl<'a, H: Handler> Driver<'a, H> {
                 // Copies out of the (packed, on x86-64) event.
                 let (bits, token) = (ev.events, Token(ev.u64));
                 match token {
-                    LISTENER => self.accept_ready = true,
                     WAKE => woken = true,
                     INBOX => self.core.link.ack_inbox(),
-                    Token(key) => self.on_event(Key::unpack(key), bits),
+                    t => match t.listener_index() {
+                        Some(i) => self.accept_ready[i] = true,
+                        None => self.on_event(Key::unpack(t.0), bits),
+                    },
                 }
             }
             self.core.link.deliver(&mut *self.handler);
@@ -174,7 +188,7 @@ impl<'a, H: Handler> Driver<'a, H> {
     /// (sweep, end of an accept pause, end of the drain); not at all if
     /// connections are known to wait in the backlog.
     fn timeout_ms(&self) -> i32 {
-        if self.accept_ready && self.core.may_accept(self.conns.len()) {
+        if self.accept_ready.contains(&true) && self.core.may_accept(self.conns.len()) {
             return 0;
         }
         self.core.next_wake().saturating_sub(self.core.sh.now_ms()).min(i32::MAX as u64) as i32
@@ -221,18 +235,26 @@ impl<'a, H: Handler> Driver<'a, H> {
         }
     }
 
-    /// Accepts what waits in the backlog, up to the connection cap and
-    /// [`ACCEPT_BATCH`].
+    /// Accepts what waits in the backlogs, up to the connection cap and
+    /// [`ACCEPT_BATCH`] per listener.
     fn accept_pending(&mut self) {
+        for index in 0..self.accept_ready.len() {
+            self.accept_pending_on(index);
+        }
+    }
+
+    /// Accepts what waits in listener `index`'s backlog, up to the
+    /// connection cap and [`ACCEPT_BATCH`].
+    fn accept_pending_on(&mut self, index: usize) {
         for _ in 0..ACCEPT_BATCH {
-            if !self.accept_ready || !self.core.may_accept(self.conns.len()) {
+            if !self.accept_ready[index] || !self.core.may_accept(self.conns.len()) {
                 return;
             }
-            let Some(listener) = &self.core.listener else { return };
+            let Some(Some(listener)) = self.core.listeners.get(index) else { return };
             let fd = match core::accept(listener.as_raw_fd()) {
                 Ok(fd) => fd,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.accept_ready = false;
+                    self.accept_ready[index] = false;
                     return;
                 }
                 Err(e) => match self.core.on_accept_error(e.raw_os_error().unwrap_or(0)) {
@@ -283,15 +305,17 @@ impl<'a, H: Handler> Driver<'a, H> {
         if !self.core.start_drain(self.conns.len()) {
             return;
         }
-        if let Some(listener) = &self.core.listener {
+        for listener in self.core.listeners.iter().flatten() {
             if let Err(e) = self.epoll.delete(listener.as_raw_fd()) {
                 log::warn!("epoll_ctl(delete listener): {e}");
             }
         }
-        self.accept_ready = false;
-        for fd in self.core.close_listener() {
-            if let Err(e) = self.add(fd) {
-                log::warn!("epoll_ctl(add connection): {e}; closing it");
+        for index in 0..self.accept_ready.len() {
+            self.accept_ready[index] = false;
+            for fd in self.core.close_listener(index) {
+                if let Err(e) = self.add(fd) {
+                    log::warn!("epoll_ctl(add connection): {e}; closing it");
+                }
             }
         }
         for (_, c) in self.conns.iter_mut() {

@@ -14,13 +14,29 @@ use crate::driver::slab::KEYS_END;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Token(pub(super) u64);
 
-/// The listening socket.
-pub(super) const LISTENER: Token = Token(u64::MAX);
 /// The wake-up eventfd of the [`crate::driver::link::Link`].
 pub(super) const WAKE: Token = Token(u64::MAX - 1);
 /// The eventfd of the ring from the master.
 pub(super) const INBOX: Token = Token(u64::MAX - 2);
-const _: () = assert!(INBOX.0 >= KEYS_END);
+/// The most listening sockets one worker serves.
+pub(crate) const MAX_LISTENERS: usize = 4096;
+/// Listener `i` is `LISTENERS_TOP - i`.
+const LISTENERS_TOP: u64 = u64::MAX - 3;
+const _: () = assert!(LISTENERS_TOP - MAX_LISTENERS as u64 >= KEYS_END);
+
+impl Token {
+    /// The token of listening socket `index`.
+    pub(super) fn listener(index: usize) -> Token {
+        debug_assert!(index < MAX_LISTENERS);
+        Token(LISTENERS_TOP - index as u64)
+    }
+
+    /// The listener index this token names, if it names one.
+    pub(super) fn listener_index(self) -> Option<usize> {
+        let i = LISTENERS_TOP.checked_sub(self.0)?;
+        (i < MAX_LISTENERS as u64).then_some(i as usize)
+    }
+}
 
 /// An epoll instance.
 pub(super) struct Epoll {

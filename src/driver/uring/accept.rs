@@ -1,6 +1,6 @@
-//! Taking connections in: the multishot accept kept in the kernel while
-//! the core allows accepting (and cancelled when it does not), its
-//! completions, and a new connection's place in the table. Where it stops:
+//! Taking connections in: a multishot accept per listener kept in the
+//! kernel while the core allows accepting (and cancelled when it does
+//! not), their completions, and a new connection's place in the table. Where it stops:
 //! whether to accept, and what an accept error means, is the core's
 //! ([`crate::driver::core::AcceptError`]).
 
@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use super::conn::Connection;
 use super::sqe;
 use super::submit::Multishot;
-use super::token::{Op, Token};
+use super::token::Token;
 use super::Driver;
 use crate::driver::core::AcceptError;
 use crate::http::{Conn, Handler};
@@ -20,40 +20,44 @@ use crate::http::{Conn, Handler};
 const ACCEPT_MULTISHOT_HEADROOM: usize = 256;
 
 impl<H: Handler> Driver<'_, '_, H> {
-    /// Keeps an accept in the kernel while the core allows accepting, and
-    /// cancels it when the core no longer does.
+    /// Keeps an accept in the kernel on every listener while the core
+    /// allows accepting, and cancels them when the core no longer does.
     pub(super) fn reconcile_accept(&mut self) {
         let live = self.conns.len();
         let want = self.core.may_accept(live);
-        match (want, self.accept) {
-            (true, Multishot::Off) => {
-                let Some(listener) = &self.core.listener else { return };
-                let headroom = self.core.config.max_connections.saturating_sub(live);
-                let accept = sqe::accept(listener.as_raw_fd(), headroom > ACCEPT_MULTISHOT_HEADROOM);
-                // SAFETY: an accept that asks for no peer address refers to
-                // no memory.
-                let r = unsafe { self.io.push(accept) };
-                if r.is_ok() {
-                    self.accept = Multishot::Armed;
+        for index in 0..self.accept.len() {
+            match (want, self.accept[index]) {
+                (true, Multishot::Off) => {
+                    let Some(Some(listener)) = self.core.listeners.get(index) else { continue };
+                    let headroom = self.core.config.max_connections.saturating_sub(live);
+                    let accept = sqe::accept(listener.as_raw_fd(), index, headroom > ACCEPT_MULTISHOT_HEADROOM);
+                    // SAFETY: an accept that asks for no peer address refers
+                    // to no memory.
+                    let r = unsafe { self.io.push(accept) };
+                    if r.is_ok() {
+                        self.accept[index] = Multishot::Armed;
+                    }
+                    self.check(r);
                 }
-                self.check(r);
-            }
-            (false, Multishot::Armed) => {
-                let r = self.io.cancel(Token::of(Op::Accept));
-                if r.is_ok() {
-                    self.accept = Multishot::Cancelling;
+                (false, Multishot::Armed) => {
+                    let r = self.io.cancel(Token::accept(index));
+                    if r.is_ok() {
+                        self.accept[index] = Multishot::Cancelling;
+                    }
+                    self.check(r);
                 }
-                self.check(r);
+                _ => {}
             }
-            _ => {}
         }
     }
 
-    /// An accept completed: a connection, or an error for the core's
-    /// policy (an unusable listener starts the drain).
-    pub(super) fn on_accept(&mut self, res: i32, flags: u32) {
+    /// An accept on listener `index` completed: a connection, or an error
+    /// for the core's policy (an unusable listener starts the drain).
+    pub(super) fn on_accept(&mut self, index: usize, res: i32, flags: u32) {
         if !io_uring::cqueue::more(flags) {
-            self.accept = Multishot::Off;
+            if let Some(a) = self.accept.get_mut(index) {
+                *a = Multishot::Off;
+            }
         }
         if res >= 0 {
             self.core.on_accepted();

@@ -27,7 +27,7 @@ impl<H: Handler> Driver<'_, '_, H> {
         match token.op() {
             Some(Op::Recv) => self.on_recv(token.key(&self.conns), res, flags),
             Some(Op::Send) => self.on_send(token.key(&self.conns), res),
-            Some(Op::Accept) => self.on_accept(res, flags),
+            Some(Op::Accept) => self.on_accept(token.listener(), res, flags),
             Some(Op::Wake) => self.on_wake(res, flags),
             Some(Op::Timer) => self.on_timer(res),
             Some(Op::Inbox) => self.on_inbox(flags),

@@ -3,11 +3,12 @@
 //!
 //! What runs on the ring:
 //!
-//! - one multishot accept on the listener, cancelled while the worker is at
-//!   `max_connections`, backing off after errors such as `EMFILE`, and
-//!   cancelled for good when draining: once its last completion is in (the
-//!   connections it still brings are served), what is queued on the
-//!   listener is accepted directly and the listener closed;
+//! - one multishot accept on each listener (its index in the user data),
+//!   cancelled while the worker is at `max_connections`, backing off after
+//!   errors such as `EMFILE`, and cancelled for good when draining: once
+//!   its last completion is in (the connections it still brings are
+//!   served), what is queued on that listener is accepted directly and the
+//!   listener closed;
 //! - per connection, one multishot recv drawing from a provided-buffer ring
 //!   (so an idle connection holds no receive buffer), and at most one send
 //!   covering every response framed so far;
@@ -90,11 +91,11 @@ use conn::Connection;
 use submit::{entered, Io, Multishot};
 
 impl Ring {
-    /// Serves `listener` until the worker has drained.
+    /// Serves `listeners` until the worker has drained.
     pub(crate) fn run<H: Handler>(
         mut self,
         config: &Config,
-        listener: OwnedFd,
+        listeners: Vec<OwnedFd>,
         handler: &mut H,
         link: &Link,
         ready: impl FnOnce(),
@@ -106,7 +107,7 @@ impl Ring {
             log::debug!("io_uring: ring fd not registered: {e}");
         }
         let io = Io { submitter, sq, bufs, inflight: 0 };
-        let mut driver = Driver::new(config, listener, handler, link, io);
+        let mut driver = Driver::new(config, listeners, handler, link, io);
         ready();
         // A panic out of the loop (a handler's `on_message`, a bug) must not
         // unwind past the ring while the kernel may still write into the
@@ -137,8 +138,8 @@ struct Driver<'r, 'a, H> {
     /// Connections touched by this turn's completions, to reconcile before
     /// the next submit.
     dirty: Vec<Key>,
-    /// The multishot accept.
-    accept: Multishot,
+    /// The multishot accept of each listener, by index.
+    accept: Vec<Multishot>,
     /// The multishot poll on the link's wake-up eventfd is in the kernel.
     wake_armed: bool,
     /// The poll on the ring-from-master eventfd is in the kernel.
@@ -158,14 +159,15 @@ struct Driver<'r, 'a, H> {
 }
 
 impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
-    fn new(config: &'a Config, listener: OwnedFd, handler: &'a mut H, link: &'a Link, io: Io<'r>) -> Self {
+    fn new(config: &'a Config, listeners: Vec<OwnedFd>, handler: &'a mut H, link: &'a Link, io: Io<'r>) -> Self {
+        let accept = vec![Multishot::Off; listeners.len()];
         Driver {
             io,
-            core: Core::new(config, link, listener),
+            core: Core::new(config, link, listeners),
             handler,
             conns: Slab::default(),
             dirty: Vec::new(),
-            accept: Multishot::Off,
+            accept,
             wake_armed: false,
             inbox_armed: false,
             timer_armed: false,
@@ -181,9 +183,13 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             self.start_drain();
         }
         loop {
-            if self.core.draining() && self.accept == Multishot::Off {
-                for fd in self.core.close_listener() {
-                    self.add(fd);
+            if self.core.draining() {
+                for index in 0..self.accept.len() {
+                    if self.accept[index] == Multishot::Off {
+                        for fd in self.core.close_listener(index) {
+                            self.add(fd);
+                        }
+                    }
                 }
             }
             self.reconcile_all();

@@ -61,16 +61,16 @@ pub(super) fn close(fd: RawFd, key: Key) -> Entry {
     opcode::Close::new(Fd(fd)).build().user_data(Token::new(Op::Close, key).0)
 }
 
-/// An accept of close-on-exec connections on the listener that asks for
-/// no peer address: multishot, or one connection only.
+/// An accept of close-on-exec connections on listener `index` (`listener`)
+/// that asks for no peer address: multishot, or one connection only.
 #[inline]
-pub(super) fn accept(listener: RawFd, multishot: bool) -> Entry {
+pub(super) fn accept(listener: RawFd, index: usize, multishot: bool) -> Entry {
     let entry = if multishot {
         opcode::AcceptMulti::new(Fd(listener)).flags(libc::SOCK_CLOEXEC).build()
     } else {
         opcode::Accept::new(Fd(listener), ptr::null_mut(), ptr::null_mut()).flags(libc::SOCK_CLOEXEC).build()
     };
-    entry.user_data(Token::of(Op::Accept).0)
+    entry.user_data(Token::accept(index).0)
 }
 
 /// A multishot poll for input on one of the loop's eventfds, as `op`.

@@ -90,6 +90,17 @@ impl Token {
         Token((op as u64) << OP_SHIFT)
     }
 
+    /// The token of the accept on listener `index` (where a connection's
+    /// slot would be).
+    pub(super) fn accept(index: usize) -> Token {
+        Token((Op::Accept as u64) << OP_SHIFT | index as u64 & SLOT_MASK)
+    }
+
+    /// The listener index of an accept's token.
+    pub(super) fn listener(self) -> usize {
+        (self.0 & SLOT_MASK) as usize
+    }
+
     /// This token with operation `op` instead (a cancel names its target's
     /// connection).
     pub(super) fn with_op(self, op: Op) -> Token {
@@ -142,6 +153,10 @@ mod tests {
             assert_eq!(t.with_op(Op::Cancel).key(&conns), key);
         }
         assert_eq!(Token(0).op(), None);
+        for i in [0, 1, 7] {
+            assert_eq!(Token::accept(i).op(), Some(Op::Accept));
+            assert_eq!(Token::accept(i).listener(), i);
+        }
         // The slot's next occupant is not the one a token was made for.
         let stale = Token::new(Op::Recv, key);
         conns.remove(key);

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io;
 use std::time::UNIX_EPOCH;
 
-use crate::http::date::parse_imf;
+use crate::http::date::parse_http_date;
 
 /// A file to send as a response body.
 #[derive(Debug)]
@@ -42,22 +42,32 @@ pub(crate) enum Plan {
     Part { start: u64, len: u64 },
     /// `304`: the client's copy is current.
     NotModified,
+    /// `412`: the file changed after the date of `If-Unmodified-Since`.
+    PreconditionFailed,
     /// `416`: no byte of the range is in the file.
     Unsatisfiable,
 }
 
 /// Decides the answer for a `total`-byte file last modified at `mtime`
-/// (seconds) to a GET or HEAD with these `Range`, `If-Range` and
-/// `If-Modified-Since` fields (RFC 9110 §13.1.3, §13.1.5, §14.2).
+/// (seconds) to a GET or HEAD with these `Range`, `If-Range`,
+/// `If-Unmodified-Since` and `If-Modified-Since` fields, in RFC 9110's
+/// order (§13.2.2; §13.1.3, §13.1.4, §13.1.5, §14.2). A date in any of
+/// HTTP's three forms counts; one that does not parse is ignored.
 pub(crate) fn plan(
     range: Option<&[u8]>,
     if_range: Option<&[u8]>,
+    if_unmodified_since: Option<&[u8]>,
     if_modified_since: Option<&[u8]>,
     total: u64,
     mtime: Option<u64>,
 ) -> Plan {
+    if let (Some(ius), Some(mtime)) = (if_unmodified_since, mtime) {
+        if parse_http_date(ius).is_some_and(|since| mtime > since) {
+            return Plan::PreconditionFailed;
+        }
+    }
     if let (Some(ims), Some(mtime)) = (if_modified_since, mtime) {
-        if parse_imf(ims).is_some_and(|since| mtime <= since) {
+        if parse_http_date(ims).is_some_and(|since| mtime <= since) {
             return Plan::NotModified;
         }
     }
@@ -65,7 +75,7 @@ pub(crate) fn plan(
     // A validator that does not match the file (or that cannot be
     // compared: an entity tag, since none is sent) means the whole file.
     if let Some(v) = if_range {
-        let current = mtime.zip(parse_imf(v)).is_some_and(|(m, d)| m == d);
+        let current = mtime.zip(parse_http_date(v)).is_some_and(|(m, d)| m == d);
         if !current {
             return Plan::Whole;
         }
@@ -164,14 +174,24 @@ mod tests {
     fn plans() {
         let date = b"Sun, 06 Nov 1994 08:49:37 GMT";
         let t = 784_111_777;
-        assert_eq!(plan(None, None, None, 10, Some(t)), Plan::Whole);
-        assert_eq!(plan(None, None, Some(date), 10, Some(t)), Plan::NotModified);
-        assert_eq!(plan(None, None, Some(date), 10, Some(t + 1)), Plan::Whole);
-        assert_eq!(plan(None, None, Some(b"garbage"), 10, Some(t)), Plan::Whole);
-        assert_eq!(plan(Some(b"bytes=2-3"), None, None, 10, Some(t)), Plan::Part { start: 2, len: 2 });
-        assert_eq!(plan(Some(b"bytes=20-"), None, None, 10, Some(t)), Plan::Unsatisfiable);
-        assert_eq!(plan(Some(b"bytes=2-3"), Some(date), None, 10, Some(t)), Plan::Part { start: 2, len: 2 });
-        assert_eq!(plan(Some(b"bytes=2-3"), Some(date), None, 10, Some(t + 5)), Plan::Whole);
-        assert_eq!(plan(Some(b"bytes=2-3"), Some(b"\"etag\""), None, 10, Some(t)), Plan::Whole);
+        assert_eq!(plan(None, None, None, None, 10, Some(t)), Plan::Whole);
+        // If-Unmodified-Since: 412 when the file is newer, first of all.
+        assert_eq!(plan(None, None, Some(date), None, 10, Some(t + 1)), Plan::PreconditionFailed);
+        assert_eq!(plan(Some(b"bytes=2-3"), None, Some(date), Some(date), 10, Some(t + 1)), Plan::PreconditionFailed);
+        assert_eq!(plan(None, None, Some(date), None, 10, Some(t)), Plan::Whole);
+        assert_eq!(plan(None, None, Some(b"garbage"), None, 10, Some(t + 1)), Plan::Whole);
+        assert_eq!(
+            plan(None, None, Some(b"Sun Nov  6 08:49:37 1994"), None, 10, Some(t + 1)),
+            Plan::PreconditionFailed
+        );
+        assert_eq!(plan(None, None, Some(b"Sunday, 06-Nov-94 08:49:37 GMT"), None, 10, Some(t)), Plan::Whole);
+        assert_eq!(plan(None, None, None, Some(date), 10, Some(t)), Plan::NotModified);
+        assert_eq!(plan(None, None, None, Some(date), 10, Some(t + 1)), Plan::Whole);
+        assert_eq!(plan(None, None, None, Some(b"garbage"), 10, Some(t)), Plan::Whole);
+        assert_eq!(plan(Some(b"bytes=2-3"), None, None, None, 10, Some(t)), Plan::Part { start: 2, len: 2 });
+        assert_eq!(plan(Some(b"bytes=20-"), None, None, None, 10, Some(t)), Plan::Unsatisfiable);
+        assert_eq!(plan(Some(b"bytes=2-3"), Some(date), None, None, 10, Some(t)), Plan::Part { start: 2, len: 2 });
+        assert_eq!(plan(Some(b"bytes=2-3"), Some(date), None, None, 10, Some(t + 5)), Plan::Whole);
+        assert_eq!(plan(Some(b"bytes=2-3"), Some(b"\"etag\""), None, None, 10, Some(t)), Plan::Whole);
     }
 }

@@ -104,6 +104,7 @@ impl Conn {
             conditional: get.then(|| Conditional {
                 range: req.headers.get("range"),
                 if_range: req.headers.get("if-range"),
+                if_unmodified_since: req.headers.get("if-unmodified-since"),
                 if_modified_since: req.headers.get("if-modified-since"),
             }),
         };

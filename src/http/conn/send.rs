@@ -35,6 +35,8 @@ pub(super) struct Conditional<'r> {
     pub(super) range: Option<&'r [u8]>,
     /// `If-Range`.
     pub(super) if_range: Option<&'r [u8]>,
+    /// `If-Unmodified-Since`.
+    pub(super) if_unmodified_since: Option<&'r [u8]>,
     /// `If-Modified-Since`.
     pub(super) if_modified_since: Option<&'r [u8]>,
 }
@@ -84,12 +86,12 @@ impl Conn {
         self.refill(sh);
     }
 
-    /// Sends the head of a file response (after `Range` and
-    /// `If-Modified-Since`) and queues its bytes after it.
+    /// Sends the head of a file response (after `Range` and the
+    /// conditional fields) and queues its bytes after it.
     fn start_file(&mut self, res: &mut Response, body: FileBody, a: &Answer<'_>, sh: &mut WorkerState) {
         let plan = match &a.conditional {
             Some(c) if res.status_code() == 200 => {
-                plan_file(c.range, c.if_range, c.if_modified_since, body.total, body.mtime)
+                plan_file(c.range, c.if_range, c.if_unmodified_since, c.if_modified_since, body.total, body.mtime)
             }
             _ => Plan::Whole,
         };
@@ -111,11 +113,15 @@ impl Conn {
                 res.status(304);
                 (0, 0)
             }
-            Plan::Unsatisfiable => {
-                res.set_error(416);
-                let mut v = b"bytes */".to_vec();
-                v.extend_from_slice(fmt_u64(body.total, &mut num));
-                res.runtime_header("Content-Range", &v);
+            Plan::Unsatisfiable | Plan::PreconditionFailed => {
+                if plan == Plan::Unsatisfiable {
+                    res.set_error(416);
+                    let mut v = b"bytes */".to_vec();
+                    v.extend_from_slice(fmt_u64(body.total, &mut num));
+                    res.runtime_header("Content-Range", &v);
+                } else {
+                    res.set_error(412);
+                }
                 self.out.emit(res, a.frame, Body::Whole, sh);
                 if a.frame.close {
                     self.close_input(sh);
