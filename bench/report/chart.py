@@ -226,7 +226,9 @@ def curve_panels(r, parts, y, W, pad, text, line):
             text(left - 4, ypos(d) + 4, fmt_short(d), 10, anchor="end", fill="#555")
             d *= 10
         line(left, plot_bot, right, plot_bot, "#444")
-        step = 10 ** math.floor(math.log10(xmax / 2))
+        # At most five ticks, 1, 2 or 5 times a power of ten apart.
+        mag = 10 ** math.floor(math.log10(xmax / 5))
+        step = next(m * mag for m in (1, 2, 5, 10) if xmax / (m * mag) <= 5)
         tick = step
         while tick < xmax:
             line(xpos(tick), plot_bot, xpos(tick), plot_bot + 4, "#444")

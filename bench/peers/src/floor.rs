@@ -163,7 +163,12 @@ pub fn listener(addr: SocketAddr) -> io::Result<TcpListener> {
 /// Runs `worker` in `workers` processes, each with its own listening socket
 /// bound before it forks, as forkring's workers have; the parent only waits
 /// and exits when a worker does (taking the others with it).
-pub fn run_processes(name: &str, addr: SocketAddr, workers: usize, worker: fn(usize, TcpListener) -> io::Result<()>) -> ! {
+pub fn run_processes(
+    name: &str,
+    addr: SocketAddr,
+    workers: usize,
+    worker: fn(usize, TcpListener) -> io::Result<()>,
+) -> ! {
     let fail = |why: String| -> ! {
         eprintln!("{name}: {why}");
         exit(1)

@@ -70,7 +70,12 @@ impl Worker {
         loop {
             // SAFETY: no address is asked for.
             let r = unsafe {
-                libc::accept4(self.listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+                libc::accept4(
+                    self.listener,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
             };
             let fd = match check(r as isize) {
                 Ok(fd) => fd as RawFd,

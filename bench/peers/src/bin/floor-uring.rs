@@ -154,7 +154,14 @@ fn map_anon(len: usize) -> io::Result<*mut u8> {
     // SAFETY: a fresh anonymous mapping touches no existing memory. It is
     // never unmapped: the process ends with the worker.
     let p = unsafe {
-        libc::mmap(ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     };
     if p == libc::MAP_FAILED {
         Err(io::Error::last_os_error())
@@ -216,10 +223,11 @@ impl Worker<'_> {
     }
 
     fn arm_accept(&mut self) -> io::Result<()> {
-        let e = opcode::AcceptMulti::new(Fd(self.listener))
-            .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(token(Op::Accept, 0, 0));
+        let e = opcode::AcceptMulti::new(Fd(self.listener)).flags(libc::SOCK_CLOEXEC).build().user_data(token(
+            Op::Accept,
+            0,
+            0,
+        ));
         // SAFETY: refers to no memory.
         unsafe { self.push(e) }
     }
@@ -248,10 +256,11 @@ impl Worker<'_> {
         let (bytes, last) = c.owed.next();
         c.sending = true;
         let flags = libc::MSG_NOSIGNAL | if last { libc::MSG_MORE } else { 0 };
-        let e = opcode::Send::new(Fd(fd), bytes.as_ptr(), bytes.len() as u32)
-            .flags(flags)
-            .build()
-            .user_data(token(Op::Send, fd, c.gen));
+        let e = opcode::Send::new(Fd(fd), bytes.as_ptr(), bytes.len() as u32).flags(flags).build().user_data(token(
+            Op::Send,
+            fd,
+            c.gen,
+        ));
         // SAFETY: `bytes` is static.
         unsafe { self.push(e) }
     }
@@ -263,7 +272,8 @@ impl Worker<'_> {
         c.open = false;
         let (recv, gen) = (c.recv, c.gen);
         if recv {
-            let cancel = opcode::AsyncCancel::new(token(Op::Recv, fd, gen)).build().user_data(token(Op::Cancel, fd, gen));
+            let cancel =
+                opcode::AsyncCancel::new(token(Op::Recv, fd, gen)).build().user_data(token(Op::Cancel, fd, gen));
             // SAFETY: refers to no memory.
             unsafe { self.push(cancel) }?;
         }
