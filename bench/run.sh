@@ -363,7 +363,7 @@ start_peer() {
 		# GET / only.
 		NO_POST[$name]=1
 		backend=${name#floor-}
-		NOTE_OF[$name]="the $backend floor (bench/peers, io-uring $(peer_version io-uring)), $workers worker process(es)"
+		NOTE_OF[$name]="the $backend floor (bench/peers$([[ $backend == uring ]] && echo ", io-uring $(peer_version io-uring)")), $workers worker process(es)"
 		;;
 	may_minihttp)
 		NOTE_OF[$name]="may_minihttp $(peer_version may_minihttp) (may $(peer_version may)), $workers scheduler thread(s)"
