@@ -13,7 +13,7 @@ help:
 	@echo "make build        release build of the library, the server, the test fixture and the examples"
 	@echo "make test         the test suite: backend-free tests once, the rest once per backend (io_uring, epoll)"
 	@echo "make lint         rustfmt check, clippy (whole workspace, warnings as errors), the layering check"
-	@echo "make bench        forkring (io_uring, epoll) beside nginx, may_minihttp and hyper: report in target/bench (installs wrk and nginx if missing)"
+	@echo "make bench        forkring (io_uring, epoll) beside nginx, may_minihttp, hyper and the floor of each backend, with a latency curve: report in target/bench (installs wrk and nginx if missing)"
 	@echo "make bench-micro  criterion benchmarks of the HTTP core"
 	@echo "make bench-ipc    shared-memory rings against a socketpair and the wake-up floors"
 	@echo "make loom         model-check the rings' atomics with loom"

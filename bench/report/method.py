@@ -71,7 +71,7 @@ def reproduce_md(r):
     o.append("## How to reproduce")
     o.append("")
     o.append("```sh")
-    o.append("make bench                          # everything, about 11 minutes on a quiet machine")
+    o.append("make bench                          # everything, about 20 minutes on a quiet machine")
     o.append(
         f"DURATION={m.get('duration')} REPS={reps} WORKERS=\"{' '.join(map(str, r.worker_counts))}\""
         f" WORKLOADS=\"{m.get('workloads')}\" RATE={m.get('rate_setting')}"
