@@ -41,7 +41,7 @@ def terminal(r):
     out = [f"latency curve, 1 worker each: {setting_line(r)}; latency from each request's due time", ""]
     head = (
         f"{'server':<{r.sw}} {'point':>6} {'offered':>8} {'achieved':>9} {'p50':>8} {'p99':>8} {'p99.9':>8}"
-        f" {'CPU us/req':>10} {'errors':>6}"
+        f" {'client lag p99':>14} {'CPU us/req':>10} {'errors':>6}"
     )
     out.append(head)
     out.append("-" * len(head))
@@ -50,7 +50,8 @@ def terminal(r):
             mark = "" if held(p) else "  (rate not held)"
             out.append(
                 f"{s:<{r.sw}} {point_label(p):>6} {p['rate']:>8.0f} {p['achieved']:>9.0f} {fmt_us(p['p50']):>8}"
-                f" {fmt_us(p['p99']):>8} {fmt_us(p['p999']):>8} {fmt_f(p['cpu']):>10} {p['errors']:>6.0f}{mark}"
+                f" {fmt_us(p['p99']):>8} {fmt_us(p['p999']):>8} {fmt_us(p['lag_p99']):>14} {fmt_f(p['cpu']):>10}"
+                f" {p['errors']:>6.0f}{mark}"
             )
     out.append("")
     return out
@@ -67,17 +68,21 @@ def markdown(r):
         " charged to every request it delays (no coordinated omission). A share is of the server's own"
         " keep-alive median under wrk in this run, so each server is loaded alike relative to what it can do;"
         f" the fixed rates load every server alike. *Not held*: the achieved rate fell below {HELD:.0%} of the"
-        " offered one, past the server's (or the client's) capacity. Plotted in the chart."
+        " offered one, past the server's (or the client's) capacity; *client lag* is how late the client wrote"
+        " behind its schedule, its own floor (where it grows with the rate, the client is the limit). Plotted in"
+        " the chart."
     )
     o.append("")
-    o.append("| server | point | offered req/s | achieved req/s | p50 | p99 | p99.9 | CPU µs/req | errors |")
-    o.append("|---|---|---|---|---|---|---|---|---|")
+    o.append(
+        "| server | point | offered req/s | achieved req/s | p50 | p99 | p99.9 | client lag p99 | CPU µs/req | errors |"
+    )
+    o.append("|---|---|---|---|---|---|---|---|---|---|")
     for s in ss:
         for p in r.curve_points(s):
             achieved = f"{p['achieved']:,.0f}" + ("" if held(p) else " (not held)")
             o.append(
                 f"| {s} | {point_label(p)} | {p['rate']:,.0f} | {achieved} | {fmt_md(p['p50'])} | {fmt_md(p['p99'])}"
-                f" | {fmt_md(p['p999'])} | {fmt_f(p['cpu'])} | {p['errors']:.0f} |"
+                f" | {fmt_md(p['p999'])} | {fmt_md(p['lag_p99'])} | {fmt_f(p['cpu'])} | {p['errors']:.0f} |"
             )
     o.append("")
     return o

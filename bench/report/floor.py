@@ -51,7 +51,7 @@ def table_rows(r, dash="–"):
     """One row per worker count, workload and forkring build with its floor
     measured: (workers, workload, server, cells): forkring's and the floor's
     CPU µs/req and req/s, the per-repetition ratios forkring / floor of
-    both, and the goals."""
+    both and of the p99 under wrk, and the goals."""
     rows = []
     for w in r.worker_counts:
         for wl in r.workloads:
@@ -67,6 +67,7 @@ def table_rows(r, dash="–"):
                     f"{st['rps']:,.0f}",
                     f"{fs['rps']:,.0f}",
                     fmt_ratio_range(r.paired(w, wl, f, fl, "rps"), dash),
+                    fmt_ratio_range(r.paired(w, wl, f, fl, "p99"), dash),
                     "; ".join(goal_cells(r, w, wl, f, dash)) or "-",
                 ]
                 rows.append((w, wl, f, cells))
@@ -84,13 +85,13 @@ def terminal(r):
     ]
     head = (
         f"{'workload':<10} {'workers':>7} {'server':<15} {'CPU us/req':>10} {'floor':>7} {'/ floor':>18}"
-        f" {'req/s':>10} {'floor':>10} {'/ floor':>18}  goals"
+        f" {'req/s':>10} {'floor':>10} {'/ floor':>18} {'p99 / floor':>18}  goals"
     )
     out.append(head)
     out.append("-" * len(head))
     for w, wl, f, c in rows:
         out.append(
-            f"{wl:<10} {w:>7} {f:<15} {c[0]:>10} {c[1]:>7} {c[2]:>18} {c[3]:>10} {c[4]:>10} {c[5]:>18}  {c[6]}"
+            f"{wl:<10} {w:>7} {f:<15} {c[0]:>10} {c[1]:>7} {c[2]:>18} {c[3]:>10} {c[4]:>10} {c[5]:>18} {c[6]:>18}  {c[7]}"
         )
     out.append("")
     return out
@@ -116,9 +117,9 @@ def markdown(r):
     o.append("")
     o.append(
         "| workload | workers | server | CPU µs/req | floor CPU µs/req | CPU / floor | req/s | floor req/s"
-        " | req/s / floor | goals |"
+        " | req/s / floor | p99 / floor | goals |"
     )
-    o.append("|---|---|---|---|---|---|---|---|---|---|")
+    o.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for w, wl, f, c in rows:
         o.append(f"| {WORKLOAD_TITLES.get(wl, wl)} | {w} | {f} | " + " | ".join(c) + " |")
     o.append("")
