@@ -69,6 +69,8 @@ test:
 	@echo "==> tests, and the stress harness's unit tests"
 	$(CARGO) test --no-fail-fast -p forkring-testkit -p forkring-cli -p forkring-fixture -p forkring-stress
 	$(CARGO) build --examples
+	@echo "==> make bench's report on a made-up run (bench/report_test.py)"
+	python3 bench/report_test.py
 
 # Formatting, clippy on every crate and target of the workspace (and the
 # fuzz crate, a workspace of its own), and the layering check: no module of
