@@ -45,23 +45,66 @@ const BUF_SIZE: usize = 8 * 1024;
 const IOU_PBUF_RING_INC: u16 = 2;
 const BUF_GROUP: u16 = 0;
 
-/// User data: the operation in the top byte, the connection's generation in
-/// the next 24 bits, its descriptor in the low 32.
+/// What a submission is; with the connection's descriptor and generation,
+/// its user data ([`token`]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Op {
     Accept = 1,
     Recv = 2,
     Send = 3,
+    /// A close, or the cancel of a receive before it: nothing to do when
+    /// they complete.
     Close = 4,
-    Cancel = 5,
 }
 
+/// User data: the operation in the top byte, the connection's generation in
+/// the next 24 bits, its descriptor in the low 32.
 fn token(op: Op, fd: RawFd, gen: u32) -> u64 {
     (op as u64) << 56 | u64::from(gen & 0xff_ffff) << 32 | u64::from(fd as u32)
 }
 
-fn untoken(ud: u64) -> (u8, RawFd, u32) {
-    ((ud >> 56) as u8, ud as u32 as RawFd, (ud >> 32) as u32 & 0xff_ffff)
+/// The parts of a [`token`].
+fn untoken(ud: u64) -> (Option<Op>, RawFd, u32) {
+    let op = match ud >> 56 {
+        1 => Some(Op::Accept),
+        2 => Some(Op::Recv),
+        3 => Some(Op::Send),
+        4 => Some(Op::Close),
+        _ => None,
+    };
+    (op, ud as u32 as RawFd, (ud >> 32) as u32 & 0xff_ffff)
+}
+
+/// The entries the loop submits, each built in one place.
+mod sqe {
+    use super::*;
+
+    pub fn accept(listener: RawFd) -> Entry {
+        opcode::AcceptMulti::new(Fd(listener)).flags(libc::SOCK_CLOEXEC).build().user_data(token(Op::Accept, 0, 0))
+    }
+
+    pub fn recv(fd: RawFd, gen: u32) -> Entry {
+        opcode::RecvMulti::new(Fd(fd), BUF_GROUP).build().user_data(token(Op::Recv, fd, gen))
+    }
+
+    /// With `last`, the kernel holds the bytes back (`MSG_MORE`) for the
+    /// close, so that the FIN leaves with them, as forkring does.
+    pub fn send(fd: RawFd, gen: u32, bytes: &'static [u8], last: bool) -> Entry {
+        let flags = libc::MSG_NOSIGNAL | if last { libc::MSG_MORE } else { 0 };
+        opcode::Send::new(Fd(fd), bytes.as_ptr(), bytes.len() as u32).flags(flags).build().user_data(token(
+            Op::Send,
+            fd,
+            gen,
+        ))
+    }
+
+    pub fn cancel_recv(fd: RawFd, gen: u32) -> Entry {
+        opcode::AsyncCancel::new(token(Op::Recv, fd, gen)).build().user_data(token(Op::Close, fd, gen))
+    }
+
+    pub fn close(fd: RawFd, gen: u32) -> Entry {
+        opcode::Close::new(Fd(fd)).build().user_data(token(Op::Close, fd, gen))
+    }
 }
 
 /// A connection, found by its descriptor.
@@ -78,16 +121,22 @@ struct Conn {
     sending: bool,
     /// The peer has ended its side, or the connection failed.
     gone: bool,
+    /// Request heads counted so far.
     heads: Heads,
+    /// Answers not yet handed to a send.
     owed: Owed,
 }
 
 /// The provided-buffer ring: buffers lent to the kernel, given back as
 /// soon as their bytes are counted.
 struct BufRing {
+    /// The ring of `count` entries, shared with the kernel.
     entries: *mut BufRingEntry,
+    /// `count` buffers of [`BUF_SIZE`] bytes, back to back.
     data: *mut u8,
+    /// Buffers and entries, a power of two.
     count: u16,
+    /// The next tail to publish.
     tail: u16,
     /// Per buffer, the bytes earlier completions delivered into it
     /// (incremental consumption only).
@@ -198,11 +247,15 @@ fn register_bufs(ring: &IoUring) -> io::Result<BufRing> {
     Ok(whole)
 }
 
+/// A worker's loop state.
 struct Worker<'r> {
     submitter: Submitter<'r>,
     sq: SubmissionQueue<'r>,
+    /// The receive buffers.
     bufs: BufRing,
+    /// The worker's own listening socket.
     listener: RawFd,
+    /// Connections by descriptor.
     conns: Vec<Conn>,
 }
 
@@ -223,19 +276,14 @@ impl Worker<'_> {
     }
 
     fn arm_accept(&mut self) -> io::Result<()> {
-        let e = opcode::AcceptMulti::new(Fd(self.listener)).flags(libc::SOCK_CLOEXEC).build().user_data(token(
-            Op::Accept,
-            0,
-            0,
-        ));
         // SAFETY: refers to no memory.
-        unsafe { self.push(e) }
+        unsafe { self.push(sqe::accept(self.listener)) }
     }
 
     fn arm_recv(&mut self, fd: RawFd) -> io::Result<()> {
         let c = &mut self.conns[fd as usize];
         c.recv = true;
-        let e = opcode::RecvMulti::new(Fd(fd), BUF_GROUP).build().user_data(token(Op::Recv, fd, c.gen));
+        let e = sqe::recv(fd, c.gen);
         // SAFETY: the buffers it fills are the provided ones, never unmapped.
         unsafe { self.push(e) }
     }
@@ -255,12 +303,7 @@ impl Worker<'_> {
         }
         let (bytes, last) = c.owed.next();
         c.sending = true;
-        let flags = libc::MSG_NOSIGNAL | if last { libc::MSG_MORE } else { 0 };
-        let e = opcode::Send::new(Fd(fd), bytes.as_ptr(), bytes.len() as u32).flags(flags).build().user_data(token(
-            Op::Send,
-            fd,
-            c.gen,
-        ));
+        let e = sqe::send(fd, c.gen, bytes, last);
         // SAFETY: `bytes` is static.
         unsafe { self.push(e) }
     }
@@ -272,21 +315,18 @@ impl Worker<'_> {
         c.open = false;
         let (recv, gen) = (c.recv, c.gen);
         if recv {
-            let cancel =
-                opcode::AsyncCancel::new(token(Op::Recv, fd, gen)).build().user_data(token(Op::Cancel, fd, gen));
             // SAFETY: refers to no memory.
-            unsafe { self.push(cancel) }?;
+            unsafe { self.push(sqe::cancel_recv(fd, gen)) }?;
         }
-        let close = opcode::Close::new(Fd(fd)).build().user_data(token(Op::Close, fd, gen));
         // SAFETY: refers to no memory.
-        unsafe { self.push(close) }
+        unsafe { self.push(sqe::close(fd, gen)) }
     }
 
     fn complete(&mut self, cqe: cqueue::Entry) -> io::Result<()> {
         let (op, fd, gen) = untoken(cqe.user_data());
         let (res, flags) = (cqe.result(), cqe.flags());
         match op {
-            x if x == Op::Accept as u8 => {
+            Some(Op::Accept) => {
                 if res >= 0 {
                     let fd = res;
                     if self.conns.len() <= fd as usize {
@@ -297,13 +337,13 @@ impl Worker<'_> {
                     self.arm_recv(fd)?;
                 }
                 // Ended (an error such as EMFILE, or the kernel's choice):
-                // armed again.
+                // armed again at once; the floor has no back-off.
                 if !cqueue::more(flags) {
                     self.arm_accept()?;
                 }
             }
-            x if x == Op::Recv as u8 => self.received(fd, gen, res, flags)?,
-            x if x == Op::Send as u8 => {
+            Some(Op::Recv) => self.received(fd, gen, res, flags)?,
+            Some(Op::Send) => {
                 let c = &mut self.conns[fd as usize];
                 c.sending = false;
                 if res > 0 {
@@ -315,7 +355,7 @@ impl Worker<'_> {
                 self.flush(fd)?;
             }
             // Nothing to do: the slot was given up when the close went in.
-            _ => {}
+            Some(Op::Close) | None => {}
         }
         Ok(())
     }
