@@ -32,8 +32,8 @@
 # every server, so that tail latency is compared at equal load rather than
 # at saturation; (CURVE=1, one worker) the latency curve: ratebench at
 # $CURVE_SHARES percent of each server's own keep-alive median from this run
-# and at the absolute rates $CURVE_RATES, capped at $CURVE_MAX; and (IPC=1) the IPC ring summary (cargo bench --bench ipc
-# -- summary). bench/report.py prints the tables and writes
+# and at the absolute rates $CURVE_RATES, capped at $CURVE_MAX; and (IPC=1)
+# the IPC ring summary (cargo bench --bench ipc -- summary). bench/report.py prints the tables and writes
 # $OUT/report.md and $OUT/report.svg.
 #
 # Environment (defaults in brackets):
@@ -344,7 +344,7 @@ peer_version() {
 }
 
 start_peer() {
-	local name=$1 workers=$2 port pid log args=() backend
+	local name=$1 workers=$2 port pid log args=() backend crate
 	port=$("$HARNESS" free-port)
 	log="$TMP/$name-$workers.log"
 	[[ $name == hyper ]] && args=(--mode "$HYPER_MODE")
@@ -363,7 +363,9 @@ start_peer() {
 		# GET / only.
 		NO_POST[$name]=1
 		backend=${name#floor-}
-		NOTE_OF[$name]="the $backend floor (bench/peers$([[ $backend == uring ]] && echo ", io-uring $(peer_version io-uring)")), $workers worker process(es)"
+		crate=""
+		[[ $backend != uring ]] || crate=", io-uring $(peer_version io-uring)"
+		NOTE_OF[$name]="the $backend floor (bench/peers$crate), $workers worker process(es)"
 		;;
 	may_minihttp)
 		NOTE_OF[$name]="may_minihttp $(peer_version may_minihttp) (may $(peer_version may)), $workers scheduler thread(s)"
@@ -378,7 +380,6 @@ start_peer() {
 }
 
 start_peers() {
-	local p
 	local p b
 	for p in "${PEER_LIST[@]}"; do
 		if [[ $p == floor ]]; then
