@@ -33,8 +33,8 @@
 # at saturation; (CURVE=1, one worker) the latency curve: ratebench at
 # $CURVE_SHARES percent of each server's own keep-alive median from this run
 # and at the absolute rates $CURVE_RATES, capped at $CURVE_MAX; and (IPC=1)
-# the IPC ring summary (cargo bench --bench ipc -- summary). bench/report.py prints the tables and writes
-# $OUT/report.md and $OUT/report.svg.
+# the IPC ring summary (cargo bench --bench ipc -- summary). bench/report.py
+# prints the tables and writes $OUT/report.md and $OUT/report.svg.
 #
 # Environment (defaults in brackets):
 #   DURATION   wrk run length [4s]          REPS       repetitions [3]
@@ -605,7 +605,7 @@ measure() {
 # is, or "abs" for an absolute rate) to OUT, ratebench running SECONDS.
 measure_rate() {
 	local workers=$1 rep=$2 name=$3 rate=$4 into=${5:-$RATES} share=${6:-} secs=${7:-$RATE_DURATION}
-	local pid port out s0 s1 res cpu k v other tag=fixed
+	local pid port out s0 s1 res cpu k v other tag=fixed reps=$REPS
 	pid=${PID_OF[$name]}
 	port=${PORT_OF[$name]}
 	check_alive "$name" "before a fixed-rate run"
@@ -639,9 +639,9 @@ measure_rate() {
 		"$rate" "${r[achieved]}" "${r[p50]}" "${r[p90]}" "${r[p99]}" "${r[p999]}" "${r[max]}" \
 		"${r[svc_p50]}" "${r[svc_p99]}" "${r[lag_p50]}" "${r[lag_p99]}" "${r[errors]}" "$cpu" "${s1#* }" "$other" \
 		"${share:+$'\t'$share}" >>"$into"
-	[[ -z $share ]] || tag=curve
+	[[ -z $share ]] || tag=curve reps=$CURVE_REPS
 	printf '  %sw rep %d/%d  %-5s %-6s %-*s %8.0f req/s  p50 %8s  p99 %8s  p99.9 %8s  max %8s  other CPU %3s%%%s\n' \
-		"$workers" "$rep" "$REPS" "$tag" "$rate" "$NAME_W" "$name" "${r[achieved]}" "$(fmt_us "${r[p50]}")" "$(fmt_us "${r[p99]}")" \
+		"$workers" "$rep" "$reps" "$tag" "$rate" "$NAME_W" "$name" "${r[achieved]}" "$(fmt_us "${r[p50]}")" "$(fmt_us "${r[p99]}")" \
 		"$(fmt_us "${r[p999]}")" "$(fmt_us "${r[max]}")" "$other" \
 		"$( ((r[errors] == 0)) || echo "  (${r[errors]} errors)")"
 }
