@@ -13,7 +13,7 @@ help:
 	@echo "make build        release build of the library, the server, the test fixture and the examples"
 	@echo "make test         the test suite: backend-free tests once, the rest once per backend (io_uring, epoll)"
 	@echo "make lint         rustfmt check, clippy (whole workspace, warnings as errors), the layering check"
-	@echo "make bench        forkring (io_uring, epoll) beside nginx, may_minihttp and hyper: report in target/bench (installs wrk and nginx if missing)"
+	@echo "make bench        forkring (io_uring, epoll) beside nginx, may_minihttp, hyper and the floor of each backend, with a latency curve: report in target/bench (installs wrk and nginx if missing)"
 	@echo "make bench-micro  criterion benchmarks of the HTTP core"
 	@echo "make bench-ipc    shared-memory rings against a socketpair and the wake-up floors"
 	@echo "make loom         model-check the rings' atomics with loom"
@@ -69,6 +69,8 @@ test:
 	@echo "==> tests, and the stress harness's unit tests"
 	$(CARGO) test --no-fail-fast -p forkring-testkit -p forkring-cli -p forkring-fixture -p forkring-stress
 	$(CARGO) build --examples
+	@echo "==> make bench's report on a made-up run (bench/report_test.py)"
+	python3 bench/report_test.py
 
 # Formatting, clippy on every crate and target of the workspace (and the
 # fuzz crate, a workspace of its own), and the layering check: no module of

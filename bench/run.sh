@@ -30,9 +30,11 @@
 #
 # Then a fixed-rate run (tools/src/bin/ratebench.rs) at $RATE requests/s for
 # every server, so that tail latency is compared at equal load rather than
-# at saturation, and (IPC=1) the IPC ring summary (cargo bench --bench ipc
-# -- summary). bench/report.py prints the tables and writes
-# $OUT/report.md and $OUT/report.svg.
+# at saturation; (CURVE=1, one worker) the latency curve: ratebench at
+# $CURVE_SHARES percent of each server's own keep-alive median from this run
+# and at the absolute rates $CURVE_RATES, capped at $CURVE_MAX; and (IPC=1)
+# the IPC ring summary (cargo bench --bench ipc -- summary). bench/report.py
+# prints the tables and writes $OUT/report.md and $OUT/report.svg.
 #
 # Environment (defaults in brackets):
 #   DURATION   wrk run length [4s]          REPS       repetitions [3]
@@ -75,9 +77,22 @@
 #              in $BACKENDS, started with the same flags as the current build,
 #              and the report adds a table of current and baseline against
 #              nginx (requests/s and CPU µs/req) from the same run
-#   PEERS      other Rust servers measured beside nginx [may_minihttp hyper];
-#              0 skips them. Built from bench/peers (its own cargo project)
-#              when missing; where that fails they sit out, with a note
+#   PEERS      other Rust servers measured beside nginx [may_minihttp hyper
+#              floor]; 0 skips them. Built from bench/peers (its own cargo
+#              project) when missing; where that fails they sit out, with a
+#              note. `floor` is one server per backend in $BACKENDS
+#              (floor-uring, floor-epoll): the least system-call work that
+#              answers GET / as forkring's driver on that backend does, for
+#              the report's ratios to the floor; it serves GET / only, so it
+#              sits out post and the static workloads
+#   CURVE      1 measures the latency curve (one worker, after the
+#              saturation runs, which must include keepalive), 0 skips it [1]
+#   CURVE_SHARES   percents of each server's keep-alive capacity [10 30 50 70 90]
+#   CURVE_RATES    absolute rates for every server [10000 20000 40000 80000]
+#   CURVE_MAX  the highest rate asked of ratebench, what one client CPU can
+#              drive [100000]; rates above it are left out
+#   CURVE_DURATION seconds per curve point, 1 s warm-up included [5]
+#   CURVE_REPS repetitions of each curve point [1]
 #   HYPER_MODE hyper's workers: threads (one current-thread runtime per
 #              thread) or processes (one per process) [threads]
 set -euo pipefail
@@ -109,7 +124,13 @@ QUIET_PCT=${QUIET_PCT:-15}
 QUIET_BUDGET=${QUIET_BUDGET:-180}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
-PEERS=${PEERS-may_minihttp hyper}
+PEERS=${PEERS-may_minihttp hyper floor}
+CURVE=${CURVE:-1}
+CURVE_SHARES=${CURVE_SHARES:-10 30 50 70 90}
+CURVE_RATES=${CURVE_RATES:-10000 20000 40000 80000}
+CURVE_MAX=${CURVE_MAX:-100000}
+CURVE_DURATION=${CURVE_DURATION:-5}
+CURVE_REPS=${CURVE_REPS:-1}
 HYPER_MODE=${HYPER_MODE:-threads}
 
 BASELINE=${BASELINE:-}
@@ -184,7 +205,7 @@ wait_ready() {
 		die "$name did not start (above)"
 }
 
-declare -A PID_OF=() PORT_OF=() NOTE_OF=() LOG_OF=() NO_STATIC=()
+declare -A PID_OF=() PORT_OF=() NOTE_OF=() LOG_OF=() NO_STATIC=() NO_POST=()
 SERVERS=()
 SRV_PIN=() # the taskset prefix for servers, empty when unpinned
 CLI_PIN=() # the same for the client
@@ -286,7 +307,9 @@ build_peers() {
 	PEER_TARGET=$TARGET/peers
 	[[ $PEERS == 0 || -z ${PEERS// /} ]] && return 0
 	for p in $PEERS; do
-		[[ -x $PEER_TARGET/release/$p ]] || missing+=("$p")
+		for b in $(peer_binaries "$p"); do
+			[[ -x $PEER_TARGET/release/$b ]] || missing+=("$b")
+		done
 	done
 	if ((${#missing[@]})); then
 		echo "bench: building the peers ${missing[*]} (bench/peers, release, into $PEER_TARGET);" \
@@ -305,6 +328,15 @@ build_peers() {
 	echo "bench: ${NOTES[-1]}; the rest of the benchmark runs without them" >&2
 }
 
+# The binaries of peer `p`: the floor has one per backend.
+peer_binaries() {
+	if [[ $1 == floor ]]; then
+		printf 'floor-%s\n' uring epoll
+	else
+		echo "$1"
+	fi
+}
+
 # The version of `crate` in the peers' lockfile.
 peer_version() {
 	awk -v c="$1" '$1 == "name" && $3 == "\"" c "\"" { getline; gsub(/"/, "", $3); print $3; exit }' \
@@ -312,7 +344,7 @@ peer_version() {
 }
 
 start_peer() {
-	local name=$1 workers=$2 port pid log args=()
+	local name=$1 workers=$2 port pid log args=() backend crate
 	port=$("$HARNESS" free-port)
 	log="$TMP/$name-$workers.log"
 	[[ $name == hyper ]] && args=(--mode "$HYPER_MODE")
@@ -327,6 +359,14 @@ start_peer() {
 	# The peers serve GET / and POST /echo only: no static files.
 	NO_STATIC[$name]=1
 	case $name in
+	floor-*)
+		# GET / only.
+		NO_POST[$name]=1
+		backend=${name#floor-}
+		crate=""
+		[[ $backend != uring ]] || crate=", io-uring $(peer_version io-uring)"
+		NOTE_OF[$name]="the $backend floor (bench/peers$crate), $workers worker process(es)"
+		;;
 	may_minihttp)
 		NOTE_OF[$name]="may_minihttp $(peer_version may_minihttp) (may $(peer_version may)), $workers scheduler thread(s)"
 		;;
@@ -340,9 +380,16 @@ start_peer() {
 }
 
 start_peers() {
-	local p
+	local p b
 	for p in "${PEER_LIST[@]}"; do
-		start_peer "$p" "$1"
+		if [[ $p == floor ]]; then
+			# A floor for each forkring backend measured.
+			for b in $BACKENDS; do
+				[[ $b == auto ]] || start_peer "floor-$b" "$1"
+			done
+		else
+			start_peer "$p" "$1"
+		fi
 	done
 }
 
@@ -553,8 +600,12 @@ measure() {
 # One fixed-rate run; appends a line to $RATES:
 #   workers server rep rate achieved p50 p90 p99 p999 max svc_p50 svc_p99 lag_p50 lag_p99 errors cpu_us rss_kb
 #   other_cpu_pct
+# or, for a point of the latency curve (measure_rate ... OUT SHARE SECONDS),
+# the same columns and SHARE (the percent of the server's capacity the rate
+# is, or "abs" for an absolute rate) to OUT, ratebench running SECONDS.
 measure_rate() {
-	local workers=$1 rep=$2 name=$3 rate=$4 pid port out s0 s1 res cpu k v other
+	local workers=$1 rep=$2 name=$3 rate=$4 into=${5:-$RATES} share=${6:-} secs=${7:-$RATE_DURATION}
+	local pid port out s0 s1 res cpu k v other tag=fixed reps=$REPS
 	pid=${PID_OF[$name]}
 	port=${PORT_OF[$name]}
 	check_alive "$name" "before a fixed-rate run"
@@ -562,7 +613,7 @@ measure_rate() {
 	s0=$(tree_stats "$pid")
 	snapshot
 	B0=$BUSY C0=$CHILD_MS T0=$NOW_US
-	out=$("${CLI_PIN[@]}" "$RATEBENCH" --addr "127.0.0.1:$port" --rate "$rate" --duration "$RATE_DURATION" \
+	out=$("${CLI_PIN[@]}" "$RATEBENCH" --addr "127.0.0.1:$port" --rate "$rate" --duration "$secs" \
 		--warmup 1 --threads "$RATE_THREADS" --conns "$RATE_CONNS" 2>&1) ||
 		{
 			echo "$out" >&2
@@ -584,13 +635,51 @@ measure_rate() {
 	done
 	cpu=$(awk -v a="${s0% *}" -v b="${s1% *}" -v hz="$TICKS" -v n="${r[sent]}" \
 		'BEGIN { if (n > 0) printf "%.3f\n", (b - a) * 1e6 / hz / n; else print "nan" }')
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workers" "$name" "$rep" \
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s%s\n' "$workers" "$name" "$rep" \
 		"$rate" "${r[achieved]}" "${r[p50]}" "${r[p90]}" "${r[p99]}" "${r[p999]}" "${r[max]}" \
-		"${r[svc_p50]}" "${r[svc_p99]}" "${r[lag_p50]}" "${r[lag_p99]}" "${r[errors]}" "$cpu" "${s1#* }" "$other" >>"$RATES"
-	printf '  %sw rep %d/%d  fixed %-6s %-*s %8.0f req/s  p50 %8s  p99 %8s  p99.9 %8s  max %8s  other CPU %3s%%%s\n' \
-		"$workers" "$rep" "$REPS" "$rate" "$NAME_W" "$name" "${r[achieved]}" "$(fmt_us "${r[p50]}")" "$(fmt_us "${r[p99]}")" \
+		"${r[svc_p50]}" "${r[svc_p99]}" "${r[lag_p50]}" "${r[lag_p99]}" "${r[errors]}" "$cpu" "${s1#* }" "$other" \
+		"${share:+$'\t'$share}" >>"$into"
+	[[ -z $share ]] || tag=curve reps=$CURVE_REPS
+	printf '  %sw rep %d/%d  %-5s %-6s %-*s %8.0f req/s  p50 %8s  p99 %8s  p99.9 %8s  max %8s  other CPU %3s%%%s\n' \
+		"$workers" "$rep" "$reps" "$tag" "$rate" "$NAME_W" "$name" "${r[achieved]}" "$(fmt_us "${r[p50]}")" "$(fmt_us "${r[p99]}")" \
 		"$(fmt_us "${r[p999]}")" "$(fmt_us "${r[max]}")" "$other" \
 		"$( ((r[errors] == 0)) || echo "  (${r[errors]} errors)")"
+}
+
+# The latency curve, one worker: ratebench at $CURVE_SHARES percent of each
+# server's keep-alive median from this run, and at the absolute rates
+# $CURVE_RATES, for every server (rates above $CURVE_MAX left out), into
+# $CURVE_OUT; the order of the servers rotates at every point.
+measure_curve() {
+	local name p share rate rep i points=() skipped=0
+	if [[ " $WORKLOADS " != *" keepalive "* ]]; then
+		NOTES+=("the latency curve needs the keepalive workload (each server's capacity): it was skipped")
+		return
+	fi
+	for p in $CURVE_SHARES; do points+=("$p%"); done
+	for p in $CURVE_RATES; do points+=("$p"); done
+	echo "  latency curve: ratebench at $CURVE_SHARES% of each server's keep-alive median and at $CURVE_RATES req/s," \
+		"${CURVE_DURATION}s a point (1 s warm-up), at most $CURVE_MAX req/s"
+	for ((rep = 1; rep <= CURVE_REPS; rep++)); do
+		for ((i = 0; i < ${#points[@]}; i++)); do
+			p=${points[i]}
+			rotate $((rep + i))
+			for name in "${ORDER[@]}"; do
+				if [[ $p == *% ]]; then
+					share=${p%\%}
+					rate=$(awk -v c="$(median_rps 1 keepalive "$name")" -v s="$share" 'BEGIN { printf "%d\n", c * s / 100 }')
+				else
+					share=abs rate=$p
+				fi
+				if ((rate <= 0 || rate > CURVE_MAX)); then
+					skipped=$((skipped + 1))
+					continue
+				fi
+				measure_rate 1 "$rep" "$name" "$rate" "$CURVE_OUT" "$share" "$CURVE_DURATION"
+			done
+		done
+	done
+	((skipped == 0)) || NOTES+=("latency curve: $skipped point(s) above CURVE_MAX=$CURVE_MAX req/s (what one client CPU drives) or without a capacity figure were left out")
 }
 
 # Median of a column of $RESULTS for one worker count, workload and server.
@@ -620,6 +709,14 @@ RATE_DURATION=${RATE_DURATION%s}
 if ! [[ $RATE_DURATION =~ ^[0-9]+$ ]] || ((RATE_DURATION < 2)); then
 	die "RATE_DURATION must be whole seconds, at least 2"
 fi
+CURVE_DURATION=${CURVE_DURATION%s}
+[[ $CURVE =~ ^[01]$ ]] || die "CURVE must be 0 or 1"
+if ! [[ $CURVE_DURATION =~ ^[0-9]+$ ]] || ((CURVE_DURATION < 2)); then
+	die "CURVE_DURATION must be whole seconds, at least 2"
+fi
+for v in $CURVE_SHARES $CURVE_RATES $CURVE_MAX $CURVE_REPS; do
+	[[ $v =~ ^[1-9][0-9]*$ ]] || die "CURVE_SHARES, CURVE_RATES, CURVE_MAX and CURVE_REPS take positive whole numbers ($v)"
+done
 for wl in $WORKLOADS; do
 	case $wl in keepalive | pipelined | post | close | static1m | static4k) ;; *) die "unknown workload $wl (keepalive, pipelined, post, close, static1m, static4k)" ;; esac
 done
@@ -627,7 +724,7 @@ for b in $BACKENDS; do
 	case $b in uring | epoll | auto) ;; *) die "unknown backend $b (uring, epoll, auto)" ;; esac
 done
 [[ $PEERS == 0 ]] || for p in $PEERS; do
-	case $p in may_minihttp | hyper) ;; *) die "unknown peer $p (may_minihttp, hyper; PEERS=0 for none)" ;; esac
+	case $p in may_minihttp | hyper | floor) ;; *) die "unknown peer $p (may_minihttp, hyper, floor; PEERS=0 for none)" ;; esac
 done
 case $HYPER_MODE in threads | processes) ;; *) die "HYPER_MODE must be threads or processes" ;; esac
 command -v taskset >/dev/null || die "needs taskset (Debian package util-linux)"
@@ -699,6 +796,7 @@ fi
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/forkring-bench.XXXXXX")
 RESULTS=$TMP/results.tsv
 RATES=$TMP/rates.tsv
+CURVE_OUT=$TMP/curve.tsv
 META=$TMP/meta.tsv
 SSE_RESULTS=$TMP/sse.tsv
 : >"$SSE_RESULTS"
@@ -710,6 +808,7 @@ head -c 4096 /dev/urandom >"$STATIC/4k.bin"
 chmod -R a+rX "$STATIC"
 : >"$RESULTS"
 : >"$RATES"
+: >"$CURVE_OUT"
 : >"$META"
 mkdir -p "$OUT"
 build_peers
@@ -744,6 +843,11 @@ meta rate_setting "$RATE"
 meta rate_duration "$RATE_DURATION"
 meta rate_threads "$RATE_THREADS"
 meta rate_conns "$RATE_CONNS"
+meta curve_shares "$CURVE_SHARES"
+meta curve_rates "$CURVE_RATES"
+meta curve_max "$CURVE_MAX"
+meta curve_duration "$CURVE_DURATION"
+meta curve_reps "$CURVE_REPS"
 meta peers "${PEER_LIST[*]}"
 meta hyper_mode "$HYPER_MODE"
 
@@ -786,6 +890,7 @@ for workers in "${WORKER_COUNTS[@]}"; do
 			for name in "${ORDER[@]}"; do
 				[[ $workload == post && $name == nginx && -z $ECHO_MODULE ]] && continue
 				[[ $workload == static* && -n ${NO_STATIC[$name]:-} ]] && continue
+				[[ $workload == post && -n ${NO_POST[$name]:-} ]] && continue
 				measure "$workers" "$rep" "$workload" "$name"
 			done
 		done
@@ -813,6 +918,7 @@ for workers in "${WORKER_COUNTS[@]}"; do
 			done
 		done
 	fi
+	((CURVE && workers == 1)) && measure_curve
 	stop_servers
 done
 
@@ -989,7 +1095,7 @@ done
 
 # The measurements stay beside the report, so that it can be made again:
 #   python3 bench/report.py --dir target/bench --out target/bench
-cp "$RESULTS" "$RATES" "$META" "$SSE_RESULTS" "$OUT/"
+cp "$RESULTS" "$RATES" "$CURVE_OUT" "$META" "$SSE_RESULTS" "$OUT/"
 rm -f "$OUT/ipc.txt" "$OUT/uploads.txt" "$OUT/waits.txt"
 [[ -s $TMP/uploads.txt ]] && cp "$TMP/uploads.txt" "$OUT/"
 [[ -s $TMP/waits.txt ]] && cp "$TMP/waits.txt" "$OUT/"

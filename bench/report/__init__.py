@@ -5,9 +5,11 @@ no network.
 - fmt: how a figure is written
 - terminal: the tables printed at the end of a run
 - document: report.md, section by section:
-  summary, baseline (against BASELINE), peers (against may_minihttp and
-  hyper, and what each server sends), machine (machine, tools, parameters),
-  saturation (under wrk), fixed_rate (ratebench), sse (server-sent
+  summary, floor (against the floor of each backend, and the goals),
+  baseline (against BASELINE), peers (against may_minihttp and hyper, and
+  what each server sends), machine (machine, tools, parameters),
+  saturation (under wrk), fixed_rate (ratebench), curve (the latency
+  curve, ratebench at several rates), sse (server-sent
   events), method (how the figures are measured and made again)
 - chart: report.svg
 - main: the command line (bench/report.py)

@@ -1,18 +1,20 @@
-"""report.svg: one chart, throughput per workload and server (a panel per
-worker count) and latency percentiles per server (at the fixed rate and at
-saturation, on a log scale).
+"""report.svg: one chart, throughput and CPU per request per workload and
+server (a row of panels per worker count), latency percentiles per server
+(at the fixed rate and at saturation, on a log scale), and the latency
+curve (p50, p99, p99.9 against the offered rate, latency on a log scale).
 """
 
 import math
 from html import escape
 
+from report import curve
 from report.fmt import WORKLOAD_TITLES, fmt_rate, fmt_short, workers_label
 
 
 COLORS = {
     "forkring-uring": "#1f5fa8", "forkring-epoll": "#6fa8dc", "forkring-auto": "#3d85c6", "nginx": "#3a9a3a",
     "forkring-base-uring": "#b45f06", "forkring-base-epoll": "#f6b26b", "forkring-base-auto": "#e69138",
-    "may_minihttp": "#a61c00", "hyper": "#674ea7",
+    "may_minihttp": "#a61c00", "hyper": "#674ea7", "floor-uring": "#444444", "floor-epoll": "#aaaaaa",
 }
 
 
@@ -60,20 +62,20 @@ def svg(r):
         x += 30 + 7.5 * len(s)
     y += 16
 
-    # Throughput: one small panel per workload and worker count.
+    # Throughput and CPU per request: one small panel per workload and
+    # worker count. CPU per request ranks the servers where wrk, not the
+    # server, is the limit.
     cols = max(1, len(r.workloads))
     cell_w = (W - 2 * pad) / cols
     cell_h = 170
-    for w in r.worker_counts:
-        y += 8
-        text(pad, y + 10, f"Throughput, requests/s — {workers_label(w)} each ({r.where(w)})", 13, weight="bold")
-        y += 20
+
+    def bar_row(y, w, key, fmt):
         for ci, wl in enumerate(r.workloads):
             x0 = pad + ci * cell_w
             sts = [(s, r.stats(w, wl, s)) for s in r.servers]
-            sts = [(s, st) for s, st in sts if st]
+            sts = [(s, st) for s, st in sts if st and not math.isnan(st[key])]
             text(x0 + cell_w / 2, y + 12, WORKLOAD_TITLES.get(wl, wl), 12, anchor="middle")
-            top = max([st["rps_hi"] for _, st in sts] + [1])
+            top = max([st[key + "_hi"] for _, st in sts if not math.isnan(st[key + "_hi"])] + [1e-9])
             plot_top, plot_bot = y + 34, y + cell_h - 22
             scale = (plot_bot - plot_top) / (top * 1.12)
             line(x0 + 10, plot_bot, x0 + cell_w - 10, plot_bot, "#444")
@@ -82,17 +84,26 @@ def svg(r):
             span = n * bw + (n - 1) * 8
             bx = x0 + (cell_w - span) / 2
             for s, st in sts:
-                h = st["rps"] * scale
+                h = st[key] * scale
                 rect(bx, plot_bot - h, bw, h, COLORS.get(s, "#888"))
                 cx = bx + bw / 2
-                line(cx, plot_bot - st["rps_hi"] * scale, cx, plot_bot - st["rps_lo"] * scale, "#000")
-                for v in (st["rps_hi"], st["rps_lo"]):
+                hi, lo = st[key + "_hi"], st[key + "_lo"]
+                line(cx, plot_bot - hi * scale, cx, plot_bot - lo * scale, "#000")
+                for v in (hi, lo):
                     line(cx - 5, plot_bot - v * scale, cx + 5, plot_bot - v * scale, "#000")
-                text(cx, plot_bot - st["rps_hi"] * scale - 5, fmt_rate(st["rps"]), 10, anchor="middle")
+                text(cx, plot_bot - hi * scale - 5, fmt(st[key]), 10, anchor="middle")
                 if st["errors"]:
                     text(cx, plot_bot + 12, f"{st['errors']:.0f} err", 9, anchor="middle", fill="#b00")
                 bx += bw + 8
-        y += cell_h
+        return y + cell_h
+
+    for w in r.worker_counts:
+        y += 8
+        text(pad, y + 10, f"Throughput, requests/s — {workers_label(w)} each ({r.where(w)})", 13, weight="bold")
+        y = bar_row(y + 20, w, "rps", fmt_rate)
+        y += 8
+        text(pad, y + 10, f"CPU per request, µs (lower is better) — {workers_label(w)} each", 13, weight="bold")
+        y = bar_row(y + 20, w, "cpu", lambda v: f"{v:.3g}")
 
     # Latency: percentiles per server, log scale.
     panels = []
@@ -164,9 +175,74 @@ def svg(r):
                         )
                     bx += bw + 3
         y += ph
+    y = curve_panels(r, parts, y, W, pad, text, line)
     y += 10
     head = (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{y:.0f}" viewBox="0 0 {W} {y:.0f}"'
         ' font-family="DejaVu Sans, Helvetica, Arial, sans-serif">'
     )
     return "\n".join([head, f'<rect width="{W}" height="{y:.0f}" fill="#fff"/>'] + parts + ["</svg>"]) + "\n"
+
+
+def curve_panels(r, parts, y, W, pad, text, line):
+    """The latency curve: a panel per percentile, latency (log scale)
+    against the offered rate, a line per server; a hollow mark where the
+    rate was not held. Returns the new height."""
+    ss = curve.servers(r)
+    if not ss:
+        return y
+    keys = [("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")]
+    pts = {s: r.curve_points(s) for s in ss}
+    rates = [p["rate"] for s in ss for p in pts[s]]
+    vals = [p[k] for s in ss for p in pts[s] for k, _ in keys if not math.isnan(p[k]) and p[k] > 0]
+    if not rates or not vals:
+        return y
+    y += 12
+    text(pad, y + 12, "Latency curve, 1 worker: latency from due time against offered load (ratebench)", 13, weight="bold")
+    y += 22
+    xmax = max(rates) * 1.05
+    lo = 10 ** math.floor(math.log10(min(vals)))
+    hi = 10 ** math.ceil(math.log10(max(vals)))
+    if hi <= lo:
+        hi = lo * 10
+    pw = (W - 2 * pad - 20 * (len(keys) - 1)) / len(keys)
+    ph = 240
+    for ki, (k, title) in enumerate(keys):
+        x0 = pad + ki * (pw + 20)
+        left, right = x0 + 48, x0 + pw - 6
+        plot_top, plot_bot = y + 22, y + ph - 34
+        text(x0 + pw / 2, y + 12, title, 12, anchor="middle", weight="bold")
+
+        def xpos(v, left=left, right=right):
+            return left + v / xmax * (right - left)
+
+        def ypos(v, plot_top=plot_top, plot_bot=plot_bot):
+            v = min(max(v, lo), hi)
+            return plot_bot - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * (plot_bot - plot_top)
+
+        d = lo
+        while d <= hi * 1.0001:
+            line(left, ypos(d), right, ypos(d), "#ddd")
+            text(left - 4, ypos(d) + 4, fmt_short(d), 10, anchor="end", fill="#555")
+            d *= 10
+        line(left, plot_bot, right, plot_bot, "#444")
+        # At most five ticks, 1, 2 or 5 times a power of ten apart.
+        mag = 10 ** math.floor(math.log10(xmax / 5))
+        step = next(m * mag for m in (1, 2, 5, 10) if xmax / (m * mag) <= 5)
+        tick = step
+        while tick < xmax:
+            line(xpos(tick), plot_bot, xpos(tick), plot_bot + 4, "#444")
+            text(xpos(tick), plot_bot + 15, fmt_rate(tick), 9, anchor="middle", fill="#555")
+            tick += step
+        text((left + right) / 2, plot_bot + 28, "offered requests/s", 10, anchor="middle", fill="#555")
+        for s in ss:
+            color = COLORS.get(s, "#888")
+            ps = [p for p in pts[s] if not math.isnan(p[k]) and p[k] > 0]
+            xy = [(xpos(p["rate"]), ypos(p[k]), curve.held(p)) for p in ps]
+            if len(xy) > 1:
+                d = " ".join(f"{px:.1f},{py:.1f}" for px, py, _ in xy)
+                parts.append(f'<polyline points="{d}" fill="none" stroke="{color}" stroke-width="1.5"/>')
+            for px, py, ok in xy:
+                fill = color if ok else "#fff"
+                parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{fill}" stroke="{color}"/>')
+    return y + ph

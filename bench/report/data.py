@@ -1,5 +1,5 @@
 """What bench/run.sh measured, read back: the per-run figures (results.tsv,
-rates.tsv, sse.tsv; bench/run.sh describes the columns), the run's settings
+rates.tsv, curve.tsv, sse.tsv; bench/run.sh describes the columns), the run's settings
 and notes (meta.tsv), the tables it wrote as text (uploads.txt, waits.txt,
 ipc.txt), and the medians, ranges and ratios every part of the report
 draws from them.
@@ -19,6 +19,9 @@ RATE_COLS = [
     "workers", "server", "rep", "rate", "achieved", "p50", "p90", "p99", "p999", "max",
     "svc_p50", "svc_p99", "lag_p50", "lag_p99", "errors", "cpu", "rss", "other",
 ]
+# A point of the latency curve: a fixed-rate run, and the share of the
+# server's keep-alive capacity its rate is (NaN for an absolute rate).
+CURVE_COLS = RATE_COLS + ["share"]
 SSE_COLS = [
     "server", "streams", "events", "seconds", "rss_idle", "rss", "bytes_per_stream", "cpu_per_event", "errors",
 ]
@@ -27,10 +30,14 @@ SSE_COLS = [
 BASE_PREFIX = "forkring-base-"
 # The other Rust servers (bench/peers), measured beside nginx.
 PEERS = ["may_minihttp", "hyper"]
+# The floor of each backend (bench/peers): the least system-call work that
+# answers GET / as forkring's driver on that backend does.
+FLOOR_PREFIX = "floor-"
+FLOORS = ["floor-uring", "floor-epoll"]
 SERVER_ORDER = [
     "forkring-uring", "forkring-base-uring", "forkring-epoll", "forkring-base-epoll",
     "forkring-auto", "forkring-base-auto", "nginx",
-] + PEERS
+] + PEERS + FLOORS
 # Marks a server that does not close a connection whose request says
 # `Connection: close`, in the rows of the close workload.
 NO_CLOSE_MARK = "†"
@@ -96,6 +103,7 @@ class Run:
         self.meta, self.notes = read_meta(os.path.join(run_dir, "meta.tsv"))
         self.runs = read_rows(os.path.join(run_dir, "results.tsv"), RESULT_COLS)
         self.rates = read_rows(os.path.join(run_dir, "rates.tsv"), RATE_COLS)
+        self.curve = read_rows(os.path.join(run_dir, "curve.tsv"), CURVE_COLS)
         self.sse = read_rows(os.path.join(run_dir, "sse.tsv"), SSE_COLS)
         ipc = os.path.join(run_dir, "ipc.txt")
         self.ipc = open(ipc).read().strip("\n") if os.path.exists(ipc) else ""
@@ -105,7 +113,10 @@ class Run:
         self.waits = open(waits).read().strip("\n") if os.path.exists(waits) else ""
         self.workloads = self.meta.get("workloads", "").split()
         self.worker_counts = [int(w) for w in self.meta.get("worker_counts", "").split()]
-        self.servers = sorted({r["server"] for r in self.runs} | {r["server"] for r in self.rates}, key=server_key)
+        self.servers = sorted(
+            {r["server"] for r in self.runs} | {r["server"] for r in self.rates} | {r["server"] for r in self.curve},
+            key=server_key,
+        )
         # (backend, current, baseline) for each baseline server measured.
         self.pairs = [
             (s[len(BASE_PREFIX):], "forkring-" + s[len(BASE_PREFIX):], s)
@@ -115,6 +126,7 @@ class Run:
         # The forkring builds (current, not baseline) and the peers measured.
         self.forks = [s for s in self.servers if s.startswith("forkring-") and not s.startswith(BASE_PREFIX)]
         self.peers = [s for s in self.servers if s in PEERS]
+        self.floors = [s for s in self.servers if s.startswith(FLOOR_PREFIX)]
         # The width of the server column in the terminal tables.
         self.sw = max([15] + [len(s) + 2 for s in self.servers])
 
@@ -123,7 +135,10 @@ class Run:
         if not rs:
             return None
         lo, hi = rng([r["rps"] for r in rs])
+        cpu_lo, cpu_hi = rng([r["cpu"] for r in rs])
         return {
+            "cpu_lo": cpu_lo,
+            "cpu_hi": cpu_hi,
             "n": len(rs),
             "rps": med([r["rps"] for r in rs]),
             "rps_lo": lo,
@@ -148,6 +163,30 @@ class Run:
             if a in v and b in v and not math.isnan(v[a]) and not math.isnan(v[b]) and v[b] != 0:
                 out.append(v[a] / v[b])
         return out
+
+    def floor_of(self, server):
+        """The floor of a forkring build's backend, if it was measured."""
+        backend = server.rsplit("-", 1)[-1]
+        f = FLOOR_PREFIX + backend
+        return f if f in self.floors else None
+
+    def curve_points(self, server):
+        """The latency curve of `server`: one dict per point (a share of its
+        capacity, or an absolute rate), medians over the repetitions, by
+        offered rate."""
+        by_point = {}
+        for r in self.curve:
+            if r["server"] == server:
+                key = ("abs", r["rate"]) if math.isnan(r["share"]) else ("share", r["share"])
+                by_point.setdefault(key, []).append(r)
+        out = []
+        for (kind, v), rs in by_point.items():
+            p = {"kind": kind, "share": v if kind == "share" else NAN, "n": len(rs)}
+            for k in ("rate", "achieved", "p50", "p90", "p99", "p999", "max", "lag_p99", "cpu"):
+                p[k] = med([r[k] for r in rs])
+            p["errors"] = sum(r["errors"] for r in rs)
+            out.append(p)
+        return sorted(out, key=lambda p: p["rate"])
 
     def ignores_close(self, server):
         """True when bench/run.sh saw `server` keep a connection open after

@@ -1,7 +1,7 @@
 """report.md: every section, in order.
 """
 
-from report import baseline, fixed_rate, machine, method, peers, saturation, sse, summary
+from report import baseline, curve, fixed_rate, floor, machine, method, peers, saturation, sse, summary
 
 
 def markdown(r, svg_name):
@@ -15,12 +15,15 @@ def markdown(r, svg_name):
     o.append("## Summary")
     o.append("")
     o.extend(summary.markdown(r))
+    o.extend(floor.summary_lines(r))
     o.extend(baseline.markdown(r))
+    o.extend(floor.markdown(r))
     o.extend(peers.markdown(r))
     o.extend(machine.machine_md(r))
     o.extend(machine.parameters_md(r))
     o.extend(saturation.markdown(r))
     o.extend(fixed_rate.markdown(r))
+    o.extend(curve.markdown(r))
     o.extend(sse.markdown(r))
     o.append("## Chart")
     o.append("")

@@ -79,3 +79,9 @@ def fmt_pct(x):
 
 def workers_label(w):
     return "1 worker" if w == 1 else f"{w} workers"
+
+
+def median_of(xs):
+    """The median of the figures in `xs` that are numbers, or None."""
+    xs = [x for x in xs if not math.isnan(x)]
+    return statistics.median(xs) if xs else None

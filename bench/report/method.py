@@ -44,6 +44,21 @@ def measured_md(r):
             " of one process or as processes (`HYPER_MODE`), with `pipeline_flush`, TCP_NODELAY and no"
             " header-read timeout."
         )
+    if r.floors:
+        o.append(
+            "- The floor servers (`floor-uring`, `floor-epoll`, `bench/peers`) run one process per worker, each"
+            " with its own `SO_REUSEPORT` socket and TCP_NODELAY. They count complete heads (`\\r\\n\\r\\n`)"
+            " and answer from a static buffer (a fixed `Date` of the same length); a `Connection: close` is"
+            " honoured as wrk spells it. floor-uring sets up its ring as forkring's driver does (flags, queue"
+            " sizes, 256 × 8 KiB provided buffers consumed incrementally) and closes through the ring with the"
+            " receive cancelled in the same submission; floor-epoll is edge-triggered with one 64 KiB read"
+            " buffer. Neither has timers, limits, logs or a master."
+        )
+    if r.curve:
+        o.append(
+            "- Latency curve: `ratebench` at each point for every server, the servers' order rotating from point"
+            " to point; a share's rate is that share of the server's keep-alive median under wrk in this run."
+        )
     o.append("")
     return o
 
@@ -56,7 +71,7 @@ def reproduce_md(r):
     o.append("## How to reproduce")
     o.append("")
     o.append("```sh")
-    o.append("make bench                          # everything, about 11 minutes on a quiet machine")
+    o.append("make bench                          # everything, about 20 minutes on a quiet machine")
     o.append(
         f"DURATION={m.get('duration')} REPS={reps} WORKERS=\"{' '.join(map(str, r.worker_counts))}\""
         f" WORKLOADS=\"{m.get('workloads')}\" RATE={m.get('rate_setting')}"
@@ -66,11 +81,13 @@ def reproduce_md(r):
         + " make bench   # this run's settings"
     )
     o.append("DURATION=1s REPS=1 WORKERS=1 WORKLOADS=keepalive RATE=0 IPC=0 make bench   # a quick look")
-    o.append("PEERS=0 make bench                  # without may_minihttp and hyper")
+    o.append("PEERS=0 make bench                  # without may_minihttp, hyper and the floor")
+    o.append("CURVE=0 make bench                  # without the latency curve")
     o.append("```")
     o.append("")
     o.append(
-        "The per-run figures are in `results.tsv` (wrk) and `rates.tsv` (fixed rate) beside this file, with"
+        "The per-run figures are in `results.tsv` (wrk), `rates.tsv` (fixed rate) and `curve.tsv` (the latency"
+        " curve) beside this file, with"
         " `meta.tsv` (columns as described in `bench/run.sh`); `python3 bench/report.py --dir DIR --out DIR`"
         " makes this report again from them."
     )

@@ -1,7 +1,7 @@
 """The tables bench/run.sh prints at the end of a run.
 """
 
-from report import baseline, fixed_rate, peers, saturation
+from report import baseline, curve, fixed_rate, floor, peers, saturation
 from report.data import NOISY_PCT
 
 
@@ -12,6 +12,8 @@ def tables(r):
     out.extend(fixed_rate.terminal(r))
     out.extend(baseline.terminal(r))
     out.extend(peers.terminal(r))
+    out.extend(floor.terminal(r))
+    out.extend(curve.terminal(r))
     out.append(
         "x columns: server / nginx (req/s: higher is better; latency, CPU, RSS: lower is better)."
         " Pipelined latency is n/a: wrk times a batch, not a request."

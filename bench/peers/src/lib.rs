@@ -1,9 +1,11 @@
-//! What both peers share: the command line, the listening socket and the
+//! What the peers share: the command line, the listening socket and the
 //! readiness line bench/run.sh waits for.
 //!
 //! Each peer takes `--listen ADDR --workers N`; hyper also takes
 //! `--mode threads|processes`. Pinning is the caller's (`taskset`), as for
 //! forkring and nginx, so no peer pins its own threads.
+
+pub mod floor;
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::exit;
