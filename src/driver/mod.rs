@@ -91,7 +91,7 @@ mod slab;
 pub(crate) mod timers;
 mod uring;
 
-pub(crate) use link::{drain_from_signal, Inbox, Link};
+pub(crate) use link::{drain_from_signal, lifeline_from_signal, Inbox, Link};
 
 /// Runs the event loop chosen by `config.backend` on `listener` (the
 /// worker's own copy, closed when draining starts) and returns the backend

@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signalfd::SignalFd;
 
-pub use api::{Command, Ctl, Event, EventCallback, ExitStatus, Handle, TimerCallback};
+pub use api::{Command, Ctl, Event, EventCallback, ExitStatus, Handle, TimerCallback, WorkerInfo};
 pub(crate) use events::Hooks;
 pub use metrics::{Metrics, Restarts, SlotMetrics, WorkerState};
 pub(crate) use spawn::Entry;
@@ -313,7 +313,8 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
     if let Some(s) = &master.scrape {
         master.watch(s.fd(), Token::Metrics)?;
     }
-    master.hooks.wake.store(master.wake.as_raw_fd(), Ordering::Release);
+    master.hooks.running.tid.store(nix::unistd::gettid().as_raw(), Ordering::Release);
+    master.hooks.running.wake.store(master.wake.as_raw_fd(), Ordering::Release);
     let slot_fds: Vec<Option<OwnedFd>> = match per_slot {
         Some(fds) => fds.into_iter().map(Some).collect(),
         None => (0..config.workers).map(|_| None).collect(),
@@ -325,7 +326,8 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
         master.spawn(i)?;
     }
     let outcome = master.run_loop();
-    master.hooks.wake.store(-1, Ordering::Release);
+    master.hooks.running.wake.store(-1, Ordering::Release);
+    master.hooks.running.tid.store(0, Ordering::Release);
     signals::unblock(&mask);
     // The socket file goes with the cluster (once every worker is gone),
     // unless a new master took it over.
@@ -459,9 +461,7 @@ impl Master<'_> {
                 }
             }
             self.run_user_timers(Instant::now());
-            while let Ok(cmd) = self.hooks.cmd_rx.try_recv() {
-                self.command(cmd);
-            }
+            self.run_orders();
             self.respawn_timers();
             self.leave_timers(Instant::now());
             self.upgrade_timers(Instant::now());

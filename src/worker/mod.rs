@@ -55,6 +55,12 @@ pub fn id() -> Option<WorkerId> {
     SELF_ID.get().copied()
 }
 
+/// Whether this process is a worker (Node's `cluster.isWorker`): forked,
+/// or re-executed before or after it reached [`crate::Server::serve`].
+pub fn is_worker() -> bool {
+    id().is_some() || entry::is_reexec_worker()
+}
+
 /// Records the worker this process is (once; a second call is ignored).
 fn set_id(id: WorkerId) {
     let _ = SELF_ID.set(id);
