@@ -65,9 +65,10 @@ fn main() -> std::io::Result<()> {
     if forkring::is_primary() {
         println!("[master] master started, pid:{}", std::process::id());
         // `setTimeout(function () { eachWorker(...) }, 3000)`, from a
-        // thread of the master, through a handle.
+        // thread of the master, through a handle. (A thread the master's
+        // signals are blocked in: a Ctrl-C meanwhile is the loop's drain.)
         let handle = server.handle();
-        std::thread::spawn(move || {
+        forkring::spawn_master_thread(move || {
             std::thread::sleep(delay);
             if let Err(e) = handle.broadcast(b"[master] send msg to every worker") {
                 eprintln!("[master] broadcast: {e}");

@@ -69,7 +69,7 @@ pub use http::{
 };
 pub use ipc::{Histogram, SendError, Snapshot};
 pub use master::{
-    Command, Ctl, Event, EventCallback, ExitStatus, Handle, Metrics, Restarts, SlotMetrics, TimerCallback, WorkerInfo,
+    spawn_master_thread, Command, Ctl, Event, EventCallback, ExitStatus, Handle, Metrics, Restarts, SlotMetrics, TimerCallback, WorkerInfo,
     WorkerState,
 };
 pub use server::Server;

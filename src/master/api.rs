@@ -281,17 +281,18 @@ impl LoopRef {
 /// let handle = server.handle();
 /// if forkring::is_primary() {
 ///     // Node's `setTimeout(() => eachWorker(w => w.send(...)), 3000)`.
-///     std::thread::spawn(move || {
+///     forkring::spawn_master_thread(move || {
 ///         std::thread::sleep(Duration::from_secs(3));
 ///         let reached = handle.broadcast(b"hello").unwrap_or(0);
 ///         println!("{reached} workers told");
 ///     });
 /// }
-/// server.serve(|| |_: &Request<'_>, res: &mut Response| res.body("hi")).unwrap();
+/// server.serve(|| |_: &Request<'_>, res: &mut Response| { res.body("hi"); }).unwrap();
 /// ```
 ///
 /// A master with threads forks its workers safely only with
-/// [`crate::Server::reexec`]: see [`crate::Server::serve`].
+/// [`crate::Server::reexec`], and takes its signals only where they are
+/// blocked in every thread: see [`crate::spawn_master_thread`].
 #[derive(Clone, Debug)]
 pub struct Handle {
     /// Orders for the master loop.
