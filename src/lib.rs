@@ -69,8 +69,8 @@ pub use http::{
 };
 pub use ipc::{Histogram, SendError, Snapshot};
 pub use master::{
-    spawn_master_thread, Command, Ctl, Event, EventCallback, ExitStatus, Handle, Metrics, Restarts, SlotMetrics, TimerCallback, WorkerInfo,
-    WorkerState,
+    spawn_master_thread, Command, Ctl, Event, EventCallback, ExitStatus, Handle, Metrics, Restarts, SlotMetrics,
+    TimerCallback, WorkerInfo, WorkerState,
 };
 pub use server::Server;
 pub use worker::WorkerId;

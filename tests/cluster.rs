@@ -110,8 +110,10 @@ fn crashed_worker_is_respawned_in_its_slot_while_others_serve() {
     thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
     load.join().unwrap();
-    let order: Vec<String> =
-        events(&server).into_iter().filter(|e| e.ends_with(" 0.1") || e == "exit 0.0" || e == "disconnect 0.0").collect();
+    let order: Vec<String> = events(&server)
+        .into_iter()
+        .filter(|e| e.ends_with(" 0.1") || e == "exit 0.0" || e == "disconnect 0.0")
+        .collect();
     assert_eq!(
         order,
         ["disconnect 0.0", "exit 0.0", "fork 0.1", "online 0.1", "listening 0.1", "ready 0.1"],

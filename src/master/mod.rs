@@ -52,8 +52,8 @@ use nix::sys::signalfd::SignalFd;
 
 pub use api::{Command, Ctl, Event, EventCallback, ExitStatus, Handle, TimerCallback, WorkerInfo};
 pub(crate) use events::Hooks;
-pub use signals::spawn_master_thread;
 pub use metrics::{Metrics, Restarts, SlotMetrics, WorkerState};
+pub use signals::spawn_master_thread;
 pub(crate) use spawn::Entry;
 
 use crate::config::{Balance, Config, ListenAddr};
