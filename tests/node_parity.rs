@@ -23,6 +23,8 @@ const ROLE: &str = "FORKRING_NODE_ROLE";
 
 /// The seed's `setTimeout(..., 3000)`.
 const DELAY: Duration = Duration::from_secs(3);
+/// Descriptors handed in a row to check that none stays behind.
+const HANDED_MANY: usize = 50;
 /// How long a test waits for any one line.
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -30,6 +32,8 @@ const WAIT: Duration = Duration::from_secs(20);
 /// and serves any listening socket it is handed from a thread of its own.
 struct Worker {
     id: WorkerId,
+    /// Descriptors tagged `drop` received so far.
+    dropped: usize,
 }
 
 impl Handler for Worker {
@@ -43,6 +47,14 @@ impl Handler for Worker {
     }
 
     fn on_descriptor(&mut self, fd: OwnedFd, tag: &[u8]) {
+        if tag == b"drop" {
+            // Closed here: counted only.
+            self.dropped += 1;
+            if self.dropped == HANDED_MANY {
+                println!("WORKER {} dropped {}", self.id, self.dropped);
+            }
+            return;
+        }
         let tag = String::from_utf8_lossy(tag).into_owned();
         println!("WORKER {} got descriptor {tag}", self.id);
         let listener = TcpListener::from(fd);
@@ -57,7 +69,7 @@ impl Handler for Worker {
 }
 
 fn worker() -> Worker {
-    Worker { id: forkring::worker::id().expect("in a worker") }
+    Worker { id: forkring::worker::id().expect("in a worker"), dropped: 0 }
 }
 
 /// Shuts the cluster down when the test writes `stop` to the master's
@@ -129,7 +141,12 @@ fn handing_master() {
             let r = ctl.send_fd(worker.slot, l.as_fd(), b"from-ctl");
             println!("HANDED from-ctl {} {r:?}", l.local_addr().unwrap());
         }
+        if let Event::Draining { worker, .. } = ev {
+            // A draining worker takes nothing more.
+            println!("DRAINING-SENDFD {:?}", ctl.send_fd(worker.slot, std::io::stdout().as_fd(), b"late"));
+        }
     });
+    let handle = builder.handle();
     if forkring::is_primary() {
         obey_stdin(builder.handle());
         let events = builder.events();
@@ -141,6 +158,16 @@ fn handing_master() {
                     let r = handle.send_fd(worker.slot, l.as_fd(), b"from-handle");
                     println!("HANDED from-handle {} {r:?}", l.local_addr().unwrap());
                     // The master's copy closes here; the worker's serves.
+                    drop(l);
+                    println!("NOSLOT-SENDFD {:?}", handle.send_fd(9, std::io::stdout().as_fd(), b"x"));
+                    // Many more: the master keeps none of its duplicates.
+                    let before = open_fds();
+                    for _ in 0..HANDED_MANY {
+                        if let Err(e) = handle.send_fd(worker.slot, std::io::stdout().as_fd(), b"drop") {
+                            println!("DROP-SENDFD {e}");
+                        }
+                    }
+                    println!("MASTER-FDS {before} {}", open_fds());
                 }
             }
         });
@@ -148,7 +175,13 @@ fn handing_master() {
     let r = builder.serve(worker);
     if forkring::is_primary() {
         println!("SERVE {r:?}");
+        println!("AFTER {:?}", handle.send(0, b"x"));
     }
+}
+
+/// How many descriptors this process holds.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
 /// A master that cannot fork: a plain fork from a process with threads
@@ -256,10 +289,19 @@ fn a_listening_socket_opened_after_start_is_handed_to_a_worker_that_serves_it() 
         conn.read_to_string(&mut answer).expect("the worker's answer");
         assert_eq!(answer, format!("{tag} served by worker 0.0 pid {pid}\n"));
     }
+    assert!(line_from(&mut master, "NOSLOT-SENDFD ").ends_with("Err(NoSuchSlot)"));
+    master.wait_for(&format!("WORKER 0.0 dropped {HANDED_MANY}"), WAIT);
+    let fds = line_from(&mut master, "MASTER-FDS ");
+    let counts: Vec<&str> = fds.split(' ').skip(1).collect();
+    assert_eq!(counts[0], counts[1], "{fds}");
     // The cluster goes on as before: it drains and stops cleanly.
     stop(&mut master);
-    let lines = lines_after(&mut master, "SERVE ");
+    let lines = lines_after(&mut master, "AFTER ");
     assert!(lines.iter().any(|l| l.ends_with("SERVE Ok(())")), "{}", lines.join("\n"));
+    assert!(lines.iter().any(|l| l.ends_with("DRAINING-SENDFD Err(Closed)")), "{}", lines.join("\n"));
+    // Once the master is gone, a handle says so.
+    assert!(lines.iter().any(|l| l.ends_with("AFTER Err(NoMaster)")), "{}", lines.join("\n"));
+    assert!(!lines.iter().any(|l| l.contains("DROP-SENDFD")), "{}", lines.join("\n"));
     assert!(!lines.iter().any(|l| l.contains("requested=false")), "{}", lines.join("\n"));
 }
 

@@ -5,8 +5,9 @@
 //! The master is single-threaded, so `fork()` is always safe: signals arrive
 //! through a signalfd, child exits through pidfds, worker progress through
 //! one lifeline per worker (`crate::lifeline`), worker messages through
-//! shared-memory rings, and commands from other threads ([`Handle`])
-//! through a channel plus an eventfd; one epoll loop reads them all.
+//! shared-memory rings, and commands, messages and descriptors from other
+//! threads ([`Handle`]) through a channel plus an eventfd; one epoll loop
+//! reads them all.
 //! Nothing happens in a signal handler.
 //!
 //! If the embedding program starts threads in the master (say, to consume

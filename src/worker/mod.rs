@@ -4,7 +4,9 @@
 //!
 //! Messages travel through the worker's shared-memory ring; the master
 //! receives them as [`crate::Event::Message`]. Messages from the master
-//! reach the worker's [`crate::Handler::on_message`] on its event loop.
+//! reach the worker's [`crate::Handler::on_message`] on its event loop, and
+//! descriptors it hands over ([`crate::Ctl::send_fd`]) its
+//! [`crate::Handler::on_descriptor`].
 
 mod entry;
 mod pool;
