@@ -21,6 +21,9 @@ const MESSAGES_PER_TURN: usize = 256;
 /// Most lifeline messages read from one worker per loop turn (an honest
 /// worker sends three in its life).
 const LIFELINE_PER_TURN: usize = 4;
+/// Most batches of messages read from a worker's ring when its channel
+/// closes, before its `Disconnect`.
+const LAST_BATCHES: usize = 64;
 /// Events queued in one event channel beyond which the master stops
 /// reading the rings until the channel's consumer catches up.
 pub(super) const EVENT_BACKLOG: usize = 1024;
@@ -250,11 +253,22 @@ impl Master<'_> {
     /// Worker `id`'s lifeline closed: drops the master's end and emits
     /// `Disconnect`, once (from the hang-up, or from the reap when the exit
     /// was seen first).
+    /// What the worker sent before is delivered first, so that no
+    /// `Message` of it follows its `Disconnect` (a bounded number of
+    /// batches: a worker that is still alive could keep writing).
     pub(super) fn disconnected(&mut self, id: WorkerId) {
         let Some(p) = self.find_mut(id) else { return };
         if let Some(fd) = p.lifeline.take() {
             let raw = fd.as_raw_fd();
             self.unwatch(raw);
+        }
+        if self.find_mut(id).is_some_and(|p| p.disconnected) {
+            return;
+        }
+        for _ in 0..LAST_BATCHES {
+            if !self.read_ring(id) {
+                break;
+            }
         }
         let Some(p) = self.find_mut(id) else { return };
         if std::mem::replace(&mut p.disconnected, true) {
