@@ -262,7 +262,9 @@ impl LoopRef {
 /// (the Node `cluster` program's `worker.send` from a `setTimeout`).
 ///
 /// Messages and descriptors are synchronous: the call waits for the master
-/// loop's next turn (microseconds when it is idle) and returns exactly
+/// loop's next turn (microseconds when it is idle; as long as the callback
+/// it is running, when it runs one, so a thread that a callback waits for
+/// must not call them) and returns exactly
 /// what [`Ctl::send`] or [`Ctl::send_fd`] would have, so `Ok` means the
 /// message is in the worker's ring (or the descriptor in its lifeline),
 /// and a refusal is typed: [`SendError::NoSuchSlot`],
