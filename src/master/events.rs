@@ -358,3 +358,24 @@ impl Master<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::SendError;
+    use crate::Command;
+
+    #[test]
+    fn a_handle_before_the_master_runs_queues_commands_and_refuses_messages() {
+        let hooks = Hooks::new();
+        let handle = hooks.handle();
+        assert_eq!(handle.send(0, b"x"), Err(SendError::NoMaster));
+        assert_eq!(handle.broadcast(b"x"), Err(SendError::NoMaster));
+        let (a, _b) = crate::lifeline::pair().unwrap();
+        assert_eq!(handle.send_fd(0, a.as_fd(), b"x"), Err(SendError::NoMaster));
+        // A command waits for the master to start.
+        handle.command(Command::Reload);
+        assert!(matches!(hooks.cmd_rx.try_recv(), Ok(Order::Command(Command::Reload))));
+        assert!(hooks.cmd_rx.try_recv().is_err());
+    }
+}
