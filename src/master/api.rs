@@ -4,9 +4,9 @@
 //! the [`Ctl`] handed to event and timer callbacks on its loop.
 
 use std::fmt;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crossbeam_channel::Sender;
 
@@ -244,16 +244,29 @@ pub(super) enum Order {
 /// Where a [`Handle`] finds the running master loop.
 #[derive(Debug)]
 pub(crate) struct LoopRef {
-    /// The loop's wake-up eventfd; -1 while the loop does not run.
+    /// The loop's wake-up eventfd while the loop runs; -1 otherwise.
     pub(super) wake: AtomicI32,
     /// The kernel thread id of the loop's thread; 0 while it does not run.
     pub(super) tid: AtomicI32,
+    /// The eventfd itself, made when the loop first starts and kept for as
+    /// long as any handle lives: a handle that read its number just
+    /// before the loop ended still writes to that eventfd, never to a
+    /// descriptor that reused the number.
+    pub(super) fd: OnceLock<OwnedFd>,
 }
 
 impl LoopRef {
     /// A loop that does not run yet.
     pub(super) fn new() -> LoopRef {
-        LoopRef { wake: AtomicI32::new(-1), tid: AtomicI32::new(0) }
+        LoopRef { wake: AtomicI32::new(-1), tid: AtomicI32::new(0), fd: OnceLock::new() }
+    }
+
+    /// The loop's wake-up eventfd, made on first use.
+    pub(super) fn wake_fd(&self) -> std::io::Result<RawFd> {
+        if self.fd.get().is_none() {
+            let _ = self.fd.set(crate::sys::eventfd()?);
+        }
+        Ok(self.fd.get().map_or(-1, |fd| fd.as_raw_fd()))
     }
 }
 

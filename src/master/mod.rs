@@ -103,8 +103,9 @@ struct Master<'a> {
     epoll: Epoll,
     /// Signals, read as data (they are blocked).
     sigfd: SignalFd,
-    /// Wakes the loop when a [`Handle`] queued a command.
-    wake: OwnedFd,
+    /// Wakes the loop when a [`Handle`] queued a command (the eventfd is
+    /// the hooks', which outlive the loop).
+    wake: RawFd,
     /// Running, stopping or quitting.
     phase: Phase,
     /// While a graceful shutdown waits out `config.drain_delay`: when the
@@ -274,6 +275,7 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
         log::info!("systemd watchdog: every {d:?}");
     }
 
+    let wake = hooks.running.wake_fd()?;
     let mut master = Master {
         config,
         hooks,
@@ -283,7 +285,7 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
         addr,
         epoll,
         sigfd,
-        wake: crate::sys::eventfd()?,
+        wake,
         phase: Phase::Running,
         drain_at: None,
         reload_queue: VecDeque::new(),
@@ -311,12 +313,12 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
     let now = Instant::now();
     master.user_timer_due = master.hooks.timers.iter().map(|(period, _)| now + *period).collect();
     master.watch(master.sigfd.as_fd().as_raw_fd(), Token::Signal)?;
-    master.watch(master.wake.as_raw_fd(), Token::Wake)?;
+    master.watch(master.wake, Token::Wake)?;
     if let Some(s) = &master.scrape {
         master.watch(s.fd(), Token::Metrics)?;
     }
     master.hooks.running.tid.store(nix::unistd::gettid().as_raw(), Ordering::Release);
-    master.hooks.running.wake.store(master.wake.as_raw_fd(), Ordering::Release);
+    master.hooks.running.wake.store(master.wake, Ordering::Release);
     let slot_fds: Vec<Option<OwnedFd>> = match per_slot {
         Some(fds) => fds.into_iter().map(Some).collect(),
         None => (0..config.workers).map(|_| None).collect(),
@@ -433,7 +435,7 @@ impl Master<'_> {
                 match Token::decode(ev.data()) {
                     Some(Token::Signal) => self.read_signals(),
                     Some(Token::Wake) => {
-                        let _ = crate::sys::eventfd_drain(self.wake.as_raw_fd());
+                        let _ = crate::sys::eventfd_drain(self.wake);
                     }
                     Some(Token::Pidfd(id)) => self.reap(id),
                     Some(Token::Lifeline(id)) => self.read_lifeline(id),
