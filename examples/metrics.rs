@@ -35,8 +35,8 @@ fn main() -> std::io::Result<()> {
         .every(Duration::from_secs(5), |ctl| {
             let mut line = String::new();
             for w in ctl.workers() {
-                if let Some(c) = ctl.counters(w.slot) {
-                    line.push_str(&format!("worker {w}: {} requests; ", c.requests));
+                if let Some(c) = ctl.counters(w.id.slot) {
+                    line.push_str(&format!("worker {} (pid {}): {} requests; ", w.id, w.pid, c.requests));
                 }
             }
             let total = ctl.total();

@@ -69,10 +69,19 @@ pub use http::{
 };
 pub use ipc::{Histogram, SendError, Snapshot};
 pub use master::{
-    Command, Ctl, Event, EventCallback, ExitStatus, Handle, Metrics, Restarts, SlotMetrics, TimerCallback, WorkerState,
+    spawn_master_thread, Command, Ctl, Event, EventCallback, ExitStatus, Handle, Metrics, Restarts, SlotMetrics,
+    TimerCallback, WorkerInfo, WorkerState,
 };
 pub use server::Server;
 pub use worker::WorkerId;
+
+/// Whether this process is the master (Node's `cluster.isPrimary`): false
+/// in a worker, forked or re-executed ([`Server::reexec`]), from its first
+/// instruction. Code before [`Server::serve`] runs again in every
+/// re-executed worker; this tells the two apart.
+pub fn is_primary() -> bool {
+    !worker::is_worker()
+}
 
 /// Internals for the project's own fuzz targets, benchmarks and tests; not
 /// part of the API, and may change at any time.

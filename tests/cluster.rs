@@ -24,7 +24,7 @@ use forkring_testkit::server::HELLO;
 
 /// The lifecycle events in the log, as `kind worker` (e.g. `ready 0.1`).
 fn events(server: &Server) -> Vec<String> {
-    const KINDS: [&str; 6] = ["fork ", "online ", "listening ", "ready ", "disconnect ", "exit "];
+    const KINDS: [&str; 7] = ["fork ", "online ", "listening ", "ready ", "draining ", "disconnect ", "exit "];
     server
         .log_text()
         .lines()
@@ -81,7 +81,7 @@ fn events_come_in_order_through_start_and_drain() {
     server.wait_line(&["exit 0.0", "code=0", "requested=true"], Duration::from_secs(2));
     assert_eq!(
         events(&server),
-        ["fork 0.0", "online 0.0", "listening 0.0", "ready 0.0", "disconnect 0.0", "exit 0.0"],
+        ["fork 0.0", "online 0.0", "listening 0.0", "ready 0.0", "draining 0.0", "disconnect 0.0", "exit 0.0"],
         "{}",
         server.log_text()
     );
@@ -110,8 +110,16 @@ fn crashed_worker_is_respawned_in_its_slot_while_others_serve() {
     thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
     load.join().unwrap();
-    let order: Vec<String> = events(&server).into_iter().filter(|e| e.ends_with(" 0.1") || e == "exit 0.0").collect();
-    assert_eq!(order, ["exit 0.0", "fork 0.1", "online 0.1", "listening 0.1", "ready 0.1"], "{}", server.log_text());
+    let order: Vec<String> = events(&server)
+        .into_iter()
+        .filter(|e| e.ends_with(" 0.1") || e == "exit 0.0" || e == "disconnect 0.0")
+        .collect();
+    assert_eq!(
+        order,
+        ["disconnect 0.0", "exit 0.0", "fork 0.1", "online 0.1", "listening 0.1", "ready 0.1"],
+        "{}",
+        server.log_text()
+    );
     assert!(back_in < Duration::from_secs(3), "slot 0 took {back_in:?} to be ready again");
     assert!(served.load(Ordering::SeqCst) > 0);
     // Only requests on connections the dead worker held may fail, and the
@@ -309,7 +317,7 @@ fn ttin_adds_a_worker_and_ttou_removes_one() {
         get_ok(server.addr);
     }
     server.signal(libc::SIGTTOU);
-    server.wait_line(&["disconnect 1.0"], Duration::from_secs(5));
+    server.wait_line(&["draining 1.0"], Duration::from_secs(5));
     server.wait_line(&["exit 1.0", "requested=true"], Duration::from_secs(5));
     for _ in 0..20 {
         get_ok(server.addr);
@@ -352,7 +360,7 @@ fn ttou_under_load_resets_no_queued_connection() {
     let started = Instant::now();
     for round in 1..=8 {
         server.signal(libc::SIGTTOU);
-        wait_lines(&server, &["disconnect 1."], round);
+        wait_lines(&server, &["draining 1."], round);
         more(300);
         if round == 1 {
             for c in &mut slow {

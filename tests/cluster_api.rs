@@ -45,9 +45,9 @@ fn run_master() {
                 thread::spawn(move || {
                     let mut line = String::new();
                     let _ = std::io::stdin().read_line(&mut line);
-                    handle.send(Ctl::Disconnect { slot: 1 });
+                    handle.command(Ctl::Disconnect { slot: 1 });
                     thread::sleep(Duration::from_millis(500));
-                    handle.send(Ctl::Shutdown);
+                    handle.command(Ctl::Shutdown);
                 });
             }
         }

@@ -1,7 +1,8 @@
 //! The `cluster` example reproduces the log of the Node.js program it ports,
 //! in the same order: the master starts and forks every worker, each comes
-//! online and listens, the master's messages reach every worker after the
-//! delay and the workers' replies reach the master, a worker answers HTTP
+//! online and listens, the message a timer thread of the master broadcasts
+//! reaches every worker after the delay and the workers' replies reach the
+//! master, a worker answers HTTP
 //! with its id and pid, a killed worker is replaced, and SIGTERM stops the
 //! cluster cleanly.
 
@@ -139,7 +140,7 @@ fn the_cluster_example_logs_what_the_node_program_logs_in_its_order() {
     // After the delay, the master's message reaches every worker, and each
     // worker's reply reaches the master.
     for s in 0..n {
-        let msg = format!("[master] send msg {} to worker{s}.0", s + 1);
+        let msg = "[master] send msg to every worker";
         let (received, at) = c.wait(&format!("[worker] worker{s}.0 received msg:{msg}"));
         assert!(at.duration_since(c.started) >= DELAY, "message to worker {s} before the delay\n{}", c.text());
         let (replied, _) = c.wait(&format!("[master] received msg:[worker] send msg {s}.0 to master.from worker{s}.0"));
@@ -152,15 +153,17 @@ fn the_cluster_example_logs_what_the_node_program_logs_in_its_order() {
     assert!(answered, "{body:?} names no worker of {pids:?}");
     c.wait(&body);
 
-    // A killed worker: `exit ... died`, and the master forks its successor.
+    // A killed worker: its channel closes (`disconnect`), `exit ... died`,
+    // and the master forks its successor.
     proc::signal(pids[0], libc::SIGKILL).expect("kill worker 0.0");
+    let (gone, _) = c.wait("[master] disconnect: worker0.0");
     let (died, _) = c.wait("[master] exit worker0.0 died, try to fork a new worker.");
     let (refork, _) = c.wait("[master] fork: worker0.1");
     let (relisten, _) = c.wait_prefix("[master] listening: worker0.1,pid:");
-    assert!(died < refork && refork < relisten, "{}", c.text());
+    assert!(gone < died && died < refork && refork < relisten, "{}", c.text());
 
-    // SIGTERM: every worker disconnects (drains), then exits; the master
-    // exits 0.
+    // SIGTERM: every worker drains, its channel closes (`disconnect`),
+    // then it exits; the master exits 0.
     proc::signal(master as i32, libc::SIGTERM).expect("SIGTERM to the master");
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {

@@ -1,7 +1,8 @@
 //! The master treats a worker as possibly compromised: on real processes,
 //! this test plays the hostile worker. It reaches into a worker's shared
 //! channel (the memfd, reopened through `/proc/<pid>/fd`) and its lifeline
-//! (taken with `pidfd_getfd`), writes garbage there, and kills workers in a
+//! (taken with `pidfd_getfd`), writes garbage there (or attaches descriptors
+//! to what it sends the master), and kills workers in a
 //! loop. Each time: the offending worker is killed and replaced, the master
 //! stays responsive and cheap, its log stays short, and the port keeps
 //! answering.
@@ -239,6 +240,40 @@ fn lifeline_messages_out_of_order_get_the_worker_replaced() {
         assert!(line.contains(&format!("(pid {victim})")), "{line}");
         check_recovered(&server, victim, cpu, started.elapsed());
     }
+}
+
+#[test]
+fn a_worker_that_sends_the_master_descriptors_gets_replaced_and_the_master_holds_none() {
+    use std::io::IoSlice;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::net::UnixStream;
+
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+
+    let server = Server::start(&["--workers", "2"]);
+    wait_ready(&server, 2, Duration::from_secs(5));
+    let victim = workers(&server)[0];
+    let fd = lifeline_of(victim);
+    let cpu = cpu_secs(server.pid());
+    let started = Instant::now();
+    // A byte the master would take (`Online` again), with descriptors
+    // attached: a socket whose inode is then looked for among the master's.
+    let (a, _b) = UnixStream::pair().unwrap();
+    let inode = a.as_fd().try_clone_to_owned().map(std::fs::File::from).unwrap().metadata().unwrap().ino();
+    let fds = [a.as_raw_fd(), a.as_raw_fd()];
+    let iov = [IoSlice::new(&[1u8])];
+    sendmsg::<()>(fd.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None).unwrap();
+    let line = server.wait_line(&["sent descriptors on its lifeline"], Duration::from_secs(3));
+    assert!(line.contains(&format!("(pid {victim})")), "{line}");
+    let held: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .collect();
+    assert!(!held.contains(&format!("socket:[{inode}]")), "the master holds the worker's socket: {held:?}");
+    drop(fd);
+    check_recovered(&server, victim, cpu, started.elapsed());
 }
 
 #[test]

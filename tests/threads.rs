@@ -56,8 +56,8 @@ fn run_master(role: &str) {
         thread::spawn(move || {
             for line in std::io::stdin().lock().lines().map_while(Result::ok) {
                 match line.trim() {
-                    "reload" => handle.send(Ctl::Reload),
-                    "stop" => handle.send(Ctl::Shutdown),
+                    "reload" => handle.command(Ctl::Reload),
+                    "stop" => handle.command(Ctl::Shutdown),
                     _ => {}
                 }
             }

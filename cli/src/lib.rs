@@ -62,8 +62,8 @@ Signals to the master:
               its workers serve, this master drains its own and exits
               (under systemd, with MAINPID=; needs NotifyAccess=all)
 
-Every lifecycle event (fork, online, listening, ready, disconnect, exit) is
-logged at info level.";
+Every lifecycle event (fork, online, listening, ready, draining, disconnect,
+exit, fork failed) is logged at info level.";
 
 /// Parses the process's arguments with `cmd`. `Err` holds the exit status
 /// when there is nothing to serve: `--help` and `--version` print and

@@ -151,7 +151,8 @@ pub enum Level {
     Error,
     /// Errors and warnings.
     Warn,
-    /// Lifecycle events too: fork, online, listening, ready, disconnect, exit.
+    /// Lifecycle events too: fork, online, listening, ready, draining,
+    /// disconnect, exit, fork failed.
     Info,
     /// Everything, each line with the module that wrote it.
     Debug,

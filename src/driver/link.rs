@@ -1,7 +1,8 @@
 //! The event loop's link to the rest of its worker: the drain flag and the
 //! eventfd that wakes the loop when it is set (from a signal handler, or
-//! when the master's end of the lifeline hangs up), and the ring of
-//! messages from the master.
+//! when the master's end of the lifeline hangs up), the ring of messages
+//! from the master, and the descriptors the master hands over on the
+//! lifeline (a flag the worker's SIGIO handler sets, read the same way).
 
 use crate::http::AccessLog;
 use std::cell::RefCell;
@@ -11,9 +12,24 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use crate::http::{Handler, Spawner};
 use crate::ipc::{Consumer, Counter, Counters};
+use crate::lifeline::{self, FdRead};
 
 /// Most messages from the master a worker handles per loop turn.
 pub(crate) const MESSAGES_PER_TURN: usize = 256;
+/// Most records (descriptors) read from the lifeline per loop turn.
+const DESCRIPTORS_PER_TURN: usize = 8;
+
+/// Set when the lifeline may hold a record (a descriptor from the master);
+/// cleared by the loop before it reads.
+static LIFELINE_READABLE: AtomicBool = AtomicBool::new(false);
+
+/// Says the lifeline has something to read and wakes the loop.
+/// Async-signal-safe (an atomic store and one `write`): the worker's SIGIO
+/// handler calls it.
+pub(crate) fn lifeline_from_signal() {
+    LIFELINE_READABLE.store(true, Ordering::SeqCst);
+    wake_loop();
+}
 
 /// Set when the worker is asked to drain; read by the loop after its
 /// wake-up fd fires.
@@ -66,6 +82,9 @@ pub(crate) struct Link {
     /// The worker's blocking pool, for `Response::blocking`; `None`: no
     /// pool (those requests are answered `503`).
     spawner: Option<Spawner>,
+    /// The worker's end of its lifeline (owned by the worker's entry,
+    /// which outlives the loop); -1 if none.
+    lifeline: RawFd,
 }
 
 impl Link {
@@ -74,7 +93,8 @@ impl Link {
         let wake = crate::sys::eventfd()?;
         WAKE_FD.store(wake.as_raw_fd(), Ordering::SeqCst);
         DRAIN.store(false, Ordering::SeqCst);
-        Ok(Link { wake, inbox: None, access_log: RefCell::new(None), spawner: None })
+        LIFELINE_READABLE.store(false, Ordering::SeqCst);
+        Ok(Link { wake, inbox: None, access_log: RefCell::new(None), spawner: None, lifeline: -1 })
     }
 
     /// The eventfd that becomes readable when a drain is asked for.
@@ -95,6 +115,12 @@ impl Link {
     /// Attaches the worker's ring from the master.
     pub(crate) fn set_inbox(&mut self, inbox: Inbox) {
         self.inbox = Some(RefCell::new(inbox));
+    }
+
+    /// The worker's end of its lifeline, where descriptors from the master
+    /// arrive. It must stay open for as long as this link exists.
+    pub(crate) fn set_lifeline(&mut self, fd: RawFd) {
+        self.lifeline = fd;
     }
 
     /// Hands the loop the worker's blocking pool.
@@ -140,6 +166,44 @@ impl Link {
     /// Hands the messages waiting in the ring from the master to the
     /// handler; drivers call it once per loop turn. Returns how many.
     pub(crate) fn deliver<H: Handler>(&self, handler: &mut H) -> usize {
+        self.deliver_descriptors(handler) + self.deliver_messages(handler)
+    }
+
+    /// Hands the descriptors waiting on the lifeline to the handler, at
+    /// most [`DESCRIPTORS_PER_TURN`]; what is left keeps the flag set (and
+    /// the loop awake). A record that is not one descriptor with its tag is
+    /// dropped with what came with it, and logged.
+    fn deliver_descriptors<H: Handler>(&self, handler: &mut H) -> usize {
+        if self.lifeline < 0 || !LIFELINE_READABLE.swap(false, Ordering::SeqCst) {
+            return 0;
+        }
+        // SAFETY: the worker's entry keeps the lifeline open for as long as
+        // this link exists (`set_lifeline`).
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.lifeline) };
+        let mut n = 0;
+        while n < DESCRIPTORS_PER_TURN {
+            match lifeline::recv_fd(fd) {
+                FdRead::Fd(passed, tag) => {
+                    n += 1;
+                    let r =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.on_descriptor(passed, &tag)));
+                    if r.is_err() {
+                        log::error!("on_descriptor panicked; the descriptor is closed");
+                    }
+                }
+                FdRead::Malformed(what) => log::error!("lifeline: the master sent {what}; dropped"),
+                // A hang-up is the SIGIO handler's (a drain).
+                FdRead::Empty | FdRead::HangUp => return n,
+            }
+        }
+        // More may wait: look again next turn.
+        LIFELINE_READABLE.store(true, Ordering::SeqCst);
+        n
+    }
+
+    /// Hands the messages waiting in the ring from the master to the
+    /// handler.
+    fn deliver_messages<H: Handler>(&self, handler: &mut H) -> usize {
         let Some(inbox) = &self.inbox else { return 0 };
         let mut inbox = inbox.borrow_mut();
         let inbox = &mut *inbox;
@@ -175,16 +239,20 @@ impl Link {
     /// Whether a message from the master waits (one word read; no side
     /// effect).
     pub(crate) fn has_messages(&self) -> bool {
-        self.inbox.as_ref().is_some_and(|inbox| {
-            let inbox = inbox.borrow();
-            !inbox.broken && !inbox.consumer.is_empty()
-        })
+        LIFELINE_READABLE.load(Ordering::SeqCst)
+            || self.inbox.as_ref().is_some_and(|inbox| {
+                let inbox = inbox.borrow();
+                !inbox.broken && !inbox.consumer.is_empty()
+            })
     }
 
     /// Says the loop is about to block: false when a message is already
     /// waiting (then it must not block). While the loop is busy, the
     /// master's sends cost it no wake-up.
     pub(crate) fn may_sleep(&self) -> bool {
+        if LIFELINE_READABLE.load(Ordering::SeqCst) {
+            return false;
+        }
         match &self.inbox {
             Some(inbox) => {
                 let mut inbox = inbox.borrow_mut();

@@ -93,7 +93,7 @@ mod slab;
 pub(crate) mod timers;
 mod uring;
 
-pub(crate) use link::{drain_from_signal, Inbox, Link};
+pub(crate) use link::{drain_from_signal, lifeline_from_signal, Inbox, Link};
 
 /// Runs the event loop chosen by `config.backend` on `listeners` (the
 /// worker's own copies, one per address served, closed when draining

@@ -1,6 +1,8 @@
 //! The user's side of the protocol core: the trait a worker's handler
 //! implements, and what each of its methods is asked.
 
+use std::os::fd::OwnedFd;
+
 use super::answer::Response;
 use super::body::BodyPlan;
 use super::request::Request;
@@ -28,6 +30,18 @@ pub trait Handler {
     /// loop, between requests. Reply with [`crate::worker::send`].
     fn on_message(&mut self, msg: &[u8]) {
         let _ = msg;
+    }
+
+    /// The master handed this worker a descriptor (see
+    /// [`crate::Ctl::send_fd`] and [`crate::Handle::send_fd`]), with the
+    /// tag it gave to say what it is; Node's `process.on('message', (m,
+    /// handle) => ...)`. Runs on the worker's event loop, between requests;
+    /// the worker owns `fd` from here (the default closes it). What the
+    /// worker does with it is its own: a listening socket can be served by
+    /// a thread of the worker's or jobs of its pool
+    /// ([`crate::worker::spawn_blocking`]), never by blocking the loop.
+    fn on_descriptor(&mut self, fd: OwnedFd, tag: &[u8]) {
+        let _ = (fd, tag);
     }
 }
 

@@ -5,14 +5,14 @@
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::atomic::AtomicI32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::api::{self, LoopRef, Order};
 use super::slot::ProcState;
-use super::{Command, Ctl, Event, EventCallback, Handle, Master, TimerCallback};
+use super::{Ctl, Event, EventCallback, Handle, Master, TimerCallback};
 use crate::lifeline::{self, Msg};
 use crate::worker::WorkerId;
 
@@ -21,6 +21,9 @@ const MESSAGES_PER_TURN: usize = 256;
 /// Most lifeline messages read from one worker per loop turn (an honest
 /// worker sends three in its life).
 const LIFELINE_PER_TURN: usize = 4;
+/// Most batches of messages read from a worker's ring when its channel
+/// closes, before its `Disconnect`.
+const LAST_BATCHES: usize = 64;
 /// Events queued in one event channel beyond which the master stops
 /// reading the rings until the channel's consumer catches up.
 pub(super) const EVENT_BACKLOG: usize = 1024;
@@ -38,12 +41,12 @@ pub(crate) struct Hooks {
     pub(crate) senders: Vec<Sender<Event>>,
     /// Extra environment for the worker of each slot.
     pub(crate) worker_env: Option<WorkerEnv>,
-    /// Commands for the loop (cloned into every [`Handle`]).
-    pub(crate) cmd_tx: Sender<Command>,
-    /// Where the loop reads commands.
-    pub(crate) cmd_rx: Receiver<Command>,
-    /// The loop's wake-up eventfd, -1 while the loop does not run.
-    pub(crate) wake: Arc<AtomicI32>,
+    /// Orders for the loop (cloned into every [`Handle`]).
+    cmd_tx: Sender<Order>,
+    /// Where the loop reads orders.
+    pub(super) cmd_rx: Receiver<Order>,
+    /// The running loop's wake-up eventfd and thread, for handles.
+    pub(super) running: Arc<LoopRef>,
     /// The buffers one ring's batch of messages is read into, kept for
     /// their capacity.
     batch: Batch,
@@ -89,14 +92,14 @@ impl Hooks {
             worker_env: None,
             cmd_tx,
             cmd_rx,
-            wake: Arc::new(AtomicI32::new(-1)),
+            running: Arc::new(LoopRef::new()),
             batch: Batch::default(),
         }
     }
 
     /// A handle that queues commands for this master.
     pub(crate) fn handle(&self) -> Handle {
-        Handle { tx: self.cmd_tx.clone(), wake: self.wake.clone() }
+        Handle { tx: self.cmd_tx.clone(), running: self.running.clone() }
     }
 }
 
@@ -121,6 +124,25 @@ impl Master<'_> {
         }
         self.hooks.callbacks = callbacks;
         self.hooks.send(ev);
+    }
+
+    /// Carries out what handles queued: commands, and messages and
+    /// descriptors for workers (whose callers wait for the outcome).
+    pub(super) fn run_orders(&mut self) {
+        while let Ok(order) = self.hooks.cmd_rx.try_recv() {
+            match order {
+                Order::Command(cmd) => self.command(cmd),
+                Order::Send { slot, msg, reply } => {
+                    let _ = reply.send(api::send_to(&mut self.slots, slot, &msg));
+                }
+                Order::Broadcast { msg, reply } => {
+                    let _ = reply.send(api::broadcast_to(&mut self.slots, &msg));
+                }
+                Order::SendFd { slot, fd, tag, reply } => {
+                    let _ = reply.send(api::send_fd_to(&mut self.slots, slot, fd.as_fd(), &tag));
+                }
+            }
+        }
     }
 
     /// Runs the user's periodic callbacks that are due.
@@ -228,6 +250,34 @@ impl Master<'_> {
         may
     }
 
+    /// Worker `id`'s lifeline closed: drops the master's end and emits
+    /// `Disconnect`, once (from the hang-up, or from the reap when the exit
+    /// was seen first).
+    /// What the worker sent before is delivered first, so that no
+    /// `Message` of it follows its `Disconnect` (a bounded number of
+    /// batches: a worker that is still alive could keep writing).
+    pub(super) fn disconnected(&mut self, id: WorkerId) {
+        let Some(p) = self.find_mut(id) else { return };
+        if let Some(fd) = p.lifeline.take() {
+            let raw = fd.as_raw_fd();
+            self.unwatch(raw);
+        }
+        if self.find_mut(id).is_some_and(|p| p.disconnected) {
+            return;
+        }
+        for _ in 0..LAST_BATCHES {
+            if !self.read_ring(id) {
+                break;
+            }
+        }
+        let Some(p) = self.find_mut(id) else { return };
+        if std::mem::replace(&mut p.disconnected, true) {
+            return;
+        }
+        let pid = p.pid;
+        self.emit(Event::Disconnect { worker: id, pid });
+    }
+
     /// Kills worker `id`, which broke the protocol, once: logs why, stops
     /// reading anything of it, refuses messages to it, and lets the reap
     /// that follows respawn the slot like any crash.
@@ -259,12 +309,15 @@ impl Master<'_> {
                 lifeline::Read::Byte(b) => b,
                 lifeline::Read::Empty => return,
                 lifeline::Read::HangUp => {
-                    // The worker is exiting; its pidfd reports it.
+                    // The worker is exiting (its pidfd reports it): its
+                    // channel to the master closed, Node's `disconnect`.
                     let fd = fd.as_raw_fd();
                     self.unwatch(fd);
-                    if let Some(p) = self.find_mut(id) {
-                        p.lifeline = None;
-                    }
+                    self.disconnected(id);
+                    return;
+                }
+                lifeline::Read::Rights => {
+                    self.evict(id, format_args!("it sent descriptors on its lifeline"));
                     return;
                 }
             };
@@ -306,5 +359,26 @@ impl Master<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::SendError;
+    use crate::Command;
+
+    #[test]
+    fn a_handle_before_the_master_runs_queues_commands_and_refuses_messages() {
+        let hooks = Hooks::new();
+        let handle = hooks.handle();
+        assert_eq!(handle.send(0, b"x"), Err(SendError::NoMaster));
+        assert_eq!(handle.broadcast(b"x"), Err(SendError::NoMaster));
+        let (a, _b) = crate::lifeline::pair().unwrap();
+        assert_eq!(handle.send_fd(0, a.as_fd(), b"x"), Err(SendError::NoMaster));
+        // A command waits for the master to start.
+        handle.command(Command::Reload);
+        assert!(matches!(hooks.cmd_rx.try_recv(), Ok(Order::Command(Command::Reload))));
+        assert!(hooks.cmd_rx.try_recv().is_err());
     }
 }

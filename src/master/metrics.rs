@@ -124,6 +124,8 @@ pub struct SlotMetrics {
     pub slot: usize,
     /// Its current worker's state.
     pub state: WorkerState,
+    /// Its current worker's process id, if it has one.
+    pub pid: Option<i32>,
     /// Its workers besides the current one that are still draining.
     pub retiring: usize,
     /// Its counters: totals over every worker it had.
@@ -143,6 +145,7 @@ pub(super) fn collect(slots: &[Slot], info: &Cluster, watching: bool) -> Metrics
         .map(|(slot, s)| SlotMetrics {
             slot,
             state: s.current.as_ref().map_or(WorkerState::Stopped, WorkerState::of),
+            pid: s.current.as_ref().map(|p| p.pid),
             retiring: s.retiring.len(),
             counters: s.counters(),
             last_turn: s
@@ -344,6 +347,7 @@ mod tests {
             slots: vec![SlotMetrics {
                 slot: 3,
                 state: WorkerState::Ready,
+                pid: Some(42),
                 retiring: 1,
                 counters,
                 last_turn: Some(Duration::from_millis(20)),

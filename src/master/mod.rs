@@ -5,8 +5,9 @@
 //! The master is single-threaded, so `fork()` is always safe: signals arrive
 //! through a signalfd, child exits through pidfds, worker progress through
 //! one lifeline per worker (`crate::lifeline`), worker messages through
-//! shared-memory rings, and commands from other threads ([`Handle`])
-//! through a channel plus an eventfd; one epoll loop reads them all.
+//! shared-memory rings, and commands, messages and descriptors from other
+//! threads ([`Handle`]) through a channel plus an eventfd; one epoll loop
+//! reads them all.
 //! Nothing happens in a signal handler.
 //!
 //! If the embedding program starts threads in the master (say, to consume
@@ -44,16 +45,17 @@ mod upgrade;
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signalfd::SignalFd;
 
-pub use api::{Command, Ctl, Event, EventCallback, ExitStatus, Handle, TimerCallback};
+pub use api::{Command, Ctl, Event, EventCallback, ExitStatus, Handle, TimerCallback, WorkerInfo};
 pub(crate) use events::Hooks;
 pub use metrics::{Metrics, Restarts, SlotMetrics, WorkerState};
+pub use signals::spawn_master_thread;
 pub(crate) use spawn::Entry;
 
 use crate::config::Config;
@@ -100,8 +102,9 @@ struct Master<'a> {
     epoll: Epoll,
     /// Signals, read as data (they are blocked).
     sigfd: SignalFd,
-    /// Wakes the loop when a [`Handle`] queued a command.
-    wake: OwnedFd,
+    /// Wakes the loop when a [`Handle`] queued a command (the eventfd is
+    /// the hooks', which outlive the loop).
+    wake: RawFd,
     /// Running, stopping or quitting.
     phase: Phase,
     /// While a graceful shutdown waits out `config.drain_delay`: when the
@@ -267,6 +270,7 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
         log::info!("systemd watchdog: every {d:?}");
     }
 
+    let wake = hooks.running.wake_fd()?;
     let mut master = Master {
         config,
         hooks,
@@ -275,7 +279,7 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
         listeners: bound.listeners,
         epoll,
         sigfd,
-        wake: crate::sys::eventfd()?,
+        wake,
         phase: Phase::Running,
         drain_at: None,
         reload_queue: VecDeque::new(),
@@ -302,11 +306,12 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
     let now = Instant::now();
     master.user_timer_due = master.hooks.timers.iter().map(|(period, _)| now + *period).collect();
     master.watch(master.sigfd.as_fd().as_raw_fd(), Token::Signal)?;
-    master.watch(master.wake.as_raw_fd(), Token::Wake)?;
+    master.watch(master.wake, Token::Wake)?;
     if let Some(s) = &master.scrape {
         master.watch(s.fd(), Token::Metrics)?;
     }
-    master.hooks.wake.store(master.wake.as_raw_fd(), Ordering::Release);
+    master.hooks.running.tid.store(nix::unistd::gettid().as_raw(), Ordering::Release);
+    master.hooks.running.wake.store(master.wake, Ordering::Release);
     for sockets in bound.slots {
         master.slots.push(Slot::new(sockets));
     }
@@ -314,7 +319,8 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
         master.spawn(i)?;
     }
     let outcome = master.run_loop();
-    master.hooks.wake.store(-1, Ordering::Release);
+    master.hooks.running.wake.store(-1, Ordering::Release);
+    master.hooks.running.tid.store(0, Ordering::Release);
     signals::unblock(&mask);
     // The socket files go with the cluster (once every worker is gone),
     // unless a new master took them over.
@@ -365,7 +371,7 @@ impl Master<'_> {
                 match Token::decode(ev.data()) {
                     Some(Token::Signal) => self.read_signals(),
                     Some(Token::Wake) => {
-                        let _ = crate::sys::eventfd_drain(self.wake.as_raw_fd());
+                        let _ = crate::sys::eventfd_drain(self.wake);
                     }
                     Some(Token::Pidfd(id)) => self.reap(id),
                     Some(Token::Lifeline(id)) => self.read_lifeline(id),
@@ -395,9 +401,7 @@ impl Master<'_> {
                 }
             }
             self.run_user_timers(Instant::now());
-            while let Ok(cmd) = self.hooks.cmd_rx.try_recv() {
-                self.command(cmd);
-            }
+            self.run_orders();
             self.respawn_timers();
             self.leave_timers(Instant::now());
             self.upgrade_timers(Instant::now());

@@ -128,7 +128,7 @@ impl Master<'_> {
 
     /// Asks every worker of `slot` to drain.
     fn drain_all_of(&mut self, slot: usize) {
-        let mut disconnected = Vec::new();
+        let mut draining = Vec::new();
         let s = &mut self.slots[slot];
         let channels = &s.channels;
         for p in s.current.iter_mut().chain(s.retiring.iter_mut()) {
@@ -137,11 +137,11 @@ impl Master<'_> {
                 // Messages to a draining worker are refused (`Closed`).
                 channels[p.channel].ch.close();
                 Self::signal(p, libc::SIGTERM);
-                disconnected.push((p.id, p.pid));
+                draining.push((p.id, p.pid));
             }
         }
-        for (worker, pid) in disconnected {
-            self.emit(Event::Disconnect { worker, pid });
+        for (worker, pid) in draining {
+            self.emit(Event::Draining { worker, pid });
         }
     }
 
@@ -165,7 +165,7 @@ impl Master<'_> {
                 })
                 .collect();
             for (worker, pid) in old {
-                self.emit(Event::Disconnect { worker, pid });
+                self.emit(Event::Draining { worker, pid });
             }
             self.next_reload();
         }

@@ -30,6 +30,9 @@ impl Master<'_> {
                 ExitStatus::Code(-1)
             }
         };
+        // Node's order: the channel closes (`Disconnect`), then `Exit`,
+        // even when the exit is seen before the hang-up.
+        self.disconnected(id);
         let slot = id.slot;
         let s = &mut self.slots[slot];
         let was_current = s.current.as_ref().is_some_and(|p| p.id == id);

@@ -33,6 +33,32 @@ pub(crate) fn mask() -> SigSet {
     mask
 }
 
+/// Starts a thread in the master process with the master's signals
+/// blocked in it (TERM, INT, HUP, QUIT, CHLD, TTIN, TTOU, USR1, USR2), so
+/// that they reach the master loop, which reads them from a signalfd.
+///
+/// The loop blocks them only in its own thread; a thread started before
+/// [`crate::Server::serve`] with `std::thread::spawn` leaves them
+/// unblocked, and the kernel may then deliver, say, a SIGTERM to that
+/// thread, where its default action ends the whole process at once instead
+/// of draining it. Threads started from a callback on the loop inherit its
+/// mask and need none of this. A master with threads forks its workers
+/// only with [`crate::Server::reexec`].
+pub fn spawn_master_thread<F, T>(f: F) -> std::thread::JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let mut old = SigSet::empty();
+    let blocked = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&mask()), Some(&mut old)).is_ok();
+    // The new thread inherits this thread's mask as it is now.
+    let thread = std::thread::spawn(f);
+    if blocked {
+        let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    }
+    thread
+}
+
 /// Blocks the master's signals and opens the signalfd that reads them.
 pub(super) fn block() -> io::Result<(SigSet, SignalFd)> {
     let mask = mask();

@@ -34,6 +34,8 @@ pub(super) struct Proc {
     pub(super) pidfd: OwnedFd,
     /// The master's end of its lifeline; `None` once the worker hung up.
     pub(super) lifeline: Option<OwnedFd>,
+    /// `Event::Disconnect` was emitted for it (its lifeline closed).
+    pub(super) disconnected: bool,
     /// What its lifeline last reported.
     pub(super) state: ProcState,
     /// When it was forked (for the ready timeout).

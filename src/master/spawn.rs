@@ -150,8 +150,18 @@ impl Master<'_> {
         Ok(())
     }
 
-    /// Forks a worker into `slot` as its current worker.
+    /// Forks a worker into `slot` as its current worker; a failure is
+    /// also an `Event::ForkFailed`.
     pub(super) fn spawn(&mut self, slot: usize) -> io::Result<()> {
+        let r = self.fork_worker(slot);
+        if let Err(e) = &r {
+            self.emit(Event::ForkFailed { slot, reason: e.to_string() });
+        }
+        r
+    }
+
+    /// [`Master::spawn`] without the event.
+    fn fork_worker(&mut self, slot: usize) -> io::Result<()> {
         if !self.config.reexec {
             refuse_if_threaded()?;
         }
@@ -229,6 +239,7 @@ impl Master<'_> {
             pid,
             pidfd,
             lifeline: Some(master_end),
+            disconnected: false,
             state: ProcState::Forked,
             forked_at: Instant::now(),
             ready_at: None,

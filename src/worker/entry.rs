@@ -181,6 +181,9 @@ where
     if let Some(end) = ring {
         link.set_inbox(super::install(end));
     }
+    // Descriptors from the master arrive on the lifeline: the loop reads
+    // them when its SIGIO says there is something to read.
+    link.set_lifeline(lifeline.as_raw_fd());
     super::signals::watch_lifeline(lifeline.as_raw_fd())?;
     if config.pin {
         pin_to_cpu(id.slot)?;
@@ -233,6 +236,12 @@ impl std::error::Error for CannotStart {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.0)
     }
+}
+
+/// Whether this process was started as a re-executed worker and has not
+/// yet taken its identity from the environment.
+pub(crate) fn is_reexec_worker() -> bool {
+    std::env::var_os(WORKER_ENV).is_some()
 }
 
 /// What a re-executed worker was handed.

@@ -4,7 +4,9 @@
 //!
 //! Messages travel through the worker's shared-memory ring; the master
 //! receives them as [`crate::Event::Message`]. Messages from the master
-//! reach the worker's [`crate::Handler::on_message`] on its event loop.
+//! reach the worker's [`crate::Handler::on_message`] on its event loop, and
+//! descriptors it hands over ([`crate::Ctl::send_fd`]) its
+//! [`crate::Handler::on_descriptor`].
 
 mod entry;
 mod pool;
@@ -53,6 +55,12 @@ static SELF_ID: OnceLock<WorkerId> = OnceLock::new();
 /// cluster).
 pub fn id() -> Option<WorkerId> {
     SELF_ID.get().copied()
+}
+
+/// Whether this process is a worker (Node's `cluster.isWorker`): forked,
+/// or re-executed before or after it reached [`crate::Server::serve`].
+pub fn is_worker() -> bool {
+    id().is_some() || entry::is_reexec_worker()
 }
 
 /// Records the worker this process is (once; a second call is ignored).

@@ -1,5 +1,6 @@
 //! The worker's own signals: SIGTERM and SIGINT ask the loop to drain,
-//! SIGIO on the lifeline tells a master that is gone from a mere message,
+//! SIGIO on the lifeline tells a master that is gone (a drain) from a
+//! record to read (a descriptor: the loop reads it),
 //! and SIGPIPE is ignored (sends use `MSG_NOSIGNAL`; a closed peer must
 //! never kill the worker). The handlers only set a flag and write an
 //! eventfd ([`crate::driver::drain_from_signal`]).
@@ -22,16 +23,18 @@ static LIFELINE_FD: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn on_sigio(_sig: libc::c_int) {
     // poll(2) with a zero timeout is async-signal-safe; it tells a hang-up
-    // (master gone) from a mere message.
+    // (master gone) from a record to read.
     let fd = LIFELINE_FD.load(Ordering::SeqCst);
     if fd < 0 {
         return;
     }
-    let mut p = libc::pollfd { fd, events: libc::POLLRDHUP, revents: 0 };
+    let mut p = libc::pollfd { fd, events: libc::POLLIN | libc::POLLRDHUP, revents: 0 };
     // SAFETY: one valid pollfd on the stack, zero timeout.
     let n = unsafe { libc::poll(&mut p, 1, 0) };
     if n == 1 && p.revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR) != 0 {
         crate::driver::drain_from_signal();
+    } else if n == 1 && p.revents & libc::POLLIN != 0 {
+        crate::driver::lifeline_from_signal();
     }
 }
 

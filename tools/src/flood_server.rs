@@ -356,7 +356,7 @@ impl Flood {
                 l.next_send = 0;
                 l.next_recv = 0;
             }
-            Event::Disconnect { worker, .. } | Event::Exit { worker, .. } => {
+            Event::Draining { worker, .. } | Event::Disconnect { worker, .. } | Event::Exit { worker, .. } => {
                 let l = self.lane(worker.slot);
                 if l.id == Some(worker) {
                     l.id = None;

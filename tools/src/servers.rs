@@ -32,7 +32,8 @@ const LOG_KEPT: usize = 200_000;
 pub struct Event {
     /// When the harness read the line.
     pub at: Instant,
-    /// `fork`, `online`, `listening`, `ready`, `disconnect` or `exit`.
+    /// `fork`, `online`, `listening`, `ready`, `draining`, `disconnect` or
+    /// `exit`.
     pub kind: String,
     /// Worker slot.
     pub slot: usize,
@@ -52,7 +53,7 @@ pub fn parse_event(line: &str, at: Instant) -> Option<Event> {
     let rest = &line[line.find("info: ")? + 6..];
     let mut words = rest.split_whitespace();
     let kind = words.next()?;
-    if !matches!(kind, "fork" | "online" | "listening" | "ready" | "disconnect" | "exit") {
+    if !matches!(kind, "fork" | "online" | "listening" | "ready" | "draining" | "disconnect" | "exit") {
         return None;
     }
     let (slot, generation) = words.next()?.split_once('.')?;

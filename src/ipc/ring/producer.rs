@@ -21,8 +21,18 @@ pub enum SendError {
     /// The message exceeds the ring's `max_message`.
     TooLarge,
     /// The ring was closed, or reset for a new generation since this
-    /// producer was made.
+    /// producer was made; from the master: the slot has no live worker, or
+    /// its worker is draining.
     Closed,
+    /// From the master: no slot has this index.
+    NoSuchSlot,
+    /// From a master's `Handle`: its master loop does not run (not started
+    /// yet, or ended).
+    NoMaster,
+    /// From a master's `Handle`, called on the master loop itself (in an
+    /// event or timer callback), where it would wait for itself: use the
+    /// callback's `Ctl` there.
+    OnLoop,
 }
 
 impl fmt::Display for SendError {
@@ -31,6 +41,9 @@ impl fmt::Display for SendError {
             SendError::Full => "ring full",
             SendError::TooLarge => "message larger than the ring allows",
             SendError::Closed => "ring closed",
+            SendError::NoSuchSlot => "no such slot",
+            SendError::NoMaster => "the master loop does not run",
+            SendError::OnLoop => "a handle cannot wait for the master loop it runs on",
         })
     }
 }
