@@ -39,6 +39,18 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_debug_implementations, missing_docs)]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "forkring runs on Linux only: its workers are built on io_uring or epoll, pidfds, \
+     eventfds and SO_REUSEPORT, which other systems do not have"
+);
+
+/// The README's Rust blocks, compiled (and those that start no server, run)
+/// as doc tests, so that what a reader copies from it builds.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 #[macro_use]
 mod sys;
 

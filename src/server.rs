@@ -146,7 +146,7 @@ impl Server {
         self
     }
 
-    /// On graceful shutdown (SIGTERM, [`Command::Shutdown`]), keeps serving
+    /// On graceful shutdown (SIGTERM, [`Command::Shutdown`](crate::Command::Shutdown)), keeps serving
     /// for `delay` after `/ready` turned 503, then drains: a load balancer
     /// that checks `/ready` every *i* and marks a host down after *f*
     /// failures stops picking it within about *i* x *f*, so a delay a little

@@ -29,8 +29,8 @@ use std::sync::Arc;
 use super::answer::{Completion, Completions, Outcome, Response};
 use super::request::Request;
 
-/// What the runtime does with a request body; see the [module
-/// docs](self).
+/// What the runtime does with a request body, chosen in
+/// [`Handler::on_head`](super::Handler::on_head) before any of it is read.
 #[non_exhaustive]
 pub enum BodyPlan {
     /// Collect it whole (up to [`crate::Limits::max_body`]) and call
