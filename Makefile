@@ -72,8 +72,7 @@ test:
 
 # Formatting, clippy on every crate and target of the workspace (and the
 # fuzz crate, a workspace of its own), the docs of every crate with
-# warnings denied (broken and private intra-doc links included; a scratch
-# target directory, so the docs of target/doc are left alone), and the
+# warnings denied (broken and private intra-doc links included), and the
 # layering check: no module of src/ names a module above it (tests/layers.rs).
 lint:
 	$(CARGO) fmt --all -- --check

@@ -68,6 +68,7 @@ impl fmt::Display for Backend {
 
 /// A backend name that is not `auto`, `uring` or `epoll`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ParseBackendError(pub String);
 
 impl fmt::Display for ParseBackendError {

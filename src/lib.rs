@@ -81,13 +81,16 @@ pub use http::{
 };
 pub use ipc::{Histogram, SendError, Snapshot};
 pub use master::{
-    Command, Ctl, Event, EventCallback, ExitStatus, Handle, Metrics, Restarts, SlotMetrics, TimerCallback, WorkerState,
+    Command, Ctl, Event, EventCallback, Events, EventsIntoIter, EventsIter, EventsTryIter, ExitStatus, Handle, Metrics,
+    Restarts, SlotMetrics, TimerCallback, WorkerState,
 };
 pub use server::Server;
 pub use worker::WorkerId;
 
-/// Internals for the project's own fuzz targets, benchmarks and tests; not
-/// part of the API, and may change at any time.
+/// Internals for the project's own fuzz targets, benchmarks and tests,
+/// behind the `internals` feature; not part of the API, and may change at
+/// any time.
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod internals {
     pub use crate::http::{Completion, Conn, WorkerState, DRAIN_IDLE_GRACE_MS, OUTPUT_HIGH_WATER};

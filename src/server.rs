@@ -4,11 +4,9 @@
 
 use std::io;
 
-use crossbeam_channel::Receiver;
-
 use crate::config::{Backend, Balance, ChannelOptions, Config, Limits, Recycle, Respawn, Timeouts};
 use crate::http::Handler;
-use crate::master::{self, Ctl, Event, Handle, Hooks};
+use crate::master::{self, Ctl, Event, Events, Handle, Hooks};
 
 /// Builds and runs a server: a master process that binds the listeners and
 /// forks the workers, each serving with the handler made by the factory.
@@ -213,11 +211,12 @@ impl Server {
         self
     }
 
-    /// A channel that receives every lifecycle event.
-    pub fn events(&mut self) -> Receiver<Event> {
+    /// A channel that receives every lifecycle event and worker message
+    /// from now on, readable from any thread (see [`Events`]).
+    pub fn events(&mut self) -> Events {
         let (tx, rx) = crossbeam_channel::unbounded();
         self.hooks.senders.push(tx);
-        rx
+        Events::new(rx)
     }
 
     /// A thread-safe handle that sends commands to the master.

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 /// HTTP version of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Version {
     /// HTTP/1.0
     Http10,

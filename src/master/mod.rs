@@ -23,7 +23,7 @@
 //! lifecycle events, worker messages and user timers; [`supervise`] the
 //! watchdog, recycling and systemd's watchdog; [`metrics`] and [`scrape`]
 //! the metrics and their listener; [`sd_notify`] systemd; [`upgrade`] the
-//! binary upgrade.
+//! binary upgrade; [`subscribe`] the events' channel for other threads.
 //! The master knows nothing of HTTP or of the event-loop backends: a worker
 //! is started through the entry function it is given.
 
@@ -38,6 +38,7 @@ mod signals;
 mod slot;
 mod spawn;
 mod steering;
+mod subscribe;
 mod supervise;
 mod upgrade;
 
@@ -54,6 +55,7 @@ pub use api::{Command, Ctl, Event, EventCallback, ExitStatus, Handle, TimerCallb
 pub(crate) use events::Hooks;
 pub use metrics::{Metrics, Restarts, SlotMetrics, WorkerState};
 pub(crate) use spawn::Entry;
+pub use subscribe::{Events, IntoIter as EventsIntoIter, Iter as EventsIter, TryIter as EventsTryIter};
 
 use crate::config::{Balance, Config, ListenAddr};
 use crate::listen::UnixSocketFile;

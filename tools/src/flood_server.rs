@@ -63,7 +63,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use forkring::internals::ipc::{SendError, Snapshot};
+use forkring::{SendError, Snapshot};
 use forkring::{Event, Handler, Request, Response, Server, WorkerId};
 
 /// The subcommand that starts this server (hidden from `--help`).
