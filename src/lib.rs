@@ -57,6 +57,9 @@ mod sys;
 mod config;
 mod driver;
 mod http;
+// Parts of the rings' API serve only the workspace's tests and benches
+// (through `internals`): without that feature they are unused.
+#[cfg_attr(not(feature = "internals"), allow(dead_code, unused_imports))]
 mod ipc;
 mod lifeline;
 mod listen;

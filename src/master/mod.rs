@@ -55,7 +55,7 @@ pub use api::{Command, Ctl, Event, EventCallback, ExitStatus, Handle, TimerCallb
 pub(crate) use events::Hooks;
 pub use metrics::{Metrics, Restarts, SlotMetrics, WorkerState};
 pub(crate) use spawn::Entry;
-pub use subscribe::{Events, IntoIter as EventsIntoIter, Iter as EventsIter, TryIter as EventsTryIter};
+pub use subscribe::{Events, EventsIntoIter, EventsIter, EventsTryIter};
 
 use crate::config::{Balance, Config, ListenAddr};
 use crate::listen::UnixSocketFile;

@@ -87,13 +87,13 @@ impl Events {
 
     /// The events as they come, waiting for each; ends when the master loop
     /// has ended.
-    pub fn iter(&self) -> Iter<'_> {
-        Iter { events: self }
+    pub fn iter(&self) -> EventsIter<'_> {
+        EventsIter { events: self }
     }
 
     /// The events waiting now, without waiting for more.
-    pub fn try_iter(&self) -> TryIter<'_> {
-        TryIter { events: self }
+    pub fn try_iter(&self) -> EventsTryIter<'_> {
+        EventsTryIter { events: self }
     }
 
     /// How many events wait to be read.
@@ -123,11 +123,11 @@ impl fmt::Debug for Events {
 /// The events as they come ([`Events::iter`]); ends when the master loop has
 /// ended.
 #[derive(Debug)]
-pub struct Iter<'a> {
+pub struct EventsIter<'a> {
     events: &'a Events,
 }
 
-impl Iterator for Iter<'_> {
+impl Iterator for EventsIter<'_> {
     type Item = Event;
 
     fn next(&mut self) -> Option<Event> {
@@ -137,11 +137,11 @@ impl Iterator for Iter<'_> {
 
 /// The events waiting now ([`Events::try_iter`]).
 #[derive(Debug)]
-pub struct TryIter<'a> {
+pub struct EventsTryIter<'a> {
     events: &'a Events,
 }
 
-impl Iterator for TryIter<'_> {
+impl Iterator for EventsTryIter<'_> {
     type Item = Event;
 
     fn next(&mut self) -> Option<Event> {
@@ -151,11 +151,11 @@ impl Iterator for TryIter<'_> {
 
 /// The events as they come, owning the channel ([`Events`] as an iterator).
 #[derive(Debug)]
-pub struct IntoIter {
+pub struct EventsIntoIter {
     events: Events,
 }
 
-impl Iterator for IntoIter {
+impl Iterator for EventsIntoIter {
     type Item = Event;
 
     fn next(&mut self) -> Option<Event> {
@@ -165,18 +165,18 @@ impl Iterator for IntoIter {
 
 impl IntoIterator for Events {
     type Item = Event;
-    type IntoIter = IntoIter;
+    type IntoIter = EventsIntoIter;
 
-    fn into_iter(self) -> IntoIter {
-        IntoIter { events: self }
+    fn into_iter(self) -> EventsIntoIter {
+        EventsIntoIter { events: self }
     }
 }
 
 impl<'a> IntoIterator for &'a Events {
     type Item = Event;
-    type IntoIter = Iter<'a>;
+    type IntoIter = EventsIter<'a>;
 
-    fn into_iter(self) -> Iter<'a> {
+    fn into_iter(self) -> EventsIter<'a> {
         self.iter()
     }
 }
