@@ -245,6 +245,7 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
     // First, before this process opens any descriptor that could take
     // the numbers systemd passed.
     let inherited = crate::listen::inherited()?;
+    spawn::require_pidfd()?;
     let (parent, handed_metrics) = upgrade::take();
     let exe = upgrade::own_path();
     // An inherited `SIGCHLD = SIG_IGN` (some supervisors and shells pass it
