@@ -10,6 +10,27 @@ use crate::master::{self, Ctl, Event, Events, Handle, Hooks};
 
 /// Builds and runs a server: a master process that binds the listeners and
 /// forks the workers, each serving with the handler made by the factory.
+///
+/// Every setting has a default ([`Config::default`]); the builder's
+/// methods change one each, and [`Server::serve`] runs the cluster until
+/// it is shut down (`SIGTERM`, `SIGINT`, [`Command::Shutdown`](crate::Command::Shutdown)).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use forkring::{Limits, Request, Response, Server, Timeouts};
+///
+/// fn main() -> std::io::Result<()> {
+///     Server::builder()
+///         .listen("0.0.0.0:8080") // or "[::]:8080", or "unix:/run/app.sock"
+///         .workers(4)             // default: one per CPU
+///         .limits(Limits::DEFAULT.with_max_body(1 << 20))
+///         .timeouts(Timeouts::DEFAULT.with_idle(Duration::from_secs(30)))
+///         .metrics("127.0.0.1:9100") // /metrics, /ready, /live
+///         .serve(|| |_: &Request<'_>, res: &mut Response| {
+///             res.body("hello\n");
+///         })
+/// }
+/// ```
 #[derive(Debug)]
 pub struct Server {
     /// The configuration as built so far.

@@ -35,6 +35,32 @@ impl ExitStatus {
 /// channel. For one worker they come in this order: `Fork`, `Online`,
 /// `Listening`, `Ready`, then `Disconnect` if it was asked to drain, and
 /// `Exit`.
+///
+/// New kinds of events may come in a minor release (the enum is
+/// `#[non_exhaustive]`): match the ones you need and let the rest pass.
+///
+/// ```no_run
+/// use forkring::{Event, Request, Response, Server};
+///
+/// fn main() -> std::io::Result<()> {
+///     Server::builder()
+///         .workers(2)
+///         .on_event(|event, ctl| match event {
+///             Event::Ready { worker, pid } => eprintln!("worker {worker} (pid {pid}) serves"),
+///             Event::Exit { worker, status, requested: false, .. } => {
+///                 // The master respawns it by itself; say so.
+///                 eprintln!("worker {worker} died ({status:?}); {} workers left", ctl.workers().len());
+///             }
+///             Event::Message { worker, data } => {
+///                 eprintln!("{worker}: {}", String::from_utf8_lossy(data));
+///             }
+///             _ => {}
+///         })
+///         .serve(|| |_: &Request<'_>, res: &mut Response| {
+///             res.body("hello\n");
+///         })
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
@@ -145,7 +171,16 @@ impl fmt::Display for Event {
 }
 
 /// Commands to the master, from any thread through a [`Handle`], or from
-/// an event callback.
+/// an event callback ([`Ctl::command`]). The signals an operator sends
+/// (`HUP`, `TERM`, `TTIN`...) are the same commands.
+///
+/// ```
+/// use forkring::Command;
+///
+/// // Drain worker 1 and let the master start its replacement.
+/// let cmd = Command::Disconnect { slot: 1 };
+/// assert_ne!(cmd, Command::Reload);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Command {
@@ -182,7 +217,28 @@ pub enum Command {
     Upgrade,
 }
 
-/// A thread-safe way to send [`Command`]s to the master loop.
+/// A thread-safe way to send [`Command`]s to the master loop: `Clone` and
+/// `Send`, usable before the master runs (commands wait for it) and from
+/// any thread of the master process (start workers with
+/// [`Server::reexec`](crate::Server::reexec) when the master has threads).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use forkring::{Command, Request, Response, Server};
+///
+/// fn main() -> std::io::Result<()> {
+///     let server = Server::builder().reexec(true);
+///     let handle = server.handle();
+///     // A rolling reload every hour, from a thread of the program's own.
+///     std::thread::spawn(move || loop {
+///         std::thread::sleep(Duration::from_secs(3600));
+///         handle.send(Command::Reload);
+///     });
+///     server.serve(|| |_: &Request<'_>, res: &mut Response| {
+///         res.body("hello\n");
+///     })
+/// }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Handle {
     /// Commands for the master loop.
@@ -212,6 +268,30 @@ pub type TimerCallback = Box<dyn FnMut(&mut Ctl<'_>)>;
 
 /// The master loop's controls, handed to event and timer callbacks: send
 /// messages to workers, read their counters, queue commands.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use forkring::{Request, Response, Server};
+///
+/// fn main() -> std::io::Result<()> {
+///     Server::builder()
+///         // Every ten seconds, on the master loop: read the counters every
+///         // worker keeps in shared memory, and tell the workers.
+///         .every(Duration::from_secs(10), |ctl| {
+///             let total = ctl.total();
+///             let busiest = ctl
+///                 .workers()
+///                 .iter()
+///                 .filter_map(|w| Some((w.slot, ctl.counters(w.slot)?.requests)))
+///                 .max_by_key(|&(_, requests)| requests);
+///             eprintln!("{} requests; busiest worker: {busiest:?}", total.requests);
+///             ctl.broadcast(format!("total={}", total.requests).as_bytes());
+///         })
+///         .serve(|| |_: &Request<'_>, res: &mut Response| {
+///             res.body("hello\n");
+///         })
+/// }
+/// ```
 pub struct Ctl<'a> {
     /// The master's process table.
     pub(super) slots: &'a mut Vec<Slot>,
