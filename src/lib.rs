@@ -24,6 +24,11 @@
 //! }
 //! ```
 //!
+//! [`guide`] walks the features in the order a user meets them, from this
+//! first handler to a deployment under systemd; the repository's
+//! `examples/` has one small program per feature, and its README the
+//! operations (signals, metrics, the minimum kernel).
+//!
 //! What a user names is at the root: the builder ([`Server`]) and its
 //! [`Config`] parts, the [`Handler`] with its [`Request`] and [`Response`],
 //! the master's [`Event`]s, [`Command`]s, [`Handle`] and [`Ctl`], and the
@@ -56,6 +61,8 @@ mod sys;
 
 mod config;
 mod driver;
+#[cfg(any(doc, doctest))]
+pub mod guide;
 mod http;
 // Parts of the rings' API serve only the workspace's tests and benches
 // (through `internals`): without that feature they are unused.
