@@ -187,7 +187,11 @@ fn build_ring() -> io::Result<(IoUring, &'static str)> {
             }
         }
     }
-    Err(setup_error("io_uring_setup", "Linux 5.5 or newer", last.unwrap_or_else(|| errno(libc::ENOSYS))))
+    Err(setup_error(
+        "io_uring_setup",
+        "Linux 6.0 or newer for the io_uring backend",
+        last.unwrap_or_else(|| errno(libc::ENOSYS)),
+    ))
 }
 
 /// Checks that the kernel knows every opcode the loop submits, and names
@@ -336,7 +340,7 @@ mod tests {
         let text = e.to_string();
         assert!(text.starts_with("multishot recv with provided buffers: "), "{text}");
         assert!(text.contains(&format!("(needs Linux 6.0 or newer; this kernel is {})", kernel_release())), "{text}");
-        let e = setup_error("io_uring_setup", "Linux 5.5 or newer", errno(libc::EPERM));
+        let e = setup_error("io_uring_setup", "Linux 6.0 or newer for the io_uring backend", errno(libc::EPERM));
         assert!(is_refusal(&e));
         assert!(e.to_string().contains("kernel.io_uring_disabled"), "{e}");
         let e = setup_error("receive buffers", "", errno(libc::ENOMEM));
