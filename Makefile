@@ -12,7 +12,7 @@ help:
 	@echo "make run          build and start the forkring server on $(LISTEN) (one worker per CPU)"
 	@echo "make build        release build of the library, the server, the test fixture and the examples"
 	@echo "make test         the test suite: backend-free tests once, the rest once per backend (io_uring, epoll)"
-	@echo "make lint         rustfmt check, clippy (whole workspace, warnings as errors), the layering check"
+	@echo "make lint         rustfmt check, clippy (whole workspace, warnings as errors), docs (warnings as errors), the public API listing, the layering check"
 	@echo "make bench        forkring (io_uring, epoll) beside nginx, may_minihttp, hyper and the floor of each backend, with a latency curve: report in target/bench (installs wrk and nginx if missing)"
 	@echo "make bench-micro  criterion benchmarks of the HTTP core"
 	@echo "make bench-ipc    shared-memory rings against a socketpair and the wake-up floors"
@@ -73,12 +73,18 @@ test:
 	python3 bench/report_test.py
 
 # Formatting, clippy on every crate and target of the workspace (and the
-# fuzz crate, a workspace of its own), and the layering check: no module of
-# src/ names a module above it (tests/layers.rs).
+# fuzz crate, a workspace of its own), the docs of every crate with
+# warnings denied (broken and private intra-doc links included), the public
+# API against its committed listing (tests/surface.rs, tests/public-api.txt:
+# a change of the API is a visible diff; no other crate's type in it), and
+# the layering check: no module of src/ names a module above it
+# (tests/layers.rs).
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --manifest-path fuzz/Cargo.toml -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --quiet --no-deps --workspace
+	$(CARGO) test --quiet --test surface
 	$(CARGO) test --quiet --test layers
 
 # forkring on both backends beside nginx, under wrk and at a fixed rate; the

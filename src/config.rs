@@ -68,6 +68,7 @@ impl fmt::Display for Backend {
 
 /// A backend name that is not `auto`, `uring` or `epoll`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ParseBackendError(pub String);
 
 impl fmt::Display for ParseBackendError {
@@ -133,6 +134,25 @@ impl Default for Timeouts {
 }
 
 /// Everything a worker needs besides its listener and handler.
+///
+/// The builder's methods set its fields one by one; a program that reads
+/// its settings from elsewhere can fill one and start from it
+/// ([`Server::with_config`](crate::Server::with_config)). Like every
+/// configuration struct here it is `#[non_exhaustive]`: start from
+/// `Config::default()`.
+///
+/// ```no_run
+/// use forkring::{Config, Request, Response, Server};
+///
+/// fn main() -> std::io::Result<()> {
+///     let mut config = Config::default();
+///     config.workers = 2;
+///     config.limits.max_body = 1 << 20;
+///     Server::with_config(config).serve(|| |_: &Request<'_>, res: &mut Response| {
+///         res.body("hello\n");
+///     })
+/// }
+/// ```
 #[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -349,6 +369,23 @@ impl Respawn {
 
 /// Protocol limits. Exceeding one is answered with its status and the
 /// connection closes.
+///
+/// The struct is `#[non_exhaustive]` (a new limit is not a breaking
+/// change), so it is not written as a literal: start from
+/// [`Limits::DEFAULT`] and change what you need, with the `with_*`
+/// methods (usable in a `const`) or by assigning fields.
+///
+/// ```
+/// use forkring::Limits;
+///
+/// const UPLOADS: Limits = Limits::DEFAULT.with_max_body(64 << 20).with_max_headers(50);
+/// assert_eq!(UPLOADS.max_body, 64 << 20);
+///
+/// let mut strict = Limits::default();
+/// strict.max_target = 1024;
+/// assert_eq!(strict.max_head, Limits::DEFAULT.max_head);
+/// // Given to the builder: `Server::builder().limits(UPLOADS)`.
+/// ```
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {

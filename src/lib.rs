@@ -24,6 +24,11 @@
 //! }
 //! ```
 //!
+//! [`guide`] walks the features in the order a user meets them, from this
+//! first handler to a deployment under systemd; the repository's
+//! `examples/` has one small program per feature, and its README the
+//! operations (signals, metrics, the minimum kernel).
+//!
 //! What a user names is at the root: the builder ([`Server`]) and its
 //! [`Config`] parts, the [`Handler`] with its [`Request`] and [`Response`],
 //! the master's [`Event`]s, [`Command`]s, [`Handle`] and [`Ctl`], and the
@@ -39,12 +44,29 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_debug_implementations, missing_docs)]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "forkring runs on Linux only: its workers are built on io_uring or epoll, pidfds, \
+     eventfds and SO_REUSEPORT, which other systems do not have"
+);
+
+/// The README's Rust blocks, compiled (and those that start no server, run)
+/// as doc tests, so that what a reader copies from it builds.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 #[macro_use]
 mod sys;
 
 mod config;
 mod driver;
+#[cfg(any(doc, doctest))]
+pub mod guide;
 mod http;
+// Parts of the rings' API serve only the workspace's tests and benches
+// (through `internals`): without that feature they are unused.
+#[cfg_attr(not(feature = "internals"), allow(dead_code, unused_imports))]
 mod ipc;
 mod lifeline;
 mod listen;
@@ -69,8 +91,8 @@ pub use http::{
 };
 pub use ipc::{Histogram, SendError, Snapshot};
 pub use master::{
-    spawn_master_thread, Command, Ctl, Event, EventCallback, ExitStatus, Handle, Metrics, Restarts, SlotMetrics,
-    TimerCallback, WorkerInfo, WorkerState,
+    spawn_master_thread, Command, Ctl, Event, EventCallback, Events, EventsIntoIter, EventsIter, EventsTryIter, ExitStatus,
+    Handle, Metrics, Restarts, SlotMetrics, TimerCallback, WorkerInfo, WorkerState,
 };
 pub use server::Server;
 pub use worker::WorkerId;
@@ -83,8 +105,10 @@ pub fn is_primary() -> bool {
     !worker::is_worker()
 }
 
-/// Internals for the project's own fuzz targets, benchmarks and tests; not
-/// part of the API, and may change at any time.
+/// Internals for the project's own fuzz targets, benchmarks and tests,
+/// behind the `internals` feature; not part of the API, and may change at
+/// any time.
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod internals {
     pub use crate::http::{Completion, Conn, WorkerState, DRAIN_IDLE_GRACE_MS, OUTPUT_HIGH_WATER};

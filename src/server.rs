@@ -4,14 +4,33 @@
 
 use std::io;
 
-use crossbeam_channel::Receiver;
-
 use crate::config::{Backend, Balance, ChannelOptions, Config, Limits, Recycle, Respawn, Timeouts};
 use crate::http::Handler;
-use crate::master::{self, Ctl, Event, Handle, Hooks};
+use crate::master::{self, Ctl, Event, Events, Handle, Hooks};
 
 /// Builds and runs a server: a master process that binds the listeners and
 /// forks the workers, each serving with the handler made by the factory.
+///
+/// Every setting has a default ([`Config::default`]); the builder's
+/// methods change one each, and [`Server::serve`] runs the cluster until
+/// it is shut down (`SIGTERM`, `SIGINT`, [`Command::Shutdown`](crate::Command::Shutdown)).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use forkring::{Limits, Request, Response, Server, Timeouts};
+///
+/// fn main() -> std::io::Result<()> {
+///     Server::builder()
+///         .listen("0.0.0.0:8080") // or "[::]:8080", or "unix:/run/app.sock"
+///         .workers(4)             // default: one per CPU
+///         .limits(Limits::DEFAULT.with_max_body(1 << 20))
+///         .timeouts(Timeouts::DEFAULT.with_idle(Duration::from_secs(30)))
+///         .metrics("127.0.0.1:9100") // /metrics, /ready, /live
+///         .serve(|| |_: &Request<'_>, res: &mut Response| {
+///             res.body("hello\n");
+///         })
+/// }
+/// ```
 #[derive(Debug)]
 pub struct Server {
     /// The configuration as built so far.
@@ -160,7 +179,7 @@ impl Server {
         self
     }
 
-    /// On graceful shutdown (SIGTERM, [`Command::Shutdown`]), keeps serving
+    /// On graceful shutdown (SIGTERM, [`Command::Shutdown`](crate::Command::Shutdown)), keeps serving
     /// for `delay` after `/ready` turned 503, then drains: a load balancer
     /// that checks `/ready` every *i* and marks a host down after *f*
     /// failures stops picking it within about *i* x *f*, so a delay a little
@@ -227,11 +246,12 @@ impl Server {
         self
     }
 
-    /// A channel that receives every lifecycle event.
-    pub fn events(&mut self) -> Receiver<Event> {
+    /// A channel that receives every lifecycle event and worker message
+    /// from now on, readable from any thread (see [`Events`]).
+    pub fn events(&mut self) -> Events {
         let (tx, rx) = crossbeam_channel::unbounded();
         self.hooks.senders.push(tx);
-        rx
+        Events::new(rx)
     }
 
     /// A thread-safe handle that sends commands to the master.

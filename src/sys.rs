@@ -28,6 +28,12 @@ macro_rules! syscall {
     }};
 }
 
+/// The running kernel's release (`uname -r`), for messages that name the
+/// kernel a feature needs; "unknown" where `/proc` is not mounted.
+pub(crate) fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(|_| "unknown".to_owned(), |r| r.trim().to_owned())
+}
+
 /// Adds context to an `io::Error` while keeping its kind.
 pub(crate) fn context(err: io::Error, what: impl std::fmt::Display) -> io::Error {
     io::Error::new(err.kind(), format!("{what}: {err}"))

@@ -36,6 +36,8 @@ use std::path::Path;
 
 /// Each top-level module and its layer (higher is above).
 const LAYERS: &[(&str, u32)] = &[
+    // Documentation only (the guide): above everything, imports nothing.
+    ("guide", 7),
     ("server", 6),
     ("master", 5),
     ("worker", 4),

@@ -109,6 +109,12 @@ fn uring_refused_with_backend_auto_serves_on_epoll() {
     let server = Server::spawn(cmd).unwrap_or_else(|e| panic!("{e}"));
     let log = server.log_text();
     assert!(log.contains("backend: epoll (io_uring refused"), "{log}");
+    // What was refused, the kernel it needs and the kernel running.
+    assert!(
+        log.contains("io_uring_setup: ")
+            && log.contains("(needs Linux 6.0 or newer for the io_uring backend; this kernel is "),
+        "{log}"
+    );
     let mut c = Client::connect(server.addr);
     let r = c.get("/");
     assert_eq!((r.status, &r.body[..]), (200, HELLO));

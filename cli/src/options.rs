@@ -7,6 +7,10 @@
 //! routes belong to the binary that serves them ([`crate::App`] for the
 //! product's); the log is set up in [`crate::init_logger`].
 
+// The fields' doc comments are the `--help` text (clap): brackets in them,
+// such as `[::1]:8080` or `[default: umask]`, are text, not links.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;

@@ -29,8 +29,8 @@ use std::sync::Arc;
 use super::answer::{Completion, Completions, Outcome, Response};
 use super::request::Request;
 
-/// What the runtime does with a request body; see the [module
-/// docs](self).
+/// What the runtime does with a request body, chosen in
+/// [`Handler::on_head`](super::Handler::on_head) before any of it is read.
 #[non_exhaustive]
 pub enum BodyPlan {
     /// Collect it whole (up to [`crate::Limits::max_body`]) and call
@@ -56,6 +56,41 @@ impl fmt::Debug for BodyPlan {
 /// Takes a request body in pieces, on the worker's loop (it must not
 /// block). Dropped unended when the connection closes before the body's
 /// end (the client went away, a timeout, a framing error).
+///
+/// A reader that counts the bytes and refuses more than a megabyte; the
+/// handler asks for it in [`Handler::on_head`](super::Handler::on_head):
+///
+/// ```
+/// use forkring::{BodyFlow, BodyPlan, BodyReader, Handler, Request, Response};
+///
+/// struct Count(usize);
+///
+/// impl BodyReader for Count {
+///     fn data(&mut self, piece: &[u8], flow: &mut BodyFlow<'_>) {
+///         self.0 += piece.len();
+///         if self.0 > 1 << 20 {
+///             flow.stop(413); // answered `413`; the connection closes
+///         }
+///     }
+///     fn end(&mut self, _req: &Request<'_>, res: &mut Response) {
+///         res.body(format!("{} bytes\n", self.0));
+///     }
+/// }
+///
+/// struct Upload;
+///
+/// impl Handler for Upload {
+///     fn on_head(&mut self, _req: &Request<'_>) -> BodyPlan {
+///         BodyPlan::Stream(Box::new(Count(0)))
+///     }
+///     fn handle(&mut self, _req: &Request<'_>, res: &mut Response) {
+///         res.body("no body\n");
+///     }
+/// }
+/// # let _ = Upload;
+/// ```
+///
+/// `examples/upload.rs` pauses and resumes a body ([`BodyFlow::pause`]).
 pub trait BodyReader {
     /// The next piece of the body, de-chunked, in order (at most one
     /// read's worth). The piece is only borrowed: copy what must be kept.

@@ -10,6 +10,53 @@ use super::request::Request;
 /// The user's request handler. One instance per worker, made in the worker
 /// by the factory given to [`crate::Server::serve`], so its state needs no
 /// lock.
+///
+/// A closure `FnMut(&Request<'_>, &mut Response)` is a handler; a type of
+/// your own implements the trait to see a body's head before the body
+/// ([`Handler::on_head`]) or to receive the master's messages
+/// ([`Handler::on_message`]):
+///
+/// ```
+/// use forkring::{BodyPlan, Handler, Request, Response};
+///
+/// /// One per worker: the counter needs no lock.
+/// struct App {
+///     served: u64,
+///     greeting: Vec<u8>,
+/// }
+///
+/// impl Handler for App {
+///     fn handle(&mut self, req: &Request<'_>, res: &mut Response) {
+///         self.served += 1;
+///         match req.path() {
+///             "/" => {
+///                 res.header("Content-Type", "text/plain").body(&self.greeting);
+///             }
+///             _ => {
+///                 res.status(404).body("Not Found\n");
+///             }
+///         }
+///     }
+///
+///     // No uploads here: refused before the body is sent.
+///     fn on_head(&mut self, _req: &Request<'_>) -> BodyPlan {
+///         let mut res = Response::new();
+///         res.status(413).body("no bodies, please\n");
+///         BodyPlan::Refuse(res)
+///     }
+///
+///     // The master's `Ctl::broadcast` lands here, on the worker's loop.
+///     fn on_message(&mut self, msg: &[u8]) {
+///         self.greeting = msg.to_vec();
+///     }
+/// }
+///
+/// // Given to the builder as a factory, which each worker calls once:
+/// // `Server::builder().serve(|| App { served: 0, greeting: b"hello\n".to_vec() })`.
+/// let mut app = App { served: 0, greeting: b"hello\n".to_vec() };
+/// app.on_message(b"hi\n");
+/// assert_eq!(app.greeting, b"hi\n");
+/// ```
 pub trait Handler {
     /// Answers one request. The runtime adds `Content-Length`, `Date` and
     /// `Connection`; a HEAD response's body is measured and not sent.

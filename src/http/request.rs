@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 /// HTTP version of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Version {
     /// HTTP/1.0
     Http10,
@@ -15,7 +16,33 @@ pub enum Version {
     Http11,
 }
 
-/// A complete request: head and whole body.
+/// A complete request: head and whole body, borrowed from the connection's
+/// buffer for the length of the handler's call (copy what must outlive it).
+///
+/// The runtime makes requests; a handler reads them:
+///
+/// ```
+/// use forkring::{Request, Response, Version};
+///
+/// fn route(req: &Request<'_>, res: &mut Response) {
+///     // `GET /search?q=rust HTTP/1.1`: path "/search", query "q=rust".
+///     let query = req.query().unwrap_or("");
+///     // Fields by name, case-insensitive, as bytes (they need not be UTF-8).
+///     let agent = req.header("User-Agent").map(String::from_utf8_lossy);
+///     // Where the client is: an IP address and port, or a Unix socket.
+///     let peer = req.peer().map(|a| a.to_string()).unwrap_or_default();
+///     if req.method() == "POST" {
+///         // The whole body, de-chunked (see `Handler::on_head` for pieces).
+///         res.body(req.body());
+///         return;
+///     }
+///     if req.version() == Version::Http10 && !req.keep_alive() {
+///         res.close();
+///     }
+///     res.body(format!("{query} from {peer} ({agent:?})\n"));
+/// }
+/// # let _ = route;
+/// ```
 pub struct Request<'a> {
     pub(crate) method: &'a str,
     pub(crate) target: &'a str,

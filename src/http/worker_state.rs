@@ -171,6 +171,7 @@ impl WorkerState {
     }
 
     /// The limits in force.
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // for tests, through `internals`
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

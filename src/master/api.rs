@@ -19,6 +19,7 @@ use crate::worker::WorkerId;
 
 /// How a worker process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ExitStatus {
     /// It exited with this code.
     Code(i32),
@@ -40,6 +41,32 @@ impl ExitStatus {
 /// always both and in that order, whether it drained or died. `Message`s
 /// come between `Fork` and `Disconnect`. A fork that failed is a
 /// `ForkFailed` and no other event.
+///
+/// New kinds of events may come in a minor release (the enum is
+/// `#[non_exhaustive]`): match the ones you need and let the rest pass.
+///
+/// ```no_run
+/// use forkring::{Event, Request, Response, Server};
+///
+/// fn main() -> std::io::Result<()> {
+///     Server::builder()
+///         .workers(2)
+///         .on_event(|event, ctl| match event {
+///             Event::Ready { worker, pid } => eprintln!("worker {worker} (pid {pid}) serves"),
+///             Event::Exit { worker, status, requested: false, .. } => {
+///                 // The master respawns it by itself; say so.
+///                 eprintln!("worker {worker} died ({status:?}); {} workers left", ctl.workers().len());
+///             }
+///             Event::Message { worker, data } => {
+///                 eprintln!("{worker}: {}", String::from_utf8_lossy(data));
+///             }
+///             _ => {}
+///         })
+///         .serve(|| |_: &Request<'_>, res: &mut Response| {
+///             res.body("hello\n");
+///         })
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
@@ -170,7 +197,16 @@ impl fmt::Display for Event {
 }
 
 /// Commands to the master, from any thread through a [`Handle`], or from
-/// an event callback.
+/// an event callback ([`Ctl::command`]). The signals an operator sends
+/// (`HUP`, `TERM`, `TTIN`...) are the same commands.
+///
+/// ```
+/// use forkring::Command;
+///
+/// // Drain worker 1 and let the master start its replacement.
+/// let cmd = Command::Disconnect { slot: 1 };
+/// assert_ne!(cmd, Command::Reload);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Command {
@@ -399,6 +435,30 @@ pub type TimerCallback = Box<dyn FnMut(&mut Ctl<'_>)>;
 
 /// The master loop's controls, handed to event and timer callbacks: send
 /// messages to workers, read their counters, queue commands.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use forkring::{Request, Response, Server};
+///
+/// fn main() -> std::io::Result<()> {
+///     Server::builder()
+///         // Every ten seconds, on the master loop: read the counters every
+///         // worker keeps in shared memory, and tell the workers.
+///         .every(Duration::from_secs(10), |ctl| {
+///             let total = ctl.total();
+///             let busiest = ctl
+///                 .workers()
+///                 .iter()
+///                 .filter_map(|w| Some((w.slot, ctl.counters(w.slot)?.requests)))
+///                 .max_by_key(|&(_, requests)| requests);
+///             eprintln!("{} requests; busiest worker: {busiest:?}", total.requests);
+///             ctl.broadcast(format!("total={}", total.requests).as_bytes());
+///         })
+///         .serve(|| |_: &Request<'_>, res: &mut Response| {
+///             res.body("hello\n");
+///         })
+/// }
+/// ```
 pub struct Ctl<'a> {
     /// The master's process table.
     pub(super) slots: &'a mut Vec<Slot>,

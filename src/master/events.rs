@@ -31,7 +31,7 @@ pub(super) const EVENT_BACKLOG: usize = 1024;
 /// Per-worker environment: `(name, value)` pairs for a slot.
 pub type WorkerEnv = Box<dyn Fn(usize) -> Vec<(String, String)>>;
 
-/// What the master needs besides [`Config`].
+/// What the master needs besides [`Config`](crate::Config).
 pub(crate) struct Hooks {
     /// Called on the master loop for every event.
     pub(crate) callbacks: Vec<EventCallback>,

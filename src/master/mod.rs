@@ -24,7 +24,7 @@
 //! lifecycle events, worker messages and user timers; [`supervise`] the
 //! watchdog, recycling and systemd's watchdog; [`metrics`] and [`scrape`]
 //! the metrics and their listener; [`sd_notify`] systemd; [`upgrade`] the
-//! binary upgrade.
+//! binary upgrade; [`subscribe`] the events' channel for other threads.
 //! The master knows nothing of HTTP or of the event-loop backends: a worker
 //! is started through the entry function it is given.
 
@@ -40,6 +40,7 @@ mod signals;
 mod slot;
 mod spawn;
 mod steering;
+mod subscribe;
 mod supervise;
 mod upgrade;
 
@@ -57,6 +58,7 @@ pub(crate) use events::Hooks;
 pub use metrics::{Metrics, Restarts, SlotMetrics, WorkerState};
 pub use signals::spawn_master_thread;
 pub(crate) use spawn::Entry;
+pub use subscribe::{Events, EventsIntoIter, EventsIter, EventsTryIter};
 
 use crate::config::Config;
 use crate::listen::UnixSocketFile;
@@ -242,6 +244,7 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
     // First, before this process opens any descriptor that could take
     // the numbers systemd passed.
     let inherited = crate::listen::inherited()?;
+    spawn::require_pidfd()?;
     let (parent, handed_metrics) = upgrade::take();
     let exe = upgrade::own_path();
     // An inherited `SIGCHLD = SIG_IGN` (some supervisors and shells pass it

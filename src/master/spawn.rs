@@ -406,6 +406,22 @@ pub(super) fn write_stderr_errno(msg: &[u8], errno: i32) {
     unsafe { libc::write(2, buf.as_ptr().cast(), n + tail.len() + 1) };
 }
 
+/// Fails at start, with a sentence naming the kernel needed, where
+/// `pidfd_open` (Linux 5.3) is missing or refused: the master learns of
+/// every worker's exit through it, so nothing could be supervised.
+pub(super) fn require_pidfd() -> io::Result<()> {
+    pidfd_open(std::process::id() as i32).map(drop).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "{e}: forkring's master needs pidfd_open, in Linux 5.3 or newer (this kernel is {}) and allowed by \
+                 any seccomp filter",
+                crate::sys::kernel_release()
+            ),
+        )
+    })
+}
+
 /// A descriptor that becomes readable when process `pid` exits, and that
 /// keeps `pid` from being reused until it is closed.
 pub(super) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {

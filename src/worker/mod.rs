@@ -7,6 +7,30 @@
 //! reach the worker's [`crate::Handler::on_message`] on its event loop, and
 //! descriptors it hands over ([`crate::Ctl::send_fd`]) its
 //! [`crate::Handler::on_descriptor`].
+//!
+//! Also here: timers on the worker's loop ([`every`], [`after`]) and its
+//! pool for blocking work ([`spawn_blocking`]). All of it is called from
+//! inside a worker: the handler factory, a handler, a timer, a pool job.
+//!
+//! ```no_run
+//! use std::{cell::Cell, rc::Rc, time::Duration};
+//! use forkring::{Request, Response, Server};
+//!
+//! fn main() -> std::io::Result<()> {
+//!     Server::builder().serve(|| {
+//!         // The factory runs in the worker: say hello to the master.
+//!         let me = forkring::worker::id().expect("in a worker");
+//!         let _ = forkring::worker::send(format!("worker {me} up").as_bytes());
+//!         // Per-worker state refreshed by a timer on the loop: no lock.
+//!         let now = Rc::new(Cell::new(0u64));
+//!         let tick = now.clone();
+//!         forkring::worker::every(Duration::from_secs(1), move || tick.set(tick.get() + 1));
+//!         move |_: &Request<'_>, res: &mut Response| {
+//!             res.body(format!("worker {me}, up {} s\n", now.get()));
+//!         }
+//!     })
+//! }
+//! ```
 
 mod entry;
 mod pool;

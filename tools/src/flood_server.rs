@@ -63,8 +63,8 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use forkring::internals::ipc::{SendError, Snapshot};
 use forkring::{Event, Handler, Request, Response, Server, WorkerId};
+use forkring::{SendError, Snapshot};
 
 /// The subcommand that starts this server (hidden from `--help`).
 pub const FLAG: &str = "--flood-server";

@@ -16,6 +16,7 @@ use super::bufring::BufRing;
 use super::token::{Op, Token};
 use crate::config::Config;
 use crate::driver::slab::Key;
+use crate::sys::kernel_release;
 
 /// Submission queue entries. Sends and recv re-arms of one turn rarely
 /// exceed it; when they do, the queue is flushed mid-turn.
@@ -71,14 +72,27 @@ impl fmt::Debug for Ring {
 #[derive(Debug)]
 struct SetupError {
     /// What was being set up.
-    what: &'static str,
+    what: String,
+    /// The kernel that step needs ("" where no version is at stake). The
+    /// loop as a whole needs Linux 6.0 (multishot receive into a
+    /// provided-buffer ring came last; the README lists each feature).
+    needs: &'static str,
     /// The error the kernel returned.
     source: io::Error,
 }
 
 impl fmt::Display for SetupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.what, self.source)
+        write!(f, "{}: {}", self.what, self.source)?;
+        if self.needs.is_empty() {
+            return Ok(());
+        }
+        write!(f, " (needs {}; this kernel is {}", self.needs, kernel_release())?;
+        if matches!(self.source.raw_os_error(), Some(libc::EPERM)) {
+            // A recent kernel refuses too where the administrator said so.
+            f.write_str(", and io_uring may be turned off by sysctl kernel.io_uring_disabled or a seccomp filter")?;
+        }
+        f.write_str(")")
     }
 }
 
@@ -88,8 +102,8 @@ impl std::error::Error for SetupError {
     }
 }
 
-fn setup_error(what: &'static str, source: io::Error) -> io::Error {
-    io::Error::new(source.kind(), SetupError { what, source })
+fn setup_error(what: impl Into<String>, needs: &'static str, source: io::Error) -> io::Error {
+    io::Error::new(source.kind(), SetupError { what: what.into(), needs, source })
 }
 
 pub(super) fn errno(e: i32) -> io::Error {
@@ -103,14 +117,15 @@ pub(crate) fn setup(_config: &Config) -> io::Result<Ring> {
     check_opcodes(&uring)?;
     let bufs = register_bufs(&uring)?;
     let mut ring = Ring { uring, bufs, flags };
-    probe_multishot_recv(&mut ring).map_err(|e| setup_error("multishot recv", e))?;
+    probe_multishot_recv(&mut ring)
+        .map_err(|e| setup_error("multishot recv with provided buffers", "Linux 6.0 or newer", e))?;
     Ok(ring)
 }
 
 /// Registers the receive buffers as group [`BUF_GROUP`]: consumed
 /// incrementally where the kernel accepts it, whole otherwise.
 fn register_bufs(uring: &IoUring) -> io::Result<BufRing> {
-    let mut inc = BufRing::new(INC_BUF_COUNT, INC_BUF_SIZE).map_err(|e| setup_error("receive buffers", e))?;
+    let mut inc = BufRing::new(INC_BUF_COUNT, INC_BUF_SIZE).map_err(|e| setup_error("receive buffers", "", e))?;
     // SAFETY: the buffer ring's memory stays mapped until the `BufRing`
     // drops, and `Ring` drops `uring` first; a ring the kernel refused is
     // dropped without ever having been shared.
@@ -123,12 +138,12 @@ fn register_bufs(uring: &IoUring) -> io::Result<BufRing> {
         }
         // Kernels before 6.12 do not know the flag.
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => drop(inc),
-        Err(e) => return Err(setup_error("register provided-buffer ring", e)),
+        Err(e) => return Err(setup_error("register provided-buffer ring", "Linux 5.19 or newer", e)),
     }
-    let whole = BufRing::new(WHOLE_BUF_COUNT, WHOLE_BUF_SIZE).map_err(|e| setup_error("receive buffers", e))?;
+    let whole = BufRing::new(WHOLE_BUF_COUNT, WHOLE_BUF_SIZE).map_err(|e| setup_error("receive buffers", "", e))?;
     // SAFETY: as above.
     unsafe { uring.submitter().register_buf_ring_with_flags(whole.ring_addr(), whole.count, BUF_GROUP, 0) }
-        .map_err(|e| setup_error("register provided-buffer ring", e))?;
+        .map_err(|e| setup_error("register provided-buffer ring", "Linux 5.19 or newer", e))?;
     Ok(whole)
 }
 
@@ -172,25 +187,44 @@ fn build_ring() -> io::Result<(IoUring, &'static str)> {
             }
         }
     }
-    Err(setup_error("io_uring_setup", last.unwrap_or_else(|| errno(libc::ENOSYS))))
+    Err(setup_error(
+        "io_uring_setup",
+        "Linux 6.0 or newer for the io_uring backend",
+        last.unwrap_or_else(|| errno(libc::ENOSYS)),
+    ))
 }
 
-/// Checks that the kernel knows every opcode the loop submits.
+/// Checks that the kernel knows every opcode the loop submits, and names
+/// those it lacks with the kernel that brought them.
 fn check_opcodes(uring: &IoUring) -> io::Result<()> {
     let mut probe = Probe::new();
-    uring.submitter().register_probe(&mut probe).map_err(|e| setup_error("probe opcodes", e))?;
+    uring
+        .submitter()
+        .register_probe(&mut probe)
+        .map_err(|e| setup_error("probe opcodes (IORING_REGISTER_PROBE)", "Linux 5.6 or newer", e))?;
     let needed = [
-        opcode::AcceptMulti::CODE,
-        opcode::RecvMulti::CODE,
-        opcode::Send::CODE,
-        opcode::AsyncCancel::CODE,
-        opcode::PollAdd::CODE,
-        opcode::Timeout::CODE,
+        (opcode::AcceptMulti::CODE, "IORING_OP_ACCEPT", "5.5"),
+        (opcode::RecvMulti::CODE, "IORING_OP_RECV", "5.6"),
+        (opcode::Send::CODE, "IORING_OP_SEND", "5.6"),
+        (opcode::Close::CODE, "IORING_OP_CLOSE", "5.6"),
+        (opcode::Splice::CODE, "IORING_OP_SPLICE", "5.7"),
+        (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL", "5.5"),
+        (opcode::PollAdd::CODE, "IORING_OP_POLL_ADD", "5.1"),
+        (opcode::Timeout::CODE, "IORING_OP_TIMEOUT", "5.4"),
     ];
-    if needed.iter().all(|&op| probe.is_supported(op)) {
+    let missing: Vec<String> = needed
+        .iter()
+        .filter(|(op, _, _)| !probe.is_supported(*op))
+        .map(|(_, name, since)| format!("{name} (Linux {since})"))
+        .collect();
+    if missing.is_empty() {
         Ok(())
     } else {
-        Err(setup_error("probe opcodes", errno(libc::EOPNOTSUPP)))
+        Err(setup_error(
+            format!("opcodes missing: {}", missing.join(", ")),
+            "Linux 5.7 or newer",
+            errno(libc::EOPNOTSUPP),
+        ))
     }
 }
 
@@ -292,5 +326,24 @@ impl Ring {
             self.bufs.size / 1024,
             if self.bufs.incremental { "incrementally" } else { "whole" }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_names_the_feature_the_kernel_it_needs_and_this_kernel() {
+        let e = setup_error("multishot recv with provided buffers", "Linux 6.0 or newer", errno(libc::EOPNOTSUPP));
+        assert!(is_refusal(&e));
+        let text = e.to_string();
+        assert!(text.starts_with("multishot recv with provided buffers: "), "{text}");
+        assert!(text.contains(&format!("(needs Linux 6.0 or newer; this kernel is {})", kernel_release())), "{text}");
+        let e = setup_error("io_uring_setup", "Linux 6.0 or newer for the io_uring backend", errno(libc::EPERM));
+        assert!(is_refusal(&e));
+        assert!(e.to_string().contains("kernel.io_uring_disabled"), "{e}");
+        let e = setup_error("receive buffers", "", errno(libc::ENOMEM));
+        assert_eq!(e.to_string(), format!("receive buffers: {}", errno(libc::ENOMEM)));
     }
 }

@@ -19,6 +19,27 @@ use super::stream::{Stream, STREAM_QUEUE};
 /// from any thread, once. Dropping it unsent answers `500`; completing a
 /// request whose connection has gone, or that was answered `504` at its
 /// deadline, does nothing ([`Responder::is_live`] says which).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use forkring::{Request, Response, Server};
+///
+/// fn main() -> std::io::Result<()> {
+///     Server::builder().serve(|| |req: &Request<'_>, res: &mut Response| {
+///         if req.path() != "/later" {
+///             res.body("now\n");
+///             return;
+///         }
+///         // The loop goes on serving other connections meanwhile.
+///         let responder = res.defer();
+///         forkring::worker::after(Duration::from_millis(50), move || {
+///             let mut res = Response::new();
+///             res.body("later\n");
+///             responder.send(res);
+///         });
+///     })
+/// }
+/// ```
 pub struct Responder {
     /// Where the completion goes; `None` for a request refused at once
     /// (`503`, too many deferred requests): sending then does nothing.

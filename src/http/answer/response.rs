@@ -31,6 +31,30 @@ pub(crate) type Spawner = fn(Job) -> Result<(), Job>;
 
 /// A response under construction. The runtime owns `Content-Length`,
 /// `Date` and `Connection`; the handler sets the rest.
+///
+/// A handler is given one to fill (status `200` and no body until it says
+/// otherwise); [`Response::new`] makes one for an answer given later (a
+/// [`Responder`](crate::Responder), [`Response::blocking`]) or at once
+/// ([`BodyPlan::Refuse`](crate::BodyPlan::Refuse)). Besides a whole body, it
+/// can become a deferred answer ([`Response::defer`],
+/// [`Response::blocking`]), a stream ([`Response::stream`]), a file
+/// ([`Response::file`]) or an upgraded connection ([`Response::upgrade`]).
+///
+/// ```
+/// use forkring::Response;
+///
+/// let mut res = Response::new();
+/// res.status(201).header("Content-Type", "application/json").body(r#"{"id":7}"#);
+/// assert_eq!(res.status_code(), 201);
+///
+/// // Header values are checked: no CR, LF or NUL gets into the head.
+/// assert!(res.try_header("X-Bad", "a\r\nInjected: yes").is_err());
+///
+/// // Building a body in place, without a copy.
+/// let mut res = Response::new();
+/// res.body_mut().extend_from_slice(b"line 1\n");
+/// res.body_mut().extend_from_slice(b"line 2\n");
+/// ```
 #[derive(Debug)]
 pub struct Response {
     status: u16,

@@ -32,6 +32,35 @@ pub const STREAM_QUEUE: usize = 64 * 1024;
 /// [`StreamError::Full`], never grows. [`Stream::end`] ends the body;
 /// dropping the stream without it cuts the body short (the connection
 /// closes without the final chunk).
+///
+/// A stream fed from a pool thread, waiting for room while the client reads
+/// slowly (from the loop, use [`Stream::send`] and [`Stream::on_ready`]
+/// instead, which never block):
+///
+/// ```no_run
+/// use forkring::{Request, Response, Server};
+///
+/// fn main() -> std::io::Result<()> {
+///     Server::builder().serve(|| |_req: &Request<'_>, res: &mut Response| {
+///         res.header("Content-Type", "text/plain");
+///         let stream = res.stream();
+///         let queued = forkring::worker::spawn_blocking(move || {
+///             for i in 0..1000 {
+///                 if stream.is_draining() {
+///                     break; // the worker is shutting down: end early
+///                 }
+///                 if stream.send_blocking(format!("line {i}\n").as_bytes()).is_err() {
+///                     return; // the client has gone
+///                 }
+///             }
+///             stream.end();
+///         });
+///         // A full pool dropped the job, and the stream with it: the
+///         // connection closes without the last chunk.
+///         let _ = queued;
+///     })
+/// }
+/// ```
 pub struct Stream {
     /// The bytes, shared with the connection.
     pipe: Arc<Pipe>,

@@ -75,7 +75,7 @@ impl RingOptions {
     /// Bytes of shared memory a ring with these options occupies (header and
     /// data), to reserve with [`crate::ipc::Layout::push`] at 128-byte
     /// alignment.
-    pub fn region_len(&self) -> usize {
+    pub(crate) fn region_len(&self) -> usize {
         std::mem::size_of::<RingHeader>() + self.capacity
     }
 }
