@@ -449,7 +449,7 @@ pub type TimerCallback = Box<dyn FnMut(&mut Ctl<'_>)>;
 ///             let busiest = ctl
 ///                 .workers()
 ///                 .iter()
-///                 .filter_map(|w| Some((w.slot, ctl.counters(w.slot)?.requests)))
+///                 .filter_map(|w| Some((w.id.slot, ctl.counters(w.id.slot)?.requests)))
 ///                 .max_by_key(|&(_, requests)| requests);
 ///             eprintln!("{} requests; busiest worker: {busiest:?}", total.requests);
 ///             ctl.broadcast(format!("total={}", total.requests).as_bytes());
