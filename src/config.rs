@@ -194,6 +194,89 @@ pub struct Config {
     pub access_log: Option<std::path::PathBuf>,
     /// When workers are replaced to bound what they accumulate.
     pub recycle: Recycle,
+    /// Admission by queueing time: when work waits too long before it
+    /// starts, new work is refused at once with `503`.
+    pub admission: Admission,
+}
+
+/// Admission by queueing time, CoDel's rule (Nichols and Jacobson) applied
+/// to a worker's two queues, as in "fail fast" request queueing: each
+/// worker measures how long work waits before it starts, and when the
+/// shortest wait over a whole [`Admission::interval`] stays above a
+/// target (a standing queue, not a burst), it sheds: new work for that
+/// queue is answered `503` with `Retry-After: 1` at once, before any
+/// handler work, until a wait under the target is seen again.
+///
+/// - The blocking pool's queue ([`crate::Response::blocking`],
+///   [`crate::worker::spawn_blocking`]): the wait from a job's queueing to
+///   a thread starting it, against [`Admission::pool_target`]. While the
+///   pool sheds, only work for the pool is refused: a request its handler
+///   answers on the loop is never refused because the pool is saturated.
+/// - The event loop: how late its turns run, measured once a turn (the
+///   length of the previous turn, which is how long input that arrived at
+///   its start waited to be read), against [`Admission::loop_target`].
+///   While the loop sheds, each turn calls handlers for the first
+///   `loop_target` of its time and answers the requests after that `503`
+///   without calling the handler.
+///
+/// The defaults (5 ms for the pool, 50 ms for the loop, over 100 ms) are
+/// CoDel's own target and interval for the pool: a pool thread starts a
+/// queued job within tens of microseconds on an idle machine and within a
+/// few milliseconds on a busy one, so a shortest wait above 5 ms for
+/// 100 ms is a standing queue. The loop's target is higher because a
+/// refusal on the loop saves only the handler's work: a loop whose turns
+/// are long because of many cheap requests (a turn of ten thousand
+/// pipelined hello-world requests takes a few milliseconds) must not
+/// shed; one whose handlers hold each turn for tens of milliseconds does.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// Whether work is refused on a standing queue at all; off, work is
+    /// refused only at the caps ([`Config::pool_queue`],
+    /// [`Limits::max_deferred`]).
+    pub enabled: bool,
+    /// The longest a pool job's shortest wait may stay over an interval.
+    pub pool_target: Duration,
+    /// The longest the loop's turns may keep input waiting over an
+    /// interval.
+    pub loop_target: Duration,
+    /// The interval over which the shortest wait must stay above a target
+    /// before work is shed.
+    pub interval: Duration,
+}
+
+impl Admission {
+    /// On: 5 ms for the pool, 50 ms for the loop, over 100 ms.
+    pub const DEFAULT: Admission = Admission {
+        enabled: true,
+        pool_target: Duration::from_millis(5),
+        loop_target: Duration::from_millis(50),
+        interval: Duration::from_millis(100),
+    };
+
+    /// Off: work is refused only at the caps.
+    pub const OFF: Admission = Admission { enabled: false, ..Admission::DEFAULT };
+
+    /// With `pool_target` as the blocking pool's target.
+    pub const fn with_pool_target(self, pool_target: Duration) -> Admission {
+        Admission { pool_target, ..self }
+    }
+
+    /// With `loop_target` as the event loop's target.
+    pub const fn with_loop_target(self, loop_target: Duration) -> Admission {
+        Admission { loop_target, ..self }
+    }
+
+    /// With `interval` as CoDel's interval.
+    pub const fn with_interval(self, interval: Duration) -> Admission {
+        Admission { interval, ..self }
+    }
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission::DEFAULT
+    }
 }
 
 /// Recycling: replacing a worker that served its quota of requests or
@@ -258,6 +341,7 @@ impl Default for Config {
             worker_timeout: None,
             access_log: None,
             recycle: Recycle::default(),
+            admission: Admission::default(),
         }
     }
 }

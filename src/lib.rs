@@ -60,8 +60,8 @@ pub mod files {
 }
 
 pub use config::{
-    default_workers, Backend, Balance, ChannelOptions, Config, Limits, ListenAddr, MinDataRate, ParseBackendError,
-    Recycle, Respawn, RingOptions, Timeouts,
+    default_workers, Admission, Backend, Balance, ChannelOptions, Config, Limits, ListenAddr, MinDataRate,
+    ParseBackendError, Recycle, Respawn, RingOptions, Timeouts,
 };
 pub use http::{
     Addr, BodyFlow, BodyPlan, BodyReader, Handler, Headers, InvalidHeader, Refused, Request, Responder, Response,

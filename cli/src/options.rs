@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use forkring::{Backend, Balance, Limits, Recycle, Respawn, Server, Timeouts};
+use forkring::{Admission, Backend, Balance, Limits, Recycle, Respawn, Server, Timeouts};
 
 /// The flags every forkring server binary takes.
 #[derive(Args, Clone, Debug)]
@@ -129,6 +129,24 @@ pub struct Options {
     #[arg(long, value_name = "MIB", value_parser = at_least_one::<u64>, verbatim_doc_comment)]
     pub max_worker_rss: Option<u64>,
 
+    /// admission by queueing time: on (refuse new work
+    /// with 503 and Retry-After: 1 while work waits too
+    /// long before it starts; /ready turns 503) or off
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off, verbatim_doc_comment)]
+    pub admission: OnOff,
+
+    /// the longest blocking-pool jobs may keep waiting
+    /// for a thread before new ones are refused, in
+    /// milliseconds
+    #[arg(long, value_name = "MS", default_value_t = Millis(Admission::DEFAULT.pool_target), value_parser = millis, verbatim_doc_comment)]
+    pub pool_target: Millis,
+
+    /// the longest the event loop's turns may keep
+    /// requests waiting before requests are refused
+    /// (before their handler), in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = Millis(Admission::DEFAULT.loop_target), value_parser = millis, verbatim_doc_comment)]
+    pub loop_target: Millis,
+
     /// error, warn, info or debug [default: info]
     #[arg(long, value_name = "LEVEL", value_enum, hide_possible_values = true)]
     pub log: Option<Level>,
@@ -163,6 +181,19 @@ impl From<Level> for log::LevelFilter {
     }
 }
 
+/// `on` or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OnOff(pub bool);
+
+/// `on` or `off` (also `true`/`false`, `yes`/`no`, `1`/`0`).
+fn on_off(v: &str) -> Result<OnOff, String> {
+    match v {
+        "on" | "true" | "yes" | "1" => Ok(OnOff(true)),
+        "off" | "false" | "no" | "0" => Ok(OnOff(false)),
+        _ => Err(format!("expected on or off, got {v:?}")),
+    }
+}
+
 /// A duration given in whole milliseconds; prints as its milliseconds, so
 /// that `--help` shows the library's defaults as they are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,6 +218,13 @@ impl Options {
     /// The limits the flags set; the others keep the library's defaults.
     pub fn limits(&self) -> Limits {
         Limits::default().with_max_body(self.max_body)
+    }
+
+    /// Admission by queueing time as the flags set it.
+    pub fn admission(&self) -> Admission {
+        let mut a = Admission::DEFAULT.with_pool_target(self.pool_target.0).with_loop_target(self.loop_target.0);
+        a.enabled = self.admission.0;
+        a
     }
 
     /// Requests and memory after which a worker is replaced.
@@ -215,6 +253,7 @@ impl Options {
             .reexec(self.reexec)
             .respawn(respawn)
             .recycle(self.recycle())
+            .admission(self.admission())
             .drain_delay(self.drain_delay.map_or(Duration::ZERO, |d| d.0));
         if let Some(user) = &self.user {
             server = server.user(user.as_str());
