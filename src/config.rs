@@ -214,20 +214,22 @@ pub struct Config {
 ///   answers on the loop is never refused because the pool is saturated.
 /// - The event loop: how late its turns run, measured once a turn (the
 ///   length of the previous turn, which is how long input that arrived at
-///   its start waited to be read), against [`Admission::loop_target`].
-///   While the loop sheds, each turn calls handlers for the first
-///   `loop_target` of its time and answers the requests after that `503`
-///   without calling the handler.
+///   its start waited to be read), always shown in the metrics; shed only
+///   with an [`Admission::loop_target`]. While the loop sheds, each turn
+///   calls handlers for the first `loop_target` of its time and answers
+///   the requests after that `503` without calling the handler.
 ///
-/// The defaults (5 ms for the pool, 50 ms for the loop, over 100 ms) are
-/// CoDel's own target and interval for the pool: a pool thread starts a
-/// queued job within tens of microseconds on an idle machine and within a
-/// few milliseconds on a busy one, so a shortest wait above 5 ms for
-/// 100 ms is a standing queue. The loop's target is higher because a
-/// refusal on the loop saves only the handler's work: a loop whose turns
-/// are long because of many cheap requests (a turn of ten thousand
-/// pipelined hello-world requests takes a few milliseconds) must not
-/// shed; one whose handlers hold each turn for tens of milliseconds does.
+/// The pool's defaults (5 ms over 100 ms) are CoDel's own: a pool thread
+/// starts a queued job within tens of microseconds on an idle machine and
+/// within a few milliseconds on a busy one, so a shortest wait above 5 ms
+/// for 100 ms is a standing queue. The loop sheds by default not at all:
+/// a refusal on the loop saves only the handler's work, which for a cheap
+/// handler is less than the parsing and the answer that a refusal costs
+/// too, so refusing would turn answers into `503`s and save nothing (a
+/// client pipelining 20,000 requests makes turns of ~50 ms in a debug
+/// build, of a few in a release one: long turns of cheap work). A service
+/// whose handlers do heavy work on the loop sets a target (50 ms is a
+/// start: well above the turns of cheap work).
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Admission {
@@ -238,19 +240,19 @@ pub struct Admission {
     /// The longest a pool job's shortest wait may stay over an interval.
     pub pool_target: Duration,
     /// The longest the loop's turns may keep input waiting over an
-    /// interval.
-    pub loop_target: Duration,
+    /// interval; `None` (the default): the loop is measured, never shed.
+    pub loop_target: Option<Duration>,
     /// The interval over which the shortest wait must stay above a target
     /// before work is shed.
     pub interval: Duration,
 }
 
 impl Admission {
-    /// On: 5 ms for the pool, 50 ms for the loop, over 100 ms.
+    /// On: 5 ms for the pool over 100 ms; the loop measured, not shed.
     pub const DEFAULT: Admission = Admission {
         enabled: true,
         pool_target: Duration::from_millis(5),
-        loop_target: Duration::from_millis(50),
+        loop_target: None,
         interval: Duration::from_millis(100),
     };
 
@@ -262,8 +264,9 @@ impl Admission {
         Admission { pool_target, ..self }
     }
 
-    /// With `loop_target` as the event loop's target.
-    pub const fn with_loop_target(self, loop_target: Duration) -> Admission {
+    /// With `loop_target` as the event loop's target (`None`: the loop is
+    /// never shed).
+    pub const fn with_loop_target(self, loop_target: Option<Duration>) -> Admission {
         Admission { loop_target, ..self }
     }
 

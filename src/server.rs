@@ -186,9 +186,9 @@ impl Server {
     }
 
     /// Admission by queueing time (on by default, [`Admission::DEFAULT`]):
-    /// when work waits too long before it starts, in the blocking pool or
-    /// for the event loop, new work is answered `503` with `Retry-After: 1`
-    /// at once, and the metrics listener's `/ready` turns `503` while the
+    /// when work waits too long before it starts, in the blocking pool (or
+    /// for the event loop, given a loop target), new work is answered `503`
+    /// with `Retry-After: 1` at once, and the metrics listener's `/ready` turns `503` while the
     /// workers shed. [`Admission::OFF`] admits everything up to the caps.
     pub fn admission(mut self, admission: Admission) -> Self {
         self.config.admission = admission;

@@ -143,9 +143,11 @@ pub struct Options {
 
     /// the longest the event loop's turns may keep
     /// requests waiting before requests are refused
-    /// (before their handler), in milliseconds
-    #[arg(long, value_name = "MS", default_value_t = Millis(Admission::DEFAULT.loop_target), value_parser = millis, verbatim_doc_comment)]
-    pub loop_target: Millis,
+    /// (before their handler), in milliseconds, for
+    /// handlers that do heavy work on the loop
+    /// [default: off: the loop is measured, never shed]
+    #[arg(long, value_name = "MS", value_parser = millis, verbatim_doc_comment)]
+    pub loop_target: Option<Millis>,
 
     /// error, warn, info or debug [default: info]
     #[arg(long, value_name = "LEVEL", value_enum, hide_possible_values = true)]
@@ -222,7 +224,8 @@ impl Options {
 
     /// Admission by queueing time as the flags set it.
     pub fn admission(&self) -> Admission {
-        let mut a = Admission::DEFAULT.with_pool_target(self.pool_target.0).with_loop_target(self.loop_target.0);
+        let mut a =
+            Admission::DEFAULT.with_pool_target(self.pool_target.0).with_loop_target(self.loop_target.map(|t| t.0));
         a.enabled = self.admission.0;
         a
     }

@@ -144,8 +144,10 @@ impl WorkerState {
     pub fn set_admission(&mut self, admission: &Admission) {
         self.admit = admission.enabled.then(|| {
             Box::new(LoopAdmission {
-                codel: Codel::new(admission.loop_target, admission.interval),
-                target: admission.loop_target,
+                // Without a target the loop is measured (the gauge),
+                // never shed.
+                codel: Codel::new(admission.loop_target.unwrap_or(Duration::MAX), admission.interval),
+                target: admission.loop_target.unwrap_or(Duration::MAX),
                 turn_us: 0,
             })
         });

@@ -487,7 +487,7 @@ mod tests {
         let mut sh = worker();
         // Every turn is "late" against a zero target: the loop sheds once a
         // (microsecond) interval of them has passed.
-        let zero = crate::Admission::DEFAULT.with_loop_target(Duration::ZERO).with_interval(Duration::ZERO);
+        let zero = crate::Admission::DEFAULT.with_loop_target(Some(Duration::ZERO)).with_interval(Duration::ZERO);
         sh.set_admission(&zero);
         let mut ticks = 0;
         while sh.loop_shedding() != Some(true) {
@@ -502,8 +502,8 @@ mod tests {
         let text = String::from_utf8_lossy(c.output()).into_owned();
         assert!(text.starts_with("HTTP/1.1 503 ") && text.contains("\r\nRetry-After: 1\r\n"), "{text}");
         assert!(!c.is_closing(), "the connection stays open");
-        // With the default target, turns as short as these end the shedding.
-        sh.set_admission(&crate::Admission::DEFAULT);
+        // With a 50 ms target, turns as short as these end the shedding.
+        sh.set_admission(&crate::Admission::DEFAULT.with_loop_target(Some(Duration::from_millis(50))));
         sh.tick();
         let mut c = Conn::new(&sh);
         c.on_read(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n", &mut sh, &mut path);
