@@ -3,7 +3,10 @@
 //! with `Retry-After: 1`) while requests answered on the loop are not
 //! touched; the metrics count what was shed; `/ready` turns 503 while the
 //! workers shed and back once they have been quiet, without flapping;
-//! `--admission off` admits everything up to the caps, as before.
+//! `--admission off` admits everything up to the caps, as before. With a
+//! loop target, a loop held by heavy handlers refuses what comes past the
+//! target of each turn before its handler runs, and goes on answering the
+//! rest; without one, the loop is never shed.
 
 mod common;
 
@@ -51,8 +54,8 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// Clients that keep the pool busy with `/sleep?ms=50` until stopped;
-/// refused ones try again after 5 ms. Counts answers by status.
+/// Clients that keep the server busy with `path` until stopped; refused
+/// ones try again after 5 ms. Counts answers by status.
 struct Load {
     stop: Arc<AtomicBool>,
     threads: Vec<thread::JoinHandle<()>>,
@@ -63,6 +66,10 @@ struct Load {
 
 impl Load {
     fn start(addr: SocketAddr, clients: usize) -> Load {
+        Load::on(addr, clients, "/sleep?ms=50")
+    }
+
+    fn on(addr: SocketAddr, clients: usize, path: &'static str) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let (ok, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let threads = (0..clients)
@@ -73,10 +80,11 @@ impl Load {
                     // Bounded: the test stops it within a minute.
                     let end = Instant::now() + Duration::from_secs(60);
                     while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-                        let r = c.get("/sleep?ms=50");
+                        let r = c.get(path);
                         match r.status {
                             200 => ok.fetch_add(1, Ordering::Relaxed),
                             503 => {
+                                assert_eq!(r.header("retry-after"), Some("1"), "{:?}", r.headers);
                                 // Pacing the retries, as a client that
                                 // honours a refusal would.
                                 thread::sleep(Duration::from_millis(5));
@@ -223,5 +231,54 @@ fn with_admission_off_the_pool_queues_up_to_its_cap() {
     assert_eq!(refused, 0, "nothing refused below the cap");
     let metrics = scrape(maddr, "/metrics").1;
     assert_eq!(sum(&metrics, "forkring_shed_total{"), 0.0, "{metrics}");
+    server.assert_healthy();
+}
+
+/// Clients keeping a loop busy with 5 ms handlers: 16 of them make 80 ms
+/// of work for each round of requests, in one turn or a few.
+const SPIN: &str = "/spin?us=5000";
+
+#[test]
+fn with_a_loop_target_a_loop_held_by_heavy_handlers_refuses_before_the_handler() {
+    let mut server =
+        Server::start(&["--workers", "1", "--loop-target", "20", "--metrics", "127.0.0.1:0", "--log", "debug"]);
+    let maddr = metrics_addr(&server);
+    server.wait_line(&["ready 0."], Duration::from_secs(10));
+    let load = Load::on(server.addr, 16, SPIN);
+    wait_for("requests shed by the loop", Duration::from_secs(15), || {
+        sum(&scrape(maddr, "/metrics").1, "forkring_shed_total{slot=\"0\",cause=\"loop\"}") > 0.0
+    });
+    let metrics = scrape(maddr, "/metrics").1;
+    let wait = sum(&metrics, "forkring_queue_min_wait_seconds{slot=\"0\",queue=\"loop\"}");
+    println!("the loop's shortest lateness over the last interval: {wait} s");
+    // Every refusal carries Retry-After (the clients check), and the loop
+    // goes on answering.
+    wait_for("a client refused", Duration::from_secs(10), || load.refused.load(Ordering::Relaxed) > 0);
+    let mut probe = server.connect();
+    let (ok, refusals) = load.stop();
+    println!("loop load: {ok} answered, {refusals} refused");
+    assert!(ok > 0 && refusals > 0);
+    // Once the load is gone, the loop's turns are short: no refusal.
+    wait_for("the loop admits again", Duration::from_secs(10), || server.connect().get("/").status == 200);
+    for _ in 0..20 {
+        assert_eq!(probe.get("/").status, 200);
+    }
+    server.assert_healthy();
+}
+
+#[test]
+fn without_a_loop_target_the_loop_is_measured_and_never_shed() {
+    let mut server = Server::start(&["--workers", "1", "--metrics", "127.0.0.1:0"]);
+    let maddr = metrics_addr(&server);
+    server.wait_line(&["ready 0."], Duration::from_secs(10));
+    let load = Load::on(server.addr, 16, SPIN);
+    // Turns of tens of milliseconds, measured.
+    wait_for("the loop's lateness measured", Duration::from_secs(15), || {
+        sum(&scrape(maddr, "/metrics").1, "forkring_queue_min_wait_seconds{slot=\"0\",queue=\"loop\"}") >= 0.005
+    });
+    let (ok, refused) = load.stop();
+    assert!(ok > 0);
+    assert_eq!(refused, 0);
+    assert_eq!(sum(&scrape(maddr, "/metrics").1, "forkring_shed_total{"), 0.0);
     server.assert_healthy();
 }
