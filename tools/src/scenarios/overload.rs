@@ -12,7 +12,9 @@
 //! default queue (its cap refuses what does not fit, so the threads never
 //! idle): what it answers a second is what the pool can do.
 //!
-//! For each load: goodput (successful answers a second), the p50, p99 and
+//! For each load: goodput (successful answers a second, counting only
+//! those that came within [`CLIENT_TIMEOUT`] of their due time: a later
+//! answer is one its client gave up on), the p50, p99 and
 //! p99.9 of the successful answers, the share refused (`503`) and how fast
 //! refusals come, errors (anything but 2xx or 503, or no answer), and the
 //! fast route's p99. Run twice: with admission (`--admission on`, the
@@ -56,6 +58,8 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// (HTTP/1.1 answers in order: a refusal behind a 10 ms job would wait
 /// for it).
 const POOL_CONNS: usize = 256;
+/// A client's patience: answers later than this are not goodput.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The fast route's rate and connections.
 const FAST_RATE: u32 = 1000;
 const FAST_CONNS: usize = 4;
@@ -70,7 +74,7 @@ struct Level {
 
 impl Level {
     fn goodput(&self) -> f64 {
-        self.pool.ok() as f64 / self.secs
+        self.pool.latency.count_within(CLIENT_TIMEOUT) as f64 / self.secs
     }
 
     fn refused_share(&self) -> f64 {
@@ -124,7 +128,7 @@ fn levels(ctx: &Ctx, args: &[&str], capacity: f64) -> Result<Vec<Level>, String>
     let (server_cpu, _) = ctx.pinning();
     let pool = POOL.to_string();
     let queue = QUEUE.to_string();
-    let mut all = vec!["--workers", "1", "--pool", &pool, "--pool-queue", &queue];
+    let mut all = vec!["--pool", &pool, "--pool-queue", &queue];
     all.extend_from_slice(args);
     let server = Forkring::start(&ctx.bin, 1, &all, server_cpu)?;
     let mut out = Vec::new();
@@ -140,7 +144,7 @@ fn levels(ctx: &Ctx, args: &[&str], capacity: f64) -> Result<Vec<Level>, String>
 fn capacity(ctx: &Ctx) -> Result<f64, String> {
     let (server_cpu, _) = ctx.pinning();
     let pool = POOL.to_string();
-    let server = Forkring::start(&ctx.bin, 1, &["--workers", "1", "--pool", &pool, "--admission", "off"], server_cpu)?;
+    let server = Forkring::start(&ctx.bin, 1, &["--pool", &pool, "--admission", "off"], server_cpu)?;
     let nominal = POOL as f64 * 1000.0 / JOB_MS as f64;
     let t = paced::run(&pool_plan(server.addr, 2.0 * nominal, Duration::from_secs(4), Duration::from_secs(1)))?;
     let capacity = t.ok() as f64 / 3.0;
