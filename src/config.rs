@@ -245,6 +245,12 @@ pub struct Admission {
     /// The interval over which the shortest wait must stay above a target
     /// before work is shed.
     pub interval: Duration,
+    /// The blocking pool's jobs in flight follow how long they run (a
+    /// gradient limiter in the spirit of Netflix's `concurrency-limits`):
+    /// when jobs take longer than they used to (a slow dependency), fewer
+    /// are admitted, instead of piling up on it. Off by default: the pool
+    /// admits up to its threads and queue.
+    pub adaptive_pool: bool,
 }
 
 impl Admission {
@@ -254,6 +260,7 @@ impl Admission {
         pool_target: Duration::from_millis(5),
         loop_target: None,
         interval: Duration::from_millis(100),
+        adaptive_pool: false,
     };
 
     /// Off: work is refused only at the caps.
@@ -268,6 +275,11 @@ impl Admission {
     /// never shed).
     pub const fn with_loop_target(self, loop_target: Option<Duration>) -> Admission {
         Admission { loop_target, ..self }
+    }
+
+    /// With the blocking pool's adaptive limit on or off.
+    pub const fn with_adaptive_pool(self, adaptive_pool: bool) -> Admission {
+        Admission { adaptive_pool, ..self }
     }
 
     /// With `interval` as CoDel's interval.

@@ -6,7 +6,9 @@
 //! `--admission off` admits everything up to the caps, as before. With a
 //! loop target, a loop held by heavy handlers refuses what comes past the
 //! target of each turn before its handler runs, and goes on answering the
-//! rest; without one, the loop is never shed.
+//! rest; without one, the loop is never shed. With `--pool-limit
+//! adaptive`, jobs that run longer than they used to lower the pool's
+//! limit, and quick ones raise it again.
 
 mod common;
 
@@ -280,5 +282,28 @@ fn without_a_loop_target_the_loop_is_measured_and_never_shed() {
     assert!(ok > 0);
     assert_eq!(refused, 0);
     assert_eq!(sum(&scrape(maddr, "/metrics").1, "forkring_shed_total{"), 0.0);
+    server.assert_healthy();
+}
+
+#[test]
+fn an_adaptive_pool_limit_falls_when_jobs_slow_down_and_recovers() {
+    let mut server =
+        Server::start(&["--workers", "1", "--pool", "8", "--pool-limit", "adaptive", "--metrics", "127.0.0.1:0"]);
+    let maddr = metrics_addr(&server);
+    server.wait_line(&["ready 0."], Duration::from_secs(10));
+    let limit = || sum(&scrape(maddr, "/metrics").1, "forkring_pool_limit{slot=\"0\"}");
+    // Quick jobs: the limit is the cap (8 threads + 8 queued).
+    let quick = Load::on(server.addr, 8, "/sleep?ms=5");
+    wait_for("the pool started at its cap", Duration::from_secs(10), || limit() == 16.0);
+    quick.stop();
+    // The dependency slows down ten times: fewer jobs are admitted.
+    let slow = Load::on(server.addr, 8, "/sleep?ms=50");
+    wait_for("the limit fell", Duration::from_secs(15), || limit() < 12.0);
+    println!("limit with slow jobs: {}", limit());
+    slow.stop();
+    // Quick again: back to the cap.
+    let quick = Load::on(server.addr, 8, "/sleep?ms=5");
+    wait_for("the limit recovered", Duration::from_secs(20), || limit() == 16.0);
+    quick.stop();
     server.assert_healthy();
 }

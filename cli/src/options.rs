@@ -149,6 +149,12 @@ pub struct Options {
     #[arg(long, value_name = "MS", value_parser = millis, verbatim_doc_comment)]
     pub loop_target: Option<Millis>,
 
+    /// the blocking pool's jobs in flight: fixed (its
+    /// threads and queue) or adaptive (fewer when jobs
+    /// run longer than they used to: a slow dependency)
+    #[arg(long, value_name = "fixed|adaptive", default_value = "fixed", value_parser = pool_limit, verbatim_doc_comment)]
+    pub pool_limit: Adaptive,
+
     /// error, warn, info or debug [default: info]
     #[arg(long, value_name = "LEVEL", value_enum, hide_possible_values = true)]
     pub log: Option<Level>,
@@ -196,6 +202,19 @@ fn on_off(v: &str) -> Result<OnOff, String> {
     }
 }
 
+/// `--pool-limit`: whether the pool's limit adapts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Adaptive(pub bool);
+
+/// `fixed` or `adaptive`.
+fn pool_limit(v: &str) -> Result<Adaptive, String> {
+    match v {
+        "fixed" => Ok(Adaptive(false)),
+        "adaptive" => Ok(Adaptive(true)),
+        _ => Err(format!("expected fixed or adaptive, got {v:?}")),
+    }
+}
+
 /// A duration given in whole milliseconds; prints as its milliseconds, so
 /// that `--help` shows the library's defaults as they are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,7 +246,7 @@ impl Options {
         let mut a =
             Admission::DEFAULT.with_pool_target(self.pool_target.0).with_loop_target(self.loop_target.map(|t| t.0));
         a.enabled = self.admission.0;
-        a
+        a.with_adaptive_pool(self.pool_limit.0)
     }
 
     /// Requests and memory after which a worker is replaced.

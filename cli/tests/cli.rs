@@ -38,6 +38,7 @@ const FLAGS: &[&str] = &[
     "--admission",
     "--pool-target",
     "--loop-target",
+    "--pool-limit",
     "--log",
     "--check-uring",
     "--help",

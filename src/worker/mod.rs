@@ -7,6 +7,7 @@
 //! reach the worker's [`crate::Handler::on_message`] on its event loop.
 
 mod entry;
+mod limit;
 mod pool;
 mod signals;
 

@@ -30,7 +30,9 @@
 //! overload ends, the first job that starts within the target, or a
 //! thread going idle, ends the shedding. Three clock reads a job (queued,
 //! started, finished), only with admission on: a job is blocking work,
-//! which costs far more.
+//! which costs far more. With [`Admission::adaptive_pool`], the jobs in
+//! flight are also held under an adaptive limit that falls when the jobs
+//! run longer than they used to (`super::limit`).
 //!
 //! Gauges in the worker's counters follow the pool: jobs queued and not
 //! yet taken by a thread (`PoolQueued`), threads running a job
@@ -41,7 +43,7 @@
 //! lock.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
@@ -50,6 +52,8 @@ use crossbeam_channel::{Sender, TrySendError};
 use crate::config::Admission;
 use crate::http::{Codel, Job};
 use crate::ipc::{Counter, Counters, SHEDDING_POOL};
+
+use super::limit::Gradient;
 
 /// Threads the pool starts (set from the configuration at worker start).
 static SIZE: AtomicUsize = AtomicUsize::new(64);
@@ -70,6 +74,13 @@ static TARGET_US: AtomicU64 = AtomicU64::new(0);
 /// How long a job runs, in microseconds: a moving average over the last
 /// jobs (threads update it without a lock; a lost update only delays it).
 static SERVICE_US: AtomicU64 = AtomicU64::new(0);
+/// The adaptive limit ([`Admission::adaptive_pool`]), when on: made when
+/// the threads start (it needs their number), fed each job's run time.
+static ADAPTIVE: OnceLock<Mutex<Gradient>> = OnceLock::new();
+/// Whether [`ADAPTIVE`] is wanted (set at configure).
+static ADAPTIVE_ON: AtomicBool = AtomicBool::new(false);
+/// The adaptive limit now (`usize::MAX` while there is none).
+static ADAPTIVE_LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
 /// The origin of the admission state's times.
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 /// Most jobs queued or running at once: threads + queue (set when the
@@ -89,6 +100,19 @@ pub(crate) fn configure(threads: usize, queue: Option<usize>, admission: &Admiss
     if admission.enabled {
         TARGET_US.store(admission.pool_target.as_micros().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
         let _ = ADMISSION.set(Mutex::new(Codel::new(admission.pool_target, admission.interval)));
+        ADAPTIVE_ON.store(admission.adaptive_pool, Ordering::Relaxed);
+    }
+}
+
+/// Shows the limit in force in the `PoolLimit` gauge: the cap, or the
+/// short limit while the queue is kept short, or the adaptive limit, the
+/// lowest of them.
+fn publish_limit() {
+    let cap = LIMIT.load(Ordering::Relaxed);
+    let short = if LIMITED_UNTIL.load(Ordering::Relaxed) == 0 { cap } else { short_limit() };
+    let limit = cap.min(short).min(ADAPTIVE_LIMIT.load(Ordering::Relaxed));
+    if let Some(counters) = COUNTERS.get() {
+        counters.set(Counter::PoolLimit, limit as u64);
     }
 }
 
@@ -109,11 +133,7 @@ fn admit_update(f: impl FnOnce(&mut Codel)) {
     let (shedding, min) = (codel.shedding(), codel.min_wait_us());
     let until = codel.limited_until();
     if until != LIMITED_UNTIL.swap(until, Ordering::Relaxed) {
-        // The limit in force: the short one while the queue is kept short.
-        let limit = if until == 0 { LIMIT.load(Ordering::Relaxed) } else { short_limit() };
-        if let Some(counters) = COUNTERS.get() {
-            counters.set(Counter::PoolLimit, limit.min(LIMIT.load(Ordering::Relaxed)) as u64);
-        }
+        publish_limit();
     }
     if shedding != before.0 {
         // A bit of its own in the gauge, changed by adds only at a change
@@ -147,6 +167,10 @@ fn short_limit() -> usize {
 /// the target ([`short_limit`]), so that a standing queue does not build
 /// again; a thread going idle ends the shedding itself (see `start`).
 fn shed(now: Instant) -> bool {
+    if IN_FLIGHT.load(Ordering::Relaxed) >= ADAPTIVE_LIMIT.load(Ordering::Relaxed) {
+        gauge(Counter::ShedPool, 1);
+        return true;
+    }
     let until = LIMITED_UNTIL.load(Ordering::Relaxed);
     if until == 0 || micros(now) >= until {
         return false;
@@ -286,6 +310,10 @@ fn start() -> Sender<(Job, Instant)> {
         counters.set(Counter::PoolLimit, limit as u64);
     }
     let admitting = ADMISSION.get().is_some();
+    if admitting && ADAPTIVE_ON.load(Ordering::Relaxed) {
+        let _ = ADAPTIVE.set(Mutex::new(Gradient::new(1, limit)));
+        ADAPTIVE_LIMIT.store(limit, Ordering::Relaxed);
+    }
     let (tx, rx) = crossbeam_channel::bounded::<(Job, Instant)>(limit);
     for i in 0..n {
         let rx = rx.clone();
@@ -313,6 +341,13 @@ fn start() -> Sender<(Job, Instant)> {
                     let avg = SERVICE_US.load(Ordering::Relaxed);
                     let avg = if avg == 0 { ran } else { avg - avg / 8 + ran / 8 };
                     SERVICE_US.store(avg, Ordering::Relaxed);
+                    if let Some(adaptive) = ADAPTIVE.get() {
+                        let mut g = adaptive.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let limit = g.sample(ran);
+                        if limit != ADAPTIVE_LIMIT.swap(limit, Ordering::Relaxed) {
+                            publish_limit();
+                        }
+                    }
                 }
                 // `Release`: see `submit`.
                 let left = IN_FLIGHT.fetch_sub(1, Ordering::Release) - 1;
