@@ -26,17 +26,24 @@
 //! capacity and the p99 of successes within 3x of its p99 at 0.5x; the
 //! fast route's p99 under 2 ms at every load; no errors.
 //!
-//! nginx and Node are not run here: the same work behind nginx is forkring
-//! behind a proxy, and Node's `setTimeout` has no pool to saturate; the
-//! `--admission off` line is the anchor.
+//! The anchors: forkring with `--admission off`, and, where `node` is
+//! installed, Node's `http` doing the same work the way a Node service
+//! does it: a pool of [`POOL`] slots (a client library's connection pool
+//! to a dependency) whose 10 ms jobs are `setTimeout`s, and a queue of
+//! callers waiting for a slot, offered the same loads (the work is the
+//! same, so is its capacity). nginx is not run: the same work behind
+//! nginx is forkring behind a proxy.
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
 use super::{ms, Ctx, Outcome, Target};
 use forkring_stress::histogram::Histogram;
 use forkring_stress::paced::{self, Check, Plan, Tally, Wait};
+use forkring_stress::procs;
 use forkring_stress::servers::Forkring;
 
 /// Threads of the worker's pool.
@@ -140,6 +147,86 @@ fn levels(ctx: &Ctx, args: &[&str], capacity: f64) -> Result<Vec<Level>, String>
     Ok(out)
 }
 
+/// The Node anchor: `/sleep?ms=N` through a pool of slots (its argument) with a
+/// waiting queue, `/` answers `Hello, World!`; prints its port.
+const NODE_SERVER: &str = r#"
+const http = require('http');
+const slots = Number(process.argv[1]) || 4;
+let busy = 0;
+const waiting = [];
+function take(job) { if (busy < slots) { busy++; job(); } else { waiting.push(job); } }
+function give() { busy--; const next = waiting.shift(); if (next) { busy++; next(); } }
+const server = http.createServer((req, res) => {
+  const url = new URL(req.url, 'http://x');
+  if (url.pathname === '/sleep') {
+    const ms = Number(url.searchParams.get('ms')) || 0;
+    take(() => setTimeout(() => {
+      const body = 'waited ' + ms + ' ms\n';
+      res.writeHead(200, {'Content-Type': 'text/plain', 'Content-Length': Buffer.byteLength(body)});
+      res.end(body);
+      give();
+    }, ms));
+    return;
+  }
+  // A length, not chunks: the paced client reads bodies by length.
+  res.writeHead(200, {'Content-Type': 'text/plain', 'Content-Length': 13});
+  res.end('Hello, World!');
+});
+server.keepAliveTimeout = 60000;
+server.listen(0, '127.0.0.1', () => console.log(server.address().port));
+"#;
+
+/// A Node server this scenario started: killed when dropped.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Node {
+    fn start(bin: &std::path::Path) -> Result<Node, String> {
+        let mut child = Command::new(bin)
+            .arg("-e")
+            .arg(NODE_SERVER)
+            .arg(POOL.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("node: {e}"))?;
+        procs::register(child.id() as i32);
+        let mut line = String::new();
+        let stdout = child.stdout.take().ok_or("node: no stdout")?;
+        // Bounded: node prints its port once listening, or exits (end of
+        // its output).
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let mut node = Node { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)) };
+        let port: u16 = line.trim().parse().map_err(|_| format!("node printed no port: {line:?}"))?;
+        node.addr.set_port(port);
+        forkring_stress::probe::wait_serving(node.addr, Duration::from_secs(10))?;
+        Ok(node)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every load against Node, when it is installed.
+fn node_levels(capacity: f64) -> Option<Result<Vec<Level>, String>> {
+    let bin = procs::find_on_path("node")?;
+    Some(Node::start(&bin).and_then(|node| {
+        let mut out = Vec::new();
+        for load in LOADS {
+            out.push(level(node.addr, load, capacity * load)?);
+            thread::sleep(Duration::from_millis(500));
+        }
+        Ok(out)
+    }))
+}
+
 /// What the pool answers a second when its threads never idle.
 fn capacity(ctx: &Ctx) -> Result<f64, String> {
     let (server_cpu, _) = ctx.pinning();
@@ -172,10 +259,16 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
         }
     }
     let lines = |v: &[Level]| v.iter().map(Level::line).collect::<Vec<_>>().join("\n      ");
+    let node = match node_levels(capacity) {
+        None => "node not installed: no Node line".to_owned(),
+        Some(Ok(v)) => lines(&v),
+        Some(Err(e)) => format!("could not run: {e}"),
+    };
     Ok(Outcome {
         figures: format!(
             "capacity {capacity:.0}/s ({POOL} threads x {JOB_MS} ms jobs, queue {QUEUE}); fast route {FAST_RATE}/s beside it\n    \
-             admission on:\n      {}\n    admission off (anchor):\n      {}",
+             admission on:\n      {}\n    admission off (anchor):\n      {}\n    \
+             Node http, {POOL} slots of setTimeout({JOB_MS}) and a waiting queue (anchor):\n      {node}",
             lines(&on),
             lines(&off)
         ),
