@@ -61,6 +61,32 @@ fn run<H: forkring::Handler>(c: &mut Criterion, name: &str, requests: u64, reads
     run_with(c, name, requests, reads, handler, false)
 }
 
+/// One whole loop turn per request, as a worker's: the turn's clock read
+/// and `Date` check, the request, the turn's end (the histogram's clock
+/// read); with `admission`, the loop's admission by queueing time too
+/// (its state fed once a turn, its check once a request).
+fn run_turns<H: forkring::Handler>(c: &mut Criterion, name: &str, mut handler: H, admission: bool) {
+    let mut sh = WorkerState::new(Limits::default(), Timeouts::default());
+    let page: &'static SharedCounters = Box::leak(Box::new(SharedCounters::new().expect("counters page")));
+    sh.set_counters(page);
+    sh.set_admission(&if admission { forkring::Admission::DEFAULT } else { forkring::Admission::OFF });
+    sh.tick();
+    let mut conn = Conn::new(&sh);
+    let mut group = c.benchmark_group("http");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            sh.tick();
+            conn.on_read(black_box(GET), &mut sh, &mut handler);
+            let n = conn.output_len();
+            black_box(conn.output());
+            conn.consume_output(n, &mut sh);
+            sh.end_turn();
+        })
+    });
+    group.finish();
+}
+
 /// As [`run`]; with `counted`, the connection counts into a counters page
 /// as a worker's does (requests, status classes, bytes, the latency
 /// histogram), and every iteration is one loop turn: the clock read of
@@ -102,6 +128,8 @@ fn run_with<H: forkring::Handler>(
 fn bench(c: &mut Criterion) {
     run(c, "get_keepalive", 1, &[GET], hello);
     run_with(c, "get_keepalive_counted", 1, &[GET], hello, true);
+    run_turns(c, "get_keepalive_turn", hello, false);
+    run_turns(c, "get_keepalive_turn_admitted", hello, true);
 
     let pipelined = GET.repeat(16);
     run(c, "get_pipelined_16", 16, &[&pipelined], hello);

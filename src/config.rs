@@ -215,6 +215,104 @@ pub struct Config {
     pub access_log: Option<std::path::PathBuf>,
     /// When workers are replaced to bound what they accumulate.
     pub recycle: Recycle,
+    /// Admission by queueing time: when work waits too long before it
+    /// starts, new work is refused at once with `503`.
+    pub admission: Admission,
+}
+
+/// Admission by queueing time, CoDel's rule (Nichols and Jacobson) applied
+/// to a worker's two queues, as in "fail fast" request queueing: each
+/// worker measures how long work waits before it starts, and when the
+/// shortest wait over a whole [`Admission::interval`] stays above a
+/// target (a standing queue, not a burst), it sheds: new work for that
+/// queue is answered `503` with `Retry-After: 1` at once, before any
+/// handler work, until a wait under the target is seen again.
+///
+/// - The blocking pool's queue ([`crate::Response::blocking`],
+///   [`crate::worker::spawn_blocking`]): the wait from a job's queueing to
+///   a thread starting it, against [`Admission::pool_target`]. While the
+///   pool sheds, only work for the pool is refused: a request its handler
+///   answers on the loop is never refused because the pool is saturated.
+/// - The event loop: how late its turns run, measured once a turn (the
+///   length of the previous turn, which is how long input that arrived at
+///   its start waited to be read), always shown in the metrics; shed only
+///   with an [`Admission::loop_target`]. While the loop sheds, each turn
+///   calls handlers for the first `loop_target` of its time and answers
+///   the requests after that `503` without calling the handler.
+///
+/// The pool's defaults (5 ms over 100 ms) are CoDel's own: a pool thread
+/// starts a queued job within tens of microseconds on an idle machine and
+/// within a few milliseconds on a busy one, so a shortest wait above 5 ms
+/// for 100 ms is a standing queue. The loop sheds by default not at all:
+/// a refusal on the loop saves only the handler's work, which for a cheap
+/// handler is less than the parsing and the answer that a refusal costs
+/// too, so refusing would turn answers into `503`s and save nothing (a
+/// client pipelining 20,000 requests makes turns of ~50 ms in a debug
+/// build, of a few in a release one: long turns of cheap work). A service
+/// whose handlers do heavy work on the loop sets a target (50 ms is a
+/// start: well above the turns of cheap work).
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// Whether work is refused on a standing queue at all; off, work is
+    /// refused only at the caps ([`Config::pool_queue`],
+    /// [`Limits::max_deferred`]).
+    pub enabled: bool,
+    /// The longest a pool job's shortest wait may stay over an interval.
+    pub pool_target: Duration,
+    /// The longest the loop's turns may keep input waiting over an
+    /// interval; `None` (the default): the loop is measured, never shed.
+    pub loop_target: Option<Duration>,
+    /// The interval over which the shortest wait must stay above a target
+    /// before work is shed.
+    pub interval: Duration,
+    /// The blocking pool's jobs in flight follow how long they run (a
+    /// gradient limiter in the spirit of Netflix's `concurrency-limits`):
+    /// when jobs take longer than they used to (a slow dependency), fewer
+    /// are admitted, instead of piling up on it. Off by default: the pool
+    /// admits up to its threads and queue.
+    pub adaptive_pool: bool,
+}
+
+impl Admission {
+    /// On: 5 ms for the pool over 100 ms; the loop measured, not shed.
+    pub const DEFAULT: Admission = Admission {
+        enabled: true,
+        pool_target: Duration::from_millis(5),
+        loop_target: None,
+        interval: Duration::from_millis(100),
+        adaptive_pool: false,
+    };
+
+    /// Off: work is refused only at the caps.
+    pub const OFF: Admission = Admission { enabled: false, ..Admission::DEFAULT };
+
+    /// With `pool_target` as the blocking pool's target.
+    pub const fn with_pool_target(self, pool_target: Duration) -> Admission {
+        Admission { pool_target, ..self }
+    }
+
+    /// With `loop_target` as the event loop's target (`None`: the loop is
+    /// never shed).
+    pub const fn with_loop_target(self, loop_target: Option<Duration>) -> Admission {
+        Admission { loop_target, ..self }
+    }
+
+    /// With the blocking pool's adaptive limit on or off.
+    pub const fn with_adaptive_pool(self, adaptive_pool: bool) -> Admission {
+        Admission { adaptive_pool, ..self }
+    }
+
+    /// With `interval` as CoDel's interval.
+    pub const fn with_interval(self, interval: Duration) -> Admission {
+        Admission { interval, ..self }
+    }
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission::DEFAULT
+    }
 }
 
 /// Recycling: replacing a worker that served its quota of requests or
@@ -282,6 +380,7 @@ impl Default for Config {
             worker_timeout: None,
             access_log: None,
             recycle: Recycle::default(),
+            admission: Admission::default(),
         }
     }
 }

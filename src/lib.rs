@@ -82,7 +82,7 @@ pub mod files {
 }
 
 pub use config::{
-    default_workers, Backend, Balance, ChannelOptions, Config, ConfigError, Limits, ListenAddr, MinDataRate,
+    default_workers, Admission, Backend, Balance, ChannelOptions, Config, ConfigError, Limits, ListenAddr, MinDataRate,
     ParseBackendError, Recycle, Respawn, RingOptions, Timeouts, DEFAULT_LISTEN,
 };
 pub use http::{
@@ -91,8 +91,8 @@ pub use http::{
 };
 pub use ipc::{Histogram, SendError, Snapshot};
 pub use master::{
-    spawn_master_thread, Command, Ctl, Event, EventCallback, Events, EventsIntoIter, EventsIter, EventsTryIter, ExitStatus,
-    Handle, Metrics, Restarts, SlotMetrics, TimerCallback, WorkerInfo, WorkerState,
+    spawn_master_thread, Command, Ctl, Event, EventCallback, Events, EventsIntoIter, EventsIter, EventsTryIter,
+    ExitStatus, Handle, Metrics, Restarts, SlotMetrics, TimerCallback, WorkerInfo, WorkerState,
 };
 pub use server::Server;
 pub use worker::WorkerId;

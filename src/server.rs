@@ -4,7 +4,7 @@
 
 use std::io;
 
-use crate::config::{Backend, Balance, ChannelOptions, Config, Limits, Recycle, Respawn, Timeouts};
+use crate::config::{Admission, Backend, Balance, ChannelOptions, Config, Limits, Recycle, Respawn, Timeouts};
 use crate::http::Handler;
 use crate::master::{self, Ctl, Event, Events, Handle, Hooks};
 
@@ -215,6 +215,16 @@ impl Server {
     /// memory ceiling, without losing a request (as a rolling reload).
     pub fn recycle(mut self, recycle: Recycle) -> Self {
         self.config.recycle = recycle;
+        self
+    }
+
+    /// Admission by queueing time (on by default, [`Admission::DEFAULT`]):
+    /// when work waits too long before it starts, in the blocking pool (or
+    /// for the event loop, given a loop target), new work is answered `503`
+    /// with `Retry-After: 1` at once, and the metrics listener's `/ready` turns `503` while the
+    /// workers shed. [`Admission::OFF`] admits everything up to the caps.
+    pub fn admission(mut self, admission: Admission) -> Self {
+        self.config.admission = admission;
         self
     }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::duration::{format_duration, parse_duration, Bare};
-use forkring::{Backend, Balance, Limits, Recycle, Respawn, Server, Timeouts};
+use forkring::{Admission, Backend, Balance, Limits, Recycle, Respawn, Server, Timeouts};
 
 /// The flags every forkring server binary takes.
 #[derive(Args, Clone, Debug)]
@@ -138,6 +138,32 @@ pub struct Options {
     #[arg(long, value_name = "MIB", value_parser = at_least_one::<u64>, verbatim_doc_comment)]
     pub max_worker_rss: Option<u64>,
 
+    /// admission by queueing time: on (refuse new work
+    /// with 503 and Retry-After: 1 while work waits too
+    /// long before it starts; /ready turns 503) or off
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off, verbatim_doc_comment)]
+    pub admission: OnOff,
+
+    /// the longest blocking-pool jobs may keep waiting
+    /// for a thread before new ones are refused, in
+    /// milliseconds
+    #[arg(long, value_name = "MS", default_value_t = Millis(Admission::DEFAULT.pool_target), value_parser = millis, verbatim_doc_comment)]
+    pub pool_target: Millis,
+
+    /// the longest the event loop's turns may keep
+    /// requests waiting before requests are refused
+    /// (before their handler), in milliseconds, for
+    /// handlers that do heavy work on the loop
+    /// [default: off: the loop is measured, never shed]
+    #[arg(long, value_name = "MS", value_parser = millis, verbatim_doc_comment)]
+    pub loop_target: Option<Millis>,
+
+    /// the blocking pool's jobs in flight: fixed (its
+    /// threads and queue) or adaptive (fewer when jobs
+    /// run longer than they used to: a slow dependency)
+    #[arg(long, value_name = "fixed|adaptive", default_value = "fixed", value_parser = pool_limit, verbatim_doc_comment)]
+    pub pool_limit: Adaptive,
+
     /// error, warn, info or debug [default: info]
     #[arg(long, value_name = "LEVEL", value_enum, hide_possible_values = true)]
     pub log: Option<Level>,
@@ -173,6 +199,32 @@ impl From<Level> for log::LevelFilter {
     }
 }
 
+/// `on` or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OnOff(pub bool);
+
+/// `on` or `off` (also `true`/`false`, `yes`/`no`, `1`/`0`).
+fn on_off(v: &str) -> Result<OnOff, String> {
+    match v {
+        "on" | "true" | "yes" | "1" => Ok(OnOff(true)),
+        "off" | "false" | "no" | "0" => Ok(OnOff(false)),
+        _ => Err(format!("expected on or off, got {v:?}")),
+    }
+}
+
+/// `--pool-limit`: whether the pool's limit adapts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Adaptive(pub bool);
+
+/// `fixed` or `adaptive`.
+fn pool_limit(v: &str) -> Result<Adaptive, String> {
+    match v {
+        "fixed" => Ok(Adaptive(false)),
+        "adaptive" => Ok(Adaptive(true)),
+        _ => Err(format!("expected fixed or adaptive, got {v:?}")),
+    }
+}
+
 /// A duration of a flag whose bare numbers are milliseconds ([`millis`]);
 /// prints with its unit (`10s`, `250ms`), so that `--help` shows the
 /// library's defaults as a user would write them.
@@ -198,6 +250,14 @@ impl Options {
     /// The limits the flags set; the others keep the library's defaults.
     pub fn limits(&self) -> Limits {
         Limits::default().with_max_body(self.max_body)
+    }
+
+    /// Admission by queueing time as the flags set it.
+    pub fn admission(&self) -> Admission {
+        let mut a =
+            Admission::DEFAULT.with_pool_target(self.pool_target.0).with_loop_target(self.loop_target.map(|t| t.0));
+        a.enabled = self.admission.0;
+        a.with_adaptive_pool(self.pool_limit.0)
     }
 
     /// Requests and memory after which a worker is replaced.
@@ -229,6 +289,7 @@ impl Options {
             .reexec(self.reexec)
             .respawn(respawn)
             .recycle(self.recycle())
+            .admission(self.admission())
             .drain_delay(self.drain_delay.map_or(Duration::ZERO, |d| d.0));
         if let Some(user) = &self.user {
             server = server.user(user.as_str());

@@ -13,6 +13,7 @@
 //! peer (timeouts are carried here as deadlines, enforced there).
 
 mod access;
+mod admit;
 mod answer;
 mod body;
 mod chunked;
@@ -29,6 +30,7 @@ mod worker_state;
 
 pub(crate) use access::PeerNames;
 pub use access::{request_reopen as reopen_access_log, AccessLog};
+pub(crate) use admit::Codel;
 pub use answer::{
     Completion, InvalidHeader, Refused, Responder, Response, Stream, StreamError, Upgraded, UpgradedStream,
     STREAM_QUEUE,

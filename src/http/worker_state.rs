@@ -14,10 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::access::{AccessLog, Entry, LineRequest, PeerNames};
+use super::admit::Codel;
 use super::answer::{Completion, Completions, Response, Spawner, UpgradePermit};
 use super::date::DateCache;
-use crate::config::{Limits, Timeouts};
-use crate::ipc::{Counter, Counters};
+use crate::config::{Admission, Limits, Timeouts};
+use crate::ipc::{Counter, Counters, SHEDDING_LOOP};
 
 /// How long a draining worker keeps an idle keep-alive connection open: a
 /// request already on the wire gets its answer (with `Connection: close`)
@@ -84,6 +85,23 @@ pub struct WorkerState {
     access: Option<Box<AccessLog>>,
     /// The access log's client addresses, from the driver (with the log).
     peers: Option<Box<dyn PeerNames>>,
+    /// The loop's admission by queueing time, when it is on.
+    admit: Option<Box<LoopAdmission>>,
+}
+
+/// The loop's admission state ([`Admission`]): how late its turns run,
+/// measured once a turn, and whether it sheds.
+#[derive(Debug)]
+struct LoopAdmission {
+    /// CoDel's state, fed the length of each turn.
+    codel: Codel,
+    /// [`Admission::loop_target`]: while shedding, handlers are called
+    /// only this long into a turn.
+    target: Duration,
+    /// How long the previous turn worked (from its start to its end,
+    /// before the loop waited): input that arrived at its start waited
+    /// that long to be read.
+    turn_us: u64,
 }
 
 impl WorkerState {
@@ -117,7 +135,22 @@ impl WorkerState {
             upgraded: Arc::default(),
             access: None,
             peers: None,
+            admit: None,
         }
+    }
+
+    /// Admits requests by how late the loop's turns run ([`Admission`]),
+    /// when `admission` is on.
+    pub fn set_admission(&mut self, admission: &Admission) {
+        self.admit = admission.enabled.then(|| {
+            Box::new(LoopAdmission {
+                // Without a target the loop is measured (the gauge),
+                // never shed.
+                codel: Codel::new(admission.loop_target.unwrap_or(Duration::MAX), admission.interval),
+                target: admission.loop_target.unwrap_or(Duration::MAX),
+                turn_us: 0,
+            })
+        });
     }
 
     /// Refreshes the clock and the `Date` header; drivers call it once per
@@ -130,6 +163,46 @@ impl WorkerState {
         if let Some(c) = self.counters {
             c.beat();
         }
+        if let Some(a) = &mut self.admit {
+            let before = (a.codel.shedding(), a.codel.min_wait_us());
+            let now_us = now.duration_since(self.start).as_micros() as u64;
+            a.codel.sample(now_us, a.turn_us);
+            if let Some(c) = self.counters {
+                if a.codel.shedding() != before.0 {
+                    // Its own bit, by locked adds: the pool's threads
+                    // change theirs the same way.
+                    c.add_shared(
+                        Counter::Shedding,
+                        if a.codel.shedding() { SHEDDING_LOOP } else { SHEDDING_LOOP.wrapping_neg() },
+                    );
+                }
+                if a.codel.min_wait_us() != before.1 {
+                    c.set(Counter::LoopWaitUs, a.codel.min_wait_us());
+                }
+            }
+        }
+    }
+
+    /// Whether the loop sheds now.
+    #[cfg(test)]
+    pub(super) fn loop_shedding(&self) -> Option<bool> {
+        self.admit.as_ref().map(|a| a.codel.shedding())
+    }
+
+    /// Whether the request about to be handled is refused because the
+    /// loop sheds: while it does, handlers are called only
+    /// [`Admission::loop_target`] into each turn (one clock read a request,
+    /// only then).
+    #[inline]
+    pub(super) fn shed_request(&mut self) -> bool {
+        let Some(a) = &self.admit else { return false };
+        if !a.codel.shedding() || self.turn_at.elapsed() < a.target {
+            return false;
+        }
+        if let Some(c) = self.counters {
+            c.inc(Counter::ShedLoop);
+        }
+        true
     }
 
     /// Counts the latency of the requests answered during this turn, all
@@ -140,11 +213,19 @@ impl WorkerState {
         if let Some(log) = &mut self.access {
             log.flush();
         }
+        if self.answered == 0 && self.admit.is_none() {
+            return;
+        }
+        // One clock read for the turn's latencies and its length.
+        let turn_us = self.turn_at.elapsed().as_micros() as u64;
+        if let Some(a) = &mut self.admit {
+            a.turn_us = turn_us;
+        }
         if self.answered == 0 {
             return;
         }
         if let Some(c) = self.counters {
-            c.observe_latency(self.turn_at.elapsed().as_micros() as u64, self.answered);
+            c.observe_latency(turn_us, self.answered);
         }
         self.answered = 0;
     }

@@ -68,10 +68,31 @@ pub enum Counter {
     /// Deferred responses the worker waits on now, against
     /// [`crate::Limits::max_deferred`] (a gauge).
     DeferredInFlight,
+    /// Work for the blocking pool refused while the pool shed
+    /// ([`crate::Admission`]), from any of the worker's threads.
+    ShedPool,
+    /// Requests answered `503` before their handler while the loop shed.
+    ShedLoop,
+    /// The shortest wait of a pool job for a thread over the last
+    /// interval, in microseconds (a gauge).
+    PoolWaitUs,
+    /// The shortest lateness of the loop's turns over the last interval,
+    /// in microseconds (a gauge).
+    LoopWaitUs,
+    /// Which queues shed now: 1 the pool, 2 the loop (a gauge).
+    Shedding,
+    /// Jobs the blocking pool admits at once, queued or running: threads
+    /// plus queue (a gauge; 0 until the pool starts).
+    PoolLimit,
 }
 
 /// How many counters there are.
-const N: usize = Counter::DeferredInFlight as usize + 1;
+const N: usize = Counter::PoolLimit as usize + 1;
+
+/// [`Counter::Shedding`]'s bit for the pool.
+pub const SHEDDING_POOL: u64 = 1;
+/// [`Counter::Shedding`]'s bit for the loop.
+pub const SHEDDING_LOOP: u64 = 2;
 
 /// Upper bounds of the latency histogram's buckets, in microseconds (the
 /// last bucket, past the last bound, is `+Inf`).
@@ -226,6 +247,10 @@ impl Counters {
             Counter::PoolQueued,
             Counter::PoolBusy,
             Counter::DeferredInFlight,
+            Counter::PoolWaitUs,
+            Counter::LoopWaitUs,
+            Counter::Shedding,
+            Counter::PoolLimit,
         ] {
             self.v[c as usize].store(0, Ordering::Relaxed);
         }
@@ -256,6 +281,12 @@ impl Counters {
             pool_queued: g(Counter::PoolQueued),
             pool_busy: g(Counter::PoolBusy),
             deferred_in_flight: g(Counter::DeferredInFlight),
+            shed_pool: g(Counter::ShedPool),
+            shed_loop: g(Counter::ShedLoop),
+            pool_wait_us: g(Counter::PoolWaitUs),
+            loop_wait_us: g(Counter::LoopWaitUs),
+            shedding: g(Counter::Shedding),
+            pool_limit: g(Counter::PoolLimit),
             latency: Histogram {
                 buckets: std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
                 sum_us: self.latency_sum_us.load(Ordering::Relaxed),
@@ -355,6 +386,21 @@ pub struct Snapshot {
     pub pool_busy: u64,
     /// Deferred responses waited on now (a gauge).
     pub deferred_in_flight: u64,
+    /// Work for the blocking pool refused while the pool shed.
+    pub shed_pool: u64,
+    /// Requests answered `503` before their handler while the loop shed.
+    pub shed_loop: u64,
+    /// The shortest wait of a pool job over the last interval, in
+    /// microseconds (a gauge).
+    pub pool_wait_us: u64,
+    /// The shortest lateness of the loop's turns over the last interval,
+    /// in microseconds (a gauge).
+    pub loop_wait_us: u64,
+    /// Which queues shed now: bit 1 the pool, bit 2 the loop (a gauge;
+    /// summed over workers it means nothing, per worker it does).
+    pub shedding: u64,
+    /// Jobs the blocking pool admits at once, queued or running (a gauge).
+    pub pool_limit: u64,
     /// Request latencies.
     pub latency: Histogram,
 }
@@ -388,6 +434,12 @@ impl AddAssign for Snapshot {
         self.pool_queued = self.pool_queued.wrapping_add(o.pool_queued);
         self.pool_busy = self.pool_busy.wrapping_add(o.pool_busy);
         self.deferred_in_flight = self.deferred_in_flight.wrapping_add(o.deferred_in_flight);
+        self.shed_pool = self.shed_pool.wrapping_add(o.shed_pool);
+        self.shed_loop = self.shed_loop.wrapping_add(o.shed_loop);
+        self.pool_wait_us = self.pool_wait_us.wrapping_add(o.pool_wait_us);
+        self.loop_wait_us = self.loop_wait_us.wrapping_add(o.loop_wait_us);
+        self.shedding |= o.shedding;
+        self.pool_limit = self.pool_limit.wrapping_add(o.pool_limit);
         self.latency += o.latency;
     }
 }
@@ -466,7 +518,14 @@ mod tests {
         assert_eq!((c.snapshot().pool_queued, c.snapshot().pool_busy), (1, 1));
         c.set(Counter::DeferredInFlight, 3);
         assert_eq!(c.snapshot().deferred_in_flight, 3);
+        c.add_shared(Counter::ShedPool, 2);
+        c.inc(Counter::ShedLoop);
+        c.set(Counter::Shedding, SHEDDING_POOL | SHEDDING_LOOP);
+        c.set(Counter::PoolWaitUs, 7000);
+        let s = c.snapshot();
+        assert_eq!((s.shed_pool, s.shed_loop, s.shedding, s.pool_wait_us), (2, 1, 3, 7000));
         c.reset_gauges();
+        assert_eq!((c.snapshot().shedding, c.snapshot().pool_wait_us, c.snapshot().shed_pool), (0, 0, 2));
         assert_eq!(c.snapshot().deferred_in_flight, 0);
         assert_eq!(c.snapshot().open_connections, 0);
         assert_eq!(c.snapshot().upgraded_connections, 0);

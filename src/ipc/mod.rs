@@ -56,7 +56,10 @@ mod wake;
 
 pub use crate::config::{ChannelOptions, RingOptions};
 pub use channel::{Channel, ChannelFds, Duplex, MasterEnd, WorkerEnd};
-pub use counters::{Counter, Counters, Histogram, SharedCounters, Snapshot, LATENCY_BOUNDS_US, LATENCY_BUCKETS};
+pub use counters::{
+    Counter, Counters, Histogram, SharedCounters, Snapshot, LATENCY_BOUNDS_US, LATENCY_BUCKETS, SHEDDING_LOOP,
+    SHEDDING_POOL,
+};
 pub use ring::{ClaimError, Consumer, Producer, RecvError, Ring, SendError};
 pub use shm::{page_size, Layout, Region, Shm};
 pub use wake::WakeFd;

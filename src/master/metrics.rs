@@ -15,7 +15,7 @@ use std::fmt::Write;
 use std::time::{Duration, Instant};
 
 use super::slot::{Cause, Proc, ProcState, Slot};
-use crate::ipc::{Histogram, Snapshot, LATENCY_BUCKETS};
+use crate::ipc::{Histogram, Snapshot, LATENCY_BUCKETS, SHEDDING_LOOP, SHEDDING_POOL};
 
 /// The cluster's metrics at one moment.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,11 +23,15 @@ use crate::ipc::{Histogram, Snapshot, LATENCY_BUCKETS};
 pub struct Metrics {
     /// Time since the master started.
     pub uptime: Duration,
-    /// At least one worker is ready and the cluster is not shutting down
-    /// (what `GET /ready` answers).
+    /// At least one worker is ready, the cluster is not shutting down and
+    /// not overloaded (what `GET /ready` answers).
     pub ready: bool,
     /// The cluster is shutting down.
     pub draining: bool,
+    /// The workers have shed work for overload long enough that `/ready`
+    /// says 503 ([`crate::Admission`]; the hysteresis is in the metrics
+    /// listener's documentation).
+    pub overloaded: bool,
     /// Workers replaced since the master started, by cause.
     pub restarts: Restarts,
     /// Per slot.
@@ -155,11 +159,12 @@ pub(super) fn collect(slots: &[Slot], info: &Cluster, watching: bool) -> Metrics
                 .map(|p| now.saturating_duration_since(p.beat_at)),
         })
         .collect();
-    let ready = !info.draining && slots.iter().any(|s| s.state == WorkerState::Ready);
+    let ready = !info.draining && !info.overloaded && slots.iter().any(|s| s.state == WorkerState::Ready);
     Metrics {
         uptime: now.saturating_duration_since(info.started),
         ready,
         draining: info.draining,
+        overloaded: info.overloaded,
         restarts: info.restarts,
         slots,
     }
@@ -174,6 +179,8 @@ pub(super) struct Cluster {
     pub(super) restarts: Restarts,
     /// Shutting down.
     pub(super) draining: bool,
+    /// The workers shed for overload (`/ready` says 503).
+    pub(super) overloaded: bool,
 }
 
 /// Seconds, for the exposition: always a finite decimal.
@@ -198,10 +205,17 @@ impl Metrics {
         };
         head(out, "forkring_uptime_seconds", "gauge", "Time since the master started.");
         let _ = writeln!(out, "forkring_uptime_seconds {:.3}", self.uptime.as_secs_f64());
-        head(out, "forkring_ready", "gauge", "1 while at least one worker is ready and the cluster is not draining.");
+        head(
+            out,
+            "forkring_ready",
+            "gauge",
+            "1 while at least one worker is ready and the cluster is neither draining nor overloaded.",
+        );
         let _ = writeln!(out, "forkring_ready {}", u8::from(self.ready));
         head(out, "forkring_draining", "gauge", "1 while the cluster shuts down.");
         let _ = writeln!(out, "forkring_draining {}", u8::from(self.draining));
+        head(out, "forkring_overloaded", "gauge", "1 while the workers shed work long enough that /ready says 503.");
+        let _ = writeln!(out, "forkring_overloaded {}", u8::from(self.overloaded));
         head(out, "forkring_worker_restarts_total", "counter", "Workers replaced, by cause.");
         for (cause, n) in self.restarts.labelled() {
             let _ = writeln!(out, "forkring_worker_restarts_total{{cause=\"{cause}\"}} {n}");
@@ -299,6 +313,48 @@ impl Metrics {
             "Deferred responses waited on, against the worker's cap.",
             |c| c.deferred_in_flight,
         );
+        head(out, "forkring_shed_total", "counter", "Work refused at once with 503 because its queue stood, by queue.");
+        for s in &self.slots {
+            let c = &s.counters;
+            let _ = writeln!(out, "forkring_shed_total{{slot=\"{}\",cause=\"pool\"}} {}", s.slot, c.shed_pool);
+            let _ = writeln!(out, "forkring_shed_total{{slot=\"{}\",cause=\"loop\"}} {}", s.slot, c.shed_loop);
+        }
+        head(out, "forkring_shedding", "gauge", "1 while the queue sheds new work, by queue.");
+        for s in &self.slots {
+            let bits = s.counters.shedding;
+            for (queue, bit) in [("pool", SHEDDING_POOL), ("loop", SHEDDING_LOOP)] {
+                let on = u8::from(bits & bit != 0);
+                let _ = writeln!(out, "forkring_shedding{{slot=\"{}\",queue=\"{queue}\"}} {on}", s.slot);
+            }
+        }
+        head(
+            out,
+            "forkring_queue_min_wait_seconds",
+            "gauge",
+            "Shortest wait before work started over the last admission interval, by queue.",
+        );
+        for s in &self.slots {
+            let c = &s.counters;
+            let _ = writeln!(
+                out,
+                "forkring_queue_min_wait_seconds{{slot=\"{}\",queue=\"pool\"}} {}",
+                s.slot,
+                seconds_us(c.pool_wait_us)
+            );
+            let _ = writeln!(
+                out,
+                "forkring_queue_min_wait_seconds{{slot=\"{}\",queue=\"loop\"}} {}",
+                s.slot,
+                seconds_us(c.loop_wait_us)
+            );
+        }
+        per_slot(
+            out,
+            "forkring_pool_limit",
+            "gauge",
+            "Jobs the blocking pool admits at once, running or queued (0 before it starts).",
+            |c| c.pool_limit,
+        );
         head(
             out,
             "forkring_request_duration_seconds",
@@ -343,6 +399,7 @@ mod tests {
             uptime: Duration::from_millis(1500),
             ready: true,
             draining: false,
+            overloaded: false,
             restarts: Restarts::default(),
             slots: vec![SlotMetrics {
                 slot: 3,

@@ -32,6 +32,7 @@ mod api;
 mod events;
 mod listeners;
 mod metrics;
+mod overload;
 mod reload;
 mod respawn;
 mod scrape;
@@ -132,6 +133,8 @@ struct Master<'a> {
     restarts: Restarts,
     /// The metrics listener, when configured.
     scrape: Option<scrape::Scrape>,
+    /// Whether the workers shed so much that `/ready` says 503.
+    overload: overload::Overload,
     /// When the supervision tick runs next.
     next_tick: Instant,
     /// When worker memory is read next.
@@ -294,6 +297,7 @@ pub(crate) fn run(config: &Config, hooks: &mut Hooks, entry: &Entry<'_>) -> io::
         started: Instant::now(),
         restarts: Restarts::default(),
         scrape,
+        overload: overload::Overload::default(),
         next_tick: Instant::now(),
         next_rss: Instant::now(),
         sd_watchdog,

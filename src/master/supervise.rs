@@ -64,6 +64,7 @@ impl Master<'_> {
         }
         self.next_tick = now + self.tick_period();
         self.read_heartbeats(now);
+        self.observe_overload(now);
         if self.phase == Phase::Running {
             self.check_quotas();
             if self.config.recycle.max_rss.is_some() && now >= self.next_rss {
@@ -107,6 +108,23 @@ impl Master<'_> {
                 }
             }
         }
+    }
+
+    /// Samples whether the serving workers shed work, for `/ready`'s
+    /// hysteresis ([`super::overload`]).
+    fn observe_overload(&mut self, now: Instant) {
+        let slots: Vec<Option<u64>> = self
+            .slots
+            .iter()
+            .map(|s| {
+                let serving = s.current.as_ref().is_some_and(|p| p.state == ProcState::Ready && !p.stopping);
+                serving.then(|| {
+                    let c = s.counters();
+                    c.shed_pool.wrapping_add(c.shed_loop)
+                })
+            })
+            .collect();
+        self.overload.observe(now, &slots);
     }
 
     /// Queues for replacement the workers that served their quota.
@@ -227,7 +245,12 @@ impl Master<'_> {
 
     /// What the metrics need besides the slots.
     pub(super) fn cluster(&self) -> Cluster {
-        Cluster { started: self.started, restarts: self.restarts, draining: self.phase != Phase::Running }
+        Cluster {
+            started: self.started,
+            restarts: self.restarts,
+            draining: self.phase != Phase::Running,
+            overloaded: self.overload.overloaded(),
+        }
     }
 
     /// The cluster's metrics now.
@@ -235,10 +258,12 @@ impl Master<'_> {
         metrics::collect(&self.slots, &self.cluster(), self.supervising())
     }
 
-    /// What `GET /ready` answers: a worker is ready and the cluster is not
-    /// draining.
+    /// What `GET /ready` answers: a worker is ready, the cluster is not
+    /// draining, and its workers do not shed work for overload
+    /// ([`super::overload`]).
     pub(super) fn metrics_cluster_ready(&self) -> bool {
         self.phase == Phase::Running
+            && !self.overload.overloaded()
             && self.slots.iter().any(|s| s.current.as_ref().is_some_and(|p| p.state == ProcState::Ready && !p.stopping))
     }
 }

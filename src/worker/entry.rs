@@ -165,7 +165,7 @@ where
     H: Handler,
     F: Fn() -> H,
 {
-    super::pool::configure(config.pool, config.pool_queue);
+    super::pool::configure(config.pool, config.pool_queue, &config.admission);
     lifeline::send(lifeline.as_fd(), Msg::Online);
     let mut link = Link::new()?;
     // `Response::blocking` reaches the pool through the loop.

@@ -33,6 +33,7 @@
 //! ```
 
 mod entry;
+mod limit;
 mod pool;
 mod signals;
 

@@ -146,6 +146,13 @@ impl Histogram {
         self.bucket(q).map(|i| self.duration(Self::upper(i).min(self.max)))
     }
 
+    /// Samples at or under `d` (to the bucket holding `d`: within a
+    /// sixty-fourth).
+    pub fn count_within(&self, d: Duration) -> u64 {
+        let last = Self::index(self.units(d));
+        self.counts[..=last].iter().sum()
+    }
+
     /// The largest sample; `None` when empty.
     pub fn max(&self) -> Option<Duration> {
         (self.total > 0).then(|| self.duration(self.max))

@@ -43,7 +43,7 @@ STRESS_SEED (seed of scenario 6's generated cases).
 Scenarios: 1 rolling reload, 2 kill -9 worker, 3 graceful stop, 4 master
 SIGKILL, 5 slowloris, 6 hostile bytes, 7 idle connections, 8 message flood,
 9 binary upgrade, 10 stopped worker, 11 scale down/up, 12 keep-alive drains,
-13 seams attacked.
+13 seams attacked, 14 past capacity.
 Exit status: 0 when every forkring bound holds, 1 when one fails, 2 on a
 usage error.
 "

@@ -69,6 +69,10 @@ pub enum Check {
     Hello,
     /// Any answer is timed; one without a 2xx status is also an error.
     Success,
+    /// A 2xx answer is timed as a success; a `503` is a refusal, timed
+    /// apart ([`Tally::refusal`]) and not an error; anything else is an
+    /// error. For a server that sheds load.
+    Shed,
 }
 
 /// One paced run.
@@ -132,6 +136,9 @@ pub struct Tally {
     pub answered: u64,
     /// Of those, answers the check refused.
     pub bad: u64,
+    /// Of those, refusals (`503`) under [`Check::Shed`]: neither errors
+    /// nor successes.
+    pub refused: u64,
     /// Connections that failed (a read error, an end with answers owed, a
     /// response that cannot be read).
     pub failed_conns: u64,
@@ -141,6 +148,8 @@ pub struct Tally {
     pub service: Histogram,
     /// How late each request was written behind its due time.
     pub lag: Histogram,
+    /// Latency of the refusals, from each one's due time ([`Check::Shed`]).
+    pub refusal: Histogram,
 }
 
 impl Tally {
@@ -149,7 +158,18 @@ impl Tally {
         // nanoseconds keep its lag figures apart; polling, microseconds
         // are the stress harness's unit.
         let h = || if wait == Wait::Sleep { Histogram::nanos() } else { Histogram::micros() };
-        Tally { sent: 0, unsent: 0, answered: 0, bad: 0, failed_conns: 0, latency: h(), service: h(), lag: h() }
+        Tally {
+            sent: 0,
+            unsent: 0,
+            answered: 0,
+            bad: 0,
+            refused: 0,
+            failed_conns: 0,
+            latency: h(),
+            service: h(),
+            lag: h(),
+            refusal: h(),
+        }
     }
 
     fn merge(&mut self, o: &Tally) {
@@ -157,10 +177,12 @@ impl Tally {
         self.unsent += o.unsent;
         self.answered += o.answered;
         self.bad += o.bad;
+        self.refused += o.refused;
         self.failed_conns += o.failed_conns;
         self.latency.merge(&o.latency);
         self.service.merge(&o.service);
         self.lag.merge(&o.lag);
+        self.refusal.merge(&o.refusal);
     }
 
     /// Requests due: written or not.
@@ -168,9 +190,9 @@ impl Tally {
         self.sent + self.unsent
     }
 
-    /// Answers the check accepted.
+    /// Answers the check accepted (refusals aside).
     pub fn ok(&self) -> u64 {
-        self.answered - self.bad
+        self.answered - self.bad - self.refused
     }
 
     /// Requests written and never answered.
@@ -187,9 +209,14 @@ impl Tally {
     /// complete at `now`.
     fn answer(&mut self, check: Check, a: &Answer, buf: &[u8], due: Instant, written: Instant, now: Instant) {
         self.answered += 1;
+        if check == Check::Shed && a.status == 503 {
+            self.refused += 1;
+            self.refusal.record(now.saturating_duration_since(due));
+            return;
+        }
         let good = match check {
             Check::Hello => a.status == 200 && buf[a.body.clone()] == *HELLO,
-            Check::Success => (200..300).contains(&a.status),
+            Check::Success | Check::Shed => (200..300).contains(&a.status),
         };
         if !good {
             self.bad += 1;

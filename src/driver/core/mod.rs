@@ -100,6 +100,7 @@ impl<'a> Core<'a> {
     /// The shared state of a loop that serves `listeners`.
     pub(crate) fn new(config: &'a Config, link: &'a Link, listeners: Vec<OwnedFd>) -> Core<'a> {
         let mut sh = WorkerState::new(config.limits, config.timeouts);
+        sh.set_admission(&config.admission);
         if let Some(c) = link.counters() {
             sh.set_counters(c);
         }

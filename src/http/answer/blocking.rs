@@ -20,7 +20,8 @@ impl Response {
     /// (whatever the handler put in `self` is dropped): when the worker
     /// waits on [`crate::Limits::max_deferred`] requests already, when
     /// every pool thread is busy and [`crate::Config::pool_queue`] jobs
-    /// wait, and outside a worker (no pool). When a thread takes the job
+    /// wait, while the pool sheds because its jobs wait too long for a
+    /// thread ([`crate::Admission`]), and outside a worker (no pool). When a thread takes the job
     /// and the request no longer waits for it (its connection closed, or
     /// it was answered `504` at [`crate::Timeouts::deferred`]), `f` is not
     /// called. A panic in `f` answers `500`.
@@ -89,7 +90,7 @@ impl Response {
     }
 
     /// Answers `503` with `Retry-After: 1`.
-    fn unavailable(&mut self) {
+    pub(crate) fn unavailable(&mut self) {
         self.set_error(503);
         self.runtime_header("Retry-After", b"1");
     }

@@ -482,6 +482,38 @@ mod tests {
     }
 
     #[test]
+    fn a_loop_that_sheds_answers_503_before_the_handler_and_stops_when_its_turns_are_short() {
+        use std::time::Duration;
+        let mut sh = worker();
+        // Every turn is "late" against a zero target: the loop sheds once a
+        // (microsecond) interval of them has passed.
+        let zero = crate::Admission::DEFAULT.with_loop_target(Some(Duration::ZERO)).with_interval(Duration::ZERO);
+        sh.set_admission(&zero);
+        let mut ticks = 0;
+        while sh.loop_shedding() != Some(true) {
+            ticks += 1;
+            assert!(ticks < 1_000_000, "never shed");
+            sh.tick();
+        }
+        let mut called = 0;
+        let mut c = Conn::new(&sh);
+        c.on_read(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", &mut sh, &mut |_: &Request<'_>, _: &mut Response| called += 1);
+        assert_eq!(called, 0, "refused before the handler");
+        let text = String::from_utf8_lossy(c.output()).into_owned();
+        assert!(text.starts_with("HTTP/1.1 503 ") && text.contains("\r\nRetry-After: 1\r\n"), "{text}");
+        assert!(!c.is_closing(), "the connection stays open");
+        // With a 50 ms target, turns as short as these end the shedding.
+        sh.set_admission(&crate::Admission::DEFAULT.with_loop_target(Some(Duration::from_millis(50))));
+        sh.tick();
+        let mut c = Conn::new(&sh);
+        c.on_read(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n", &mut sh, &mut path);
+        assert!(c.output().ends_with(b"/b"));
+        // Off, nothing is refused whatever the turns.
+        sh.set_admission(&crate::Admission::OFF);
+        assert!(sh.loop_shedding().is_none() && !sh.shed_request());
+    }
+
+    #[test]
     fn a_request_cut_short_by_the_peers_end_gets_no_answer() {
         let mut sh = worker();
         let mut c = Conn::new(&sh);

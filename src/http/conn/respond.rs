@@ -41,7 +41,13 @@ impl Conn {
         if let Some(b) = self.busy.as_mut() {
             res.lend_live(b.live.take());
         }
-        let answered = guarded(|| answer(req, &mut res)).is_some();
+        // A loop that sheds refuses before any handler work is done.
+        let answered = if sh.shed_request() {
+            res.unavailable();
+            true
+        } else {
+            guarded(|| answer(req, &mut res)).is_some()
+        };
         let deferred = answered && res.take_deferred();
         if let Some(live) = res.take_live() {
             self.keep_live(live, seq, deferred && room);

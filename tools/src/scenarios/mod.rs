@@ -16,6 +16,7 @@
 //! | 11 | SIGTTOU/SIGTTIN alternating every 500 ms for 20 s under connection-per-request wrk, `--balance reuseport` then `shared` | 0 failed requests, 0 resets |
 //! | 12 | rolling reloads, a binary upgrade, a scale-down and up under keep-alive wrk on every kind of answer (whole, file, stream, deferred, upload), on both backends | 0 failed requests of any kind |
 //! | 13 | a pool flood, 40 trickling bodies and 32 idle health connections at once, beside a normal client | 0 errors for the normal client; the pool's next job in its own time; every gauge back to 0 |
+//! | 14 | a pool-bound route offered 0.5x to 4x its measured capacity (paced, open loop), a fast route beside it; with and without admission | at 2x and 4x: goodput >= 90% of capacity, p99 of successes <= 3x its 0.5x p99; fast route p99 < 2 ms; no errors |
 //!
 //! nginx runs the scenarios that apply to it (1, 2, 4, 5, 7, 9, 11, 12, 13) with the same
 //! load and the same measurement; its line is the anchor, printed under
@@ -33,6 +34,7 @@ pub mod idle;
 pub mod keepalive;
 pub mod kill;
 pub mod orphans;
+pub mod overload;
 pub mod reload;
 pub mod scale;
 pub mod seams;
@@ -220,6 +222,15 @@ pub fn all() -> Vec<Scenario> {
                     pool, deferred and body gauges back to 0",
             run: Some(seams::run),
             nginx: true,
+            missing: "",
+        },
+        Scenario {
+            id: 14,
+            name: "past capacity",
+            bound: "a pool-bound route at 2x and 4x its capacity: goodput >= 90% of capacity, p99 of successes \
+                    <= 3x its p99 at 0.5x; the fast route's p99 < 2 ms beside it; no errors",
+            run: Some(overload::run),
+            nginx: false,
             missing: "",
         },
     ]

@@ -47,7 +47,8 @@ Options:
 
 Needs root (network namespaces, a bridge, veth pairs), haproxy and wrk.
 Environment: FORKRING_BACKEND (passed on to forkring), NGINX (nginx binary).
-Scenarios: 1 rolling restart, 2 host dies, 3 scale out/in, 4 rolling upgrade.
+Scenarios: 1 rolling restart, 2 host dies, 3 scale out/in, 4 rolling upgrade,
+5 overloaded host.
 Exit status: 0 when every forkring bound holds, 1 when one fails, 2 on a
 usage error, 3 when this machine cannot run the fleet.
 "

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::haproxy::{Haproxy, CHECK_TIMEOUT_MS, FALL, INTER_MS, RISE};
 use crate::host::{self, Host, Kind, DRAIN_DELAY_MS};
 use crate::wrk_pair::Load;
+use forkring_stress::wrk::Wrk;
 
 /// The fleet of one run: the hosts (h1..h3 serving, h4 idle until scale
 /// out) and the balancer.
@@ -43,6 +44,13 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario { id: 3, name: "scale out/in", bound: "0 failed; the new host serves", run: scale_out_in },
         Scenario { id: 4, name: "rolling upgrade", bound: "0 failed", run: rolling_upgrade },
+        Scenario {
+            id: 5,
+            name: "overloaded host",
+            bound: "0 failed; DOWN within 1 s + (fall+1) x inter of its overload; stays DOWN while it lasts; \
+                    UP within 5 s + (rise+1) x inter of its end",
+            run: overloaded_host,
+        },
     ]
 }
 
@@ -296,6 +304,62 @@ fn rolling_upgrade(f: &mut Fleet) -> Result<Outcome, String> {
             took.iter().map(|d| ms(*d).to_string()).collect::<Vec<_>>().join("/")
         ),
         pass: load.failed() == 0,
+        skipped: false,
+    })
+}
+
+/// How long the overload of scenario 5 lasts.
+const OVERLOAD: Duration = Duration::from_secs(5);
+
+/// h2's blocking pool flooded from outside the balancer (`GET /sleep?ms=50`
+/// on 512 connections, far past its two workers' 64 threads each): its
+/// workers shed pool work (`503`), its `/ready` turns 503 once they have
+/// shed for a second, and HAProxy takes it out; when the flood ends,
+/// `/ready` turns 200 after 5 s without shedding and HAProxy puts it back.
+/// The fleet's own load (`GET /`, which no pool serves) goes on meanwhile.
+/// nginx has no admission: its line says so.
+fn overloaded_host(f: &mut Fleet) -> Result<Outcome, String> {
+    if f.kind != Kind::Forkring {
+        return Ok(Outcome { figures: "no admission control to test".to_owned(), pass: true, skipped: true });
+    }
+    let load = Load::start(&f.wrk, f.haproxy.front, Duration::from_secs(16))?;
+    std::thread::sleep(Duration::from_secs(1));
+    let mut flood = Wrk::new(&f.wrk, f.hosts[1].addr(), 512, OVERLOAD);
+    flood.path = "/sleep?ms=50".to_owned();
+    let started = Instant::now();
+    let flood = flood.spawn()?;
+    let down = f.haproxy.wait_status("h2", "DOWN", OVERLOAD).map(|_| started.elapsed());
+    // No flapping: DOWN from then until the flood ends.
+    let mut flapped = 0;
+    while down.is_some() && started.elapsed() < OVERLOAD {
+        if f.haproxy.status("h2") != "DOWN" {
+            flapped += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let flood = flood.wait()?;
+    let ended = Instant::now();
+    let up = f.haproxy.wait_status("h2", "UP", Duration::from_secs(10)).map(|_| ended.elapsed());
+    let load = load.finish()?;
+    let down_limit = Duration::from_secs(1) + down_bound() + Duration::from_millis(500);
+    let up_limit = Duration::from_secs(5) + up_bound() + Duration::from_millis(500);
+    let pass = load.failed() == 0
+        && down.is_some_and(|d| d <= down_limit)
+        && flapped == 0
+        && up.is_some_and(|u| u <= up_limit);
+    Ok(Outcome {
+        figures: format!(
+            "{}; the flood: {} req, {} refused (503); h2 DOWN {} after the flood began (bound {} ms), \
+             {flapped} flap(s), UP {} after it ended (bound {} ms)",
+            load.summary(),
+            flood.requests,
+            flood.kinds.status,
+            down.map_or("never".to_owned(), |d| format!("{} ms", ms(d))),
+            ms(down_limit),
+            up.map_or("never".to_owned(), |d| format!("{} ms", ms(d))),
+            ms(up_limit)
+        ),
+        pass,
         skipped: false,
     })
 }
