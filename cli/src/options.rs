@@ -145,17 +145,18 @@ pub struct Options {
     pub admission: OnOff,
 
     /// the longest blocking-pool jobs may keep waiting
-    /// for a thread before new ones are refused, in
-    /// milliseconds
-    #[arg(long, value_name = "MS", default_value_t = Millis(Admission::DEFAULT.pool_target), value_parser = millis, verbatim_doc_comment)]
+    /// for a thread before new ones are refused
+    /// (5ms, 20ms; a bare number is milliseconds)
+    #[arg(long, value_name = "DURATION", default_value_t = Millis(Admission::DEFAULT.pool_target), value_parser = millis, verbatim_doc_comment)]
     pub pool_target: Millis,
 
     /// the longest the event loop's turns may keep
     /// requests waiting before requests are refused
-    /// (before their handler), in milliseconds, for
-    /// handlers that do heavy work on the loop
-    /// [default: off: the loop is measured, never shed]
-    #[arg(long, value_name = "MS", value_parser = millis, verbatim_doc_comment)]
+    /// (before their handler), for handlers that do
+    /// heavy work on the loop (50ms; a bare number is
+    /// milliseconds) [default: off: the loop is
+    /// measured, never shed]
+    #[arg(long, value_name = "DURATION", value_parser = millis, verbatim_doc_comment)]
     pub loop_target: Option<Millis>,
 
     /// the blocking pool's jobs in flight: fixed (its
