@@ -70,6 +70,7 @@ test:
 	$(CARGO) test --no-fail-fast -p forkring-testkit -p forkring-cli -p forkring-fixture -p forkring-stress
 	$(CARGO) build --examples
 	@echo "==> make bench's report on a made-up run (bench/report_test.py)"
+	@command -v python3 >/dev/null || { echo "make test: bench/report_test.py needs python3 (Debian: apt-get install python3; .ci/run installs it)" >&2; exit 1; }
 	python3 bench/report_test.py
 
 # Formatting, clippy on every crate and target of the workspace (and the
