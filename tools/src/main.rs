@@ -175,6 +175,10 @@ fn run(args: Args, nofile: u64) -> ExitCode {
         if args.only.as_ref().is_some_and(|o| !o.contains(&sc.id)) {
             continue;
         }
+        if let (Some(why), None) = (sc.opt_in, &args.only) {
+            println!("[{}] {:<17} forkring  OPT-IN (--only {}): {why}", sc.id, sc.name, sc.id);
+            continue;
+        }
         let Some(run) = sc.run else {
             println!("[{}] {:<17} forkring  NOT RUN: {}", sc.id, sc.name, sc.missing);
             not_run.push(format!("{} ({})", sc.id, sc.name));
