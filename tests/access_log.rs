@@ -4,29 +4,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Server;
 
-/// A directory of this test's own, removed at the end.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("forkring-access-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("temp dir");
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use forkring_testkit::scratch::ScratchDir as Dir;
 
 /// Waits (at most 5 s) until `path` holds at least `n` lines; returns them.
 fn lines(path: &Path, n: usize) -> Vec<String> {
@@ -61,7 +45,7 @@ fn fields(line: &str) -> (String, String, u16, String, String, String, u64) {
 
 #[test]
 fn every_answered_request_is_a_line_and_sigusr1_reopens_the_file() {
-    let dir = Dir::new("lines");
+    let dir = Dir::new("access-lines");
     let log = dir.0.join("access.log");
     let mut srv = Server::start(&["--workers", "2", "--access-log", log.to_str().unwrap()]);
     let mut c = srv.connect();
@@ -118,7 +102,7 @@ fn every_answered_request_is_a_line_and_sigusr1_reopens_the_file() {
 
 #[test]
 fn an_access_log_the_workers_cannot_open_stops_the_cluster_at_start() {
-    let dir = Dir::new("denied");
+    let dir = Dir::new("access-denied");
     let log = dir.0.join("no-such-dir").join("access.log");
     let out = Command::new(forkring_testkit::target::binary("forkring-fixture"))
         .args(["--listen", "127.0.0.1:0", "--workers", "2", "--access-log", log.to_str().unwrap()])

@@ -22,23 +22,7 @@ use std::time::{Duration, Instant};
 use common::Server;
 use forkring_testkit::need::{require, Need};
 
-/// A fresh directory for the Unix socket, removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("forkring-listen-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use forkring_testkit::scratch::ScratchDir as Dir;
 
 /// An address the cluster serves.
 #[derive(Clone, Debug, PartialEq, Eq)]

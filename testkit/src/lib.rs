@@ -41,5 +41,6 @@ pub mod need;
 pub mod oracle;
 pub mod proc;
 pub mod rng;
+pub mod scratch;
 pub mod server;
 pub mod target;
