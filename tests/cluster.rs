@@ -392,6 +392,71 @@ fn ttou_under_load_resets_no_queued_connection() {
     assert!(!server.log_text().contains("exit 0.0"), "{}", server.log_text());
 }
 
+/// Connections accepted by each slot, from the master's metrics.
+fn accepts_by_slot(metrics: SocketAddr) -> std::collections::BTreeMap<u32, u64> {
+    let mut c = Client::connect(metrics);
+    let r = c.get("/metrics");
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body).expect("metrics are text");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("forkring_accepts_total{slot=\""))
+        .map(|l| {
+            let (slot, rest) = l.split_once('"').expect("a slot label");
+            (slot.parse().expect("a slot number"), rest.rsplit(' ').next().unwrap().parse().expect("a count"))
+        })
+        .collect()
+}
+
+/// `n` requests, each on its own connection (a new handshake each, hashed
+/// or steered by the kernel to one slot's socket).
+fn connections(addr: SocketAddr, n: u64) {
+    let failures = AtomicU64::new(0);
+    let served = AtomicU64::new(0);
+    for _ in 0..n {
+        load_one(addr, &failures, &served);
+    }
+    assert_eq!(failures.load(Ordering::SeqCst), 0, "failed requests of {n}");
+}
+
+#[test]
+fn steered_connections_spread_evenly_and_a_new_slot_takes_its_share_at_once() {
+    let server = Server::start(&["--workers", "4", "--balance", "reuseport", "--metrics", "127.0.0.1:0"]);
+    let line = server.wait_line(&["metrics on http://"], Duration::from_secs(10));
+    let metrics: SocketAddr =
+        line.split("metrics on http://").nth(1).unwrap().trim_end_matches("/metrics").trim().parse().unwrap();
+    for w in 0..4 {
+        server.wait_line(&[&format!("ready {w}.0")], Duration::from_secs(10));
+    }
+    // The program is on the group (or the kernel migrates requests itself:
+    // then its own hash spreads them, which must be as even).
+    server.wait_line(&["reuseport: "], Duration::from_secs(5));
+    // 1,000 a slot: a fair choice puts each slot within a few percent of
+    // it (a standard deviation of 27); 1.35x between the most and the
+    // fewest is more than ten of them.
+    let even = |counts: &[u64], what: &str| {
+        let (max, min) = (*counts.iter().max().unwrap(), *counts.iter().min().unwrap());
+        eprintln!("{what}: accepts per slot {counts:?}");
+        assert!(
+            min > 0 && max as f64 <= 1.35 * min as f64,
+            "{what}: accepts per slot {counts:?}\n{}",
+            server.log_text()
+        );
+    };
+    let start = accepts_by_slot(metrics);
+    connections(server.addr, 4000);
+    let first = accepts_by_slot(metrics);
+    let delta = |a: &std::collections::BTreeMap<u32, u64>, b: &std::collections::BTreeMap<u32, u64>, slots: u32| {
+        (0..slots).map(|s| b.get(&s).copied().unwrap_or(0) - a.get(&s).copied().unwrap_or(0)).collect::<Vec<u64>>()
+    };
+    even(&delta(&start, &first, 4), "four slots");
+    // A fifth slot joins the program's choice as soon as it is ready.
+    server.signal(libc::SIGTTIN);
+    server.wait_line(&["ready 4.0"], Duration::from_secs(10));
+    connections(server.addr, 5000);
+    let second = accepts_by_slot(metrics);
+    even(&delta(&first, &second, 5), "five slots after a TTIN");
+}
+
 /// Waits until the log has `n` lines containing every one of `parts`.
 fn wait_lines(server: &Server, parts: &[&str], n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
