@@ -103,7 +103,7 @@
 #   HYPER_MODE hyper's workers: threads (one current-thread runtime per
 #              thread) or processes (one per process) [threads]
 #   OVERLOAD   1 runs past capacity (forkring-stress --only 14 --json, after
-#              the other steps, on one worker), 0 skips it [1]
+#              the other steps), 0 skips it [1]
 #   OVERLOAD_JSON  a file of those figures, as forkring-stress --json writes
 #              them, reported instead of running the scenario [unset]
 set -euo pipefail
