@@ -13,7 +13,7 @@ help:
 	@echo "make build        release build of the library, the server, the test fixture and the examples"
 	@echo "make test         the test suite: backend-free tests once, the rest once per backend (io_uring, epoll)"
 	@echo "make lint         rustfmt check, clippy (whole workspace, warnings as errors), docs (warnings as errors), the public API listing, the layering check"
-	@echo "make bench        forkring (io_uring, epoll) beside nginx, may_minihttp, hyper and the floor of each backend, with a latency curve: report in target/bench (installs wrk and nginx if missing)"
+	@echo "make bench        forkring (io_uring, epoll) beside nginx, may_minihttp, hyper and the floor of each backend, with a latency curve and past capacity: report in target/bench (installs wrk and nginx if missing)"
 	@echo "make bench-micro  criterion benchmarks of the HTTP core"
 	@echo "make bench-ipc    shared-memory rings against a socketpair and the wake-up floors"
 	@echo "make loom         model-check the rings' atomics with loom"
@@ -88,8 +88,9 @@ lint:
 	$(CARGO) test --quiet --test surface
 	$(CARGO) test --quiet --test layers
 
-# forkring on both backends beside nginx, under wrk and at a fixed rate; the
-# report goes to target/bench/ (report.md, report.svg). Settings are
+# forkring on both backends beside nginx, under wrk and at a fixed rate, then
+# past capacity (make stress scenario 14, its figures reported); the report
+# goes to target/bench/ (report.md, report.svg). Settings are
 # environment variables, listed in bench/run.sh and the README.
 bench:
 	bash bench/run.sh

@@ -6,8 +6,9 @@ network. The report itself is the package beside this file, bench/report/.
     python3 bench/report.py --dir RUN_DIR --out target/bench
 
 RUN_DIR holds results.tsv (one wrk run a line), rates.tsv (one fixed-rate
-run a line), meta.tsv (key, tab, value) and ipc.txt (the IPC ring summary,
-optional); bench/run.sh describes the columns.
+run a line), meta.tsv (key, tab, value), ipc.txt (the IPC ring summary,
+optional) and overload.json (past capacity, as `forkring-stress --json`
+writes it, optional); bench/run.sh describes the columns.
 """
 
 import sys

@@ -33,8 +33,15 @@
 # at saturation; (CURVE=1, one worker) the latency curve: ratebench at
 # $CURVE_SHARES percent of each server's own keep-alive median from this run
 # and at the absolute rates $CURVE_RATES, capped at $CURVE_MAX; and (IPC=1)
-# the IPC ring summary (cargo bench --bench ipc -- summary). bench/report.py
-# prints the tables and writes $OUT/report.md and $OUT/report.svg.
+# the IPC ring summary (cargo bench --bench ipc -- summary); and (OVERLOAD=1),
+# last, past capacity: `make stress` scenario 14 (forkring-stress --only 14
+# --json), an open-loop paced client offering 0.5x to 4x each route's
+# measured capacity (a pool-bound and a loop-bound route) to forkring and
+# its anchors, a fast route measured beside the load; the figures are the
+# stress binary's, kept as $OUT/overload.json. A forkring bound that fails
+# there does not stop the bench: the report says which goals were missed.
+# bench/report.py prints the tables and writes $OUT/report.md and
+# $OUT/report.svg.
 #
 # Environment (defaults in brackets):
 #   DURATION   wrk run length [4s]          REPS       repetitions [3]
@@ -95,6 +102,10 @@
 #   CURVE_REPS repetitions of each curve point [1]
 #   HYPER_MODE hyper's workers: threads (one current-thread runtime per
 #              thread) or processes (one per process) [threads]
+#   OVERLOAD   1 runs past capacity (forkring-stress --only 14 --json, after
+#              the other steps), 0 skips it [1]
+#   OVERLOAD_JSON  a file of those figures, as forkring-stress --json writes
+#              them, reported instead of running the scenario [unset]
 set -euo pipefail
 export LC_ALL=C
 
@@ -132,10 +143,13 @@ CURVE_MAX=${CURVE_MAX:-100000}
 CURVE_DURATION=${CURVE_DURATION:-5}
 CURVE_REPS=${CURVE_REPS:-1}
 HYPER_MODE=${HYPER_MODE:-threads}
+OVERLOAD=${OVERLOAD:-1}
+OVERLOAD_JSON=${OVERLOAD_JSON:-}
 
 BASELINE=${BASELINE:-}
 # Relative to where the script was started, before it moves to the root.
 [[ -z $BASELINE || $BASELINE == /* ]] || BASELINE=$PWD/$BASELINE
+[[ -z $OVERLOAD_JSON || $OVERLOAD_JSON == /* ]] || OVERLOAD_JSON=$PWD/$OVERLOAD_JSON
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -727,6 +741,8 @@ done
 	case $p in may_minihttp | hyper | floor) ;; *) die "unknown peer $p (may_minihttp, hyper, floor; PEERS=0 for none)" ;; esac
 done
 case $HYPER_MODE in threads | processes) ;; *) die "HYPER_MODE must be threads or processes" ;; esac
+[[ $OVERLOAD =~ ^[01]$ ]] || die "OVERLOAD must be 0 or 1"
+[[ -z $OVERLOAD_JSON || -r $OVERLOAD_JSON ]] || die "OVERLOAD_JSON=$OVERLOAD_JSON is not a readable file"
 command -v taskset >/dev/null || die "needs taskset (Debian package util-linux)"
 command -v python3 >/dev/null || die "needs python3 for the report (bench/report.py)"
 NPROC=$(nproc)
@@ -763,15 +779,19 @@ install_tools
 
 # The server under test: its cargo package and binary (named nowhere else).
 SERVER_PKG=forkring-fixture SERVER_BIN=forkring-fixture
-echo "bench: building $SERVER_BIN, ratebench, sseload and forkring-harness (release)"
+# The stress binary when it measures past capacity here.
+STRESS_BUILD=()
+[[ $OVERLOAD == 0 || -n $OVERLOAD_JSON ]] || STRESS_BUILD=(--bin forkring-stress)
+echo "bench: building $SERVER_BIN, ratebench, sseload, forkring-harness${STRESS_BUILD[*]:+ and forkring-stress} (release)"
 cargo build --release --quiet -p "$SERVER_PKG" --bin "$SERVER_BIN"
-cargo build --release --quiet -p forkring-stress --bin ratebench --bin sseload --bin forkring-harness
+cargo build --release --quiet -p forkring-stress --bin ratebench --bin sseload --bin forkring-harness "${STRESS_BUILD[@]}"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 [[ $TARGET == /* ]] || TARGET=$ROOT/$TARGET
 BIN=$TARGET/release/$SERVER_BIN
 RATEBENCH=$TARGET/release/ratebench
 SSELOAD=$TARGET/release/sseload
 HARNESS=$TARGET/release/forkring-harness
+STRESS=$TARGET/release/forkring-stress
 if [[ $IPC != 0 ]]; then
 	echo "bench: building the IPC benchmark"
 	cargo bench --bench ipc --no-run --quiet 2>/dev/null || cargo bench --bench ipc --no-run
@@ -1084,6 +1104,39 @@ if [[ $IPC != 0 ]]; then
 		: >"$TMP/ipc.txt"
 	fi
 fi
+# Past capacity: make stress's scenario 14, the same measurement, its
+# figures as the stress binary writes them. It exits non-zero when a
+# forkring bound fails, the figures written all the same: the report then
+# marks the goals missed, and the bench goes on. No figures at all is said
+# in a note.
+if [[ $OVERLOAD != 0 ]]; then
+	echo
+	if [[ -n $OVERLOAD_JSON ]]; then
+		echo "== past capacity: the figures in $OVERLOAD_JSON (OVERLOAD_JSON; the scenario is not run)"
+		cp "$OVERLOAD_JSON" "$TMP/overload.json"
+		meta overload_source "OVERLOAD_JSON=$OVERLOAD_JSON"
+	else
+		echo "== past capacity: forkring-stress --only 14 (make stress scenario 14), 0.5x to 4x each route's capacity"
+		wait_quiet
+		rc=0
+		NGINX=$NGINX "$STRESS" --bin "$BIN" --only 14 --json "$TMP/overload.json" 2>&1 | tee "$TMP/overload.log" ||
+			rc=${PIPESTATUS[0]}
+		# shellcheck disable=SC2016 # the backquotes are Markdown
+		meta overload_source '`forkring-stress --only 14 --json`'
+		meta overload_exit "$rc"
+		backend=$(sed -n 's/.*; backend \([a-z]*\)).*/\1/p' "$TMP/overload.log" | head -n1)
+		[[ -z $backend ]] || meta overload_backend "$backend"
+		if [[ ! -s $TMP/overload.json ]]; then
+			why="exit status $rc; its output is above"
+			grep -q 'unknown argument "--json"' "$TMP/overload.log" && why="this forkring-stress has no --json flag"
+			NOTES+=("past capacity: forkring-stress --only 14 wrote no figures ($why)")
+			echo "bench: ${NOTES[-1]}" >&2
+		elif ((rc != 0)); then
+			echo "  (forkring-stress exited with status $rc: a forkring bound failed or a part could not run; the report says which goals were missed)"
+		fi
+	fi
+fi
+
 meta load_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 meta quiet "$QUIET"
 meta quiet_pct "$QUIET_PCT"
@@ -1096,7 +1149,8 @@ done
 # The measurements stay beside the report, so that it can be made again:
 #   python3 bench/report.py --dir target/bench --out target/bench
 cp "$RESULTS" "$RATES" "$CURVE_OUT" "$META" "$SSE_RESULTS" "$OUT/"
-rm -f "$OUT/ipc.txt" "$OUT/uploads.txt" "$OUT/waits.txt"
+rm -f "$OUT/ipc.txt" "$OUT/uploads.txt" "$OUT/waits.txt" "$OUT/overload.json"
+[[ -s $TMP/overload.json ]] && cp "$TMP/overload.json" "$OUT/"
 [[ -s $TMP/uploads.txt ]] && cp "$TMP/uploads.txt" "$OUT/"
 [[ -s $TMP/waits.txt ]] && cp "$TMP/waits.txt" "$OUT/"
 [[ -s $TMP/ipc.txt ]] && cp "$TMP/ipc.txt" "$OUT/"

@@ -9,7 +9,8 @@ no network.
   baseline (against BASELINE), peers (against may_minihttp and hyper, and
   what each server sends), machine (machine, tools, parameters),
   saturation (under wrk), fixed_rate (ratebench), curve (the latency
-  curve, ratebench at several rates), sse (server-sent
+  curve, ratebench at several rates), overload (past capacity: the
+  stress harness's scenario 14, its goals), sse (server-sent
   events), method (how the figures are measured and made again)
 - chart: report.svg
 - main: the command line (bench/report.py)

@@ -1,13 +1,15 @@
 """report.svg: one chart, throughput and CPU per request per workload and
 server (a row of panels per worker count), latency percentiles per server
-(at the fixed rate and at saturation, on a log scale), and the latency
-curve (p50, p99, p99.9 against the offered rate, latency on a log scale).
+(at the fixed rate and at saturation, on a log scale), the latency
+curve (p50, p99, p99.9 against the offered rate, latency on a log scale),
+and past capacity (per route, goodput and the p99 of successes against the
+offered load, both as multiples of capacity, the p99 on a log scale).
 """
 
 import math
 from html import escape
 
-from report import curve
+from report import curve, overload
 from report.fmt import WORKLOAD_TITLES, fmt_rate, fmt_short, workers_label
 
 
@@ -15,6 +17,7 @@ COLORS = {
     "forkring-uring": "#1f5fa8", "forkring-epoll": "#6fa8dc", "forkring-auto": "#3d85c6", "nginx": "#3a9a3a",
     "forkring-base-uring": "#b45f06", "forkring-base-epoll": "#f6b26b", "forkring-base-auto": "#e69138",
     "may_minihttp": "#a61c00", "hyper": "#674ea7", "floor-uring": "#444444", "floor-epoll": "#aaaaaa",
+    "forkring": "#1f5fa8", "forkring-admission-off": "#e69138", "node": "#7f6000",
 }
 
 
@@ -176,6 +179,7 @@ def svg(r):
                     bx += bw + 3
         y += ph
     y = curve_panels(r, parts, y, W, pad, text, line)
+    y = overload_panels(r, parts, y, W, pad, text, line, rect)
     y += 10
     head = (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{y:.0f}" viewBox="0 0 {W} {y:.0f}"'
@@ -246,3 +250,89 @@ def curve_panels(r, parts, y, W, pad, text, line):
                 fill = color if ok else "#fff"
                 parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{fill}" stroke="{color}"/>')
     return y + ph
+
+
+def overload_panels(r, parts, y, W, pad, text, line, rect):
+    """Past capacity, a row per route: goodput (a multiple of capacity,
+    linear) and the p99 of successes (log scale) against the offered load
+    (a multiple of capacity), a line per server. Returns the new height."""
+    if not r.overload:
+        return y
+    for route in overload.routes(r):
+        good = overload.chart_series(r, route, "goodput")
+        p99 = overload.chart_series(r, route, "p99_ms")
+        if not good and not p99:
+            continue
+        title = overload.route_title(route).replace("`", "")
+        loads = sorted({x for ser in (good, p99) for pts in ser.values() for x, _ in pts})
+        xmax = max(loads) * 1.05
+        y += 12
+        text(pad, y + 12, f"Past capacity, {title}: goodput and success p99 against offered load", 13, weight="bold")
+        y += 34
+        x = pad
+        for s in sorted(set(good) | set(p99), key=overload.server_key):
+            rect(x, y - 10, 12, 12, COLORS.get(s, "#888"))
+            text(x + 16, y, s, 12)
+            x += 30 + 7.5 * len(s)
+        y += 14
+        pw = (W - 2 * pad - 20) / 2
+        ph = 230
+        for pi, (series, panel, log) in enumerate(
+            ((good, "goodput (× capacity)", False), (p99, "success p99 (log scale)", True))
+        ):
+            x0 = pad + pi * (pw + 20)
+            left, right = x0 + 48, x0 + pw - 6
+            plot_top, plot_bot = y + 22, y + ph - 34
+            text(x0 + pw / 2, y + 12, panel, 12, anchor="middle", weight="bold")
+            vals = [v for pts in series.values() for _, v in pts]
+            if not vals:
+                continue
+            if log:
+                # A point at the bottom of a decade stays off the axis.
+                lo = 10 ** math.floor(math.log10(min(vals) / 2))
+                hi = 10 ** math.ceil(math.log10(max(vals)))
+                if hi <= lo:
+                    hi = lo * 10
+            else:
+                lo, hi = 0.0, max(1.2, max(vals) * 1.1)
+
+            def xpos(v, left=left, right=right):
+                return left + v / xmax * (right - left)
+
+            def ypos(v, lo=lo, hi=hi, log=log, plot_top=plot_top, plot_bot=plot_bot):
+                v = min(max(v, lo), hi)
+                if log:
+                    f = (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+                else:
+                    f = (v - lo) / (hi - lo)
+                return plot_bot - f * (plot_bot - plot_top)
+
+            if log:
+                d = lo
+                while d <= hi * 1.0001:
+                    line(left, ypos(d), right, ypos(d), "#ddd")
+                    text(left - 4, ypos(d) + 4, fmt_short(d), 10, anchor="end", fill="#555")
+                    d *= 10
+            else:
+                for d in (0.0, 0.25, 0.5, 0.75, 1.0):
+                    line(left, ypos(d), right, ypos(d), "#ddd")
+                    text(left - 4, ypos(d) + 4, f"{d:g}×", 10, anchor="end", fill="#555")
+                # What forkring is held to at 2x and 4x.
+                goal = overload.GOODPUT_SHARE
+                line(left, ypos(goal), right, ypos(goal), "#b00", 1, ' stroke-dasharray="4 3"')
+                text(right - 2, ypos(goal) - 3, f"goal {goal:.0%}", 9, anchor="end", fill="#b00")
+            line(left, plot_bot, right, plot_bot, "#444")
+            for ld in loads:
+                line(xpos(ld), plot_bot, xpos(ld), plot_bot + 4, "#444")
+                text(xpos(ld), plot_bot + 15, f"{ld:g}×", 9, anchor="middle", fill="#555")
+            text((left + right) / 2, plot_bot + 28, "offered load (× capacity)", 10, anchor="middle", fill="#555")
+            for s, pts in sorted(series.items(), key=lambda kv: overload.server_key(kv[0])):
+                color = COLORS.get(s, "#888")
+                xy = [(xpos(ld), ypos(v)) for ld, v in pts]
+                if len(xy) > 1:
+                    d = " ".join(f"{px:.1f},{py:.1f}" for px, py in xy)
+                    parts.append(f'<polyline points="{d}" fill="none" stroke="{color}" stroke-width="1.5"/>')
+                for px, py in xy:
+                    parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{color}" stroke="{color}"/>')
+        y += ph
+    return y

@@ -1,12 +1,14 @@
 """What bench/run.sh measured, read back: the per-run figures (results.tsv,
 rates.tsv, curve.tsv, sse.tsv; bench/run.sh describes the columns), the run's settings
-and notes (meta.tsv), the tables it wrote as text (uploads.txt, waits.txt,
+and notes (meta.tsv), the past-capacity figures (overload.json, as
+`forkring-stress --json` writes them), the tables it wrote as text (uploads.txt, waits.txt,
 ipc.txt), and the medians, ranges and ratios every part of the report
 draws from them.
 
 Where it stops: figures only; how they are laid out is the other modules'.
 """
 
+import json
 import math
 import os
 import statistics
@@ -70,6 +72,22 @@ def read_rows(path, cols):
     return rows
 
 
+def read_overload(path):
+    """overload.json: ({"capacity": {...}, "rows": [...]}, "") when it is
+    there and readable, (None, why) when it is there but not, (None, "")
+    when it is not there."""
+    if not os.path.exists(path):
+        return None, ""
+    try:
+        with open(path) as f:
+            o = json.load(f)
+    except (OSError, ValueError) as e:
+        return None, f"{os.path.basename(path)} could not be read: {e}"
+    if not isinstance(o, dict) or not isinstance(o.get("rows"), list):
+        return None, f"{os.path.basename(path)} has no list of rows"
+    return o, ""
+
+
 def read_meta(path):
     meta, notes = {}, []
     with open(path) as f:
@@ -105,6 +123,8 @@ class Run:
         self.rates = read_rows(os.path.join(run_dir, "rates.tsv"), RATE_COLS)
         self.curve = read_rows(os.path.join(run_dir, "curve.tsv"), CURVE_COLS)
         self.sse = read_rows(os.path.join(run_dir, "sse.tsv"), SSE_COLS)
+        # The past-capacity run, and why it is missing where it is.
+        self.overload, self.overload_error = read_overload(os.path.join(run_dir, "overload.json"))
         ipc = os.path.join(run_dir, "ipc.txt")
         self.ipc = open(ipc).read().strip("\n") if os.path.exists(ipc) else ""
         uploads = os.path.join(run_dir, "uploads.txt")

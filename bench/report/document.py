@@ -1,7 +1,7 @@
 """report.md: every section, in order.
 """
 
-from report import baseline, curve, fixed_rate, floor, machine, method, peers, saturation, sse, summary
+from report import baseline, curve, fixed_rate, floor, machine, method, overload, peers, saturation, sse, summary
 
 
 def markdown(r, svg_name):
@@ -16,6 +16,7 @@ def markdown(r, svg_name):
     o.append("")
     o.extend(summary.markdown(r))
     o.extend(floor.summary_lines(r))
+    o.extend(overload.summary_lines(r))
     o.extend(baseline.markdown(r))
     o.extend(floor.markdown(r))
     o.extend(peers.markdown(r))
@@ -24,6 +25,7 @@ def markdown(r, svg_name):
     o.extend(saturation.markdown(r))
     o.extend(fixed_rate.markdown(r))
     o.extend(curve.markdown(r))
+    o.extend(overload.markdown(r))
     o.extend(sse.markdown(r))
     o.append("## Chart")
     o.append("")

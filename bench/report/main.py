@@ -16,7 +16,7 @@ def main():
     ap.add_argument("--out", required=True, help="where report.md and report.svg go")
     a = ap.parse_args()
     r = Run(a.dir)
-    if not r.runs and not r.rates:
+    if not r.runs and not r.rates and not r.overload:
         sys.exit("report: nothing was measured")
     os.makedirs(a.out, exist_ok=True)
     print(terminal.tables(r))

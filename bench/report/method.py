@@ -59,6 +59,13 @@ def measured_md(r):
             "- Latency curve: `ratebench` at each point for every server, the servers' order rotating from point"
             " to point; a share's rate is that share of the server's keep-alive median under wrk in this run."
         )
+    if r.overload:
+        o.append(
+            "- Past capacity: `forkring-stress --only 14 --json` (`make stress` scenario 14, the same"
+            " measurement) after the other steps, on a quiet machine; its figures are taken as it wrote them"
+            " (`overload.json`). A forkring bound it finds failed does not stop the bench: the goals above say"
+            " which."
+        )
     o.append("")
     return o
 
@@ -83,11 +90,13 @@ def reproduce_md(r):
     o.append("DURATION=1s REPS=1 WORKERS=1 WORKLOADS=keepalive RATE=0 IPC=0 make bench   # a quick look")
     o.append("PEERS=0 make bench                  # without may_minihttp, hyper and the floor")
     o.append("CURVE=0 make bench                  # without the latency curve")
+    o.append("OVERLOAD=0 make bench               # without the past-capacity run")
+    o.append("OVERLOAD_JSON=overload.json make bench   # its figures from an earlier run instead")
     o.append("```")
     o.append("")
     o.append(
-        "The per-run figures are in `results.tsv` (wrk), `rates.tsv` (fixed rate) and `curve.tsv` (the latency"
-        " curve) beside this file, with"
+        "The per-run figures are in `results.tsv` (wrk), `rates.tsv` (fixed rate), `curve.tsv` (the latency"
+        " curve) and `overload.json` (past capacity) beside this file, with"
         " `meta.tsv` (columns as described in `bench/run.sh`); `python3 bench/report.py --dir DIR --out DIR`"
         " makes this report again from them."
     )

@@ -1,7 +1,7 @@
 """The tables bench/run.sh prints at the end of a run.
 """
 
-from report import baseline, curve, fixed_rate, floor, peers, saturation
+from report import baseline, curve, fixed_rate, floor, overload, peers, saturation
 from report.data import NOISY_PCT
 
 
@@ -14,6 +14,7 @@ def tables(r):
     out.extend(peers.terminal(r))
     out.extend(floor.terminal(r))
     out.extend(curve.terminal(r))
+    out.extend(overload.terminal(r))
     out.append(
         "x columns: server / nginx (req/s: higher is better; latency, CPU, RSS: lower is better)."
         " Pipelined latency is n/a: wrk times a batch, not a request."
