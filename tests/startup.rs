@@ -24,12 +24,18 @@ use forkring_testkit::server::HELLO;
 const SYS_IO_URING_SETUP: u32 = 425;
 
 /// Makes `io_uring_setup` fail with `EPERM` in the process about to exec
-/// and everything it starts. Runs between fork and exec: only system calls.
+/// and everything it starts.
 fn deny_io_uring(cmd: &mut Command) {
+    fail_io_uring_setup(cmd, libc::EPERM);
+}
+
+/// Makes `io_uring_setup` fail with `errno` in the process about to exec
+/// and everything it starts. Runs between fork and exec: only system calls.
+fn fail_io_uring_setup(cmd: &mut Command, errno: i32) {
     // SAFETY: the hook makes two prctl calls on data on its own stack, both
     // async-signal-safe.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             // Offsets in `struct seccomp_data`: the syscall number first.
             let filter = [
                 libc::sock_filter { code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, jt: 0, jf: 0, k: 0 },
@@ -43,7 +49,7 @@ fn deny_io_uring(cmd: &mut Command) {
                     code: (libc::BPF_RET | libc::BPF_K) as u16,
                     jt: 0,
                     jf: 0,
-                    k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+                    k: libc::SECCOMP_RET_ERRNO | errno as u32,
                 },
                 libc::sock_filter {
                     code: (libc::BPF_RET | libc::BPF_K) as u16,
@@ -99,6 +105,37 @@ fn uring_refused_with_backend_uring_stops_the_cluster_at_once() {
     let forks = log.lines().filter(|l| l.contains(": fork ")).count();
     assert!(forks <= 2, "{forks} forks: the slots were respawned\n{log}");
     assert!(took < Duration::from_secs(5), "took {took:?}\n{log}");
+}
+
+#[test]
+fn memory_short_at_setup_is_a_crash_to_retry_not_a_configuration_error() {
+    // ENOMEM, as when the rings of workers killed a moment ago are not yet
+    // freed: the slot is respawned with back-off, and only the crash
+    // budget stops the cluster, with the status of what a restart may fix.
+    let mut cmd = Command::new(forkring_testkit::target::binary("forkring-fixture"));
+    cmd.args(["--listen", "127.0.0.1:0", "--workers", "1"])
+        .env("FORKRING_BACKEND", "uring")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    fail_io_uring_setup(&mut cmd, libc::ENOMEM);
+    let child = cmd.spawn().expect("spawn forkring");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut child = child;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("the crash budget did not stop the cluster in 20 s\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "the master exits 1, not 78\n{log}");
+    assert!(!log.contains("cannot start"), "a shortage is not a worker that cannot start\n{log}");
+    assert!(log.contains("io_uring refused"), "the reason is in the log\n{log}");
+    assert_eq!(log.matches(": fork 0.").count(), 5, "five tries with back-off\n{log}");
 }
 
 #[test]

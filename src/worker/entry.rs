@@ -209,9 +209,23 @@ where
             drop(lifeline);
             Ok(())
         }
-        Err(e) if !ready => Err(io::Error::new(e.kind(), CannotStart(e))),
+        // A shortage (memory, descriptors) may be over by the next try:
+        // a crash, respawned with back-off and counted against the budget.
+        Err(e) if !ready && !is_shortage(&e) => Err(io::Error::new(e.kind(), CannotStart(e))),
         Err(e) => Err(e),
     }
+}
+
+/// Whether `e` says the machine ran short of something (memory, locked
+/// memory, descriptors) rather than refused: memory can be short for a
+/// moment (the kernel frees a dead worker's rings after it is gone, and
+/// the rest of the machine's load comes and goes), so a replacement
+/// started a little later may find it there.
+/// The kind survives the context added on the way up; the number is
+/// looked for too, where the error was not wrapped.
+fn is_shortage(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::OutOfMemory
+        || matches!(e.raw_os_error(), Some(libc::ENOMEM | libc::EAGAIN | libc::EMFILE | libc::ENFILE | libc::ENOBUFS))
 }
 
 /// Why a worker could not start its event loop: an error that trying again
@@ -372,4 +386,20 @@ fn verify_dropped(user: &Credentials) -> io::Result<()> {
         return Err(failed("it could become root again".to_owned()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shortage_is_told_apart_from_a_refusal_through_added_context() {
+        let enomem = io::Error::from_raw_os_error(libc::ENOMEM);
+        assert!(is_shortage(&enomem));
+        assert!(is_shortage(&crate::sys::context(enomem, "io_uring refused")));
+        assert!(is_shortage(&io::Error::from_raw_os_error(libc::EMFILE)));
+        let eperm = io::Error::from_raw_os_error(libc::EPERM);
+        assert!(!is_shortage(&crate::sys::context(eperm, "io_uring refused")));
+        assert!(!is_shortage(&io::Error::from_raw_os_error(libc::EINVAL)));
+    }
 }

@@ -70,7 +70,8 @@ impl fmt::Display for WorkerId {
 /// change by trying again (say, `--backend uring` where the kernel refuses
 /// io_uring): the master stops the cluster at once with that reason in the
 /// worker's log, instead of respawning it. It counts only before the worker
-/// said it was ready (`EX_CONFIG` of sysexits.h).
+/// said it was ready (`EX_CONFIG` of sysexits.h). A shortage (memory,
+/// descriptors) is not such a reason: it may be over by the next try.
 pub(crate) const EXIT_CANNOT_START: i32 = 78;
 
 /// The worker this process is; set once, right after fork or re-exec.
