@@ -2,7 +2,8 @@
 //! beside a Unix socketpair (one `write` per message) and beside the floors
 //! no design beats, all measured in one run:
 //!
-//! - one-way throughput of 64-byte messages (messages per second);
+//! - one-way throughput of 64-byte messages (messages per second), beside
+//!   a bare ring of 64-byte slots (one cache line a message: the floor);
 //! - round trip with the receiver busy-polling, beside a bare shared-memory
 //!   spin ping-pong (the cache-line floor);
 //! - round trip with the receiver asleep on its eventfd, beside a bare
@@ -11,7 +12,8 @@
 //!
 //! Criterion measures each with `iter_custom` (the peer process is forked
 //! once per benchmark and kept), then a summary table prints the same
-//! measurements, medians of a few fixed-size runs, with the ratios.
+//! measurements, medians of a few fixed-size runs, with the ratios
+//! (`summary one-way`, `summary busy` or `summary asleep` runs one part).
 //! The two processes are pinned to CPUs 0 and 1 when there are two.
 
 use std::hint::black_box;
@@ -220,6 +222,84 @@ impl Scenario for RingOneWay {
         self.tx.wake_if_waiting();
         self.sent += iters;
         while self.words.get(0).load(Ordering::Acquire) < self.sent {
+            std::hint::spin_loop();
+        }
+        start.elapsed()
+    }
+}
+
+/// The one-way floor: a ring of 64-byte slots, one cache line per message
+/// and nothing else (no header, no validation, no wake-up check). The
+/// producer publishes its index after every message and loads the
+/// consumer's only when its cached copy says the ring is full; the consumer
+/// loads the producer's index when it has read up to its cached copy, and
+/// publishes its own once per batch.
+struct StreamFloor {
+    words: Words,
+    slots: Shm,
+    sent: u64,
+    /// The consumer's index as last loaded.
+    head_cache: u64,
+    _peer: Peer,
+}
+
+/// Slots in [`StreamFloor`]: 1 MiB, as the ring's default capacity.
+const FLOOR_SLOTS: u64 = (1 << 20) / SIZE as u64;
+
+impl StreamFloor {
+    fn new() -> StreamFloor {
+        let words = Words::new();
+        let slots = Shm::anonymous((FLOOR_SLOTS as usize) * SIZE).unwrap();
+        let base = words.get(0) as *const AtomicU64 as usize;
+        let data = slots.region(Region { offset: 0, len: FLOOR_SLOTS as usize * SIZE }).unwrap().as_ptr() as usize;
+        let peer = Peer::spawn(move || {
+            // SAFETY: words 0 (producer's index), 1 (consumer's index) and 2
+            // (messages consumed) of a shared mapping this child inherited;
+            // the slots likewise.
+            let (tail, head) = unsafe { (&*(base as *const AtomicU64), &*((base + 128) as *const AtomicU64)) };
+            let consumed = unsafe { &*((base + 256) as *const AtomicU64) };
+            let (mut pos, mut acc) = (0u64, 0u64);
+            loop {
+                let end = tail.load(Ordering::Acquire);
+                if end == pos {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                while pos < end {
+                    let at = (pos % FLOOR_SLOTS) as usize * SIZE;
+                    // SAFETY: a slot the producer published and will not
+                    // write before `head` passes it; the ring's consumer in
+                    // `RingOneWay` reads the same first 8 bytes.
+                    acc ^= unsafe { ((data + at) as *const u64).read() };
+                    pos += 1;
+                }
+                head.store(pos, Ordering::Release);
+                consumed.store(pos, Ordering::Release);
+                black_box(acc);
+            }
+        });
+        StreamFloor { words, slots, sent: 0, head_cache: 0, _peer: peer }
+    }
+}
+
+impl Scenario for StreamFloor {
+    fn run(&mut self, iters: u64) -> Duration {
+        let (tail, head) = (self.words.get(0), self.words.get(1));
+        let data = self.slots.region(Region { offset: 0, len: FLOOR_SLOTS as usize * SIZE }).unwrap().as_ptr();
+        let mut msg = [7u8; SIZE];
+        let start = Instant::now();
+        for i in self.sent..self.sent + iters {
+            msg[..8].copy_from_slice(&i.to_le_bytes());
+            while i - self.head_cache >= FLOOR_SLOTS {
+                self.head_cache = head.load(Ordering::Acquire);
+                std::hint::spin_loop();
+            }
+            // SAFETY: a free slot (checked against the consumer's index).
+            unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), data.add((i % FLOOR_SLOTS) as usize * SIZE), SIZE) };
+            tail.store(i + 1, Ordering::Release);
+        }
+        self.sent += iters;
+        while self.words.get(2).load(Ordering::Acquire) < self.sent {
             std::hint::spin_loop();
         }
         start.elapsed()
@@ -480,6 +560,7 @@ fn criterion_benches(c: &mut Criterion) {
     let one_way = "ipc one-way 64 B";
     bench_one(c, one_way, "ring try_send", true, RingOneWay::new(false));
     bench_one(c, one_way, "ring send", true, RingOneWay::new(true));
+    bench_one(c, one_way, "floor: 64-byte slots", true, StreamFloor::new());
     bench_one(c, one_way, "socketpair", true, SockOneWay::new());
     let busy = "ipc round trip, receiver busy";
     bench_one(c, busy, "ring", false, RingRtt::new(false));
@@ -542,62 +623,86 @@ fn rate((median, best): (f64, f64)) -> (f64, f64) {
     (1.0 / median, 1.0 / best)
 }
 
-fn summary() {
-    let runs = 7;
-    let ring_try = rate(per_item(RingOneWay::new(false), 10_000_000, runs));
-    let ring_send = rate(per_item(RingOneWay::new(true), 5_000_000, runs));
-    let sock = rate(per_item(SockOneWay::new(), 500_000, runs));
-    let ring_busy = per_item(RingRtt::new(false), 300_000, runs);
-    let sock_busy = per_item(SockRtt::new(true), 30_000, runs);
-    let spin = per_item(SpinFloor::new(), 300_000, runs);
-    let sleeping = interleaved(
-        &mut [
-            &mut RingRtt::new(true),
-            &mut SockRtt::new(false),
-            &mut EventfdFloor::new(),
-            &mut EventfdPollFloor::new(),
-        ],
-        3_000,
-        2 * runs + 1,
-    );
-    let (ring_sleep, sock_sleep, efd, efd_poll) = (sleeping[0], sleeping[1], sleeping[2], sleeping[3]);
-    let ratio = |a: (f64, f64), b: (f64, f64)| (a.0 / b.0, a.1 / b.1);
+/// Which parts of the summary to run: all, or those named after `summary`
+/// on the command line (`one-way`, `busy`, `asleep`).
+struct Parts(Vec<String>);
 
+impl Parts {
+    fn from_args() -> Parts {
+        let args: Vec<String> = std::env::args().skip_while(|a| a != "summary").skip(1).collect();
+        Parts(args.into_iter().filter(|a| !a.starts_with('-')).collect())
+    }
+    fn wants(&self, part: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|p| p == part)
+    }
+}
+
+fn summary(parts: &Parts) {
+    let runs = 7;
+    let ratio = |a: (f64, f64), b: (f64, f64)| (a.0 / b.0, a.1 / b.1);
     println!();
     println!("forkring ipc: 64-byte messages between two processes (median of {runs} runs, and best)");
-    println!();
-    println!("one-way throughput");
-    row("ring, try_send + one wake check per burst", ring_try, 1e-6, "M msg/s");
-    row("ring, send (wake-up check per message)", ring_send, 1e-6, "M msg/s");
-    row("socketpair, one write per message", sock, 1e-6, "M msg/s");
-    let (m, b) = ratio(ring_try, sock);
-    let (ms, bs) = ratio(ring_send, sock);
-    println!("  ring / socketpair: {m:.1}x (best {b:.1}x); with send: {ms:.1}x (best {bs:.1}x)   goal: >= 20 M msg/s");
-    println!();
-    println!("round trip, receiver busy-polling");
-    row("ring", ring_busy, 1e6, "us");
-    row("socketpair, read spinning on EAGAIN", sock_busy, 1e6, "us");
-    row("floor: shared-memory spin ping-pong", spin, 1e6, "us");
-    let (m, b) = ratio(ring_busy, spin);
-    let (sm, sb) = ratio(sock_busy, ring_busy);
-    println!(
-        "  ring / floor: {m:.2}x (best {b:.2}x); socketpair / ring: {sm:.1}x (best {sb:.1}x)   goal: ring < 0.5 us"
-    );
-    println!();
-    println!("round trip, receiver asleep (eventfd wake-up; the four measured in turns, {} runs)", 2 * runs + 1);
-    row("ring", ring_sleep, 1e6, "us");
-    row("socketpair, blocking read", sock_sleep, 1e6, "us");
-    row("floor: eventfd ping-pong, blocking read", efd, 1e6, "us");
-    row("floor: eventfd ping-pong, poll then read", efd_poll, 1e6, "us");
-    let (m, b) = ratio(ring_sleep, efd);
-    let (pm, pb) = ratio(ring_sleep, efd_poll);
-    let (sm, sb) = ratio(sock_sleep, efd);
-    println!(
-        "  ring / floor: {m:.3} ({:+.1}%, best {b:.3}); ring / poll floor: {pm:.3} ({:+.1}%, best {pb:.3})",
-        (m - 1.0) * 100.0,
-        (pm - 1.0) * 100.0
-    );
-    println!("  socketpair / floor: {sm:.3} (best {sb:.3})   goal: ring within 10% of the floor");
+    if parts.wants("one-way") {
+        let ring_try = rate(per_item(RingOneWay::new(false), 10_000_000, runs));
+        let ring_send = rate(per_item(RingOneWay::new(true), 5_000_000, runs));
+        let floor = rate(per_item(StreamFloor::new(), 10_000_000, runs));
+        let sock = rate(per_item(SockOneWay::new(), 500_000, runs));
+        println!();
+        println!("one-way throughput");
+        row("ring, try_send + one wake check per burst", ring_try, 1e-6, "M msg/s");
+        row("ring, send (wake-up check per message)", ring_send, 1e-6, "M msg/s");
+        row("floor: 64-byte slots, index per message", floor, 1e-6, "M msg/s");
+        row("socketpair, one write per message", sock, 1e-6, "M msg/s");
+        let (m, b) = ratio(ring_try, sock);
+        let (ms, bs) = ratio(ring_send, sock);
+        println!("  ring / socketpair: {m:.1}x (best {b:.1}x); with send: {ms:.1}x (best {bs:.1}x)   goal: >= 60 M msg/s");
+        let (fm, fb) = ratio(ring_try, floor);
+        let (fsm, fsb) = ratio(ring_send, floor);
+        println!("  ring / floor: {fm:.2} (best {fb:.2}); with send: {fsm:.2} (best {fsb:.2})");
+    }
+    if parts.wants("busy") {
+        let ring_busy = per_item(RingRtt::new(false), 300_000, runs);
+        let sock_busy = per_item(SockRtt::new(true), 30_000, runs);
+        let spin = per_item(SpinFloor::new(), 300_000, runs);
+        println!();
+        println!("round trip, receiver busy-polling");
+        row("ring", ring_busy, 1e6, "us");
+        row("socketpair, read spinning on EAGAIN", sock_busy, 1e6, "us");
+        row("floor: shared-memory spin ping-pong", spin, 1e6, "us");
+        let (m, b) = ratio(ring_busy, spin);
+        let (sm, sb) = ratio(sock_busy, ring_busy);
+        println!(
+            "  ring / floor: {m:.2}x (best {b:.2}x); socketpair / ring: {sm:.1}x (best {sb:.1}x)   goal: ring <= 1.2x the floor"
+        );
+    }
+    if parts.wants("asleep") {
+        let sleeping = interleaved(
+            &mut [
+                &mut RingRtt::new(true),
+                &mut SockRtt::new(false),
+                &mut EventfdFloor::new(),
+                &mut EventfdPollFloor::new(),
+            ],
+            3_000,
+            2 * runs + 1,
+        );
+        let (ring_sleep, sock_sleep, efd, efd_poll) = (sleeping[0], sleeping[1], sleeping[2], sleeping[3]);
+        println!();
+        println!("round trip, receiver asleep (eventfd wake-up; the four measured in turns, {} runs)", 2 * runs + 1);
+        row("ring", ring_sleep, 1e6, "us");
+        row("socketpair, blocking read", sock_sleep, 1e6, "us");
+        row("floor: eventfd ping-pong, blocking read", efd, 1e6, "us");
+        row("floor: eventfd ping-pong, poll then read", efd_poll, 1e6, "us");
+        let (m, b) = ratio(ring_sleep, efd);
+        let (pm, pb) = ratio(ring_sleep, efd_poll);
+        let (sm, sb) = ratio(sock_sleep, efd);
+        println!(
+            "  ring / floor: {m:.3} ({:+.1}%, best {b:.3}); ring / poll floor: {pm:.3} ({:+.1}%, best {pb:.3})",
+            (m - 1.0) * 100.0,
+            (pm - 1.0) * 100.0
+        );
+        println!("  socketpair / floor: {sm:.3} (best {sb:.3})   goal: ring within 10% of the floor");
+    }
 }
 
 fn main() {
@@ -611,5 +716,5 @@ fn main() {
         benches();
         Criterion::default().configure_from_args().final_summary();
     }
-    summary();
+    summary(&Parts::from_args());
 }
