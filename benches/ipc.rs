@@ -256,8 +256,13 @@ impl StreamFloor {
             // SAFETY: words 0 (producer's index), 1 (consumer's index) and 2
             // (messages consumed) of a shared mapping this child inherited;
             // the slots likewise.
-            let (tail, head) = unsafe { (&*(base as *const AtomicU64), &*((base + 128) as *const AtomicU64)) };
-            let consumed = unsafe { &*((base + 256) as *const AtomicU64) };
+            let (tail, head, consumed) = unsafe {
+                (
+                    &*(base as *const AtomicU64),
+                    &*((base + 128) as *const AtomicU64),
+                    &*((base + 256) as *const AtomicU64),
+                )
+            };
             let (mut pos, mut acc) = (0u64, 0u64);
             loop {
                 let end = tail.load(Ordering::Acquire);
@@ -655,7 +660,9 @@ fn summary(parts: &Parts) {
         row("socketpair, one write per message", sock, 1e-6, "M msg/s");
         let (m, b) = ratio(ring_try, sock);
         let (ms, bs) = ratio(ring_send, sock);
-        println!("  ring / socketpair: {m:.1}x (best {b:.1}x); with send: {ms:.1}x (best {bs:.1}x)   goal: >= 60 M msg/s");
+        println!(
+            "  ring / socketpair: {m:.1}x (best {b:.1}x); with send: {ms:.1}x (best {bs:.1}x)   goal: >= 60 M msg/s"
+        );
         let (fm, fb) = ratio(ring_try, floor);
         let (fsm, fsb) = ratio(ring_send, floor);
         println!("  ring / floor: {fm:.2} (best {fb:.2}); with send: {fsm:.2} (best {fsb:.2})");
@@ -716,5 +723,10 @@ fn main() {
         benches();
         Criterion::default().configure_from_args().final_summary();
     }
-    summary(&Parts::from_args());
+    // A criterion filter (`cargo bench --bench ipc -- 'busy/ring'`) runs
+    // only what it names, without the summary.
+    let filtered = std::env::args().skip(1).any(|a| !a.starts_with('-'));
+    if summary_only || !filtered {
+        summary(&Parts::from_args());
+    }
 }
