@@ -15,6 +15,14 @@
 //! measurements, medians of a few fixed-size runs, with the ratios
 //! (`summary one-way`, `summary busy` or `summary asleep` runs one part).
 //! The two processes are pinned to CPUs 0 and 1 when there are two.
+//!
+//! To see where one case spends its time, name it as a criterion filter
+//! (no summary then) and record both processes:
+//! `perf record -e cpu-clock -g target/release/deps/ipc-* --bench 'busy/ring'`.
+//! On a virtual machine the cost of moving a line between the two CPUs
+//! changes with where the host places them (the spin floor's round trip
+//! has been seen at 0.1 us and at 0.4 us on one machine within a minute):
+//! compare a case with its floor from the same run, never across runs.
 
 use std::hint::black_box;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
