@@ -1,8 +1,8 @@
 //! Per-worker state every connection of a worker shares: the limits and
-//! timeouts, the clock and the cached `Date`, the scratch response, a pool
-//! of spare buffers, the budgets of buffered bodies and of deferred
-//! responses, the count of upgraded connections, the counters in shared
-//! memory, the mailbox and the access log.
+//! timeouts, the clock and the cached `Date`, the heads framed last, the
+//! scratch response, a pool of spare buffers, the budgets of buffered
+//! bodies and of deferred responses, the count of upgraded connections,
+//! the counters in shared memory, the mailbox and the access log.
 //!
 //! Where it stops: it holds what connections share and keeps the budgets'
 //! books; what a connection does with it is the connection's
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::access::{AccessLog, Entry, LineRequest, PeerNames};
 use super::admit::Codel;
-use super::answer::{Completion, Completions, Response, Spawner, UpgradePermit};
+use super::answer::{Completion, Completions, Heads, Response, Spawner, UpgradePermit};
 use super::date::DateCache;
 use crate::config::{Admission, Limits, Timeouts};
 use crate::ipc::{Counter, Counters, SHEDDING_LOOP};
@@ -59,6 +59,9 @@ pub struct WorkerState {
     answered: u64,
     /// The `Date` header's value, refreshed once a second.
     pub(super) date: DateCache,
+    /// The heads of whole responses framed last, copied whole when an
+    /// answer repeats itself.
+    pub(super) heads: Heads,
     /// The response handed to handlers, reused so that a whole response
     /// allocates nothing.
     pub(super) res: Response,
@@ -125,6 +128,7 @@ impl WorkerState {
             now_ms: 0,
             answered: 0,
             date: DateCache::new(),
+            heads: Heads::default(),
             res,
             pool: Vec::new(),
             draining: false,
