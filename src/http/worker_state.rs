@@ -63,8 +63,9 @@ pub struct WorkerState {
     /// answer repeats itself.
     pub(super) heads: Heads,
     /// The response handed to handlers, reused so that a whole response
-    /// allocates nothing.
-    pub(super) res: Response,
+    /// allocates nothing; `None` while it is out
+    /// ([`WorkerState::take_scratch`]).
+    res: Option<Box<Response>>,
     /// Spare buffers.
     pool: Vec<Vec<u8>>,
     /// Every response closes its connection.
@@ -129,7 +130,7 @@ impl WorkerState {
             answered: 0,
             date: DateCache::new(),
             heads: Heads::default(),
-            res,
+            res: Some(Box::new(res)),
             pool: Vec::new(),
             draining: false,
             counters: None,
@@ -298,14 +299,44 @@ impl WorkerState {
     /// Makes responders send their completions to `completions` (whose
     /// wake-up the driver watches).
     pub(crate) fn set_completions(&mut self, completions: Arc<Completions>) {
-        self.res.set_queue(completions.clone());
+        if let Some(res) = &mut self.res {
+            res.set_queue(completions.clone());
+        }
         self.completions = completions;
     }
 
     /// Makes [`Response::blocking`] queue its work with `spawner` (the
     /// worker's blocking pool).
     pub(crate) fn set_spawner(&mut self, spawner: Spawner) {
-        self.res.set_spawner(spawner);
+        if let Some(res) = &mut self.res {
+            res.set_spawner(spawner);
+        }
+    }
+
+    /// Takes the scratch response, to hand to a handler or to frame an
+    /// error; give it back with [`WorkerState::return_scratch`]. Taken
+    /// while it is out (an error framed during an answer), a new one.
+    #[inline]
+    pub(super) fn take_scratch(&mut self) -> Box<Response> {
+        match self.res.take() {
+            Some(res) => res,
+            None => Box::new(self.fresh_response()),
+        }
+    }
+
+    /// Gives the scratch response back.
+    #[inline]
+    pub(super) fn return_scratch(&mut self, res: Box<Response>) {
+        self.res = Some(res);
+    }
+
+    /// A response that can be deferred like the scratch one, but not
+    /// queue blocking work (only an error is framed with it).
+    #[cold]
+    fn fresh_response(&self) -> Response {
+        let mut res = Response::new();
+        res.set_queue(self.completions.clone());
+        res
     }
 
     /// Takes the completed deferred responses queued so far into `batch`
