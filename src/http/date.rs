@@ -28,6 +28,19 @@ impl DateCache {
     pub(crate) fn get(&self) -> &[u8] {
         &self.buf
     }
+
+    /// The second (since the epoch) whose date [`DateCache::get`] holds.
+    #[inline]
+    pub(crate) fn secs(&self) -> u64 {
+        self.secs
+    }
+
+    /// Holds the date of `secs` (a test's clock).
+    #[cfg(test)]
+    pub(crate) fn set_secs(&mut self, secs: u64) {
+        self.secs = secs;
+        format_imf(secs, &mut self.buf);
+    }
 }
 
 /// Formats `secs` since the epoch as an IMF-fixdate.

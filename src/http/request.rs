@@ -68,28 +68,18 @@ impl<'a> Request<'a> {
 
     /// The path of the target, without the query. For an absolute-form
     /// target (`http://host/p`) the scheme and authority are left out.
+    #[inline]
     pub fn path(&self) -> &'a str {
         let t = self.target;
-        // Origin form (`/p?q`), nearly every request: no pattern search.
-        let t = if t.starts_with('/') {
-            t
-        } else {
-            match t.find("://") {
-                Some(i) => {
-                    let rest = &t[i + 3..];
-                    // The authority ends at the first `/` or `?`.
-                    match rest.find(['/', '?']) {
-                        Some(j) if rest.as_bytes()[j] == b'/' => &rest[j..],
-                        _ => "/",
-                    }
-                }
+        // Origin form (`/p?q`), nearly every request: inlined into the
+        // handler, which may ask more than once.
+        if t.starts_with('/') {
+            return match t.as_bytes().iter().position(|&b| b == b'?') {
+                Some(q) => &t[..q],
                 None => t,
-            }
-        };
-        match t.bytes().position(|b| b == b'?') {
-            Some(q) => &t[..q],
-            None => t,
+            };
         }
+        path_of_other_form(t)
     }
 
     /// The client's address (IPv4 or IPv6), asked of the kernel when called
@@ -244,6 +234,28 @@ impl fmt::Display for Addr {
             Addr::Unix(p) => write!(f, "unix:{}", p.display()),
             Addr::UnixUnnamed => f.write_str("unix:(unnamed)"),
         }
+    }
+}
+
+/// The path of a target not in origin form: absolute form
+/// (`http://host/p?q`) without its scheme and authority, or the target
+/// itself (asterisk and authority forms).
+#[cold]
+fn path_of_other_form(t: &str) -> &str {
+    let t = match t.find("://") {
+        Some(i) => {
+            let rest = &t[i + 3..];
+            // The authority ends at the first `/` or `?`.
+            match rest.find(['/', '?']) {
+                Some(j) if rest.as_bytes()[j] == b'/' => &rest[j..],
+                _ => "/",
+            }
+        }
+        None => t,
+    };
+    match t.bytes().position(|b| b == b'?') {
+        Some(q) => &t[..q],
+        None => t,
     }
 }
 

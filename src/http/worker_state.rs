@@ -1,8 +1,8 @@
 //! Per-worker state every connection of a worker shares: the limits and
-//! timeouts, the clock and the cached `Date`, the scratch response, a pool
-//! of spare buffers, the budgets of buffered bodies and of deferred
-//! responses, the count of upgraded connections, the counters in shared
-//! memory, the mailbox and the access log.
+//! timeouts, the clock and the cached `Date`, the heads framed last, the
+//! scratch response, a pool of spare buffers, the budgets of buffered
+//! bodies and of deferred responses, the count of upgraded connections,
+//! the counters in shared memory, the mailbox and the access log.
 //!
 //! Where it stops: it holds what connections share and keeps the budgets'
 //! books; what a connection does with it is the connection's
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::access::{AccessLog, Entry, LineRequest, PeerNames};
 use super::admit::Codel;
-use super::answer::{Completion, Completions, Response, Spawner, UpgradePermit};
+use super::answer::{Completion, Completions, Heads, Response, Spawner, UpgradePermit};
 use super::date::DateCache;
 use crate::config::{Admission, Limits, Timeouts};
 use crate::ipc::{Counter, Counters, SHEDDING_LOOP};
@@ -59,9 +59,13 @@ pub struct WorkerState {
     answered: u64,
     /// The `Date` header's value, refreshed once a second.
     pub(super) date: DateCache,
+    /// The heads of whole responses framed last, copied whole when an
+    /// answer repeats itself.
+    pub(super) heads: Heads,
     /// The response handed to handlers, reused so that a whole response
-    /// allocates nothing.
-    pub(super) res: Response,
+    /// allocates nothing; `None` while it is out
+    /// ([`WorkerState::take_scratch`]).
+    res: Option<Box<Response>>,
     /// Spare buffers.
     pool: Vec<Vec<u8>>,
     /// Every response closes its connection.
@@ -125,7 +129,8 @@ impl WorkerState {
             now_ms: 0,
             answered: 0,
             date: DateCache::new(),
-            res,
+            heads: Heads::default(),
+            res: Some(Box::new(res)),
             pool: Vec::new(),
             draining: false,
             counters: None,
@@ -294,14 +299,44 @@ impl WorkerState {
     /// Makes responders send their completions to `completions` (whose
     /// wake-up the driver watches).
     pub(crate) fn set_completions(&mut self, completions: Arc<Completions>) {
-        self.res.set_queue(completions.clone());
+        if let Some(res) = &mut self.res {
+            res.set_queue(completions.clone());
+        }
         self.completions = completions;
     }
 
     /// Makes [`Response::blocking`] queue its work with `spawner` (the
     /// worker's blocking pool).
     pub(crate) fn set_spawner(&mut self, spawner: Spawner) {
-        self.res.set_spawner(spawner);
+        if let Some(res) = &mut self.res {
+            res.set_spawner(spawner);
+        }
+    }
+
+    /// Takes the scratch response, to hand to a handler or to frame an
+    /// error; give it back with [`WorkerState::return_scratch`]. Taken
+    /// while it is out (an error framed during an answer), a new one.
+    #[inline]
+    pub(super) fn take_scratch(&mut self) -> Box<Response> {
+        match self.res.take() {
+            Some(res) => res,
+            None => Box::new(self.fresh_response()),
+        }
+    }
+
+    /// Gives the scratch response back.
+    #[inline]
+    pub(super) fn return_scratch(&mut self, res: Box<Response>) {
+        self.res = Some(res);
+    }
+
+    /// A response that can be deferred like the scratch one, but not
+    /// queue blocking work (only an error is framed with it).
+    #[cold]
+    fn fresh_response(&self) -> Response {
+        let mut res = Response::new();
+        res.set_queue(self.completions.clone());
+        res
     }
 
     /// Takes the completed deferred responses queued so far into `batch`

@@ -129,7 +129,8 @@ mod tests {
 
     fn retry_after(res: &mut Response) -> bool {
         let mut out = Vec::new();
-        res.write_to(&mut out, b"now", false, false, false);
+        let (date, mut heads) = (crate::http::date::DateCache::new(), super::super::heads::Heads::default());
+        res.write_to(&mut out, &date, &mut heads, false, false, false);
         String::from_utf8_lossy(&out).contains("\r\nRetry-After: 1\r\n")
     }
 

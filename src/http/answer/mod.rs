@@ -15,6 +15,7 @@
 
 mod blocking;
 mod file;
+mod heads;
 mod live;
 mod pipe;
 mod responder;
@@ -23,6 +24,7 @@ mod stream;
 mod upgrade;
 
 pub(crate) use file::{plan as plan_file, FileBody, FileOut, Plan};
+pub(crate) use heads::Heads;
 pub(crate) use live::Live;
 pub use pipe::StreamError;
 pub(crate) use pipe::{frame_chunk, Pipe, Ready, LAST_CHUNK, STREAM_OUTPUT_ROOM};

@@ -7,9 +7,11 @@ use std::io;
 use std::sync::Arc;
 
 use super::file::FileBody;
+use super::heads::{Connection, Heads, Shape};
 use super::live::Live;
 use super::pipe::Pipe;
 use super::upgrade::{UpgradeFn, Upgraded};
+use crate::http::date::DateCache;
 use crate::http::mailbox;
 use crate::http::syntax::is_tchar;
 
@@ -454,10 +456,13 @@ impl Response {
     /// Appends the framed response to `out`. `head_only` leaves out the body
     /// (HEAD); `close` adds `Connection: close`, `keep_alive_10` adds
     /// `Connection: keep-alive` (an HTTP/1.0 client that asked for it).
+    /// A head framed before with the same status, fields and length is
+    /// copied from `heads`.
     pub(crate) fn write_to(
         &mut self,
         out: &mut Vec<u8>,
-        date: &[u8],
+        date: &DateCache,
+        heads: &mut Heads,
         head_only: bool,
         close: bool,
         keep_alive_10: bool,
@@ -465,9 +470,17 @@ impl Response {
         if self.invalid || !(200..=599).contains(&self.status) {
             self.set_error(500);
         }
-        let len = self.body.len() as u64;
-        let bodyless = self.write_head(out, date, Some(len), false, close, keep_alive_10);
-        if !head_only && !bodyless {
+        let length = self.body.len() as u64;
+        let connection = match (close, keep_alive_10) {
+            (true, _) => Connection::Close,
+            (false, true) => Connection::KeepAlive,
+            (false, false) => Connection::Open,
+        };
+        let shape = Shape { status: self.status, length, connection, fields: &self.headers };
+        heads.frame(out, &shape, date, |out, date| {
+            self.put_head(out, date, Some(length), false, close, keep_alive_10);
+        });
+        if !head_only && !bodyless(self.status) {
             out.extend_from_slice(&self.body);
         }
     }
@@ -491,6 +504,21 @@ impl Response {
         if self.invalid || !(200..=599).contains(&self.status) {
             self.set_error(500);
         }
+        self.put_head(out, date, length, chunked, close, keep_alive_10);
+        bodyless(self.status)
+    }
+
+    /// [`Response::write_head`] of a valid response. The date follows the
+    /// status line: [`Heads`] rewrites it there.
+    fn put_head(
+        &self,
+        out: &mut Vec<u8>,
+        date: &[u8],
+        length: Option<u64>,
+        chunked: bool,
+        close: bool,
+        keep_alive_10: bool,
+    ) {
         let status = self.status;
         out.extend_from_slice(b"HTTP/1.1 ");
         let mut code = [0u8; 3];
@@ -503,9 +531,7 @@ impl Response {
         out.extend_from_slice(b"\r\nDate: ");
         out.extend_from_slice(date);
         out.extend_from_slice(b"\r\n");
-        // 1xx, 204 and 304 carry no body and no Content-Length.
-        let bodyless = status < 200 || status == 204 || status == 304;
-        if !bodyless {
+        if !bodyless(status) {
             if let Some(len) = length {
                 out.extend_from_slice(b"Content-Length: ");
                 let mut buf = [0u8; 20];
@@ -522,7 +548,6 @@ impl Response {
         }
         out.extend_from_slice(&self.headers);
         out.extend_from_slice(b"\r\n");
-        bodyless
     }
 
     /// Adds a header field the runtime itself sets (already valid).
@@ -533,6 +558,13 @@ impl Response {
         self.headers.extend_from_slice(value);
         self.headers.extend_from_slice(b"\r\n");
     }
+}
+
+/// Whether `status` carries no body and no `Content-Length` (1xx, 204,
+/// 304).
+#[inline]
+fn bodyless(status: u16) -> bool {
+    status < 200 || status == 204 || status == 304
 }
 
 pub(crate) fn fmt_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {

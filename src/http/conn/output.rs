@@ -139,17 +139,16 @@ impl Output {
         if self.buf.capacity() == 0 {
             self.buf = sh.buffer();
         }
-        let date = sh.date.get();
         match body {
             Body::Whole => {
-                res.write_to(&mut self.buf, date, frame.head_only, frame.close, frame.keep_alive_10);
+                res.write_to(&mut self.buf, &sh.date, &mut sh.heads, frame.head_only, frame.close, frame.keep_alive_10);
                 false
             }
             Body::Later { length, chunked } => {
-                res.write_head(&mut self.buf, date, length, chunked, frame.close, frame.keep_alive_10)
+                res.write_head(&mut self.buf, sh.date.get(), length, chunked, frame.close, frame.keep_alive_10)
             }
             Body::Switch => {
-                res.write_upgrade(&mut self.buf, date);
+                res.write_upgrade(&mut self.buf, sh.date.get());
                 false
             }
         }

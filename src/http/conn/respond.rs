@@ -8,8 +8,6 @@
 //! ([`super::output::Output::emit`]); a stream or file body then starts in
 //! [`super::send`].
 
-use std::mem;
-
 use super::guard::guarded;
 use super::output::{Body, Frame};
 use super::send::{Answer, Conditional};
@@ -33,7 +31,21 @@ impl Conn {
         answer: impl FnOnce(&Request<'_>, &mut Response),
     ) {
         self.stop_header_timer();
-        let mut res = mem::take(&mut sh.res);
+        // The worker's scratch response, boxed: taking it moves a pointer.
+        let mut res = sh.take_scratch();
+        self.answer_in(req, &mut res, sh, answer);
+        sh.return_scratch(res);
+    }
+
+    /// [`Conn::respond`] with the scratch response `res`.
+    #[inline]
+    fn answer_in(
+        &mut self,
+        req: &Request<'_>,
+        res: &mut Response,
+        sh: &mut WorkerState,
+        answer: impl FnOnce(&Request<'_>, &mut Response),
+    ) {
         res.reset();
         let room = sh.deferred_room();
         let seq = self.busy.as_ref().map_or(0, |b| b.deferred_seq) + 1;
@@ -46,7 +58,7 @@ impl Conn {
             res.unavailable();
             true
         } else {
-            guarded(|| answer(req, &mut res)).is_some()
+            guarded(|| answer(req, res)).is_some()
         };
         let deferred = answered && res.take_deferred();
         if let Some(live) = res.take_live() {
@@ -54,7 +66,7 @@ impl Conn {
         }
         if deferred {
             if room {
-                self.defer(req, &mut res, sh);
+                self.defer(req, res, sh);
                 return;
             }
             log::warn!("{} deferred responses outstanding; answering 503", sh.deferred());
@@ -66,7 +78,7 @@ impl Conn {
             res.close();
         }
         if let Some(take) = res.take_upgrade() {
-            if self.upgrade(req, &mut res, take, sh) {
+            if self.upgrade(req, res, take, sh) {
                 return;
             }
         }
@@ -74,8 +86,7 @@ impl Conn {
         let frame =
             Frame { head_only: req.method == "HEAD", close, keep_alive_10: !close && req.version == Version::Http10 };
         if !res.is_bytes() {
-            self.respond_with_body(req, &mut res, frame, sh);
-            sh.res = res;
+            self.respond_with_body(req, res, frame, sh);
             return;
         }
         if let Some(c) = sh.counters {
@@ -86,10 +97,9 @@ impl Conn {
             let bytes = (!frame.head_only).then(|| res.body_len());
             sh.log_access(self.socket, self.token, Some(LineRequest::of(req)), res.status_code(), bytes, sh.turn_at);
         }
-        self.out.emit(&mut res, frame, Body::Whole, sh);
+        self.out.emit(res, frame, Body::Whole, sh);
         // Framed: an idle worker holds no huge body until its next request.
         res.shed();
-        sh.res = res;
         if close {
             self.close_after_request(sh);
         }
@@ -169,9 +179,8 @@ impl Conn {
             http10: req.version == Version::Http10,
         }));
         self.wait_deferred(sh);
-        // What the handler put in it is dropped; the scratch goes back.
+        // What the handler put in it is dropped.
         res.reset();
-        sh.res = mem::take(res);
     }
 
     /// Answers the deferred request `seq` with `outcome` (a response, or
@@ -248,7 +257,6 @@ impl Conn {
             c.inc(Counter::Requests);
         }
         self.out.emit(res, Frame { close: false, ..CLOSING }, Body::Switch, sh);
-        sh.res = mem::take(res);
         self.busy().takeover = Some(Takeover(take, permit));
         self.state = State::Upgrade;
         self.scan = HeadScan::default();
@@ -261,13 +269,13 @@ impl Conn {
         if let Some(c) = sh.counters {
             c.inc(Counter::ParseErrors);
         }
-        let mut res = mem::take(&mut sh.res);
+        let mut res = sh.take_scratch();
         res.set_error(status);
         if sh.logging() {
             sh.log_access(self.socket, self.token, None, status, Some(res.body_len()), sh.turn_at);
         }
         self.out.emit(&mut res, CLOSING, Body::Whole, sh);
-        sh.res = res;
+        sh.return_scratch(res);
         self.close_input(sh);
     }
 }
@@ -304,7 +312,7 @@ mod tests {
             res.body_mut().resize(4 << 20, b'x');
         });
         assert_eq!(c.output_len() - c.output().windows(4).position(|w| w == b"\r\n\r\n").unwrap() - 4, 4 << 20);
-        assert!(sh.res.body_mut().capacity() <= 1 << 20, "the scratch response holds the body");
+        assert!(sh.take_scratch().body_mut().capacity() <= 1 << 20, "the scratch response holds the body");
     }
 
     #[test]
