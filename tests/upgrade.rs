@@ -342,6 +342,8 @@ fn the_unix_socket_file_goes_to_the_new_master() {
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
+    // Killed with its workers if the test fails before it exits.
+    let old = Adopted(child.id() as i32);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let wait_for = |what: &str| {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -369,7 +371,16 @@ fn the_unix_socket_file_goes_to_the_new_master() {
     proc::signal(child.id() as i32, libc::SIGUSR2).unwrap();
     let line = wait_for("upgraded pid=");
     let new = Adopted(line.rsplit("upgraded pid=").next().unwrap().trim().parse().unwrap());
-    let status = child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the old master still runs 20 s after the upgrade\n{}", log());
+        thread::sleep(Duration::from_millis(10));
+    };
+    // Reaped: its pid is no longer ours to signal.
+    std::mem::forget(old);
     assert!(status.success(), "{status:?}\n{}", log());
     assert!(sock.exists(), "the old master removed the socket file it handed over\n{}", log());
     assert_eq!(ask(&sock), "forkring 0.1.0 (build two)\n");
