@@ -201,6 +201,27 @@ fn load(
     (seen, threads)
 }
 
+/// Waits (at most 10 s) until what the load has seen satisfies `cond`.
+fn wait_seen(seen: &Mutex<Seen>, what: &str, cond: impl Fn(&Seen) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        {
+            let s = seen.lock().unwrap();
+            if cond(&s) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within 10 s ({} answered, versions {:?}, failed {:?})",
+                s.ok,
+                s.versions,
+                s.failed
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn an_upgrade_switches_builds_without_losing_a_request() {
     let (dir, bin, mut server) = serving_build_one("load");
@@ -209,14 +230,17 @@ fn an_upgrade_switches_builds_without_losing_a_request() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let (seen, threads) = load(server.addr, 6, 3, Arc::clone(&stop));
-    thread::sleep(Duration::from_millis(300));
+    wait_seen(&seen, "the load answered by build one", |s| !s.versions.is_empty());
     install_build(&bin, "two");
     server.signal(libc::SIGUSR2);
     let new = Adopted(upgraded(&server));
     let status = server.wait_exit(Duration::from_secs(20));
     assert!(status.is_some_and(|s| s.success()), "the old master's exit: {status:?}\n{}", server.log_text());
     // The new build alone serves now, still under the same load.
-    thread::sleep(Duration::from_millis(300));
+    let at_exit = seen.lock().unwrap().ok;
+    wait_seen(&seen, "build two answering the load, 20 answers after the old master's exit", |s| {
+        s.versions.len() > 1 && s.ok >= at_exit + 20 && s.ok > 50
+    });
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().unwrap();
