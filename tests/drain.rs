@@ -25,7 +25,7 @@ fn sigterm_answers_the_request_in_flight_then_exits_0() {
     // Let the server take in the first half of the body.
     thread::sleep(Duration::from_millis(100));
     srv.signal(libc::SIGTERM);
-    thread::sleep(Duration::from_millis(300));
+    srv.wait_line(&["draining: ", "connections open"], Duration::from_secs(5));
     assert!(srv.is_running(), "the server exited with a request in flight\n{}", srv.log_text());
     busy.send(b"world");
     let r = busy.response();
@@ -86,7 +86,7 @@ fn pipelined_requests_during_a_drain_get_one_answer_and_a_close() {
     c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab");
     thread::sleep(Duration::from_millis(100));
     srv.signal(libc::SIGTERM);
-    thread::sleep(Duration::from_millis(300));
+    srv.wait_line(&["draining: ", "connections open"], Duration::from_secs(5));
     c.send(b"cdGET / HTTP/1.1\r\nHost: t\r\n\r\n");
     let r = c.response();
     assert_eq!((r.status, r.body.as_slice()), (200, &b"abcd"[..]));
