@@ -54,6 +54,9 @@ fn drain(conn: &mut Conn, sh: &mut WorkerState) -> String {
     let mut all = Vec::new();
     while conn.has_output() {
         let out = conn.output().to_vec();
+        // Each round takes some output: a connection that says it has
+        // output and shows none would keep this loop going for ever.
+        assert!(!out.is_empty(), "has_output() with no output to take, after {} bytes", all.len());
         conn.consume_output(out.len(), sh);
         all.extend_from_slice(&out);
     }
