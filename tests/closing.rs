@@ -32,6 +32,7 @@ fn read_to_end(s: &mut TcpStream) -> (Vec<u8>, io::Result<()>) {
 fn connect(srv: &Server) -> TcpStream {
     let s = TcpStream::connect(srv.addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+    s.set_write_timeout(Some(Duration::from_secs(5))).expect("write timeout");
     s.set_nodelay(true).expect("nodelay");
     s
 }
@@ -82,8 +83,11 @@ fn a_request_pipelined_after_connection_close_does_not_destroy_the_response() {
         // and dropped, so the server must linger rather than reset.
         s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n")
             .expect("send");
-        std::thread::sleep(Duration::from_millis(5));
-        // More bytes after the response went out: still no reset.
+        // More bytes after the response went out (it has arrived, looked
+        // at, not read): still no reset.
+        let mut head = [0u8; 16];
+        let n = s.peek(&mut head).unwrap_or_else(|e| panic!("round {round}: no response within 5 s: {e}"));
+        assert!(n > 0, "round {round}: the connection ended before the response");
         let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
         let (got, end) = read_to_end(&mut s);
         if let Err(e) = end {

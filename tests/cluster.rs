@@ -101,13 +101,13 @@ fn crashed_worker_is_respawned_in_its_slot_while_others_serve() {
         let (stop, failures, served, addr) = (stop.clone(), failures.clone(), served.clone(), server.addr);
         thread::spawn(move || load_loop(addr, &stop, &failures, &served))
     };
-    thread::sleep(Duration::from_millis(200));
+    wait_served(&served, 20, &failures);
     let killed_at = Instant::now();
     proc::signal(victim, libc::SIGKILL).expect("kill the worker");
     server.wait_line(&["exit 0.0", "signal=9", "requested=false"], Duration::from_secs(5));
     server.wait_line(&["ready 0.1"], Duration::from_secs(5));
     let back_in = killed_at.elapsed();
-    thread::sleep(Duration::from_millis(300));
+    wait_served(&served, served.load(Ordering::SeqCst) + 20, &failures);
     stop.store(true, Ordering::SeqCst);
     load.join().unwrap();
     let order: Vec<String> = events(&server)
@@ -198,7 +198,13 @@ fn wait_output(mut child: std::process::Child, timeout: Duration) -> std::proces
             return child.wait_with_output().expect("output");
         }
         if Instant::now() >= deadline {
+            // Its workers too, learned by pid before the master dies: they
+            // hold the stderr pipe that the read below waits to see closed.
+            let workers = forkring_testkit::proc::descendants(child.id() as i32);
             let _ = child.kill();
+            for pid in workers {
+                let _ = forkring_testkit::proc::signal(pid, libc::SIGKILL);
+            }
             let out = child.wait_with_output().expect("output");
             panic!("process did not exit within {timeout:?}\n{}", String::from_utf8_lossy(&out.stderr));
         }
@@ -206,11 +212,37 @@ fn wait_output(mut child: std::process::Child, timeout: Duration) -> std::proces
     }
 }
 
+/// The sum over the workers of `name` in a scrape of the metrics
+/// listener's `GET /metrics`.
+fn metric_sum(addr: SocketAddr, name: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+    let prefix = format!("{name}{{");
+    String::from_utf8_lossy(&all)
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 #[test]
 fn graceful_shutdown_answers_requests_in_flight() {
-    let mut server = Server::start(&["--workers", "2"]);
+    let mut server = Server::start(&["--workers", "2", "--metrics", "127.0.0.1:0"]);
     server.wait_line(&["ready 0.0"], Duration::from_secs(10));
     server.wait_line(&["ready 1.0"], Duration::from_secs(10));
+    let maddr: SocketAddr = server
+        .wait_line(&["metrics on http://"], Duration::from_secs(10))
+        .split("metrics on http://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("/metrics")
+        .trim()
+        .parse()
+        .unwrap();
     // Requests whose bodies are still arriving when SIGTERM comes.
     let mut clients: Vec<Client> = (0..8).map(|_| Client::connect(server.addr)).collect();
     for c in &mut clients {
@@ -219,10 +251,20 @@ fn graceful_shutdown_answers_requests_in_flight() {
     // An idle keep-alive connection, too.
     let mut idle = Client::connect(server.addr);
     assert_eq!(idle.get("/").status, 200);
-    thread::sleep(Duration::from_millis(100));
+    // The workers hold the eight halves of bodies (5 bytes each).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let held = metric_sum(maddr, "forkring_body_bytes");
+        if held == 40 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the workers hold {held} body bytes after 5 s, not 8 x 5");
+        thread::sleep(Duration::from_millis(10));
+    }
     let t0 = Instant::now();
     server.signal(libc::SIGTERM);
-    thread::sleep(Duration::from_millis(50));
+    // Both workers drain before the rest of the bodies comes.
+    wait_lines(&server, &["draining: ", "connections open"], 2);
     for c in &mut clients {
         c.send(b"world");
         let r = c.response();
@@ -256,13 +298,13 @@ fn rolling_reload_under_load_loses_nothing() {
         }));
     }
     for round in 1..=3u64 {
-        thread::sleep(Duration::from_millis(300));
+        wait_served(&served, served.load(Ordering::SeqCst) + 30, &failures);
         server.signal(libc::SIGHUP);
         server.wait_line(&[&format!("ready 0.{round}")], Duration::from_secs(10));
         server.wait_line(&[&format!("ready 1.{round}")], Duration::from_secs(10));
         server.wait_line(&[&format!("exit 1.{}", round - 1), "requested=true"], Duration::from_secs(10));
     }
-    thread::sleep(Duration::from_millis(300));
+    wait_served(&served, served.load(Ordering::SeqCst) + 30, &failures);
     stop.store(true, Ordering::SeqCst);
     for t in load {
         t.join().unwrap();

@@ -5,8 +5,10 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::Server;
 use forkring_testkit::client::Client;
@@ -51,9 +53,50 @@ fn pipelined_requests_keep_their_order_around_a_deferred_one() {
     server.assert_healthy();
 }
 
+/// The address of the server's metrics listener.
+fn metrics_addr(server: &Server) -> SocketAddr {
+    let line = server.wait_line(&["metrics on http://"], Duration::from_secs(10));
+    let rest = line.split("metrics on http://").nth(1).unwrap();
+    rest.trim_end_matches("/metrics").trim().parse().unwrap()
+}
+
+/// Slot 0's value of `name` in a scrape of `GET /metrics`.
+fn metric(addr: SocketAddr, name: &str) -> Option<u64> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+    let prefix = format!("{name}{{slot=\"0\"}} ");
+    String::from_utf8_lossy(&all).lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok())
+}
+
+/// Waits (at most 5 s) until slot 0's metrics `(name, value)` all hold.
+fn wait_metrics(addr: SocketAddr, want: &[(&str, u64)]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now: Vec<(&str, Option<u64>)> = want.iter().map(|&(name, _)| (name, metric(addr, name))).collect();
+        if now.iter().zip(want).all(|((_, got), (_, v))| *got == Some(*v)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "metrics {want:?} not within 5 s: {now:?}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn too_many_deferred_requests_get_503_and_slow_ones_504() {
-    let mut server = Server::start(&["--workers", "1", "--max-deferred", "2", "--deferred-timeout", "1000"]);
+    let mut server = Server::start(&[
+        "--workers",
+        "1",
+        "--max-deferred",
+        "2",
+        "--deferred-timeout",
+        "1000",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let maddr = metrics_addr(&server);
     let mut waiting: Vec<Client> = (0..2)
         .map(|_| {
             let mut c = server.connect();
@@ -61,8 +104,9 @@ fn too_many_deferred_requests_get_503_and_slow_ones_504() {
             c
         })
         .collect();
-    // Both are deferred once the worker answers on a third connection.
-    thread::sleep(Duration::from_millis(200));
+    // Both are deferred (the worker's gauge says so) before a third
+    // connection asks.
+    wait_metrics(maddr, &[("forkring_deferred_in_flight", 2)]);
     let mut third = server.connect();
     let r = third.get("/sleep?ms=10");
     assert_eq!(r.status, 503, "the worker waits on two already");
@@ -78,13 +122,19 @@ fn too_many_deferred_requests_get_503_and_slow_ones_504() {
 
 #[test]
 fn a_client_that_leaves_before_its_answer_disturbs_nothing() {
-    let mut server = Server::start(&["--workers", "1", "--max-deferred", "4"]);
+    let mut server = Server::start(&["--workers", "1", "--max-deferred", "4", "--metrics", "127.0.0.1:0"]);
+    let maddr = metrics_addr(&server);
     for _ in 0..8 {
         let mut c = server.connect();
         c.send(b"GET /sleep?ms=100 HTTP/1.1\r\nHost: t\r\n\r\n");
         drop(c);
     }
-    thread::sleep(Duration::from_millis(300));
+    // All eight were taken in, the four deferred ones completed, and
+    // their connections are gone.
+    wait_metrics(
+        maddr,
+        &[("forkring_requests_total", 8), ("forkring_deferred_in_flight", 0), ("forkring_open_connections", 0)],
+    );
     // The completions for the connections that left found nothing, and
     // every place under the cap is free again.
     let mut clients: Vec<Client> = (0..4)

@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::thread;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::Server;
@@ -14,18 +15,50 @@ use forkring_testkit::server::HELLO;
 /// How long a drained server may take to exit.
 const EXIT_BOUND: Duration = Duration::from_secs(10);
 
+/// Waits (at most 5 s) until the workers hold `n` bytes of request bodies
+/// (`forkring_body_bytes` summed over the slots, from the metrics listener).
+fn wait_body_bytes(srv: &Server, n: u64) {
+    let maddr: SocketAddr = srv
+        .wait_line(&["metrics on http://"], Duration::from_secs(10))
+        .split("metrics on http://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("/metrics")
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut s = TcpStream::connect_timeout(&maddr, Duration::from_secs(5)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+        let held: u64 = String::from_utf8_lossy(&all)
+            .lines()
+            .filter(|l| l.starts_with("forkring_body_bytes{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        if held == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the workers hold {held} body bytes after 5 s, not {n}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn sigterm_answers_the_request_in_flight_then_exits_0() {
-    let mut srv = Server::start(&[]);
+    let mut srv = Server::start(&["--metrics", "127.0.0.1:0"]);
     let mut idle = srv.connect();
     assert_eq!(idle.get("/").status, 200);
 
     let mut busy = srv.connect();
     busy.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello");
-    // Let the server take in the first half of the body.
-    thread::sleep(Duration::from_millis(100));
+    // The server takes in the first half of the body.
+    wait_body_bytes(&srv, 5);
     srv.signal(libc::SIGTERM);
-    thread::sleep(Duration::from_millis(300));
+    srv.wait_line(&["draining: ", "connections open"], Duration::from_secs(5));
     assert!(srv.is_running(), "the server exited with a request in flight\n{}", srv.log_text());
     busy.send(b"world");
     let r = busy.response();
@@ -79,14 +112,14 @@ fn sigint_drains_like_sigterm() {
 
 #[test]
 fn pipelined_requests_during_a_drain_get_one_answer_and_a_close() {
-    let mut srv = Server::start(&[]);
+    let mut srv = Server::start(&["--metrics", "127.0.0.1:0"]);
     let mut c = srv.connect();
     assert_eq!(c.get("/").status, 200);
     // Start a request so the connection is not idle when the drain begins.
     c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab");
-    thread::sleep(Duration::from_millis(100));
+    wait_body_bytes(&srv, 2);
     srv.signal(libc::SIGTERM);
-    thread::sleep(Duration::from_millis(300));
+    srv.wait_line(&["draining: ", "connections open"], Duration::from_secs(5));
     c.send(b"cdGET / HTTP/1.1\r\nHost: t\r\n\r\n");
     let r = c.response();
     assert_eq!((r.status, r.body.as_slice()), (200, &b"abcd"[..]));

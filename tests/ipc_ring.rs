@@ -624,14 +624,21 @@ fn a_busy_consumer_costs_the_producer_no_syscall_per_message() {
         }
         0
     });
+    let start = Instant::now();
     while ctl.word(0).load(Ordering::Acquire) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "the worker did not start within 10 s");
         std::thread::yield_now();
     }
     let m = ch.master();
     let mut backoff = Backoff::new();
+    // The bound is on a stall (a full ring for 30 s: the worker stopped
+    // reading), not on the whole run.
     for seq in 0..N {
         // `send` checks for a sleeper after every message.
+        let mut full_since = None;
         while m.send(&seq.to_le_bytes()) == Err(SendError::Full) {
+            let since = *full_since.get_or_insert_with(Instant::now);
+            assert!(since.elapsed() < Duration::from_secs(30), "stuck at message {seq}: the ring full for 30 s");
             backoff.snooze();
         }
     }

@@ -913,7 +913,11 @@ fn leaves_mid(ctx: &mut Ctx, kind: Kind) {
                 let after = if kind == LateStream { "&after=50" } else { "" };
                 c.send(&get(&format!("/stream?n=100000&ms=1&bytes=100{after}")));
                 let mut got = Vec::new();
+                let t0 = Instant::now();
                 while kit::find(&got, b"data: 2 ").is_none() {
+                    // Each read makes progress, but the stream goes on for
+                    // minutes: the wait for its third event has its own bound.
+                    assert!(t0.elapsed() < Duration::from_secs(10), "no third event within 10 s: {}", show(&got));
                     let n = got.len() + 1;
                     read_at_least(&mut c, &mut got, n, "the stream's first events");
                 }

@@ -93,7 +93,17 @@ fn metrics_pass_promtool_and_follow_the_requests() {
     // Draining: /ready turns 503 while a slow request keeps the cluster up.
     let mut slow = server.connect();
     slow.send(b"GET /delay?ms=1500 HTTP/1.1\r\nHost: t\r\n\r\n");
-    thread::sleep(Duration::from_millis(100));
+    // In flight once a worker waits on it.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let (_, _, body) = scrape(maddr, "/metrics");
+        let waiting = sum(&body, "forkring_deferred_in_flight");
+        if waiting == 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slow request is not in flight after 1 s ({waiting} deferred)\n{body}");
+        thread::sleep(Duration::from_millis(10));
+    }
     server.signal(libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(1);
     loop {

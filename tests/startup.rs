@@ -83,7 +83,13 @@ fn uring_refused_with_backend_uring_stops_the_cluster_at_once() {
     let deadline = started + Duration::from_secs(10);
     while child.try_wait().expect("try_wait").is_none() {
         if Instant::now() >= deadline {
+            // Its workers too, learned by pid before the master dies: they
+            // hold the stderr pipe that the read below waits to see closed.
+            let workers = forkring_testkit::proc::descendants(child.id() as i32);
             let _ = child.kill();
+            for pid in workers {
+                let _ = forkring_testkit::proc::signal(pid, libc::SIGKILL);
+            }
             let out = child.wait_with_output().expect("output");
             panic!(
                 "the cluster still runs 10 s after its workers found io_uring refused\n{}",
@@ -124,7 +130,13 @@ fn memory_short_at_setup_is_a_crash_to_retry_not_a_configuration_error() {
     let mut child = child;
     while child.try_wait().expect("try_wait").is_none() {
         if Instant::now() >= deadline {
+            // Its workers too, learned by pid before the master dies: they
+            // hold the stderr pipe that the read below waits to see closed.
+            let workers = forkring_testkit::proc::descendants(child.id() as i32);
             let _ = child.kill();
+            for pid in workers {
+                let _ = forkring_testkit::proc::signal(pid, libc::SIGKILL);
+            }
             let out = child.wait_with_output().expect("output");
             panic!("the crash budget did not stop the cluster in 20 s\n{}", String::from_utf8_lossy(&out.stderr));
         }

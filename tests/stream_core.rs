@@ -54,6 +54,9 @@ fn drain(conn: &mut Conn, sh: &mut WorkerState) -> String {
     let mut all = Vec::new();
     while conn.has_output() {
         let out = conn.output().to_vec();
+        // Each round takes some output: a connection that says it has
+        // output and shows none would keep this loop going for ever.
+        assert!(!out.is_empty(), "has_output() with no output to take, after {} bytes", all.len());
         conn.consume_output(out.len(), sh);
         all.extend_from_slice(&out);
     }
@@ -150,8 +153,13 @@ fn a_gone_connection_fails_writes() {
     conn.on_read(b"GET /s HTTP/1.1\r\nHost: t\r\n\r\n", &mut sh, &mut app);
     let s = app.streams.pop().unwrap();
     let ran = Arc::new(AtomicUsize::new(0));
-    // Fill the queue so that the callback waits for room.
-    while s.send(&[b'x'; 4096]).is_ok() {}
+    // Fill the queue so that the callback waits for room (a queue that
+    // never fills fails here instead of growing for ever).
+    let mut sends = 0;
+    while s.send(&[b'x'; 4096]).is_ok() {
+        sends += 1;
+        assert!(sends <= STREAM_QUEUE / 4096 + 1, "the stream's queue took {sends} sends of 4 KiB and is not full");
+    }
     let r = ran.clone();
     assert!(s.on_ready(move || {
         r.fetch_add(1, Ordering::SeqCst);
@@ -181,6 +189,8 @@ fn backpressure_bounds_the_queue_and_the_output() {
             Err(StreamError::Full) => break,
             Err(e) => panic!("{e}"),
         }
+        // A queue that never fills fails here instead of growing for ever.
+        assert!(queued <= STREAM_QUEUE, "the stream's queue took {queued} bytes and is not full");
     }
     assert!(queued <= STREAM_QUEUE && queued > STREAM_QUEUE - piece.len(), "{queued}");
     assert_eq!(s.queued(), queued);

@@ -125,9 +125,25 @@ fn a_slow_reader_holds_only_the_stream_queue() {
     server.assert_healthy();
 }
 
+/// `forkring_open_connections` summed over the workers, from the metrics
+/// listener at `addr`.
+fn open_connections(addr: std::net::SocketAddr) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+    String::from_utf8_lossy(&all)
+        .lines()
+        .filter(|l| l.starts_with("forkring_open_connections{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 #[test]
 fn clients_that_leave_mid_stream_disturb_nothing() {
-    let mut server = Server::start(&[]);
+    let mut server = Server::start(&["--metrics", "127.0.0.1:0"]);
     for i in 0..20 {
         let mut c = server.connect();
         let ms = if i % 2 == 0 { 1 } else { 0 };
@@ -141,8 +157,25 @@ fn clients_that_leave_mid_stream_disturb_nothing() {
         }
     }
     // The writers learn that their streams are gone and stop: the worker
-    // goes back to idle.
-    thread::sleep(Duration::from_millis(300));
+    // goes back to idle, its connections all closed.
+    let maddr: std::net::SocketAddr = server
+        .wait_line(&["metrics on http://"], Duration::from_secs(10))
+        .split("metrics on http://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("/metrics")
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let open = open_connections(maddr);
+        if open == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{open} connections still open 5 s after their clients left");
+        thread::sleep(Duration::from_millis(10));
+    }
     let mut fast = server.connect();
     for _ in 0..50 {
         assert_eq!(fast.get("/").body, HELLO);
@@ -155,7 +188,19 @@ fn a_drain_ends_open_streams() {
     let mut server = Server::start(&["--drain-timeout", "10000"]);
     let mut c = server.connect();
     c.send(b"GET /stream?n=100000&ms=50 HTTP/1.1\r\nHost: t\r\n\r\n");
-    thread::sleep(Duration::from_millis(300));
+    // The stream is under way once its first event arrives (looked at,
+    // not read: the response is read whole below).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut peeked = vec![0u8; 4096];
+    loop {
+        let n = c.stream.peek(&mut peeked).unwrap_or_else(|e| panic!("waiting for the first event: {e}"));
+        assert!(n > 0, "the connection closed before the first event");
+        if peeked[..n].windows(6).any(|w| w == b"data: ") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no event within 5 s: {:?}", String::from_utf8_lossy(&peeked[..n]));
+        thread::sleep(Duration::from_millis(5));
+    }
     let t0 = Instant::now();
     server.signal(libc::SIGTERM);
     // The writer sees the drain, ends the stream with its last chunk, and

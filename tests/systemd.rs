@@ -216,7 +216,13 @@ fn a_configuration_error_stops_the_unit_instead_of_looping() {
         let deadline = Instant::now() + Duration::from_secs(10);
         while child.try_wait().expect("try_wait").is_none() {
             if Instant::now() >= deadline {
+                // Its workers too, learned by pid before the master dies: they
+                // hold the stderr pipe that the read below waits to see closed.
+                let workers = forkring_testkit::proc::descendants(child.id() as i32);
                 let _ = child.kill();
+                for pid in workers {
+                    let _ = forkring_testkit::proc::signal(pid, libc::SIGKILL);
+                }
                 let out = child.wait_with_output().expect("output");
                 panic!("still running after 10 s\n{}", String::from_utf8_lossy(&out.stderr));
             }

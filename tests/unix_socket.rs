@@ -68,6 +68,42 @@ impl Running {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+
+    /// Waits at most `timeout` for the server to exit; its status. (Drop
+    /// kills a server that runs on.)
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the server still runs {timeout:?} after SIGTERM\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Runs `cmd`, a server that must refuse to start, and waits at most 10 s
+/// for it to exit; its output. One that runs on instead is killed, with
+/// its workers, and fails the test.
+fn refused_output(mut cmd: Command) -> std::process::Output {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            // Workers first, learned by pid, then the server: none of them
+            // keeps the stderr pipe open behind the read below.
+            let workers = forkring_testkit::proc::descendants(child.id() as i32);
+            let _ = child.kill();
+            for pid in workers {
+                let _ = forkring_testkit::proc::signal(pid, libc::SIGKILL);
+            }
+            let out = child.wait_with_output().unwrap();
+            panic!("the server still runs 10 s after it should have refused\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
 }
 
 impl Drop for Running {
@@ -100,7 +136,7 @@ fn a_unix_socket_is_served_with_its_mode_and_removed_on_exit() {
     }
     // SAFETY: plain kill(2) to the child this test started.
     unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
-    let status = server.child.wait().unwrap();
+    let status = server.wait_exit(Duration::from_secs(10));
     let log = server.log();
     assert!(log.contains("replacing the stale socket file"), "{log}");
     assert!(log.contains(&format!("listening on unix:{}", path.display())), "{log}");
@@ -113,7 +149,7 @@ fn a_live_socket_is_refused_and_left_alone() {
     let dir = Dir::new("unix-live");
     let path = dir.0.join("app.sock");
     let _other = UnixListener::bind(&path).unwrap();
-    let out = command(&path, &[]).stdin(Stdio::null()).stderr(Stdio::piped()).output().unwrap();
+    let out = refused_output(command(&path, &[]));
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{log}");
     assert!(log.contains("another server listens there"), "{log}");
@@ -121,7 +157,7 @@ fn a_live_socket_is_refused_and_left_alone() {
     // And something that is not a socket is not removed either.
     let file = dir.0.join("plain");
     std::fs::write(&file, b"data").unwrap();
-    let out = command(&file, &[]).stdin(Stdio::null()).stderr(Stdio::piped()).output().unwrap();
+    let out = refused_output(command(&file, &[]));
     assert!(!out.status.success());
     assert_eq!(std::fs::read(&file).unwrap(), b"data");
 }

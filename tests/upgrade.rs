@@ -201,6 +201,27 @@ fn load(
     (seen, threads)
 }
 
+/// Waits (at most 10 s) until what the load has seen satisfies `cond`.
+fn wait_seen(seen: &Mutex<Seen>, what: &str, cond: impl Fn(&Seen) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        {
+            let s = seen.lock().unwrap();
+            if cond(&s) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within 10 s ({} answered, versions {:?}, failed {:?})",
+                s.ok,
+                s.versions,
+                s.failed
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn an_upgrade_switches_builds_without_losing_a_request() {
     let (dir, bin, mut server) = serving_build_one("load");
@@ -209,14 +230,17 @@ fn an_upgrade_switches_builds_without_losing_a_request() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let (seen, threads) = load(server.addr, 6, 3, Arc::clone(&stop));
-    thread::sleep(Duration::from_millis(300));
+    wait_seen(&seen, "the load answered by build one", |s| !s.versions.is_empty());
     install_build(&bin, "two");
     server.signal(libc::SIGUSR2);
     let new = Adopted(upgraded(&server));
     let status = server.wait_exit(Duration::from_secs(20));
     assert!(status.is_some_and(|s| s.success()), "the old master's exit: {status:?}\n{}", server.log_text());
     // The new build alone serves now, still under the same load.
-    thread::sleep(Duration::from_millis(300));
+    let at_exit = seen.lock().unwrap().ok;
+    wait_seen(&seen, "build two answering the load, 20 answers after the old master's exit", |s| {
+        s.versions.len() > 1 && s.ok >= at_exit + 20 && s.ok > 50
+    });
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().unwrap();
@@ -342,6 +366,8 @@ fn the_unix_socket_file_goes_to_the_new_master() {
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
+    // Killed with its workers if the test fails before it exits.
+    let old = Adopted(child.id() as i32);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let wait_for = |what: &str| {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -369,7 +395,16 @@ fn the_unix_socket_file_goes_to_the_new_master() {
     proc::signal(child.id() as i32, libc::SIGUSR2).unwrap();
     let line = wait_for("upgraded pid=");
     let new = Adopted(line.rsplit("upgraded pid=").next().unwrap().trim().parse().unwrap());
-    let status = child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the old master still runs 20 s after the upgrade\n{}", log());
+        thread::sleep(Duration::from_millis(10));
+    };
+    // Reaped: its pid is no longer ours to signal.
+    std::mem::forget(old);
     assert!(status.success(), "{status:?}\n{}", log());
     assert!(sock.exists(), "the old master removed the socket file it handed over\n{}", log());
     assert_eq!(ask(&sock), "forkring 0.1.0 (build two)\n");

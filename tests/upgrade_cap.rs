@@ -181,8 +181,15 @@ fn a_worker_serves_up_to_its_cap_of_upgraded_connections_and_refuses_the_next() 
     }
     let master =
         SelfMaster::spawn(ROLE, "master", "a_worker_serves_up_to_its_cap_of_upgraded_connections_and_refuses_the_next");
+    // One deadline for the whole wait: the master prints its gauge every
+    // 20 ms, so a bound on each line alone never ends the wait.
+    let deadline = Instant::now() + STARTUP;
     let addr: SocketAddr = loop {
-        let line = master.lines.recv_timeout(STARTUP).expect("the master says where it listens");
+        assert!(Instant::now() < deadline, "the master did not say where it listens within {STARTUP:?}");
+        let line = master
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|e| panic!("the master did not say where it listens within {STARTUP:?}: {e}"));
         if let Some(a) = line.strip_prefix("ADDR ") {
             break a.parse().unwrap();
         }

@@ -46,10 +46,11 @@ fn a_stopped_worker_is_replaced_and_counted() {
         .trim_end_matches("/metrics")
         .parse()
         .unwrap();
-    let mut s = TcpStream::connect(maddr).unwrap();
+    let mut s = TcpStream::connect_timeout(&maddr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
     let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
+    s.read_to_string(&mut text).unwrap_or_else(|e| panic!("GET /metrics: {e}"));
     assert!(text.contains("forkring_worker_restarts_total{cause=\"watchdog\"} 1"), "{text}");
     assert!(text.contains("forkring_worker_restarts_total{cause=\"crash\"} 0"), "{text}");
 }

@@ -92,12 +92,14 @@ fn the_websocket_example_echoes_over_tcp() {
     let (_ex, addr) = Example::start("127.0.0.1:0");
     let stream = TcpStream::connect(&addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
     let (ws, res) = tungstenite::client(format!("ws://{addr}/ws"), stream).expect("the handshake");
     assert_eq!(res.status(), 101);
     echo(ws);
     // The worker goes on serving HTTP beside it.
     let stream = TcpStream::connect(&addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
     let (ws, _) = tungstenite::client(format!("ws://{addr}/ws"), stream).expect("a second handshake");
     echo(ws);
 }
@@ -111,6 +113,7 @@ fn the_websocket_example_echoes_over_a_unix_socket() {
     let (ex, _) = Example::start(&format!("unix:{}", path.display()));
     let stream = UnixStream::connect(&path).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
     let (ws, res) = tungstenite::client("ws://localhost/ws", stream).expect("the handshake");
     assert_eq!(res.status(), 101);
     echo(ws);
