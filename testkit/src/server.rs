@@ -17,6 +17,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -44,6 +45,9 @@ pub struct Server {
     log: Arc<Mutex<Vec<String>>>,
     /// Its exit status, once seen.
     exited: Option<ExitStatus>,
+    /// Set when its stderr has ended (every process holding it is gone),
+    /// so every line it wrote is in `log`.
+    log_ended: Arc<AtomicBool>,
 }
 
 /// The log line the driver prints for the backend `FORKRING_BACKEND` asks
@@ -100,9 +104,11 @@ impl Server {
         let mut child = cmd.spawn().map_err(|e| format!("spawn forkring: {e}"))?;
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new(Mutex::new(Vec::new()));
+        let log_ended = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel::<String>();
         {
             let log = Arc::clone(&log);
+            let log_ended = Arc::clone(&log_ended);
             // Drains stderr for the life of the process, so the pipe never
             // fills and blocks the server.
             thread::spawn(move || {
@@ -111,7 +117,10 @@ impl Server {
                 loop {
                     line.clear();
                     match reader.read_until(b'\n', &mut line) {
-                        Ok(0) | Err(_) => break,
+                        Ok(0) | Err(_) => {
+                            log_ended.store(true, Ordering::SeqCst);
+                            break;
+                        }
                         Ok(_) => {
                             let text = String::from_utf8_lossy(&line).trim_end().to_owned();
                             log.lock().unwrap().push(text.clone());
@@ -121,7 +130,7 @@ impl Server {
                 }
             });
         }
-        let mut server = Server { child, addr: SocketAddr::from(([0, 0, 0, 0], 0)), log, exited: None };
+        let mut server = Server { child, addr: SocketAddr::from(([0, 0, 0, 0], 0)), log, exited: None, log_ended };
         let deadline = Instant::now() + STARTUP;
         let mut addr = None;
         let mut backend = None;
@@ -220,11 +229,17 @@ impl Server {
     }
 
     /// Waits at most `timeout` for the process to exit; its status if it
-    /// did.
+    /// did. Once it has, waits (within the same `timeout`) for the end of
+    /// its stderr, so that the log holds every line it and its workers
+    /// wrote: a line written just before the exit may still be on its way
+    /// through the pipe to the reader.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if !self.is_running() {
+                while !self.log_ended.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    thread::sleep(Duration::from_millis(1));
+                }
                 return self.exited;
             }
             if Instant::now() >= deadline {
