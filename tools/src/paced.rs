@@ -14,11 +14,7 @@
 //! request it delays, not only the first (no coordinated omission). The
 //! service time from the actual write, and how late the write came behind
 //! the schedule (the client's own lag, its floor), are counted beside it.
-//! Requests due in the first [`Plan::warmup`] are sent but not counted;
-//! [`run_with_cooldown`] also sends, without counting them, the requests of
-//! a last stretch, so that the counted ones meet a server under the same
-//! load to the end (past its capacity, a server the client stops loading
-//! works off its queue in peace, which no sustained overload allows).
+//! Requests due in the first [`Plan::warmup`] are sent but not counted.
 //!
 //! Two ways to wait for the next due time ([`Wait`]), each kept for the
 //! figures a caller relies on:
@@ -238,10 +234,8 @@ impl Tally {
 #[derive(Clone, Copy)]
 struct Schedule {
     start: Instant,
-    /// Requests due before this are not counted ...
+    /// Requests due before this are not counted.
     counted_from: Instant,
-    /// ... nor those due from this on.
-    counted_until: Instant,
     rate: f64,
     /// Requests in all.
     total: u64,
@@ -253,18 +247,12 @@ impl Schedule {
     }
 
     fn counted(&self, due: Instant) -> bool {
-        due >= self.counted_from && due < self.counted_until
+        due >= self.counted_from
     }
 }
 
 /// Sends the plan's requests; what they met.
 pub fn run(plan: &Plan) -> Result<Tally, String> {
-    run_with_cooldown(plan, Duration::ZERO)
-}
-
-/// Sends the plan's requests, those due in its last `cooldown` without
-/// counting them; what the others met.
-pub fn run_with_cooldown(plan: &Plan, cooldown: Duration) -> Result<Tally, String> {
     if !(plan.rate > 0.0 && plan.rate.is_finite()) {
         return Err(format!("rate {} is not a positive number", plan.rate));
     }
@@ -286,7 +274,6 @@ pub fn run_with_cooldown(plan: &Plan, cooldown: Duration) -> Result<Tally, Strin
     let sched = Schedule {
         start,
         counted_from: start + plan.warmup,
-        counted_until: start + plan.duration.saturating_sub(cooldown),
         rate: plan.rate,
         total: (plan.duration.as_secs_f64() * plan.rate).ceil() as u64,
     };
@@ -722,15 +709,6 @@ mod tests {
         let r = run(&p).unwrap();
         assert_eq!((r.due(), r.answered, r.errors(), r.failed_conns), (300, 300, 0, 0));
         assert_eq!((r.latency.len(), r.service.len(), r.lag.len()), (300, 300, 300));
-    }
-
-    #[test]
-    fn a_cooldown_is_sent_and_not_counted() {
-        let addr = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, World!", 2);
-        let mut p = plan(addr, 2, 1000, 400);
-        p.warmup = Duration::from_millis(100);
-        let r = run_with_cooldown(&p, Duration::from_millis(100)).unwrap();
-        assert_eq!((r.due(), r.ok(), r.errors(), r.latency.len()), (200, 200, 0, 200));
     }
 
     #[test]

@@ -23,7 +23,7 @@
 //! longest one come after the window.)
 //!
 //! Each load is measured in [`ROUNDS`] short rounds of [`COUNTED`] (after
-//! a warm-up of [`WARMUP`], before a cool-down of [`COOLDOWN`]), every
+//! a warm-up of [`WARMUP`]), every
 //! load of both routes taking turns within each pass (the pass starting
 //! one further on each round), as the slowloris scenario measures its
 //! client: a host that stalls for milliseconds now and then decides the
@@ -62,23 +62,38 @@
 //! that sheds refuses it too: its refusals are counted apart); no errors
 //! on either route.
 //!
-//! The anchors, measured and printed, never part of the verdict: forkring
-//! with `--admission off` (admitted up to the queue's cap, the behaviour
-//! of a server without admission control), and, where `node` is
-//! installed, Node's `http` doing the same work the way a Node service
-//! does it: a pool of [`POOL`] slots (a client library's connection pool
-//! to a dependency) whose 10 ms jobs are `setTimeout`s, and a queue of
-//! callers waiting for a slot, offered the same loads (the work is the
-//! same, so is its capacity). The anchors run [`ANCHOR_ROUNDS`] rounds.
+//! The anchors, measured and printed, never part of the verdict, each
+//! offered the same loads (multiples of forkring's capacities: the work is
+//! the same), in [`ANCHOR_ROUNDS`] rounds, pinned to the server's CPU as
+//! forkring is:
+//! - forkring with `--admission off` (admitted up to the queue's cap, the
+//!   behaviour of a server without admission control);
+//! - where `node` is installed, Node's `http` doing the same work the way
+//!   a Node service does it: a pool of [`POOL`] slots (a client library's
+//!   connection pool to a dependency) whose 10 ms jobs are `setTimeout`s,
+//!   and a queue of callers waiting for a slot; a busy loop of
+//!   [`SPIN_US`] µs on its event loop;
+//! - where nginx and node are, nginx (one worker) in front of the same
+//!   work: `/sleep` and `/spin` passed (`proxy_pass`, kept-alive upstream
+//!   connections) to a Node server as above, `/` answered by nginx itself.
+//!
+//! A server that has not worked off what a run left it within
+//! [`SETTLE_MAX`] is started afresh before the next run (a queue without
+//! admission holds seconds of work past 2x; the printed figures say how
+//! often). With `--json PATH`, every row is also written to PATH
+//! ([`json`]) for `make bench`'s report.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{ms, Ctx, Outcome, Target};
 use forkring_stress::histogram::Histogram;
+use forkring_stress::nginx;
 use forkring_stress::paced::{self, Check, Plan, Tally, Wait};
 use forkring_stress::procs;
 use forkring_stress::servers::Forkring;
@@ -99,18 +114,14 @@ const LOADS: [f64; 5] = [0.5, 1.0, 1.5, 2.0, 4.0];
 /// Rounds of every load for forkring with admission (the bounded figures)
 /// and for each anchor.
 const ROUNDS: usize = 5;
-const ANCHOR_ROUNDS: usize = 3;
-/// Each run: a warm-up whose requests are not counted, the counted part,
-/// and a cool-down as long as the client's patience whose requests are
-/// not counted either: the counted requests meet the same load to the
-/// end, as under a sustained overload (without it, a queue the client
-/// stops filling is worked off in peace, and a server without admission
-/// would answer most of a short round's requests within a second).
+const ANCHOR_ROUNDS: usize = 2;
+/// Each run: a warm-up whose requests are not counted, then the counted
+/// part.
 const WARMUP: Duration = Duration::from_millis(250);
 const COUNTED: Duration = Duration::from_millis(1500);
-const COOLDOWN: Duration = CLIENT_TIMEOUT;
-/// How long answers may come after the last request was due.
-const DRAIN: Duration = Duration::from_millis(500);
+/// How long answers may come after the last request was due: the client's
+/// patience (a later answer would not count).
+const DRAIN: Duration = CLIENT_TIMEOUT;
 /// The capacity run's requests are due over this long ...
 const CAPACITY_RUN: Duration = Duration::from_secs(3);
 /// ... and answered within this long after it (a loop without admission
@@ -129,8 +140,8 @@ const FAST_CONNS: usize = 4;
 /// A server has worked off an overload when one request of the route is
 /// answered (or refused) this fast ...
 const SETTLE_WITHIN: Duration = Duration::from_millis(50);
-/// ... waited for at most this long.
-const SETTLE_MAX: Duration = Duration::from_secs(15);
+/// ... waited for at most this long (then the server is started afresh).
+const SETTLE_MAX: Duration = Duration::from_millis(500);
 
 /// A route that saturates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -255,6 +266,28 @@ impl Cell {
         (v.get(v.len() / 2).copied().and_then(some), v.last().copied().and_then(some))
     }
 
+    /// The cell as a JSON row of `server`.
+    fn row(&self, server: &'static str) -> Row {
+        let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+        let (main, (fast_med, fast_max)) = (self.main(), self.fast_p99());
+        Row {
+            server,
+            route: self.route.name(),
+            load: self.load,
+            offered: self.offered,
+            goodput: self.goodput(),
+            p50_ms: ms(main.latency.quantile(0.5)),
+            p99_ms: ms(main.latency.quantile(0.99)),
+            p999_ms: ms(main.latency.quantile(0.999)),
+            refused_share: self.refused_share(),
+            refusal_p50_ms: ms(main.refusal.quantile(0.5)),
+            refusal_p99_ms: ms(main.refusal.quantile(0.99)),
+            errors: main.errors(),
+            fast_p99_ms: ms(fast_med),
+            fast_p99_max_ms: ms(fast_max),
+        }
+    }
+
     fn line(&self) -> String {
         let q = |h: &Histogram, q: f64| h.quantile(q).map_or("-".to_owned(), ms);
         let (main, fast) = (self.main(), self.fast());
@@ -287,6 +320,78 @@ impl Cell {
     }
 }
 
+/// One row of the JSON written with `--json`: one load of one route on
+/// one server. Times in milliseconds; `None` is written `null` (no
+/// success, or no refusal, to time).
+#[derive(Clone, Debug, PartialEq)]
+struct Row {
+    /// `forkring`, `forkring-admission-off`, `node` or `nginx`.
+    server: &'static str,
+    /// `pool` or `loop`.
+    route: &'static str,
+    /// The multiple of the capacity offered.
+    load: f64,
+    /// Requests offered a second.
+    offered: f64,
+    /// Successes a second within the client's patience.
+    goodput: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    p999_ms: Option<f64>,
+    /// Refusals (`503`) over requests due.
+    refused_share: f64,
+    refusal_p50_ms: Option<f64>,
+    refusal_p99_ms: Option<f64>,
+    /// The route's errors (the fast route's are in the printed figures).
+    errors: u64,
+    /// The fast route's p99, median over rounds, and its max.
+    fast_p99_ms: Option<f64>,
+    fast_p99_max_ms: Option<f64>,
+}
+
+/// A JSON number with three decimals, or `null` when missing (or not
+/// finite, which JSON cannot write).
+fn num(x: Option<f64>) -> String {
+    match x {
+        Some(v) if v.is_finite() => format!("{v:.3}"),
+        _ => "null".to_owned(),
+    }
+}
+
+/// The document `--json` writes: the capacities and every row. Written by
+/// hand (the names are fixed and need no escaping).
+fn json(capacity: Capacity, rows: &[Row]) -> String {
+    let mut s = format!(
+        "{{\"capacity\": {{\"pool\": {}, \"loop\": {}}},\n \"rows\": [",
+        num(Some(capacity.pool)),
+        num(Some(capacity.spin))
+    );
+    for (i, r) in rows.iter().enumerate() {
+        let sep = if i == 0 { "" } else { "," };
+        s.push_str(&format!(
+            "{sep}\n  {{\"server\": \"{}\", \"route\": \"{}\", \"load\": {}, \"offered\": {}, \"goodput\": {}, \
+             \"p50_ms\": {}, \"p99_ms\": {}, \"p999_ms\": {}, \"refused_share\": {}, \"refusal_p50_ms\": {}, \
+             \"refusal_p99_ms\": {}, \"errors\": {}, \"fast_p99_ms\": {}, \"fast_p99_max_ms\": {}}}",
+            r.server,
+            r.route,
+            num(Some(r.load)),
+            num(Some(r.offered)),
+            num(Some(r.goodput)),
+            num(r.p50_ms),
+            num(r.p99_ms),
+            num(r.p999_ms),
+            num(Some(r.refused_share)),
+            num(r.refusal_p50_ms),
+            num(r.refusal_p99_ms),
+            r.errors,
+            num(r.fast_p99_ms),
+            num(r.fast_p99_max_ms),
+        ));
+    }
+    s.push_str("\n]}\n");
+    s
+}
+
 /// The heavy route's plan at `rate`.
 fn plan(addr: SocketAddr, route: Route, rate: f64, duration: Duration, warmup: Duration, drain: Duration) -> Plan {
     let mut p = Plan::hello(addr, CONNS, 1, duration);
@@ -300,7 +405,7 @@ fn plan(addr: SocketAddr, route: Route, rate: f64, duration: Duration, warmup: D
 
 /// One run of `route` at `rate` with the fast route beside it.
 fn once(addr: SocketAddr, route: Route, rate: f64) -> Result<(Tally, Tally), String> {
-    let mut fast = Plan::hello(addr, FAST_CONNS, FAST_RATE, WARMUP + COUNTED + COOLDOWN);
+    let mut fast = Plan::hello(addr, FAST_CONNS, FAST_RATE, WARMUP + COUNTED);
     fast.warmup = WARMUP;
     // The heavy client polls (one busy thread); the fast one sleeps, so the
     // two share the machine's CPUs with the server.
@@ -310,8 +415,8 @@ fn once(addr: SocketAddr, route: Route, rate: f64) -> Result<(Tally, Tally), Str
     if route == Route::Loop {
         fast.check = Check::Shed;
     }
-    let fast = thread::spawn(move || paced::run_with_cooldown(&fast, COOLDOWN));
-    let main = paced::run_with_cooldown(&plan(addr, route, rate, WARMUP + COUNTED + COOLDOWN, WARMUP, DRAIN), COOLDOWN);
+    let fast = thread::spawn(move || paced::run(&fast));
+    let main = paced::run(&plan(addr, route, rate, WARMUP + COUNTED, WARMUP, DRAIN));
     let fast = fast.join().map_err(|_| "the fast client panicked".to_owned())?;
     Ok((main?, fast?))
 }
@@ -321,7 +426,7 @@ fn once(addr: SocketAddr, route: Route, rate: f64) -> Result<(Tally, Tally), Str
 fn settle(addr: SocketAddr, route: Route) -> Result<bool, String> {
     let deadline = Instant::now() + SETTLE_MAX;
     loop {
-        let mut p = plan(addr, route, 10.0, Duration::from_millis(100), Duration::ZERO, Duration::from_secs(2));
+        let mut p = plan(addr, route, 10.0, Duration::from_millis(100), Duration::ZERO, SETTLE_MAX);
         p.conns = 1;
         let t = paced::run(&p)?;
         if t.latency.max().or(t.refusal.max()).is_some_and(|d| d <= SETTLE_WITHIN) {
@@ -333,40 +438,71 @@ fn settle(addr: SocketAddr, route: Route) -> Result<bool, String> {
     }
 }
 
+/// A server this scenario started, of whatever kind: it runs while held.
+struct Running {
+    addr: SocketAddr,
+    _held: Box<dyn std::any::Any>,
+}
+
+impl Running {
+    fn new(addr: SocketAddr, held: impl std::any::Any) -> Running {
+        Running { addr, _held: Box::new(held) }
+    }
+}
+
+/// How a server is started (again).
+type Start<'a> = Box<dyn Fn() -> Result<Running, String> + 'a>;
+
 /// A server under the scenario and what its rounds measured.
-struct Subject {
+struct Subject<'a> {
+    /// Its name in the JSON rows.
+    name: &'static str,
     /// Its heading in the figures.
     label: String,
-    addr: SocketAddr,
+    start: Start<'a>,
+    server: Option<Running>,
     rounds: usize,
     /// Route by route, load by load.
     cells: Vec<Cell>,
     /// Runs after which the server had not worked its queue off within
-    /// [`SETTLE_MAX`].
-    unsettled: usize,
+    /// [`SETTLE_MAX`], and was started afresh.
+    restarts: usize,
 }
 
-impl Subject {
-    fn new(label: String, addr: SocketAddr, rounds: usize, capacity: Capacity) -> Subject {
+impl<'a> Subject<'a> {
+    fn new(name: &'static str, label: String, start: Start<'a>, rounds: usize, capacity: Capacity) -> Subject<'a> {
         let cells = Route::ALL.iter().flat_map(|&r| LOADS.iter().map(move |&l| Cell::new(r, l, capacity))).collect();
-        Subject { label, addr, rounds, cells, unsettled: 0 }
+        Subject { name, label, start, server: None, rounds, cells, restarts: 0 }
     }
 
     /// Every round: a pass over every route and load, each pass starting
-    /// one further on.
-    fn measure(&mut self) -> Result<(), String> {
+    /// one further on. A server that has not worked off what a run left
+    /// it within [`SETTLE_MAX`] (a queue without admission holds seconds
+    /// of work past 2x) is started afresh: the next load meets an idle
+    /// server either way, and waiting would cost minutes.
+    fn measure(mut self) -> Result<Subject<'a>, String> {
         let n = self.cells.len();
         for round in 0..self.rounds {
             for k in 0..n {
+                let addr = match &self.server {
+                    Some(s) => s.addr,
+                    None => self.server.insert((self.start)()?).addr,
+                };
                 let cell = &mut self.cells[(k + round) % n];
-                let (main, fast) = once(self.addr, cell.route, cell.offered)?;
+                let (main, fast) = once(addr, cell.route, cell.offered)?;
                 cell.add(&main, &fast);
-                if !settle(self.addr, cell.route)? {
-                    self.unsettled += 1;
+                if !settle(addr, cell.route)? {
+                    self.server = None;
+                    self.restarts += 1;
                 }
             }
         }
-        Ok(())
+        self.server = None;
+        Ok(self)
+    }
+
+    fn rows(&self) -> impl Iterator<Item = Row> + '_ {
+        self.cells.iter().map(|c| c.row(self.name))
     }
 
     fn cell(&self, route: Route, load: f64) -> &Cell {
@@ -379,10 +515,10 @@ impl Subject {
             s.push_str("\n      ");
             s.push_str(&c.line());
         }
-        if self.unsettled > 0 {
+        if self.restarts > 0 {
             s.push_str(&format!(
-                "\n      {} runs left a queue not worked off within {}",
-                self.unsettled,
+                "\n      started afresh {} times, after runs whose queue was not worked off within {}",
+                self.restarts,
                 ms(SETTLE_MAX)
             ));
         }
@@ -390,8 +526,9 @@ impl Subject {
     }
 }
 
-/// The Node anchor: `/sleep?ms=N` through a pool of slots (its argument) with a
-/// waiting queue, `/` answers `Hello, World!`; prints its port.
+/// The Node anchor: `/sleep?ms=N` through a pool of slots (its argument)
+/// with a waiting queue, `/spin?us=N` a busy loop of N µs on the event
+/// loop, `/` answers `Hello, World!`; prints its port.
 const NODE_SERVER: &str = r#"
 const http = require('http');
 const slots = Number(process.argv[1]) || 4;
@@ -399,21 +536,27 @@ let busy = 0;
 const waiting = [];
 function take(job) { if (busy < slots) { busy++; job(); } else { waiting.push(job); } }
 function give() { busy--; const next = waiting.shift(); if (next) { busy++; next(); } }
+function send(res, body) {
+  // A length, not chunks: the paced client reads bodies by length.
+  res.writeHead(200, {'Content-Type': 'text/plain', 'Content-Length': Buffer.byteLength(body)});
+  res.end(body);
+}
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, 'http://x');
   if (url.pathname === '/sleep') {
     const ms = Number(url.searchParams.get('ms')) || 0;
-    take(() => setTimeout(() => {
-      const body = 'waited ' + ms + ' ms\n';
-      res.writeHead(200, {'Content-Type': 'text/plain', 'Content-Length': Buffer.byteLength(body)});
-      res.end(body);
-      give();
-    }, ms));
+    take(() => setTimeout(() => { send(res, 'waited ' + ms + ' ms\n'); give(); }, ms));
     return;
   }
-  // A length, not chunks: the paced client reads bodies by length.
-  res.writeHead(200, {'Content-Type': 'text/plain', 'Content-Length': 13});
-  res.end('Hello, World!');
+  if (url.pathname === '/spin') {
+    // Work on the event loop itself, as a handler that computes does.
+    const us = Number(url.searchParams.get('us')) || 0;
+    const until = process.hrtime.bigint() + BigInt(us) * 1000n;
+    while (process.hrtime.bigint() < until) {}
+    send(res, 'spun ' + us + ' us\n');
+    return;
+  }
+  send(res, 'Hello, World!');
 });
 server.keepAliveTimeout = 60000;
 server.listen(0, '127.0.0.1', () => console.log(server.address().port));
@@ -426,16 +569,13 @@ struct Node {
 }
 
 impl Node {
-    fn start(bin: &std::path::Path) -> Result<Node, String> {
-        let mut child = Command::new(bin)
-            .arg("-e")
-            .arg(NODE_SERVER)
-            .arg(POOL.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("node: {e}"))?;
+    /// Starts `bin` with [`NODE_SERVER`], pinned to `cpu` if given.
+    fn start(bin: &Path, cpu: Option<usize>) -> Result<Node, String> {
+        let mut cmd = Command::new(bin);
+        cmd.arg("-e").arg(NODE_SERVER).arg(POOL.to_string());
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+        pin(&mut cmd, cpu);
+        let mut child = cmd.spawn().map_err(|e| format!("node: {e}"))?;
         procs::register(child.id() as i32);
         let mut line = String::new();
         let stdout = child.stdout.take().ok_or("node: no stdout")?;
@@ -454,6 +594,74 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `cmd` started on `cpu` only, as the forkring server is.
+fn pin(cmd: &mut Command, cpu: Option<usize>) {
+    if let Some(cpu) = cpu {
+        // SAFETY: the closure runs between fork and exec and only makes
+        // the sched_setaffinity system call.
+        unsafe { cmd.pre_exec(move || procs::pin_to(cpu)) };
+    }
+}
+
+/// nginx (one worker) in front of a Node server doing the work: `/sleep`
+/// and `/spin` passed on over kept-alive upstream connections, `/`
+/// answered by nginx itself. Both killed when dropped.
+struct Proxied {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+    /// Dropped after nginx.
+    _backend: Node,
+}
+
+impl Proxied {
+    fn start(nginx_bin: &Path, node_bin: &Path, cpu: Option<usize>) -> Result<Proxied, String> {
+        let backend = Node::start(node_bin, cpu)?;
+        let port = procs::free_port().map_err(|e| format!("a free port: {e}"))?;
+        let dir = std::env::temp_dir().join(format!("forkring-stress-overload-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let mut conf = nginx::Conf::new(&dir, format!("127.0.0.1:{port}"), 1);
+        conf.error_level = "warn";
+        conf.proxy = Some(nginx::Proxy {
+            upstream: backend.addr.to_string(),
+            keepalive: 64,
+            paths: vec!["/sleep".into(), "/spin".into()],
+        });
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf.render(nginx_bin)).map_err(|e| format!("write {}: {e}", path.display()))?;
+        let mut cmd = Command::new(nginx_bin);
+        cmd.arg("-p").arg(format!("{}/", dir.display())).arg("-c").arg(&path).arg("-e").arg(&conf.error_log);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        pin(&mut cmd, cpu);
+        let child = cmd.spawn().map_err(|e| format!("start {}: {e}", nginx_bin.display()))?;
+        procs::register(child.id() as i32);
+        let p = Proxied { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), dir, _backend: backend };
+        if let Err(e) = forkring_stress::probe::wait_serving(p.addr, Duration::from_secs(10)) {
+            let log = std::fs::read_to_string(&conf.error_log).unwrap_or_default();
+            return Err(format!("nginx: {e}: {}", log.lines().last().unwrap_or("")));
+        }
+        for k in forkring_testkit::proc::children(p.child.id() as i32) {
+            procs::register(k);
+        }
+        Ok(p)
+    }
+}
+
+impl Drop for Proxied {
+    fn drop(&mut self) {
+        let workers = forkring_testkit::proc::descendants(self.child.id() as i32);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for &w in &workers {
+            let _ = forkring_testkit::proc::signal(w, libc::SIGKILL);
+        }
+        for w in workers {
+            forkring_testkit::proc::wait_gone(w, Duration::from_secs(2));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -500,26 +708,56 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
     if target != Target::Forkring {
         return Err("forkring only".to_owned());
     }
+    let (server_cpu, _) = ctx.pinning();
     let cap = capacity(ctx)?;
-    let on_server = forkring(ctx, true)?;
-    let mut on =
-        Subject::new(format!("forkring, admission on, --loop-target {LOOP_TARGET_MS}ms"), on_server.addr, ROUNDS, cap);
-    on.measure()?;
-    drop(on_server);
-    let off_server = forkring(ctx, false)?;
-    let mut off = Subject::new("forkring, admission off (anchor)".into(), off_server.addr, ANCHOR_ROUNDS, cap);
-    off.measure()?;
-    drop(off_server);
-    let node = match procs::find_on_path("node") {
-        None => "Node: not installed, no Node line".to_owned(),
-        Some(bin) => match Node::start(&bin).and_then(|node| {
-            let label = format!("Node http, {POOL} slots of setTimeout({JOB_MS}) and a waiting queue (anchor)");
-            let mut s = Subject::new(label, node.addr, ANCHOR_ROUNDS, cap);
-            s.measure().map(|()| s)
-        }) {
-            Ok(s) => s.figures(),
-            Err(e) => format!("Node: could not run: {e}"),
-        },
+    let fork =
+        |admission: bool| -> Start { Box::new(move || forkring(ctx, admission).map(|f| Running::new(f.addr, f))) };
+    let label = format!("forkring, admission on, --loop-target {LOOP_TARGET_MS}ms");
+    let on = Subject::new("forkring", label, fork(true), ROUNDS, cap).measure()?;
+    let label = "forkring, admission off (anchor)".to_owned();
+    let off = Subject::new("forkring-admission-off", label, fork(false), ANCHOR_ROUNDS, cap).measure()?;
+    let node_bin = procs::find_on_path("node");
+    let node = match &node_bin {
+        None => Err("Node: not installed, no Node line".to_owned()),
+        Some(bin) => {
+            let label = format!(
+                "Node http, {POOL} slots of setTimeout({JOB_MS}) and a waiting queue, /spin a busy loop on its event \
+                 loop (anchor)"
+            );
+            let start: Start = Box::new(|| Node::start(bin, server_cpu).map(|n| Running::new(n.addr, n)));
+            Subject::new("node", label, start, ANCHOR_ROUNDS, cap)
+                .measure()
+                .map_err(|e| format!("Node: could not run: {e}"))
+        }
+    };
+    let proxied = match (&ctx.nginx, &node_bin) {
+        (None, _) => Err("nginx: not found or skipped, no nginx line".to_owned()),
+        (Some(_), None) => Err("nginx: node not installed, no nginx line (nginx passes the work to Node)".to_owned()),
+        (Some(nginx_bin), Some(node_bin)) => {
+            let label = "nginx, 1 worker: /sleep and /spin proxy_pass to a Node server as above over kept-alive \
+                         connections, / answered by nginx (anchor)"
+                .to_owned();
+            let start: Start =
+                Box::new(|| Proxied::start(nginx_bin, node_bin, server_cpu).map(|p| Running::new(p.addr, p)));
+            Subject::new("nginx", label, start, ANCHOR_ROUNDS, cap)
+                .measure()
+                .map_err(|e| format!("nginx: could not run: {e}"))
+        }
+    };
+    let anchor_figures = |r: &Result<Subject, String>| match r {
+        Ok(s) => s.figures(),
+        Err(e) => e.clone(),
+    };
+    let written = match &ctx.json {
+        None => String::new(),
+        Some(path) => {
+            let anchors = [&node, &proxied].into_iter().filter_map(|r| r.as_ref().ok());
+            let rows: Vec<Row> = [&on, &off].into_iter().chain(anchors).flat_map(Subject::rows).collect();
+            match std::fs::write(path, json(cap, &rows)) {
+                Ok(()) => format!("\n    rows written to {}", path.display()),
+                Err(e) => format!("\n    rows NOT written to {}: {e}", path.display()),
+            }
+        }
     };
 
     let mut pass = true;
@@ -544,14 +782,70 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
             "capacity: pool {:.0}/s ({POOL} threads x {JOB_MS} ms jobs, queue {QUEUE}), loop {:.0}/s \
              (GET /spin?us={SPIN_US}, one worker); each load in rounds of {} \
              counted after {} warm-up, the loads taking turns; fast route GET / {FAST_RATE}/s beside, its p99 the \
-             median over rounds (max)\n    {}\n    {}\n    {node}",
+             median over rounds (max); beside the loop route the fast route shares the saturated loop: \
+             reported, not bounded\n    {}\n    {}\n    {}\n    {}{written}",
             cap.pool,
             cap.spin,
             ms(COUNTED),
             ms(WARMUP),
             on.figures(),
             off.figures(),
+            anchor_figures(&node),
+            anchor_figures(&proxied),
         ),
         pass,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_have_three_decimals_and_missing_ones_are_null() {
+        assert_eq!(num(Some(392.04567)), "392.046");
+        assert_eq!(num(Some(0.0)), "0.000");
+        assert_eq!(num(Some(4.0)), "4.000");
+        assert_eq!(num(Some(0.25)), "0.250");
+        assert_eq!(num(Some(-1.5)), "-1.500");
+        assert_eq!(num(None), "null");
+        assert_eq!(num(Some(f64::NAN)), "null");
+        assert_eq!(num(Some(f64::INFINITY)), "null");
+    }
+
+    #[test]
+    fn the_document_holds_the_capacities_and_every_row() {
+        let row = Row {
+            server: "forkring",
+            route: "pool",
+            load: 0.5,
+            offered: 196.0,
+            goodput: 195.9876,
+            p50_ms: Some(10.1234),
+            p99_ms: Some(12.5),
+            p999_ms: Some(14.0),
+            refused_share: 0.0,
+            refusal_p50_ms: None,
+            refusal_p99_ms: None,
+            errors: 0,
+            fast_p99_ms: Some(0.4567),
+            fast_p99_max_ms: Some(1.0),
+        };
+        let other = Row { server: "node", route: "loop", load: 4.0, errors: 17, p50_ms: None, ..row.clone() };
+        let text = json(Capacity { pool: 392.1, spin: 950.0 }, &[row, other]);
+        assert_eq!(
+            text,
+            "{\"capacity\": {\"pool\": 392.100, \"loop\": 950.000},\n \"rows\": [\n  \
+             {\"server\": \"forkring\", \"route\": \"pool\", \"load\": 0.500, \"offered\": 196.000, \"goodput\": 195.988, \
+             \"p50_ms\": 10.123, \"p99_ms\": 12.500, \"p999_ms\": 14.000, \"refused_share\": 0.000, \"refusal_p50_ms\": null, \
+             \"refusal_p99_ms\": null, \"errors\": 0, \"fast_p99_ms\": 0.457, \"fast_p99_max_ms\": 1.000},\n  \
+             {\"server\": \"node\", \"route\": \"loop\", \"load\": 4.000, \"offered\": 196.000, \"goodput\": 195.988, \
+             \"p50_ms\": null, \"p99_ms\": 12.500, \"p999_ms\": 14.000, \"refused_share\": 0.000, \"refusal_p50_ms\": null, \
+             \"refusal_p99_ms\": null, \"errors\": 17, \"fast_p99_ms\": 0.457, \"fast_p99_max_ms\": 1.000}\n]}\n"
+        );
+        assert_eq!(
+            json(Capacity { pool: 1.0, spin: 2.0 }, &[]),
+            "{\"capacity\": {\"pool\": 1.000, \"loop\": 2.000},\n \"rows\": [\n]}\n"
+        );
+    }
 }
