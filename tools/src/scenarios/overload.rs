@@ -23,17 +23,17 @@
 //! longest one come after the window.)
 //!
 //! Each load is measured in [`ROUNDS`] short rounds of [`COUNTED`] (after
-//! a warm-up of [`WARMUP`]), every
-//! load of both routes taking turns within each pass (the pass starting
-//! one further on each round), as the slowloris scenario measures its
-//! client: a host that stalls for milliseconds now and then decides the
-//! p99 of one run of a few seconds, and one long run per load would hand
-//! each load the stalls of its own minute. The fast route's figure is the
-//! median over the rounds of each round's p99 (its max beside it);
-//! goodput and the other figures come from all rounds pooled. Between two
-//! runs the harness waits until one request of the route is answered
-//! within [`SETTLE_WITHIN`] (what a queue without admission still holds
-//! from an overload is worked off before the next load is measured).
+//! a warm-up of [`WARMUP`]), every load of both routes taking turns within
+//! each pass (the pass starting one further on each round), as the
+//! slowloris scenario measures its client: a host that stalls for
+//! milliseconds now and then decides the p99 of one run of a few seconds,
+//! and one long run per load would hand each load the stalls of its own
+//! minute. The fast route's figure is the median over the rounds of each
+//! round's p99 (its max beside it); goodput and the other figures come
+//! from all rounds pooled. Between two runs the harness waits until one
+//! request of the route is answered within [`SETTLE_WITHIN`] (what a queue
+//! without admission still holds from an overload is worked off before
+//! the next load is measured).
 //!
 //! For each load: goodput (successful answers a second, counting only
 //! those that came within [`CLIENT_TIMEOUT`] of their due time: a later
