@@ -35,6 +35,8 @@ Options:
   --only LIST     run only these scenarios, e.g. 1,3,5 [default: all]
   --workers N     workers in the multi-worker scenarios [default: one per CPU]
   --no-nginx      skip the nginx anchor lines
+  --json PATH     scenario 14 also writes its figures here as JSON (capacities
+                  and one row per server, route and load; make bench reads it)
   -h, --help      print this help
 
 Environment: FORKRING_BACKEND (passed on to forkring), NGINX (nginx binary),
@@ -55,10 +57,11 @@ struct Args {
     only: Option<Vec<u8>>,
     workers: Option<usize>,
     nginx: bool,
+    json: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
-    let mut a = Args { bin: None, only: None, workers: None, nginx: true };
+    let mut a = Args { bin: None, only: None, workers: None, nginx: true, json: None };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -70,6 +73,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             "-h" | "--help" => return Ok(None),
             "--no-nginx" => a.nginx = false,
             "--bin" => a.bin = Some(PathBuf::from(value()?)),
+            "--json" => a.json = Some(PathBuf::from(value()?)),
             "--workers" => {
                 let n: usize = value()?.parse().map_err(|_| "--workers: expected a whole number".to_owned())?;
                 if n == 0 {
@@ -138,8 +142,14 @@ fn run(args: Args, nofile: u64) -> ExitCode {
     let cpus = procs::cpus();
     let nginx = if args.nginx { nginx::find() } else { None };
     let wrk = procs::find_on_path("wrk");
-    let ctx =
-        Ctx { bin: bin.clone(), nginx: nginx.clone(), wrk: wrk.clone(), workers: args.workers.unwrap_or(cpus), cpus };
+    let ctx = Ctx {
+        bin: bin.clone(),
+        nginx: nginx.clone(),
+        wrk: wrk.clone(),
+        workers: args.workers.unwrap_or(cpus),
+        cpus,
+        json: args.json.clone(),
+    };
 
     // A first start: the binary works, and which backend it runs.
     let backend = match servers::Forkring::start(&bin, 1, &[], None) {

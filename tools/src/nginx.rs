@@ -6,8 +6,8 @@
 //! workload at hand: `GET /` answered `200 Hello, World!` with
 //! `access_log off` and keep-alive for up to a million requests, everything
 //! else 404; optionally `/ready` (the fleet's balancer checks it), `POST
-//! /echo` (through the echo module) and files under `/files/` (with
-//! `sendfile`). Every path it writes (pid file, temporary files) lies in
+//! /echo` (through the echo module), files under `/files/` (with
+//! `sendfile`) and paths passed on to a server behind (`proxy_pass`). Every path it writes (pid file, temporary files) lies in
 //! the run's own directory, so nginx needs nothing of the system's.
 //!
 //! Where it stops: the text of the configuration. Starting nginx and
@@ -51,6 +51,19 @@ pub enum Echo {
     Missing,
 }
 
+/// Paths nginx passes on to another HTTP server (`proxy_pass`), over
+/// keep-alive connections to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proxy {
+    /// The server behind, `IP:PORT`.
+    pub upstream: String,
+    /// Idle keep-alive connections to it each worker keeps (`keepalive`;
+    /// more are opened while more requests are in flight).
+    pub keepalive: usize,
+    /// The paths passed on, each an exact match (the query goes along).
+    pub paths: Vec<String>,
+}
+
 /// One nginx configuration. [`Conf::new`] gives the settings every harness
 /// shares; the fields change what a harness needs otherwise.
 #[derive(Clone, Debug)]
@@ -89,6 +102,8 @@ pub struct Conf {
     /// it hands it to a second server on a Unix socket in `dir`, which
     /// answers `200`. A slow body then costs its own connection only.
     pub spool_uploads: bool,
+    /// Paths passed on to another server.
+    pub proxy: Option<Proxy>,
 }
 
 impl Conf {
@@ -110,6 +125,7 @@ impl Conf {
             echo: None,
             files: None,
             spool_uploads: false,
+            proxy: None,
         }
     }
 
@@ -159,6 +175,18 @@ impl Conf {
             let _ = writeln!(c, "    client_header_timeout {}ms;", t.as_millis());
         }
         c.push_str(&temp_paths(bin, &self.dir));
+        if let Some(p) = &self.proxy {
+            let _ = write!(
+                c,
+                "
+    upstream backend {{
+        server {};
+        keepalive {};
+    }}
+",
+                p.upstream, p.keepalive
+            );
+        }
         let reuseport = if self.reuseport { " reuseport" } else { "" };
         let _ = write!(
             c,
@@ -207,6 +235,20 @@ impl Conf {
         }}
 ",
                 files.display()
+            );
+        }
+        for path in self.proxy.iter().flat_map(|p| &p.paths) {
+            // HTTP/1.1 without `Connection: close`: the upstream's
+            // connections are kept alive.
+            let _ = write!(
+                c,
+                "
+        location = {path} {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }}
+"
             );
         }
         if self.spool_uploads {
@@ -296,6 +338,30 @@ mod tests {
         assert!(!text.contains("/ready"));
         assert!(!text.contains("/upload"));
         assert!(!text.contains("load_module"));
+        assert!(!text.contains("upstream"));
+        assert_eq!(text.matches('{').count(), text.matches('}').count(), "balanced blocks");
+    }
+
+    #[test]
+    fn proxied_paths_go_to_one_upstream_over_kept_alive_connections() {
+        let mut c = Conf::new(Path::new("/tmp/run"), "127.0.0.1:8080".into(), 1);
+        c.proxy = Some(Proxy {
+            upstream: "127.0.0.1:9000".into(),
+            keepalive: 64,
+            paths: vec!["/sleep".into(), "/spin".into()],
+        });
+        let text = c.render(Path::new("/nonexistent/nginx"));
+        for want in [
+            "upstream backend {\n        server 127.0.0.1:9000;\n        keepalive 64;\n    }",
+            "location = /sleep {\n            proxy_pass http://backend;",
+            "location = /spin {\n            proxy_pass http://backend;",
+            "proxy_http_version 1.1;",
+            "proxy_set_header Connection \"\";",
+            "return 200 \"Hello, World!\";",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from\n{text}");
+        }
+        assert_eq!(text.matches("proxy_pass").count(), 2);
         assert_eq!(text.matches('{').count(), text.matches('}').count(), "balanced blocks");
     }
 

@@ -172,7 +172,9 @@ impl Tally {
         }
     }
 
-    fn merge(&mut self, o: &Tally) {
+    /// Adds `o`'s counts and times to these (the rounds of a measurement
+    /// pooled).
+    pub fn merge(&mut self, o: &Tally) {
         self.sent += o.sent;
         self.unsent += o.unsent;
         self.answered += o.answered;
