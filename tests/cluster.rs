@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::Server;
 use forkring_testkit::client::Client;
+use forkring_testkit::metrics;
 use forkring_testkit::need::{require, Need};
 use forkring_testkit::proc;
 use forkring_testkit::server::HELLO;
@@ -212,37 +213,12 @@ fn wait_output(mut child: std::process::Child, timeout: Duration) -> std::proces
     }
 }
 
-/// The sum over the workers of `name` in a scrape of the metrics
-/// listener's `GET /metrics`.
-fn metric_sum(addr: SocketAddr, name: &str) -> u64 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
-    let mut all = Vec::new();
-    s.read_to_end(&mut all).unwrap_or_else(|e| panic!("GET /metrics: {e}"));
-    let prefix = format!("{name}{{");
-    String::from_utf8_lossy(&all)
-        .lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 #[test]
 fn graceful_shutdown_answers_requests_in_flight() {
     let mut server = Server::start(&["--workers", "2", "--metrics", "127.0.0.1:0"]);
     server.wait_line(&["ready 0.0"], Duration::from_secs(10));
     server.wait_line(&["ready 1.0"], Duration::from_secs(10));
-    let maddr: SocketAddr = server
-        .wait_line(&["metrics on http://"], Duration::from_secs(10))
-        .split("metrics on http://")
-        .nth(1)
-        .unwrap()
-        .trim_end_matches("/metrics")
-        .trim()
-        .parse()
-        .unwrap();
+    let maddr = metrics::addr(&server);
     // Requests whose bodies are still arriving when SIGTERM comes.
     let mut clients: Vec<Client> = (0..8).map(|_| Client::connect(server.addr)).collect();
     for c in &mut clients {
@@ -252,15 +228,7 @@ fn graceful_shutdown_answers_requests_in_flight() {
     let mut idle = Client::connect(server.addr);
     assert_eq!(idle.get("/").status, 200);
     // The workers hold the eight halves of bodies (5 bytes each).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let held = metric_sum(maddr, "forkring_body_bytes");
-        if held == 40 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the workers hold {held} body bytes after 5 s, not 8 x 5");
-        thread::sleep(Duration::from_millis(10));
-    }
+    metrics::wait_sum(maddr, "forkring_body_bytes", Duration::from_secs(5), |held| held == 40);
     let t0 = Instant::now();
     server.signal(libc::SIGTERM);
     // Both workers drain before the rest of the bodies comes.
@@ -435,17 +403,10 @@ fn ttou_under_load_resets_no_queued_connection() {
 }
 
 /// Connections accepted by each slot, from the master's metrics.
-fn accepts_by_slot(metrics: SocketAddr) -> std::collections::BTreeMap<u32, u64> {
-    let mut c = Client::connect(metrics);
-    let r = c.get("/metrics");
-    assert_eq!(r.status, 200);
-    let text = String::from_utf8(r.body).expect("metrics are text");
-    text.lines()
-        .filter_map(|l| l.strip_prefix("forkring_accepts_total{slot=\""))
-        .map(|l| {
-            let (slot, rest) = l.split_once('"').expect("a slot label");
-            (slot.parse().expect("a slot number"), rest.rsplit(' ').next().unwrap().parse().expect("a count"))
-        })
+fn accepts_by_slot(addr: SocketAddr) -> std::collections::BTreeMap<u32, u64> {
+    let text = metrics::scrape(addr);
+    metrics::samples(&text, "forkring_accepts_total")
+        .map(|(labels, v)| (labels.trim_start_matches("slot=\"").trim_end_matches('"').parse().expect("a slot"), v))
         .collect()
 }
 
@@ -463,9 +424,7 @@ fn connections(addr: SocketAddr, n: u64) {
 #[test]
 fn steered_connections_spread_evenly_and_a_new_slot_takes_its_share_at_once() {
     let server = Server::start(&["--workers", "4", "--balance", "reuseport", "--metrics", "127.0.0.1:0"]);
-    let line = server.wait_line(&["metrics on http://"], Duration::from_secs(10));
-    let metrics: SocketAddr =
-        line.split("metrics on http://").nth(1).unwrap().trim_end_matches("/metrics").trim().parse().unwrap();
+    let maddr = metrics::addr(&server);
     for w in 0..4 {
         server.wait_line(&[&format!("ready {w}.0")], Duration::from_secs(10));
     }
@@ -484,9 +443,9 @@ fn steered_connections_spread_evenly_and_a_new_slot_takes_its_share_at_once() {
             server.log_text()
         );
     };
-    let start = accepts_by_slot(metrics);
+    let start = accepts_by_slot(maddr);
     connections(server.addr, 4000);
-    let first = accepts_by_slot(metrics);
+    let first = accepts_by_slot(maddr);
     let delta = |a: &std::collections::BTreeMap<u32, u64>, b: &std::collections::BTreeMap<u32, u64>, slots: u32| {
         (0..slots).map(|s| b.get(&s).copied().unwrap_or(0) - a.get(&s).copied().unwrap_or(0)).collect::<Vec<u64>>()
     };
@@ -495,7 +454,7 @@ fn steered_connections_spread_evenly_and_a_new_slot_takes_its_share_at_once() {
     server.signal(libc::SIGTTIN);
     server.wait_line(&["ready 4.0"], Duration::from_secs(10));
     connections(server.addr, 5000);
-    let second = accepts_by_slot(metrics);
+    let second = accepts_by_slot(maddr);
     even(&delta(&first, &second, 5), "five slots after a TTIN");
 }
 

@@ -5,13 +5,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::Server;
 use forkring_testkit::client::Client;
+use forkring_testkit::metrics;
 use forkring_testkit::server::HELLO;
 
 #[test]
@@ -53,22 +53,9 @@ fn pipelined_requests_keep_their_order_around_a_deferred_one() {
     server.assert_healthy();
 }
 
-/// The address of the server's metrics listener.
-fn metrics_addr(server: &Server) -> SocketAddr {
-    let line = server.wait_line(&["metrics on http://"], Duration::from_secs(10));
-    let rest = line.split("metrics on http://").nth(1).unwrap();
-    rest.trim_end_matches("/metrics").trim().parse().unwrap()
-}
-
 /// Slot 0's value of `name` in a scrape of `GET /metrics`.
 fn metric(addr: SocketAddr, name: &str) -> Option<u64> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
-    let mut all = Vec::new();
-    s.read_to_end(&mut all).unwrap_or_else(|e| panic!("GET /metrics: {e}"));
-    let prefix = format!("{name}{{slot=\"0\"}} ");
-    String::from_utf8_lossy(&all).lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok())
+    metrics::slot(addr, name, 0)
 }
 
 /// Waits (at most 5 s) until slot 0's metrics `(name, value)` all hold.
@@ -96,7 +83,7 @@ fn too_many_deferred_requests_get_503_and_slow_ones_504() {
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let maddr = metrics_addr(&server);
+    let maddr = metrics::addr(&server);
     let mut waiting: Vec<Client> = (0..2)
         .map(|_| {
             let mut c = server.connect();
@@ -123,7 +110,7 @@ fn too_many_deferred_requests_get_503_and_slow_ones_504() {
 #[test]
 fn a_client_that_leaves_before_its_answer_disturbs_nothing() {
     let mut server = Server::start(&["--workers", "1", "--max-deferred", "4", "--metrics", "127.0.0.1:0"]);
-    let maddr = metrics_addr(&server);
+    let maddr = metrics::addr(&server);
     for _ in 0..8 {
         let mut c = server.connect();
         c.send(b"GET /sleep?ms=100 HTTP/1.1\r\nHost: t\r\n\r\n");

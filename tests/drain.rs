@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::Server;
 use forkring_testkit::http::CloseOutcome;
+use forkring_testkit::metrics;
 use forkring_testkit::server::HELLO;
 
 /// How long a drained server may take to exit.
@@ -18,33 +17,7 @@ const EXIT_BOUND: Duration = Duration::from_secs(10);
 /// Waits (at most 5 s) until the workers hold `n` bytes of request bodies
 /// (`forkring_body_bytes` summed over the slots, from the metrics listener).
 fn wait_body_bytes(srv: &Server, n: u64) {
-    let maddr: SocketAddr = srv
-        .wait_line(&["metrics on http://"], Duration::from_secs(10))
-        .split("metrics on http://")
-        .nth(1)
-        .unwrap()
-        .trim_end_matches("/metrics")
-        .trim()
-        .parse()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut s = TcpStream::connect_timeout(&maddr, Duration::from_secs(5)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
-        let mut all = Vec::new();
-        s.read_to_end(&mut all).unwrap_or_else(|e| panic!("GET /metrics: {e}"));
-        let held: u64 = String::from_utf8_lossy(&all)
-            .lines()
-            .filter(|l| l.starts_with("forkring_body_bytes{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum();
-        if held == n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the workers hold {held} body bytes after 5 s, not {n}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    metrics::wait_sum(metrics::addr(srv), "forkring_body_bytes", Duration::from_secs(5), |held| held == n);
 }
 
 #[test]

@@ -14,8 +14,8 @@
 
 mod common;
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{Shutdown, TcpListener};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use common::Server;
 use forkring_testkit::http::{show, CloseOutcome};
+use forkring_testkit::metrics;
 use forkring_testkit::server::HELLO;
 
 /// Starts the demo server on `listener`, passed the systemd way: as
@@ -105,32 +106,6 @@ fn is_exit_report(line: &str) -> bool {
 /// The `listener unusable` line of the log.
 const UNUSABLE: &str = "listener unusable";
 
-/// The address of the server's metrics listener.
-fn metrics_addr(srv: &Server) -> SocketAddr {
-    srv.wait_line(&["metrics on http://"], Duration::from_secs(10))
-        .split("metrics on http://")
-        .nth(1)
-        .unwrap()
-        .trim_end_matches("/metrics")
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-/// `forkring_received_bytes_total` summed over the workers.
-fn received_bytes(addr: SocketAddr) -> u64 {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
-    let mut all = Vec::new();
-    s.read_to_end(&mut all).unwrap_or_else(|e| panic!("GET /metrics: {e}"));
-    String::from_utf8_lossy(&all)
-        .lines()
-        .filter(|l| l.starts_with("forkring_received_bytes_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 #[test]
 fn unusable_listener_drains_the_worker_which_exits_non_zero() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -151,16 +126,9 @@ fn unusable_listener_drains_the_worker_which_exits_non_zero() {
     // In flight once the worker has read it: its received bytes count both
     // requests' (the first as `Client::get` sends it).
     let received = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n".len() + half.len();
-    let maddr = metrics_addr(&srv);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let got = received_bytes(maddr);
-        if got == received as u64 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the worker received {got} bytes after 5 s, not {received}");
-        thread::sleep(Duration::from_millis(10));
-    }
+    metrics::wait_sum(metrics::addr(&srv), "forkring_received_bytes_total", Duration::from_secs(5), |got| {
+        got == received as u64
+    });
 
     // SHUT_RD on a listening socket stops it listening: accept fails with
     // EINVAL in every process that holds the socket.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::Server;
 use forkring_testkit::http::Framing;
+use forkring_testkit::metrics;
 use forkring_testkit::need::{require, Need};
 use forkring_testkit::server::HELLO;
 
@@ -125,22 +126,6 @@ fn a_slow_reader_holds_only_the_stream_queue() {
     server.assert_healthy();
 }
 
-/// `forkring_open_connections` summed over the workers, from the metrics
-/// listener at `addr`.
-fn open_connections(addr: std::net::SocketAddr) -> u64 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
-    let mut all = Vec::new();
-    s.read_to_end(&mut all).unwrap_or_else(|e| panic!("GET /metrics: {e}"));
-    String::from_utf8_lossy(&all)
-        .lines()
-        .filter(|l| l.starts_with("forkring_open_connections{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 #[test]
 fn clients_that_leave_mid_stream_disturb_nothing() {
     let mut server = Server::start(&["--metrics", "127.0.0.1:0"]);
@@ -158,24 +143,7 @@ fn clients_that_leave_mid_stream_disturb_nothing() {
     }
     // The writers learn that their streams are gone and stop: the worker
     // goes back to idle, its connections all closed.
-    let maddr: std::net::SocketAddr = server
-        .wait_line(&["metrics on http://"], Duration::from_secs(10))
-        .split("metrics on http://")
-        .nth(1)
-        .unwrap()
-        .trim_end_matches("/metrics")
-        .trim()
-        .parse()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let open = open_connections(maddr);
-        if open == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{open} connections still open 5 s after their clients left");
-        thread::sleep(Duration::from_millis(10));
-    }
+    metrics::wait_sum(metrics::addr(&server), "forkring_open_connections", Duration::from_secs(5), |open| open == 0);
     let mut fast = server.connect();
     for _ in 0..50 {
         assert_eq!(fast.get("/").body, HELLO);

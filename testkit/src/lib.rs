@@ -37,6 +37,7 @@ pub mod client;
 pub mod corpus;
 pub mod http;
 pub mod master;
+pub mod metrics;
 pub mod need;
 pub mod oracle;
 pub mod proc;
