@@ -192,25 +192,8 @@ fn workers_dying_before_ready_stop_the_cluster() {
     assert!(started.elapsed() >= Duration::from_millis(450), "{:?}", started.elapsed());
 }
 
-fn wait_output(mut child: std::process::Child, timeout: Duration) -> std::process::Output {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() >= deadline {
-            // Its workers too, learned by pid before the master dies: they
-            // hold the stderr pipe that the read below waits to see closed.
-            let workers = forkring_testkit::proc::descendants(child.id() as i32);
-            let _ = child.kill();
-            for pid in workers {
-                let _ = forkring_testkit::proc::signal(pid, libc::SIGKILL);
-            }
-            let out = child.wait_with_output().expect("output");
-            panic!("process did not exit within {timeout:?}\n{}", String::from_utf8_lossy(&out.stderr));
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+fn wait_output(child: std::process::Child, timeout: Duration) -> std::process::Output {
+    proc::output_within(child, timeout, "the cluster")
 }
 
 #[test]

@@ -12,11 +12,11 @@ mod common;
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use common::Server;
 use forkring_testkit::client::Client;
+use forkring_testkit::proc;
 use forkring_testkit::server::HELLO;
 
 /// `io_uring_setup`'s number: the same on every architecture (new system
@@ -79,27 +79,9 @@ fn uring_refused_with_backend_uring_stops_the_cluster_at_once() {
         .stderr(Stdio::piped());
     deny_io_uring(&mut cmd);
     let started = Instant::now();
-    let mut child = cmd.spawn().expect("spawn forkring");
-    let deadline = started + Duration::from_secs(10);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() >= deadline {
-            // Its workers too, learned by pid before the master dies: they
-            // hold the stderr pipe that the read below waits to see closed.
-            let workers = forkring_testkit::proc::descendants(child.id() as i32);
-            let _ = child.kill();
-            for pid in workers {
-                let _ = forkring_testkit::proc::signal(pid, libc::SIGKILL);
-            }
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "the cluster still runs 10 s after its workers found io_uring refused\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    let child = cmd.spawn().expect("spawn forkring");
+    let out = proc::output_within(child, Duration::from_secs(10), "a cluster whose workers found io_uring refused");
     let took = started.elapsed();
-    let out = child.wait_with_output().expect("output");
     let log = String::from_utf8_lossy(&out.stderr);
     // EX_CONFIG, which systemd's RestartPreventExitStatus=78 does not
     // restart.
@@ -126,23 +108,8 @@ fn memory_short_at_setup_is_a_crash_to_retry_not_a_configuration_error() {
         .stderr(Stdio::piped());
     fail_io_uring_setup(&mut cmd, libc::ENOMEM);
     let child = cmd.spawn().expect("spawn forkring");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut child = child;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() >= deadline {
-            // Its workers too, learned by pid before the master dies: they
-            // hold the stderr pipe that the read below waits to see closed.
-            let workers = forkring_testkit::proc::descendants(child.id() as i32);
-            let _ = child.kill();
-            for pid in workers {
-                let _ = forkring_testkit::proc::signal(pid, libc::SIGKILL);
-            }
-            let out = child.wait_with_output().expect("output");
-            panic!("the crash budget did not stop the cluster in 20 s\n{}", String::from_utf8_lossy(&out.stderr));
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
+    // The crash budget stops the cluster after five tries.
+    let out = proc::output_within(child, Duration::from_secs(20), "a cluster whose workers find memory short");
     let log = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "the master exits 1, not 78\n{log}");
     assert!(!log.contains("cannot start"), "a shortage is not a worker that cannot start\n{log}");

@@ -212,23 +212,12 @@ fn a_configuration_error_stops_the_unit_instead_of_looping() {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn the fixture");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while child.try_wait().expect("try_wait").is_none() {
-            if Instant::now() >= deadline {
-                // Its workers too, learned by pid before the master dies: they
-                // hold the stderr pipe that the read below waits to see closed.
-                let workers = forkring_testkit::proc::descendants(child.id() as i32);
-                let _ = child.kill();
-                for pid in workers {
-                    let _ = forkring_testkit::proc::signal(pid, libc::SIGKILL);
-                }
-                let out = child.wait_with_output().expect("output");
-                panic!("still running after 10 s\n{}", String::from_utf8_lossy(&out.stderr));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().expect("output");
+        let child = cmd.spawn().expect("spawn the fixture");
+        let out = forkring_testkit::proc::output_within(
+            child,
+            Duration::from_secs(10),
+            "a worker that cannot open its access log",
+        );
         let log = String::from_utf8_lossy(&out.stderr);
         let code = out.status.code().expect("an exit status, not a signal");
         statuses.push(code);

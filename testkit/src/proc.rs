@@ -194,6 +194,28 @@ pub fn raise_nofile(want: u64) -> u64 {
     get().map_or(lim.rlim_cur, |l| l.rlim_cur)
 }
 
+/// Waits at most `timeout` for `child` (a cluster's master whose stderr is
+/// piped) to exit, and returns its output. Past the timeout it kills the
+/// master and its workers (learned by pid before the master dies: they
+/// hold the stderr pipe that reading the output waits to see closed) and
+/// panics with `what` and the log.
+pub fn output_within(mut child: std::process::Child, timeout: Duration, what: &str) -> std::process::Output {
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() >= deadline {
+            let workers = descendants(child.id() as i32);
+            let _ = child.kill();
+            for pid in workers {
+                let _ = signal(pid, libc::SIGKILL);
+            }
+            let out = child.wait_with_output().expect("output");
+            panic!("{what}: still running after {timeout:?}\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
