@@ -453,6 +453,15 @@ impl Response {
         self.body.push(b'\n');
     }
 
+    /// Turns an invalid response (a bad field, a status outside 200–599)
+    /// into a `500` before it is framed.
+    #[inline]
+    fn error_if_invalid(&mut self) {
+        if self.invalid || !(200..=599).contains(&self.status) {
+            self.set_error(500);
+        }
+    }
+
     /// Appends the framed response to `out`. `head_only` leaves out the body
     /// (HEAD); `close` adds `Connection: close`, `keep_alive_10` adds
     /// `Connection: keep-alive` (an HTTP/1.0 client that asked for it).
@@ -467,9 +476,7 @@ impl Response {
         close: bool,
         keep_alive_10: bool,
     ) {
-        if self.invalid || !(200..=599).contains(&self.status) {
-            self.set_error(500);
-        }
+        self.error_if_invalid();
         let length = self.body.len() as u64;
         let connection = match (close, keep_alive_10) {
             (true, _) => Connection::Close,
@@ -501,9 +508,7 @@ impl Response {
         close: bool,
         keep_alive_10: bool,
     ) -> bool {
-        if self.invalid || !(200..=599).contains(&self.status) {
-            self.set_error(500);
-        }
+        self.error_if_invalid();
         self.put_head(out, date, length, chunked, close, keep_alive_10);
         bodyless(self.status)
     }
