@@ -290,14 +290,16 @@ def summary_lines(r):
     """The goal lines, for the report's summary."""
     if not r.overload:
         return []
-    out = ["Past capacity (`forkring-stress --only 14`), forkring's goals:", ""]
-    for _, text, status in goals(r):
-        out.append(f"- {text}: **{status}**")
+    return ["Past capacity (`forkring-stress --only 14`), forkring's goals:", ""] + goal_lines(r) + [""]
+
+
+def goal_lines(r):
+    """One line per goal, the anchors' line and the stress binary's exit."""
+    out = [f"- {text}: **{status}**" for _, text, status in goals(r)]
     text, status = anchor_goal(r)
     out.append(f"- {text}: **{status}**")
     if exit_line(r):
         out.append(f"- {exit_line(r)}")
-    out.append("")
     return out
 
 
@@ -338,15 +340,7 @@ def markdown(r):
             for x in rows(r, route, s):
                 o.append(f"| {s} | " + " | ".join(row_cells(r, route, x)) + " |")
         o.append("")
-    o.append("Goals, judged on forkring's rows:")
-    o.append("")
-    for _, text, status in goals(r):
-        o.append(f"- {text}: **{status}**")
-    text, status = anchor_goal(r)
-    o.append(f"- {text}: **{status}**")
-    if exit_line(r):
-        o.append(f"- {exit_line(r)}")
-    o.append("")
+    o += ["Goals, judged on forkring's rows:", ""] + goal_lines(r) + [""]
     anchors = [(route, s) for route in routes(r) for s in servers(r, route) if s != SUBJECT]
     if anchors:
         o.append(
