@@ -142,7 +142,8 @@ fn the_cluster_example_logs_what_the_node_program_logs_in_its_order() {
     for s in 0..n {
         let msg = "[master] send msg to every worker";
         let (received, at) = c.wait(&format!("[worker] worker{s}.0 received msg:{msg}"));
-        assert!(at.duration_since(c.started) >= DELAY, "message to worker {s} before the delay\n{}", c.text());
+        let after = at.duration_since(c.started);
+        assert!(after >= DELAY, "message to worker {s} {after:?} after the start, before the delay\n{}", c.text());
         let (replied, _) = c.wait(&format!("[master] received msg:[worker] send msg {s}.0 to master.from worker{s}.0"));
         assert!(received < replied, "worker {s}: received before the master hears back\n{}", c.text());
     }
