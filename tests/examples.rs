@@ -27,6 +27,9 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
+        // Before the spawn: the example's delay starts in the child, which
+        // may run before this thread is scheduled again after the spawn.
+        let started = Instant::now();
         let mut child = Command::new(forkring_testkit::target::example("cluster"))
             .args(["127.0.0.1:0", &DELAY.as_millis().to_string()])
             .stdin(Stdio::null())
@@ -34,7 +37,6 @@ impl Cluster {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn the cluster example");
-        let started = Instant::now();
         let stdout = child.stdout.take().expect("piped stdout");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&lines);
