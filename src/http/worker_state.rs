@@ -106,6 +106,14 @@ struct LoopAdmission {
     /// before the loop waited): input that arrived at its start waited
     /// that long to be read.
     turn_us: u64,
+    /// The turn's start, microseconds on CoDel's clock.
+    now_us: u64,
+    /// This turn calls handlers only for its first `target`: the loop
+    /// sheds, or shed less than an interval ago (a turn short enough to
+    /// end the shedding is followed by one that works off everything
+    /// queued meanwhile, unless the cap stays on until the overload is
+    /// over: [`Codel::limited_until`]).
+    limited: bool,
 }
 
 impl WorkerState {
@@ -154,6 +162,8 @@ impl WorkerState {
                 codel: Codel::new(admission.loop_target.unwrap_or(Duration::MAX), admission.interval),
                 target: admission.loop_target.unwrap_or(Duration::MAX),
                 turn_us: 0,
+                now_us: 0,
+                limited: false,
             })
         });
     }
@@ -172,6 +182,8 @@ impl WorkerState {
             let before = (a.codel.shedding(), a.codel.min_wait_us());
             let now_us = now.duration_since(self.start).as_micros() as u64;
             a.codel.sample(now_us, a.turn_us);
+            a.now_us = now_us;
+            a.limited = now_us < a.codel.limited_until();
             if let Some(c) = self.counters {
                 if a.codel.shedding() != before.0 {
                     // Its own bit, by locked adds: the pool's threads
@@ -188,6 +200,12 @@ impl WorkerState {
         }
     }
 
+    /// The loop's CoDel state, to put it where a test needs it.
+    #[cfg(test)]
+    pub(super) fn loop_codel(&mut self) -> &mut Codel {
+        &mut self.admit.as_mut().expect("admission on").codel
+    }
+
     /// Whether the loop sheds now.
     #[cfg(test)]
     pub(super) fn loop_shedding(&self) -> Option<bool> {
@@ -195,15 +213,17 @@ impl WorkerState {
     }
 
     /// Whether the request about to be handled is refused because the
-    /// loop sheds: while it does, handlers are called only
-    /// [`Admission::loop_target`] into each turn (one clock read a request,
-    /// only then).
+    /// loop sheds: while it does, and for an interval after, handlers are
+    /// called only [`Admission::loop_target`] into each turn (one clock
+    /// read a request, only then). A refusal after the shedding ended
+    /// keeps the cap on for an interval more: the overload goes on.
     #[inline]
     pub(super) fn shed_request(&mut self) -> bool {
-        let Some(a) = &self.admit else { return false };
-        if !a.codel.shedding() || self.turn_at.elapsed() < a.target {
+        let Some(a) = &mut self.admit else { return false };
+        if !a.limited || self.turn_at.elapsed() < a.target {
             return false;
         }
+        a.codel.refused(a.now_us);
         if let Some(c) = self.counters {
             c.inc(Counter::ShedLoop);
         }

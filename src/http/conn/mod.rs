@@ -514,6 +514,44 @@ mod tests {
     }
 
     #[test]
+    fn a_turn_short_enough_to_end_the_shedding_keeps_the_cap_for_the_next_turns() {
+        use std::time::{Duration, Instant};
+        const TARGET: Duration = Duration::from_millis(100);
+        let two = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+        // The first handler of a turn works past the target.
+        let spin = |req: &Request<'_>, res: &mut Response| {
+            let start = Instant::now();
+            while start.elapsed() < TARGET {
+                std::hint::spin_loop();
+            }
+            res.body(req.path().as_bytes());
+        };
+        let admission = crate::Admission::DEFAULT.with_loop_target(Some(TARGET)).with_interval(Duration::from_secs(60));
+        // Never shed: a long turn is a burst, and both are answered.
+        let mut sh = worker();
+        sh.set_admission(&admission);
+        sh.tick();
+        let mut c = Conn::new(&sh);
+        c.on_read(two, &mut sh, &mut |req: &Request<'_>, res: &mut Response| spin(req, res));
+        let text = String::from_utf8_lossy(c.output()).into_owned();
+        assert!(!text.contains(" 503 ") && text.ends_with("/b"), "{text}");
+        // Shed a moment ago: a standing queue over a whole interval (on
+        // CoDel's clock, fed directly), then a short turn that ends it.
+        let mut sh = worker();
+        sh.set_admission(&admission);
+        let codel = sh.loop_codel();
+        codel.sample(0, 200_000);
+        assert!(codel.sample(60_000_000, 200_000), "shedding");
+        sh.tick();
+        assert_eq!(sh.loop_shedding(), Some(false), "a short turn ends it");
+        let mut c = Conn::new(&sh);
+        c.on_read(two, &mut sh, &mut |req: &Request<'_>, res: &mut Response| spin(req, res));
+        let text = String::from_utf8_lossy(c.output()).into_owned();
+        let first = text.find("\r\n\r\n/a").expect("the first answered");
+        assert!(text[first..].contains("HTTP/1.1 503 "), "the second, past the target, refused: {text}");
+    }
+
+    #[test]
     fn a_request_cut_short_by_the_peers_end_gets_no_answer() {
         let mut sh = worker();
         let mut c = Conn::new(&sh);
