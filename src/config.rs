@@ -233,12 +233,17 @@ pub struct Config {
 ///   a thread starting it, against [`Admission::pool_target`]. While the
 ///   pool sheds, only work for the pool is refused: a request its handler
 ///   answers on the loop is never refused because the pool is saturated.
+///   At any time the pool queues no more than would start within an
+///   interval at the jobs' measured pace: CoDel sees a standing queue an
+///   interval after it formed, and a deeper queue would hold, at the
+///   onset of an overload, several intervals of work.
 /// - The event loop: how late its turns run, measured once a turn (the
 ///   length of the previous turn, which is how long input that arrived at
 ///   its start waited to be read), always shown in the metrics; shed only
-///   with an [`Admission::loop_target`]. While the loop sheds, each turn
-///   calls handlers for the first `loop_target` of its time and answers
-///   the requests after that `503` without calling the handler.
+///   with an [`Admission::loop_target`]. While the loop sheds, and for an
+///   interval after (the turns stay capped until the overload is over),
+///   each turn calls handlers for the first `loop_target` of its time and
+///   answers the requests after that `503` without calling the handler.
 ///
 /// The pool's defaults (5 ms over 100 ms) are CoDel's own: a pool thread
 /// starts a queued job within tens of microseconds on an idle machine and

@@ -236,6 +236,52 @@ fn with_admission_off_the_pool_queues_up_to_its_cap() {
     server.assert_healthy();
 }
 
+#[test]
+fn a_burst_onto_an_idle_pool_queues_at_most_an_interval_of_work_and_refuses_the_rest_at_once() {
+    // 2 threads of 50 ms jobs, a queue of 1000: the burst limit is what
+    // starts within an interval (100 ms) at the measured pace, 2 + 2 x
+    // 100 / 50 = 6 (5 when the jobs measure a little over 50 ms).
+    let mut server =
+        Server::start(&["--workers", "1", "--pool", "2", "--pool-queue", "1000", "--metrics", "127.0.0.1:0"]);
+    let maddr = metrics_addr(&server);
+    server.wait_line(&["ready 0."], Duration::from_secs(10));
+    // One job sets the pace.
+    assert_eq!(server.connect().get("/sleep?ms=50").status, 200);
+    wait_for("the pool's limit follows the pace", Duration::from_secs(10), || {
+        sum(&scrape(maddr, "/metrics").1, "forkring_pool_limit{") < 1000.0
+    });
+    let limit = sum(&scrape(maddr, "/metrics").1, "forkring_pool_limit{");
+    println!("pool limit after one 50 ms job: {limit}");
+    assert!((3.0..=6.0).contains(&limit), "limit {limit}");
+    // A burst of 40 at once, one a connection: without the limit all 40
+    // would queue (a second of work, the last waiting all of it: CoDel
+    // sees a standing queue only an interval after the queue formed).
+    const BURST: usize = 40;
+    let mut conns: Vec<TcpStream> = (0..BURST).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
+    for c in &mut conns {
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        c.write_all(b"GET /sleep?ms=50 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for c in &mut conns {
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        match answer.split(' ').nth(1) {
+            Some("200") => ok += 1,
+            Some("503") => {
+                assert!(answer.contains("\r\nRetry-After: 1\r\n"), "{answer}");
+                refused += 1;
+            }
+            _ => panic!("{answer:?}"),
+        }
+    }
+    println!("burst of {BURST}: {ok} answered, {refused} refused");
+    // Jobs that finish while the burst is still being read make room for
+    // a few more on a slow machine; far fewer than all of them.
+    assert!(ok >= 3 && ok <= 20, "{ok} admitted of {BURST}");
+    server.assert_healthy();
+}
+
 /// Clients keeping a loop busy with 5 ms handlers: 16 of them make 80 ms
 /// of work for each round of requests, in one turn or a few.
 const SPIN: &str = "/spin?us=5000";

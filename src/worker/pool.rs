@@ -71,6 +71,8 @@ static ADMISSION: OnceLock<Mutex<Codel>> = OnceLock::new();
 static LIMITED_UNTIL: AtomicU64 = AtomicU64::new(0);
 /// [`Admission::pool_target`] in microseconds.
 static TARGET_US: AtomicU64 = AtomicU64::new(0);
+/// [`Admission::interval`] in microseconds.
+static INTERVAL_US: AtomicU64 = AtomicU64::new(0);
 /// How long a job runs, in microseconds: a moving average over the last
 /// jobs (threads update it without a lock; a lost update only delays it).
 static SERVICE_US: AtomicU64 = AtomicU64::new(0);
@@ -99,17 +101,19 @@ pub(crate) fn configure(threads: usize, queue: Option<usize>, admission: &Admiss
     QUEUE_CAP.store(queue.map_or(0, |q| q.max(1)), Ordering::Relaxed);
     if admission.enabled {
         TARGET_US.store(admission.pool_target.as_micros().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+        INTERVAL_US.store(admission.interval.as_micros().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
         let _ = ADMISSION.set(Mutex::new(Codel::new(admission.pool_target, admission.interval)));
         ADAPTIVE_ON.store(admission.adaptive_pool, Ordering::Relaxed);
     }
 }
 
-/// Shows the limit in force in the `PoolLimit` gauge: the cap, or the
-/// short limit while the queue is kept short, or the adaptive limit, the
-/// lowest of them.
+/// Shows the limit in force in the `PoolLimit` gauge: the cap, the burst
+/// limit, the short limit while the queue is kept short, or the adaptive
+/// limit, the lowest of them.
 fn publish_limit() {
     let cap = LIMIT.load(Ordering::Relaxed);
-    let short = if LIMITED_UNTIL.load(Ordering::Relaxed) == 0 { cap } else { short_limit() };
+    let until = LIMITED_UNTIL.load(Ordering::Relaxed);
+    let short = if until == 0 || micros(Instant::now()) >= until { burst_limit() } else { short_limit() };
     let limit = cap.min(short).min(ADAPTIVE_LIMIT.load(Ordering::Relaxed));
     if let Some(counters) = COUNTERS.get() {
         counters.set(Counter::PoolLimit, limit as u64);
@@ -155,10 +159,30 @@ fn admit_update(f: impl FnOnce(&mut Codel)) {
 /// the jobs' measured pace (threads x target / service time). The queue
 /// allowance of a concurrency limiter, from CoDel's target.
 fn short_limit() -> usize {
+    limit_within(TARGET_US.load(Ordering::Relaxed))
+}
+
+/// How many jobs may be in flight at any time: as many as would start
+/// within an interval at the jobs' measured pace. CoDel tolerates a burst
+/// that drains within an interval; a job queued behind more than that
+/// waits longer than the interval CoDel takes to see a standing queue, so
+/// at the onset of an overload the queue would build for a whole interval
+/// at the overload's rate (at 4x, three intervals of work) and every job
+/// in it would wait for all of it. Before a job was measured there is no
+/// limit.
+fn burst_limit() -> usize {
+    limit_within(INTERVAL_US.load(Ordering::Relaxed))
+}
+
+/// Every thread busy, and as many queued as start within `wait_us` at the
+/// jobs' measured pace (threads x wait / service time).
+fn limit_within(wait_us: u64) -> usize {
     let threads = SIZE.load(Ordering::Relaxed);
-    let service = SERVICE_US.load(Ordering::Relaxed).max(1);
-    let target = TARGET_US.load(Ordering::Relaxed);
-    let allowance = (threads as u64).saturating_mul(target) / service;
+    let service = SERVICE_US.load(Ordering::Relaxed);
+    if service == 0 {
+        return usize::MAX;
+    }
+    let allowance = (threads as u64).saturating_mul(wait_us) / service;
     threads.saturating_add(allowance.min(usize::MAX as u64) as usize)
 }
 
@@ -172,10 +196,15 @@ fn shed(now: Instant) -> bool {
         return true;
     }
     let until = LIMITED_UNTIL.load(Ordering::Relaxed);
+    let in_flight = IN_FLIGHT.load(Ordering::Relaxed);
     if until == 0 || micros(now) >= until {
-        return false;
+        if in_flight < burst_limit() {
+            return false;
+        }
+        gauge(Counter::ShedPool, 1);
+        return true;
     }
-    if IN_FLIGHT.load(Ordering::Relaxed) < short_limit() {
+    if in_flight < short_limit() {
         return false;
     }
     gauge(Counter::ShedPool, 1);
@@ -341,6 +370,8 @@ fn start() -> Sender<(Job, Instant)> {
                     let avg = SERVICE_US.load(Ordering::Relaxed);
                     let avg = if avg == 0 { ran } else { avg - avg / 8 + ran / 8 };
                     SERVICE_US.store(avg, Ordering::Relaxed);
+                    // The limits follow the pace (a store to the gauge).
+                    publish_limit();
                     if let Some(adaptive) = ADAPTIVE.get() {
                         let mut g = adaptive.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                         let limit = g.sample(ran);
