@@ -278,7 +278,7 @@ fn a_burst_onto_an_idle_pool_queues_at_most_an_interval_of_work_and_refuses_the_
     println!("burst of {BURST}: {ok} answered, {refused} refused");
     // Jobs that finish while the burst is still being read make room for
     // a few more on a slow machine; far fewer than all of them.
-    assert!(ok >= 3 && ok <= 20, "{ok} admitted of {BURST}");
+    assert!((3..=20).contains(&ok), "{ok} admitted of {BURST}");
     server.assert_healthy();
 }
 
