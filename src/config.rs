@@ -239,7 +239,10 @@ pub struct Config {
 ///   onset of an overload, several intervals of work.
 /// - The event loop: how late its turns run, measured once a turn (the
 ///   length of the previous turn, which is how long input that arrived at
-///   its start waited to be read), always shown in the metrics; shed only
+///   its start waited to be read, when input was waiting as it ended; 0
+///   when the loop found none and slept: a loop that idles between
+///   handlers has no queue, however long each runs), always shown in the
+///   metrics; shed only
 ///   with an [`Admission::loop_target`]. While the loop sheds, and for an
 ///   interval after (the turns stay capped until the overload is over),
 ///   each turn calls handlers for the first `loop_target` of its time and
@@ -254,8 +257,11 @@ pub struct Config {
 /// too, so refusing would turn answers into `503`s and save nothing (a
 /// client pipelining 20,000 requests makes turns of ~50 ms in a debug
 /// build, of a few in a release one: long turns of cheap work). A service
-/// whose handlers do heavy work on the loop sets a target (50 ms is a
-/// start: well above the turns of cheap work).
+/// whose handlers do heavy work on the loop sets a target: as long as its
+/// heaviest handler, at least (a turn that ran it and found more input
+/// waiting counts as late), and above the turns of its cheap work; the
+/// successes' latency under overload is then about two targets. 50 ms is
+/// a start where the handlers' times are not known.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Admission {

@@ -25,6 +25,13 @@ use crate::ipc::{Counter, Counters, SHEDDING_LOOP};
 /// instead of a closed connection.
 pub const DRAIN_IDLE_GRACE_MS: u64 = 200;
 
+/// A loop's wait that came back sooner than this found input waiting: a
+/// wait that finds it returns within a system call's few microseconds,
+/// one that slept takes at least a wake-up (tens of microseconds on the
+/// machines measured). For drivers that cannot say
+/// ([`WorkerState::input_pending`]).
+const SLEPT: Duration = Duration::from_micros(20);
+
 /// Buffers larger than this are freed instead of kept for reuse.
 const POOL_MAX_CAPACITY: usize = 64 * 1024;
 /// Most spare buffers a worker keeps.
@@ -95,6 +102,15 @@ pub struct WorkerState {
 
 /// The loop's admission state ([`Admission`]): how late its turns run,
 /// measured once a turn, and whether it sheds.
+///
+/// A turn's input waited, at most, for the turn before it: what arrived
+/// as that turn started was read only once it ended. But only if input
+/// was waiting when it ended: a loop that found nothing and slept had no
+/// queue at all, and what woke it waited for nothing (CoDel's empty
+/// queue). So the wait sampled at each turn is the previous turn's length
+/// when the loop did not sleep before this one, and 0 when it did; a loop
+/// that idles between handlers as long as its target is then never shed,
+/// however long each handler runs.
 #[derive(Debug)]
 struct LoopAdmission {
     /// CoDel's state, fed the length of each turn.
@@ -106,6 +122,13 @@ struct LoopAdmission {
     /// before the loop waited): input that arrived at its start waited
     /// that long to be read.
     turn_us: u64,
+    /// When the previous turn ended (the loop then waited).
+    turn_end: Instant,
+    /// Whether input was known to wait as the previous turn ended (the
+    /// driver's word, [`WorkerState::input_pending`]): `None` when the
+    /// driver cannot tell, and a wait that returned within [`SLEPT`] is
+    /// taken to have found input waiting.
+    pending: Option<bool>,
     /// The turn's start, microseconds on CoDel's clock.
     now_us: u64,
     /// This turn calls handlers only for its first `target`: the loop
@@ -162,6 +185,8 @@ impl WorkerState {
                 codel: Codel::new(admission.loop_target.unwrap_or(Duration::MAX), admission.interval),
                 target: admission.loop_target.unwrap_or(Duration::MAX),
                 turn_us: 0,
+                turn_end: Instant::now(),
+                pending: None,
                 now_us: 0,
                 limited: false,
             })
@@ -181,7 +206,11 @@ impl WorkerState {
         if let Some(a) = &mut self.admit {
             let before = (a.codel.shedding(), a.codel.min_wait_us());
             let now_us = now.duration_since(self.start).as_micros() as u64;
-            a.codel.sample(now_us, a.turn_us);
+            // The loop slept unless the driver said input waited or, when
+            // it cannot tell, its wait came back at once.
+            let waited = a.pending.unwrap_or_else(|| now.saturating_duration_since(a.turn_end) < SLEPT);
+            a.pending = None;
+            a.codel.sample(now_us, if waited { a.turn_us } else { 0 });
             a.now_us = now_us;
             a.limited = now_us < a.codel.limited_until();
             if let Some(c) = self.counters {
@@ -242,9 +271,11 @@ impl WorkerState {
             return;
         }
         // One clock read for the turn's latencies and its length.
-        let turn_us = self.turn_at.elapsed().as_micros() as u64;
+        let end = Instant::now();
+        let turn_us = end.saturating_duration_since(self.turn_at).as_micros() as u64;
         if let Some(a) = &mut self.admit {
             a.turn_us = turn_us;
+            a.turn_end = end;
         }
         if self.answered == 0 {
             return;
@@ -253,6 +284,17 @@ impl WorkerState {
             c.observe_latency(turn_us, self.answered);
         }
         self.answered = 0;
+    }
+
+    /// The driver's word, after [`WorkerState::end_turn`] and before it
+    /// waits, on whether input is already waiting (completions the kernel
+    /// holds for it): the loop's admission then knows whether its next
+    /// turn's input waited for this one ([`LoopAdmission`]).
+    #[inline]
+    pub fn input_pending(&mut self, pending: bool) {
+        if let Some(a) = &mut self.admit {
+            a.pending = Some(pending);
+        }
     }
 
     /// Logs every answered request to `log` from now on.

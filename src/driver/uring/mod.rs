@@ -207,6 +207,12 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             // A message from the master already waiting means no sleep; one
             // that comes while the loop sleeps fires the inbox poll.
             let want = usize::from(self.core.link.may_sleep());
+            // Completions posted since the turn took them, or held by the
+            // kernel as task work (`taskrun_flag`, where the ring has it),
+            // are input that waited for this turn.
+            cq.sync();
+            let pending = want == 0 || !CompletionQueue::is_empty(cq) || self.io.sq.taskrun();
+            self.core.sh.input_pending(pending);
             entered(self.io.submitter.submit_and_wait(want))?;
             self.io.sq.sync();
             self.core.sh.tick();
