@@ -137,6 +137,75 @@ struct LoopAdmission {
     /// queued meanwhile, unless the cap stays on until the overload is
     /// over: [`Codel::limited_until`]).
     limited: bool,
+    /// What each path's handler costs the loop, when there is a target.
+    costs: Option<Box<Costs>>,
+}
+
+/// How long the handlers of the paths a loop serves run, so that a loop
+/// that sheds refuses only requests whose handler costs more than their
+/// refusal would: refusing a cheap request saves nothing, and the fast
+/// routes beside a saturated heavy one stay answered. A direct-mapped
+/// table of [`Costs::SLOTS`] paths by hash, each with a moving average of
+/// its handler's time (an eighth a sample); a path that lost its slot to
+/// another, or was never seen, is not known cheap.
+#[derive(Debug)]
+pub(crate) struct Costs {
+    /// Each slot's path hash (0: empty).
+    tags: [u64; Costs::SLOTS],
+    /// Each slot's average handler time, microseconds.
+    micros: [u32; Costs::SLOTS],
+}
+
+impl Costs {
+    const SLOTS: usize = 64;
+    /// A handler under this is cheap: its refusal (reading, parsing and
+    /// framing a `503`, sending it) costs the loop about as much.
+    const CHEAP_US: u32 = 50;
+
+    fn new() -> Costs {
+        Costs { tags: [0; Costs::SLOTS], micros: [0; Costs::SLOTS] }
+    }
+
+    /// The path's hash (FNV-1a, never 0) and its slot.
+    fn key(path: &str) -> (u64, usize) {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in path.as_bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let h = h | 1;
+        (h, (h >> 32) as usize % Costs::SLOTS)
+    }
+
+    /// Whether the path's handler is known to be cheap.
+    fn cheap(&self, path: &str) -> bool {
+        let (tag, i) = Costs::key(path);
+        self.tags[i] == tag && self.micros[i] < Costs::CHEAP_US
+    }
+
+    /// The path's handler ran `us` microseconds.
+    fn record(&mut self, path: &str, us: u64) {
+        let (tag, i) = Costs::key(path);
+        let us = us.min(u64::from(u32::MAX)) as u32;
+        if self.tags[i] == tag {
+            let avg = self.micros[i];
+            self.micros[i] = avg - avg / 8 + us / 8;
+        } else {
+            self.tags[i] = tag;
+            self.micros[i] = us;
+        }
+    }
+}
+
+/// What the loop's admission said of a request ([`WorkerState::admit_request`]).
+#[must_use]
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Admit {
+    /// Handled, and not timed (no loop target).
+    Free,
+    /// Handled, and its handler timed from this instant.
+    Timed(Instant),
+    /// Refused: answer `503` without calling the handler.
+    Refused,
 }
 
 impl WorkerState {
@@ -189,6 +258,7 @@ impl WorkerState {
                 pending: None,
                 now_us: 0,
                 limited: false,
+                costs: admission.loop_target.map(|_| Box::new(Costs::new())),
             })
         });
     }
@@ -241,22 +311,38 @@ impl WorkerState {
         self.admit.as_ref().map(|a| a.codel.shedding())
     }
 
-    /// Whether the request about to be handled is refused because the
-    /// loop sheds: while it does, and for an interval after, handlers are
-    /// called only [`Admission::loop_target`] into each turn (one clock
-    /// read a request, only then). A refusal after the shedding ended
-    /// keeps the cap on for an interval more: the overload goes on.
+    /// Whether the request for `path` about to be handled is refused
+    /// because the loop sheds: while it does, and for an interval after,
+    /// handlers are called only [`Admission::loop_target`] into each turn,
+    /// and past that only those of paths known to be cheap ([`Costs`]).
+    /// A refusal after the shedding ended keeps the cap on for an interval
+    /// more: the overload goes on. With a loop target every handler is
+    /// timed (two clock reads a request, only then):
+    /// [`WorkerState::handled`] takes what this returns.
     #[inline]
-    pub(super) fn shed_request(&mut self) -> bool {
-        let Some(a) = &mut self.admit else { return false };
-        if !a.limited || self.turn_at.elapsed() < a.target {
-            return false;
+    pub(super) fn admit_request(&mut self, path: &str) -> Admit {
+        let Some(a) = &mut self.admit else { return Admit::Free };
+        let Some(costs) = &a.costs else { return Admit::Free };
+        let now = Instant::now();
+        if !a.limited || now.saturating_duration_since(self.turn_at) < a.target || costs.cheap(path) {
+            return Admit::Timed(now);
         }
         a.codel.refused(a.now_us);
         if let Some(c) = self.counters {
             c.inc(Counter::ShedLoop);
         }
-        true
+        Admit::Refused
+    }
+
+    /// The handler of the request for `path` that [`WorkerState::admit_request`]
+    /// admitted has returned.
+    #[inline]
+    pub(super) fn handled(&mut self, path: &str, admit: Admit) {
+        if let (Admit::Timed(start), Some(a)) = (admit, &mut self.admit) {
+            if let Some(costs) = &mut a.costs {
+                costs.record(path, start.elapsed().as_micros() as u64);
+            }
+        }
     }
 
     /// Counts the latency of the requests answered during this turn, all

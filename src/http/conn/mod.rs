@@ -510,7 +510,8 @@ mod tests {
         assert!(c.output().ends_with(b"/b"));
         // Off, nothing is refused whatever the turns.
         sh.set_admission(&crate::Admission::OFF);
-        assert!(sh.loop_shedding().is_none() && !sh.shed_request());
+        assert!(sh.loop_shedding().is_none());
+        assert!(matches!(sh.admit_request("/"), crate::http::worker_state::Admit::Free));
     }
 
     #[test]
@@ -549,6 +550,41 @@ mod tests {
         let text = String::from_utf8_lossy(c.output()).into_owned();
         let first = text.find("\r\n\r\n/a").expect("the first answered");
         assert!(text[first..].contains("HTTP/1.1 503 "), "the second, past the target, refused: {text}");
+    }
+
+    #[test]
+    fn a_loop_that_sheds_still_answers_paths_whose_handlers_are_cheap() {
+        use std::time::{Duration, Instant};
+        const TARGET: Duration = Duration::from_millis(50);
+        let mut sh = worker();
+        sh.set_admission(
+            &crate::Admission::DEFAULT.with_loop_target(Some(TARGET)).with_interval(Duration::from_secs(60)),
+        );
+        // Each handler of /heavy works past the target; /fast's return at once.
+        let mut handler = |req: &Request<'_>, res: &mut Response| {
+            if req.path() == "/heavy" {
+                let start = Instant::now();
+                while start.elapsed() < TARGET {
+                    std::hint::spin_loop();
+                }
+            }
+            res.body(req.path().as_bytes());
+        };
+        // Both paths seen once, then a standing queue (on CoDel's clock).
+        let mut c = Conn::new(&sh);
+        c.on_read(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n", &mut sh, &mut handler);
+        let codel = sh.loop_codel();
+        codel.sample(0, 200_000);
+        assert!(codel.sample(60_000_000, 200_000), "shedding");
+        // Shed a moment ago: the turns stay capped.
+        sh.tick();
+        let three = b"GET /heavy HTTP/1.1\r\nHost: x\r\n\r\nGET /heavy HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut c = Conn::new(&sh);
+        c.on_read(three, &mut sh, &mut handler);
+        let text = String::from_utf8_lossy(c.output()).into_owned();
+        let answers: Vec<&str> = text.split("HTTP/1.1 ").skip(1).map(|a| &a[..3]).collect();
+        assert_eq!(answers, ["200", "503", "200"], "past the target only the cheap path is answered: {text}");
+        assert!(text.ends_with("/fast"), "{text}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::http::access::{LineRequest, LoggedRequest};
 use crate::http::answer::{reason, Live, Outcome, Response, UpgradeFn};
 use crate::http::request::{Request, Version};
 use crate::http::scan::HeadScan;
-use crate::http::worker_state::WorkerState;
+use crate::http::worker_state::{Admit, WorkerState};
 use crate::ipc::Counter;
 
 /// How an error response is framed: it closes the connection.
@@ -54,11 +54,17 @@ impl Conn {
             res.lend_live(b.live.take());
         }
         // A loop that sheds refuses before any handler work is done.
-        let answered = if sh.shed_request() {
-            res.unavailable();
-            true
-        } else {
-            guarded(|| answer(req, res)).is_some()
+        let path = req.path();
+        let answered = match sh.admit_request(path) {
+            Admit::Refused => {
+                res.unavailable();
+                true
+            }
+            admit => {
+                let answered = guarded(|| answer(req, res)).is_some();
+                sh.handled(path, admit);
+                answered
+            }
         };
         let deferred = answered && res.take_deferred();
         if let Some(live) = res.take_live() {
