@@ -230,8 +230,9 @@ fn gauge(c: Counter, n: u64) {
 /// Why [`spawn_blocking`] did not take a job: every thread of the pool is
 /// busy and its queue ([`crate::Config::pool_queue`]) is full, or jobs
 /// have waited too long for a thread ([`crate::Admission::pool_target`])
-/// and the pool sheds new work. The job was dropped, and with it what it
-/// captured.
+/// and the pool sheds new work, or this one would wait longer than an
+/// admission interval ([`crate::Admission::interval`]). The job was
+/// dropped, and with it what it captured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PoolFull;
@@ -250,8 +251,9 @@ impl std::error::Error for PoolFull {}
 /// [`crate::Responder`] it held is dropped, which answers `500`).
 ///
 /// When every thread is busy and [`crate::Config::pool_queue`] jobs wait
-/// already, or while the pool sheds ([`crate::Admission`]), `f` is not
-/// queued: the call returns [`PoolFull`] at once and
+/// already, or while the pool sheds or `f` would wait longer than an
+/// admission interval at the jobs' measured pace ([`crate::Admission`]),
+/// `f` is not queued: the call returns [`PoolFull`] at once and
 /// `f` is dropped with what it captured (a [`crate::Responder`] among them
 /// answers `500`). A handler that answers from the pool is better written
 /// with [`crate::Response::blocking`], which answers `503` then, skips the
