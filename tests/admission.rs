@@ -315,6 +315,26 @@ fn with_a_loop_target_a_loop_held_by_heavy_handlers_refuses_before_the_handler()
 }
 
 #[test]
+fn a_loop_that_sleeps_between_heavy_handlers_is_never_shed() {
+    // Each handler runs 10 ms, twice the target, but one client asks one
+    // request at a time: after each turn the loop finds nothing and
+    // sleeps, so no input ever waited for a turn and no queue stands.
+    let mut server = Server::start(&["--workers", "1", "--loop-target", "5", "--metrics", "127.0.0.1:0"]);
+    let maddr = metrics_addr(&server);
+    server.wait_line(&["ready 0."], Duration::from_secs(10));
+    let mut client = server.connect();
+    // 60 of them: 600 ms of handlers, six admission intervals.
+    for i in 0..60 {
+        let r = client.get("/spin?us=10000");
+        assert_eq!(r.status, 200, "request {i} refused: {:?}", r.headers);
+    }
+    let metrics = scrape(maddr, "/metrics").1;
+    assert_eq!(sum(&metrics, "forkring_shed_total{"), 0.0, "{metrics}");
+    assert!(metrics.contains("forkring_shedding{slot=\"0\",queue=\"loop\"} 0"), "{metrics}");
+    server.assert_healthy();
+}
+
+#[test]
 fn without_a_loop_target_the_loop_is_measured_and_never_shed() {
     let mut server = Server::start(&["--workers", "1", "--metrics", "127.0.0.1:0"]);
     let maddr = metrics_addr(&server);
