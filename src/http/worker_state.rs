@@ -639,6 +639,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_path_is_cheap_once_timed_under_the_line_and_not_after_it_slows_or_loses_its_slot() {
+        let mut c = Costs::new();
+        assert!(!c.cheap("/"), "never seen: not known cheap");
+        c.record("/", 3);
+        assert!(c.cheap("/"));
+        // One slow run moves the average by an eighth: 3 - 0 + 1000 / 8.
+        c.record("/", 1000);
+        assert!(!c.cheap("/"), "{}", c.micros[Costs::key("/").1]);
+        // Quick again, it comes back under the line within a few runs.
+        let runs = (0..64).take_while(|_| {
+            c.record("/", 3);
+            !c.cheap("/")
+        });
+        assert!(runs.count() < 32);
+        // A path that takes the slot makes the other unknown, never cheap
+        // by the other's average.
+        let (_, slot) = Costs::key("/");
+        let other = (0..10_000)
+            .map(|i| format!("/p{i}"))
+            .find(|p| Costs::key(p).1 == slot && p != "/")
+            .expect("a path in the same slot");
+        c.record(&other, 5000);
+        assert!(!c.cheap("/") && !c.cheap(&other));
+        c.record("/", 3);
+        assert!(c.cheap("/") && !c.cheap(&other));
+    }
+
+    #[test]
     fn the_body_budget_is_taken_whole_or_not_at_all() {
         let mut sh = WorkerState::new(Limits::DEFAULT.with_max_buffered_bodies(100), Timeouts::default());
         assert!(sh.take_body_budget(60));
