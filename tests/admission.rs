@@ -56,6 +56,15 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// One worker with admission on, a pool of 2 threads behind a queue of
+/// 1,000 jobs, and its metrics listener; ready.
+fn deep_pool() -> (Server, SocketAddr) {
+    let server = Server::start(&["--workers", "1", "--pool", "2", "--pool-queue", "1000", "--metrics", "127.0.0.1:0"]);
+    let maddr = metrics_addr(&server);
+    server.wait_line(&["ready 0."], Duration::from_secs(10));
+    (server, maddr)
+}
+
 /// Clients that keep the server busy with `path` until stopped; refused
 /// ones try again after 5 ms. Counts answers by status.
 struct Load {
@@ -117,10 +126,7 @@ impl Load {
 fn a_saturated_pool_sheds_pool_work_fast_and_ready_follows_without_flapping() {
     // Two threads and room for a thousand jobs: without admission the
     // queue would grow to the clients' number, each waiting for it.
-    let mut server =
-        Server::start(&["--workers", "1", "--pool", "2", "--pool-queue", "1000", "--metrics", "127.0.0.1:0"]);
-    let maddr = metrics_addr(&server);
-    server.wait_line(&["ready 0."], Duration::from_secs(10));
+    let (mut server, maddr) = deep_pool();
     assert_eq!(scrape(maddr, "/ready").0, 200);
     let load = Load::start(server.addr, 16);
     wait_for("work shed for the pool", Duration::from_secs(15), || {
@@ -241,10 +247,7 @@ fn a_burst_onto_an_idle_pool_queues_at_most_an_interval_of_work_and_refuses_the_
     // 2 threads of 50 ms jobs, a queue of 1000: the burst limit is what
     // starts within an interval (100 ms) at the measured pace, 2 + 2 x
     // 100 / 50 = 6 (5 when the jobs measure a little over 50 ms).
-    let mut server =
-        Server::start(&["--workers", "1", "--pool", "2", "--pool-queue", "1000", "--metrics", "127.0.0.1:0"]);
-    let maddr = metrics_addr(&server);
-    server.wait_line(&["ready 0."], Duration::from_secs(10));
+    let (mut server, maddr) = deep_pool();
     // One job sets the pace.
     assert_eq!(server.connect().get("/sleep?ms=50").status, 200);
     wait_for("the pool's limit follows the pace", Duration::from_secs(10), || {

@@ -11,6 +11,10 @@
 //! a refusal is a fast `503`: the client learns at once, instead of after
 //! a wait that makes every request behind it wait too.
 //!
+//! [`Costs`], beside it: what each path's handler costs the loop, so that
+//! a loop that sheds refuses only requests whose handler costs more than
+//! their refusal.
+//!
 //! The machine is fed times, never reads a clock, so its tests are
 //! deterministic; the worker's pool and loop feed it their own waits
 //! (`crate::worker` and [`super::WorkerState`]).
@@ -143,6 +147,61 @@ impl Codel {
     }
 }
 
+/// How long the handlers of the paths a loop serves run, so that a loop
+/// that sheds refuses only requests whose handler costs more than their
+/// refusal would: refusing a cheap request saves nothing, and the fast
+/// routes beside a saturated heavy one stay answered. A direct-mapped
+/// table of [`Costs::SLOTS`] paths by hash, each with a moving average of
+/// its handler's time (an eighth a sample); a path that lost its slot to
+/// another, or was never seen, is not known cheap.
+#[derive(Debug)]
+pub(crate) struct Costs {
+    /// Each slot's path hash (0: empty).
+    tags: [u64; Costs::SLOTS],
+    /// Each slot's average handler time, microseconds.
+    micros: [u32; Costs::SLOTS],
+}
+
+impl Costs {
+    const SLOTS: usize = 64;
+    /// A handler under this is cheap: its refusal (reading, parsing and
+    /// framing a `503`, sending it) costs the loop about as much.
+    const CHEAP_US: u32 = 50;
+
+    pub(crate) fn new() -> Costs {
+        Costs { tags: [0; Costs::SLOTS], micros: [0; Costs::SLOTS] }
+    }
+
+    /// The path's hash (FNV-1a, never 0) and its slot.
+    fn key(path: &str) -> (u64, usize) {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in path.as_bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let h = h | 1;
+        (h, (h >> 32) as usize % Costs::SLOTS)
+    }
+
+    /// Whether the path's handler is known to be cheap.
+    pub(crate) fn cheap(&self, path: &str) -> bool {
+        let (tag, i) = Costs::key(path);
+        self.tags[i] == tag && self.micros[i] < Costs::CHEAP_US
+    }
+
+    /// The path's handler ran `us` microseconds.
+    pub(crate) fn record(&mut self, path: &str, us: u64) {
+        let (tag, i) = Costs::key(path);
+        let us = us.min(u64::from(u32::MAX)) as u32;
+        if self.tags[i] == tag {
+            let avg = self.micros[i];
+            self.micros[i] = avg - avg / 8 + us / 8;
+        } else {
+            self.tags[i] = tag;
+            self.micros[i] = us;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +283,33 @@ mod tests {
         assert!(!c.sample(u64::MAX, u64::MAX - 1));
         assert!(!c.sample(u64::MAX, u64::MAX));
         assert!(!c.shedding());
+    }
+
+    #[test]
+    fn a_path_is_cheap_once_timed_under_the_line_and_not_after_it_slows_or_loses_its_slot() {
+        let mut c = Costs::new();
+        assert!(!c.cheap("/"), "never seen: not known cheap");
+        c.record("/", 3);
+        assert!(c.cheap("/"));
+        // One slow run moves the average by an eighth: 3 - 0 + 1000 / 8.
+        c.record("/", 1000);
+        assert!(!c.cheap("/"), "{}", c.micros[Costs::key("/").1]);
+        // Quick again, it comes back under the line within a few runs.
+        let runs = (0..64).take_while(|_| {
+            c.record("/", 3);
+            !c.cheap("/")
+        });
+        assert!(runs.count() < 32);
+        // A path that takes the slot makes the other unknown, never cheap
+        // by the other's average.
+        let (_, slot) = Costs::key("/");
+        let other = (0..10_000)
+            .map(|i| format!("/p{i}"))
+            .find(|p| Costs::key(p).1 == slot && p != "/")
+            .expect("a path in the same slot");
+        c.record(&other, 5000);
+        assert!(!c.cheap("/") && !c.cheap(&other));
+        c.record("/", 3);
+        assert!(c.cheap("/") && !c.cheap(&other));
     }
 }

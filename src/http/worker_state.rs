@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::access::{AccessLog, Entry, LineRequest, PeerNames};
-use super::admit::Codel;
+use super::admit::{Codel, Costs};
 use super::answer::{Completion, Completions, Heads, Response, Spawner, UpgradePermit};
 use super::date::DateCache;
 use crate::config::{Admission, Limits, Timeouts};
@@ -139,61 +139,6 @@ struct LoopAdmission {
     limited: bool,
     /// What each path's handler costs the loop, when there is a target.
     costs: Option<Box<Costs>>,
-}
-
-/// How long the handlers of the paths a loop serves run, so that a loop
-/// that sheds refuses only requests whose handler costs more than their
-/// refusal would: refusing a cheap request saves nothing, and the fast
-/// routes beside a saturated heavy one stay answered. A direct-mapped
-/// table of [`Costs::SLOTS`] paths by hash, each with a moving average of
-/// its handler's time (an eighth a sample); a path that lost its slot to
-/// another, or was never seen, is not known cheap.
-#[derive(Debug)]
-pub(crate) struct Costs {
-    /// Each slot's path hash (0: empty).
-    tags: [u64; Costs::SLOTS],
-    /// Each slot's average handler time, microseconds.
-    micros: [u32; Costs::SLOTS],
-}
-
-impl Costs {
-    const SLOTS: usize = 64;
-    /// A handler under this is cheap: its refusal (reading, parsing and
-    /// framing a `503`, sending it) costs the loop about as much.
-    const CHEAP_US: u32 = 50;
-
-    fn new() -> Costs {
-        Costs { tags: [0; Costs::SLOTS], micros: [0; Costs::SLOTS] }
-    }
-
-    /// The path's hash (FNV-1a, never 0) and its slot.
-    fn key(path: &str) -> (u64, usize) {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for &b in path.as_bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        let h = h | 1;
-        (h, (h >> 32) as usize % Costs::SLOTS)
-    }
-
-    /// Whether the path's handler is known to be cheap.
-    fn cheap(&self, path: &str) -> bool {
-        let (tag, i) = Costs::key(path);
-        self.tags[i] == tag && self.micros[i] < Costs::CHEAP_US
-    }
-
-    /// The path's handler ran `us` microseconds.
-    fn record(&mut self, path: &str, us: u64) {
-        let (tag, i) = Costs::key(path);
-        let us = us.min(u64::from(u32::MAX)) as u32;
-        if self.tags[i] == tag {
-            let avg = self.micros[i];
-            self.micros[i] = avg - avg / 8 + us / 8;
-        } else {
-            self.tags[i] = tag;
-            self.micros[i] = us;
-        }
-    }
 }
 
 /// What the loop's admission said of a request ([`WorkerState::admit_request`]).
@@ -637,34 +582,6 @@ fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_path_is_cheap_once_timed_under_the_line_and_not_after_it_slows_or_loses_its_slot() {
-        let mut c = Costs::new();
-        assert!(!c.cheap("/"), "never seen: not known cheap");
-        c.record("/", 3);
-        assert!(c.cheap("/"));
-        // One slow run moves the average by an eighth: 3 - 0 + 1000 / 8.
-        c.record("/", 1000);
-        assert!(!c.cheap("/"), "{}", c.micros[Costs::key("/").1]);
-        // Quick again, it comes back under the line within a few runs.
-        let runs = (0..64).take_while(|_| {
-            c.record("/", 3);
-            !c.cheap("/")
-        });
-        assert!(runs.count() < 32);
-        // A path that takes the slot makes the other unknown, never cheap
-        // by the other's average.
-        let (_, slot) = Costs::key("/");
-        let other = (0..10_000)
-            .map(|i| format!("/p{i}"))
-            .find(|p| Costs::key(p).1 == slot && p != "/")
-            .expect("a path in the same slot");
-        c.record(&other, 5000);
-        assert!(!c.cheap("/") && !c.cheap(&other));
-        c.record("/", 3);
-        assert!(c.cheap("/") && !c.cheap(&other));
-    }
 
     #[test]
     fn the_body_budget_is_taken_whole_or_not_at_all() {
