@@ -188,6 +188,12 @@ impl Costs {
         self.tags[i] == tag && self.micros[i] < Costs::CHEAP_US
     }
 
+    /// Whether the path's handler is known not to be cheap.
+    pub(crate) fn heavy(&self, path: &str) -> bool {
+        let (tag, i) = Costs::key(path);
+        self.tags[i] == tag && self.micros[i] >= Costs::CHEAP_US
+    }
+
     /// The path's handler ran `us` microseconds.
     pub(crate) fn record(&mut self, path: &str, us: u64) {
         let (tag, i) = Costs::key(path);

@@ -70,16 +70,7 @@ impl<'a> Request<'a> {
     /// target (`http://host/p`) the scheme and authority are left out.
     #[inline]
     pub fn path(&self) -> &'a str {
-        let t = self.target;
-        // Origin form (`/p?q`), nearly every request: inlined into the
-        // handler, which may ask more than once.
-        if t.starts_with('/') {
-            return match t.as_bytes().iter().position(|&b| b == b'?') {
-                Some(q) => &t[..q],
-                None => t,
-            };
-        }
-        path_of_other_form(t)
+        path_of(self.target)
     }
 
     /// The client's address (IPv4 or IPv6), asked of the kernel when called
@@ -235,6 +226,20 @@ impl fmt::Display for Addr {
             Addr::UnixUnnamed => f.write_str("unix:(unnamed)"),
         }
     }
+}
+
+/// The path of the request-target `t` ([`Request::path`]).
+#[inline]
+pub(crate) fn path_of(t: &str) -> &str {
+    // Origin form (`/p?q`), nearly every request: inlined into the
+    // handler, which may ask more than once.
+    if t.starts_with('/') {
+        return match t.as_bytes().iter().position(|&b| b == b'?') {
+            Some(q) => &t[..q],
+            None => t,
+        };
+    }
+    path_of_other_form(t)
 }
 
 /// The path of a target not in origin form: absolute form

@@ -139,6 +139,11 @@ struct LoopAdmission {
     limited: bool,
     /// What each path's handler costs the loop, when there is a target.
     costs: Option<Box<Costs>>,
+    /// The turn has not yet answered its cheap requests: a request whose
+    /// handler is known to be heavy is parked ([`WorkerState::parks`]).
+    first_pass: bool,
+    /// The tokens of the connections parked this turn.
+    parked: Vec<u64>,
 }
 
 /// What the loop's admission said of a request ([`WorkerState::admit_request`]).
@@ -204,6 +209,8 @@ impl WorkerState {
                 now_us: 0,
                 limited: false,
                 costs: admission.loop_target.map(|_| Box::new(Costs::new())),
+                first_pass: false,
+                parked: Vec::new(),
             })
         });
     }
@@ -228,6 +235,7 @@ impl WorkerState {
             a.codel.sample(now_us, if waited { a.turn_us } else { 0 });
             a.now_us = now_us;
             a.limited = now_us < a.codel.limited_until();
+            a.first_pass = a.costs.is_some();
             if let Some(c) = self.counters {
                 if a.codel.shedding() != before.0 {
                     // Its own bit, by locked adds: the pool's threads
@@ -277,6 +285,46 @@ impl WorkerState {
             c.inc(Counter::ShedLoop);
         }
         Admit::Refused
+    }
+
+    /// Whether a request just parsed may be parked this turn: the loop has
+    /// a target and the turn has not yet answered its cheap requests. The
+    /// one test on the path of every request.
+    #[inline]
+    pub(super) fn parking(&self) -> bool {
+        self.admit.as_ref().is_some_and(|a| a.first_pass)
+    }
+
+    /// Whether the request for `path` on connection `token` waits for the
+    /// end of the turn ([`WorkerState::take_parked`]): its handler is
+    /// known to be heavy ([`Costs`]), and the turn's cheap requests are
+    /// answered first, so that a fast route's request waits for no heavy
+    /// handler that came in the same turn. Requests are never reordered
+    /// on one connection: its later ones wait behind the parked one.
+    pub(super) fn parks(&mut self, path: &str, token: u64) -> bool {
+        let Some(a) = &mut self.admit else { return false };
+        if !a.costs.as_ref().is_some_and(|c| c.heavy(path)) {
+            return false;
+        }
+        a.parked.push(token);
+        true
+    }
+
+    /// Moves the tokens of the connections parked this turn into `into`,
+    /// and parks nothing more until the next turn: drivers call it once
+    /// the turn's input is handled and its answers are on their way, then
+    /// [`super::Conn::unpark`] and [`super::Conn::resume`] each.
+    pub fn take_parked(&mut self, into: &mut Vec<u64>) {
+        if let Some(a) = &mut self.admit {
+            a.first_pass = false;
+            into.append(&mut a.parked);
+        }
+    }
+
+    /// Whether a connection was parked this turn.
+    #[inline]
+    pub fn has_parked(&self) -> bool {
+        self.admit.as_ref().is_some_and(|a| !a.parked.is_empty())
     }
 
     /// The handler of the request for `path` that [`WorkerState::admit_request`]

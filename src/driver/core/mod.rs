@@ -8,7 +8,8 @@
 //! queued when draining starts), [`close`] (the close decision, lingering,
 //! the upgrade hand-over), [`sweep`](mod@sweep) (closing what timed out,
 //! and how often to look), [`deferred`] (delivering the completions other
-//! threads posted) and [`backend`] (what those shared steps see of a
+//! threads posted), [`parked`] (answering, at the end of a turn, the
+//! heavy requests its cheap ones went before) and [`backend`] (what those shared steps see of a
 //! backend). This file holds the state they share and the drain.
 //!
 //! # The drain state machine
@@ -33,6 +34,7 @@ mod accept;
 mod backend;
 mod close;
 mod deferred;
+mod parked;
 mod sweep;
 
 use std::io;
@@ -52,6 +54,7 @@ pub(crate) use accept::{accept, AcceptError, ACCEPT_BACKOFF_MS};
 pub(crate) use backend::{Backend, Connection, Phase};
 pub(crate) use close::{after_output, hand_over, last_output, linger, After};
 pub(crate) use deferred::complete_deferred;
+pub(crate) use parked::resume_parked;
 pub(crate) use sweep::sweep;
 
 /// Where a worker's loop is in its life.
@@ -94,6 +97,9 @@ pub(crate) struct Core<'a> {
     /// Completed deferred responses taken this turn (kept empty between
     /// turns, for its capacity).
     batch: Vec<Completion>,
+    /// The tokens of connections parked this turn, being resumed (kept
+    /// empty between turns, for its capacity).
+    parked: Vec<u64>,
 }
 
 impl<'a> Core<'a> {
@@ -127,6 +133,7 @@ impl<'a> Core<'a> {
             next_sweep,
             sweep_ms,
             batch: Vec::new(),
+            parked: Vec::new(),
         }
     }
 

@@ -180,6 +180,9 @@ impl<'a, H: Handler> Driver<'a, H> {
             if self.core.sweep_due() {
                 core::sweep(self);
             }
+            // The turn's cheap answers are sent: the heavy handlers parked
+            // behind them run now.
+            core::resume_parked(self);
             self.accept_pending();
         }
     }

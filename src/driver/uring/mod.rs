@@ -234,6 +234,13 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             if self.core.sweep_due() {
                 core::sweep(self);
             }
+            if self.core.sh.has_parked() {
+                // The turn's cheap answers go to the kernel before the
+                // heavy handlers parked behind them run.
+                self.reconcile_all();
+                self.io.flush()?;
+            }
+            core::resume_parked(self);
         }
     }
 

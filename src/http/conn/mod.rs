@@ -45,6 +45,7 @@ use state::State;
 
 use super::answer::{Completion, Outcome, UpgradeFn, UpgradePermit};
 use super::handler::Handler;
+use super::request::path_of;
 use super::scan::HeadScan;
 use super::worker_state::WorkerState;
 
@@ -57,6 +58,9 @@ enum Step {
     Done(usize),
     /// Answer with this status and close.
     Fail(u16),
+    /// The request waits for the end of the turn ([`Conn::unpark`]); its
+    /// bytes and those after it are kept.
+    Park,
 }
 
 impl Conn {
@@ -75,6 +79,7 @@ impl Conn {
             header_timer: true,
             peer_done: false,
             unread: false,
+            parked: false,
         }
     }
 
@@ -142,7 +147,15 @@ impl Conn {
         if self.body_paused() || matches!(self.state, State::Upgrade) {
             return false;
         }
-        !self.busy_answering() || self.pending.len() < sh.limits.max_head
+        !(self.busy_answering() || self.parked) || self.pending.len() < sh.limits.max_head
+    }
+
+    /// The turn has answered its cheap requests: the request this
+    /// connection parked ([`WorkerState::parks`]) may be answered now.
+    /// Drivers call it with the tokens [`WorkerState::take_parked`] gives,
+    /// then [`Conn::resume`].
+    pub fn unpark(&mut self) {
+        self.parked = false;
     }
 
     /// The `101` of an upgrade is framed and no output is left here: the
@@ -377,6 +390,7 @@ impl Conn {
                     match self.take_head(&buf[pos..], sh, handler) {
                         Step::Partial => return pos,
                         Step::Done(n) => pos += n,
+                        Step::Park => return pos,
                         Step::Fail(status) => {
                             self.fail(status, sh);
                             return buf.len();
@@ -406,6 +420,10 @@ impl Conn {
             }
             Parse::Head(head) => head,
         };
+        if sh.parking() && sh.parks(path_of(head.target), self.token) {
+            self.parked = true;
+            return Step::Park;
+        }
         if head.has_body() {
             match self.plan_body(&head, buf, sh, handler) {
                 None => {}
@@ -581,10 +599,80 @@ mod tests {
         let three = b"GET /heavy HTTP/1.1\r\nHost: x\r\n\r\nGET /heavy HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\nHost: x\r\n\r\n";
         let mut c = Conn::new(&sh);
         c.on_read(three, &mut sh, &mut handler);
+        // The second /heavy, known heavy by then, waits for the end of the
+        // turn, and /fast behind it on the same connection.
+        end_of_turn(&mut sh, &mut [&mut c], &mut handler);
         let text = String::from_utf8_lossy(c.output()).into_owned();
         let answers: Vec<&str> = text.split("HTTP/1.1 ").skip(1).map(|a| &a[..3]).collect();
         assert_eq!(answers, ["200", "503", "200"], "past the target only the cheap path is answered: {text}");
         assert!(text.ends_with("/fast"), "{text}");
+    }
+
+    /// What a driver does at the end of a turn: resumes the connections
+    /// parked in it.
+    fn end_of_turn<H: Handler>(sh: &mut WorkerState, conns: &mut [&mut Conn], handler: &mut H) {
+        let mut parked = Vec::new();
+        sh.take_parked(&mut parked);
+        for token in parked {
+            let c = conns.iter_mut().find(|c| c.token == token).expect("a parked connection");
+            c.unpark();
+            c.resume(sh, handler);
+        }
+    }
+
+    #[test]
+    fn a_turn_answers_its_cheap_requests_before_the_heavy_ones_and_one_connection_in_order() {
+        use std::time::{Duration, Instant};
+        let mut sh = worker();
+        sh.set_admission(&crate::Admission::DEFAULT.with_loop_target(Some(Duration::from_secs(10))));
+        let order = std::cell::RefCell::new(Vec::new());
+        let mut handler = |req: &Request<'_>, res: &mut Response| {
+            if req.path() == "/heavy" {
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_micros(200) {
+                    std::hint::spin_loop();
+                }
+            }
+            order.borrow_mut().push(req.target().to_owned());
+            res.body(req.path().as_bytes());
+        };
+        let (mut a, mut b, mut d) = (Conn::new(&sh), Conn::new(&sh), Conn::new(&sh));
+        for (i, c) in [&mut a, &mut b, &mut d].into_iter().enumerate() {
+            c.set_token(i as u64 + 1);
+        }
+        // A first turn: /heavy is not known yet, and is answered in place.
+        sh.tick();
+        a.on_read(b"GET /heavy?1 HTTP/1.1\r\nHost: x\r\n\r\n", &mut sh, &mut handler);
+        end_of_turn(&mut sh, &mut [&mut a], &mut handler);
+        assert!(a.output().ends_with(b"/heavy"));
+        // The next: a heavy request, then a pipelined pair behind another
+        // heavy one, then a cheap one on a third connection.
+        sh.tick();
+        a.on_read(b"GET /heavy?2 HTTP/1.1\r\nHost: x\r\n\r\n", &mut sh, &mut handler);
+        b.on_read(
+            b"GET /heavy?3 HTTP/1.1\r\nHost: x\r\n\r\nGET /fast?4 HTTP/1.1\r\nHost: x\r\n\r\n",
+            &mut sh,
+            &mut handler,
+        );
+        d.on_read(b"GET /fast?5 HTTP/1.1\r\nHost: x\r\n\r\n", &mut sh, &mut handler);
+        assert!(sh.has_parked() && !b.has_output() && d.output().ends_with(b"/fast"));
+        // More input for a parked connection waits behind its request.
+        a.on_read(b"GET /fast?6 HTTP/1.1\r\nHost: x\r\n\r\n", &mut sh, &mut handler);
+        end_of_turn(&mut sh, &mut [&mut a, &mut b, &mut d], &mut handler);
+        assert_eq!(*order.borrow(), ["/heavy?1", "/fast?5", "/heavy?2", "/fast?6", "/heavy?3", "/fast?4"]);
+        assert!(!sh.has_parked() && !a.has_pending_input() && !b.has_pending_input());
+        // Parked only in a turn's first part: once it resumed its parked
+        // connections, a request is answered in place.
+        b.on_read(b"GET /heavy?7 HTTP/1.1\r\nHost: x\r\n\r\n", &mut sh, &mut handler);
+        assert_eq!(order.borrow().last().map(String::as_str), Some("/heavy?7"));
+        // Without a loop target nothing is parked.
+        sh.set_admission(&crate::Admission::DEFAULT);
+        sh.tick();
+        b.on_read(b"GET /heavy?8 HTTP/1.1\r\nHost: x\r\n\r\n", &mut sh, &mut handler);
+        assert_eq!(order.borrow().last().map(String::as_str), Some("/heavy?8"));
+        for c in [a, b, d] {
+            c.release(&mut sh);
+        }
     }
 
     #[test]

@@ -72,6 +72,10 @@ pub struct Conn {
     /// answered one): closing the socket at once could then send a reset
     /// that destroys the last response, so the driver lingers.
     pub(super) unread: bool,
+    /// The request at the front of `pending` waits for the end of the
+    /// loop's turn: its handler is known to be heavy and the turn answers
+    /// its cheap requests first ([`WorkerState::parks`]).
+    pub(super) parked: bool,
 }
 
 /// The part of a [`Conn`] that requests with bodies and responses other
@@ -202,7 +206,7 @@ impl Conn {
     /// (one read of pipelined requests must not turn into unbounded
     /// output).
     pub(super) fn paused(&self) -> bool {
-        self.busy_answering() || self.body_paused() || self.out.len() >= OUTPUT_HIGH_WATER
+        self.parked || self.busy_answering() || self.body_paused() || self.out.len() >= OUTPUT_HIGH_WATER
     }
 
     /// The reader of a streamed body paused it.
