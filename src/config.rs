@@ -243,14 +243,19 @@ pub struct Config {
 ///   when the loop found none and slept: a loop that idles between
 ///   handlers has no queue, however long each runs), always shown in the
 ///   metrics; shed only
-///   with an [`Admission::loop_target`]. While the loop sheds, and for an
-///   interval after (the turns stay capped until the overload is over),
-///   each turn calls handlers for the first `loop_target` of its time and
-///   answers the requests after that `503` without calling the handler,
-///   except those for paths whose handlers are known to take under 50 µs
-///   (each path's handler is timed while there is a target: two clock
-///   reads a request): refusing a request that cheap saves nothing, and
-///   the fast routes beside a saturated heavy one stay answered.
+///   with an [`Admission::loop_target`]. With a target each path's handler
+///   is timed (two clock reads a request), and a turn answers the requests
+///   whose handlers are cheap (under 50 µs) first and its heavy ones
+///   last, at most a `loop_target` of them a turn (at least one; the rest
+///   wait for the next turn, in order, never reordered on one
+///   connection): a cheap request waits for one heavy handler at most,
+///   not for every one that arrived with it. While the loop sheds, and for
+///   an interval after (the turns stay capped until the overload is
+///   over), a heavy request that would start a `loop_target` or more
+///   after it was read is answered `503` without calling the handler, at
+///   once rather than after the handler ahead of it; cheap requests are
+///   never refused: refusing a request that cheap saves nothing, and the
+///   fast routes beside a saturated heavy one stay answered.
 ///
 /// The pool's defaults (5 ms over 100 ms) are CoDel's own: a pool thread
 /// starts a queued job within tens of microseconds on an idle machine and
@@ -264,8 +269,9 @@ pub struct Config {
 /// whose handlers do heavy work on the loop sets a target: as long as its
 /// heaviest handler, at least (a turn that ran it and found more input
 /// waiting counts as late), and above the turns of its cheap work; the
-/// successes' latency under overload is then about two targets. 50 ms is
-/// a start where the handlers' times are not known.
+/// successes' latency under overload is then about two targets, and a
+/// cheap request's about one heavy handler. 50 ms is a start where the
+/// handlers' times are not known.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Admission {

@@ -6,7 +6,8 @@
 //! `--admission off` admits everything up to the caps, as before. With a
 //! loop target, a loop held by heavy handlers refuses what comes past the
 //! target of each turn before its handler runs, and goes on answering the
-//! rest; without one, the loop is never shed. With `--pool-limit
+//! rest, and answers a turn's cheap requests before its heavy ones;
+//! without one, the loop is never shed. With `--pool-limit
 //! adaptive`, jobs that run longer than they used to lower the pool's
 //! limit, and quick ones raise it again.
 
@@ -334,6 +335,43 @@ fn a_loop_that_sleeps_between_heavy_handlers_is_never_shed() {
     let metrics = scrape(maddr, "/metrics").1;
     assert_eq!(sum(&metrics, "forkring_shed_total{"), 0.0, "{metrics}");
     assert!(metrics.contains("forkring_shedding{slot=\"0\",queue=\"loop\"} 0"), "{metrics}");
+    server.assert_healthy();
+}
+
+/// Whether an answer waits unread on `client`'s connection, without
+/// blocking.
+fn answer_waiting(client: &Client) -> bool {
+    client.stream.set_nonblocking(true).unwrap();
+    let waiting = client.stream.peek(&mut [0u8; 1]).is_ok_and(|n| n > 0);
+    client.stream.set_nonblocking(false).unwrap();
+    waiting
+}
+
+#[test]
+fn a_cheap_request_is_answered_and_sent_before_the_heavy_ones_that_came_with_it() {
+    // /spin is heavy, / cheap: the loop learns both from one request each.
+    // Its target, 75 ms, is longer than one heavy handler (50 ms) and
+    // shorter than two: a turn that ran two is followed by one that runs
+    // none, and no queue stands, so nothing is refused.
+    let mut server = Server::start(&["--workers", "1", "--loop-target", "75"]);
+    server.wait_line(&["ready 0."], Duration::from_secs(10));
+    let (mut heavy, mut second, mut cheap) = (server.connect(), server.connect(), server.connect());
+    assert_eq!(heavy.get("/spin?us=1000").status, 200);
+    assert_eq!(cheap.get("/").status, 200);
+    for round in 0..3 {
+        // A heavy request, a cheap one and another heavy one, sent in
+        // that order: whatever turns they come in (the last one comes
+        // with the cheap one or after it), the cheap one is answered, and
+        // its answer sent, before the loop runs the second heavy handler.
+        heavy.send(b"GET /spin?us=50000 HTTP/1.1\r\nHost: x\r\n\r\n");
+        cheap.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        second.send(b"GET /spin?us=50000 HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = cheap.response();
+        assert_eq!((r.status, r.body.as_slice()), (200, HELLO));
+        assert!(!answer_waiting(&second), "round {round}: the cheap answer waited for the second heavy handler");
+        assert_eq!(heavy.response().status, 200, "round {round}");
+        assert_eq!(second.response().status, 200, "round {round}");
+    }
     server.assert_healthy();
 }
 

@@ -188,10 +188,10 @@ impl Costs {
         self.tags[i] == tag && self.micros[i] < Costs::CHEAP_US
     }
 
-    /// Whether the path's handler is known not to be cheap.
-    pub(crate) fn heavy(&self, path: &str) -> bool {
+    /// What the path's handler costs (µs), if it is known not to be cheap.
+    pub(crate) fn heavy(&self, path: &str) -> Option<u32> {
         let (tag, i) = Costs::key(path);
-        self.tags[i] == tag && self.micros[i] >= Costs::CHEAP_US
+        (self.tags[i] == tag && self.micros[i] >= Costs::CHEAP_US).then_some(self.micros[i])
     }
 
     /// The path's handler ran `us` microseconds.

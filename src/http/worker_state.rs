@@ -8,6 +8,7 @@
 //! books; what a connection does with it is the connection's
 //! ([`super::Conn`]).
 
+use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -139,11 +140,30 @@ struct LoopAdmission {
     limited: bool,
     /// What each path's handler costs the loop, when there is a target.
     costs: Option<Box<Costs>>,
-    /// The turn has not yet answered its cheap requests: a request whose
-    /// handler is known to be heavy is parked ([`WorkerState::parks`]).
-    first_pass: bool,
-    /// The tokens of the connections parked this turn.
-    parked: Vec<u64>,
+    /// The loop's queue of heavy requests: the connections whose request,
+    /// its handler known to be heavy, waits for the end of a turn
+    /// ([`WorkerState::parks`]), oldest first, each with the start of the
+    /// turn that read it and what its handler costs (µs, [`Costs`]).
+    parked: VecDeque<(u64, Instant, u32)>,
+    /// When the request about to be admitted joined the loop's queue: the
+    /// turn's start, or the turn that parked it.
+    since: Instant,
+    /// Parked requests resumed this turn.
+    resumed: u32,
+    /// Work (µs) that will run before the request about to be admitted
+    /// could start: a parked request refused before the one ahead of it
+    /// runs ([`WorkerState::next_parked`]).
+    ahead: u64,
+}
+
+/// A parked connection to resume ([`WorkerState::next_parked`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Parked {
+    /// The connection's token.
+    pub token: u64,
+    /// Whether its request's handler will run (false: it will be refused):
+    /// the answers framed so far should leave first.
+    pub runs: bool,
 }
 
 /// What the loop's admission said of a request ([`WorkerState::admit_request`]).
@@ -209,8 +229,10 @@ impl WorkerState {
                 now_us: 0,
                 limited: false,
                 costs: admission.loop_target.map(|_| Box::new(Costs::new())),
-                first_pass: false,
-                parked: Vec::new(),
+                parked: VecDeque::new(),
+                since: Instant::now(),
+                resumed: 0,
+                ahead: 0,
             })
         });
     }
@@ -232,10 +254,14 @@ impl WorkerState {
             // it cannot tell, its wait came back at once.
             let waited = a.pending.unwrap_or_else(|| now.saturating_duration_since(a.turn_end) < SLEPT);
             a.pending = None;
-            a.codel.sample(now_us, if waited { a.turn_us } else { 0 });
+            // Heavy requests parked since an earlier turn waited that long.
+            let parked_us =
+                a.parked.front().map_or(0, |&(_, at, _)| now.saturating_duration_since(at).as_micros() as u64);
+            a.codel.sample(now_us, parked_us.max(if waited { a.turn_us } else { 0 }));
             a.now_us = now_us;
             a.limited = now_us < a.codel.limited_until();
-            a.first_pass = a.costs.is_some();
+            a.since = now;
+            a.resumed = 0;
             if let Some(c) = self.counters {
                 if a.codel.shedding() != before.0 {
                     // Its own bit, by locked adds: the pool's threads
@@ -277,7 +303,8 @@ impl WorkerState {
         let Some(a) = &mut self.admit else { return Admit::Free };
         let Some(costs) = &a.costs else { return Admit::Free };
         let now = Instant::now();
-        if !a.limited || now.saturating_duration_since(self.turn_at) < a.target || costs.cheap(path) {
+        let ahead = Duration::from_micros(std::mem::take(&mut a.ahead));
+        if !a.limited || now.saturating_duration_since(a.since) + ahead < a.target || costs.cheap(path) {
             return Admit::Timed(now);
         }
         a.codel.refused(a.now_us);
@@ -287,41 +314,74 @@ impl WorkerState {
         Admit::Refused
     }
 
-    /// Whether a request just parsed may be parked this turn: the loop has
-    /// a target and the turn has not yet answered its cheap requests. The
-    /// one test on the path of every request.
+    /// Whether a request just parsed may be parked: the loop has a target
+    /// (and so knows what its handlers cost). The one test on the path of
+    /// every request.
     #[inline]
     pub(super) fn parking(&self) -> bool {
-        self.admit.as_ref().is_some_and(|a| a.first_pass)
+        self.admit.as_ref().is_some_and(|a| a.costs.is_some())
     }
 
-    /// Whether the request for `path` on connection `token` waits for the
-    /// end of the turn ([`WorkerState::take_parked`]): its handler is
-    /// known to be heavy ([`Costs`]), and the turn's cheap requests are
-    /// answered first, so that a fast route's request waits for no heavy
-    /// handler that came in the same turn. Requests are never reordered
+    /// Whether the request for `path` on connection `token` joins the
+    /// loop's queue of heavy requests, to be answered at the end of a turn
+    /// ([`WorkerState::next_parked`]): its handler is known to be heavy
+    /// ([`Costs`]). A turn answers its cheap requests first, then at most
+    /// a target's worth of heavy ones, so that a fast route's request
+    /// waits for one heavy handler at most. Requests are never reordered
     /// on one connection: its later ones wait behind the parked one.
     pub(super) fn parks(&mut self, path: &str, token: u64) -> bool {
         let Some(a) = &mut self.admit else { return false };
-        if !a.costs.as_ref().is_some_and(|c| c.heavy(path)) {
-            return false;
-        }
-        a.parked.push(token);
+        let Some(cost) = a.costs.as_ref().and_then(|c| c.heavy(path)) else { return false };
+        a.parked.push_back((token, self.turn_at, cost));
         true
     }
 
-    /// Moves the tokens of the connections parked this turn into `into`,
-    /// and parks nothing more until the next turn: drivers call it once
-    /// the turn's input is handled and its answers are on their way, then
-    /// [`super::Conn::unpark`] and [`super::Conn::resume`] each.
-    pub fn take_parked(&mut self, into: &mut Vec<u64>) {
-        if let Some(a) = &mut self.admit {
-            a.first_pass = false;
-            into.append(&mut a.parked);
+    /// The next parked connection to resume this turn
+    /// ([`super::Conn::unpark`], then [`super::Conn::resume`]); drivers call
+    /// it once the turn's input is handled, until it says `None`, and send
+    /// what is framed before a request whose handler [`Parked::runs`].
+    ///
+    /// Oldest first, the turn resumes heavy requests until
+    /// [`Admission::loop_target`] into it, at least one; the rest wait for
+    /// the next turn, which then does not sleep
+    /// ([`WorkerState::has_parked`]). While the loop sheds (and an
+    /// interval after), a request that would start a target or more after
+    /// it was read is refused at once, before the handler ahead of it
+    /// runs: one that waited that long already, and one behind a handler
+    /// (by its known cost) that would make it.
+    pub fn next_parked(&mut self) -> Option<Parked> {
+        let a = self.admit.as_mut()?;
+        a.since = self.turn_at;
+        a.ahead = 0;
+        let &(token, at, cost) = a.parked.front()?;
+        let now = Instant::now();
+        let target_us = a.target.as_micros() as u64;
+        let waited = |at: Instant| now.saturating_duration_since(at).as_micros() as u64;
+        let refused = a.limited && waited(at) >= target_us;
+        if a.limited && !refused {
+            // The front is answered now: a request behind it that would
+            // then start a target after it was read is refused first, at
+            // once, not after the front's handler.
+            let late = a.parked.iter().skip(1).position(|&(_, at, _)| waited(at) + u64::from(cost) >= target_us);
+            if let Some(i) = late {
+                let (token, at, _) = a.parked.remove(i + 1).expect("found in the queue");
+                a.since = at;
+                a.ahead = u64::from(cost);
+                return Some(Parked { token, runs: false });
+            }
         }
+        let spent = now.saturating_duration_since(self.turn_at) >= a.target;
+        if spent && !refused && a.resumed > 0 {
+            return None;
+        }
+        a.parked.pop_front();
+        a.resumed += 1;
+        a.since = at;
+        Some(Parked { token, runs: !refused })
     }
 
-    /// Whether a connection was parked this turn.
+    /// Whether heavy requests wait in the loop's queue: the loop must not
+    /// sleep.
     #[inline]
     pub fn has_parked(&self) -> bool {
         self.admit.as_ref().is_some_and(|a| !a.parked.is_empty())

@@ -76,4 +76,9 @@ pub(crate) trait Backend<'a> {
 
     /// Closes connection `key`, whose time is up.
     fn close(&mut self, key: Key);
+
+    /// A heavy handler is about to run: what is framed so far leaves
+    /// first, not after it (the epoll loop sends as it frames; the
+    /// io_uring loop submits its sends).
+    fn send_framed(&mut self);
 }

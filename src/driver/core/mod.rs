@@ -97,9 +97,6 @@ pub(crate) struct Core<'a> {
     /// Completed deferred responses taken this turn (kept empty between
     /// turns, for its capacity).
     batch: Vec<Completion>,
-    /// The tokens of connections parked this turn, being resumed (kept
-    /// empty between turns, for its capacity).
-    parked: Vec<u64>,
 }
 
 impl<'a> Core<'a> {
@@ -133,7 +130,6 @@ impl<'a> Core<'a> {
             next_sweep,
             sweep_ms,
             batch: Vec::new(),
-            parked: Vec::new(),
         }
     }
 

@@ -148,7 +148,9 @@ impl<'a, H: Handler> Driver<'a, H> {
             self.core.sh.end_turn();
             // The ring from the master wakes a sleeping loop only if it
             // said it sleeps; a message already there means no sleep.
-            let timeout = if self.core.link.may_sleep() { self.timeout_ms() } else { 0 };
+            // Nor while heavy requests wait in the loop's queue.
+            let sleep = self.core.link.may_sleep() && !self.core.sh.has_parked();
+            let timeout = if sleep { self.timeout_ms() } else { 0 };
             let n = match self.epoll.wait(events, timeout) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
@@ -357,4 +359,7 @@ impl<'a, H: Handler> Backend<'a> for Driver<'a, H> {
     fn close(&mut self, key: Key) {
         Driver::close(self, key);
     }
+
+    /// Sent already: each connection sends as it frames.
+    fn send_framed(&mut self) {}
 }

@@ -206,7 +206,8 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             self.core.sh.end_turn();
             // A message from the master already waiting means no sleep; one
             // that comes while the loop sleeps fires the inbox poll.
-            let want = usize::from(self.core.link.may_sleep());
+            // Nor while heavy requests wait in the loop's queue.
+            let want = usize::from(self.core.link.may_sleep() && !self.core.sh.has_parked());
             // Completions posted since the turn took them, or held by the
             // kernel as task work (`taskrun_flag`, where the ring has it),
             // are input that waited for this turn.
@@ -234,12 +235,8 @@ impl<'r, 'a, H: Handler> Driver<'r, 'a, H> {
             if self.core.sweep_due() {
                 core::sweep(self);
             }
-            if self.core.sh.has_parked() {
-                // The turn's cheap answers go to the kernel before the
-                // heavy handlers parked behind them run.
-                self.reconcile_all();
-                self.io.flush()?;
-            }
+            // Heavy requests last, the turn's answers submitted before
+            // each handler runs.
             core::resume_parked(self);
         }
     }
@@ -282,5 +279,15 @@ impl<'a, H: Handler> Backend<'a> for Driver<'_, 'a, H> {
 
     fn close(&mut self, key: Key) {
         Driver::close(self, key);
+    }
+
+    fn send_framed(&mut self) {
+        self.reconcile_all();
+        if self.io.sq.is_empty() {
+            return;
+        }
+        if let Err(e) = self.io.flush() {
+            self.fatal.get_or_insert(e);
+        }
     }
 }

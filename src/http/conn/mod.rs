@@ -80,6 +80,7 @@ impl Conn {
             peer_done: false,
             unread: false,
             parked: false,
+            resumed: false,
         }
     }
 
@@ -151,11 +152,11 @@ impl Conn {
     }
 
     /// The turn has answered its cheap requests: the request this
-    /// connection parked ([`WorkerState::parks`]) may be answered now.
-    /// Drivers call it with the tokens [`WorkerState::take_parked`] gives,
-    /// then [`Conn::resume`].
+    /// connection parked ([`WorkerState::parks`]) is answered now. Drivers
+    /// call it with the tokens [`WorkerState::next_parked`] gives, then
+    /// [`Conn::resume`].
     pub fn unpark(&mut self) {
-        self.parked = false;
+        self.resumed = mem::take(&mut self.parked);
     }
 
     /// The `101` of an upgrade is framed and no output is left here: the
@@ -420,7 +421,7 @@ impl Conn {
             }
             Parse::Head(head) => head,
         };
-        if sh.parking() && sh.parks(path_of(head.target), self.token) {
+        if sh.parking() && !mem::take(&mut self.resumed) && sh.parks(path_of(head.target), self.token) {
             self.parked = true;
             return Step::Park;
         }
@@ -609,11 +610,10 @@ mod tests {
     }
 
     /// What a driver does at the end of a turn: resumes the connections
-    /// parked in it.
+    /// parked, as many as the turn takes.
     fn end_of_turn<H: Handler>(sh: &mut WorkerState, conns: &mut [&mut Conn], handler: &mut H) {
-        let mut parked = Vec::new();
-        sh.take_parked(&mut parked);
-        for token in parked {
+        while let Some(parked) = sh.next_parked() {
+            let token = parked.token;
             let c = conns.iter_mut().find(|c| c.token == token).expect("a parked connection");
             c.unpark();
             c.resume(sh, handler);
@@ -624,7 +624,6 @@ mod tests {
     fn a_turn_answers_its_cheap_requests_before_the_heavy_ones_and_one_connection_in_order() {
         use std::time::{Duration, Instant};
         let mut sh = worker();
-        sh.set_admission(&crate::Admission::DEFAULT.with_loop_target(Some(Duration::from_secs(10))));
         let order = std::cell::RefCell::new(Vec::new());
         let mut handler = |req: &Request<'_>, res: &mut Response| {
             if req.path() == "/heavy" {
@@ -640,37 +639,107 @@ mod tests {
         for (i, c) in [&mut a, &mut b, &mut d].into_iter().enumerate() {
             c.set_token(i as u64 + 1);
         }
-        // A first turn: /heavy is not known yet, and is answered in place.
+        let get = |target: &str| format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes();
+        // Without a loop target nothing is parked.
         sh.tick();
-        a.on_read(b"GET /heavy?1 HTTP/1.1\r\nHost: x\r\n\r\n", &mut sh, &mut handler);
-        end_of_turn(&mut sh, &mut [&mut a], &mut handler);
-        assert!(a.output().ends_with(b"/heavy"));
+        a.on_read(&get("/heavy?0"), &mut sh, &mut handler);
+        assert!(!sh.has_parked() && a.output().ends_with(b"/heavy"));
+        // With one of 10 s, a first turn: /heavy is not known yet, and is
+        // answered in place.
+        sh.set_admission(&crate::Admission::DEFAULT.with_loop_target(Some(Duration::from_secs(10))));
+        sh.tick();
+        a.on_read(&get("/heavy?1"), &mut sh, &mut handler);
+        assert!(!sh.has_parked());
         // The next: a heavy request, then a pipelined pair behind another
         // heavy one, then a cheap one on a third connection.
         sh.tick();
-        a.on_read(b"GET /heavy?2 HTTP/1.1\r\nHost: x\r\n\r\n", &mut sh, &mut handler);
-        b.on_read(
-            b"GET /heavy?3 HTTP/1.1\r\nHost: x\r\n\r\nGET /fast?4 HTTP/1.1\r\nHost: x\r\n\r\n",
-            &mut sh,
-            &mut handler,
-        );
-        d.on_read(b"GET /fast?5 HTTP/1.1\r\nHost: x\r\n\r\n", &mut sh, &mut handler);
+        a.on_read(&get("/heavy?2"), &mut sh, &mut handler);
+        b.on_read(&[get("/heavy?3"), get("/fast?4")].concat(), &mut sh, &mut handler);
+        d.on_read(&get("/fast?5"), &mut sh, &mut handler);
         assert!(sh.has_parked() && !b.has_output() && d.output().ends_with(b"/fast"));
         // More input for a parked connection waits behind its request.
-        a.on_read(b"GET /fast?6 HTTP/1.1\r\nHost: x\r\n\r\n", &mut sh, &mut handler);
+        a.on_read(&get("/fast?6"), &mut sh, &mut handler);
         end_of_turn(&mut sh, &mut [&mut a, &mut b, &mut d], &mut handler);
-        assert_eq!(*order.borrow(), ["/heavy?1", "/fast?5", "/heavy?2", "/fast?6", "/heavy?3", "/fast?4"]);
+        assert_eq!(*order.borrow(), ["/heavy?0", "/heavy?1", "/fast?5", "/heavy?2", "/fast?6", "/heavy?3", "/fast?4"]);
         assert!(!sh.has_parked() && !a.has_pending_input() && !b.has_pending_input());
-        // Parked only in a turn's first part: once it resumed its parked
-        // connections, a request is answered in place.
-        b.on_read(b"GET /heavy?7 HTTP/1.1\r\nHost: x\r\n\r\n", &mut sh, &mut handler);
-        assert_eq!(order.borrow().last().map(String::as_str), Some("/heavy?7"));
-        // Without a loop target nothing is parked.
-        sh.set_admission(&crate::Admission::DEFAULT);
-        sh.tick();
-        b.on_read(b"GET /heavy?8 HTTP/1.1\r\nHost: x\r\n\r\n", &mut sh, &mut handler);
-        assert_eq!(order.borrow().last().map(String::as_str), Some("/heavy?8"));
         for c in [a, b, d] {
+            c.release(&mut sh);
+        }
+    }
+
+    #[test]
+    fn a_turn_takes_a_targets_worth_of_heavy_requests_and_the_next_turn_the_rest() {
+        use std::time::{Duration, Instant};
+        const TARGET: Duration = Duration::from_millis(20);
+        let mut sh = worker();
+        sh.set_admission(
+            &crate::Admission::DEFAULT.with_loop_target(Some(TARGET)).with_interval(Duration::from_secs(60)),
+        );
+        let calls = std::cell::Cell::new(0);
+        // Each /heavy works past the target.
+        let mut handler = |req: &Request<'_>, res: &mut Response| {
+            let start = Instant::now();
+            while start.elapsed() < TARGET {
+                std::hint::spin_loop();
+            }
+            calls.set(calls.get() + 1);
+            res.body(req.path().as_bytes());
+        };
+        let get = b"GET /heavy HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut c: Vec<Conn> = (0..3).map(|_| Conn::new(&sh)).collect();
+        for (i, c) in c.iter_mut().enumerate() {
+            c.set_token(i as u64);
+        }
+        sh.tick();
+        c[0].on_read(get, &mut sh, &mut handler);
+        // Known heavy now: three in one turn are parked, and the turn
+        // answers one (its target is spent after it); the others wait,
+        // and the loop does not sleep.
+        sh.tick();
+        for c in &mut c {
+            c.on_read(get, &mut sh, &mut handler);
+        }
+        assert_eq!(calls.get(), 1);
+        let mut all: Vec<&mut Conn> = c.iter_mut().collect();
+        end_of_turn(&mut sh, &mut all, &mut handler);
+        assert_eq!(calls.get(), 2, "one a turn");
+        assert!(sh.has_parked());
+        sh.tick();
+        end_of_turn(&mut sh, &mut all, &mut handler);
+        assert_eq!(calls.get(), 3);
+        // Shedding now (on CoDel's clock): the one left waited a target
+        // already, and is refused at once, in the turn that was spent.
+        // (Later on its clock than the turns so far, an interval apart.)
+        let codel = sh.loop_codel();
+        codel.sample(1_000_000_000, 200_000);
+        assert!(codel.sample(1_060_000_000, 200_000), "shedding");
+        sh.tick();
+        let spin = Instant::now();
+        while spin.elapsed() < TARGET {
+            std::hint::spin_loop();
+        }
+        end_of_turn(&mut sh, &mut all, &mut handler);
+        assert_eq!(calls.get(), 3);
+        assert!(!sh.has_parked());
+        let text = String::from_utf8_lossy(all[2].output()).into_owned();
+        assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+        // Still shedding, three in one turn: the two behind the first would
+        // start a target after they were read, so they are refused first,
+        // at once, and then the first runs.
+        sh.tick();
+        for c in all.iter_mut() {
+            c.on_read(get, &mut sh, &mut handler);
+        }
+        let mut runs = Vec::new();
+        while let Some(parked) = sh.next_parked() {
+            runs.push((parked.token, parked.runs));
+            let c = all.iter_mut().find(|c| c.token == parked.token).expect("a parked connection");
+            c.unpark();
+            c.resume(&mut sh, &mut handler);
+        }
+        assert_eq!(runs, [(1, false), (2, false), (0, true)]);
+        assert_eq!(calls.get(), 4);
+        for c in c {
             c.release(&mut sh);
         }
     }

@@ -76,6 +76,9 @@ pub struct Conn {
     /// loop's turn: its handler is known to be heavy and the turn answers
     /// its cheap requests first ([`WorkerState::parks`]).
     pub(super) parked: bool,
+    /// The request at the front of `pending` was parked and is resumed: it
+    /// is answered now, not parked again.
+    pub(super) resumed: bool,
 }
 
 /// The part of a [`Conn`] that requests with bodies and responses other
