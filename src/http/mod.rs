@@ -21,6 +21,7 @@ mod conn;
 mod date;
 mod fields;
 mod handler;
+mod loop_admission;
 mod mailbox;
 mod request;
 mod scan;

@@ -2,22 +2,26 @@
 //! timeouts, the clock and the cached `Date`, the heads framed last, the
 //! scratch response, a pool of spare buffers, the budgets of buffered
 //! bodies and of deferred responses, the count of upgraded connections,
-//! the counters in shared memory, the mailbox and the access log.
+//! the counters in shared memory, the mailbox, the access log, and the
+//! loop's admission.
 //!
 //! Where it stops: it holds what connections share and keeps the budgets'
 //! books; what a connection does with it is the connection's
-//! ([`super::Conn`]).
+//! ([`super::Conn`]); how the loop admits, and its queue of heavy
+//! requests, are `loop_admission`'s.
 
-use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::access::{AccessLog, Entry, LineRequest, PeerNames};
-use super::admit::{Codel, Costs};
+#[cfg(test)]
+use super::admit::Codel;
 use super::answer::{Completion, Completions, Heads, Response, Spawner, UpgradePermit};
 use super::date::DateCache;
+use super::loop_admission::LoopAdmission;
+pub(crate) use super::loop_admission::{Admit, Parked};
 use crate::config::{Admission, Limits, Timeouts};
 use crate::ipc::{Counter, Counters, SHEDDING_LOOP};
 
@@ -25,13 +29,6 @@ use crate::ipc::{Counter, Counters, SHEDDING_LOOP};
 /// request already on the wire gets its answer (with `Connection: close`)
 /// instead of a closed connection.
 pub const DRAIN_IDLE_GRACE_MS: u64 = 200;
-
-/// A loop's wait that came back sooner than this found input waiting: a
-/// wait that finds it returns within a system call's few microseconds,
-/// one that slept takes at least a wake-up (tens of microseconds on the
-/// machines measured). For drivers that cannot say
-/// ([`WorkerState::input_pending`]).
-const SLEPT: Duration = Duration::from_micros(20);
 
 /// Buffers larger than this are freed instead of kept for reuse.
 const POOL_MAX_CAPACITY: usize = 64 * 1024;
@@ -101,83 +98,6 @@ pub struct WorkerState {
     admit: Option<Box<LoopAdmission>>,
 }
 
-/// The loop's admission state ([`Admission`]): how late its turns run,
-/// measured once a turn, and whether it sheds.
-///
-/// A turn's input waited, at most, for the turn before it: what arrived
-/// as that turn started was read only once it ended. But only if input
-/// was waiting when it ended: a loop that found nothing and slept had no
-/// queue at all, and what woke it waited for nothing (CoDel's empty
-/// queue). So the wait sampled at each turn is the previous turn's length
-/// when the loop did not sleep before this one, and 0 when it did; a loop
-/// that idles between handlers as long as its target is then never shed,
-/// however long each handler runs.
-#[derive(Debug)]
-struct LoopAdmission {
-    /// CoDel's state, fed the length of each turn.
-    codel: Codel,
-    /// [`Admission::loop_target`]: while shedding, handlers are called
-    /// only this long into a turn.
-    target: Duration,
-    /// How long the previous turn worked (from its start to its end,
-    /// before the loop waited): input that arrived at its start waited
-    /// that long to be read.
-    turn_us: u64,
-    /// When the previous turn ended (the loop then waited).
-    turn_end: Instant,
-    /// Whether input was known to wait as the previous turn ended (the
-    /// driver's word, [`WorkerState::input_pending`]): `None` when the
-    /// driver cannot tell, and a wait that returned within [`SLEPT`] is
-    /// taken to have found input waiting.
-    pending: Option<bool>,
-    /// The turn's start, microseconds on CoDel's clock.
-    now_us: u64,
-    /// This turn calls handlers only for its first `target`: the loop
-    /// sheds, or shed less than an interval ago (a turn short enough to
-    /// end the shedding is followed by one that works off everything
-    /// queued meanwhile, unless the cap stays on until the overload is
-    /// over: [`Codel::limited_until`]).
-    limited: bool,
-    /// What each path's handler costs the loop, when there is a target.
-    costs: Option<Box<Costs>>,
-    /// The loop's queue of heavy requests: the connections whose request,
-    /// its handler known to be heavy, waits for the end of a turn
-    /// ([`WorkerState::parks`]), oldest first, each with the start of the
-    /// turn that read it and what its handler costs (µs, [`Costs`]).
-    parked: VecDeque<(u64, Instant, u32)>,
-    /// When the request about to be admitted joined the loop's queue: the
-    /// turn's start, or the turn that parked it.
-    since: Instant,
-    /// Parked requests resumed this turn.
-    resumed: u32,
-    /// Work (µs) that will run before the request about to be admitted
-    /// could start: a parked request refused before the one ahead of it
-    /// runs ([`WorkerState::next_parked`]).
-    ahead: u64,
-}
-
-/// A parked connection to resume ([`WorkerState::next_parked`]).
-#[derive(Clone, Copy, Debug)]
-pub struct Parked {
-    /// The connection's token.
-    pub token: u64,
-    /// Whether its request's handler will run (false: it will be refused):
-    /// the answers framed so far should leave first.
-    pub runs: bool,
-}
-
-/// What the loop's admission said of a request ([`WorkerState::admit_request`]).
-#[must_use]
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Admit {
-    /// Handled, and not timed (no loop target).
-    Free,
-    /// Handled, and its handler timed from this instant.
-    Timed(Instant),
-    /// Refused: answer `503` without calling the handler.
-    Refused,
-}
-
 impl WorkerState {
     /// State for one worker.
     pub fn new(limits: Limits, timeouts: Timeouts) -> WorkerState {
@@ -217,24 +137,7 @@ impl WorkerState {
     /// Admits requests by how late the loop's turns run ([`Admission`]),
     /// when `admission` is on.
     pub fn set_admission(&mut self, admission: &Admission) {
-        self.admit = admission.enabled.then(|| {
-            Box::new(LoopAdmission {
-                // Without a target the loop is measured (the gauge),
-                // never shed.
-                codel: Codel::new(admission.loop_target.unwrap_or(Duration::MAX), admission.interval),
-                target: admission.loop_target.unwrap_or(Duration::MAX),
-                turn_us: 0,
-                turn_end: Instant::now(),
-                pending: None,
-                now_us: 0,
-                limited: false,
-                costs: admission.loop_target.map(|_| Box::new(Costs::new())),
-                parked: VecDeque::new(),
-                since: Instant::now(),
-                resumed: 0,
-                ahead: 0,
-            })
-        });
+        self.admit = admission.enabled.then(|| Box::new(LoopAdmission::new(admission)));
     }
 
     /// Refreshes the clock and the `Date` header; drivers call it once per
@@ -248,31 +151,19 @@ impl WorkerState {
             c.beat();
         }
         if let Some(a) = &mut self.admit {
-            let before = (a.codel.shedding(), a.codel.min_wait_us());
-            let now_us = now.duration_since(self.start).as_micros() as u64;
-            // The loop slept unless the driver said input waited or, when
-            // it cannot tell, its wait came back at once.
-            let waited = a.pending.unwrap_or_else(|| now.saturating_duration_since(a.turn_end) < SLEPT);
-            a.pending = None;
-            // Heavy requests parked since an earlier turn waited that long.
-            let parked_us =
-                a.parked.front().map_or(0, |&(_, at, _)| now.saturating_duration_since(at).as_micros() as u64);
-            a.codel.sample(now_us, parked_us.max(if waited { a.turn_us } else { 0 }));
-            a.now_us = now_us;
-            a.limited = now_us < a.codel.limited_until();
-            a.since = now;
-            a.resumed = 0;
+            let before = (a.shedding(), a.min_wait_us());
+            a.start_turn(now, now.duration_since(self.start).as_micros() as u64);
             if let Some(c) = self.counters {
-                if a.codel.shedding() != before.0 {
+                if a.shedding() != before.0 {
                     // Its own bit, by locked adds: the pool's threads
                     // change theirs the same way.
                     c.add_shared(
                         Counter::Shedding,
-                        if a.codel.shedding() { SHEDDING_LOOP } else { SHEDDING_LOOP.wrapping_neg() },
+                        if a.shedding() { SHEDDING_LOOP } else { SHEDDING_LOOP.wrapping_neg() },
                     );
                 }
-                if a.codel.min_wait_us() != before.1 {
-                    c.set(Counter::LoopWaitUs, a.codel.min_wait_us());
+                if a.min_wait_us() != before.1 {
+                    c.set(Counter::LoopWaitUs, a.min_wait_us());
                 }
             }
         }
@@ -281,120 +172,64 @@ impl WorkerState {
     /// The loop's CoDel state, to put it where a test needs it.
     #[cfg(test)]
     pub(super) fn loop_codel(&mut self) -> &mut Codel {
-        &mut self.admit.as_mut().expect("admission on").codel
+        self.admit.as_mut().expect("admission on").codel()
     }
 
     /// Whether the loop sheds now.
     #[cfg(test)]
     pub(super) fn loop_shedding(&self) -> Option<bool> {
-        self.admit.as_ref().map(|a| a.codel.shedding())
+        self.admit.as_ref().map(|a| a.shedding())
     }
 
     /// Whether the request for `path` about to be handled is refused
-    /// because the loop sheds: while it does, and for an interval after,
-    /// handlers are called only [`Admission::loop_target`] into each turn,
-    /// and past that only those of paths known to be cheap ([`Costs`]).
-    /// A refusal after the shedding ended keeps the cap on for an interval
-    /// more: the overload goes on. With a loop target every handler is
-    /// timed (two clock reads a request, only then):
+    /// because the loop sheds ([`LoopAdmission::admit`]);
     /// [`WorkerState::handled`] takes what this returns.
     #[inline]
     pub(super) fn admit_request(&mut self, path: &str) -> Admit {
         let Some(a) = &mut self.admit else { return Admit::Free };
-        let Some(costs) = &a.costs else { return Admit::Free };
-        let now = Instant::now();
-        let ahead = Duration::from_micros(std::mem::take(&mut a.ahead));
-        if !a.limited || now.saturating_duration_since(a.since) + ahead < a.target || costs.cheap(path) {
-            return Admit::Timed(now);
-        }
-        a.codel.refused(a.now_us);
-        if let Some(c) = self.counters {
+        let admit = a.admit(path);
+        if let (Admit::Refused, Some(c)) = (admit, self.counters) {
             c.inc(Counter::ShedLoop);
         }
-        Admit::Refused
+        admit
     }
 
-    /// Whether a request just parsed may be parked: the loop has a target
-    /// (and so knows what its handlers cost). The one test on the path of
-    /// every request.
+    /// Whether a request just parsed may be parked: the loop has a target.
+    /// The one test on the path of every request.
     #[inline]
     pub(super) fn parking(&self) -> bool {
-        self.admit.as_ref().is_some_and(|a| a.costs.is_some())
+        self.admit.as_ref().is_some_and(|a| a.parking())
     }
 
-    /// Whether the request for `path` on connection `token` joins the
-    /// loop's queue of heavy requests, to be answered at the end of a turn
-    /// ([`WorkerState::next_parked`]): its handler is known to be heavy
-    /// ([`Costs`]). A turn answers its cheap requests first, then at most
-    /// a target's worth of heavy ones, so that a fast route's request
-    /// waits for one heavy handler at most. Requests are never reordered
-    /// on one connection: its later ones wait behind the parked one.
+    /// Whether the request for `path` on connection `token` waits for the
+    /// end of the turn ([`LoopAdmission::park`]).
     pub(super) fn parks(&mut self, path: &str, token: u64) -> bool {
-        let Some(a) = &mut self.admit else { return false };
-        let Some(cost) = a.costs.as_ref().and_then(|c| c.heavy(path)) else { return false };
-        a.parked.push_back((token, self.turn_at, cost));
-        true
+        let turn_at = self.turn_at;
+        self.admit.as_mut().is_some_and(|a| a.park(path, token, turn_at))
     }
 
     /// The next parked connection to resume this turn
     /// ([`super::Conn::unpark`], then [`super::Conn::resume`]); drivers call
     /// it once the turn's input is handled, until it says `None`, and send
-    /// what is framed before a request whose handler [`Parked::runs`].
-    ///
-    /// Oldest first, the turn resumes heavy requests until
-    /// [`Admission::loop_target`] into it, at least one; the rest wait for
-    /// the next turn, which then does not sleep
-    /// ([`WorkerState::has_parked`]). While the loop sheds (and an
-    /// interval after), a request that would start a target or more after
-    /// it was read is refused at once, before the handler ahead of it
-    /// runs: one that waited that long already, and one behind a handler
-    /// (by its known cost) that would make it.
+    /// what is framed before a request whose handler [`Parked::runs`]
+    /// ([`LoopAdmission::next_parked`] says which, and when).
     pub fn next_parked(&mut self) -> Option<Parked> {
-        let a = self.admit.as_mut()?;
-        a.since = self.turn_at;
-        a.ahead = 0;
-        let &(token, at, cost) = a.parked.front()?;
-        let now = Instant::now();
-        let target_us = a.target.as_micros() as u64;
-        let waited = |at: Instant| now.saturating_duration_since(at).as_micros() as u64;
-        let refused = a.limited && waited(at) >= target_us;
-        if a.limited && !refused {
-            // The front is answered now: a request behind it that would
-            // then start a target after it was read is refused first, at
-            // once, not after the front's handler.
-            let late = a.parked.iter().skip(1).position(|&(_, at, _)| waited(at) + u64::from(cost) >= target_us);
-            if let Some(i) = late {
-                let (token, at, _) = a.parked.remove(i + 1).expect("found in the queue");
-                a.since = at;
-                a.ahead = u64::from(cost);
-                return Some(Parked { token, runs: false });
-            }
-        }
-        let spent = now.saturating_duration_since(self.turn_at) >= a.target;
-        if spent && !refused && a.resumed > 0 {
-            return None;
-        }
-        a.parked.pop_front();
-        a.resumed += 1;
-        a.since = at;
-        Some(Parked { token, runs: !refused })
+        self.admit.as_mut()?.next_parked(self.turn_at)
     }
 
     /// Whether heavy requests wait in the loop's queue: the loop must not
     /// sleep.
     #[inline]
     pub fn has_parked(&self) -> bool {
-        self.admit.as_ref().is_some_and(|a| !a.parked.is_empty())
+        self.admit.as_ref().is_some_and(|a| a.has_parked())
     }
 
     /// The handler of the request for `path` that [`WorkerState::admit_request`]
     /// admitted has returned.
     #[inline]
     pub(super) fn handled(&mut self, path: &str, admit: Admit) {
-        if let (Admit::Timed(start), Some(a)) = (admit, &mut self.admit) {
-            if let Some(costs) = &mut a.costs {
-                costs.record(path, start.elapsed().as_micros() as u64);
-            }
+        if let Some(a) = &mut self.admit {
+            a.handled(path, admit);
         }
     }
 
@@ -413,8 +248,7 @@ impl WorkerState {
         let end = Instant::now();
         let turn_us = end.saturating_duration_since(self.turn_at).as_micros() as u64;
         if let Some(a) = &mut self.admit {
-            a.turn_us = turn_us;
-            a.turn_end = end;
+            a.end_turn(end, turn_us);
         }
         if self.answered == 0 {
             return;
@@ -432,7 +266,7 @@ impl WorkerState {
     #[inline]
     pub fn input_pending(&mut self, pending: bool) {
         if let Some(a) = &mut self.admit {
-            a.pending = Some(pending);
+            a.input_pending(pending);
         }
     }
 
