@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -35,6 +35,32 @@ fn expect(sock: &UnixDatagram, want: &str, within: Duration, seen: &mut Vec<Stri
             }
         }
     }
+}
+
+/// Whether another process listens on `addr`'s port (TCP,
+/// `/proc/net/tcp` or `tcp6`, a listening socket whose inode is not one of
+/// this process's). The tests connect only once the tool does: the port
+/// was free a moment before, and a test running beside in this process
+/// may take it for the moment of its own `TcpListener::bind` to port 0
+/// (which listens); a connection made into that listener's backlog is
+/// reset when it drops it, and the tool, which binds the port next, never
+/// sees a connection.
+fn listening(addr: SocketAddr) -> bool {
+    let ours: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_owned))
+        .collect();
+    let table = if addr.is_ipv4() { "/proc/net/tcp" } else { "/proc/net/tcp6" };
+    let text = std::fs::read_to_string(table).unwrap_or_else(|e| panic!("{table}: {e}"));
+    text.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let port = f.get(1).and_then(|local| local.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+        f.get(3) == Some(&"0A")
+            && port == Some(addr.port())
+            && f.get(9).is_some_and(|inode| !ours.iter().any(|o| o == inode))
+    })
 }
 
 fn monotonic_usec() -> u64 {
@@ -135,8 +161,9 @@ fn socket_activation_passes_the_socket_for_real() {
     // demand, as systemd does it.
     let first = std::thread::spawn(move || {
         let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         loop {
-            if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            if let Some(stream) = listening(addr).then(|| std::net::TcpStream::connect(addr).ok()).flatten() {
                 let mut c = Client::from_stream(stream);
                 return c.get("/");
             }
@@ -252,7 +279,7 @@ fn socket_activation_passes_several_sockets_and_all_are_served() {
     let first = std::thread::spawn(move || {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(stream) = std::net::TcpStream::connect(v4) {
+            if let Some(stream) = listening(v4).then(|| std::net::TcpStream::connect(v4).ok()).flatten() {
                 return Client::from_stream(stream).get("/");
             }
             assert!(Instant::now() < deadline, "nothing listens on {v4}");
