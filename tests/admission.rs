@@ -57,13 +57,18 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// One worker with admission on, a pool of 2 threads behind a queue of
-/// 1,000 jobs, and its metrics listener; ready.
-fn deep_pool() -> (Server, SocketAddr) {
-    let server = Server::start(&["--workers", "1", "--pool", "2", "--pool-queue", "1000", "--metrics", "127.0.0.1:0"]);
+/// One worker started with `args` and a metrics listener, once ready;
+/// with the metrics' address.
+fn one_worker(args: &[&str]) -> (Server, SocketAddr) {
+    let server = Server::start(&[&["--workers", "1", "--metrics", "127.0.0.1:0"], args].concat());
     let maddr = metrics_addr(&server);
     server.wait_line(&["ready 0."], Duration::from_secs(10));
     (server, maddr)
+}
+
+/// One worker with a pool of 2 threads behind a queue of 1,000 jobs.
+fn deep_pool(args: &[&str]) -> (Server, SocketAddr) {
+    one_worker(&[&["--pool", "2", "--pool-queue", "1000"], args].concat())
 }
 
 /// Clients that keep the server busy with `path` until stopped; refused
@@ -127,7 +132,7 @@ impl Load {
 fn a_saturated_pool_sheds_pool_work_fast_and_ready_follows_without_flapping() {
     // Two threads and room for a thousand jobs: without admission the
     // queue would grow to the clients' number, each waiting for it.
-    let (mut server, maddr) = deep_pool();
+    let (mut server, maddr) = deep_pool(&[]);
     assert_eq!(scrape(maddr, "/ready").0, 200);
     let load = Load::start(server.addr, 16);
     wait_for("work shed for the pool", Duration::from_secs(15), || {
@@ -205,20 +210,7 @@ fn a_saturated_pool_sheds_pool_work_fast_and_ready_follows_without_flapping() {
 
 #[test]
 fn with_admission_off_the_pool_queues_up_to_its_cap() {
-    let mut server = Server::start(&[
-        "--workers",
-        "1",
-        "--pool",
-        "2",
-        "--pool-queue",
-        "1000",
-        "--metrics",
-        "127.0.0.1:0",
-        "--admission",
-        "off",
-    ]);
-    let maddr = metrics_addr(&server);
-    server.wait_line(&["ready 0."], Duration::from_secs(10));
+    let (mut server, maddr) = deep_pool(&["--admission", "off"]);
     let load = Load::start(server.addr, 16);
     // A standing queue: 16 clients of 50 ms jobs on 2 threads.
     wait_for("a standing queue", Duration::from_secs(15), || {
@@ -248,7 +240,7 @@ fn a_burst_onto_an_idle_pool_queues_at_most_an_interval_of_work_and_refuses_the_
     // 2 threads of 50 ms jobs, a queue of 1000: the burst limit is what
     // starts within an interval (100 ms) at the measured pace, 2 + 2 x
     // 100 / 50 = 6 (5 when the jobs measure a little over 50 ms).
-    let (mut server, maddr) = deep_pool();
+    let (mut server, maddr) = deep_pool(&[]);
     // One job sets the pace.
     assert_eq!(server.connect().get("/sleep?ms=50").status, 200);
     wait_for("the pool's limit follows the pace", Duration::from_secs(10), || {
@@ -292,10 +284,7 @@ const SPIN: &str = "/spin?us=5000";
 
 #[test]
 fn with_a_loop_target_a_loop_held_by_heavy_handlers_refuses_before_the_handler() {
-    let mut server =
-        Server::start(&["--workers", "1", "--loop-target", "20", "--metrics", "127.0.0.1:0", "--log", "debug"]);
-    let maddr = metrics_addr(&server);
-    server.wait_line(&["ready 0."], Duration::from_secs(10));
+    let (mut server, maddr) = one_worker(&["--loop-target", "20", "--log", "debug"]);
     let load = Load::on(server.addr, 16, SPIN);
     wait_for("requests shed by the loop", Duration::from_secs(15), || {
         sum(&scrape(maddr, "/metrics").1, "forkring_shed_total{slot=\"0\",cause=\"loop\"}") > 0.0
@@ -323,9 +312,7 @@ fn a_loop_that_sleeps_between_heavy_handlers_is_never_shed() {
     // Each handler runs 10 ms, twice the target, but one client asks one
     // request at a time: after each turn the loop finds nothing and
     // sleeps, so no input ever waited for a turn and no queue stands.
-    let mut server = Server::start(&["--workers", "1", "--loop-target", "5", "--metrics", "127.0.0.1:0"]);
-    let maddr = metrics_addr(&server);
-    server.wait_line(&["ready 0."], Duration::from_secs(10));
+    let (mut server, maddr) = one_worker(&["--loop-target", "5"]);
     let mut client = server.connect();
     // 60 of them: 600 ms of handlers, six admission intervals.
     for i in 0..60 {
@@ -377,9 +364,7 @@ fn a_cheap_request_is_answered_and_sent_before_the_heavy_ones_that_came_with_it(
 
 #[test]
 fn without_a_loop_target_the_loop_is_measured_and_never_shed() {
-    let mut server = Server::start(&["--workers", "1", "--metrics", "127.0.0.1:0"]);
-    let maddr = metrics_addr(&server);
-    server.wait_line(&["ready 0."], Duration::from_secs(10));
+    let (mut server, maddr) = one_worker(&[]);
     let load = Load::on(server.addr, 16, SPIN);
     // Turns of tens of milliseconds, measured.
     wait_for("the loop's lateness measured", Duration::from_secs(15), || {
@@ -394,10 +379,7 @@ fn without_a_loop_target_the_loop_is_measured_and_never_shed() {
 
 #[test]
 fn an_adaptive_pool_limit_falls_when_jobs_slow_down_and_recovers() {
-    let mut server =
-        Server::start(&["--workers", "1", "--pool", "8", "--pool-limit", "adaptive", "--metrics", "127.0.0.1:0"]);
-    let maddr = metrics_addr(&server);
-    server.wait_line(&["ready 0."], Duration::from_secs(10));
+    let (mut server, maddr) = one_worker(&["--pool", "8", "--pool-limit", "adaptive"]);
     let limit = || sum(&scrape(maddr, "/metrics").1, "forkring_pool_limit{slot=\"0\"}");
     // Quick jobs: the limit is the cap (8 threads + 8 queued).
     let quick = Load::on(server.addr, 8, "/sleep?ms=5");
