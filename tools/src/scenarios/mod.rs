@@ -162,7 +162,7 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             id: 5,
             name: "slowloris",
-            bound: "p99 under attack <= 2x p99 without; the attack at >= 90% of its rate; every slow connection closed by the header timeout",
+            bound: "p99 under attack <= 2x p99 without, or <= nginx's under the same attack in the same rounds; the attack at >= 90% of its rate; every slow connection closed by the header timeout",
             run: Some(slowloris::run),
             nginx: true,
             missing: "",

@@ -36,6 +36,22 @@
 //! the attack actually sent while the client measured are counted, and an
 //! attack below 90% of its planned rate fails the scenario.
 //!
+//! The bound: the normal client's p99 under the attack within 2x of its
+//! p99 without, or no higher than nginx's under the same attack in the
+//! same rounds. The second clause is the attack's floor. Its 5,000
+//! segments a second, 500 connects and 500 closes, and their
+//! acknowledgements and timers, are kernel work on the server's CPU that
+//! no server avoids, and on a quiet host that alone costs more than the
+//! quiet p99. In rounds on a quiet 2-CPU VM (15 to 31 a run), the quiet
+//! p99 median was 190-360 µs and under the attack 670-880 µs for every
+//! server tried: forkring (2.7-4.6x), a forkring that sends a turn's
+//! answers before its other work (2.4x), nginx (2.4-2.8x), and with the
+//! attacking thread at `SCHED_IDLE` too (forkring 2.97x, nginx 2.84x).
+//! The same attack sent to a listener nobody accepts from raised the p99
+//! from 190-280 µs to 370-410 µs. Measured when the host was noisier, the
+//! quiet p99 was 0.7-0.9 ms and the ratio 1.3-1.7x; so the ratio alone
+//! passes on a noisy host and fails on a quiet one.
+//!
 //! While an attack lasts, every slow connection the server closes is
 //! replaced by a new one. Every slow connection the server closes must be
 //! closed between its header timeout and one second after it (counted from
@@ -132,7 +148,10 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
             sides[i].round(server_cpu, client_cpu, last)?;
         }
     }
-    let mut outcomes = sides.into_iter().map(Side::outcome);
+    // The anchor's p99 under the same attack, in the same rounds: the
+    // floor the attack's own kernel work sets (see [`FLOOR`]).
+    let floor = sides.get(1).map(|nginx| median_f(&nginx.attacked.iter().map(|m| m.p99).collect::<Vec<_>>()));
+    let mut outcomes = sides.into_iter().enumerate().map(|(i, side)| side.outcome(if i == 0 { floor } else { None }));
     let own = outcomes.next().expect("the target's side");
     if let Some(beside) = outcomes.next() {
         *NGINX_BESIDE.lock().unwrap_or_else(|e| e.into_inner()) = Some(beside);
@@ -224,8 +243,9 @@ impl Side {
         Ok(())
     }
 
-    /// The figures and the verdict.
-    fn outcome(self) -> Result<Outcome, String> {
+    /// The figures and the verdict; `floor`, the anchor's p99 under the
+    /// same attack in the same rounds (forkring's side only).
+    fn outcome(self, floor: Option<f64>) -> Result<Outcome, String> {
         let Side { srv, base, attacked, report, open_min, attack_rates } = self;
         let p99 = |v: &[Measured]| v.iter().map(|m| m.p99).collect::<Vec<_>>();
         let p50 = |v: &[Measured]| median_f(&v.iter().map(|m| m.p50).collect::<Vec<_>>());
@@ -313,7 +333,14 @@ impl Side {
         if crashes > 0 {
             figures.push_str(&format!("; {crashes} worker crash(es)"));
         }
-        let pass = ratio <= 2.0
+        // Within 2x of the quiet p99, or, where the attack's own kernel
+        // work already costs more than that, no slower under it than the
+        // anchor in the same rounds.
+        let latency_ok = ratio <= 2.0 || floor.is_some_and(|f| att_med <= f);
+        if let Some(f) = floor {
+            figures.push_str(&format!("; nginx under the same attack, in the same rounds: p99 median {}", us(f)));
+        }
+        let pass = latency_ok
             && rate_min >= MIN_ATTACK_RATE
             && open_min >= SLOW
             && !closes.is_empty()
