@@ -149,8 +149,8 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
         }
     }
     // The anchor's p99 under the same attack, in the same rounds: the
-    // floor the attack's own kernel work sets (see [`FLOOR`]).
-    let floor = sides.get(1).map(|nginx| median_f(&nginx.attacked.iter().map(|m| m.p99).collect::<Vec<_>>()));
+    // floor the attack's own kernel work sets (see the module's text).
+    let floor = sides.get(1).and_then(Side::floor);
     let mut outcomes = sides.into_iter().enumerate().map(|(i, side)| side.outcome(if i == 0 { floor } else { None }));
     let own = outcomes.next().expect("the target's side");
     if let Some(beside) = outcomes.next() {
@@ -241,6 +241,17 @@ impl Side {
         self.attacked.push(m?);
         std::thread::sleep(SETTLE);
         Ok(())
+    }
+
+    /// The median of the normal client's p99 under the attack, as the
+    /// floor for the other server's bound: only where this side met the
+    /// attack in full (at its rate, every slow connection open) and its
+    /// client failed nothing, since a weaker attack, or failures that are
+    /// not timed, would make the floor say less than it should.
+    fn floor(&self) -> Option<f64> {
+        let full = self.open_min >= SLOW && self.attack_rates.iter().all(|&r| r >= MIN_ATTACK_RATE);
+        let failed: u64 = self.base.iter().chain(&self.attacked).map(|m| m.errors).sum();
+        (full && failed == 0).then(|| median_f(&self.attacked.iter().map(|m| m.p99).collect::<Vec<_>>()))
     }
 
     /// The figures and the verdict; `floor`, the anchor's p99 under the
