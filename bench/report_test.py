@@ -185,7 +185,7 @@ class OverloadTest(unittest.TestCase):
             st,
             {
                 ("pool", "goodput"): "met", ("pool", "success p99"): "met", ("pool", "the fast route's p99"): "met",
-                ("loop", "goodput"): "met", ("loop", "success p99"): "met",
+                ("loop", "goodput"): "met", ("loop", "success p99"): "met", ("loop", "the fast route's p99"): "met",
             },
         )
         # 0.97 of capacity at 2x and 4x; 18 ms against 12 ms at 0.5x.
@@ -205,7 +205,7 @@ class OverloadTest(unittest.TestCase):
         self.assertEqual(set(self.statuses(r).values()), {"missed"})
         md = document.markdown(r, "report.svg")
         goal_lines = [x for x in md.split("## Past capacity")[1].split("The anchors past")[0].splitlines() if x.startswith("- ") and "route" in x]
-        self.assertEqual(len(goal_lines), 5)
+        self.assertEqual(len(goal_lines), 6)
         self.assertTrue(all(x.endswith("**missed**") for x in goal_lines), goal_lines)
         # 0.5 of capacity at 2x and 4x; the fast route at 5 ms.
         self.assertIn("50% and 50%: **missed**", goal_lines[0])

@@ -26,17 +26,14 @@ SUBJECT = "forkring"
 SERVER_ORDER = [SUBJECT, "forkring-admission-off", "nginx", "node"]
 # The anchors the goals name, said to be missing where a run lacks them.
 NAMED_ANCHORS = ["nginx", "node"]
-# The goals: at GOAL_LOADS, goodput at least GOODPUT_SHARE of capacity and
-# the p99 of successes within P99_GROWTH times its p99 at BASE_LOAD; on the
-# pool route, the fast route's p99 under FAST_P99_MS.
+# The goals, on each route: at GOAL_LOADS, goodput at least GOODPUT_SHARE
+# of capacity, the p99 of successes within P99_GROWTH times its p99 at
+# BASE_LOAD, and the fast route's p99 under FAST_P99_MS.
 GOAL_LOADS = [2.0, 4.0]
 BASE_LOAD = 0.5
 GOODPUT_SHARE = 0.9
 P99_GROWTH = 3.0
 FAST_P99_MS = 2.0
-# The routes whose load leaves the fast route's loop free (the pool's
-# threads do the waiting), where the fast route's goal applies.
-FAST_GOAL_ROUTES = ["pool"]
 
 MET, MISSED, NO_FIGURE = "met", "missed", "no figure"
 
@@ -184,15 +181,14 @@ def goals(r):
             f" ({fmt_ms(base)}): {' and '.join(parts)}",
             verdict(flags),
         ))
-        if route in FAST_GOAL_ROUTES:
-            fast = [value(r, route, SUBJECT, x, "fast_p99_ms") for x in GOAL_LOADS]
-            flags = [None if not ok(f) else f < FAST_P99_MS for f in fast]
-            out.append((
-                route,
-                f"{title}: the fast route's p99 at {loads} < {FAST_P99_MS:g} ms:"
-                f" {' and '.join(fmt_ms(f) for f in fast)}",
-                verdict(flags),
-            ))
+        fast = [value(r, route, SUBJECT, x, "fast_p99_ms") for x in GOAL_LOADS]
+        flags = [None if not ok(f) else f < FAST_P99_MS for f in fast]
+        out.append((
+            route,
+            f"{title}: the fast route's p99 at {loads} < {FAST_P99_MS:g} ms:"
+            f" {' and '.join(fmt_ms(f) for f in fast)}",
+            verdict(flags),
+        ))
     return out
 
 

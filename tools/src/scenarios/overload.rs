@@ -22,18 +22,31 @@
 //! came during the last one, so turns grow, and the answers of the last,
 //! longest one come after the window.)
 //!
-//! Each load is measured in [`ROUNDS`] short rounds of [`COUNTED`] (after
-//! a warm-up of [`WARMUP`]), every load of both routes taking turns within
+//! Each load is measured in [`ROUNDS`] rounds of [`COUNTED`] (after a
+//! warm-up of [`WARMUP`]), every load of both routes taking turns within
 //! each pass (the pass starting one further on each round), as the
 //! slowloris scenario measures its client: a host that stalls for
 //! milliseconds now and then decides the p99 of one run of a few seconds,
 //! and one long run per load would hand each load the stalls of its own
 //! minute. The fast route's figure is the median over the rounds of each
 //! round's p99 (its max beside it); goodput and the other figures come
-//! from all rounds pooled. Between two runs the harness waits until one
-//! request of the route is answered within [`SETTLE_WITHIN`] (what a queue
-//! without admission still holds from an overload is worked off before
-//! the next load is measured).
+//! from all rounds pooled. A round spans several of the stalls a 2-CPU
+//! VM's CPUs take: a loop pinned to each CPU and reading the clock sees
+//! one of them stop for 5-7 ms about every 1.05 s (the scheduler's trace
+//! charges the time to the kernel's RCU thread; a profile has no sample
+//! in it) and for 0.9 ms every 0.5 s (a kernel thread, `kdamond`). Each
+//! long stop delays the 6-10 fast requests due or answered during it:
+//! 0.69% of 30,000 in the 2x and 4x cells of one run, so a round of 1.5 s
+//! (one or two stops, 1,500 requests) had its p99 decided by whether it
+//! held the second one: at 2x among all cells the fast route's median
+//! over rounds was 1.6-3.2 ms with such rounds, and 1.26-1.52 ms in three
+//! runs with rounds of 3 s (and the paced client's readers no longer
+//! waking on a timeout). Of the p99s of single rounds of 3 s, 0 of 35
+//! passed 2 ms at 2x and 4 of 35 at 4x, in three runs: the median of
+//! [`ROUNDS`] passes it where four rounds of seven do. Between
+//! two runs the harness waits until one request of the route is answered
+//! within [`SETTLE_WITHIN`] (what a queue without admission still holds
+//! from an overload is worked off before the next load is measured).
 //!
 //! For each load: goodput (successful answers a second, counting only
 //! those that came within [`CLIENT_TIMEOUT`] of their due time: a later
@@ -59,23 +72,24 @@
 //! ms); the goodput at 4x 93% and 91% (more turns, each with its own
 //! cost, at 1 ms).
 //!
-//! The bound (admission on): on the pool route, at 2x and 4x, goodput at
+//! The bound (admission on): on each route, at 2x and 4x, goodput at
 //! least 90% of the capacity and the p99 of successes within 3x of its
-//! p99 at 0.5x, the fast route's p99 (median over rounds) under 2 ms at
-//! every load; on the loop route the same at 2x and 4x, the fast route's
-//! p99 reported but not bounded: it shares the saturated loop, so a fast
-//! request waits for the spin running when it comes (the turn after
+//! p99 at 0.5x; the fast route answered (never refused) with its p99
+//! (median over rounds) under [`FAST_P99`] beside the pool route at every
+//! load, beside the loop route at 2x and 4x; no errors on either route.
+//! Beside the loop route the fast route shares the saturated loop: a
+//! fast request waits for the spin running when it comes (the turn after
 //! answers it before its own spin), up to one spin of the 2 ms, and the
-//! rest is the host's: in rounds on a quiet 2-CPU VM at 2x and 4x, of
-//! 15,220 turns that ran a spin 99.6% took under 1.2 ms (97% under 1.1),
-//! none ran two, and the fast route's service time p99 was 1.1-1.6 ms
-//! and its client's own lag p99 0.2-1.1 ms; the p99 from the due time
-//! was 1.2-1.9 ms in runs of the 2x and 4x cells alone (19 of 19 under
-//! 2 ms) and 1.6-3.2 ms at 2x among all the cells (pinning both clients
-//! to the other CPU, or running the load's client threads at nice 10,
-//! moved none of these figures); a loop that sheds answers it all
-//! the same, its handler known cheap (a refusal of it would be counted
-//! apart); no errors on either route.
+//! rest is the host's. In rounds on a quiet 2-CPU VM at 2x and 4x, of
+//! 15,220 turns that ran a spin 99.6% took under 1.2 ms (97% under 1.1)
+//! and none ran two. With the loop's turns and the fast handler's calls
+//! timed beside the client's times (a build with counters, not kept), of
+//! 30,000 fast requests at 2x and 4x 207 took over 2 ms: the handler of
+//! 205 was called within 1.3 ms of their write, and each waited over 0.5
+//! ms in its client, to be written or read (the stops above); one waited
+//! 4.4 ms for the loop's own CPU. The service time p99 was 1.1-1.4 ms.
+//! Below 2x the loop sheds less and then not at all, so the fast route
+//! waits for a spin more often; its figure there is reported.
 //!
 //! The anchors, measured and printed, never part of the verdict, each
 //! offered the same loads (multiples of forkring's capacities: the work is
@@ -128,12 +142,12 @@ const LOOP_TARGET_MS: u64 = 1;
 const LOADS: [f64; 5] = [0.5, 1.0, 1.5, 2.0, 4.0];
 /// Rounds of every load for forkring with admission (the bounded figures)
 /// and for each anchor.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 const ANCHOR_ROUNDS: usize = 2;
 /// Each run: a warm-up whose requests are not counted, then the counted
 /// part.
 const WARMUP: Duration = Duration::from_millis(250);
-const COUNTED: Duration = Duration::from_millis(1500);
+const COUNTED: Duration = Duration::from_millis(3000);
 /// How long answers may come after the last request was due: the client's
 /// patience (a later answer would not count).
 const DRAIN: Duration = CLIENT_TIMEOUT;
@@ -152,6 +166,8 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The fast route's rate and connections.
 const FAST_RATE: u32 = 1000;
 const FAST_CONNS: usize = 4;
+/// The bound on the fast route's p99.
+const FAST_P99: Duration = Duration::from_millis(2);
 /// A server has worked off an overload when one request of the route is
 /// answered (or refused) this fast ...
 const SETTLE_WITHIN: Duration = Duration::from_millis(50);
@@ -790,12 +806,13 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
         let base_p99 = on.cell(route, LOADS[0]).p99().unwrap_or(Duration::ZERO);
         for &load in &LOADS {
             let c = on.cell(route, load);
-            pass &= c.main().errors() == 0;
-            // The fast route beside the loop route shares the saturated
-            // loop: reported, not bounded.
-            if route == Route::Pool {
-                let fast_p99 = c.fast_p99().0.unwrap_or(Duration::MAX);
-                pass &= c.fast().errors() == 0 && fast_p99 < Duration::from_millis(2);
+            pass &= c.main().errors() == 0 && c.fast().errors() == 0;
+            // The fast route beside the pool route at every load; beside
+            // the loop route, which it shares, at 2x and 4x, where the
+            // loop sheds: answered (a refusal would leave its p99 the
+            // figure of the fast requests that were let through), fast.
+            if route == Route::Pool || load >= 2.0 {
+                pass &= c.fast().refused == 0 && c.fast_p99().0.is_some_and(|p99| p99 < FAST_P99);
             }
             if load >= 2.0 {
                 pass &= c.goodput() >= 0.9 * cap.of(route) && c.p99().unwrap_or(Duration::MAX) <= base_p99 * 3;
@@ -807,8 +824,7 @@ pub fn run(ctx: &Ctx, target: Target) -> Result<Outcome, String> {
             "capacity: pool {:.0}/s ({POOL} threads x {JOB_MS} ms jobs, queue {QUEUE}), loop {:.0}/s \
              (GET /spin?us={SPIN_US}, one worker); each load in rounds of {} \
              counted after {} warm-up, the loads taking turns; fast route GET / {FAST_RATE}/s beside, its p99 the \
-             median over rounds (max); beside the loop route the fast route shares the saturated loop: \
-             reported, not bounded\n    {}\n    {}\n    {}\n    {}{written}",
+             median over rounds (max)\n    {}\n    {}\n    {}\n    {}{written}",
             cap.pool,
             cap.spin,
             ms(COUNTED),
