@@ -527,9 +527,9 @@ fn sleep(
     // A reader blocks in its read until an answer comes; the end of
     // reading wakes it. (With a read timeout of 20 ms to look at `stop`,
     // 256 readers woke 12,800 times a second for nothing, in bursts, on
-    // the CPU the senders share: in past-capacity rounds on a 2-CPU VM the
-    // paced client beside them wrote 0.3-0.8 ms late at p99, and 0.2-0.3
-    // ms without.)
+    // the CPU the senders share: in past-capacity runs on a 2-CPU VM, at 2x
+    // and 4x, the paced client beside them wrote 0.29-0.71 ms late at p99
+    // (three runs), and 0.19-0.40 ms without (seven).)
     stop.store(true, Ordering::SeqCst);
     for s in &streams {
         let _ = s.shutdown(std::net::Shutdown::Read);
@@ -716,6 +716,21 @@ mod tests {
         let r = run(&p).unwrap();
         assert_eq!((r.due(), r.answered, r.errors(), r.failed_conns), (300, 300, 0, 0));
         assert_eq!((r.latency.len(), r.service.len(), r.lag.len()), (300, 300, 300));
+    }
+
+    #[test]
+    fn sleeping_readers_blocked_on_a_silent_server_end_with_the_drain() {
+        // Nothing is ever answered: each reader blocks in its read until
+        // the sender ends the reading after the drain second.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut p = plan(silent.local_addr().unwrap(), 3, 1000, 100);
+        p.wait = Wait::Sleep;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(run(&p));
+        });
+        let r = rx.recv_timeout(Duration::from_secs(10)).expect("the run ends after its drain").unwrap();
+        assert_eq!((r.due(), r.ok(), r.errors(), r.failed_conns), (100, 0, 100, 0));
     }
 
     #[test]

@@ -256,8 +256,8 @@ pub fn all() -> Vec<Scenario> {
                 "every bound held in the quiet runs of the last builds, but the loop route's goodput at 4x \
                  measured 90.3-94% of capacity in them (bound 90%), and 89.96% once with an earlier build: \
                  too near for noise alone not to cross it. What the 4x loses is the kernel's: in a profile of \
-                 the worker at 4x (8 s), 89% of its time was the spin, 6.6% TCP sends (3,900 answers a second, \
-                 3,000 of them refusals, each delivered over loopback and waking the client's reader: about \
+                 the worker at 4x (8 s), 89% of its time was the spin, 6.6% TCP sends (4,000 answers a second, \
+                 3,100 of them refusals, each delivered over loopback and waking the client's reader: about \
                  17 µs of the worker's CPU apiece on a 2-CPU VM), forkring's own code under 1%",
             ),
         },
